@@ -1,0 +1,23 @@
+//! tessera-core: the domain rules every part of Tessera shares, with no IO.
+//!
+//! Money and VAT, the museum's catalogue and the slots its schedule generates,
+//! pricing a cart, signed ticket codes, the entry rules a gate applies, the
+//! lease arithmetic that keeps online and counter sales inside one capacity,
+//! the CRDT tallies for live availability, and the wire types of the HTTP API.
+//! Clocks, files, sockets and randomness stay at the edges: functions here take
+//! `now` and seeds as arguments.
+
+pub mod admission;
+pub mod api;
+pub mod catalogue;
+pub mod ids;
+pub mod inventory;
+pub mod money;
+pub mod pricing;
+pub mod slot;
+pub mod tally;
+pub mod ticket_code;
+pub mod vat;
+
+pub use jiff;
+pub use uuid;

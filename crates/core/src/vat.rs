@@ -1,0 +1,126 @@
+//! VAT on prices that include it.
+//!
+//! Rounding rule (written down because reports must agree to the cent): VAT is
+//! computed per sale line from the line's gross amount, `tax = gross * r / (1 + r)`
+//! rounded half away from zero to the cent, and `net = gross - tax`. A total is
+//! the sum of its rounded lines, never a recomputation from the summed gross.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A VAT rate in basis points: 550 is 5.5 %, 2000 is 20 %.
+pub type RateBp = u32;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VatSplit {
+    pub gross: i64,
+    pub net: i64,
+    pub tax: i64,
+}
+
+/// Splits a VAT-inclusive amount into net and tax by the rule above.
+pub fn split_gross(gross: i64, rate_bp: RateBp) -> VatSplit {
+    let rate = i128::from(rate_bp);
+    let numerator = i128::from(gross) * rate;
+    let denominator = 10_000 + rate;
+    let half = denominator / 2;
+    let tax = if numerator >= 0 {
+        (numerator + half) / denominator
+    } else {
+        -((-numerator + half) / denominator)
+    };
+    // |tax| <= |gross|, so the narrowing cannot fail.
+    let tax = i64::try_from(tax).unwrap_or(0);
+    VatSplit {
+        gross,
+        net: gross - tax,
+        tax,
+    }
+}
+
+impl VatSplit {
+    pub fn add(&mut self, other: VatSplit) {
+        self.gross += other.gross;
+        self.net += other.net;
+        self.tax += other.tax;
+    }
+
+    pub fn negate(self) -> VatSplit {
+        VatSplit {
+            gross: -self.gross,
+            net: -self.net,
+            tax: -self.tax,
+        }
+    }
+}
+
+/// Sums of rounded lines, per rate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VatBreakdown(pub BTreeMap<RateBp, VatSplit>);
+
+impl VatBreakdown {
+    pub fn add_line(&mut self, rate_bp: RateBp, split: VatSplit) {
+        self.0.entry(rate_bp).or_default().add(split);
+    }
+
+    pub fn merge(&mut self, other: &VatBreakdown) {
+        for (rate, split) in &other.0 {
+            self.add_line(*rate, *split);
+        }
+    }
+
+    pub fn total(&self) -> VatSplit {
+        let mut sum = VatSplit::default();
+        for split in self.0.values() {
+            sum.add(*split);
+        }
+        sum
+    }
+}
+
+/// "5.5 %" for 550, "20 %" for 2000.
+pub fn format_rate(rate_bp: RateBp) -> String {
+    if rate_bp % 100 == 0 {
+        format!("{} %", rate_bp / 100)
+    } else if rate_bp % 10 == 0 {
+        format!("{}.{} %", rate_bp / 100, (rate_bp % 100) / 10)
+    } else {
+        format!("{}.{:02} %", rate_bp / 100, rate_bp % 100)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn splits_french_museum_rates() {
+        // 15.00 at 5.5 %: 1500 * 550 / 10550 = 78.2 -> 78
+        assert_eq!(
+            split_gross(1500, 550),
+            VatSplit {
+                gross: 1500,
+                net: 1422,
+                tax: 78
+            }
+        );
+        // 5.00 at 20 %: 500 * 2000 / 12000 = 83.3 -> 83
+        assert_eq!(split_gross(500, 2000).tax, 83);
+        assert_eq!(split_gross(0, 2000), VatSplit::default());
+        assert_eq!(split_gross(-1500, 550).tax, -78);
+        assert_eq!(format_rate(550), "5.5 %");
+        assert_eq!(format_rate(2000), "20 %");
+    }
+
+    proptest! {
+        #[test]
+        fn net_plus_tax_is_gross(gross in -10_000_000i64..10_000_000, rate in 0u32..5000) {
+            let s = split_gross(gross, rate);
+            prop_assert_eq!(s.net + s.tax, gross);
+            prop_assert!(s.tax.abs() <= gross.abs());
+            prop_assert_eq!(split_gross(-gross, rate).tax, -s.tax);
+        }
+    }
+}
