@@ -1,0 +1,112 @@
+//! Request extractors that answer bad input the Tessera way: a 4xx with
+//! `{"error":{code,message}}`, never axum's plain-text rejections.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use tessera_core::api::devices::Role;
+use tessera_core::api::IDEMPOTENCY_KEY;
+
+use super::AppState;
+use crate::error::ServiceError;
+use crate::store::{DeviceInfo, Store};
+
+impl IntoResponse for ServiceError {
+    fn into_response(self) -> Response {
+        let status = axum::http::StatusCode::from_u16(self.status())
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), error = %self, "request failed");
+        }
+        (status, Json(self.body())).into_response()
+    }
+}
+
+/// A JSON body, with its raw bytes kept for idempotency hashing.
+pub struct ApiJson<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ServiceError::BodyTooLarge(super::MAX_BODY_BYTES)
+            } else {
+                ServiceError::BadRequest(format!("could not read the request body: {rejection}"))
+            }
+        })?;
+        let value = serde_json::from_slice(&raw).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ServiceError::InvalidBody(e.to_string()),
+            _ => ServiceError::MalformedJson(format!("request body is not valid JSON: {e}")),
+        })?;
+        Ok(ApiJson { value, raw })
+    }
+}
+
+pub struct IdempotencyKey(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(IDEMPOTENCY_KEY)
+            .ok_or(ServiceError::MissingIdempotencyKey)?;
+        let key = value.to_str().map_err(|_| ServiceError::BadIdempotencyKey)?;
+        let ok = !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| (0x21..0x7f).contains(&b));
+        if !ok {
+            return Err(ServiceError::BadIdempotencyKey);
+        }
+        Ok(IdempotencyKey(key.to_string()))
+    }
+}
+
+/// The device behind a bearer token.
+pub struct Device(pub DeviceInfo);
+
+impl<S: Store> FromRequestParts<AppState<S>> for Device {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ServiceError::Unauthorized("this endpoint needs a device token (Authorization: Bearer …)".into()))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| ServiceError::Unauthorized("Authorization must be \"Bearer <token>\"".into()))?;
+        let device = state
+            .store
+            .authenticate(token)
+            .ok_or_else(|| ServiceError::Unauthorized("unknown or revoked device token".into()))?;
+        Ok(Device(device))
+    }
+}
+
+impl Device {
+    /// Refuses a device whose role may not use the endpoint.
+    pub fn require(self, allowed: &[Role], what: &str) -> Result<DeviceInfo, ServiceError> {
+        if allowed.contains(&self.0.role) {
+            Ok(self.0)
+        } else {
+            let names: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+            Err(ServiceError::Forbidden(format!(
+                "{what} needs a {} device; this token belongs to {} \"{}\"",
+                names.join(" or "),
+                self.0.role.as_str(),
+                self.0.name
+            )))
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Online redemption: verify the code here, then let the writer record the
+//! entry atomically so a ticket admits once across every gate.
+
+use axum::extract::State;
+use axum::Json;
+use tessera_core::admission::{check_entry, DenyReason};
+use tessera_core::api::devices::Role;
+use tessera_core::api::gate::{RedeemResult, Redemption};
+use tessera_core::ticket_code::{decode_unverified, normalize_scanned};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::extract::{ApiJson, Device};
+use super::AppState;
+use crate::error::ServiceError;
+use crate::store::Store;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemBody {
+    pub code: String,
+    /// A gate's own id for this scan, so a retried request is not a second entry.
+    #[serde(default)]
+    pub scan_id: Option<Uuid>,
+}
+
+pub async fn redeem<S: Store>(
+    State(app): State<AppState<S>>,
+    device: Device,
+    body: ApiJson<RedeemBody>,
+) -> Result<Json<Redemption>, ServiceError> {
+    let gate = device.require(&[Role::Gate, Role::Supervisor], "redeeming tickets")?;
+    if body.value.code.len() > 1024 {
+        return Ok(Json(Redemption::denied(DenyReason::Invalid)));
+    }
+    let code = normalize_scanned(&body.value.code);
+    let claims = match app.store.keyring().verify(&code) {
+        Ok(c) => c,
+        Err(e) => {
+            let reason = DenyReason::from_code_error(&e);
+            let mut denied = Redemption::denied(reason);
+            if let Ok((c, _, _)) = decode_unverified(&code) {
+                // Say which ticket it claims to be only when the signer is
+                // real but revoked; a forged code gets no echo.
+                if reason == DenyReason::RevokedKey {
+                    denied.ticket_id = Some(c.ticket_id);
+                }
+            }
+            metrics::counter!("tessera_redemptions_total", "result" => reason.as_str()).increment(1);
+            return Ok(Json(denied));
+        }
+    };
+    let tz = app.store.catalogue().time_zone().map_err(|e| ServiceError::Storage(e.to_string()))?;
+    if let Err(reason) = check_entry(&claims, &tz, app.clock.now(), app.entry) {
+        let mut denied = Redemption::denied(reason);
+        denied.ticket_id = Some(claims.ticket_id);
+        denied.product_id = Some(claims.product_id);
+        denied.slot_id = Some(claims.slot);
+        denied.admits = Some(claims.admits);
+        denied.message = format!("{} (entry {} on {})", reason.explain(), claims.slot.hhmm(), claims.slot.date);
+        metrics::counter!("tessera_redemptions_total", "result" => reason.as_str()).increment(1);
+        return Ok(Json(denied));
+    }
+    let redemption = app.store.redeem(gate, claims, body.value.scan_id).await?;
+    debug_assert!(redemption.result == RedeemResult::Admitted || redemption.reason.is_some());
+    Ok(Json(redemption))
+}

@@ -1,0 +1,62 @@
+//! The HTTP edge: routes, extractors and the error format. Handlers validate
+//! input, call the domain in `tessera-core` and the `Store`, nothing more.
+
+mod devices;
+mod extract;
+mod gate;
+mod online;
+mod ops;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tessera_core::admission::EntryPolicy;
+
+pub use self::ops::metrics_handle;
+use crate::clock::Clock;
+use crate::error::ServiceError;
+use crate::store::Store;
+
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub struct AppState<S> {
+    pub store: Arc<S>,
+    pub clock: Clock,
+    pub entry: EntryPolicy,
+    pub metrics: PrometheusHandle,
+}
+
+impl<S> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        AppState {
+            store: self.store.clone(),
+            clock: self.clock,
+            entry: self.entry,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz::<S>))
+        .route("/metrics", get(ops::metrics::<S>))
+        .route("/v1/catalogue", get(online::catalogue::<S>))
+        .route("/v1/availability", get(online::availability::<S>))
+        .route("/v1/holds", post(online::create_hold::<S>))
+        .route("/v1/holds/{hold_id}/confirm", post(online::confirm_hold::<S>))
+        .route("/v1/holds/{hold_id}", delete(online::cancel_hold::<S>))
+        .route("/v1/devices/enrol", post(devices::enrol::<S>))
+        .route("/v1/keys", get(devices::keys::<S>))
+        .route("/v1/gate/redeem", post(gate::redeem::<S>))
+        .fallback(|| async { ServiceError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            ServiceError::BadRequest("method not allowed on this endpoint".into())
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes.min(MAX_BODY_BYTES)))
+        .layer(axum::middleware::from_fn(ops::log_requests))
+        .with_state(state)
+}

@@ -1,0 +1,107 @@
+//! The public booking API a web shop calls: no credentials, every input checked.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use tessera_core::api::online::{Availability, ConfirmRequest, HoldRequest};
+use tessera_core::pricing::{price_cart, CartLimits, Channel};
+use tessera_core::slot::parse_date;
+use uuid::Uuid;
+
+use super::extract::{ApiJson, IdempotencyKey};
+use super::AppState;
+use crate::error::ServiceError;
+use crate::secrets::sha256;
+use crate::store::{Answer, Idem, Store};
+
+#[derive(Deserialize)]
+pub struct DateQuery {
+    date: Option<String>,
+}
+
+pub async fn availability<S: Store>(
+    State(app): State<AppState<S>>,
+    Query(q): Query<DateQuery>,
+) -> Result<Json<Availability>, ServiceError> {
+    let text = q
+        .date
+        .ok_or_else(|| ServiceError::BadRequest("query parameter date=YYYY-MM-DD is required".into()))?;
+    let date = parse_date(&text).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+    Ok(Json(app.store.availability(date)?))
+}
+
+pub async fn catalogue<S: Store>(State(app): State<AppState<S>>) -> Response {
+    Json(app.store.catalogue().as_ref().clone()).into_response()
+}
+
+fn idem(key: IdempotencyKey, method: &Method, uri: &Uri, raw: &[u8]) -> Idem {
+    Idem {
+        request_hash: sha256(&[method.as_str().as_bytes(), uri.path().as_bytes(), raw]),
+        key: key.0,
+    }
+}
+
+fn answer(a: Answer) -> Response {
+    let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, Json(a.body)).into_response();
+    if a.replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    response
+}
+
+pub async fn create_hold<S: Store>(
+    State(app): State<AppState<S>>,
+    method: Method,
+    uri: Uri,
+    key: IdempotencyKey,
+    body: ApiJson<HoldRequest>,
+) -> Result<Response, ServiceError> {
+    let request = body.value;
+    let slot = app.store.sellable_slot(request.slot_id)?;
+    let cart = price_cart(&app.store.catalogue(), &request.items, Channel::Online, CartLimits::ONLINE)?;
+    let idem = idem(key, &method, &uri, &body.raw);
+    Ok(answer(app.store.create_hold(idem, slot.id, cart).await?))
+}
+
+fn parse_hold_id(text: &str) -> Result<Uuid, ServiceError> {
+    Uuid::parse_str(text).map_err(|_| ServiceError::UnknownHold(text.chars().take(64).collect()))
+}
+
+pub async fn confirm_hold<S: Store>(
+    State(app): State<AppState<S>>,
+    Path(hold_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    key: IdempotencyKey,
+    body: ApiJson<ConfirmRequest>,
+) -> Result<Response, ServiceError> {
+    let hold = parse_hold_id(&hold_id)?;
+    let request = body.value;
+    let reference = request.payment_reference.trim();
+    if reference.is_empty() || reference.len() > 200 {
+        return Err(ServiceError::InvalidBody(
+            "payment_reference must be 1-200 characters (the payment provider's reference)".into(),
+        ));
+    }
+    if let Some(email) = &request.email {
+        if email.len() > 254 || !email.contains('@') {
+            return Err(ServiceError::InvalidBody("email is not an email address".into()));
+        }
+    }
+    let idem = idem(key, &method, &uri, &body.raw);
+    Ok(answer(app.store.confirm_hold(idem, hold, request).await?))
+}
+
+pub async fn cancel_hold<S: Store>(
+    State(app): State<AppState<S>>,
+    Path(hold_id): Path<String>,
+) -> Result<StatusCode, ServiceError> {
+    let hold = parse_hold_id(&hold_id)?;
+    app.store.cancel_hold(hold).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

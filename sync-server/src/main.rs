@@ -1,0 +1,220 @@
+//! `tessera-server`: parses the command line and wires the library together.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tessera_core::api::devices::Role;
+use tessera_core::slot::SlotId;
+use tessera_server::clock::{Clock, OFFSET_ENV};
+use tessera_server::config::ServerConfig;
+use tessera_server::sqlite::admin;
+
+#[derive(Parser)]
+#[command(name = "tessera-server", version, about = "Tessera sync server: one inventory for online and counter sales")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database: catalogue, signing key and slots.
+    Init {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        fixtures: PathBuf,
+        /// Days of slots to generate from today (the server keeps extending).
+        #[arg(long, default_value_t = 60)]
+        days: i64,
+    },
+    /// Serve the HTTP API.
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, env = "TESSERA_DB")]
+        db: Option<PathBuf>,
+        #[arg(long, env = "TESSERA_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        #[arg(long, env = "TESSERA_HOLD_TTL_SECS")]
+        hold_ttl_secs: Option<u64>,
+        /// group | per-request
+        #[arg(long, env = "TESSERA_COMMIT")]
+        commit: Option<String>,
+        /// text | json
+        #[arg(long, env = "TESSERA_LOG_FORMAT")]
+        log_format: Option<String>,
+    },
+    /// Print a one-time enrolment code for a new device.
+    Enrol {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+        /// counter | gate | supervisor
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 72)]
+        valid_hours: i64,
+    },
+    /// Change a slot's capacity (also while the server runs).
+    Capacity {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        slot: String,
+        #[arg(long)]
+        set: u32,
+    },
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let clock = Clock::from_env().map_err(anyhow::Error::msg)?;
+    match cli.command {
+        Command::Init { db, fixtures, days } => {
+            let now = clock.now();
+            let catalogue_tz = read_tz(&fixtures)?;
+            let today = now.to_zoned(catalogue_tz).date();
+            let summary = admin::init(&db, &fixtures, today, days, now)?;
+            println!(
+                "initialised {} for {}: {} slots from {} over {} days",
+                db.display(),
+                summary.museum,
+                summary.slots,
+                summary.first_day,
+                summary.days
+            );
+        }
+        Command::Serve {
+            config,
+            db,
+            listen,
+            hold_ttl_secs,
+            commit,
+            log_format,
+        } => {
+            let mut cfg = match &config {
+                Some(path) => ServerConfig::from_file(path)?,
+                None => ServerConfig::default(),
+            };
+            cfg.db = db.or(cfg.db);
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(t) = hold_ttl_secs {
+                cfg.hold_ttl_secs = t;
+            }
+            if let Some(c) = commit {
+                cfg.commit = c;
+            }
+            if let Some(f) = log_format {
+                cfg.log_format = f;
+            }
+            init_logging(&cfg.log_format);
+            serve(cfg, clock)?;
+        }
+        Command::Enrol {
+            db,
+            role,
+            name,
+            valid_hours,
+        } => {
+            let role = Role::parse(&role).context("role must be counter, gate or supervisor")?;
+            let name = name.trim();
+            anyhow::ensure!(!name.is_empty() && name.len() <= 100, "name must be 1-100 characters");
+            let code = admin::create_enrolment_code(&db, role, name, clock.now(), valid_hours)?;
+            println!("{code}");
+            eprintln!(
+                "one-time enrolment code for {} \"{}\", valid {} hours",
+                role.as_str(),
+                name,
+                valid_hours
+            );
+        }
+        Command::Capacity { db, slot, set } => {
+            let slot: SlotId = slot.parse()?;
+            let (ledger, before) = admin::set_capacity(&db, &slot, set, clock.now())?;
+            println!(
+                "slot {slot}: capacity {before} -> {set} ({} sold online, {} held, {} leased to counters, {} now available)",
+                ledger.sold_online,
+                ledger.held_online,
+                ledger.leased,
+                ledger.available()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn read_tz(fixtures: &std::path::Path) -> Result<jiff::tz::TimeZone> {
+    let text = std::fs::read_to_string(fixtures).with_context(|| format!("reading {}", fixtures.display()))?;
+    let catalogue: tessera_core::catalogue::Catalogue =
+        toml::from_str(&text).with_context(|| format!("parsing {}", fixtures.display()))?;
+    Ok(catalogue.time_zone()?)
+}
+
+fn serve(cfg: ServerConfig, clock: Clock) -> Result<()> {
+    let db = cfg.db.clone().ok_or(tessera_server::config::ConfigError::NoDatabase)?;
+    if clock.offset_secs() != 0 {
+        tracing::warn!(offset_secs = clock.offset_secs(), "{OFFSET_ENV} is set: the server's clock is shifted (demo/test only)");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let server = tessera_server::start(&db, &cfg, clock).await?;
+        // Scripts and tests read this line to find the port.
+        println!("{} listening on {}", server.museum, server.url());
+        std::io::stdout().flush()?;
+        tracing::info!(addr = %server.addr, db = %db.display(), commit = %cfg.commit, "serving");
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        server.stop().await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,193 @@
+//! Operator commands that work on the database file directly, also while a
+//! server runs on it: each is one IMMEDIATE transaction, and the running
+//! server notices the change (`PRAGMA data_version`) and reloads.
+
+use std::path::Path;
+
+use jiff::civil::Date;
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tessera_core::api::devices::Role;
+use tessera_core::catalogue::Catalogue;
+use tessera_core::inventory::{InventoryError, SlotLedger};
+use tessera_core::slot::SlotId;
+use tessera_core::ticket_code::TicketSigner;
+
+use super::schema::{self, OpenError};
+use super::state::{expire_due_holds, load_catalogue};
+use crate::secrets;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("fixtures file {path}: {message}")]
+    Fixtures { path: String, message: String },
+    #[error("no such slot {0}")]
+    UnknownSlot(String),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error("no such lease {0}")]
+    UnknownLease(String),
+}
+
+/// Creates the database: catalogue, the server's signing key and slots for
+/// `days` days from `today`.
+pub fn init(db: &Path, fixtures: &Path, today: Date, days: i64, now: Timestamp) -> Result<InitSummary, AdminError> {
+    let text = std::fs::read_to_string(fixtures).map_err(|e| AdminError::Fixtures {
+        path: fixtures.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let catalogue: Catalogue = toml::from_str(&text).map_err(|e| AdminError::Fixtures {
+        path: fixtures.display().to_string(),
+        message: e.to_string(),
+    })?;
+    catalogue.validate().map_err(|e| AdminError::Fixtures {
+        path: fixtures.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut conn = schema::open(db)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let exists: Option<String> = tx
+        .query_row("SELECT value FROM meta WHERE key = 'catalogue'", [], |r| r.get(0))
+        .optional()?;
+    if exists.is_some() {
+        return Err(OpenError::AlreadyInitialised(db.display().to_string()).into());
+    }
+    let json = serde_json::to_string(&catalogue).map_err(|e| AdminError::Fixtures {
+        path: fixtures.display().to_string(),
+        message: e.to_string(),
+    })?;
+    tx.execute("INSERT INTO meta (key, value) VALUES ('catalogue', ?1)", params![json])?;
+    tx.execute("INSERT INTO meta (key, value) VALUES ('catalogue_version', '1')", [])?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('horizon_days', ?1)",
+        params![days.to_string()],
+    )?;
+    let signer = TicketSigner::from_seed(1, secrets::random_bytes::<32>());
+    tx.execute(
+        "INSERT INTO signing_keys (key_id, owner, public_key, secret_seed, created_at) VALUES (1, 'server', ?1, ?2, ?3)",
+        params![signer.public_key().to_vec(), signer.seed().to_vec(), now.as_millisecond()],
+    )?;
+    let slots = ensure_slots(&tx, &catalogue, today, days)?;
+    tx.commit()?;
+    Ok(InitSummary {
+        museum: catalogue.museum.name,
+        slots,
+        first_day: today,
+        days,
+    })
+}
+
+#[derive(Debug)]
+pub struct InitSummary {
+    pub museum: String,
+    pub slots: usize,
+    pub first_day: Date,
+    pub days: i64,
+}
+
+/// Inserts the slots of `[from, from + days)` that do not exist yet.
+pub fn ensure_slots(conn: &Connection, catalogue: &Catalogue, from: Date, days: i64) -> rusqlite::Result<usize> {
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO slots (slot_id, date, starts_at, ends_at, window_minutes, capacity)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut added = 0;
+    for offset in 0..days.max(0) {
+        let Ok(date) = from.checked_add(jiff::Span::new().days(offset)) else {
+            break;
+        };
+        let Ok(slots) = catalogue.slots_on(date) else {
+            continue;
+        };
+        for s in slots {
+            added += insert.execute(params![
+                s.id.to_string(),
+                date.to_string(),
+                s.starts_at.as_millisecond(),
+                s.ends_at.as_millisecond(),
+                s.window_minutes,
+                s.capacity
+            ])?;
+        }
+    }
+    Ok(added)
+}
+
+/// Makes a one-time enrolment code, valid for `valid_hours`.
+pub fn create_enrolment_code(db: &Path, role: Role, name: &str, now: Timestamp, valid_hours: i64) -> Result<String, AdminError> {
+    let conn = schema::open(db)?;
+    load_catalogue(&conn)?;
+    let code = secrets::new_enrolment_code();
+    conn.execute(
+        "INSERT INTO enrolment_codes (code_hash, role, name, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            secrets::hash(&code),
+            role.as_str(),
+            name,
+            now.as_millisecond(),
+            now.as_millisecond() + valid_hours * 3600 * 1000
+        ],
+    )?;
+    audit(&conn, now, "admin", "enrolment_code", &format!("{} {name:?}", role.as_str()))?;
+    Ok(code)
+}
+
+/// What a slot's ledger is by the database's rows, at `now`.
+pub fn ledger_from_rows(conn: &Connection, slot: &SlotId, now_ms: i64) -> Result<SlotLedger, AdminError> {
+    let row: Option<(u32, u32)> = conn
+        .query_row(
+            "SELECT capacity, sold_online FROM slots WHERE slot_id = ?1",
+            params![slot.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (capacity, sold_online) = row.ok_or_else(|| AdminError::UnknownSlot(slot.to_string()))?;
+    let held_online: u32 = conn.query_row(
+        "SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = ?1 AND status = 'held' AND expires_at > ?2",
+        params![slot.to_string(), now_ms],
+        |r| r.get(0),
+    )?;
+    let (leased, over): (u32, u32) = conn.query_row(
+        "SELECT COALESCE(SUM(COALESCE(revoked_escrow, granted_total - released_total)), 0),
+                COALESCE(SUM(CASE WHEN revoked_escrow IS NOT NULL AND sold > revoked_escrow THEN sold - revoked_escrow ELSE 0 END), 0)
+         FROM leases WHERE slot_id = ?1",
+        params![slot.to_string()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(SlotLedger {
+        capacity,
+        sold_online,
+        held_online,
+        leased,
+        over_capacity: over,
+    })
+}
+
+/// Changes a slot's capacity; refuses to go below what is already taken.
+pub fn set_capacity(db: &Path, slot: &SlotId, capacity: u32, now: Timestamp) -> Result<(SlotLedger, u32), AdminError> {
+    let mut conn = schema::open(db)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    expire_due_holds(&tx, now.as_millisecond())?;
+    let mut ledger = ledger_from_rows(&tx, slot, now.as_millisecond())?;
+    let before = ledger.capacity;
+    ledger.set_capacity(capacity)?;
+    tx.execute(
+        "UPDATE slots SET capacity = ?2 WHERE slot_id = ?1",
+        params![slot.to_string(), capacity],
+    )?;
+    audit(&tx, now, "admin", "capacity", &format!("{slot}: {before} -> {capacity}"))?;
+    tx.commit()?;
+    Ok((ledger, before))
+}
+
+pub fn audit(conn: &Connection, now: Timestamp, actor: &str, action: &str, detail: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO audit_log (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![now.as_millisecond(), actor, action, detail],
+    )?;
+    Ok(())
+}

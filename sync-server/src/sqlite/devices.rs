@@ -1,0 +1,87 @@
+//! Enrolment inside the writer: a one-time code becomes a device with a token
+//! (and, for a counter, a certified ticket-signing key).
+
+use rusqlite::{params, OptionalExtension};
+use tessera_core::api::devices::{EnrolRequest, Enrolled, Role};
+use tessera_core::ids::new_id;
+
+use super::writer::{Ctx, Fatal};
+use crate::error::ServiceError;
+use crate::secrets;
+
+pub(crate) fn enrol(ctx: &mut Ctx<'_>, request: EnrolRequest) -> Result<Result<Enrolled, ServiceError>, Fatal> {
+    let code_hash = secrets::hash(&secrets::normalize_enrolment_code(&request.code));
+    let row: Option<(String, String, i64, Option<i64>)> = ctx
+        .tx
+        .prepare_cached("SELECT role, name, expires_at, used_at FROM enrolment_codes WHERE code_hash = ?1")?
+        .query_row(params![code_hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let Some((role, code_name, expires_at, used_at)) = row else {
+        return Ok(Err(ServiceError::EnrolmentCodeInvalid));
+    };
+    if used_at.is_some() || expires_at <= ctx.now_ms {
+        return Ok(Err(ServiceError::EnrolmentCodeInvalid));
+    }
+    let Some(role) = Role::parse(&role) else {
+        return Err(Fatal::Bookkeeping(format!("enrolment code with unknown role {role}")));
+    };
+    let public_key = match (role, request.public_key.as_deref()) {
+        (Role::Counter, None) => {
+            return Ok(Err(ServiceError::InvalidBody(
+                "a counter must send its Ed25519 public key (public_key, 64 hex digits)".into(),
+            )))
+        }
+        (_, Some(hex)) => match parse_public_key(hex) {
+            Some(k) => Some(k),
+            None => {
+                return Ok(Err(ServiceError::InvalidBody(
+                    "public_key must be a valid Ed25519 public key in 64 hex digits".into(),
+                )))
+            }
+        },
+        (_, None) => None,
+    };
+    // The operator named the device when making the code; that name is what
+    // reports and gates show. The device's own name is kept in the log line.
+    let name = code_name;
+    let device_id = new_id();
+    let token = secrets::new_token();
+    let key_id: Option<u32> = match public_key {
+        Some(key) => {
+            let next: u32 = ctx
+                .tx
+                .query_row("SELECT COALESCE(MAX(key_id), 0) + 1 FROM signing_keys", [], |r| r.get(0))?;
+            ctx.tx.execute(
+                "INSERT INTO signing_keys (key_id, owner, device_id, public_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![next, name, device_id.to_string(), key.to_vec(), ctx.now_ms],
+            )?;
+            Some(next)
+        }
+        None => None,
+    };
+    ctx.tx.execute(
+        "INSERT INTO devices (device_id, role, name, token_hash, key_id, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![device_id.to_string(), role.as_str(), name, secrets::hash(&token), key_id, ctx.now_ms],
+    )?;
+    ctx.tx.execute(
+        "UPDATE enrolment_codes SET used_at = ?2, device_id = ?3 WHERE code_hash = ?1",
+        params![code_hash, ctx.now_ms, device_id.to_string()],
+    )?;
+    ctx.state.devices_dirty = true;
+    tracing::info!(%device_id, role = role.as_str(), name = %name, device_says = %request.name, "device enrolled");
+    Ok(Ok(Enrolled {
+        device_id,
+        role,
+        token,
+        key_id,
+    }))
+}
+
+fn parse_public_key(hex: &str) -> Option<[u8; 32]> {
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE.decode(hex.trim().as_bytes()).ok()?;
+    let key: [u8; 32] = bytes.try_into().ok()?;
+    // Reject bytes that are not a point on the curve now, not at the gate.
+    let mut ring = tessera_core::ticket_code::KeyRing::new();
+    ring.insert(0, key, false).ok()?;
+    Some(key)
+}

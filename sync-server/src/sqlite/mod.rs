@@ -1,0 +1,247 @@
+//! The embedded SQLite store: one writer thread with group commit (see
+//! `writer`), readers served from views it publishes after each commit.
+
+pub mod admin;
+mod devices;
+mod gate;
+mod online;
+pub mod schema;
+mod state;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::civil::Date;
+use rusqlite::OptionalExtension;
+use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys};
+use tessera_core::api::gate::Redemption;
+use tessera_core::api::online::{Availability, ConfirmRequest, SlotAvailability};
+use tessera_core::catalogue::Catalogue;
+use tessera_core::pricing::PricedCart;
+use tessera_core::slot::{Slot, SlotId};
+use tessera_core::ticket_code::{KeyRing, TicketClaims};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+pub use self::schema::OpenError;
+use self::state::{Shared, State};
+pub use self::writer::CommitMode;
+use self::writer::{idempotent, Ctx, Fatal, Job, Reply, Writer};
+use crate::clock::Clock;
+use crate::error::ServiceError;
+use crate::secrets;
+use crate::store::{Answer, DeviceInfo, Idem, Store};
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub hold_ttl: Duration,
+    pub commit: CommitMode,
+    /// Most jobs one group commit takes.
+    pub max_batch: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            hold_ttl: Duration::from_secs(600),
+            commit: CommitMode::Group,
+            max_batch: 512,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    clock: Clock,
+}
+
+impl SqliteStore {
+    /// Opens the database, loads the inventory and starts the writer thread.
+    pub fn open(path: &Path, config: StoreConfig, clock: Clock) -> Result<SqliteStore, OpenError> {
+        let conn = schema::open(path)?;
+        let mut state = State::load(&conn, clock.now_ms())?;
+        let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let horizon_days: i64 = conn
+            .query_row("SELECT value FROM meta WHERE key = 'horizon_days'", [], |r| r.get::<_, String>(0))
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60);
+        let shared = Arc::new(Shared::empty(state.catalogue.clone()));
+        state.publish(&conn, &shared)?;
+        let writer = Writer {
+            conn,
+            state,
+            shared: shared.clone(),
+            clock,
+            hold_ttl_ms: config.hold_ttl.as_millis() as i64,
+            max_batch: match config.commit {
+                CommitMode::Group => config.max_batch.max(1),
+                CommitMode::PerRequest => 1,
+            },
+            data_version,
+            horizon_days,
+        };
+        let (jobs, rx) = mpsc::channel(8192);
+        std::thread::Builder::new()
+            .name("tessera-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| OpenError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
+        let store = SqliteStore { jobs, shared, clock };
+        Ok(store)
+    }
+
+    /// Runs `f` in the writer's next batch and waits for its commit.
+    async fn submit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Ctx<'_>) -> Result<Result<T, ServiceError>, Fatal> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |ctx| {
+            let out = f(ctx)?;
+            let reply: Reply = Box::new(move |committed| {
+                let _ = tx.send(if committed { out } else { Err(ServiceError::Unavailable) });
+            });
+            Ok(reply)
+        });
+        self.jobs.send(job).await.map_err(|_| ServiceError::Unavailable)?;
+        rx.await.map_err(|_| ServiceError::Unavailable)?
+    }
+
+    /// Background upkeep: a tick every second lets the writer expire holds and
+    /// notice admin changes even when no request arrives; hourly housekeeping
+    /// keeps slots generated ahead and prunes old idempotency records.
+    pub fn spawn_upkeep(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let store = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                let hourly = n % 3600 == 0;
+                n += 1;
+                let result = store
+                    .submit(move |ctx| {
+                        if hourly {
+                            Writer::housekeeping(ctx)?;
+                        }
+                        Ok(Ok(()))
+                    })
+                    .await;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "upkeep tick failed");
+                }
+            }
+        })
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+impl Store for SqliteStore {
+    fn catalogue(&self) -> Arc<Catalogue> {
+        self.shared
+            .catalogue
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn availability(&self, date: Date) -> Result<Availability, ServiceError> {
+        let catalogue = self.catalogue();
+        let now = self.now_ms();
+        let from = SlotId::new(date, 0).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let slots = self.shared.slots.read().unwrap_or_else(|p| p.into_inner());
+        let list: Vec<SlotAvailability> = slots
+            .range(from..)
+            .take_while(|(id, _)| id.date == date)
+            .map(|(id, v)| {
+                let past = now >= v.slot.ends_at.as_millisecond();
+                SlotAvailability {
+                    slot_id: *id,
+                    starts_at: v.slot.starts_at,
+                    ends_at: v.slot.ends_at,
+                    capacity: v.ledger.capacity,
+                    available: if past { 0 } else { v.available_at(now) },
+                    sold: v.sold,
+                    past,
+                }
+            })
+            .collect();
+        Ok(Availability {
+            date,
+            museum: catalogue.museum.name.clone(),
+            time_zone: catalogue.museum.time_zone.clone(),
+            closed: catalogue.is_closed(date),
+            slots: list,
+        })
+    }
+
+    fn sellable_slot(&self, slot: SlotId) -> Result<Slot, ServiceError> {
+        let slots = self.shared.slots.read().unwrap_or_else(|p| p.into_inner());
+        let Some(view) = slots.get(&slot) else {
+            if self.catalogue().is_closed(slot.date) {
+                return Err(ServiceError::MuseumClosed(slot.date.to_string()));
+            }
+            return Err(ServiceError::UnknownSlot(slot.to_string()));
+        };
+        if self.now_ms() >= view.slot.ends_at.as_millisecond() {
+            return Err(ServiceError::SlotPast(slot.to_string()));
+        }
+        Ok(view.slot.clone())
+    }
+
+    async fn create_hold(&self, idem: Idem, slot: SlotId, cart: PricedCart) -> Result<Answer, ServiceError> {
+        self.submit(move |ctx| idempotent(ctx, &idem, |ctx| online::create_hold(ctx, slot, cart)))
+            .await
+    }
+
+    async fn confirm_hold(&self, idem: Idem, hold: Uuid, request: ConfirmRequest) -> Result<Answer, ServiceError> {
+        self.submit(move |ctx| idempotent(ctx, &idem, |ctx| online::confirm_hold(ctx, hold, request)))
+            .await
+    }
+
+    async fn cancel_hold(&self, hold: Uuid) -> Result<(), ServiceError> {
+        self.submit(move |ctx| online::cancel_hold(ctx, hold)).await
+    }
+
+    async fn enrol(&self, request: EnrolRequest) -> Result<Enrolled, ServiceError> {
+        self.submit(move |ctx| devices::enrol(ctx, request)).await
+    }
+
+    fn authenticate(&self, token: &str) -> Option<DeviceInfo> {
+        let hash = secrets::hash(token);
+        self.shared
+            .devices
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
+            .cloned()
+    }
+
+    fn public_keys(&self) -> PublicKeys {
+        let keys = self.shared.keys.read().unwrap_or_else(|p| p.into_inner());
+        keys.1.as_ref().clone()
+    }
+
+    fn keyring(&self) -> Arc<KeyRing> {
+        self.shared.keys.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    async fn redeem(&self, gate: DeviceInfo, claims: TicketClaims, scan_id: Option<Uuid>) -> Result<Redemption, ServiceError> {
+        self.submit(move |ctx| Ok(Ok(gate::redeem(ctx, &gate, &claims, scan_id)?)))
+            .await
+    }
+
+    async fn healthy(&self) -> bool {
+        let ping = self.submit(|ctx| {
+            ctx.tx.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+            Ok(Ok(()))
+        });
+        matches!(tokio::time::timeout(Duration::from_secs(2), ping).await, Ok(Ok(())))
+    }
+}

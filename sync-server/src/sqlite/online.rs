@@ -1,0 +1,243 @@
+//! Online checkout inside the writer: holds, confirmation into an order with
+//! signed tickets, cancellation.
+
+use rusqlite::{params, OptionalExtension};
+use serde_json::json;
+use tessera_core::api::online::{ConfirmRequest, Hold, IssuedTicket, Order};
+use tessera_core::ids::new_id;
+use tessera_core::money::Money;
+use tessera_core::pricing::PricedCart;
+use tessera_core::slot::SlotId;
+use tessera_core::tally::ONLINE_ACTOR;
+use tessera_core::ticket_code::TicketClaims;
+use uuid::Uuid;
+
+use super::state::OpenHold;
+use super::writer::{Ctx, Fatal};
+use crate::clock::from_ms;
+use crate::error::ServiceError;
+
+type Outcome = Result<Result<(u16, serde_json::Value), ServiceError>, Fatal>;
+
+pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) -> Outcome {
+    let Some(row) = ctx.state.slots.get_mut(&slot_id) else {
+        return Ok(Err(ServiceError::UnknownSlot(slot_id.to_string())));
+    };
+    if ctx.now_ms >= row.slot.ends_at.as_millisecond() {
+        return Ok(Err(ServiceError::SlotPast(slot_id.to_string())));
+    }
+    if let Err(e) = row.ledger.hold(cart.admissions) {
+        metrics::counter!("tessera_sold_out_total").increment(1);
+        return Ok(Err(e.into()));
+    }
+    let hold_id = new_id();
+    let expires_ms = ctx.now_ms + ctx.hold_ttl_ms;
+    let lines_json = serde_json::to_string(&cart.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    ctx.tx
+        .prepare_cached(
+            "INSERT INTO holds (hold_id, slot_id, admissions, lines, total, currency, created_at, expires_at, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'held')",
+        )?
+        .execute(params![
+            hold_id.to_string(),
+            slot_id.to_string(),
+            cart.admissions,
+            lines_json,
+            cart.total.amount,
+            cart.total.currency.as_str(),
+            ctx.now_ms,
+            expires_ms
+        ])?;
+    let hold = Hold {
+        hold_id,
+        slot_id,
+        expires_at: from_ms(expires_ms),
+        total: cart.total,
+        admissions: cart.admissions,
+        lines: cart.lines.clone(),
+    };
+    ctx.state.expiry.insert((expires_ms, hold_id));
+    ctx.state.holds.insert(
+        hold_id,
+        OpenHold {
+            slot: slot_id,
+            admissions: cart.admissions,
+            expires_ms,
+            lines: cart.lines,
+            total: cart.total.amount,
+        },
+    );
+    ctx.state.dirty_slots.insert(slot_id);
+    metrics::counter!("tessera_holds_created_total").increment(1);
+    Ok(Ok((201, json!(hold))))
+}
+
+/// Why a hold that is not open cannot be confirmed or cancelled.
+fn closed_hold_error(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<ServiceError, Fatal> {
+    let row: Option<(String, Option<String>)> = ctx
+        .tx
+        .prepare_cached(
+            "SELECT h.status, o.order_id FROM holds h LEFT JOIN orders o ON o.hold_id = h.hold_id WHERE h.hold_id = ?1",
+        )?
+        .query_row(params![hold_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let id = hold_id.to_string();
+    Ok(match row {
+        None => ServiceError::UnknownHold(id),
+        Some((status, order)) => match status.as_str() {
+            "confirmed" => ServiceError::HoldAlreadyConfirmed {
+                hold: id,
+                order: order.unwrap_or_default(),
+            },
+            "cancelled" => ServiceError::HoldCancelled(id),
+            _ => ServiceError::HoldExpired(id),
+        },
+    })
+}
+
+fn release(ctx: &mut Ctx<'_>, hold_id: Uuid, status: &str) -> Result<(), Fatal> {
+    if let Some(hold) = ctx.state.holds.remove(&hold_id) {
+        ctx.state.expiry.remove(&(hold.expires_ms, hold_id));
+        ctx.tx
+            .prepare_cached("UPDATE holds SET status = ?2 WHERE hold_id = ?1")?
+            .execute(params![hold_id.to_string(), status])?;
+        if let Some(row) = ctx.state.slots.get_mut(&hold.slot) {
+            row.ledger.release_hold(hold.admissions)?;
+        }
+        ctx.state.dirty_slots.insert(hold.slot);
+    }
+    Ok(())
+}
+
+pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmRequest) -> Outcome {
+    let Some(hold) = ctx.state.holds.get(&hold_id) else {
+        return Ok(Err(closed_hold_error(ctx, hold_id)?));
+    };
+    if hold.expires_ms <= ctx.now_ms {
+        release(ctx, hold_id, "expired")?;
+        return Ok(Err(ServiceError::HoldExpired(hold_id.to_string())));
+    }
+    let Some(hold) = ctx.state.holds.remove(&hold_id) else {
+        return Ok(Err(ServiceError::UnknownHold(hold_id.to_string())));
+    };
+    ctx.state.expiry.remove(&(hold.expires_ms, hold_id));
+    let Some(row) = ctx.state.slots.get_mut(&hold.slot) else {
+        return Err(Fatal::Bookkeeping(format!("hold {hold_id} names a missing slot")));
+    };
+    row.ledger.confirm_hold(hold.admissions)?;
+    let window_minutes = row.slot.window_minutes;
+    let slot_id = hold.slot;
+    let order_id = new_id();
+    let currency = ctx.state.catalogue.museum.currency;
+
+    let mut tickets = Vec::new();
+    for line in &hold.lines {
+        for _ in 0..line.quantity {
+            let claims = TicketClaims {
+                key_id: ctx.state.signer.key_id,
+                ticket_id: new_id(),
+                slot: slot_id,
+                window_minutes,
+                admits: line.admits_each,
+                product_id: line.product_id.clone(),
+            };
+            let code = ctx
+                .state
+                .signer
+                .sign(&claims)
+                .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            tickets.push(IssuedTicket {
+                ticket_id: claims.ticket_id,
+                product_id: claims.product_id,
+                slot_id,
+                admits: claims.admits,
+                code,
+            });
+        }
+    }
+
+    let lines_json = serde_json::to_string(&hold.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    let tx = ctx.tx;
+    tx.prepare_cached(
+        "INSERT INTO orders (order_id, hold_id, slot_id, admissions, total, currency, lines, payment_reference, email, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        order_id.to_string(),
+        hold_id.to_string(),
+        slot_id.to_string(),
+        hold.admissions,
+        hold.total,
+        currency.as_str(),
+        lines_json,
+        request.payment_reference,
+        request.email,
+        ctx.now_ms
+    ])?;
+    tx.prepare_cached("UPDATE holds SET status = 'confirmed' WHERE hold_id = ?1")?
+        .execute(params![hold_id.to_string()])?;
+    tx.prepare_cached("UPDATE slots SET sold_online = sold_online + ?2 WHERE slot_id = ?1")?
+        .execute(params![slot_id.to_string(), hold.admissions])?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO tickets (ticket_id, slot_id, product_id, admits, code, channel, order_id, key_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'online', ?6, ?7)",
+        )?;
+        for t in &tickets {
+            insert.execute(params![
+                t.ticket_id.to_string(),
+                slot_id.to_string(),
+                t.product_id,
+                t.admits,
+                t.code,
+                order_id.to_string(),
+                ctx.state.signer.key_id
+            ])?;
+        }
+    }
+    ctx.state
+        .tallies
+        .add_sale(ONLINE_ACTOR, slot_id, u64::from(hold.admissions));
+    let online_total = online_sold_total(ctx, slot_id);
+    tx.prepare_cached(
+        "INSERT INTO tallies (slot_id, actor, sold, voided) VALUES (?1, ?2, ?3, 0)
+         ON CONFLICT (slot_id, actor) DO UPDATE SET sold = max(sold, excluded.sold)",
+    )?
+    .execute(params![slot_id.to_string(), ONLINE_ACTOR, online_total])?;
+    ctx.state.dirty_slots.insert(slot_id);
+    metrics::counter!("tessera_orders_total").increment(1);
+    metrics::counter!("tessera_admissions_sold_total", "channel" => "online").increment(u64::from(hold.admissions));
+
+    let order = Order {
+        order_id,
+        hold_id,
+        slot_id,
+        total: Money::new(hold.total, currency),
+        payment_reference: request.payment_reference,
+        created_at: from_ms(ctx.now_ms),
+        tickets,
+    };
+    Ok(Ok((201, json!(order))))
+}
+
+/// The online actor's own running total, which the tallies table stores.
+fn online_sold_total(ctx: &Ctx<'_>, slot: SlotId) -> i64 {
+    ctx.state
+        .slots
+        .get(&slot)
+        .map(|r| i64::from(r.ledger.sold_online))
+        .unwrap_or(0)
+}
+
+pub(crate) fn cancel_hold(ctx: &mut Ctx<'_>, hold_id: Uuid) -> Result<Result<(), ServiceError>, Fatal> {
+    if ctx.state.holds.contains_key(&hold_id) {
+        release(ctx, hold_id, "cancelled")?;
+        metrics::counter!("tessera_holds_cancelled_total").increment(1);
+        return Ok(Ok(()));
+    }
+    match closed_hold_error(ctx, hold_id)? {
+        // Cancelling twice, or cancelling what already expired, is done.
+        ServiceError::HoldCancelled(_) | ServiceError::HoldExpired(_) => Ok(Ok(())),
+        other => Ok(Err(other)),
+    }
+}

@@ -1,0 +1,374 @@
+//! The writer's in-memory copy of the inventory, loaded from the database at
+//! start (and again whenever another process, such as an admin command, has
+//! committed to it), and the read-only views it publishes after each commit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use jiff::tz::TimeZone;
+use rusqlite::{params, Connection, OptionalExtension};
+use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
+use tessera_core::catalogue::Catalogue;
+use tessera_core::inventory::{LeaseTotals, SlotLedger};
+use tessera_core::pricing::PricedLine;
+use tessera_core::slot::{Slot, SlotId};
+use tessera_core::tally::Tallies;
+use tessera_core::ticket_code::{KeyRing, TicketSigner};
+use uuid::Uuid;
+
+use super::schema::OpenError;
+use crate::clock::from_ms;
+use crate::store::DeviceInfo;
+
+pub(crate) struct SlotRow {
+    pub slot: Slot,
+    pub ledger: SlotLedger,
+}
+
+pub(crate) struct OpenHold {
+    pub slot: SlotId,
+    pub admissions: u32,
+    pub expires_ms: i64,
+    pub lines: Vec<PricedLine>,
+    pub total: i64,
+}
+
+pub(crate) struct LeaseRow {
+    pub lease_id: Uuid,
+    pub device_id: Uuid,
+    pub slot: SlotId,
+    pub totals: LeaseTotals,
+    pub sold: u32,
+    pub unused_reported: u32,
+    pub revoked_escrow: Option<u32>,
+}
+
+impl LeaseRow {
+    /// What this lease counts against its slot's capacity.
+    pub fn escrow(&self) -> u32 {
+        self.revoked_escrow.unwrap_or(self.totals.escrow())
+    }
+
+    /// Admissions sold from a revoked lease beyond what it held at revocation.
+    pub fn over_capacity(&self) -> u32 {
+        self.revoked_escrow
+            .map(|e| self.sold.saturating_sub(e))
+            .unwrap_or(0)
+    }
+}
+
+pub(crate) struct State {
+    pub catalogue: Arc<Catalogue>,
+    pub tz: TimeZone,
+    pub slots: BTreeMap<SlotId, SlotRow>,
+    pub holds: HashMap<Uuid, OpenHold>,
+    pub expiry: BTreeSet<(i64, Uuid)>,
+    pub signer: TicketSigner,
+    pub leases: HashMap<Uuid, LeaseRow>,
+    pub tallies: Tallies,
+    pub dirty_slots: HashSet<SlotId>,
+    pub devices_dirty: bool,
+}
+
+/// What request handlers read without asking the writer: always committed data.
+pub(crate) struct Shared {
+    pub catalogue: RwLock<Arc<Catalogue>>,
+    pub slots: RwLock<BTreeMap<SlotId, SlotView>>,
+    pub devices: RwLock<HashMap<Vec<u8>, DeviceInfo>>,
+    pub keys: RwLock<(Arc<KeyRing>, Arc<PublicKeys>)>,
+}
+
+#[derive(Clone)]
+pub(crate) struct SlotView {
+    pub slot: Slot,
+    /// The ledger with `held_online` as of the commit; readers subtract holds
+    /// that have expired since, from `hold_expiries`.
+    pub ledger: SlotLedger,
+    pub hold_expiries: Vec<(i64, u32)>,
+    pub sold: u32,
+}
+
+impl SlotView {
+    /// Places bookable at `now_ms`: holds that expired since the last sweep
+    /// already count as free (the read-time half of hold expiry).
+    pub fn available_at(&self, now_ms: i64) -> u32 {
+        let mut ledger = self.ledger;
+        ledger.held_online = self
+            .hold_expiries
+            .iter()
+            .filter(|(exp, _)| *exp > now_ms)
+            .map(|(_, n)| *n)
+            .sum();
+        ledger.available()
+    }
+}
+
+pub(crate) fn load_catalogue(conn: &Connection) -> Result<Catalogue, OpenError> {
+    let json: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'catalogue'", [], |r| r.get(0))
+        .optional()?;
+    let json = json.ok_or_else(|| OpenError::NotInitialised(db_name(conn)))?;
+    let catalogue: Catalogue =
+        serde_json::from_str(&json).map_err(|e| OpenError::BadCatalogue(e.to_string()))?;
+    catalogue
+        .validate()
+        .map_err(|e| OpenError::BadCatalogue(e.to_string()))?;
+    Ok(catalogue)
+}
+
+fn db_name(conn: &Connection) -> String {
+    conn.path().unwrap_or("database").to_string()
+}
+
+pub(crate) fn parse_uuid(text: &str) -> rusqlite::Result<Uuid> {
+    Uuid::parse_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+pub(crate) fn parse_slot(text: &str) -> rusqlite::Result<SlotId> {
+    text.parse::<SlotId>()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// Marks holds whose time is up as expired, so every later count agrees.
+pub(crate) fn expire_due_holds(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE holds SET status = 'expired' WHERE status = 'held' AND expires_at <= ?1",
+        params![now_ms],
+    )
+}
+
+impl State {
+    pub fn load(conn: &Connection, now_ms: i64) -> Result<State, OpenError> {
+        let catalogue = load_catalogue(conn)?;
+        let tz = catalogue
+            .time_zone()
+            .map_err(|e| OpenError::BadCatalogue(e.to_string()))?;
+        expire_due_holds(conn, now_ms)?;
+
+        let mut slots = BTreeMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT slot_id, starts_at, ends_at, window_minutes, capacity, sold_online FROM slots",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let id = parse_slot(&r.get::<_, String>(0)?)?;
+            Ok(SlotRow {
+                slot: Slot {
+                    id,
+                    starts_at: from_ms(r.get(1)?),
+                    ends_at: from_ms(r.get(2)?),
+                    window_minutes: r.get(3)?,
+                    capacity: r.get(4)?,
+                },
+                ledger: SlotLedger {
+                    capacity: r.get(4)?,
+                    sold_online: r.get(5)?,
+                    ..SlotLedger::default()
+                },
+            })
+        })?;
+        for row in rows {
+            let row = row?;
+            slots.insert(row.slot.id, row);
+        }
+
+        let mut holds = HashMap::new();
+        let mut expiry = BTreeSet::new();
+        let mut stmt = conn.prepare(
+            "SELECT hold_id, slot_id, admissions, expires_at, lines, total FROM holds WHERE status = 'held'",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let lines: String = r.get(4)?;
+            Ok((
+                parse_uuid(&r.get::<_, String>(0)?)?,
+                OpenHold {
+                    slot: parse_slot(&r.get::<_, String>(1)?)?,
+                    admissions: r.get(2)?,
+                    expires_ms: r.get(3)?,
+                    lines: serde_json::from_str(&lines).unwrap_or_default(),
+                    total: r.get(5)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (id, hold) = row?;
+            if let Some(s) = slots.get_mut(&hold.slot) {
+                s.ledger.held_online += hold.admissions;
+            }
+            expiry.insert((hold.expires_ms, id));
+            holds.insert(id, hold);
+        }
+
+        let mut leases = HashMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT lease_id, device_id, slot_id, granted_total, released_total, sold, unused_reported, revoked_escrow FROM leases",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(LeaseRow {
+                lease_id: parse_uuid(&r.get::<_, String>(0)?)?,
+                device_id: parse_uuid(&r.get::<_, String>(1)?)?,
+                slot: parse_slot(&r.get::<_, String>(2)?)?,
+                totals: LeaseTotals {
+                    granted_total: r.get(3)?,
+                    released_total: r.get(4)?,
+                },
+                sold: r.get(5)?,
+                unused_reported: r.get(6)?,
+                revoked_escrow: r.get(7)?,
+            })
+        })?;
+        for row in rows {
+            let lease = row?;
+            if let Some(s) = slots.get_mut(&lease.slot) {
+                s.ledger.leased += lease.escrow();
+                s.ledger.over_capacity += lease.over_capacity();
+            }
+            leases.insert(lease.lease_id, lease);
+        }
+
+        let mut tallies = Tallies::default();
+        let mut stmt = conn.prepare("SELECT slot_id, actor, sold, voided FROM tallies")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                parse_slot(&r.get::<_, String>(0)?)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (slot, actor, sold, voided) = row?;
+            tallies.set_actor(&actor, slot, sold.max(0) as u64, voided.max(0) as u64);
+        }
+
+        let (key_id, seed): (u32, Vec<u8>) = conn.query_row(
+            "SELECT key_id, secret_seed FROM signing_keys WHERE owner = 'server' AND secret_seed IS NOT NULL AND revoked_at IS NULL ORDER BY key_id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let seed: [u8; 32] = seed
+            .try_into()
+            .map_err(|_| OpenError::BadCatalogue("server signing key is not 32 bytes".into()))?;
+
+        let dirty_slots = slots.keys().copied().collect();
+        Ok(State {
+            catalogue: Arc::new(catalogue),
+            tz,
+            slots,
+            holds,
+            expiry,
+            signer: TicketSigner::from_seed(key_id, seed),
+            leases,
+            tallies,
+            dirty_slots,
+            devices_dirty: true,
+        })
+    }
+
+    pub fn slot_view(&self, id: &SlotId) -> Option<SlotView> {
+        let row = self.slots.get(id)?;
+        let hold_expiries = self
+            .holds
+            .values()
+            .filter(|h| h.slot == *id)
+            .map(|h| (h.expires_ms, h.admissions))
+            .collect();
+        Some(SlotView {
+            slot: row.slot.clone(),
+            ledger: row.ledger,
+            hold_expiries,
+            sold: self.tallies.net(id).min(u64::from(u32::MAX)) as u32,
+        })
+    }
+
+    /// Hands committed changes to readers.
+    pub fn publish(&mut self, conn: &Connection, shared: &Shared) -> rusqlite::Result<()> {
+        if !self.dirty_slots.is_empty() {
+            let dirty: Vec<SlotId> = self.dirty_slots.drain().collect();
+            let views: Vec<(SlotId, Option<SlotView>)> =
+                dirty.into_iter().map(|id| (id, self.slot_view(&id))).collect();
+            let mut slots = shared.slots.write().unwrap_or_else(|p| p.into_inner());
+            for (id, view) in views {
+                match view {
+                    Some(v) => slots.insert(id, v),
+                    None => slots.remove(&id),
+                };
+            }
+        }
+        if self.devices_dirty {
+            self.devices_dirty = false;
+            let devices = load_devices(conn)?;
+            let keys = load_keys(conn)?;
+            *shared.devices.write().unwrap_or_else(|p| p.into_inner()) = devices;
+            *shared.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        }
+        let mut cat = shared.catalogue.write().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&cat, &self.catalogue) {
+            *cat = self.catalogue.clone();
+        }
+        Ok(())
+    }
+}
+
+fn load_devices(conn: &Connection) -> rusqlite::Result<HashMap<Vec<u8>, DeviceInfo>> {
+    let mut stmt =
+        conn.prepare("SELECT token_hash, device_id, role, name FROM devices WHERE revoked_at IS NULL")?;
+    let rows = stmt.query_map([], |r| {
+        let role: String = r.get(2)?;
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            DeviceInfo {
+                device_id: parse_uuid(&r.get::<_, String>(1)?)?,
+                role: Role::parse(&role).unwrap_or(Role::Gate),
+                name: r.get(3)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+fn load_keys(conn: &Connection) -> rusqlite::Result<(Arc<KeyRing>, Arc<PublicKeys>)> {
+    let mut stmt = conn.prepare(
+        "SELECT key_id, public_key, owner, device_id, revoked_at IS NOT NULL FROM signing_keys ORDER BY key_id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, bool>(4)?,
+        ))
+    })?;
+    let mut ring = KeyRing::new();
+    let mut list = Vec::new();
+    for row in rows {
+        let (key_id, public, owner, device, revoked) = row?;
+        let Ok(bytes) = <[u8; 32]>::try_from(public.as_slice()) else {
+            tracing::warn!(key_id, "stored public key is not 32 bytes; skipped");
+            continue;
+        };
+        if ring.insert(key_id, bytes, revoked).is_err() {
+            tracing::warn!(key_id, "stored public key is not a valid Ed25519 key; skipped");
+            continue;
+        }
+        list.push(PublicKeyInfo {
+            key_id,
+            public_key: data_encoding::HEXLOWER.encode(&bytes),
+            owner,
+            device_id: device.and_then(|d| Uuid::parse_str(&d).ok()),
+            revoked,
+        });
+    }
+    Ok((Arc::new(ring), Arc::new(PublicKeys { keys: list })))
+}
+
+impl Shared {
+    pub fn empty(catalogue: Arc<Catalogue>) -> Shared {
+        Shared {
+            catalogue: RwLock::new(catalogue),
+            slots: RwLock::new(BTreeMap::new()),
+            devices: RwLock::new(HashMap::new()),
+            keys: RwLock::new((Arc::new(KeyRing::new()), Arc::new(PublicKeys { keys: vec![] }))),
+        }
+    }
+}

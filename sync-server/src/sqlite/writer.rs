@@ -1,0 +1,227 @@
+//! The single writer: it owns the connection and applies jobs in batches.
+//!
+//! Group commit: the writer takes every job that is waiting (up to a limit),
+//! runs them all in one transaction, commits once (one fsync), and only then
+//! answers each of them. Requests that arrive during an fsync form the next
+//! batch, so under load many bookings share one fsync; with no load a batch is
+//! one job and nothing waits. `CommitMode::PerRequest` caps batches at one job,
+//! for comparison; both modes are equally durable.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use tokio::sync::mpsc;
+
+use super::state::{Shared, State};
+use crate::clock::Clock;
+use crate::error::ServiceError;
+use crate::store::{Answer, Idem};
+
+/// An error that aborts the whole batch: the transaction is rolled back, the
+/// in-memory state reloaded, and every job in the batch answered "unavailable".
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Fatal {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Bookkeeping(String),
+}
+
+impl From<tessera_core::inventory::InventoryError> for Fatal {
+    fn from(e: tessera_core::inventory::InventoryError) -> Self {
+        Fatal::Bookkeeping(e.to_string())
+    }
+}
+
+pub(crate) struct Ctx<'a> {
+    pub tx: &'a Transaction<'a>,
+    pub state: &'a mut State,
+    pub now_ms: i64,
+    pub hold_ttl_ms: i64,
+    pub horizon_days: i64,
+}
+
+/// Sent after the batch's fate is known: `true` once committed.
+pub(crate) type Reply = Box<dyn FnOnce(bool) + Send>;
+pub(crate) type Job = Box<dyn FnOnce(&mut Ctx<'_>) -> Result<Reply, Fatal> + Send>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    Group,
+    PerRequest,
+}
+
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub state: State,
+    pub shared: Arc<Shared>,
+    pub clock: Clock,
+    pub hold_ttl_ms: i64,
+    pub max_batch: usize,
+    pub data_version: i64,
+    pub horizon_days: i64,
+}
+
+impl Writer {
+    pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut batch: Vec<Job> = Vec::with_capacity(self.max_batch);
+        while let Some(first) = jobs.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(&mut batch);
+        }
+        tracing::info!("writer stopped");
+    }
+
+    fn run_batch(&mut self, batch: &mut Vec<Job>) {
+        let size = batch.len();
+        let started = Instant::now();
+        let mut replies: Vec<Reply> = Vec::with_capacity(size);
+        let outcome = self.apply(batch, &mut replies);
+        let committed = match outcome {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, jobs = size, "batch failed; rolled back, reloading state");
+                metrics::counter!("tessera_batches_failed_total").increment(1);
+                self.reload();
+                false
+            }
+        };
+        if committed {
+            if let Err(e) = self.state.publish(&self.conn, &self.shared) {
+                tracing::error!(error = %e, "could not publish committed state");
+            }
+        }
+        batch.clear();
+        for reply in replies {
+            reply(committed);
+        }
+        metrics::histogram!("tessera_commit_batch_jobs").record(size as f64);
+        metrics::histogram!("tessera_commit_seconds").record(started.elapsed().as_secs_f64());
+    }
+
+    fn apply(&mut self, batch: &mut Vec<Job>, replies: &mut Vec<Reply>) -> Result<(), Fatal> {
+        let now_ms = self.clock.now_ms();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another process (an admin command) committed since our last batch:
+        // our copy is stale, so rebuild it inside this write lock.
+        let version: i64 = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if version != self.data_version {
+            self.state = State::load(&tx, now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            self.data_version = version;
+            tracing::info!("database changed by another process; state reloaded");
+        }
+        sweep_expired_holds(&tx, &mut self.state, now_ms)?;
+        let mut ctx = Ctx {
+            tx: &tx,
+            state: &mut self.state,
+            now_ms,
+            hold_ttl_ms: self.hold_ttl_ms,
+            horizon_days: self.horizon_days,
+        };
+        for job in batch.drain(..) {
+            match job(&mut ctx) {
+                Ok(reply) => replies.push(reply),
+                // The jobs not yet run are dropped with the drain; their
+                // callers see the reply channel close and answer "unavailable".
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn reload(&mut self) {
+        let now_ms = self.clock.now_ms();
+        match State::load(&self.conn, now_ms) {
+            Ok(state) => self.state = state,
+            Err(e) => tracing::error!(error = %e, "state reload failed; keeping the previous copy"),
+        }
+    }
+
+    /// Runs periodically: keeps slots generated `horizon_days` ahead and drops
+    /// idempotency records older than a day.
+    pub fn housekeeping(ctx: &mut Ctx<'_>) -> Result<(), Fatal> {
+        let horizon_days = ctx.horizon_days;
+        let today = ctx.state.tz.to_datetime(crate::clock::from_ms(ctx.now_ms)).date();
+        let added = super::admin::ensure_slots(ctx.tx, &ctx.state.catalogue, today, horizon_days)?;
+        if added > 0 {
+            let fresh = State::load(ctx.tx, ctx.now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            *ctx.state = fresh;
+            tracing::info!(added, "generated slots ahead");
+        }
+        ctx.tx.execute(
+            "DELETE FROM idempotency WHERE created_at < ?1",
+            params![ctx.now_ms - 24 * 3600 * 1000],
+        )?;
+        Ok(())
+    }
+}
+
+fn sweep_expired_holds(tx: &Transaction<'_>, state: &mut State, now_ms: i64) -> Result<(), Fatal> {
+    while let Some(&(expires, hold_id)) = state.expiry.first() {
+        if expires > now_ms {
+            break;
+        }
+        state.expiry.pop_first();
+        if let Some(hold) = state.holds.remove(&hold_id) {
+            tx.prepare_cached("UPDATE holds SET status = 'expired' WHERE hold_id = ?1 AND status = 'held'")?
+                .execute(params![hold_id.to_string()])?;
+            if let Some(row) = state.slots.get_mut(&hold.slot) {
+                row.ledger.release_hold(hold.admissions)?;
+            }
+            state.dirty_slots.insert(hold.slot);
+            metrics::counter!("tessera_holds_expired_total").increment(1);
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` at most once per Idempotency-Key: a retry gets the stored first
+/// answer; the same key with a different request is refused.
+pub(crate) fn idempotent(
+    ctx: &mut Ctx<'_>,
+    idem: &Idem,
+    f: impl FnOnce(&mut Ctx<'_>) -> Result<Result<(u16, serde_json::Value), ServiceError>, Fatal>,
+) -> Result<Result<Answer, ServiceError>, Fatal> {
+    let stored: Option<(Vec<u8>, u16, String)> = ctx
+        .tx
+        .prepare_cached("SELECT request_hash, status, body FROM idempotency WHERE key = ?1")?
+        .query_row(params![idem.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    if let Some((hash, status, body)) = stored {
+        if hash != idem.request_hash {
+            return Ok(Err(ServiceError::IdempotencyKeyReused));
+        }
+        let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+        metrics::counter!("tessera_idempotent_replays_total").increment(1);
+        return Ok(Ok(Answer {
+            status,
+            body,
+            replayed: true,
+        }));
+    }
+    let (status, body) = match f(ctx)? {
+        Ok(ok) => ok,
+        Err(e) if e.is_final_outcome() => (e.status(), e.body()),
+        Err(e) => return Ok(Err(e)),
+    };
+    ctx.tx
+        .prepare_cached(
+            "INSERT INTO idempotency (key, request_hash, status, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![idem.key, idem.request_hash, status, body.to_string(), ctx.now_ms])?;
+    Ok(Ok(Answer {
+        status,
+        body,
+        replayed: false,
+    }))
+}

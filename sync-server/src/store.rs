@@ -1,0 +1,87 @@
+//! The storage trait the HTTP layer talks to. One implementation today
+//! (embedded SQLite with group commit, `crate::sqlite`); a PostgreSQL backend
+//! for several server processes would implement the same trait.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use jiff::civil::Date;
+use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys, Role};
+use tessera_core::api::gate::Redemption;
+use tessera_core::api::online::{Availability, ConfirmRequest};
+use tessera_core::catalogue::Catalogue;
+use tessera_core::pricing::PricedCart;
+use tessera_core::slot::{Slot, SlotId};
+use tessera_core::ticket_code::{KeyRing, TicketClaims};
+use uuid::Uuid;
+
+use crate::error::ServiceError;
+
+/// An enrolled device, as its bearer token identifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub device_id: Uuid,
+    pub role: Role,
+    pub name: String,
+}
+
+/// The Idempotency-Key of a write and a hash of what was asked under it.
+#[derive(Clone, Debug)]
+pub struct Idem {
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+/// The answer to an idempotent write, as first given (status and JSON body).
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub replayed: bool,
+}
+
+pub trait Store: Send + Sync + 'static {
+    fn catalogue(&self) -> Arc<Catalogue>;
+
+    /// Live availability of a museum day, from committed state only.
+    fn availability(&self, date: Date) -> Result<Availability, ServiceError>;
+
+    /// The slot if it exists and can still be sold.
+    fn sellable_slot(&self, slot: SlotId) -> Result<Slot, ServiceError>;
+
+    fn create_hold(
+        &self,
+        idem: Idem,
+        slot: SlotId,
+        cart: PricedCart,
+    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+
+    fn confirm_hold(
+        &self,
+        idem: Idem,
+        hold: Uuid,
+        request: ConfirmRequest,
+    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+
+    fn cancel_hold(&self, hold: Uuid) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    fn enrol(&self, request: EnrolRequest) -> impl Future<Output = Result<Enrolled, ServiceError>> + Send;
+
+    fn authenticate(&self, token: &str) -> Option<DeviceInfo>;
+
+    fn public_keys(&self) -> PublicKeys;
+
+    fn keyring(&self) -> Arc<KeyRing>;
+
+    /// Records a verified ticket's entry, once: a second scan is denied with
+    /// where and when the first one was.
+    fn redeem(
+        &self,
+        gate: DeviceInfo,
+        claims: TicketClaims,
+        scan_id: Option<Uuid>,
+    ) -> impl Future<Output = Result<Redemption, ServiceError>> + Send;
+
+    /// True while the writer runs and the database answers.
+    fn healthy(&self) -> impl Future<Output = bool> + Send;
+}

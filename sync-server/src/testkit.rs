@@ -1,0 +1,301 @@
+//! Test harness (feature `testkit`): a real `tessera-server` process on a
+//! loopback port over a temporary SQLite file, the demo museum loaded, and the
+//! clock shifted to a known opening hour so tests do not depend on when they run.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use jiff::civil::{Date, Weekday};
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use tessera_core::slot::SlotId;
+
+use crate::clock::OFFSET_ENV;
+
+/// The server binary: `TESSERA_SERVER_BIN`, else next to the running test's
+/// `deps` directory (where `cargo test --workspace` builds it).
+pub fn server_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TESSERA_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("tessera-server");
+    assert!(
+        bin.exists(),
+        "{} not built; run `cargo build -p tessera-server` or set TESSERA_SERVER_BIN",
+        bin.display()
+    );
+    bin
+}
+
+pub fn demo_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo-museum.toml")
+}
+
+pub fn paris() -> TimeZone {
+    TimeZone::get("Europe/Paris").expect("tz database has Europe/Paris")
+}
+
+/// A Wednesday at least a week ahead (the demo museum opens 10:00-18:00).
+pub fn test_day() -> Date {
+    let mut d = Timestamp::now().to_zoned(paris()).date() + jiff::Span::new().days(7);
+    while d.weekday() != Weekday::Wednesday {
+        d = d.tomorrow().expect("date in range");
+    }
+    d
+}
+
+pub fn slot(date: Date, hhmm: &str) -> SlotId {
+    format!("{date}T{hhmm}").parse().expect("valid slot id")
+}
+
+pub struct ServerProcess {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub offset_secs: i64,
+    pub url: String,
+    pub day: Date,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    /// Initialises a database and starts a server whose clock reads `local`
+    /// (e.g. "11:05") on [`test_day`].
+    pub fn start_at(local: &str, extra_args: &[&str]) -> ServerProcess {
+        let day = test_day();
+        let target: Timestamp = format!("{day}T{local}:00")
+            .parse::<jiff::civil::DateTime>()
+            .expect("local time")
+            .to_zoned(paris())
+            .expect("exists in Paris")
+            .timestamp();
+        let offset_secs = target.duration_since(Timestamp::now()).as_secs();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("server.db");
+        let mut me = ServerProcess {
+            dir,
+            db,
+            offset_secs,
+            url: String::new(),
+            day,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        let out = me.cli(&["init", "--db", &me.db_str(), "--fixtures", &demo_fixture().display().to_string(), "--days", "14"]);
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        me.spawn(None);
+        me
+    }
+
+    pub fn db_str(&self) -> String {
+        self.db.display().to_string()
+    }
+
+    /// Runs a `tessera-server` subcommand with this server's clock.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(server_binary())
+            .args(args)
+            .env(OFFSET_ENV, self.offset_secs.to_string())
+            .output()
+            .expect("run tessera-server")
+    }
+
+    pub fn enrolment_code(&self, role: &str, name: &str) -> String {
+        let out = self.cli(&["enrol", "--db", &self.db_str(), "--role", role, "--name", name]);
+        assert!(out.status.success(), "enrol failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts `serve`, on the previous port when restarting.
+    fn spawn(&mut self, port: Option<u16>) {
+        let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("log file");
+        let mut child = Command::new(server_binary())
+            .args(["serve", "--db", &self.db_str(), "--listen", &listen])
+            .args(&self.extra_args)
+            .env(OFFSET_ENV, self.offset_secs.to_string())
+            .env("TESSERA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tessera-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start; log: {}", self.log()));
+        let url = line
+            .split_whitespace()
+            .last()
+            .expect("listening line ends with the URL")
+            .to_string();
+        self.url = url;
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in url")
+    }
+
+    /// SIGKILL: no shutdown hook runs, nothing is flushed but what was fsynced.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same file and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let port = self.port();
+        // The port may linger briefly after a kill; retry a few times.
+        for attempt in 0..20 {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn(Some(port))));
+            if result.is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100 * (attempt + 1)));
+        }
+        panic!("server did not restart; log: {}", self.log());
+    }
+
+    /// A read connection to the server's database, for checking what is stored.
+    pub fn db(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(&self.db).expect("open db");
+        conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+        conn
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.url)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A thin HTTP client for the server's API, returning status and JSON.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: Client,
+}
+
+pub type Reply = (StatusCode, Value);
+
+impl Api {
+    pub fn new(base: &str) -> Api {
+        Api {
+            base: base.trim_end_matches('/').to_string(),
+            http: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    async fn reply(r: Result<reqwest::Response, reqwest::Error>) -> Result<Reply, reqwest::Error> {
+        let r = r?;
+        let status = r.status();
+        let text = r.text().await?;
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok((status, body))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Reply, reqwest::Error> {
+        Self::reply(self.http.get(format!("{}{path}", self.base)).send().await).await
+    }
+
+    pub async fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Result<Reply, reqwest::Error> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Self::reply(req.send().await).await
+    }
+
+    pub async fn availability(&self, date: Date) -> Value {
+        let (status, body) = self.get(&format!("/v1/availability?date={date}")).await.expect("availability");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn available(&self, slot: SlotId) -> u64 {
+        let body = self.availability(slot.date).await;
+        body["slots"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["slot_id"] == slot.to_string()))
+            .and_then(|s| s["available"].as_u64())
+            .unwrap_or_else(|| panic!("slot {slot} not in {body}"))
+    }
+
+    pub async fn hold(&self, key: &str, slot: SlotId, items: Value) -> Result<Reply, reqwest::Error> {
+        let body = json!({"slot_id": slot, "items": items}).to_string();
+        self.post_raw("/v1/holds", &[("idempotency-key", key)], &body).await
+    }
+
+    pub async fn confirm(&self, key: &str, hold_id: &str) -> Result<Reply, reqwest::Error> {
+        let body = json!({"payment_reference": format!("psp-{key}")}).to_string();
+        self.post_raw(&format!("/v1/holds/{hold_id}/confirm"), &[("idempotency-key", key)], &body)
+            .await
+    }
+
+    pub async fn cancel(&self, hold_id: &str) -> Result<Reply, reqwest::Error> {
+        Self::reply(self.http.delete(format!("{}/v1/holds/{hold_id}", self.base)).send().await).await
+    }
+
+    /// Hold and confirm `n` adult tickets; the order on success.
+    pub async fn buy(&self, key: &str, slot: SlotId, items: Value) -> Result<Reply, reqwest::Error> {
+        let (status, hold) = self.hold(&format!("{key}-h"), slot, items).await?;
+        if status != StatusCode::CREATED {
+            return Ok((status, hold));
+        }
+        let id = hold["hold_id"].as_str().unwrap_or_default().to_string();
+        self.confirm(&format!("{key}-c"), &id).await
+    }
+
+    pub async fn enrol(&self, code: &str, name: &str, public_key: Option<&str>) -> Result<Reply, reqwest::Error> {
+        let body = json!({"code": code, "name": name, "public_key": public_key}).to_string();
+        self.post_raw("/v1/devices/enrol", &[], &body).await
+    }
+
+    pub async fn redeem(&self, token: &str, code: &str) -> Result<Reply, reqwest::Error> {
+        let auth = format!("Bearer {token}");
+        self.post_raw("/v1/gate/redeem", &[("authorization", &auth)], &json!({"code": code}).to_string())
+            .await
+    }
+}

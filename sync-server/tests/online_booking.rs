@@ -1,0 +1,149 @@
+//! A web visitor books timed tickets: availability, hold, confirm, cancel.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tessera_core::ticket_code::KeyRing;
+use tessera_server::testkit::{slot, ServerProcess};
+
+fn keyring(keys: &serde_json::Value) -> KeyRing {
+    let mut ring = KeyRing::new();
+    for k in keys["keys"].as_array().unwrap() {
+        let bytes: [u8; 32] = data_encoding::HEXLOWER
+            .decode(k["public_key"].as_str().unwrap().as_bytes())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        ring.insert(k["key_id"].as_u64().unwrap() as u32, bytes, k["revoked"].as_bool().unwrap())
+            .unwrap();
+    }
+    ring
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visitor_books_a_family_visit_and_gets_signed_tickets() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let api = server.api();
+    let s = slot(server.day, "14:00");
+
+    let day = api.availability(server.day).await;
+    assert_eq!(day["closed"], false);
+    assert_eq!(day["slots"].as_array().unwrap().len(), 14);
+    let first = &day["slots"][0];
+    assert_eq!(first["slot_id"], format!("{}T10:00", server.day));
+    assert_eq!(first["past"], true, "10:00-10:30 is over at 11:05");
+    assert_eq!(first["available"], 0);
+    assert_eq!(api.available(s).await, 120);
+
+    let items = json!([
+        {"product_id": "adult", "quantity": 2},
+        {"product_id": "child", "quantity": 1},
+        {"product_id": "audio-guide", "quantity": 2}
+    ]);
+    let (status, hold) = api.hold("visit-1", s, items).await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    assert_eq!(hold["total"], json!({"amount": 4000, "currency": "EUR"}));
+    assert_eq!(hold["admissions"], 3);
+    assert_eq!(api.available(s).await, 117, "a hold takes its places at once");
+
+    let (status, order) = api.confirm("pay-1", hold["hold_id"].as_str().unwrap()).await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let tickets = order["tickets"].as_array().unwrap();
+    assert_eq!(tickets.len(), 5, "one ticket per unit, audio guides included");
+    assert_eq!(api.available(s).await, 117);
+
+    let (_, keys) = api.get("/v1/keys").await.unwrap();
+    let ring = keyring(&keys);
+    for t in tickets {
+        let claims = ring.verify(t["code"].as_str().unwrap()).expect("ticket code verifies offline");
+        assert_eq!(claims.slot, s);
+        assert_eq!(claims.ticket_id.to_string(), t["ticket_id"].as_str().unwrap());
+        assert_eq!(claims.product_id, t["product_id"].as_str().unwrap());
+    }
+    let admits: u64 = tickets.iter().map(|t| t["admits"].as_u64().unwrap()).sum();
+    assert_eq!(admits, 3);
+
+    // The database agrees with what the visitor was told.
+    let db = server.db();
+    let (sold, stored): (u32, u32) = db
+        .query_row(
+            "SELECT (SELECT sold_online FROM slots WHERE slot_id = ?1), (SELECT COUNT(*) FROM tickets WHERE order_id = ?2)",
+            [s.to_string(), order["order_id"].as_str().unwrap().to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((sold, stored), (3, 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_checkout_returns_its_places() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let api = server.api();
+    let s = slot(server.day, "15:00");
+    let (status, hold) = api.hold("c-1", s, json!([{"product_id": "family", "quantity": 2}])).await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    assert_eq!(api.available(s).await, 112);
+    let id = hold["hold_id"].as_str().unwrap();
+    let (status, _) = api.cancel(id).await.unwrap();
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(api.available(s).await, 120);
+    // Cancelling again is harmless; confirming a cancelled hold is refused.
+    assert_eq!(api.cancel(id).await.unwrap().0, StatusCode::NO_CONTENT);
+    let (status, body) = api.confirm("c-2", id).await.unwrap();
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["error"]["code"], "hold_cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_clients_race_for_the_last_forty_places() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let api = server.api();
+    let s = slot(server.day, "16:00");
+    // 80 of 120 places go first, in family tickets.
+    for i in 0..20 {
+        let (status, body) = api
+            .buy(&format!("early-{i}"), s, json!([{"product_id": "family", "quantity": 1}]))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    assert_eq!(api.available(s).await, 40);
+
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            api.buy(&format!("race-{i}"), s, json!([{"product_id": "adult", "quantity": 1}]))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut confirmed = 0;
+    let mut sold_out = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            StatusCode::CREATED => confirmed += 1,
+            StatusCode::CONFLICT => {
+                assert_eq!(body["error"]["code"], "sold_out", "{body}");
+                sold_out += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(confirmed, 40);
+    assert_eq!(sold_out, 260);
+    assert_eq!(api.available(s).await, 0);
+
+    let db = server.db();
+    let (capacity, sold, tickets, held): (u32, u32, u32, u32) = db
+        .query_row(
+            "SELECT capacity, sold_online,
+                    (SELECT COALESCE(SUM(admits), 0) FROM tickets WHERE slot_id = ?1),
+                    (SELECT COUNT(*) FROM holds WHERE slot_id = ?1 AND status = 'held')
+             FROM slots WHERE slot_id = ?1",
+            [s.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!((capacity, sold, tickets, held), (120, 120, 120, 0));
+}
