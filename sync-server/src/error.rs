@@ -70,7 +70,9 @@ impl ServiceError {
             ServiceError::Pricing(p) => match p {
                 PricingError::UnknownProduct(_) => "unknown_product",
                 PricingError::ZeroQuantity(_) => "bad_quantity",
-                PricingError::TooManyUnits { .. } | PricingError::TooManyAdmissions { .. } => "too_many",
+                PricingError::TooManyUnits { .. } | PricingError::TooManyAdmissions { .. } => {
+                    "too_many"
+                }
                 PricingError::TooManyLines { .. } => "too_many",
                 PricingError::Empty => "empty_cart",
                 PricingError::MembershipRequired { .. }

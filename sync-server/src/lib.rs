@@ -32,7 +32,10 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A server running in this process (tests, the load harness).
@@ -60,7 +63,11 @@ impl RunningServer {
 }
 
 /// Opens the database and serves it on `config.listen` until stopped.
-pub async fn start(db: &Path, config: &ServerConfig, clock: Clock) -> Result<RunningServer, StartError> {
+pub async fn start(
+    db: &Path,
+    config: &ServerConfig,
+    clock: Clock,
+) -> Result<RunningServer, StartError> {
     let store = Arc::new(SqliteStore::open(db, config.store_config()?, clock)?);
     let museum = store::Store::catalogue(store.as_ref()).museum.name.clone();
     let upkeep = store.spawn_upkeep();

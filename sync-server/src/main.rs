@@ -13,7 +13,11 @@ use tessera_server::config::ServerConfig;
 use tessera_server::sqlite::admin;
 
 #[derive(Parser)]
-#[command(name = "tessera-server", version, about = "Tessera sync server: one inventory for online and counter sales")]
+#[command(
+    name = "tessera-server",
+    version,
+    about = "Tessera sync server: one inventory for online and counter sales"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,7 +78,9 @@ enum Command {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {
@@ -146,7 +152,10 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let role = Role::parse(&role).context("role must be counter, gate or supervisor")?;
             let name = name.trim();
-            anyhow::ensure!(!name.is_empty() && name.len() <= 100, "name must be 1-100 characters");
+            anyhow::ensure!(
+                !name.is_empty() && name.len() <= 100,
+                "name must be 1-100 characters"
+            );
             let code = admin::create_enrolment_code(&db, role, name, clock.now(), valid_hours)?;
             println!("{code}");
             eprintln!(
@@ -172,18 +181,27 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn read_tz(fixtures: &std::path::Path) -> Result<jiff::tz::TimeZone> {
-    let text = std::fs::read_to_string(fixtures).with_context(|| format!("reading {}", fixtures.display()))?;
+    let text = std::fs::read_to_string(fixtures)
+        .with_context(|| format!("reading {}", fixtures.display()))?;
     let catalogue: tessera_core::catalogue::Catalogue =
         toml::from_str(&text).with_context(|| format!("parsing {}", fixtures.display()))?;
     Ok(catalogue.time_zone()?)
 }
 
 fn serve(cfg: ServerConfig, clock: Clock) -> Result<()> {
-    let db = cfg.db.clone().ok_or(tessera_server::config::ConfigError::NoDatabase)?;
+    let db = cfg
+        .db
+        .clone()
+        .ok_or(tessera_server::config::ConfigError::NoDatabase)?;
     if clock.offset_secs() != 0 {
-        tracing::warn!(offset_secs = clock.offset_secs(), "{OFFSET_ENV} is set: the server's clock is shifted (demo/test only)");
+        tracing::warn!(
+            offset_secs = clock.offset_secs(),
+            "{OFFSET_ENV} is set: the server's clock is shifted (demo/test only)"
+        );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let server = tessera_server::start(&db, &cfg, clock).await?;
         // Scripts and tests read this line to find the port.
@@ -201,13 +219,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

@@ -27,7 +27,10 @@ pub fn sha256(parts: &[&[u8]]) -> Vec<u8> {
 
 /// A bearer token: `tsr_` and 32 random bytes in base32.
 pub fn new_token() -> String {
-    format!("tsr_{}", BASE32_NOPAD.encode(&random_bytes::<32>()).to_lowercase())
+    format!(
+        "tsr_{}",
+        BASE32_NOPAD.encode(&random_bytes::<32>()).to_lowercase()
+    )
 }
 
 /// A one-time enrolment code a person can type: 12 characters in groups of 4.
@@ -59,7 +62,10 @@ mod tests {
     fn enrolment_codes_are_typeable() {
         let code = new_enrolment_code();
         assert_eq!(code.len(), 14);
-        assert_eq!(normalize_enrolment_code(&code.to_lowercase().replace('-', " ")), code);
+        assert_eq!(
+            normalize_enrolment_code(&code.to_lowercase().replace('-', " ")),
+            code
+        );
         assert_ne!(new_token(), new_token());
     }
 }

@@ -65,7 +65,10 @@ pub trait Store: Send + Sync + 'static {
 
     fn cancel_hold(&self, hold: Uuid) -> impl Future<Output = Result<(), ServiceError>> + Send;
 
-    fn enrol(&self, request: EnrolRequest) -> impl Future<Output = Result<Enrolled, ServiceError>> + Send;
+    fn enrol(
+        &self,
+        request: EnrolRequest,
+    ) -> impl Future<Output = Result<Enrolled, ServiceError>> + Send;
 
     fn authenticate(&self, token: &str) -> Option<DeviceInfo>;
 

@@ -87,8 +87,20 @@ impl ServerProcess {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
-        let out = me.cli(&["init", "--db", &me.db_str(), "--fixtures", &demo_fixture().display().to_string(), "--days", "14"]);
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = me.cli(&[
+            "init",
+            "--db",
+            &me.db_str(),
+            "--fixtures",
+            &demo_fixture().display().to_string(),
+            "--days",
+            "14",
+        ]);
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         me.spawn(None);
         me
     }
@@ -107,8 +119,20 @@ impl ServerProcess {
     }
 
     pub fn enrolment_code(&self, role: &str, name: &str) -> String {
-        let out = self.cli(&["enrol", "--db", &self.db_str(), "--role", role, "--name", name]);
-        assert!(out.status.success(), "enrol failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = self.cli(&[
+            "enrol",
+            "--db",
+            &self.db_str(),
+            "--role",
+            role,
+            "--name",
+            name,
+        ]);
+        assert!(
+            out.status.success(),
+            "enrol failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -156,7 +180,11 @@ impl ServerProcess {
     }
 
     pub fn port(&self) -> u16 {
-        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port in url")
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port in url")
     }
 
     /// SIGKILL: no shutdown hook runs, nothing is flushed but what was fsynced.
@@ -173,7 +201,8 @@ impl ServerProcess {
         let port = self.port();
         // The port may linger briefly after a kill; retry a few times.
         for attempt in 0..20 {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn(Some(port))));
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn(Some(port))));
             if result.is_ok() {
                 return;
             }
@@ -185,7 +214,8 @@ impl ServerProcess {
     /// A read connection to the server's database, for checking what is stored.
     pub fn db(&self) -> rusqlite::Connection {
         let conn = rusqlite::Connection::open(&self.db).expect("open db");
-        conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+        conn.busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
         conn
     }
 
@@ -236,7 +266,12 @@ impl Api {
         Self::reply(self.http.get(format!("{}{path}", self.base)).send().await).await
     }
 
-    pub async fn post_raw(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Result<Reply, reqwest::Error> {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<Reply, reqwest::Error> {
         let mut req = self
             .http
             .post(format!("{}{path}", self.base))
@@ -249,7 +284,10 @@ impl Api {
     }
 
     pub async fn availability(&self, date: Date) -> Value {
-        let (status, body) = self.get(&format!("/v1/availability?date={date}")).await.expect("availability");
+        let (status, body) = self
+            .get(&format!("/v1/availability?date={date}"))
+            .await
+            .expect("availability");
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
@@ -263,23 +301,44 @@ impl Api {
             .unwrap_or_else(|| panic!("slot {slot} not in {body}"))
     }
 
-    pub async fn hold(&self, key: &str, slot: SlotId, items: Value) -> Result<Reply, reqwest::Error> {
+    pub async fn hold(
+        &self,
+        key: &str,
+        slot: SlotId,
+        items: Value,
+    ) -> Result<Reply, reqwest::Error> {
         let body = json!({"slot_id": slot, "items": items}).to_string();
-        self.post_raw("/v1/holds", &[("idempotency-key", key)], &body).await
+        self.post_raw("/v1/holds", &[("idempotency-key", key)], &body)
+            .await
     }
 
     pub async fn confirm(&self, key: &str, hold_id: &str) -> Result<Reply, reqwest::Error> {
         let body = json!({"payment_reference": format!("psp-{key}")}).to_string();
-        self.post_raw(&format!("/v1/holds/{hold_id}/confirm"), &[("idempotency-key", key)], &body)
-            .await
+        self.post_raw(
+            &format!("/v1/holds/{hold_id}/confirm"),
+            &[("idempotency-key", key)],
+            &body,
+        )
+        .await
     }
 
     pub async fn cancel(&self, hold_id: &str) -> Result<Reply, reqwest::Error> {
-        Self::reply(self.http.delete(format!("{}/v1/holds/{hold_id}", self.base)).send().await).await
+        Self::reply(
+            self.http
+                .delete(format!("{}/v1/holds/{hold_id}", self.base))
+                .send()
+                .await,
+        )
+        .await
     }
 
     /// Hold and confirm `n` adult tickets; the order on success.
-    pub async fn buy(&self, key: &str, slot: SlotId, items: Value) -> Result<Reply, reqwest::Error> {
+    pub async fn buy(
+        &self,
+        key: &str,
+        slot: SlotId,
+        items: Value,
+    ) -> Result<Reply, reqwest::Error> {
         let (status, hold) = self.hold(&format!("{key}-h"), slot, items).await?;
         if status != StatusCode::CREATED {
             return Ok((status, hold));
@@ -288,14 +347,23 @@ impl Api {
         self.confirm(&format!("{key}-c"), &id).await
     }
 
-    pub async fn enrol(&self, code: &str, name: &str, public_key: Option<&str>) -> Result<Reply, reqwest::Error> {
+    pub async fn enrol(
+        &self,
+        code: &str,
+        name: &str,
+        public_key: Option<&str>,
+    ) -> Result<Reply, reqwest::Error> {
         let body = json!({"code": code, "name": name, "public_key": public_key}).to_string();
         self.post_raw("/v1/devices/enrol", &[], &body).await
     }
 
     pub async fn redeem(&self, token: &str, code: &str) -> Result<Reply, reqwest::Error> {
         let auth = format!("Bearer {token}");
-        self.post_raw("/v1/gate/redeem", &[("authorization", &auth)], &json!({"code": code}).to_string())
-            .await
+        self.post_raw(
+            "/v1/gate/redeem",
+            &[("authorization", &auth)],
+            &json!({"code": code}).to_string(),
+        )
+        .await
     }
 }

@@ -13,8 +13,12 @@ fn keyring(keys: &serde_json::Value) -> KeyRing {
             .unwrap()
             .try_into()
             .unwrap();
-        ring.insert(k["key_id"].as_u64().unwrap() as u32, bytes, k["revoked"].as_bool().unwrap())
-            .unwrap();
+        ring.insert(
+            k["key_id"].as_u64().unwrap() as u32,
+            bytes,
+            k["revoked"].as_bool().unwrap(),
+        )
+        .unwrap();
     }
     ring
 }
@@ -43,20 +47,36 @@ async fn a_visitor_books_a_family_visit_and_gets_signed_tickets() {
     assert_eq!(status, StatusCode::CREATED, "{hold}");
     assert_eq!(hold["total"], json!({"amount": 4000, "currency": "EUR"}));
     assert_eq!(hold["admissions"], 3);
-    assert_eq!(api.available(s).await, 117, "a hold takes its places at once");
+    assert_eq!(
+        api.available(s).await,
+        117,
+        "a hold takes its places at once"
+    );
 
-    let (status, order) = api.confirm("pay-1", hold["hold_id"].as_str().unwrap()).await.unwrap();
+    let (status, order) = api
+        .confirm("pay-1", hold["hold_id"].as_str().unwrap())
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::CREATED, "{order}");
     let tickets = order["tickets"].as_array().unwrap();
-    assert_eq!(tickets.len(), 5, "one ticket per unit, audio guides included");
+    assert_eq!(
+        tickets.len(),
+        5,
+        "one ticket per unit, audio guides included"
+    );
     assert_eq!(api.available(s).await, 117);
 
     let (_, keys) = api.get("/v1/keys").await.unwrap();
     let ring = keyring(&keys);
     for t in tickets {
-        let claims = ring.verify(t["code"].as_str().unwrap()).expect("ticket code verifies offline");
+        let claims = ring
+            .verify(t["code"].as_str().unwrap())
+            .expect("ticket code verifies offline");
         assert_eq!(claims.slot, s);
-        assert_eq!(claims.ticket_id.to_string(), t["ticket_id"].as_str().unwrap());
+        assert_eq!(
+            claims.ticket_id.to_string(),
+            t["ticket_id"].as_str().unwrap()
+        );
         assert_eq!(claims.product_id, t["product_id"].as_str().unwrap());
     }
     let admits: u64 = tickets.iter().map(|t| t["admits"].as_u64().unwrap()).sum();
@@ -79,7 +99,10 @@ async fn a_cancelled_checkout_returns_its_places() {
     let server = ServerProcess::start_at("11:05", &[]);
     let api = server.api();
     let s = slot(server.day, "15:00");
-    let (status, hold) = api.hold("c-1", s, json!([{"product_id": "family", "quantity": 2}])).await.unwrap();
+    let (status, hold) = api
+        .hold("c-1", s, json!([{"product_id": "family", "quantity": 2}]))
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::CREATED, "{hold}");
     assert_eq!(api.available(s).await, 112);
     let id = hold["hold_id"].as_str().unwrap();
@@ -101,7 +124,11 @@ async fn three_hundred_clients_race_for_the_last_forty_places() {
     // 80 of 120 places go first, in family tickets.
     for i in 0..20 {
         let (status, body) = api
-            .buy(&format!("early-{i}"), s, json!([{"product_id": "family", "quantity": 1}]))
+            .buy(
+                &format!("early-{i}"),
+                s,
+                json!([{"product_id": "family", "quantity": 1}]),
+            )
             .await
             .unwrap();
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -112,9 +139,13 @@ async fn three_hundred_clients_race_for_the_last_forty_places() {
     for i in 0..300 {
         let api = api.clone();
         tasks.push(tokio::spawn(async move {
-            api.buy(&format!("race-{i}"), s, json!([{"product_id": "adult", "quantity": 1}]))
-                .await
-                .unwrap()
+            api.buy(
+                &format!("race-{i}"),
+                s,
+                json!([{"product_id": "adult", "quantity": 1}]),
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut confirmed = 0;

@@ -126,11 +126,23 @@ mod tests {
         // 14:00 Paris is 13:00Z in winter.
         assert_eq!(check_entry(&c, &tz, at("2026-12-02T13:10:00Z"), p), Ok(()));
         assert_eq!(check_entry(&c, &tz, at("2026-12-02T12:50:00Z"), p), Ok(()));
-        assert_eq!(check_entry(&c, &tz, at("2026-12-02T12:40:00Z"), p), Err(DenyReason::TooEarly));
+        assert_eq!(
+            check_entry(&c, &tz, at("2026-12-02T12:40:00Z"), p),
+            Err(DenyReason::TooEarly)
+        );
         assert_eq!(check_entry(&c, &tz, at("2026-12-02T14:20:00Z"), p), Ok(()));
-        assert_eq!(check_entry(&c, &tz, at("2026-12-02T14:31:00Z"), p), Err(DenyReason::TooLate));
-        assert_eq!(check_entry(&c, &tz, at("2026-12-03T13:10:00Z"), p), Err(DenyReason::WrongDay));
+        assert_eq!(
+            check_entry(&c, &tz, at("2026-12-02T14:31:00Z"), p),
+            Err(DenyReason::TooLate)
+        );
+        assert_eq!(
+            check_entry(&c, &tz, at("2026-12-03T13:10:00Z"), p),
+            Err(DenyReason::WrongDay)
+        );
         // 23:30Z on the 1st is already the 2nd in Paris, but 14:00 is far away.
-        assert_eq!(check_entry(&c, &tz, at("2026-12-01T23:30:00Z"), p), Err(DenyReason::TooEarly));
+        assert_eq!(
+            check_entry(&c, &tz, at("2026-12-01T23:30:00Z"), p),
+            Err(DenyReason::TooEarly)
+        );
     }
 }

@@ -169,7 +169,7 @@ impl Catalogue {
         for (weekday, openings) in self.schedule.week.days() {
             for o in openings {
                 let start = minute_of(o.open);
-                let aligned = start % len == 0;
+                let aligned = start.is_multiple_of(len);
                 if o.open >= o.close || !aligned || o.last_entry.is_some_and(|l| l <= o.open) {
                     return Err(CatalogueError::BadOpening {
                         weekday: format!("{weekday:?}").to_lowercase(),
@@ -197,7 +197,8 @@ impl Catalogue {
     }
 
     pub fn is_closed(&self, date: Date) -> bool {
-        self.schedule.closed_dates.contains(&date) || self.schedule.week.on(date.weekday()).is_empty()
+        self.schedule.closed_dates.contains(&date)
+            || self.schedule.week.on(date.weekday()).is_empty()
     }
 
     /// The entry windows of one day in the museum's zone; empty on closed days.
@@ -286,13 +287,23 @@ pub(crate) mod tests {
         assert!(c.slots_on(christmas).unwrap().is_empty());
         // Thursday late opening.
         let thursday = jiff::civil::date(2026, 12, 3);
-        assert_eq!(c.slots_on(thursday).unwrap().last().unwrap().id.hhmm(), "19:30");
+        assert_eq!(
+            c.slots_on(thursday).unwrap().last().unwrap().id.hhmm(),
+            "19:30"
+        );
     }
 
     #[test]
     fn products_cover_what_a_museum_sells() {
         let c = demo();
-        for id in ["adult", "reduced", "child", "family", "member", "audio-guide"] {
+        for id in [
+            "adult",
+            "reduced",
+            "child",
+            "family",
+            "member",
+            "audio-guide",
+        ] {
             assert!(c.product(id).is_some(), "{id}");
         }
         assert_eq!(c.product("family").unwrap().admits, 4);
@@ -305,6 +316,9 @@ pub(crate) mod tests {
     fn rejects_a_product_with_an_unknown_rate() {
         let mut c = demo();
         c.products[0].vat = "luxury".into();
-        assert!(matches!(c.validate(), Err(CatalogueError::UnknownVatRate { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(CatalogueError::UnknownVatRate { .. })
+        ));
     }
 }

@@ -140,7 +140,9 @@ impl SlotLedger {
         self.leased = self
             .leased
             .checked_sub(n)
-            .ok_or(InventoryError::Bookkeeping("shrank leases by more than they hold"))?;
+            .ok_or(InventoryError::Bookkeeping(
+                "shrank leases by more than they hold",
+            ))?;
         Ok(())
     }
 
@@ -187,10 +189,11 @@ impl LeaseTotals {
 /// free or sitting unused in the leases of online terminals. Each terminal's
 /// target is `pool / (share_divisor × (terminals + 1))`, at most `max_lease`.
 /// Far from full that is generous (a terminal rarely waits for the network);
-/// as the slot fills the target shrinks, and below `share_divisor × (terminals
-/// + 1)` places it is zero: terminals then hold only what a waiting sale needs,
-/// so at sell-out almost nothing is stranded in leases. A terminal holding more
-/// than twice its target is recalled down to the target.
+/// as the slot fills the target shrinks, and once fewer places are left than
+/// `share_divisor` shares per terminal it is zero: terminals then hold only
+/// what a waiting sale needs, so at sell-out almost nothing is stranded in
+/// leases. A terminal holding more than twice its target is recalled down to
+/// the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeasePolicy {
     pub share_divisor: u32,
@@ -221,7 +224,14 @@ impl LeasePolicy {
 
     /// `unused`: what the terminal says it can still sell from its lease;
     /// `need`: places a sale at its counter is waiting for (0 if none).
-    pub fn decide(&self, available: u32, pool: u32, terminals: u32, unused: u32, need: u32) -> LeaseDecision {
+    pub fn decide(
+        &self,
+        available: u32,
+        pool: u32,
+        terminals: u32,
+        unused: u32,
+        need: u32,
+    ) -> LeaseDecision {
         let target = self.target(pool, terminals);
         let want = target.max(need);
         if unused < want {
@@ -231,7 +241,11 @@ impl LeasePolicy {
             };
         }
         let keep = if target == 0 { need } else { want };
-        let too_much = if target == 0 { unused > need } else { unused > 2 * want };
+        let too_much = if target == 0 {
+            unused > need
+        } else {
+            unused > 2 * want
+        };
         if too_much {
             return LeaseDecision {
                 grant: 0,
@@ -253,9 +267,17 @@ mod tests {
         Hold(u32),
         ReleaseHold(usize),
         ConfirmHold(usize),
-        SyncTerminal { terminal: usize, sell: u32, need: u32 },
-        Recall { terminal: usize },
-        Revoke { terminal: usize },
+        SyncTerminal {
+            terminal: usize,
+            sell: u32,
+            need: u32,
+        },
+        Recall {
+            terminal: usize,
+        },
+        Revoke {
+            terminal: usize,
+        },
         SetCapacity(u32),
     }
 
@@ -264,7 +286,11 @@ mod tests {
             (1u32..30).prop_map(Op::Hold),
             any::<usize>().prop_map(Op::ReleaseHold),
             any::<usize>().prop_map(Op::ConfirmHold),
-            (0usize..4, 0u32..20, 0u32..10).prop_map(|(terminal, sell, need)| Op::SyncTerminal { terminal, sell, need }),
+            (0usize..4, 0u32..20, 0u32..10).prop_map(|(terminal, sell, need)| Op::SyncTerminal {
+                terminal,
+                sell,
+                need
+            }),
             (0usize..4).prop_map(|terminal| Op::Recall { terminal }),
             (0usize..4).prop_map(|terminal| Op::Revoke { terminal }),
             (0u32..400).prop_map(Op::SetCapacity),
@@ -379,9 +405,21 @@ mod tests {
         assert_eq!(p.target(160, 3), 10);
         assert_eq!(p.target(15, 3), 0);
         // A waiting customer is served even when the target is zero.
-        assert_eq!(p.decide(5, 5, 3, 0, 2), LeaseDecision { grant: 2, recall: 0 });
+        assert_eq!(
+            p.decide(5, 5, 3, 0, 2),
+            LeaseDecision {
+                grant: 2,
+                recall: 0
+            }
+        );
         // Near the end, unused places are recalled.
-        assert_eq!(p.decide(0, 10, 3, 8, 0), LeaseDecision { grant: 0, recall: 8 });
+        assert_eq!(
+            p.decide(0, 10, 3, 8, 0),
+            LeaseDecision {
+                grant: 0,
+                recall: 8
+            }
+        );
         // Far from full, a modest surplus is left alone.
         assert_eq!(p.decide(900, 900, 3, 60, 0), LeaseDecision::default());
     }
@@ -394,6 +432,9 @@ mod tests {
         l.grant_lease(20).unwrap();
         let msg = l.set_capacity(10).unwrap_err().to_string();
         assert!(msg.contains("30 places are taken"), "{msg}");
-        assert!(msg.contains("5 sold online") && msg.contains("5 held") && msg.contains("20 leased"), "{msg}");
+        assert!(
+            msg.contains("5 sold online") && msg.contains("5 held") && msg.contains("20 leased"),
+            "{msg}"
+        );
     }
 }

@@ -81,7 +81,9 @@ pub enum PricingError {
     TooManyLines { max: usize },
     #[error("at most {max} admissions per order; this one has {requested}")]
     TooManyAdmissions { max: u32, requested: u32 },
-    #[error("{product:?} needs one membership number per ticket ({quantity} tickets, {given} numbers)")]
+    #[error(
+        "{product:?} needs one membership number per ticket ({quantity} tickets, {given} numbers)"
+    )]
     MembershipRequired {
         product: String,
         quantity: u32,
@@ -190,7 +192,9 @@ fn check_memberships(required: bool, product: &str, item: &CartLine) -> Result<(
     }
     for number in &item.membership_numbers {
         let ok = (4..=20).contains(&number.len())
-            && number.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && number
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !ok {
             return Err(PricingError::BadMembershipNumber(number.clone()));
         }
@@ -232,12 +236,30 @@ mod tests {
         let lim = CartLimits::ONLINE;
         let err = |cart: &[CartLine]| price_cart(&c, cart, Channel::Online, lim).unwrap_err();
         assert_eq!(err(&[]), PricingError::Empty);
-        assert!(matches!(err(&[line("yacht", 1)]), PricingError::UnknownProduct(_)));
-        assert!(matches!(err(&[line("adult", 0)]), PricingError::ZeroQuantity(_)));
-        assert!(matches!(err(&[line("adult", 1000)]), PricingError::TooManyUnits { .. }));
-        assert!(matches!(err(&[line("family", 6)]), PricingError::TooManyAdmissions { .. }));
-        assert!(matches!(err(&[line("audio-guide", 1)]), PricingError::AddOnAlone(_)));
-        assert!(matches!(err(&[line("member", 1)]), PricingError::MembershipRequired { .. }));
+        assert!(matches!(
+            err(&[line("yacht", 1)]),
+            PricingError::UnknownProduct(_)
+        ));
+        assert!(matches!(
+            err(&[line("adult", 0)]),
+            PricingError::ZeroQuantity(_)
+        ));
+        assert!(matches!(
+            err(&[line("adult", 1000)]),
+            PricingError::TooManyUnits { .. }
+        ));
+        assert!(matches!(
+            err(&[line("family", 6)]),
+            PricingError::TooManyAdmissions { .. }
+        ));
+        assert!(matches!(
+            err(&[line("audio-guide", 1)]),
+            PricingError::AddOnAlone(_)
+        ));
+        assert!(matches!(
+            err(&[line("member", 1)]),
+            PricingError::MembershipRequired { .. }
+        ));
         let mut m = line("member", 1);
         m.membership_numbers = vec!["M-2291".into()];
         assert!(price_cart(&c, &[m], Channel::Online, lim).is_ok());

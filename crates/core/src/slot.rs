@@ -39,7 +39,9 @@ pub enum SlotError {
 impl SlotId {
     pub fn new(date: Date, start_minute: u16) -> Result<Self, SlotError> {
         if start_minute >= 24 * 60 {
-            return Err(SlotError::BadSlotId(format!("{date} minute {start_minute}")));
+            return Err(SlotError::BadSlotId(format!(
+                "{date} minute {start_minute}"
+            )));
         }
         day_number(date)?;
         Ok(SlotId { date, start_minute })
@@ -53,7 +55,11 @@ impl SlotId {
 
     /// "10:00": how a cashier names the slot on screen and on a receipt.
     pub fn hhmm(&self) -> String {
-        format!("{:02}:{:02}", self.start_minute / 60, self.start_minute % 60)
+        format!(
+            "{:02}:{:02}",
+            self.start_minute / 60,
+            self.start_minute % 60
+        )
     }
 
     /// The instant the window opens, in the museum's zone. A local time that
@@ -67,7 +73,11 @@ impl SlotId {
     }
 }
 
-pub(crate) fn local_instant(date: Date, minute: u16, tz: &TimeZone) -> Result<Timestamp, SlotError> {
+pub(crate) fn local_instant(
+    date: Date,
+    minute: u16,
+    tz: &TimeZone,
+) -> Result<Timestamp, SlotError> {
     let day_offset = i64::from(minute / (24 * 60));
     let minute = minute % (24 * 60);
     let date = date
@@ -92,7 +102,9 @@ pub(crate) fn day_number(date: Date) -> Result<u16, SlotError> {
 }
 
 pub(crate) fn date_from_day_number(days: u16) -> Option<Date> {
-    EPOCH.checked_add(jiff::Span::new().days(i64::from(days))).ok()
+    EPOCH
+        .checked_add(jiff::Span::new().days(i64::from(days)))
+        .ok()
 }
 
 pub fn parse_date(text: &str) -> Result<Date, SlotError> {
@@ -171,7 +183,14 @@ mod tests {
         let id: SlotId = "2026-12-02T10:30".parse().unwrap();
         assert_eq!(id.start_minute, 630);
         assert_eq!(id.to_string(), "2026-12-02T10:30");
-        for bad in ["", "2026-12-02", "2026-12-02T25:00", "2026-13-02T10:00", "2026-12-02T10:3", "x"] {
+        for bad in [
+            "",
+            "2026-12-02",
+            "2026-12-02T25:00",
+            "2026-13-02T10:00",
+            "2026-12-02T10:3",
+            "x",
+        ] {
             assert!(bad.parse::<SlotId>().is_err(), "{bad}");
         }
         assert!(parse_date("2/12/2026").is_err());
@@ -182,12 +201,21 @@ mod tests {
     fn slot_instants_follow_the_museum_zone_across_dst() {
         let paris = TimeZone::get("Europe/Paris").unwrap();
         let winter: SlotId = "2026-12-02T10:00".parse().unwrap();
-        assert_eq!(winter.starts_at(&paris).unwrap().to_string(), "2026-12-02T09:00:00Z");
+        assert_eq!(
+            winter.starts_at(&paris).unwrap().to_string(),
+            "2026-12-02T09:00:00Z"
+        );
         let summer: SlotId = "2026-07-02T10:00".parse().unwrap();
-        assert_eq!(summer.starts_at(&paris).unwrap().to_string(), "2026-07-02T08:00:00Z");
+        assert_eq!(
+            summer.starts_at(&paris).unwrap().to_string(),
+            "2026-07-02T08:00:00Z"
+        );
         // 2026-03-29 02:30 does not exist in Paris; the window opens at 03:30 local.
         let gap: SlotId = "2026-03-29T02:30".parse().unwrap();
-        assert_eq!(gap.starts_at(&paris).unwrap().to_string(), "2026-03-29T01:30:00Z");
+        assert_eq!(
+            gap.starts_at(&paris).unwrap().to_string(),
+            "2026-03-29T01:30:00Z"
+        );
     }
 
     #[test]

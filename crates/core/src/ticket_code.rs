@@ -109,7 +109,10 @@ impl std::fmt::Debug for TicketSigner {
 fn encode_payload(key_id: u32, c: &TicketClaims) -> Result<Vec<u8>, CodeError> {
     let product = c.product_id.as_bytes();
     if product.is_empty() || product.len() > MAX_PRODUCT_LEN || !c.product_id.is_ascii() {
-        return Err(CodeError::Unencodable(format!("product id {:?}", c.product_id)));
+        return Err(CodeError::Unencodable(format!(
+            "product id {:?}",
+            c.product_id
+        )));
     }
     let day = day_number(c.slot.date).map_err(|e| CodeError::Unencodable(e.to_string()))?;
     let mut out = Vec::with_capacity(FIXED_LEN + product.len() + SIG_LEN);
@@ -190,9 +193,15 @@ impl KeyRing {
     }
 
     /// Adds or replaces a key; a malformed key is refused.
-    pub fn insert(&mut self, key_id: u32, public_key: [u8; 32], revoked: bool) -> Result<(), CodeError> {
-        let key = VerifyingKey::from_bytes(&public_key)
-            .map_err(|_| CodeError::Unencodable(format!("public key {key_id} is not a valid Ed25519 point")))?;
+    pub fn insert(
+        &mut self,
+        key_id: u32,
+        public_key: [u8; 32],
+        revoked: bool,
+    ) -> Result<(), CodeError> {
+        let key = VerifyingKey::from_bytes(&public_key).map_err(|_| {
+            CodeError::Unencodable(format!("public key {key_id} is not a valid Ed25519 point"))
+        })?;
         self.keys.insert(key_id, RingEntry { key, revoked });
         Ok(())
     }
@@ -316,7 +325,8 @@ mod tests {
         assert_eq!(r.verify(&code), Err(CodeError::RevokedKey(7)));
         // A different key under the same id: forged.
         let mut r = KeyRing::new();
-        r.insert(7, TicketSigner::from_seed(7, [1u8; 32]).public_key(), false).unwrap();
+        r.insert(7, TicketSigner::from_seed(7, [1u8; 32]).public_key(), false)
+            .unwrap();
         assert_eq!(r.verify(&code), Err(CodeError::BadSignature));
     }
 
@@ -324,8 +334,14 @@ mod tests {
     fn truncated_codes_are_garbled() {
         let s = signer();
         let code = s.sign(&claims(1, 9800, 600, "adult".into(), 1)).unwrap();
-        assert_eq!(ring(&s).verify(&code[..code.len() - 8]), Err(CodeError::Garbled));
+        assert_eq!(
+            ring(&s).verify(&code[..code.len() - 8]),
+            Err(CodeError::Garbled)
+        );
         assert_eq!(ring(&s).verify(""), Err(CodeError::Garbled));
-        assert_eq!(normalize_scanned(&format!("  {}\n", code.to_lowercase())), code);
+        assert_eq!(
+            normalize_scanned(&format!("  {}\n", code.to_lowercase())),
+            code
+        );
     }
 }

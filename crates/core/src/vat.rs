@@ -81,9 +81,9 @@ impl VatBreakdown {
 
 /// "5.5 %" for 550, "20 %" for 2000.
 pub fn format_rate(rate_bp: RateBp) -> String {
-    if rate_bp % 100 == 0 {
+    if rate_bp.is_multiple_of(100) {
         format!("{} %", rate_bp / 100)
-    } else if rate_bp % 10 == 0 {
+    } else if rate_bp.is_multiple_of(10) {
         format!("{}.{} %", rate_bp / 100, (rate_bp % 100) / 10)
     } else {
         format!("{}.{:02} %", rate_bp / 100, rate_bp % 100)

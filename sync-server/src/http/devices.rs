@@ -17,7 +17,9 @@ pub async fn enrol<S: Store>(
     let request = body.value;
     let name = request.name.trim();
     if name.is_empty() || name.len() > 100 {
-        return Err(ServiceError::InvalidBody("name must be 1-100 characters".into()));
+        return Err(ServiceError::InvalidBody(
+            "name must be 1-100 characters".into(),
+        ));
     }
     if request.code.len() > 64 {
         return Err(ServiceError::EnrolmentCodeInvalid);

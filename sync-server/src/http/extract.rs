@@ -60,8 +60,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             .headers
             .get(IDEMPOTENCY_KEY)
             .ok_or(ServiceError::MissingIdempotencyKey)?;
-        let key = value.to_str().map_err(|_| ServiceError::BadIdempotencyKey)?;
-        let ok = !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| (0x21..0x7f).contains(&b));
+        let key = value
+            .to_str()
+            .map_err(|_| ServiceError::BadIdempotencyKey)?;
+        let ok =
+            !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| (0x21..0x7f).contains(&b));
         if !ok {
             return Err(ServiceError::BadIdempotencyKey);
         }
@@ -75,17 +78,26 @@ pub struct Device(pub DeviceInfo);
 impl<S: Store> FromRequestParts<AppState<S>> for Device {
     type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState<S>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState<S>,
+    ) -> Result<Self, Self::Rejection> {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ServiceError::Unauthorized("this endpoint needs a device token (Authorization: Bearer …)".into()))?;
+            .ok_or_else(|| {
+                ServiceError::Unauthorized(
+                    "this endpoint needs a device token (Authorization: Bearer …)".into(),
+                )
+            })?;
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
-            .ok_or_else(|| ServiceError::Unauthorized("Authorization must be \"Bearer <token>\"".into()))?;
+            .ok_or_else(|| {
+                ServiceError::Unauthorized("Authorization must be \"Bearer <token>\"".into())
+            })?;
         let device = state
             .store
             .authenticate(token)

@@ -3,11 +3,11 @@
 
 use axum::extract::State;
 use axum::Json;
+use serde::Deserialize;
 use tessera_core::admission::{check_entry, DenyReason};
 use tessera_core::api::devices::Role;
 use tessera_core::api::gate::{RedeemResult, Redemption};
 use tessera_core::ticket_code::{decode_unverified, normalize_scanned};
-use serde::Deserialize;
 use uuid::Uuid;
 
 use super::extract::{ApiJson, Device};
@@ -46,18 +46,28 @@ pub async fn redeem<S: Store>(
                     denied.ticket_id = Some(c.ticket_id);
                 }
             }
-            metrics::counter!("tessera_redemptions_total", "result" => reason.as_str()).increment(1);
+            metrics::counter!("tessera_redemptions_total", "result" => reason.as_str())
+                .increment(1);
             return Ok(Json(denied));
         }
     };
-    let tz = app.store.catalogue().time_zone().map_err(|e| ServiceError::Storage(e.to_string()))?;
+    let tz = app
+        .store
+        .catalogue()
+        .time_zone()
+        .map_err(|e| ServiceError::Storage(e.to_string()))?;
     if let Err(reason) = check_entry(&claims, &tz, app.clock.now(), app.entry) {
         let mut denied = Redemption::denied(reason);
         denied.ticket_id = Some(claims.ticket_id);
         denied.product_id = Some(claims.product_id);
         denied.slot_id = Some(claims.slot);
         denied.admits = Some(claims.admits);
-        denied.message = format!("{} (entry {} on {})", reason.explain(), claims.slot.hhmm(), claims.slot.date);
+        denied.message = format!(
+            "{} (entry {} on {})",
+            reason.explain(),
+            claims.slot.hhmm(),
+            claims.slot.date
+        );
         metrics::counter!("tessera_redemptions_total", "result" => reason.as_str()).increment(1);
         return Ok(Json(denied));
     }

@@ -47,7 +47,10 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         .route("/v1/catalogue", get(online::catalogue::<S>))
         .route("/v1/availability", get(online::availability::<S>))
         .route("/v1/holds", post(online::create_hold::<S>))
-        .route("/v1/holds/{hold_id}/confirm", post(online::confirm_hold::<S>))
+        .route(
+            "/v1/holds/{hold_id}/confirm",
+            post(online::confirm_hold::<S>),
+        )
         .route("/v1/holds/{hold_id}", delete(online::cancel_hold::<S>))
         .route("/v1/devices/enrol", post(devices::enrol::<S>))
         .route("/v1/keys", get(devices::keys::<S>))

@@ -25,9 +25,9 @@ pub async fn availability<S: Store>(
     State(app): State<AppState<S>>,
     Query(q): Query<DateQuery>,
 ) -> Result<Json<Availability>, ServiceError> {
-    let text = q
-        .date
-        .ok_or_else(|| ServiceError::BadRequest("query parameter date=YYYY-MM-DD is required".into()))?;
+    let text = q.date.ok_or_else(|| {
+        ServiceError::BadRequest("query parameter date=YYYY-MM-DD is required".into())
+    })?;
     let date = parse_date(&text).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
     Ok(Json(app.store.availability(date)?))
 }
@@ -47,9 +47,10 @@ fn answer(a: Answer) -> Response {
     let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
     let mut response = (status, Json(a.body)).into_response();
     if a.replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
     }
     response
 }
@@ -63,7 +64,12 @@ pub async fn create_hold<S: Store>(
 ) -> Result<Response, ServiceError> {
     let request = body.value;
     let slot = app.store.sellable_slot(request.slot_id)?;
-    let cart = price_cart(&app.store.catalogue(), &request.items, Channel::Online, CartLimits::ONLINE)?;
+    let cart = price_cart(
+        &app.store.catalogue(),
+        &request.items,
+        Channel::Online,
+        CartLimits::ONLINE,
+    )?;
     let idem = idem(key, &method, &uri, &body.raw);
     Ok(answer(app.store.create_hold(idem, slot.id, cart).await?))
 }
@@ -90,7 +96,9 @@ pub async fn confirm_hold<S: Store>(
     }
     if let Some(email) = &request.email {
         if email.len() > 254 || !email.contains('@') {
-            return Err(ServiceError::InvalidBody("email is not an email address".into()));
+            return Err(ServiceError::InvalidBody(
+                "email is not an email address".into(),
+            ));
         }
     }
     let idem = idem(key, &method, &uri, &body.raw);

@@ -42,7 +42,10 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 pub async fn metrics<S: Store>(State(app): State<AppState<S>>) -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         app.metrics.render(),
     )
         .into_response()

@@ -35,7 +35,13 @@ pub enum AdminError {
 
 /// Creates the database: catalogue, the server's signing key and slots for
 /// `days` days from `today`.
-pub fn init(db: &Path, fixtures: &Path, today: Date, days: i64, now: Timestamp) -> Result<InitSummary, AdminError> {
+pub fn init(
+    db: &Path,
+    fixtures: &Path,
+    today: Date,
+    days: i64,
+    now: Timestamp,
+) -> Result<InitSummary, AdminError> {
     let text = std::fs::read_to_string(fixtures).map_err(|e| AdminError::Fixtures {
         path: fixtures.display().to_string(),
         message: e.to_string(),
@@ -51,7 +57,9 @@ pub fn init(db: &Path, fixtures: &Path, today: Date, days: i64, now: Timestamp) 
     let mut conn = schema::open(db)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let exists: Option<String> = tx
-        .query_row("SELECT value FROM meta WHERE key = 'catalogue'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'catalogue'", [], |r| {
+            r.get(0)
+        })
         .optional()?;
     if exists.is_some() {
         return Err(OpenError::AlreadyInitialised(db.display().to_string()).into());
@@ -60,8 +68,14 @@ pub fn init(db: &Path, fixtures: &Path, today: Date, days: i64, now: Timestamp) 
         path: fixtures.display().to_string(),
         message: e.to_string(),
     })?;
-    tx.execute("INSERT INTO meta (key, value) VALUES ('catalogue', ?1)", params![json])?;
-    tx.execute("INSERT INTO meta (key, value) VALUES ('catalogue_version', '1')", [])?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('catalogue', ?1)",
+        params![json],
+    )?;
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('catalogue_version', '1')",
+        [],
+    )?;
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('horizon_days', ?1)",
         params![days.to_string()],
@@ -90,7 +104,12 @@ pub struct InitSummary {
 }
 
 /// Inserts the slots of `[from, from + days)` that do not exist yet.
-pub fn ensure_slots(conn: &Connection, catalogue: &Catalogue, from: Date, days: i64) -> rusqlite::Result<usize> {
+pub fn ensure_slots(
+    conn: &Connection,
+    catalogue: &Catalogue,
+    from: Date,
+    days: i64,
+) -> rusqlite::Result<usize> {
     let mut insert = conn.prepare_cached(
         "INSERT OR IGNORE INTO slots (slot_id, date, starts_at, ends_at, window_minutes, capacity)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -118,7 +137,13 @@ pub fn ensure_slots(conn: &Connection, catalogue: &Catalogue, from: Date, days: 
 }
 
 /// Makes a one-time enrolment code, valid for `valid_hours`.
-pub fn create_enrolment_code(db: &Path, role: Role, name: &str, now: Timestamp, valid_hours: i64) -> Result<String, AdminError> {
+pub fn create_enrolment_code(
+    db: &Path,
+    role: Role,
+    name: &str,
+    now: Timestamp,
+    valid_hours: i64,
+) -> Result<String, AdminError> {
     let conn = schema::open(db)?;
     load_catalogue(&conn)?;
     let code = secrets::new_enrolment_code();
@@ -132,12 +157,22 @@ pub fn create_enrolment_code(db: &Path, role: Role, name: &str, now: Timestamp, 
             now.as_millisecond() + valid_hours * 3600 * 1000
         ],
     )?;
-    audit(&conn, now, "admin", "enrolment_code", &format!("{} {name:?}", role.as_str()))?;
+    audit(
+        &conn,
+        now,
+        "admin",
+        "enrolment_code",
+        &format!("{} {name:?}", role.as_str()),
+    )?;
     Ok(code)
 }
 
 /// What a slot's ledger is by the database's rows, at `now`.
-pub fn ledger_from_rows(conn: &Connection, slot: &SlotId, now_ms: i64) -> Result<SlotLedger, AdminError> {
+pub fn ledger_from_rows(
+    conn: &Connection,
+    slot: &SlotId,
+    now_ms: i64,
+) -> Result<SlotLedger, AdminError> {
     let row: Option<(u32, u32)> = conn
         .query_row(
             "SELECT capacity, sold_online FROM slots WHERE slot_id = ?1",
@@ -168,7 +203,12 @@ pub fn ledger_from_rows(conn: &Connection, slot: &SlotId, now_ms: i64) -> Result
 }
 
 /// Changes a slot's capacity; refuses to go below what is already taken.
-pub fn set_capacity(db: &Path, slot: &SlotId, capacity: u32, now: Timestamp) -> Result<(SlotLedger, u32), AdminError> {
+pub fn set_capacity(
+    db: &Path,
+    slot: &SlotId,
+    capacity: u32,
+    now: Timestamp,
+) -> Result<(SlotLedger, u32), AdminError> {
     let mut conn = schema::open(db)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     expire_due_holds(&tx, now.as_millisecond())?;
@@ -179,12 +219,24 @@ pub fn set_capacity(db: &Path, slot: &SlotId, capacity: u32, now: Timestamp) -> 
         "UPDATE slots SET capacity = ?2 WHERE slot_id = ?1",
         params![slot.to_string(), capacity],
     )?;
-    audit(&tx, now, "admin", "capacity", &format!("{slot}: {before} -> {capacity}"))?;
+    audit(
+        &tx,
+        now,
+        "admin",
+        "capacity",
+        &format!("{slot}: {before} -> {capacity}"),
+    )?;
     tx.commit()?;
     Ok((ledger, before))
 }
 
-pub fn audit(conn: &Connection, now: Timestamp, actor: &str, action: &str, detail: &str) -> rusqlite::Result<()> {
+pub fn audit(
+    conn: &Connection,
+    now: Timestamp,
+    actor: &str,
+    action: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO audit_log (at, actor, action, detail) VALUES (?1, ?2, ?3, ?4)",
         params![now.as_millisecond(), actor, action, detail],

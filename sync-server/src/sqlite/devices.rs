@@ -9,12 +9,19 @@ use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
 use crate::secrets;
 
-pub(crate) fn enrol(ctx: &mut Ctx<'_>, request: EnrolRequest) -> Result<Result<Enrolled, ServiceError>, Fatal> {
+pub(crate) fn enrol(
+    ctx: &mut Ctx<'_>,
+    request: EnrolRequest,
+) -> Result<Result<Enrolled, ServiceError>, Fatal> {
     let code_hash = secrets::hash(&secrets::normalize_enrolment_code(&request.code));
     let row: Option<(String, String, i64, Option<i64>)> = ctx
         .tx
-        .prepare_cached("SELECT role, name, expires_at, used_at FROM enrolment_codes WHERE code_hash = ?1")?
-        .query_row(params![code_hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .prepare_cached(
+            "SELECT role, name, expires_at, used_at FROM enrolment_codes WHERE code_hash = ?1",
+        )?
+        .query_row(params![code_hash], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
     let Some((role, code_name, expires_at, used_at)) = row else {
         return Ok(Err(ServiceError::EnrolmentCodeInvalid));
@@ -23,7 +30,9 @@ pub(crate) fn enrol(ctx: &mut Ctx<'_>, request: EnrolRequest) -> Result<Result<E
         return Ok(Err(ServiceError::EnrolmentCodeInvalid));
     }
     let Some(role) = Role::parse(&role) else {
-        return Err(Fatal::Bookkeeping(format!("enrolment code with unknown role {role}")));
+        return Err(Fatal::Bookkeeping(format!(
+            "enrolment code with unknown role {role}"
+        )));
     };
     let public_key = match (role, request.public_key.as_deref()) {
         (Role::Counter, None) => {
@@ -48,9 +57,11 @@ pub(crate) fn enrol(ctx: &mut Ctx<'_>, request: EnrolRequest) -> Result<Result<E
     let token = secrets::new_token();
     let key_id: Option<u32> = match public_key {
         Some(key) => {
-            let next: u32 = ctx
-                .tx
-                .query_row("SELECT COALESCE(MAX(key_id), 0) + 1 FROM signing_keys", [], |r| r.get(0))?;
+            let next: u32 = ctx.tx.query_row(
+                "SELECT COALESCE(MAX(key_id), 0) + 1 FROM signing_keys",
+                [],
+                |r| r.get(0),
+            )?;
             ctx.tx.execute(
                 "INSERT INTO signing_keys (key_id, owner, device_id, public_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![next, name, device_id.to_string(), key.to_vec(), ctx.now_ms],
@@ -78,7 +89,9 @@ pub(crate) fn enrol(ctx: &mut Ctx<'_>, request: EnrolRequest) -> Result<Result<E
 }
 
 fn parse_public_key(hex: &str) -> Option<[u8; 32]> {
-    let bytes = data_encoding::HEXLOWER_PERMISSIVE.decode(hex.trim().as_bytes()).ok()?;
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex.trim().as_bytes())
+        .ok()?;
     let key: [u8; 32] = bytes.try_into().ok()?;
     // Reject bytes that are not a point on the curve now, not at the gate.
     let mut ring = tessera_core::ticket_code::KeyRing::new();

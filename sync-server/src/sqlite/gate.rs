@@ -41,7 +41,9 @@ pub(crate) fn redeem(
     }
     let first: Option<(i64, String, Option<String>)> = ctx
         .tx
-        .prepare_cached("SELECT redeemed_at, gate_name, scan_id FROM redemptions WHERE ticket_id = ?1")?
+        .prepare_cached(
+            "SELECT redeemed_at, gate_name, scan_id FROM redemptions WHERE ticket_id = ?1",
+        )?
         .query_row(params![ticket], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     if let Some((at, by, first_scan)) = first {
@@ -57,7 +59,9 @@ pub(crate) fn redeem(
         answer.reason = Some(DenyReason::AlreadyUsed);
         answer.message = format!(
             "Already used at {} by {}",
-            from_ms(at).to_zoned(ctx.state.tz.clone()).strftime("%H:%M:%S"),
+            from_ms(at)
+                .to_zoned(ctx.state.tz.clone())
+                .strftime("%H:%M:%S"),
             by
         );
         metrics::counter!("tessera_redemptions_total", "result" => "already_used").increment(1);

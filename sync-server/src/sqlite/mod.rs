@@ -65,7 +65,11 @@ impl SqliteStore {
         let mut state = State::load(&conn, clock.now_ms())?;
         let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         let horizon_days: i64 = conn
-            .query_row("SELECT value FROM meta WHERE key = 'horizon_days'", [], |r| r.get::<_, String>(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'horizon_days'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
             .optional()?
             .and_then(|v| v.parse().ok())
             .unwrap_or(60);
@@ -89,7 +93,11 @@ impl SqliteStore {
             .name("tessera-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| OpenError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
-        let store = SqliteStore { jobs, shared, clock };
+        let store = SqliteStore {
+            jobs,
+            shared,
+            clock,
+        };
         Ok(store)
     }
 
@@ -102,11 +110,18 @@ impl SqliteStore {
         let job: Job = Box::new(move |ctx| {
             let out = f(ctx)?;
             let reply: Reply = Box::new(move |committed| {
-                let _ = tx.send(if committed { out } else { Err(ServiceError::Unavailable) });
+                let _ = tx.send(if committed {
+                    out
+                } else {
+                    Err(ServiceError::Unavailable)
+                });
             });
             Ok(reply)
         });
-        self.jobs.send(job).await.map_err(|_| ServiceError::Unavailable)?;
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| ServiceError::Unavailable)?;
         rx.await.map_err(|_| ServiceError::Unavailable)?
     }
 
@@ -120,7 +135,7 @@ impl SqliteStore {
             let mut n: u64 = 0;
             loop {
                 tick.tick().await;
-                let hourly = n % 3600 == 0;
+                let hourly = n.is_multiple_of(3600);
                 n += 1;
                 let result = store
                     .submit(move |ctx| {
@@ -195,14 +210,26 @@ impl Store for SqliteStore {
         Ok(view.slot.clone())
     }
 
-    async fn create_hold(&self, idem: Idem, slot: SlotId, cart: PricedCart) -> Result<Answer, ServiceError> {
+    async fn create_hold(
+        &self,
+        idem: Idem,
+        slot: SlotId,
+        cart: PricedCart,
+    ) -> Result<Answer, ServiceError> {
         self.submit(move |ctx| idempotent(ctx, &idem, |ctx| online::create_hold(ctx, slot, cart)))
             .await
     }
 
-    async fn confirm_hold(&self, idem: Idem, hold: Uuid, request: ConfirmRequest) -> Result<Answer, ServiceError> {
-        self.submit(move |ctx| idempotent(ctx, &idem, |ctx| online::confirm_hold(ctx, hold, request)))
-            .await
+    async fn confirm_hold(
+        &self,
+        idem: Idem,
+        hold: Uuid,
+        request: ConfirmRequest,
+    ) -> Result<Answer, ServiceError> {
+        self.submit(move |ctx| {
+            idempotent(ctx, &idem, |ctx| online::confirm_hold(ctx, hold, request))
+        })
+        .await
     }
 
     async fn cancel_hold(&self, hold: Uuid) -> Result<(), ServiceError> {
@@ -229,10 +256,20 @@ impl Store for SqliteStore {
     }
 
     fn keyring(&self) -> Arc<KeyRing> {
-        self.shared.keys.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+        self.shared
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
     }
 
-    async fn redeem(&self, gate: DeviceInfo, claims: TicketClaims, scan_id: Option<Uuid>) -> Result<Redemption, ServiceError> {
+    async fn redeem(
+        &self,
+        gate: DeviceInfo,
+        claims: TicketClaims,
+        scan_id: Option<Uuid>,
+    ) -> Result<Redemption, ServiceError> {
         self.submit(move |ctx| Ok(Ok(gate::redeem(ctx, &gate, &claims, scan_id)?)))
             .await
     }
@@ -242,6 +279,9 @@ impl Store for SqliteStore {
             ctx.tx.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
             Ok(Ok(()))
         });
-        matches!(tokio::time::timeout(Duration::from_secs(2), ping).await, Ok(Ok(())))
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), ping).await,
+            Ok(Ok(()))
+        )
     }
 }

@@ -32,7 +32,8 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
     }
     let hold_id = new_id();
     let expires_ms = ctx.now_ms + ctx.hold_ttl_ms;
-    let lines_json = serde_json::to_string(&cart.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    let lines_json =
+        serde_json::to_string(&cart.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
     ctx.tx
         .prepare_cached(
             "INSERT INTO holds (hold_id, slot_id, admissions, lines, total, currency, created_at, expires_at, status)
@@ -122,7 +123,9 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
     };
     ctx.state.expiry.remove(&(hold.expires_ms, hold_id));
     let Some(row) = ctx.state.slots.get_mut(&hold.slot) else {
-        return Err(Fatal::Bookkeeping(format!("hold {hold_id} names a missing slot")));
+        return Err(Fatal::Bookkeeping(format!(
+            "hold {hold_id} names a missing slot"
+        )));
     };
     row.ledger.confirm_hold(hold.admissions)?;
     let window_minutes = row.slot.window_minutes;
@@ -156,7 +159,8 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
         }
     }
 
-    let lines_json = serde_json::to_string(&hold.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    let lines_json =
+        serde_json::to_string(&hold.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
     let tx = ctx.tx;
     tx.prepare_cached(
         "INSERT INTO orders (order_id, hold_id, slot_id, admissions, total, currency, lines, payment_reference, email, created_at)
@@ -206,7 +210,8 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
     .execute(params![slot_id.to_string(), ONLINE_ACTOR, online_total])?;
     ctx.state.dirty_slots.insert(slot_id);
     metrics::counter!("tessera_orders_total").increment(1);
-    metrics::counter!("tessera_admissions_sold_total", "channel" => "online").increment(u64::from(hold.admissions));
+    metrics::counter!("tessera_admissions_sold_total", "channel" => "online")
+        .increment(u64::from(hold.admissions));
 
     let order = Order {
         order_id,
@@ -229,7 +234,10 @@ fn online_sold_total(ctx: &Ctx<'_>, slot: SlotId) -> i64 {
         .unwrap_or(0)
 }
 
-pub(crate) fn cancel_hold(ctx: &mut Ctx<'_>, hold_id: Uuid) -> Result<Result<(), ServiceError>, Fatal> {
+pub(crate) fn cancel_hold(
+    ctx: &mut Ctx<'_>,
+    hold_id: Uuid,
+) -> Result<Result<(), ServiceError>, Fatal> {
     if ctx.state.holds.contains_key(&hold_id) {
         release(ctx, hold_id, "cancelled")?;
         metrics::counter!("tessera_holds_cancelled_total").increment(1);

@@ -10,7 +10,10 @@ use rusqlite_migration::{Migrations, M};
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot open database {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("cannot migrate database {path}: {source}")]
     Migrate {
         path: String,
@@ -46,7 +49,10 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     migrations()
         .to_latest(&mut conn)
-        .map_err(|source| OpenError::Migrate { path: shown, source })?;
+        .map_err(|source| OpenError::Migrate {
+            path: shown,
+            source,
+        })?;
     Ok(conn)
 }
 

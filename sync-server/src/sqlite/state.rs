@@ -105,7 +105,9 @@ impl SlotView {
 
 pub(crate) fn load_catalogue(conn: &Connection) -> Result<Catalogue, OpenError> {
     let json: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'catalogue'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'catalogue'", [], |r| {
+            r.get(0)
+        })
         .optional()?;
     let json = json.ok_or_else(|| OpenError::NotInitialised(db_name(conn)))?;
     let catalogue: Catalogue =
@@ -121,12 +123,15 @@ fn db_name(conn: &Connection) -> String {
 }
 
 pub(crate) fn parse_uuid(text: &str) -> rusqlite::Result<Uuid> {
-    Uuid::parse_str(text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    Uuid::parse_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 pub(crate) fn parse_slot(text: &str) -> rusqlite::Result<SlotId> {
-    text.parse::<SlotId>()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    text.parse::<SlotId>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// Marks holds whose time is up as expired, so every later count agrees.
@@ -284,8 +289,10 @@ impl State {
     pub fn publish(&mut self, conn: &Connection, shared: &Shared) -> rusqlite::Result<()> {
         if !self.dirty_slots.is_empty() {
             let dirty: Vec<SlotId> = self.dirty_slots.drain().collect();
-            let views: Vec<(SlotId, Option<SlotView>)> =
-                dirty.into_iter().map(|id| (id, self.slot_view(&id))).collect();
+            let views: Vec<(SlotId, Option<SlotView>)> = dirty
+                .into_iter()
+                .map(|id| (id, self.slot_view(&id)))
+                .collect();
             let mut slots = shared.slots.write().unwrap_or_else(|p| p.into_inner());
             for (id, view) in views {
                 match view {
@@ -310,8 +317,9 @@ impl State {
 }
 
 fn load_devices(conn: &Connection) -> rusqlite::Result<HashMap<Vec<u8>, DeviceInfo>> {
-    let mut stmt =
-        conn.prepare("SELECT token_hash, device_id, role, name FROM devices WHERE revoked_at IS NULL")?;
+    let mut stmt = conn.prepare(
+        "SELECT token_hash, device_id, role, name FROM devices WHERE revoked_at IS NULL",
+    )?;
     let rows = stmt.query_map([], |r| {
         let role: String = r.get(2)?;
         Ok((
@@ -348,7 +356,10 @@ fn load_keys(conn: &Connection) -> rusqlite::Result<(Arc<KeyRing>, Arc<PublicKey
             continue;
         };
         if ring.insert(key_id, bytes, revoked).is_err() {
-            tracing::warn!(key_id, "stored public key is not a valid Ed25519 key; skipped");
+            tracing::warn!(
+                key_id,
+                "stored public key is not a valid Ed25519 key; skipped"
+            );
             continue;
         }
         list.push(PublicKeyInfo {
@@ -368,7 +379,10 @@ impl Shared {
             catalogue: RwLock::new(catalogue),
             slots: RwLock::new(BTreeMap::new()),
             devices: RwLock::new(HashMap::new()),
-            keys: RwLock::new((Arc::new(KeyRing::new()), Arc::new(PublicKeys { keys: vec![] }))),
+            keys: RwLock::new((
+                Arc::new(KeyRing::new()),
+                Arc::new(PublicKeys { keys: vec![] }),
+            )),
         }
     }
 }

@@ -151,10 +151,15 @@ impl Writer {
     /// idempotency records older than a day.
     pub fn housekeeping(ctx: &mut Ctx<'_>) -> Result<(), Fatal> {
         let horizon_days = ctx.horizon_days;
-        let today = ctx.state.tz.to_datetime(crate::clock::from_ms(ctx.now_ms)).date();
+        let today = ctx
+            .state
+            .tz
+            .to_datetime(crate::clock::from_ms(ctx.now_ms))
+            .date();
         let added = super::admin::ensure_slots(ctx.tx, &ctx.state.catalogue, today, horizon_days)?;
         if added > 0 {
-            let fresh = State::load(ctx.tx, ctx.now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            let fresh =
+                State::load(ctx.tx, ctx.now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
             *ctx.state = fresh;
             tracing::info!(added, "generated slots ahead");
         }
@@ -173,8 +178,10 @@ fn sweep_expired_holds(tx: &Transaction<'_>, state: &mut State, now_ms: i64) -> 
         }
         state.expiry.pop_first();
         if let Some(hold) = state.holds.remove(&hold_id) {
-            tx.prepare_cached("UPDATE holds SET status = 'expired' WHERE hold_id = ?1 AND status = 'held'")?
-                .execute(params![hold_id.to_string()])?;
+            tx.prepare_cached(
+                "UPDATE holds SET status = 'expired' WHERE hold_id = ?1 AND status = 'held'",
+            )?
+            .execute(params![hold_id.to_string()])?;
             if let Some(row) = state.slots.get_mut(&hold.slot) {
                 row.ledger.release_hold(hold.admissions)?;
             }

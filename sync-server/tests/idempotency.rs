@@ -1,0 +1,95 @@
+//! Retries never double an order: the same Idempotency-Key gets the first answer.
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tessera_server::testkit::{slot, ServerProcess};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_hold_and_confirm_use_capacity_once() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let api = server.api();
+    let s = slot(server.day, "13:00");
+    let items = json!([{"product_id": "adult", "quantity": 2}]);
+
+    let (s1, h1) = api.hold("same-key", s, items.clone()).await.unwrap();
+    let (s2, h2) = api.hold("same-key", s, items.clone()).await.unwrap();
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(h1, h2, "the retry gets the first answer");
+    assert_eq!(api.available(s).await, 118);
+
+    let hold_id = h1["hold_id"].as_str().unwrap();
+    let (c1, o1) = api.confirm("pay-key", hold_id).await.unwrap();
+    let (c2, o2) = api.confirm("pay-key", hold_id).await.unwrap();
+    assert_eq!((c1, c2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(o1, o2);
+
+    // Same key, different body: refused, nothing changes.
+    let (status, body) = api
+        .hold(
+            "same-key",
+            s,
+            json!([{"product_id": "adult", "quantity": 3}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["code"], "idempotency_key_reused");
+    assert_eq!(api.available(s).await, 118);
+
+    let orders: u32 = server
+        .db()
+        .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(orders, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_key_sent_concurrently_makes_one_hold_and_one_order() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let api = server.api();
+    let s = slot(server.day, "13:30");
+    let items = json!([{"product_id": "reduced", "quantity": 3}]);
+
+    let holds: Vec<_> = (0..20)
+        .map(|_| {
+            let api = api.clone();
+            let items = items.clone();
+            tokio::spawn(async move { api.hold("burst-key", s, items).await.unwrap() })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for h in holds {
+        answers.push(h.await.unwrap());
+    }
+    assert!(answers
+        .iter()
+        .all(|(st, b)| *st == StatusCode::CREATED && *b == answers[0].1));
+    assert_eq!(api.available(s).await, 117);
+
+    let hold_id = answers[0].1["hold_id"].as_str().unwrap().to_string();
+    let confirms: Vec<_> = (0..20)
+        .map(|_| {
+            let api = api.clone();
+            let hold_id = hold_id.clone();
+            tokio::spawn(async move { api.confirm("burst-pay", &hold_id).await.unwrap() })
+        })
+        .collect();
+    let mut orders = Vec::new();
+    for c in confirms {
+        orders.push(c.await.unwrap());
+    }
+    assert!(orders
+        .iter()
+        .all(|(st, b)| *st == StatusCode::CREATED && *b == orders[0].1));
+
+    let db = server.db();
+    let (holds, orders, tickets, sold): (u32, u32, u32, u32) = db
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM holds), (SELECT COUNT(*) FROM orders), (SELECT COUNT(*) FROM tickets),
+                    (SELECT sold_online FROM slots WHERE slot_id = ?1)",
+            [s.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!((holds, orders, tickets, sold), (1, 1, 3, 3));
+}
