@@ -5,7 +5,6 @@
 //! writer thread, group commit); `http` is the axum edge; `config` and `clock`
 //! are what a deployment sets. The binary in `main.rs` only parses arguments.
 
-pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
@@ -20,7 +19,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::clock::Clock;
+use tessera_core::clock::Clock;
 use crate::config::{ConfigError, ServerConfig};
 use crate::http::{metrics_handle, router, AppState};
 use crate::sqlite::{OpenError, SqliteStore};

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tessera_core::api::devices::Role;
 use tessera_core::slot::SlotId;
-use tessera_server::clock::{Clock, OFFSET_ENV};
+use tessera_core::clock::{Clock, OFFSET_ENV};
 use tessera_server::config::ServerConfig;
 use tessera_server::sqlite::admin;
 

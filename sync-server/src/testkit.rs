@@ -14,7 +14,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 use tessera_core::slot::SlotId;
 
-use crate::clock::OFFSET_ENV;
+use tessera_core::clock::OFFSET_ENV;
 
 /// The server binary: `TESSERA_SERVER_BIN`, else next to the running test's
 /// `deps` directory (where `cargo test --workspace` builds it).

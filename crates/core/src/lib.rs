@@ -10,11 +10,13 @@
 pub mod admission;
 pub mod api;
 pub mod catalogue;
+pub mod clock;
 pub mod ids;
 pub mod inventory;
 pub mod money;
 pub mod pricing;
 pub mod slot;
+pub mod staff;
 pub mod tally;
 pub mod ticket_code;
 pub mod vat;

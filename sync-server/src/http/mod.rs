@@ -16,7 +16,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_core::admission::EntryPolicy;
 
 pub use self::ops::metrics_handle;
-use crate::clock::Clock;
+use tessera_core::clock::Clock;
 use crate::error::ServiceError;
 use crate::store::Store;
 

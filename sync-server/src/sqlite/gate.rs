@@ -7,7 +7,7 @@ use tessera_core::ticket_code::TicketClaims;
 use uuid::Uuid;
 
 use super::writer::{Ctx, Fatal};
-use crate::clock::from_ms;
+use tessera_core::clock::from_ms;
 use crate::store::DeviceInfo;
 
 pub(crate) fn redeem(

@@ -29,7 +29,7 @@ pub use self::schema::OpenError;
 use self::state::{Shared, State};
 pub use self::writer::CommitMode;
 use self::writer::{idempotent, Ctx, Fatal, Job, Reply, Writer};
-use crate::clock::Clock;
+use tessera_core::clock::Clock;
 use crate::error::ServiceError;
 use crate::secrets;
 use crate::store::{Answer, DeviceInfo, Idem, Store};

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::state::OpenHold;
 use super::writer::{Ctx, Fatal};
-use crate::clock::from_ms;
+use tessera_core::clock::from_ms;
 use crate::error::ServiceError;
 
 type Outcome = Result<Result<(u16, serde_json::Value), ServiceError>, Fatal>;

@@ -17,7 +17,7 @@ use tessera_core::ticket_code::{KeyRing, TicketSigner};
 use uuid::Uuid;
 
 use super::schema::OpenError;
-use crate::clock::from_ms;
+use tessera_core::clock::from_ms;
 use crate::store::DeviceInfo;
 
 pub(crate) struct SlotRow {

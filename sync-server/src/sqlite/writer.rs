@@ -14,7 +14,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use tokio::sync::mpsc;
 
 use super::state::{Shared, State};
-use crate::clock::Clock;
+use tessera_core::clock::Clock;
 use crate::error::ServiceError;
 use crate::store::{Answer, Idem};
 
@@ -154,7 +154,7 @@ impl Writer {
         let today = ctx
             .state
             .tz
-            .to_datetime(crate::clock::from_ms(ctx.now_ms))
+            .to_datetime(tessera_core::clock::from_ms(ctx.now_ms))
             .date();
         let added = super::admin::ensure_slots(ctx.tx, &ctx.state.catalogue, today, horizon_days)?;
         if added > 0 {

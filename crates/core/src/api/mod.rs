@@ -4,6 +4,7 @@
 pub mod devices;
 pub mod gate;
 pub mod online;
+pub mod sync;
 
 use serde::{Deserialize, Serialize};
 

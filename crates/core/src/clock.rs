@@ -1,11 +1,13 @@
-//! The server's clock. Real time, optionally shifted by a fixed offset so a
-//! demo or a test can stand on an opening day at 11:00 whatever the wall clock
-//! says. The offset never changes while a process runs, so time still flows.
+//! The one clock every Tessera process reads: real time, optionally shifted by
+//! a fixed offset so a demo or a test can stand on an opening day at 11:00
+//! whatever the wall clock says. The offset never changes while a process
+//! runs, so time still flows. (The only place in core that reads the OS: every
+//! part must shift time the same way, so it lives here.)
 
 use jiff::{SignedDuration, Timestamp};
 
-/// Seconds to add to the wall clock. For demos and tests only; the server
-/// logs a warning when it is set.
+/// Seconds to add to the wall clock. For demos and tests only; binaries log a
+/// warning when it is set.
 pub const OFFSET_ENV: &str = "TESSERA_CLOCK_OFFSET_SECS";
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -1,0 +1,192 @@
+//! `POST /v1/sync`: one round trip in which a counter uploads what it sold and
+//! voided, settles and asks for leases, and learns the catalogue, staff, keys
+//! and live availability. Every part of the body is safe to send twice, in any
+//! order: sales by id and seq, lease totals by maximum, voids and shifts by id.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::api::devices::PublicKeys;
+use crate::api::online::SlotAvailability;
+use crate::catalogue::Catalogue;
+use crate::money::Money;
+use crate::pricing::PricedLine;
+use crate::slot::SlotId;
+use crate::staff::StaffMember;
+use crate::tally::Tallies;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    pub device_id: Uuid,
+    pub catalogue_version: u64,
+    /// Sales not yet acknowledged, in `terminal_seq` order from the oldest.
+    #[serde(default)]
+    pub sales: Vec<SaleRecord>,
+    #[serde(default)]
+    pub voids: Vec<VoidRecord>,
+    /// Every lease the terminal holds, with what it has given back.
+    #[serde(default)]
+    pub leases: Vec<LeaseReport>,
+    /// Slots the terminal wants (more) places in.
+    #[serde(default)]
+    pub wants: Vec<LeaseWant>,
+    /// The terminal's own tallies, covering exactly the sales it has sent.
+    #[serde(default)]
+    pub tallies: Tallies,
+    /// Closed shifts (Z reports) not yet acknowledged.
+    #[serde(default)]
+    pub shifts: Vec<ShiftRecord>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Cash,
+    Card,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Cash => "cash",
+            PaymentMethod::Card => "card",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payment {
+    pub method: PaymentMethod,
+    /// What the sale cost (equals the sale total).
+    pub amount: i64,
+    /// Cash handed over, for cash payments.
+    #[serde(default)]
+    pub tendered: Option<i64>,
+    #[serde(default)]
+    pub change: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SoldTicket {
+    pub ticket_id: Uuid,
+    pub product_id: String,
+    pub admits: u8,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaleRecord {
+    pub sale_id: Uuid,
+    pub terminal_seq: u64,
+    pub lease_id: Uuid,
+    pub slot_id: SlotId,
+    pub shift_id: Uuid,
+    pub cashier: String,
+    pub created_at: Timestamp,
+    pub lines: Vec<PricedLine>,
+    pub total: Money,
+    pub admissions: u32,
+    pub payment: Payment,
+    pub tickets: Vec<SoldTicket>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoidRecord {
+    pub void_id: Uuid,
+    pub sale_id: Uuid,
+    /// The highest sale seq when the void happened: the server applies the
+    /// void after that sale and before any later one.
+    pub after_seq: u64,
+    pub at: Timestamp,
+    pub shift_id: Option<Uuid>,
+    pub approved_by: String,
+    pub reason: String,
+    /// The slot had not started, so the places went back to the lease.
+    pub returned_to_lease: bool,
+    /// Money handed back, and how.
+    pub refund: i64,
+    pub refund_method: PaymentMethod,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseReport {
+    pub lease_id: Uuid,
+    pub slot_id: SlotId,
+    pub released_total: u32,
+    /// Places the terminal can still sell from this lease.
+    pub unused: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseWant {
+    pub slot_id: SlotId,
+    /// Places a sale at the counter is waiting for (0: just keep me supplied).
+    pub need: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShiftRecord {
+    pub shift_id: Uuid,
+    pub cashier: String,
+    pub opened_at: Timestamp,
+    pub closed_at: Timestamp,
+    pub float: i64,
+    pub cash_sales: i64,
+    pub card_sales: i64,
+    pub cash_refunds: i64,
+    pub card_refunds: i64,
+    pub expected_cash: i64,
+    pub counted_cash: i64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub sales_count: u32,
+    pub voids_count: u32,
+}
+
+impl ShiftRecord {
+    /// Positive: more cash in the drawer than expected.
+    pub fn over_short(&self) -> i64 {
+        self.counted_cash - self.expected_cash
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub server_time: Timestamp,
+    /// Highest seq such that every sale 1..=acked_seq is stored.
+    pub acked_seq: u64,
+    pub sales_stored: u32,
+    pub sales_duplicate: u32,
+    pub voids_acked: Vec<Uuid>,
+    pub shifts_acked: Vec<Uuid>,
+    pub leases: Vec<LeaseGrant>,
+    pub catalogue_version: u64,
+    /// Sent when the terminal's version differs.
+    pub catalogue: Option<Catalogue>,
+    pub staff: Vec<StaffMember>,
+    pub keys: PublicKeys,
+    /// Today's and tomorrow's slots, live.
+    pub slots: Vec<SlotAvailability>,
+    pub tallies: Tallies,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    pub lease_id: Uuid,
+    pub slot_id: SlotId,
+    pub granted_total: u32,
+    pub released_total: u32,
+    /// Places the server asks the terminal to give back, if unsold.
+    pub recall: u32,
+    /// A supervisor revoked this lease: stop selling from it.
+    pub revoked: bool,
+}
