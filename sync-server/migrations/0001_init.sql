@@ -137,12 +137,9 @@ CREATE TABLE audit_log (
     detail TEXT NOT NULL
 ) STRICT;
 
--- Live sales tallies (CRDT grow-only counters), per slot and actor. Merged
--- by taking the larger value, never summed.
+-- Live sales tallies: per slot, the CRDT state (grow-only counters per
+-- actor, JSON), merged on every sync, never summed.
 CREATE TABLE tallies (
-    slot_id TEXT NOT NULL,
-    actor   TEXT NOT NULL,
-    sold    INTEGER NOT NULL,
-    voided  INTEGER NOT NULL,
-    PRIMARY KEY (slot_id, actor)
+    slot_id TEXT PRIMARY KEY,
+    state   TEXT NOT NULL
 ) STRICT;

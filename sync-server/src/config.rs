@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tessera_core::admission::EntryPolicy;
+use tessera_core::inventory::LeasePolicy;
 
 use crate::sqlite::{CommitMode, StoreConfig};
 
@@ -24,6 +25,8 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     pub entry: EntryPolicy,
+    /// How counters' leases are sized (see README, "Lease sizing").
+    pub leases: LeasePolicy,
     /// "text" or "json".
     pub log_format: String,
 }
@@ -38,6 +41,7 @@ impl Default for ServerConfig {
             max_batch: 512,
             max_body_bytes: 64 * 1024,
             entry: EntryPolicy::default(),
+            leases: LeasePolicy::default(),
             log_format: "text".into(),
         }
     }
@@ -76,6 +80,7 @@ impl ServerConfig {
             hold_ttl: Duration::from_secs(self.hold_ttl_secs.max(1)),
             commit: self.commit_mode()?,
             max_batch: self.max_batch.max(1),
+            lease_policy: self.leases,
         })
     }
 }

@@ -183,8 +183,9 @@ fn run(cli: Cli) -> Result<()> {
 fn read_tz(fixtures: &std::path::Path) -> Result<jiff::tz::TimeZone> {
     let text = std::fs::read_to_string(fixtures)
         .with_context(|| format!("reading {}", fixtures.display()))?;
-    let catalogue: tessera_core::catalogue::Catalogue =
-        toml::from_str(&text).with_context(|| format!("parsing {}", fixtures.display()))?;
+    let (catalogue, _) = admin::parse_fixtures(&text)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("parsing {}", fixtures.display()))?;
     Ok(catalogue.time_zone()?)
 }
 

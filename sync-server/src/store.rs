@@ -9,6 +9,7 @@ use jiff::civil::Date;
 use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys, Role};
 use tessera_core::api::gate::Redemption;
 use tessera_core::api::online::{Availability, ConfirmRequest};
+use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
@@ -84,6 +85,13 @@ pub trait Store: Send + Sync + 'static {
         claims: TicketClaims,
         scan_id: Option<Uuid>,
     ) -> impl Future<Output = Result<Redemption, ServiceError>> + Send;
+
+    /// One counter sync round (see `tessera_core::api::sync`).
+    fn sync(
+        &self,
+        device: DeviceInfo,
+        request: SyncRequest,
+    ) -> impl Future<Output = Result<SyncResponse, ServiceError>> + Send;
 
     /// True while the writer runs and the database answers.
     fn healthy(&self) -> impl Future<Output = bool> + Send;

@@ -6,6 +6,7 @@ mod extract;
 mod gate;
 mod online;
 mod ops;
+mod sync;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use crate::error::ServiceError;
 use crate::store::Store;
 
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+const SYNC_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct AppState<S> {
     pub store: Arc<S>,
@@ -55,6 +57,11 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         .route("/v1/devices/enrol", post(devices::enrol::<S>))
         .route("/v1/keys", get(devices::keys::<S>))
         .route("/v1/gate/redeem", post(gate::redeem::<S>))
+        .route(
+            "/v1/sync",
+            // A counter back from a long outage uploads hundreds of sales at once.
+            post(sync::sync::<S>).layer(DefaultBodyLimit::max(SYNC_BODY_BYTES)),
+        )
         .fallback(|| async { ServiceError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ServiceError::BadRequest("method not allowed on this endpoint".into())

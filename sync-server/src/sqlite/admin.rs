@@ -11,6 +11,7 @@ use tessera_core::api::devices::Role;
 use tessera_core::catalogue::Catalogue;
 use tessera_core::inventory::{InventoryError, SlotLedger};
 use tessera_core::slot::SlotId;
+use tessera_core::staff::{StaffFixture, StaffMember, StaffRole};
 use tessera_core::ticket_code::TicketSigner;
 
 use super::schema::{self, OpenError};
@@ -46,9 +47,9 @@ pub fn init(
         path: fixtures.display().to_string(),
         message: e.to_string(),
     })?;
-    let catalogue: Catalogue = toml::from_str(&text).map_err(|e| AdminError::Fixtures {
+    let (catalogue, staff) = parse_fixtures(&text).map_err(|message| AdminError::Fixtures {
         path: fixtures.display().to_string(),
-        message: e.to_string(),
+        message,
     })?;
     catalogue.validate().map_err(|e| AdminError::Fixtures {
         path: fixtures.display().to_string(),
@@ -85,6 +86,17 @@ pub fn init(
         "INSERT INTO signing_keys (key_id, owner, public_key, secret_seed, created_at) VALUES (1, 'server', ?1, ?2, ?3)",
         params![signer.public_key().to_vec(), signer.seed().to_vec(), now.as_millisecond()],
     )?;
+    for member in &staff {
+        let salt = data_encoding::HEXLOWER.encode(&secrets::random_bytes::<16>());
+        let member = StaffMember::new(&member.name, member.role, &member.pin, salt).map_err(|e| AdminError::Fixtures {
+            path: fixtures.display().to_string(),
+            message: format!("staff {:?}: {e}", member.name),
+        })?;
+        tx.execute(
+            "INSERT INTO staff (name, role, pin_salt, pin_hash) VALUES (?1, ?2, ?3, ?4)",
+            params![member.name, staff_role(member.role), member.pin_salt, member.pin_hash],
+        )?;
+    }
     let slots = ensure_slots(&tx, &catalogue, today, days)?;
     tx.commit()?;
     Ok(InitSummary {
@@ -93,6 +105,25 @@ pub fn init(
         first_day: today,
         days,
     })
+}
+
+/// The fixture file is the catalogue plus an optional `[[staff]]` list, which
+/// is kept apart because the catalogue is public and PINs are not.
+pub fn parse_fixtures(text: &str) -> Result<(Catalogue, Vec<StaffFixture>), String> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let staff = match table.remove("staff") {
+        Some(value) => value.try_into::<Vec<StaffFixture>>().map_err(|e| format!("[[staff]]: {e}"))?,
+        None => Vec::new(),
+    };
+    let catalogue: Catalogue = table.try_into().map_err(|e| e.to_string())?;
+    Ok((catalogue, staff))
+}
+
+pub(crate) fn staff_role(role: StaffRole) -> &'static str {
+    match role {
+        StaffRole::Cashier => "cashier",
+        StaffRole::Supervisor => "supervisor",
+    }
 }
 
 #[derive(Debug)]

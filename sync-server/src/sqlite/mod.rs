@@ -7,6 +7,7 @@ mod gate;
 mod online;
 pub mod schema;
 mod state;
+mod sync;
 mod writer;
 
 use std::path::Path;
@@ -18,6 +19,8 @@ use rusqlite::OptionalExtension;
 use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys};
 use tessera_core::api::gate::Redemption;
 use tessera_core::api::online::{Availability, ConfirmRequest, SlotAvailability};
+use tessera_core::api::sync::{SyncRequest, SyncResponse};
+use tessera_core::inventory::LeasePolicy;
 use tessera_core::catalogue::Catalogue;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
@@ -40,6 +43,7 @@ pub struct StoreConfig {
     pub commit: CommitMode,
     /// Most jobs one group commit takes.
     pub max_batch: usize,
+    pub lease_policy: LeasePolicy,
 }
 
 impl Default for StoreConfig {
@@ -48,12 +52,14 @@ impl Default for StoreConfig {
             hold_ttl: Duration::from_secs(600),
             commit: CommitMode::Group,
             max_batch: 512,
+            lease_policy: LeasePolicy::default(),
         }
     }
 }
 
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    lease_policy: LeasePolicy,
     shared: Arc<Shared>,
     clock: Clock,
 }
@@ -95,6 +101,7 @@ impl SqliteStore {
             .map_err(|e| OpenError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let store = SqliteStore {
             jobs,
+            lease_policy: config.lease_policy,
             shared,
             clock,
         };
@@ -272,6 +279,11 @@ impl Store for SqliteStore {
     ) -> Result<Redemption, ServiceError> {
         self.submit(move |ctx| Ok(Ok(gate::redeem(ctx, &gate, &claims, scan_id)?)))
             .await
+    }
+
+    async fn sync(&self, device: DeviceInfo, request: SyncRequest) -> Result<SyncResponse, ServiceError> {
+        let policy = self.lease_policy;
+        self.submit(move |ctx| sync::sync(ctx, &device, request, policy)).await
     }
 
     async fn healthy(&self) -> bool {

@@ -199,15 +199,8 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
             ])?;
         }
     }
-    ctx.state
-        .tallies
-        .add_sale(ONLINE_ACTOR, slot_id, u64::from(hold.admissions));
-    let online_total = online_sold_total(ctx, slot_id);
-    tx.prepare_cached(
-        "INSERT INTO tallies (slot_id, actor, sold, voided) VALUES (?1, ?2, ?3, 0)
-         ON CONFLICT (slot_id, actor) DO UPDATE SET sold = max(sold, excluded.sold)",
-    )?
-    .execute(params![slot_id.to_string(), ONLINE_ACTOR, online_total])?;
+    ctx.state.tallies.add_sale(ONLINE_ACTOR, slot_id, u64::from(hold.admissions));
+    save_tally(ctx, slot_id)?;
     ctx.state.dirty_slots.insert(slot_id);
     metrics::counter!("tessera_orders_total").increment(1);
     metrics::counter!("tessera_admissions_sold_total", "channel" => "online")
@@ -225,13 +218,19 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
     Ok(Ok((201, json!(order))))
 }
 
-/// The online actor's own running total, which the tallies table stores.
-fn online_sold_total(ctx: &Ctx<'_>, slot: SlotId) -> i64 {
-    ctx.state
-        .slots
-        .get(&slot)
-        .map(|r| i64::from(r.ledger.sold_online))
-        .unwrap_or(0)
+/// Persists a slot's CRDT tally state as it now stands in memory.
+pub(crate) fn save_tally(ctx: &Ctx<'_>, slot: SlotId) -> Result<(), Fatal> {
+    let Some(tally) = ctx.state.tallies.0.get(&slot) else {
+        return Ok(());
+    };
+    let json = serde_json::to_string(tally).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    ctx.tx
+        .prepare_cached(
+            "INSERT INTO tallies (slot_id, state) VALUES (?1, ?2)
+             ON CONFLICT (slot_id) DO UPDATE SET state = excluded.state",
+        )?
+        .execute(params![slot.to_string(), json])?;
+    Ok(())
 }
 
 pub(crate) fn cancel_hold(

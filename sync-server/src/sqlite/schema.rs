@@ -30,7 +30,10 @@ pub enum OpenError {
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("../../migrations/0001_init.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/0001_init.sql")),
+        M::up(include_str!("../../migrations/0002_counters.sql")),
+    ])
 }
 
 /// Opens (creating if needed) and migrates. Every connection, the server's and

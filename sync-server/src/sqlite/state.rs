@@ -12,6 +12,7 @@ use tessera_core::catalogue::Catalogue;
 use tessera_core::inventory::{LeaseTotals, SlotLedger};
 use tessera_core::pricing::PricedLine;
 use tessera_core::slot::{Slot, SlotId};
+use tessera_core::staff::{StaffMember, StaffRole};
 use tessera_core::tally::Tallies;
 use tessera_core::ticket_code::{KeyRing, TicketSigner};
 use uuid::Uuid;
@@ -66,6 +67,11 @@ pub(crate) struct State {
     pub signer: TicketSigner,
     pub leases: HashMap<Uuid, LeaseRow>,
     pub tallies: Tallies,
+    pub catalogue_version: u64,
+    pub staff: Vec<StaffMember>,
+    /// When each counter last synced: counters heard from recently are
+    /// "online" for lease sizing. Kept in memory only.
+    pub last_sync: HashMap<Uuid, i64>,
     pub dirty_slots: HashSet<SlotId>,
     pub devices_dirty: bool,
 }
@@ -231,18 +237,18 @@ impl State {
         }
 
         let mut tallies = Tallies::default();
-        let mut stmt = conn.prepare("SELECT slot_id, actor, sold, voided FROM tallies")?;
+        let mut stmt = conn.prepare("SELECT slot_id, state FROM tallies")?;
         let rows = stmt.query_map([], |r| {
-            Ok((
-                parse_slot(&r.get::<_, String>(0)?)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
+            Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, String>(1)?))
         })?;
         for row in rows {
-            let (slot, actor, sold, voided) = row?;
-            tallies.set_actor(&actor, slot, sold.max(0) as u64, voided.max(0) as u64);
+            let (slot, json) = row?;
+            match serde_json::from_str(&json) {
+                Ok(tally) => {
+                    tallies.0.insert(slot, tally);
+                }
+                Err(e) => tracing::warn!(%slot, error = %e, "unreadable tally; it rebuilds as devices sync"),
+            }
         }
 
         let (key_id, seed): (u32, Vec<u8>) = conn.query_row(
@@ -254,6 +260,24 @@ impl State {
             .try_into()
             .map_err(|_| OpenError::BadCatalogue("server signing key is not 32 bytes".into()))?;
 
+        let catalogue_version: u64 = conn
+            .query_row("SELECT value FROM meta WHERE key = 'catalogue_version'", [], |r| r.get::<_, String>(0))
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let mut stmt = conn.prepare("SELECT name, role, pin_salt, pin_hash FROM staff ORDER BY name")?;
+        let staff = stmt
+            .query_map([], |r| {
+                let role: String = r.get(1)?;
+                Ok(StaffMember {
+                    name: r.get(0)?,
+                    role: if role == "supervisor" { StaffRole::Supervisor } else { StaffRole::Cashier },
+                    pin_salt: r.get(2)?,
+                    pin_hash: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+
         let dirty_slots = slots.keys().copied().collect();
         Ok(State {
             catalogue: Arc::new(catalogue),
@@ -264,6 +288,9 @@ impl State {
             signer: TicketSigner::from_seed(key_id, seed),
             leases,
             tallies,
+            catalogue_version,
+            staff,
+            last_sync: HashMap::new(),
             dirty_slots,
             devices_dirty: true,
         })
@@ -334,7 +361,7 @@ fn load_devices(conn: &Connection) -> rusqlite::Result<HashMap<Vec<u8>, DeviceIn
     rows.collect()
 }
 
-fn load_keys(conn: &Connection) -> rusqlite::Result<(Arc<KeyRing>, Arc<PublicKeys>)> {
+pub(crate) fn load_keys(conn: &Connection) -> rusqlite::Result<(Arc<KeyRing>, Arc<PublicKeys>)> {
     let mut stmt = conn.prepare(
         "SELECT key_id, public_key, owner, device_id, revoked_at IS NOT NULL FROM signing_keys ORDER BY key_id",
     )?;

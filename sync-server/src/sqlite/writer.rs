@@ -115,7 +115,9 @@ impl Writer {
         // our copy is stale, so rebuild it inside this write lock.
         let version: i64 = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         if version != self.data_version {
-            self.state = State::load(&tx, now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            let mut fresh = State::load(&tx, now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            fresh.last_sync = std::mem::take(&mut self.state.last_sync);
+            self.state = fresh;
             self.data_version = version;
             tracing::info!("database changed by another process; state reloaded");
         }
@@ -142,7 +144,10 @@ impl Writer {
     fn reload(&mut self) {
         let now_ms = self.clock.now_ms();
         match State::load(&self.conn, now_ms) {
-            Ok(state) => self.state = state,
+            Ok(mut state) => {
+                state.last_sync = std::mem::take(&mut self.state.last_sync);
+                self.state = state;
+            }
             Err(e) => tracing::error!(error = %e, "state reload failed; keeping the previous copy"),
         }
     }

@@ -3,6 +3,8 @@
 //! and live availability. Every part of the body is safe to send twice, in any
 //! order: sales by id and seq, lease totals by maximum, voids and shifts by id.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -32,12 +34,23 @@ pub struct SyncRequest {
     /// Slots the terminal wants (more) places in.
     #[serde(default)]
     pub wants: Vec<LeaseWant>,
-    /// The terminal's own tallies, covering exactly the sales it has sent.
+    /// The terminal's own running totals per slot, covering exactly the
+    /// sales and voids it has sent (now or before). The server folds them
+    /// into its CRDT tallies under this device's actor.
     #[serde(default)]
-    pub tallies: Tallies,
+    pub own_tallies: BTreeMap<SlotId, ActorTally>,
     /// Closed shifts (Z reports) not yet acknowledged.
     #[serde(default)]
     pub shifts: Vec<ShiftRecord>,
+}
+
+/// One actor's running totals for one slot (admissions).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorTally {
+    pub sold: u64,
+    /// Voided admissions whose places went back on sale.
+    pub voided: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
