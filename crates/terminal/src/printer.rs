@@ -1,1 +1,0 @@
-//! (printer: being written)
