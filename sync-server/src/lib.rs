@@ -19,10 +19,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use tessera_core::clock::Clock;
 use crate::config::{ConfigError, ServerConfig};
 use crate::http::{metrics_handle, router, AppState};
 use crate::sqlite::{OpenError, SqliteStore};
+use tessera_core::clock::Clock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

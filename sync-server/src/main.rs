@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use tessera_core::api::devices::Role;
-use tessera_core::slot::SlotId;
 use tessera_core::clock::{Clock, OFFSET_ENV};
+use tessera_core::slot::SlotId;
 use tessera_server::config::ServerConfig;
 use tessera_server::sqlite::admin;
 
@@ -63,6 +63,25 @@ enum Command {
         name: String,
         #[arg(long, default_value_t = 72)]
         valid_hours: i64,
+    },
+    /// List the counters' leases of a day.
+    Leases {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+        /// YYYY-MM-DD (default: today in the museum's zone)
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// Revoke the lease of a counter that is not coming back (its unsold
+    /// places go back on sale; late sales from it are flagged).
+    RevokeLease {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        lease: String,
+        /// Who decided, for the audit log.
+        #[arg(long, default_value = "operator")]
+        by: String,
     },
     /// Change a slot's capacity (also while the server runs).
     Capacity {
@@ -165,6 +184,41 @@ fn run(cli: Cli) -> Result<()> {
                 valid_hours
             );
         }
+        Command::Leases { db, date } => {
+            let date = match date {
+                Some(d) => tessera_core::slot::parse_date(&d)?,
+                None => clock.now().to_zoned(museum_tz(&db)?).date(),
+            };
+            let leases = admin::leases(&db, date)?;
+            if leases.is_empty() {
+                println!("no leases on {date}");
+            }
+            for l in leases {
+                println!(
+                    "{}  {}  {:<20} escrow {:>4}  sold {:>4}{}",
+                    l.lease_id,
+                    l.slot_id,
+                    l.device,
+                    l.escrow,
+                    l.sold,
+                    if l.revoked { "  REVOKED" } else { "" }
+                );
+            }
+        }
+        Command::RevokeLease { db, lease, by } => {
+            let r = admin::revoke_lease(&db, lease.trim(), &by, clock.now())?;
+            if r.already_revoked {
+                println!(
+                    "lease {} of {} for {} was already revoked",
+                    r.lease_id, r.device, r.slot_id
+                );
+            } else {
+                println!(
+                    "revoked lease {} of {} for {}: {} reported sold, {} places back on sale; late sales from it will be flagged",
+                    r.lease_id, r.device, r.slot_id, r.sold, r.returned
+                );
+            }
+        }
         Command::Capacity { db, slot, set } => {
             let slot: SlotId = slot.parse()?;
             let (ledger, before) = admin::set_capacity(&db, &slot, set, clock.now())?;
@@ -178,6 +232,12 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn museum_tz(db: &std::path::Path) -> Result<jiff::tz::TimeZone> {
+    let conn = tessera_server::sqlite::schema::open(db)?;
+    let catalogue = tessera_server::sqlite::admin::catalogue(&conn)?;
+    Ok(catalogue.time_zone()?)
 }
 
 fn read_tz(fixtures: &std::path::Path) -> Result<jiff::tz::TimeZone> {

@@ -52,7 +52,12 @@ fn digest(salt: &str, pin: &str) -> String {
 
 impl StaffMember {
     /// `salt` comes from the caller's RNG (hex of 16 random bytes).
-    pub fn new(name: &str, role: StaffRole, pin: &str, salt: String) -> Result<StaffMember, StaffError> {
+    pub fn new(
+        name: &str,
+        role: StaffRole,
+        pin: &str,
+        salt: String,
+    ) -> Result<StaffMember, StaffError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 40 {
             return Err(StaffError::BadName);
@@ -100,7 +105,13 @@ mod tests {
         assert!(s.pin_matches("9999"));
         assert!(!s.pin_matches("9998"));
         assert!(!s.pin_hash.contains("9999"));
-        assert_eq!(StaffMember::new("x", StaffRole::Cashier, "12", "aa".into()), Err(StaffError::BadPin));
-        assert_eq!(who_has_pin(std::slice::from_ref(&s), "9999").map(|m| m.name.as_str()), Some("Inès"));
+        assert_eq!(
+            StaffMember::new("x", StaffRole::Cashier, "12", "aa".into()),
+            Err(StaffError::BadPin)
+        );
+        assert_eq!(
+            who_has_pin(std::slice::from_ref(&s), "9999").map(|m| m.name.as_str()),
+            Some("Inès")
+        );
     }
 }

@@ -1,9 +1,20 @@
 //! tessera-terminal: the counter's engine, with no UI. It keeps a local SQLite
-//! replica (catalogue, slots, leases, sales, shifts, an outbox), sells from
-//! leased capacity with or without network, signs tickets with the counter's
-//! own key, prints receipts, and syncs with the server exactly once per sale.
-//! The `tessera-terminal` binary and the desktop app are thin fronts over it.
+//! replica (catalogue, slots, leases, sales, shifts; the sales above the
+//! server's acknowledged seq are the outbox), sells from leased capacity with
+//! or without network, signs tickets with the counter's own key, prints
+//! receipts, and syncs with the server exactly once per sale.
+//! The `tessera-terminal` binary and the desktop app are thin fronts over
+//! [`Terminal`].
 
+mod engine;
+mod error;
+mod local;
 pub mod printer;
 pub mod receipt;
+mod sales;
+mod shifts;
+mod sync;
 pub mod views;
+
+pub use engine::Terminal;
+pub use error::TerminalError;

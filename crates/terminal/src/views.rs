@@ -66,7 +66,9 @@ pub struct ProductView {
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum PaymentRequest {
     /// `tendered`: cash handed over, in cents.
-    Cash { tendered: i64 },
+    Cash {
+        tendered: i64,
+    },
     Card,
 }
 
@@ -141,7 +143,9 @@ pub enum PrintOutcome {
     /// No printer configured: nothing to do.
     NoPrinter,
     /// The printer failed; the sale stands and the receipt can be reprinted.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

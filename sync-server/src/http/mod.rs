@@ -17,9 +17,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_core::admission::EntryPolicy;
 
 pub use self::ops::metrics_handle;
-use tessera_core::clock::Clock;
 use crate::error::ServiceError;
 use crate::store::Store;
+use tessera_core::clock::Clock;
 
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 const SYNC_BODY_BYTES: usize = 16 * 1024 * 1024;

@@ -88,13 +88,21 @@ pub fn init(
     )?;
     for member in &staff {
         let salt = data_encoding::HEXLOWER.encode(&secrets::random_bytes::<16>());
-        let member = StaffMember::new(&member.name, member.role, &member.pin, salt).map_err(|e| AdminError::Fixtures {
-            path: fixtures.display().to_string(),
-            message: format!("staff {:?}: {e}", member.name),
-        })?;
+        let member =
+            StaffMember::new(&member.name, member.role, &member.pin, salt).map_err(|e| {
+                AdminError::Fixtures {
+                    path: fixtures.display().to_string(),
+                    message: format!("staff {:?}: {e}", member.name),
+                }
+            })?;
         tx.execute(
             "INSERT INTO staff (name, role, pin_salt, pin_hash) VALUES (?1, ?2, ?3, ?4)",
-            params![member.name, staff_role(member.role), member.pin_salt, member.pin_hash],
+            params![
+                member.name,
+                staff_role(member.role),
+                member.pin_salt,
+                member.pin_hash
+            ],
         )?;
     }
     let slots = ensure_slots(&tx, &catalogue, today, days)?;
@@ -112,7 +120,9 @@ pub fn init(
 pub fn parse_fixtures(text: &str) -> Result<(Catalogue, Vec<StaffFixture>), String> {
     let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
     let staff = match table.remove("staff") {
-        Some(value) => value.try_into::<Vec<StaffFixture>>().map_err(|e| format!("[[staff]]: {e}"))?,
+        Some(value) => value
+            .try_into::<Vec<StaffFixture>>()
+            .map_err(|e| format!("[[staff]]: {e}"))?,
         None => Vec::new(),
     };
     let catalogue: Catalogue = table.try_into().map_err(|e| e.to_string())?;
@@ -165,6 +175,10 @@ pub fn ensure_slots(
         }
     }
     Ok(added)
+}
+
+pub fn catalogue(conn: &Connection) -> Result<Catalogue, AdminError> {
+    Ok(load_catalogue(conn)?)
 }
 
 /// Makes a one-time enrolment code, valid for `valid_hours`.
@@ -273,4 +287,107 @@ pub fn audit(
         params![now.as_millisecond(), actor, action, detail],
     )?;
     Ok(())
+}
+
+/// A lease as an operator sees it.
+#[derive(Debug, serde::Serialize)]
+pub struct LeaseInfo {
+    pub lease_id: String,
+    pub device: String,
+    pub slot_id: String,
+    pub escrow: u32,
+    pub sold: u32,
+    pub revoked: bool,
+    pub last_sync_at: Option<i64>,
+}
+
+/// Leases of a day's slots, by slot then device.
+pub fn leases(db: &Path, date: Date) -> Result<Vec<LeaseInfo>, AdminError> {
+    let conn = schema::open(db)?;
+    let mut stmt = conn.prepare(
+        "SELECT l.lease_id, d.name, l.slot_id, COALESCE(l.revoked_escrow, l.granted_total - l.released_total), l.sold,
+                l.revoked_at IS NOT NULL, s.last_sync_at
+         FROM leases l JOIN devices d ON d.device_id = l.device_id
+         LEFT JOIN device_sync s ON s.device_id = l.device_id
+         WHERE l.slot_id LIKE ?1 ORDER BY l.slot_id, d.name",
+    )?;
+    let rows = stmt.query_map(params![format!("{date}T%")], |r| {
+        Ok(LeaseInfo {
+            lease_id: r.get(0)?,
+            device: r.get(1)?,
+            slot_id: r.get(2)?,
+            escrow: r.get(3)?,
+            sold: r.get(4)?,
+            revoked: r.get(5)?,
+            last_sync_at: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// What revoking a lease did.
+#[derive(Debug, serde::Serialize)]
+pub struct Revoked {
+    pub lease_id: String,
+    pub device: String,
+    pub slot_id: String,
+    /// Places the server knew were sold from it when revoked.
+    pub sold: u32,
+    /// Places back on sale.
+    pub returned: u32,
+    pub already_revoked: bool,
+}
+
+/// Revokes a lease of a counter that is not coming back: what it had not
+/// reported sold goes back on sale. A sale from it that still arrives is
+/// accepted and reported as over capacity. Logged in `audit_log`.
+pub fn revoke_lease(
+    db: &Path,
+    lease_id: &str,
+    actor: &str,
+    now: Timestamp,
+) -> Result<Revoked, AdminError> {
+    let mut conn = schema::open(db)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let row: Option<(String, String, u32, u32, Option<i64>)> = tx
+        .query_row(
+            "SELECT d.name, l.slot_id, l.granted_total - l.released_total, l.sold, l.revoked_at
+             FROM leases l JOIN devices d ON d.device_id = l.device_id WHERE l.lease_id = ?1",
+            params![lease_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let (device, slot_id, escrow, sold, revoked_at) =
+        row.ok_or_else(|| AdminError::UnknownLease(lease_id.to_string()))?;
+    if revoked_at.is_some() {
+        return Ok(Revoked {
+            lease_id: lease_id.to_string(),
+            device,
+            slot_id,
+            sold,
+            returned: 0,
+            already_revoked: true,
+        });
+    }
+    tx.execute(
+        "UPDATE leases SET revoked_at = ?2, revoked_escrow = sold WHERE lease_id = ?1",
+        params![lease_id, now.as_millisecond()],
+    )?;
+    let returned = escrow.saturating_sub(sold);
+    audit(
+        &tx,
+        now,
+        actor,
+        "revoke_lease",
+        &format!("lease {lease_id} of {device:?} for {slot_id}: {escrow} escrowed, {sold} reported sold, {returned} back on sale"),
+    )?;
+    tx.commit()?;
+    Ok(Revoked {
+        lease_id: lease_id.to_string(),
+        device,
+        slot_id,
+        sold,
+        returned,
+        already_revoked: false,
+    })
 }

@@ -40,7 +40,7 @@ pub(crate) fn enrol(
                 "a counter must send its Ed25519 public key (public_key, 64 hex digits)".into(),
             )))
         }
-        (_, Some(hex)) => match parse_public_key(hex) {
+        (Role::Counter, Some(hex)) => match parse_public_key(hex) {
             Some(k) => Some(k),
             None => {
                 return Ok(Err(ServiceError::InvalidBody(
@@ -48,7 +48,8 @@ pub(crate) fn enrol(
                 )))
             }
         },
-        (_, None) => None,
+        // Only counters sign tickets; a gate's or supervisor's key is ignored.
+        (_, _) => None,
     };
     // The operator named the device when making the code; that name is what
     // reports and gates show. The device's own name is kept in the log line.

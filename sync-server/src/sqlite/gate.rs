@@ -7,8 +7,8 @@ use tessera_core::ticket_code::TicketClaims;
 use uuid::Uuid;
 
 use super::writer::{Ctx, Fatal};
-use tessera_core::clock::from_ms;
 use crate::store::DeviceInfo;
+use tessera_core::clock::from_ms;
 
 pub(crate) fn redeem(
     ctx: &mut Ctx<'_>,

@@ -20,8 +20,8 @@ use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys};
 use tessera_core::api::gate::Redemption;
 use tessera_core::api::online::{Availability, ConfirmRequest, SlotAvailability};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
-use tessera_core::inventory::LeasePolicy;
 use tessera_core::catalogue::Catalogue;
+use tessera_core::inventory::LeasePolicy;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
 use tessera_core::ticket_code::{KeyRing, TicketClaims};
@@ -32,10 +32,10 @@ pub use self::schema::OpenError;
 use self::state::{Shared, State};
 pub use self::writer::CommitMode;
 use self::writer::{idempotent, Ctx, Fatal, Job, Reply, Writer};
-use tessera_core::clock::Clock;
 use crate::error::ServiceError;
 use crate::secrets;
 use crate::store::{Answer, DeviceInfo, Idem, Store};
+use tessera_core::clock::Clock;
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -281,9 +281,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn sync(&self, device: DeviceInfo, request: SyncRequest) -> Result<SyncResponse, ServiceError> {
+    async fn sync(
+        &self,
+        device: DeviceInfo,
+        request: SyncRequest,
+    ) -> Result<SyncResponse, ServiceError> {
         let policy = self.lease_policy;
-        self.submit(move |ctx| sync::sync(ctx, &device, request, policy)).await
+        self.submit(move |ctx| sync::sync(ctx, &device, request, policy))
+            .await
     }
 
     async fn healthy(&self) -> bool {

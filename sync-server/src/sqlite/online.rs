@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::state::OpenHold;
 use super::writer::{Ctx, Fatal};
-use tessera_core::clock::from_ms;
 use crate::error::ServiceError;
+use tessera_core::clock::from_ms;
 
 type Outcome = Result<Result<(u16, serde_json::Value), ServiceError>, Fatal>;
 
@@ -199,7 +199,9 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
             ])?;
         }
     }
-    ctx.state.tallies.add_sale(ONLINE_ACTOR, slot_id, u64::from(hold.admissions));
+    ctx.state
+        .tallies
+        .add_sale(ONLINE_ACTOR, slot_id, u64::from(hold.admissions));
     save_tally(ctx, slot_id)?;
     ctx.state.dirty_slots.insert(slot_id);
     metrics::counter!("tessera_orders_total").increment(1);

@@ -18,8 +18,8 @@ use tessera_core::ticket_code::{KeyRing, TicketSigner};
 use uuid::Uuid;
 
 use super::schema::OpenError;
-use tessera_core::clock::from_ms;
 use crate::store::DeviceInfo;
+use tessera_core::clock::from_ms;
 
 pub(crate) struct SlotRow {
     pub slot: Slot,
@@ -247,7 +247,9 @@ impl State {
                 Ok(tally) => {
                     tallies.0.insert(slot, tally);
                 }
-                Err(e) => tracing::warn!(%slot, error = %e, "unreadable tally; it rebuilds as devices sync"),
+                Err(e) => {
+                    tracing::warn!(%slot, error = %e, "unreadable tally; it rebuilds as devices sync")
+                }
             }
         }
 
@@ -261,17 +263,26 @@ impl State {
             .map_err(|_| OpenError::BadCatalogue("server signing key is not 32 bytes".into()))?;
 
         let catalogue_version: u64 = conn
-            .query_row("SELECT value FROM meta WHERE key = 'catalogue_version'", [], |r| r.get::<_, String>(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'catalogue_version'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
             .optional()?
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        let mut stmt = conn.prepare("SELECT name, role, pin_salt, pin_hash FROM staff ORDER BY name")?;
+        let mut stmt =
+            conn.prepare("SELECT name, role, pin_salt, pin_hash FROM staff ORDER BY name")?;
         let staff = stmt
             .query_map([], |r| {
                 let role: String = r.get(1)?;
                 Ok(StaffMember {
                     name: r.get(0)?,
-                    role: if role == "supervisor" { StaffRole::Supervisor } else { StaffRole::Cashier },
+                    role: if role == "supervisor" {
+                        StaffRole::Supervisor
+                    } else {
+                        StaffRole::Cashier
+                    },
                     pin_salt: r.get(2)?,
                     pin_hash: r.get(3)?,
                 })

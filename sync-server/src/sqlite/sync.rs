@@ -54,7 +54,13 @@ pub(crate) fn sync(
     };
     let acks = apply(ctx, device, &request, plan)?;
     let recalls = size_leases(ctx, device, &request, policy)?;
-    Ok(Ok(respond(ctx, device, acks, recalls, catalogue_version_seen)?))
+    Ok(Ok(respond(
+        ctx,
+        device,
+        acks,
+        recalls,
+        catalogue_version_seen,
+    )?))
 }
 
 /// What the answer acknowledges.
@@ -91,7 +97,11 @@ fn device_keyring(ctx: &Ctx<'_>, device: Uuid) -> Result<KeyRing, Fatal> {
     Ok(ring)
 }
 
-fn check(ctx: &Ctx<'_>, device: &DeviceInfo, request: &SyncRequest) -> Result<Result<Plan, Refusal>, Fatal> {
+fn check(
+    ctx: &Ctx<'_>,
+    device: &DeviceInfo,
+    request: &SyncRequest,
+) -> Result<Result<Plan, Refusal>, Fatal> {
     if request.device_id != device.device_id {
         return Ok(Err(ServiceError::Forbidden(format!(
             "this token belongs to device {}, but the body is for {}",
@@ -99,7 +109,9 @@ fn check(ctx: &Ctx<'_>, device: &DeviceInfo, request: &SyncRequest) -> Result<Re
         ))));
     }
     if request.sales.len() > MAX_SALES_PER_SYNC {
-        return Ok(Err(refuse(format!("at most {MAX_SALES_PER_SYNC} sales per sync"))));
+        return Ok(Err(refuse(format!(
+            "at most {MAX_SALES_PER_SYNC} sales per sync"
+        ))));
     }
     let mut previous = 0;
     for sale in &request.sales {
@@ -120,7 +132,9 @@ fn check(ctx: &Ctx<'_>, device: &DeviceInfo, request: &SyncRequest) -> Result<Re
         let stored: Option<(u64, String)> = ctx
             .tx
             .prepare_cached("SELECT terminal_seq, device_id FROM sales WHERE sale_id = ?1")?
-            .query_row(params![sale.sale_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![sale.sale_id.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         if let Some((seq, owner)) = stored {
             if owner != device.device_id.to_string() || seq != sale.terminal_seq {
@@ -135,7 +149,10 @@ fn check(ctx: &Ctx<'_>, device: &DeviceInfo, request: &SyncRequest) -> Result<Re
         let taken: Option<String> = ctx
             .tx
             .prepare_cached("SELECT sale_id FROM sales WHERE device_id = ?1 AND terminal_seq = ?2")?
-            .query_row(params![device.device_id.to_string(), sale.terminal_seq], |r| r.get(0))
+            .query_row(
+                params![device.device_id.to_string(), sale.terminal_seq],
+                |r| r.get(0),
+            )
             .optional()?;
         if let Some(other) = taken {
             return Ok(Err(refuse(format!(
@@ -143,7 +160,9 @@ fn check(ctx: &Ctx<'_>, device: &DeviceInfo, request: &SyncRequest) -> Result<Re
                 sale.terminal_seq, sale.sale_id
             ))));
         }
-        if let Err(refusal) = check_sale(ctx, device, &catalogue, &keyring, sale, &mut seen_tickets)? {
+        if let Err(refusal) =
+            check_sale(ctx, device, &catalogue, &keyring, sale, &mut seen_tickets)?
+        {
             return Ok(Err(refusal));
         }
         new_sales.insert(sale.sale_id);
@@ -176,13 +195,19 @@ fn check(ctx: &Ctx<'_>, device: &DeviceInfo, request: &SyncRequest) -> Result<Re
                 .optional()?,
         };
         let Some((lease, admissions, voided)) = target else {
-            return Ok(Err(refuse(format!("void {} names sale {}, which this counter never uploaded", v.void_id, v.sale_id))));
+            return Ok(Err(refuse(format!(
+                "void {} names sale {}, which this counter never uploaded",
+                v.void_id, v.sale_id
+            ))));
         };
         if voided.is_some() {
             continue;
         }
         if v.reason.len() > 500 || v.approved_by.is_empty() {
-            return Ok(Err(refuse(format!("void {} needs an approver and a reason under 500 characters", v.void_id))));
+            return Ok(Err(refuse(format!(
+                "void {} needs an approver and a reason under 500 characters",
+                v.void_id
+            ))));
         }
         new_voids.push((i, lease, admissions));
     }
@@ -192,7 +217,11 @@ fn check(ctx: &Ctx<'_>, device: &DeviceInfo, request: &SyncRequest) -> Result<Re
     // are accepted and flagged).
     let mut sold: HashMap<Uuid, u32> = HashMap::new();
     let mut events: Vec<(u64, u8, Event)> = Vec::new();
-    for sale in request.sales.iter().filter(|s| new_sales.contains(&s.sale_id)) {
+    for sale in request
+        .sales
+        .iter()
+        .filter(|s| new_sales.contains(&s.sale_id))
+    {
         events.push((sale.terminal_seq, 1, Event::Sale(sale)));
     }
     for &(i, lease, admissions) in &new_voids {
@@ -207,7 +236,10 @@ fn check(ctx: &Ctx<'_>, device: &DeviceInfo, request: &SyncRequest) -> Result<Re
         match event {
             Event::Sale(sale) => {
                 let Some(lease) = ctx.state.leases.get(&sale.lease_id) else {
-                    return Ok(Err(refuse(format!("sale #{} names unknown lease {}", sale.terminal_seq, sale.lease_id))));
+                    return Ok(Err(refuse(format!(
+                        "sale #{} names unknown lease {}",
+                        sale.terminal_seq, sale.lease_id
+                    ))));
                 };
                 let count = sold.entry(sale.lease_id).or_insert(lease.sold);
                 *count += sale.admissions;
@@ -264,7 +296,10 @@ fn check(ctx: &Ctx<'_>, device: &DeviceInfo, request: &SyncRequest) -> Result<Re
             return Ok(Err(ServiceError::UnknownSlot(slot.to_string())));
         }
     }
-    Ok(Ok(Plan { new_sales, new_voids }))
+    Ok(Ok(Plan {
+        new_sales,
+        new_voids,
+    }))
 }
 
 fn check_sale(
@@ -282,30 +317,42 @@ fn check_sale(
     };
     match ctx.state.leases.get(&sale.lease_id) {
         Some(l) if l.device_id == device.device_id && l.slot == sale.slot_id => {}
-        Some(_) => return bad(format!("lease {} is not this counter's lease for {}", sale.lease_id, sale.slot_id)),
+        Some(_) => {
+            return bad(format!(
+                "lease {} is not this counter's lease for {}",
+                sale.lease_id, sale.slot_id
+            ))
+        }
         None => return bad(format!("unknown lease {}", sale.lease_id)),
     }
     if sale.total.currency != catalogue.museum.currency {
-        return bad(format!("currency {} is not the museum's", sale.total.currency));
+        return bad(format!(
+            "currency {} is not the museum's",
+            sale.total.currency
+        ));
     }
     let mut gross = 0i64;
     let mut admissions = 0u32;
     let mut per_product: BTreeMap<&str, (u32, u8)> = BTreeMap::new();
     for line in &sale.lines {
         let Some(product) = catalogue.product(&line.product_id) else {
-            return Ok(Err(ServiceError::Pricing(tessera_core::pricing::PricingError::UnknownProduct(
-                line.product_id.clone(),
-            ))));
+            return Ok(Err(ServiceError::Pricing(
+                tessera_core::pricing::PricingError::UnknownProduct(line.product_id.clone()),
+            )));
         };
         if line.quantity == 0 || line.quantity > 1000 {
             return bad(format!("quantity {} of {}", line.quantity, line.product_id));
         }
-        if line.amounts.gross != line.unit_price * i64::from(line.quantity) || line.admits_each != product.admits {
+        if line.amounts.gross != line.unit_price * i64::from(line.quantity)
+            || line.admits_each != product.admits
+        {
             return bad(format!("line {} does not add up", line.product_id));
         }
         gross += line.amounts.gross;
         admissions += u32::from(line.admits_each) * line.quantity;
-        let e = per_product.entry(line.product_id.as_str()).or_insert((0, line.admits_each));
+        let e = per_product
+            .entry(line.product_id.as_str())
+            .or_insert((0, line.admits_each));
         e.0 += line.quantity;
     }
     if gross != sale.total.amount || admissions != sale.admissions || sale.admissions == 0 {
@@ -314,7 +361,10 @@ fn check_sale(
     let p = &sale.payment;
     let paid_ok = p.amount == sale.total.amount
         && match p.method {
-            PaymentMethod::Cash => p.tendered.is_some_and(|t| t >= p.amount) && p.change == p.tendered.map(|t| t - p.amount),
+            PaymentMethod::Cash => {
+                p.tendered.is_some_and(|t| t >= p.amount)
+                    && p.change == p.tendered.map(|t| t - p.amount)
+            }
             PaymentMethod::Card => p.tendered.is_none(),
         };
     if !paid_ok {
@@ -359,7 +409,9 @@ fn check_sale(
 
 /// Keeps the slot's ledger in step with a lease's over-capacity count.
 fn refresh_over_capacity(state: &mut State, lease_id: Uuid, before: u32) {
-    let Some(lease) = state.leases.get(&lease_id) else { return };
+    let Some(lease) = state.leases.get(&lease_id) else {
+        return;
+    };
     let after = lease.over_capacity();
     let slot = lease.slot;
     if let Some(row) = state.slots.get_mut(&slot) {
@@ -368,24 +420,40 @@ fn refresh_over_capacity(state: &mut State, lease_id: Uuid, before: u32) {
     state.dirty_slots.insert(slot);
 }
 
-fn apply(ctx: &mut Ctx<'_>, device: &DeviceInfo, request: &SyncRequest, plan: Plan) -> Result<Acks, Fatal> {
+fn apply(
+    ctx: &mut Ctx<'_>,
+    device: &DeviceInfo,
+    request: &SyncRequest,
+    plan: Plan,
+) -> Result<Acks, Fatal> {
     let now = ctx.now_ms;
     let dev = device.device_id.to_string();
-    let key_id: Option<u32> = ctx
-        .tx
-        .query_row("SELECT key_id FROM devices WHERE device_id = ?1", params![dev], |r| r.get(0))?;
+    let key_id: Option<u32> = ctx.tx.query_row(
+        "SELECT key_id FROM devices WHERE device_id = ?1",
+        params![dev],
+        |r| r.get(0),
+    )?;
     let mut void_at: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for (i, _, _) in &plan.new_voids {
-        void_at.entry(request.voids[*i].after_seq).or_default().push(*i);
+        void_at
+            .entry(request.voids[*i].after_seq)
+            .or_default()
+            .push(*i);
     }
-    let void_lease: HashMap<usize, (Uuid, u32)> = plan.new_voids.iter().map(|(i, l, a)| (*i, (*l, *a))).collect();
+    let void_lease: HashMap<usize, (Uuid, u32)> = plan
+        .new_voids
+        .iter()
+        .map(|(i, l, a)| (*i, (*l, *a)))
+        .collect();
     let mut pending_voids = void_at.into_iter().peekable();
     let mut apply_voids_up_to = |ctx: &mut Ctx<'_>, seq: u64| -> Result<(), Fatal> {
         while let Some((after, _)) = pending_voids.peek() {
             if *after >= seq {
                 break;
             }
-            let Some((_, list)) = pending_voids.next() else { break };
+            let Some((_, list)) = pending_voids.next() else {
+                break;
+            };
             for i in list {
                 let (lease, admissions) = void_lease[&i];
                 store_void(ctx, &dev, &request.voids[i], lease, admissions)?;
@@ -399,16 +467,27 @@ fn apply(ctx: &mut Ctx<'_>, device: &DeviceInfo, request: &SyncRequest, plan: Pl
             continue;
         }
         apply_voids_up_to(ctx, sale.terminal_seq)?;
-        let over_before = ctx.state.leases.get(&sale.lease_id).map(LeaseRow::over_capacity).unwrap_or(0);
+        let over_before = ctx
+            .state
+            .leases
+            .get(&sale.lease_id)
+            .map(LeaseRow::over_capacity)
+            .unwrap_or(0);
         let over = match ctx.state.leases.get_mut(&sale.lease_id) {
             Some(lease) => {
                 lease.sold += sale.admissions;
                 lease.over_capacity().saturating_sub(over_before)
             }
-            None => return Err(Fatal::Bookkeeping(format!("lease {} vanished", sale.lease_id))),
+            None => {
+                return Err(Fatal::Bookkeeping(format!(
+                    "lease {} vanished",
+                    sale.lease_id
+                )))
+            }
         };
         refresh_over_capacity(ctx.state, sale.lease_id, over_before);
-        let lines = serde_json::to_string(&sale.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+        let lines =
+            serde_json::to_string(&sale.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
         ctx.tx
             .prepare_cached(
                 "INSERT INTO sales (sale_id, device_id, terminal_seq, lease_id, slot_id, shift_id, cashier, created_at, received_at,
@@ -456,12 +535,15 @@ fn apply(ctx: &mut Ctx<'_>, device: &DeviceInfo, request: &SyncRequest, plan: Pl
             tracing::warn!(sale = %sale.sale_id, over, slot = %sale.slot_id, "sale from a revoked lease: accepted, flagged over capacity");
             metrics::counter!("tessera_sales_over_capacity_total").increment(1);
         }
-        metrics::counter!("tessera_admissions_sold_total", "channel" => "counter").increment(u64::from(sale.admissions));
+        metrics::counter!("tessera_admissions_sold_total", "channel" => "counter")
+            .increment(u64::from(sale.admissions));
     }
     apply_voids_up_to(ctx, u64::MAX)?;
 
     for report in &request.leases {
-        let Some(lease) = ctx.state.leases.get_mut(&report.lease_id) else { continue };
+        let Some(lease) = ctx.state.leases.get_mut(&report.lease_id) else {
+            continue;
+        };
         lease.unused_reported = report.unused;
         if report.released_total <= lease.totals.released_total {
             continue;
@@ -477,12 +559,20 @@ fn apply(ctx: &mut Ctx<'_>, device: &DeviceInfo, request: &SyncRequest, plan: Pl
         }
         ctx.state.dirty_slots.insert(slot);
         ctx.tx
-            .prepare_cached("UPDATE leases SET released_total = ?2, unused_reported = ?3 WHERE lease_id = ?1")?
-            .execute(params![report.lease_id.to_string(), report.released_total, report.unused])?;
+            .prepare_cached(
+                "UPDATE leases SET released_total = ?2, unused_reported = ?3 WHERE lease_id = ?1",
+            )?
+            .execute(params![
+                report.lease_id.to_string(),
+                report.released_total,
+                report.unused
+            ])?;
     }
 
     for (slot, totals) in &request.own_tallies {
-        ctx.state.tallies.set_actor(&dev, *slot, totals.sold, totals.voided);
+        ctx.state
+            .tallies
+            .set_actor(&dev, *slot, totals.sold, totals.voided);
         save_tally(ctx, *slot)?;
         ctx.state.dirty_slots.insert(*slot);
     }
@@ -534,9 +624,11 @@ fn apply(ctx: &mut Ctx<'_>, device: &DeviceInfo, request: &SyncRequest, plan: Pl
             acked += 1;
         }
     }
-    let max_seq: u64 = ctx
-        .tx
-        .query_row("SELECT COALESCE(MAX(terminal_seq), 0) FROM sales WHERE device_id = ?1", params![dev], |r| r.get(0))?;
+    let max_seq: u64 = ctx.tx.query_row(
+        "SELECT COALESCE(MAX(terminal_seq), 0) FROM sales WHERE device_id = ?1",
+        params![dev],
+        |r| r.get(0),
+    )?;
     ctx.tx
         .prepare_cached(
             "INSERT INTO device_sync (device_id, acked_seq, max_seq, last_sync_at) VALUES (?1, ?2, ?3, ?4)
@@ -554,7 +646,13 @@ fn apply(ctx: &mut Ctx<'_>, device: &DeviceInfo, request: &SyncRequest, plan: Pl
     })
 }
 
-fn store_void(ctx: &mut Ctx<'_>, dev: &str, v: &VoidRecord, lease_id: Uuid, admissions: u32) -> Result<(), Fatal> {
+fn store_void(
+    ctx: &mut Ctx<'_>,
+    dev: &str,
+    v: &VoidRecord,
+    lease_id: Uuid,
+    admissions: u32,
+) -> Result<(), Fatal> {
     ctx.tx
         .prepare_cached(
             "INSERT INTO counter_voids (void_id, sale_id, device_id, after_seq, at, shift_id, approved_by, reason,
@@ -582,7 +680,12 @@ fn store_void(ctx: &mut Ctx<'_>, dev: &str, v: &VoidRecord, lease_id: Uuid, admi
         .prepare_cached("UPDATE tickets SET voided_at = ?2 WHERE sale_id = ?1")?
         .execute(params![v.sale_id.to_string(), v.at.as_millisecond()])?;
     if v.returned_to_lease {
-        let over_before = ctx.state.leases.get(&lease_id).map(LeaseRow::over_capacity).unwrap_or(0);
+        let over_before = ctx
+            .state
+            .leases
+            .get(&lease_id)
+            .map(LeaseRow::over_capacity)
+            .unwrap_or(0);
         if let Some(lease) = ctx.state.leases.get_mut(&lease_id) {
             lease.sold = lease.sold.saturating_sub(admissions);
         }
@@ -632,7 +735,9 @@ fn size_leases(
     }
     let mut recalls = HashMap::new();
     for (slot_id, need) in slots {
-        let Some(row) = ctx.state.slots.get(&slot_id) else { continue };
+        let Some(row) = ctx.state.slots.get(&slot_id) else {
+            continue;
+        };
         if now >= row.slot.ends_at.as_millisecond() {
             continue;
         }
@@ -651,7 +756,9 @@ fn size_leases(
             .state
             .leases
             .values()
-            .filter(|l| l.slot == slot_id && l.revoked_escrow.is_none() && online.contains(&l.device_id))
+            .filter(|l| {
+                l.slot == slot_id && l.revoked_escrow.is_none() && online.contains(&l.device_id)
+            })
             .map(unused_of)
             .sum();
         let decision = policy.decide(available, available + pooled, terminals, unused, need);
@@ -713,7 +820,9 @@ fn respond(
 ) -> Result<SyncResponse, Fatal> {
     let now = ctx.now_ms;
     let today = ctx.state.tz.to_datetime(from_ms(now)).date();
-    let horizon_end = today.tomorrow().map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    let horizon_end = today
+        .tomorrow()
+        .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
     let mut leases: Vec<LeaseGrant> = ctx
         .state
         .leases
@@ -731,7 +840,11 @@ fn respond(
     leases.sort_by_key(|l| l.slot_id);
     let mut slots = Vec::new();
     let mut tallies = Tallies::default();
-    for (id, row) in ctx.state.slots.range(SlotId::new(today, 0).map_err(|e| Fatal::Bookkeeping(e.to_string()))?..) {
+    for (id, row) in ctx
+        .state
+        .slots
+        .range(SlotId::new(today, 0).map_err(|e| Fatal::Bookkeeping(e.to_string()))?..)
+    {
         if id.date > horizon_end {
             break;
         }
@@ -751,7 +864,8 @@ fn respond(
         shifts_acked: acks.shifts,
         leases,
         catalogue_version,
-        catalogue: (catalogue_version != catalogue_version_seen).then(|| ctx.state.catalogue.as_ref().clone()),
+        catalogue: (catalogue_version != catalogue_version_seen)
+            .then(|| ctx.state.catalogue.as_ref().clone()),
         staff: ctx.state.staff.clone(),
         keys,
         slots,
@@ -759,7 +873,12 @@ fn respond(
     })
 }
 
-pub(crate) fn availability_of(state: &State, id: SlotId, row: &super::state::SlotRow, now: i64) -> SlotAvailability {
+pub(crate) fn availability_of(
+    state: &State,
+    id: SlotId,
+    row: &super::state::SlotRow,
+    now: i64,
+) -> SlotAvailability {
     let past = now >= row.slot.ends_at.as_millisecond();
     SlotAvailability {
         slot_id: id,

@@ -14,9 +14,9 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use tokio::sync::mpsc;
 
 use super::state::{Shared, State};
-use tessera_core::clock::Clock;
 use crate::error::ServiceError;
 use crate::store::{Answer, Idem};
+use tessera_core::clock::Clock;
 
 /// An error that aborts the whole batch: the transaction is rolled back, the
 /// in-memory state reloaded, and every job in the batch answered "unavailable".
@@ -115,7 +115,8 @@ impl Writer {
         // our copy is stale, so rebuild it inside this write lock.
         let version: i64 = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         if version != self.data_version {
-            let mut fresh = State::load(&tx, now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            let mut fresh =
+                State::load(&tx, now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
             fresh.last_sync = std::mem::take(&mut self.state.last_sync);
             self.state = fresh;
             self.data_version = version;

@@ -1,0 +1,455 @@
+//! `tessera-terminal`: the counter engine from the command line, for headless
+//! counters, scripts and tests. Every command works on one data directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use tessera_core::money::format_minor;
+use tessera_core::pricing::CartLine;
+use tessera_core::slot::SlotId;
+use tessera_terminal::views::{PaymentRequest, PrintOutcome, SaleRequest, ShiftReport};
+use tessera_terminal::Terminal;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera-terminal",
+    version,
+    about = "Tessera counter: sell from leases, offline or online"
+)]
+struct Cli {
+    /// The terminal's data directory (its own SQLite database).
+    #[arg(
+        long,
+        global = true,
+        env = "TESSERA_DATA_DIR",
+        default_value = "tessera-terminal"
+    )]
+    data: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Become a counter (or gate) with a one-time code from the server.
+    Enrol {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        code: String,
+        #[arg(long, default_value = "Counter")]
+        name: String,
+    },
+    /// Online?, pending uploads, leases per slot, live availability.
+    Status,
+    /// Sell tickets for one slot.
+    Sell {
+        #[arg(long)]
+        slot: String,
+        /// PRODUCT=QUANTITY, repeatable: --item adult=2 --item child=1
+        #[arg(long = "item", required = true)]
+        items: Vec<String>,
+        /// Membership numbers for member tickets, one per ticket.
+        #[arg(long = "member")]
+        members: Vec<String>,
+        /// cash:CENTS (amount handed over) or card
+        #[arg(long)]
+        pay: String,
+        /// Also becomes this counter's printer: none, network:HOST:PORT, file:PATH, usb:VID:PID
+        #[arg(long)]
+        printer: Option<String>,
+    },
+    /// One sync round now.
+    Sync,
+    /// Keep syncing in the foreground (every ~2 s online, backing off offline).
+    Run,
+    /// Open or close the cashier's shift.
+    Shift {
+        #[command(subcommand)]
+        action: ShiftAction,
+    },
+    /// X report (interim) of the open shift, or Z report of the last closed one.
+    Report {
+        #[arg(value_parser = ["x", "z"])]
+        kind: String,
+        /// Print it on the receipt printer too.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Void a sale (needs a supervisor's PIN).
+    Void {
+        #[arg(long)]
+        sale: String,
+        #[arg(long)]
+        supervisor_pin: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Today's sales at this counter.
+    Sales,
+    /// Print a sale's receipt again.
+    Reprint {
+        #[arg(long)]
+        sale: String,
+    },
+    /// Set the receipt printer (and optionally print a test page).
+    Printer {
+        spec: String,
+        #[arg(long)]
+        test: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ShiftAction {
+    Open {
+        /// Cash in the drawer at the start, in cents.
+        #[arg(long)]
+        float: i64,
+        #[arg(long)]
+        pin: String,
+    },
+    Close {
+        /// Cash counted in the drawer at the end, in cents.
+        #[arg(long)]
+        counted: i64,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn parse_items(items: &[String], members: &[String]) -> Result<Vec<CartLine>> {
+    let mut lines: Vec<CartLine> = Vec::new();
+    for item in items {
+        let (product, quantity) = item
+            .split_once('=')
+            .with_context(|| format!("--item must look like adult=2, got {item:?}"))?;
+        let quantity: u32 = quantity
+            .trim()
+            .parse()
+            .with_context(|| format!("quantity in {item:?} must be a whole number"))?;
+        lines.push(CartLine {
+            product_id: product.trim().to_string(),
+            quantity,
+            membership_numbers: Vec::new(),
+        });
+    }
+    if !members.is_empty() {
+        let Some(line) = lines.iter_mut().find(|l| l.product_id == "member") else {
+            bail!("--member given but no member tickets in the sale");
+        };
+        line.membership_numbers = members.to_vec();
+    }
+    Ok(lines)
+}
+
+fn parse_payment(text: &str) -> Result<PaymentRequest> {
+    match text.split_once(':') {
+        None if text == "card" => Ok(PaymentRequest::Card),
+        Some(("cash", cents)) => Ok(PaymentRequest::Cash {
+            tendered: cents.trim().parse().with_context(|| {
+                format!("cash amount must be whole cents, e.g. cash:5000, got {cents:?}")
+            })?,
+        }),
+        _ => bail!("--pay must be cash:CENTS or card, got {text:?}"),
+    }
+}
+
+fn print_outcome(p: &PrintOutcome) -> String {
+    match p {
+        PrintOutcome::Printed => "receipt printed".into(),
+        PrintOutcome::NoPrinter => "no printer configured".into(),
+        PrintOutcome::Failed { message } => {
+            format!("RECEIPT NOT PRINTED ({message}); the sale stands: reprint it")
+        }
+    }
+}
+
+fn show_report(r: &ShiftReport) {
+    let m = |v: i64| format!("{} {}", format_minor(v), r.currency);
+    println!(
+        "{:?} report — {} — cashier {}",
+        r.kind, r.counter, r.cashier
+    );
+    println!(
+        "  sales {}  voids {}  admissions {}  gross {}",
+        r.sales_count,
+        r.voids_count,
+        r.admissions,
+        m(r.gross)
+    );
+    for t in &r.by_method {
+        println!(
+            "  {:<5} sales {}  refunds {}  net {}",
+            t.method.as_str(),
+            m(t.sales),
+            m(t.refunds),
+            m(t.net)
+        );
+    }
+    for p in &r.by_product {
+        println!("  {:<40} x{:<4} {}", p.name, p.quantity, m(p.gross));
+    }
+    for v in &r.vat {
+        println!(
+            "  VAT {:<6} net {}  tax {}",
+            v.label,
+            m(v.amounts.net),
+            m(v.amounts.tax)
+        );
+    }
+    println!(
+        "  float {}  expected cash {}",
+        m(r.float),
+        m(r.expected_cash)
+    );
+    if let (Some(c), Some(d)) = (r.counted_cash, r.over_short) {
+        println!(
+            "  counted {}  {} {}",
+            m(c),
+            if d >= 0 { "over" } else { "SHORT" },
+            m(d.abs())
+        );
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let dir = cli.data;
+    if let Command::Enrol { server, code, name } = &cli.command {
+        let t = Terminal::enrol(&dir, server, code, name).await?;
+        println!(
+            "enrolled as {} \"{}\" ({})",
+            t.role().as_str(),
+            t.name(),
+            t.device_id()
+        );
+        return Ok(());
+    }
+    let t = Terminal::open(&dir)?;
+    match cli.command {
+        Command::Enrol { .. } => unreachable!("handled above"),
+        Command::Status => {
+            let status = t.status()?;
+            let slots = t.slots_today().unwrap_or_default();
+            if cli.json {
+                return print_json(&serde_json::json!({"status": status, "slots": slots}));
+            }
+            println!(
+                "{} — {} — {}",
+                status.device_name,
+                if status.online { "ONLINE" } else { "OFFLINE" },
+                status.museum
+            );
+            println!(
+                "waiting to upload: {} sales, {} voids, {} shift reports; last sync {}",
+                status.pending_sales,
+                status.pending_voids,
+                status.pending_shifts,
+                status
+                    .last_sync_at
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "never".into())
+            );
+            if let Some(e) = &status.last_sync_error {
+                println!("last sync failed: {e}");
+            }
+            if let Some(s) = &status.shift {
+                println!(
+                    "shift open: {} since {}, float {}",
+                    s.cashier,
+                    s.opened_at,
+                    format_minor(s.float)
+                );
+            }
+            for s in slots {
+                println!(
+                    "  {}  this counter can sell {:>3}   left in museum {:>4}/{}{}",
+                    s.slot_id,
+                    s.lease_left,
+                    s.remaining,
+                    s.capacity,
+                    if s.closed { "  (closed)" } else { "" }
+                );
+            }
+        }
+        Command::Sell {
+            slot,
+            items,
+            members,
+            pay,
+            printer,
+        } => {
+            if let Some(p) = printer {
+                t.set_printer(&p)?;
+            }
+            let slot_id: SlotId = slot.parse()?;
+            let request = SaleRequest {
+                slot_id,
+                items: parse_items(&items, &members)?,
+                payment: parse_payment(&pay)?,
+            };
+            let done = t.sell(request).await?;
+            if cli.json {
+                return print_json(&done);
+            }
+            let s = &done.sale;
+            println!("sale #{} {} for {}", s.terminal_seq, s.sale_id, s.slot_id);
+            for l in &s.lines {
+                println!(
+                    "  {} x {:<40} {}",
+                    l.quantity,
+                    l.name,
+                    format_minor(l.amounts.gross)
+                );
+            }
+            println!("  total {} {}", format_minor(s.total), s.currency);
+            if let (Some(tendered), Some(change)) = (s.tendered, s.change) {
+                println!(
+                    "  cash {}  change {}",
+                    format_minor(tendered),
+                    format_minor(change)
+                );
+            }
+            for ticket in &s.tickets {
+                println!("  ticket {} {}", ticket.product_id, ticket.code);
+            }
+            println!("{}", print_outcome(&done.printed));
+        }
+        Command::Sync => {
+            let summary = t.sync_now().await?;
+            if cli.json {
+                return print_json(&summary);
+            }
+            println!(
+                "synced: {} sales uploaded, acknowledged up to #{}, {} waiting; {} places granted, {} returned",
+                summary.uploaded_sales, summary.acked_seq, summary.pending_sales, summary.leases_granted, summary.places_returned
+            );
+        }
+        Command::Run => {
+            println!("syncing {} in the background; Ctrl-C to stop", t.name());
+            let handle = t.spawn_sync_loop();
+            tokio::signal::ctrl_c().await?;
+            handle.abort();
+        }
+        Command::Shift { action } => match action {
+            ShiftAction::Open { float, pin } => {
+                let shift = t.open_shift(&pin, float)?;
+                println!(
+                    "shift open for {} with a float of {}",
+                    shift.cashier,
+                    format_minor(shift.float)
+                );
+            }
+            ShiftAction::Close { counted } => {
+                let z = t.close_shift(counted).await?;
+                if cli.json {
+                    return print_json(&z);
+                }
+                show_report(&z);
+            }
+        },
+        Command::Report { kind, print } => {
+            let report = if kind == "x" {
+                t.x_report()?
+            } else {
+                t.last_z_report()?
+                    .context("no shift has been closed on this terminal yet")?
+            };
+            if print {
+                println!("{}", print_outcome(&t.print_report(&report).await?));
+            }
+            if cli.json {
+                return print_json(&report);
+            }
+            show_report(&report);
+        }
+        Command::Void {
+            sale,
+            supervisor_pin,
+            reason,
+        } => {
+            let id = Uuid::parse_str(sale.trim())
+                .with_context(|| format!("{sale:?} is not a sale id"))?;
+            let done = t.void(id, &supervisor_pin, &reason)?;
+            println!(
+                "voided {}: refund {} by {}{}; approved by {}",
+                done.sale_id,
+                format_minor(done.refund),
+                done.refund_method.as_str(),
+                if done.returned_to_lease {
+                    ", places back on sale"
+                } else {
+                    ""
+                },
+                done.approved_by
+            );
+        }
+        Command::Sales => {
+            let sales = t.sales_today()?;
+            if cli.json {
+                return print_json(&sales);
+            }
+            for s in sales {
+                println!(
+                    "#{:<4} {} {} {:>8} {} {}{}",
+                    s.terminal_seq,
+                    s.sale_id,
+                    s.slot_label,
+                    format_minor(s.total),
+                    s.payment_method.as_str(),
+                    if s.uploaded { "uploaded" } else { "waiting" },
+                    if s.voided { " VOIDED" } else { "" }
+                );
+            }
+        }
+        Command::Reprint { sale } => {
+            let id = Uuid::parse_str(sale.trim())
+                .with_context(|| format!("{sale:?} is not a sale id"))?;
+            println!("{}", print_outcome(&t.reprint(id).await?));
+        }
+        Command::Printer { spec, test } => {
+            t.set_printer(&spec)?;
+            println!("printer set to {spec}");
+            if test {
+                println!("{}", print_outcome(&t.test_print().await?));
+            }
+        }
+    }
+    Ok(())
+}

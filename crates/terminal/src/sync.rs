@@ -1,0 +1,414 @@
+//! The counter's side of `POST /v1/sync`: what to send (the outbox, lease
+//! reports, wants, own tallies, closed shifts) and how to fold the answer in
+//! (acknowledgements, lease grants and recalls, catalogue, live availability).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use rusqlite::{params, Connection, TransactionBehavior};
+use tessera_core::api::sync::{
+    ActorTally, LeaseReport, LeaseWant, Payment, PaymentMethod, SaleRecord, SoldTicket,
+    SyncRequest, SyncResponse, VoidRecord,
+};
+use tessera_core::api::ErrorBody;
+use tessera_core::clock::from_ms;
+use tessera_core::money::{Currency, Money};
+use tessera_core::pricing::PricedLine;
+use tessera_core::slot::SlotId;
+
+use crate::error::TerminalError;
+use crate::local::{self, keys, Identity};
+use crate::sales::{lease_for, parse_slot, parse_uuid};
+use crate::shifts;
+
+fn bad_column<E: std::error::Error + Send + Sync + 'static>(i: usize, e: E) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+}
+
+/// Most sales per round; a counter back from a long outage drains in rounds.
+pub(crate) const BATCH: usize = 500;
+
+pub(crate) fn acked_seq(conn: &Connection) -> Result<u64, TerminalError> {
+    Ok(local::get::<u64>(conn, keys::ACKED_SEQ)?.unwrap_or(0))
+}
+
+/// Gives back what is unsold in leases whose entry window is over: nobody can
+/// sell those places any more, and the server's books should say so.
+fn settle_closed_slots(conn: &Connection, now_ms: i64) -> Result<(), TerminalError> {
+    conn.execute(
+        "UPDATE leases SET released_total = granted_total - sold
+         WHERE revoked = 0 AND granted_total - released_total - sold > 0
+           AND slot_id IN (SELECT slot_id FROM slots WHERE ends_at <= ?1)",
+        params![now_ms],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn build_request(
+    conn: &mut Connection,
+    identity: &Identity,
+    now: Timestamp,
+    today: jiff::civil::Date,
+) -> Result<SyncRequest, TerminalError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    settle_closed_slots(&tx, now.as_millisecond())?;
+    let acked = acked_seq(&tx)?;
+    let mut sales;
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT sale_id, terminal_seq, lease_id, slot_id, shift_id, cashier, created_at, lines, total, currency,
+                    admissions, payment_method, tendered, change
+             FROM sales WHERE terminal_seq > ?1 ORDER BY terminal_seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![acked, BATCH as i64], |r| {
+            let lines: Vec<PricedLine> =
+                serde_json::from_str(&r.get::<_, String>(7)?).map_err(|e| bad_column(7, e))?;
+            let currency = Currency::new(&r.get::<_, String>(9)?).map_err(|e| bad_column(9, e))?;
+            let method: String = r.get(11)?;
+            let total: i64 = r.get(8)?;
+            Ok(SaleRecord {
+                sale_id: parse_uuid(&r.get::<_, String>(0)?)?,
+                terminal_seq: r.get(1)?,
+                lease_id: parse_uuid(&r.get::<_, String>(2)?)?,
+                slot_id: parse_slot(&r.get::<_, String>(3)?)?,
+                shift_id: parse_uuid(&r.get::<_, String>(4)?)?,
+                cashier: r.get(5)?,
+                created_at: from_ms(r.get(6)?),
+                lines,
+                total: Money::new(total, currency),
+                admissions: r.get(10)?,
+                payment: Payment {
+                    method: if method == "card" {
+                        PaymentMethod::Card
+                    } else {
+                        PaymentMethod::Cash
+                    },
+                    amount: total,
+                    tendered: r.get(12)?,
+                    change: r.get(13)?,
+                },
+                tickets: Vec::new(),
+            })
+        })?;
+        sales = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    }
+    {
+        let mut stmt =
+            tx.prepare_cached("SELECT ticket_id, product_id, admits, code FROM tickets WHERE sale_id = ?1 ORDER BY rowid")?;
+        for sale in &mut sales {
+            sale.tickets = stmt
+                .query_map(params![sale.sale_id.to_string()], |r| {
+                    Ok(SoldTicket {
+                        ticket_id: parse_uuid(&r.get::<_, String>(0)?)?,
+                        product_id: r.get(1)?,
+                        admits: r.get(2)?,
+                        code: r.get(3)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+    }
+    let max_sent = sales.last().map(|s| s.terminal_seq).unwrap_or(acked);
+
+    let voids = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT void_id, sale_id, after_seq, at, shift_id, approved_by, reason, returned_to_lease, refund, refund_method
+             FROM voids WHERE uploaded = 0 AND after_seq <= ?1 ORDER BY after_seq, at",
+        )?;
+        let rows = stmt.query_map(params![max_sent], |r| {
+            let shift: Option<String> = r.get(4)?;
+            let method: String = r.get(9)?;
+            Ok(VoidRecord {
+                void_id: parse_uuid(&r.get::<_, String>(0)?)?,
+                sale_id: parse_uuid(&r.get::<_, String>(1)?)?,
+                after_seq: r.get(2)?,
+                at: from_ms(r.get(3)?),
+                shift_id: shift.as_deref().map(parse_uuid).transpose()?,
+                approved_by: r.get(5)?,
+                reason: r.get(6)?,
+                returned_to_lease: r.get(7)?,
+                refund: r.get(8)?,
+                refund_method: if method == "card" {
+                    PaymentMethod::Card
+                } else {
+                    PaymentMethod::Cash
+                },
+            })
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+
+    let leases = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT lease_id, slot_id, granted_total, released_total, sold, revoked FROM leases",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let granted: u32 = r.get(2)?;
+            let released: u32 = r.get(3)?;
+            let sold: u32 = r.get(4)?;
+            let revoked: bool = r.get(5)?;
+            Ok(LeaseReport {
+                lease_id: parse_uuid(&r.get::<_, String>(0)?)?,
+                slot_id: parse_slot(&r.get::<_, String>(1)?)?,
+                released_total: released,
+                unused: if revoked {
+                    0
+                } else {
+                    granted.saturating_sub(released).saturating_sub(sold)
+                },
+            })
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+
+    // Ask to be kept supplied for every slot of today still on sale, and for
+    // whatever a waiting sale needs.
+    let mut wants: BTreeMap<SlotId, u32> = BTreeMap::new();
+    {
+        let mut stmt =
+            tx.prepare_cached("SELECT slot_id FROM slots WHERE ends_at > ?1 ORDER BY slot_id")?;
+        for slot in stmt.query_map(params![now.as_millisecond()], |r| {
+            parse_slot(&r.get::<_, String>(0)?)
+        })? {
+            let slot = slot?;
+            if slot.date == today {
+                wants.insert(slot, 0);
+            }
+        }
+        let mut stmt = tx.prepare_cached("SELECT slot_id, need FROM wants")?;
+        for row in stmt.query_map([], |r| {
+            Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, u32>(1)?))
+        })? {
+            let (slot, need) = row?;
+            wants.insert(slot, need);
+        }
+    }
+
+    let own_tallies = own_tallies(&tx, max_sent)?;
+    let shifts = shifts::unsent(&tx)?;
+    let catalogue_version = local::get::<u64>(&tx, keys::CATALOGUE_VERSION)?.unwrap_or(0);
+    tx.commit()?;
+    Ok(SyncRequest {
+        device_id: identity.device_id,
+        catalogue_version,
+        sales,
+        voids,
+        leases,
+        wants: wants
+            .into_iter()
+            .map(|(slot_id, need)| LeaseWant { slot_id, need })
+            .collect(),
+        own_tallies,
+        shifts,
+    })
+}
+
+/// This counter's running totals per slot, covering sales up to `max_seq`
+/// and the voids that go with them: exactly what the server will have.
+pub(crate) fn own_tallies(
+    conn: &Connection,
+    max_seq: u64,
+) -> Result<BTreeMap<SlotId, ActorTally>, TerminalError> {
+    let mut out: BTreeMap<SlotId, ActorTally> = BTreeMap::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT slot_id, SUM(admissions) FROM sales WHERE terminal_seq <= ?1 GROUP BY slot_id",
+    )?;
+    for row in stmt.query_map(params![max_seq], |r| {
+        Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, u64>(1)?))
+    })? {
+        let (slot, sold) = row?;
+        out.entry(slot).or_default().sold = sold;
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.slot_id, SUM(s.admissions) FROM voids v JOIN sales s ON s.sale_id = v.sale_id
+         WHERE v.returned_to_lease = 1 AND v.after_seq <= ?1 GROUP BY s.slot_id",
+    )?;
+    for row in stmt.query_map(params![max_seq], |r| {
+        Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, u64>(1)?))
+    })? {
+        let (slot, voided) = row?;
+        out.entry(slot).or_default().voided = voided;
+    }
+    Ok(out)
+}
+
+/// What applying an answer changed.
+#[derive(Default)]
+pub(crate) struct Applied {
+    pub granted: u32,
+    pub returned: u32,
+}
+
+pub(crate) fn apply_response(
+    conn: &mut Connection,
+    sent: &SyncRequest,
+    response: &SyncResponse,
+    now: Timestamp,
+) -> Result<Applied, TerminalError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut applied = Applied::default();
+    let max_local: u64 = tx.query_row(
+        "SELECT COALESCE(MAX(terminal_seq), 0) FROM sales",
+        [],
+        |r| r.get(0),
+    )?;
+    let acked = acked_seq(&tx)?.max(response.acked_seq.min(max_local));
+    local::set(&tx, keys::ACKED_SEQ, &acked)?;
+    {
+        let mut stmt = tx.prepare_cached("UPDATE voids SET uploaded = 1 WHERE void_id = ?1")?;
+        for id in &response.voids_acked {
+            stmt.execute(params![id.to_string()])?;
+        }
+    }
+    shifts::mark_uploaded(&tx, &response.shifts_acked)?;
+
+    for grant in &response.leases {
+        let existing = lease_for(&tx, grant.slot_id)?;
+        match existing {
+            None => {
+                tx.execute(
+                    "INSERT INTO leases (lease_id, slot_id, granted_total, released_total, sold, revoked) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                    params![
+                        grant.lease_id.to_string(),
+                        grant.slot_id.to_string(),
+                        grant.granted_total,
+                        grant.released_total,
+                        grant.revoked
+                    ],
+                )?;
+                applied.granted += grant.granted_total.saturating_sub(grant.released_total);
+            }
+            Some(lease) => {
+                if lease.lease_id != grant.lease_id {
+                    tracing::warn!(slot = %grant.slot_id, "server names another lease for this slot; keeping ours");
+                    continue;
+                }
+                let granted = lease.granted_total.max(grant.granted_total);
+                let released = lease.released_total.max(grant.released_total);
+                applied.granted += granted - lease.granted_total;
+                tx.execute(
+                    "UPDATE leases SET granted_total = ?2, released_total = ?3, revoked = ?4 WHERE lease_id = ?1",
+                    params![lease.lease_id.to_string(), granted, released, lease.revoked || grant.revoked],
+                )?;
+            }
+        }
+        if grant.recall > 0 && !grant.revoked {
+            if let Some(lease) = lease_for(&tx, grant.slot_id)? {
+                let give = grant.recall.min(lease.left());
+                if give > 0 {
+                    tx.execute(
+                        "UPDATE leases SET released_total = released_total + ?2 WHERE lease_id = ?1",
+                        params![lease.lease_id.to_string(), give],
+                    )?;
+                    applied.returned += give;
+                }
+            }
+        }
+    }
+    // A want is met once the lease covers it.
+    tx.execute(
+        "DELETE FROM wants WHERE need <= (SELECT granted_total - released_total - sold FROM leases l
+                                          WHERE l.slot_id = wants.slot_id AND l.revoked = 0)",
+        [],
+    )?;
+    if let Some(catalogue) = &response.catalogue {
+        local::set(&tx, keys::CATALOGUE, catalogue)?;
+        local::set(&tx, keys::CATALOGUE_VERSION, &response.catalogue_version)?;
+    }
+    local::set(&tx, keys::STAFF, &response.staff)?;
+    local::set(&tx, keys::PUBLIC_KEYS, &response.keys)?;
+    local::set(&tx, keys::TALLIES, &response.tallies)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO slots (slot_id, starts_at, ends_at, window_minutes, capacity, available, sold, as_of)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (slot_id) DO UPDATE SET capacity = excluded.capacity, available = excluded.available,
+                 sold = excluded.sold, as_of = excluded.as_of, starts_at = excluded.starts_at, ends_at = excluded.ends_at",
+        )?;
+        for s in &response.slots {
+            let window =
+                ((s.ends_at.as_millisecond() - s.starts_at.as_millisecond()) / 60_000) as u16;
+            stmt.execute(params![
+                s.slot_id.to_string(),
+                s.starts_at.as_millisecond(),
+                s.ends_at.as_millisecond(),
+                window,
+                s.capacity,
+                s.available,
+                s.sold,
+                response.server_time.as_millisecond()
+            ])?;
+        }
+    }
+    local::set(&tx, keys::LAST_SYNC_AT, &now)?;
+    local::set(&tx, keys::ONLINE, &true)?;
+    local::set(&tx, keys::LAST_SYNC_ERROR, &Option::<String>::None)?;
+    tx.commit()?;
+    let _ = sent;
+    Ok(applied)
+}
+
+pub(crate) fn record_failure(
+    conn: &Connection,
+    error: &TerminalError,
+) -> Result<(), TerminalError> {
+    local::set(conn, keys::ONLINE, &false)?;
+    local::set(conn, keys::LAST_SYNC_ERROR, &Some(error.to_string()))?;
+    Ok(())
+}
+
+/// Sends one request; network trouble is `Offline`, a refusal `Refused`.
+pub(crate) async fn post<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: &B,
+    timeout: Duration,
+) -> Result<R, TerminalError> {
+    let mut request = http.post(url).json(body).timeout(timeout);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| TerminalError::Offline(describe(&e)))?;
+    read(response).await
+}
+
+pub(crate) async fn read<R: serde::de::DeserializeOwned>(
+    response: reqwest::Response,
+) -> Result<R, TerminalError> {
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| TerminalError::Offline(describe(&e)))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            TerminalError::Refused(format!("unexpected answer from the server: {e}"))
+        });
+    }
+    let message = serde_json::from_slice::<ErrorBody>(&bytes)
+        .map(|b| b.error.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+    if status.is_server_error() {
+        Err(TerminalError::Offline(format!(
+            "server error {}: {message}",
+            status.as_u16()
+        )))
+    } else {
+        Err(TerminalError::Refused(message))
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "no answer in time".into()
+    } else if e.is_connect() {
+        "cannot connect".into()
+    } else {
+        e.to_string()
+    }
+}

@@ -1,0 +1,71 @@
+//! Shared setup: a real server process and real terminals, each with its own
+//! data directory (its own SQLite file), on the server's shifted clock.
+
+#![allow(dead_code)]
+
+use tessera_core::clock::Clock;
+use tessera_core::pricing::CartLine;
+use tessera_core::slot::SlotId;
+use tessera_server::testkit::ServerProcess;
+use tessera_terminal::views::{PaymentRequest, SaleRequest};
+use tessera_terminal::Terminal;
+
+pub struct Counter {
+    pub dir: tempfile::TempDir,
+    pub t: Terminal,
+}
+
+pub fn clock(server: &ServerProcess) -> Clock {
+    Clock::with_offset_secs(server.offset_secs)
+}
+
+/// Enrols a counter and opens Camille's shift with a 200.00 float.
+pub async fn counter(server: &ServerProcess, name: &str) -> Counter {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let code = server.enrolment_code("counter", name);
+    let t = Terminal::enrol_with_clock(dir.path(), &server.url, &code, name, clock(server))
+        .await
+        .expect("enrol");
+    t.open_shift("1111", 20_000).expect("open shift");
+    Counter { dir, t }
+}
+
+pub fn items(list: &[(&str, u32)]) -> Vec<CartLine> {
+    list.iter()
+        .map(|(p, q)| CartLine {
+            product_id: p.to_string(),
+            quantity: *q,
+            membership_numbers: vec![],
+        })
+        .collect()
+}
+
+pub fn cash_sale(slot: SlotId, list: &[(&str, u32)], tendered: i64) -> SaleRequest {
+    SaleRequest {
+        slot_id: slot,
+        items: items(list),
+        payment: PaymentRequest::Cash { tendered },
+    }
+}
+
+pub fn card_sale(slot: SlotId, list: &[(&str, u32)]) -> SaleRequest {
+    SaleRequest {
+        slot_id: slot,
+        items: items(list),
+        payment: PaymentRequest::Card,
+    }
+}
+
+pub fn lease_left(t: &Terminal, slot: SlotId) -> u32 {
+    t.slots_today()
+        .expect("slots")
+        .into_iter()
+        .find(|s| s.slot_id == slot)
+        .map(|s| s.lease_left)
+        .unwrap_or(0)
+}
+
+/// Counts in the server's database.
+pub fn server_count(server: &ServerProcess, sql: &str) -> i64 {
+    server.db().query_row(sql, [], |r| r.get(0)).expect("count")
+}
