@@ -453,6 +453,7 @@ impl Terminal {
             }
             other => other?,
         };
+        crash_point("abort-after-sale-commit");
         self.inner.wake.notify_one();
         let printed = self.print_sale(&sale, false).await;
         Ok(SaleDone { sale, printed })
@@ -639,6 +640,14 @@ impl Terminal {
         ))
     }
 
+    /// What the next sync round would send (the outbox and lease reports),
+    /// for diagnostics.
+    pub fn pending_sync_request(&self) -> Result<tessera_core::api::sync::SyncRequest, TerminalError> {
+        let tz = self.catalogue().and_then(|c| Self::tz(&c))?;
+        let today = self.inner.clock.now().to_zoned(tz).date();
+        sync::build_request(&mut self.db(), &self.inner.identity, self.inner.clock.now(), today)
+    }
+
     /// One sync round now (more if there is more to upload or places to give
     /// back), at most one at a time.
     pub async fn sync_now(&self) -> Result<SyncSummary, TerminalError> {
@@ -740,6 +749,15 @@ impl Terminal {
                 }
             }
         })
+    }
+}
+
+/// Lets a test kill the process at a precise point (`TESSERA_FAILPOINT`), to
+/// prove that what was committed before it survives. Not set, it does nothing.
+fn crash_point(name: &str) {
+    if std::env::var("TESSERA_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
     }
 }
 

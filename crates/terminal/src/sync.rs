@@ -151,6 +151,7 @@ pub(crate) fn build_request(
             Ok(LeaseReport {
                 lease_id: parse_uuid(&r.get::<_, String>(0)?)?,
                 slot_id: parse_slot(&r.get::<_, String>(1)?)?,
+                granted_total: granted,
                 released_total: released,
                 unused: if revoked {
                     0

@@ -544,29 +544,28 @@ fn apply(
         let Some(lease) = ctx.state.leases.get_mut(&report.lease_id) else {
             continue;
         };
-        lease.unused_reported = report.unused;
-        if report.released_total <= lease.totals.released_total {
-            continue;
-        }
-        let delta = report.released_total - lease.totals.released_total;
-        lease.totals.released_total = report.released_total;
-        let revoked = lease.revoked_escrow.is_some();
+        // Read the report against what happened since it was written (grants
+        // it had not heard of, releases it did not know), so an old or
+        // replayed report cannot make the lease look emptier than it is.
+        let released_after = lease.totals.released_total.max(report.released_total);
+        let heard_of = lease.totals.granted_total.saturating_sub(report.granted_total);
+        lease.unused_reported =
+            (report.unused + heard_of).saturating_sub(released_after - report.released_total);
+        let delta = released_after - lease.totals.released_total;
+        lease.totals.released_total = released_after;
         let slot = lease.slot;
-        if !revoked {
+        if delta > 0 && lease.revoked_escrow.is_none() {
             if let Some(row) = ctx.state.slots.get_mut(&slot) {
                 row.ledger.shrink_lease(delta)?;
             }
+            ctx.state.dirty_slots.insert(slot);
         }
-        ctx.state.dirty_slots.insert(slot);
+        let unused = lease.unused_reported;
         ctx.tx
             .prepare_cached(
                 "UPDATE leases SET released_total = ?2, unused_reported = ?3 WHERE lease_id = ?1",
             )?
-            .execute(params![
-                report.lease_id.to_string(),
-                report.released_total,
-                report.unused
-            ])?;
+            .execute(params![report.lease_id.to_string(), released_after, unused])?;
     }
 
     for (slot, totals) in &request.own_tallies {

@@ -132,8 +132,11 @@ pub struct VoidRecord {
 pub struct LeaseReport {
     pub lease_id: Uuid,
     pub slot_id: SlotId,
+    /// The grants the terminal had heard of when it wrote this report, so a
+    /// late or replayed report can be read against newer grants.
+    pub granted_total: u32,
     pub released_total: u32,
-    /// Places the terminal can still sell from this lease.
+    /// Places the terminal could still sell from this lease.
     pub unused: u32,
 }
 

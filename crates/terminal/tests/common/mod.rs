@@ -69,3 +69,33 @@ pub fn lease_left(t: &Terminal, slot: SlotId) -> u32 {
 pub fn server_count(server: &ServerProcess, sql: &str) -> i64 {
     server.db().query_row(sql, [], |r| r.get(0)).expect("count")
 }
+
+/// The device token, read from the terminal's own database (tests only: it
+/// is never printed or logged by the terminal).
+pub fn token_of(c: &Counter) -> String {
+    let conn = rusqlite::Connection::open(c.dir.path().join("terminal.db")).expect("terminal db");
+    let json: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'identity'", [], |r| r.get(0))
+        .expect("identity");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("identity json");
+    v["token"].as_str().expect("token").to_string()
+}
+
+/// A snapshot of everything a sync can change on the server.
+pub fn server_books(server: &ServerProcess) -> Vec<i64> {
+    [
+        "SELECT COUNT(*) FROM sales",
+        "SELECT COALESCE(SUM(admissions), 0) FROM sales",
+        "SELECT COUNT(*) FROM tickets",
+        "SELECT COUNT(*) FROM counter_voids",
+        "SELECT COALESCE(SUM(granted_total), 0) FROM leases",
+        "SELECT COALESCE(SUM(released_total), 0) FROM leases",
+        "SELECT COALESCE(SUM(sold), 0) FROM leases",
+        "SELECT COUNT(*) FROM leases",
+        "SELECT COUNT(*) FROM shifts",
+        "SELECT COALESCE(SUM(acked_seq), 0) FROM device_sync",
+    ]
+    .iter()
+    .map(|q| server_count(server, q))
+    .collect()
+}
