@@ -642,10 +642,17 @@ impl Terminal {
 
     /// What the next sync round would send (the outbox and lease reports),
     /// for diagnostics.
-    pub fn pending_sync_request(&self) -> Result<tessera_core::api::sync::SyncRequest, TerminalError> {
+    pub fn pending_sync_request(
+        &self,
+    ) -> Result<tessera_core::api::sync::SyncRequest, TerminalError> {
         let tz = self.catalogue().and_then(|c| Self::tz(&c))?;
         let today = self.inner.clock.now().to_zoned(tz).date();
-        sync::build_request(&mut self.db(), &self.inner.identity, self.inner.clock.now(), today)
+        sync::build_request(
+            &mut self.db(),
+            &self.inner.identity,
+            self.inner.clock.now(),
+            today,
+        )
     }
 
     /// One sync round now (more if there is more to upload or places to give

@@ -13,7 +13,9 @@ async fn replayed_and_reordered_sync_bodies_change_nothing() {
     let c = counter(&server, "Counter 1").await;
     let s = slot(server.day, "14:00");
     for i in 0..4 {
-        c.t.sell(cash_sale(s, &[("adult", 1), ("child", 1)], 2000 + i)).await.unwrap();
+        c.t.sell(cash_sale(s, &[("adult", 1), ("child", 1)], 2000 + i))
+            .await
+            .unwrap();
     }
     let body = c.t.pending_sync_request().unwrap();
     assert_eq!(body.sales.len(), 4);
@@ -22,7 +24,11 @@ async fn replayed_and_reordered_sync_bodies_change_nothing() {
     let post = |b: String| {
         let api = api.clone();
         let token = token.clone();
-        async move { api.post_raw("/v1/sync", &[("authorization", &token)], &b).await.unwrap() }
+        async move {
+            api.post_raw("/v1/sync", &[("authorization", &token)], &b)
+                .await
+                .unwrap()
+        }
     };
 
     // Out of order: the last sale alone first. Stored, but the gap keeps the
@@ -49,12 +55,20 @@ async fn replayed_and_reordered_sync_bodies_change_nothing() {
         assert_eq!(reply["sales_duplicate"], 4);
     }
     let replies = futures_join(&post, &full, 5).await;
-    assert!(replies.iter().all(|(st, r)| *st == StatusCode::OK && r["acked_seq"] == 4));
+    assert!(replies
+        .iter()
+        .all(|(st, r)| *st == StatusCode::OK && r["acked_seq"] == 4));
     // The earliest body (only sale 4) replayed late changes nothing either.
     post(serde_json::to_string(&tail).unwrap()).await;
     assert_eq!(server_books(&server), books);
     assert_eq!(server_count(&server, "SELECT COUNT(*) FROM sales"), 4);
-    assert_eq!(server_count(&server, "SELECT COUNT(*) FROM tickets WHERE channel = 'counter'"), 8);
+    assert_eq!(
+        server_count(
+            &server,
+            "SELECT COUNT(*) FROM tickets WHERE channel = 'counter'"
+        ),
+        8
+    );
 
     // The terminal's own next sync agrees.
     let summary = c.t.sync_now().await.unwrap();
@@ -62,12 +76,18 @@ async fn replayed_and_reordered_sync_bodies_change_nothing() {
     assert_eq!(server_books(&server)[0..4], books[0..4]);
 }
 
-async fn futures_join<F, Fut>(post: &F, body: &str, n: usize) -> Vec<(StatusCode, serde_json::Value)>
+async fn futures_join<F, Fut>(
+    post: &F,
+    body: &str,
+    n: usize,
+) -> Vec<(StatusCode, serde_json::Value)>
 where
     F: Fn(String) -> Fut,
     Fut: std::future::Future<Output = (StatusCode, serde_json::Value)> + Send + 'static,
 {
-    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(post(body.to_string()))).collect();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(post(body.to_string())))
+        .collect();
     let mut out = Vec::new();
     for t in tasks {
         out.push(t.await.unwrap());

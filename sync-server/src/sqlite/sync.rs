@@ -548,7 +548,10 @@ fn apply(
         // it had not heard of, releases it did not know), so an old or
         // replayed report cannot make the lease look emptier than it is.
         let released_after = lease.totals.released_total.max(report.released_total);
-        let heard_of = lease.totals.granted_total.saturating_sub(report.granted_total);
+        let heard_of = lease
+            .totals
+            .granted_total
+            .saturating_sub(report.granted_total);
         lease.unused_reported =
             (report.unused + heard_of).saturating_sub(released_after - report.released_total);
         let delta = released_after - lease.totals.released_total;

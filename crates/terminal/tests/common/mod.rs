@@ -75,7 +75,9 @@ pub fn server_count(server: &ServerProcess, sql: &str) -> i64 {
 pub fn token_of(c: &Counter) -> String {
     let conn = rusqlite::Connection::open(c.dir.path().join("terminal.db")).expect("terminal db");
     let json: String = conn
-        .query_row("SELECT value FROM meta WHERE key = 'identity'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'identity'", [], |r| {
+            r.get(0)
+        })
         .expect("identity");
     let v: serde_json::Value = serde_json::from_str(&json).expect("identity json");
     v["token"].as_str().expect("token").to_string()
