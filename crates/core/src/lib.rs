@@ -11,6 +11,7 @@ pub mod admission;
 pub mod api;
 pub mod catalogue;
 pub mod clock;
+pub mod fixture;
 pub mod ids;
 pub mod inventory;
 pub mod money;

@@ -11,7 +11,7 @@ use tessera_core::api::devices::Role;
 use tessera_core::catalogue::Catalogue;
 use tessera_core::inventory::{InventoryError, SlotLedger};
 use tessera_core::slot::SlotId;
-use tessera_core::staff::{StaffFixture, StaffMember, StaffRole};
+use tessera_core::staff::{StaffMember, StaffRole};
 use tessera_core::ticket_code::TicketSigner;
 
 use super::schema::{self, OpenError};
@@ -115,19 +115,7 @@ pub fn init(
     })
 }
 
-/// The fixture file is the catalogue plus an optional `[[staff]]` list, which
-/// is kept apart because the catalogue is public and PINs are not.
-pub fn parse_fixtures(text: &str) -> Result<(Catalogue, Vec<StaffFixture>), String> {
-    let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
-    let staff = match table.remove("staff") {
-        Some(value) => value
-            .try_into::<Vec<StaffFixture>>()
-            .map_err(|e| format!("[[staff]]: {e}"))?,
-        None => Vec::new(),
-    };
-    let catalogue: Catalogue = table.try_into().map_err(|e| e.to_string())?;
-    Ok((catalogue, staff))
-}
+pub use tessera_core::fixture::parse_fixture as parse_fixtures;
 
 pub(crate) fn staff_role(role: StaffRole) -> &'static str {
     match role {
