@@ -107,5 +107,6 @@ pub async fn start(
     })
 }
 
+pub mod reports;
 #[cfg(feature = "testkit")]
 pub mod testkit;

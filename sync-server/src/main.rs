@@ -83,6 +83,28 @@ enum Command {
         #[arg(long, default_value = "operator")]
         by: String,
     },
+    /// Revoke a lost or stolen device: its token stops working and gates
+    /// refuse the tickets it signed.
+    RevokeDevice {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+        /// Device id or name.
+        #[arg(long)]
+        device: String,
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
+    /// The day's reconciliation: online and each counter, cash drawers,
+    /// everything missing, slots, gate conflicts.
+    Report {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+        /// YYYY-MM-DD (default: today in the museum's zone)
+        #[arg(long)]
+        date: Option<String>,
+        #[arg(long, default_value = "text", value_parser = ["text", "json", "csv"])]
+        format: String,
+    },
     /// Change a slot's capacity (also while the server runs).
     Capacity {
         #[arg(long, env = "TESSERA_DB")]
@@ -217,6 +239,27 @@ fn run(cli: Cli) -> Result<()> {
                     "revoked lease {} of {} for {}: {} reported sold, {} places back on sale; late sales from it will be flagged",
                     r.lease_id, r.device, r.slot_id, r.sold, r.returned
                 );
+            }
+        }
+        Command::RevokeDevice { db, device, by } => {
+            let name = admin::revoke_device(&db, device.trim(), &by, clock.now())?;
+            println!("revoked {name:?}: its token no longer works; gates refuse its tickets after their next sync");
+        }
+        Command::Report { db, date, format } => {
+            let conn = tessera_server::sqlite::schema::open(&db)?;
+            let catalogue = admin::catalogue(&conn)?;
+            let date = match date {
+                Some(d) => tessera_core::slot::parse_date(&d)?,
+                None => clock.now().to_zoned(catalogue.time_zone()?).date(),
+            };
+            let report = tessera_server::reports::day_report(&conn, &catalogue, date, clock.now())?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+                "csv" => print!("{}", tessera_server::reports::to_csv(&report)),
+                _ => print!("{}", tessera_server::reports::to_text(&report)),
+            }
+            if let Err(e) = report.check() {
+                anyhow::bail!("the report does not add up: {e}");
             }
         }
         Command::Capacity { db, slot, set } => {

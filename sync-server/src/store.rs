@@ -6,17 +6,22 @@ use std::future::Future;
 use std::sync::Arc;
 
 use jiff::civil::Date;
+use tessera_core::admission::EntryPolicy;
 use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys, Role};
 use tessera_core::api::gate::Redemption;
+use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse};
 use tessera_core::api::online::{Availability, ConfirmRequest};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
+use tessera_core::staff::StaffMember;
 use tessera_core::ticket_code::{KeyRing, TicketClaims};
 use uuid::Uuid;
 
 use crate::error::ServiceError;
+use crate::reports::DayReport;
+use crate::sqlite::admin::{LeaseInfo, Revoked};
 
 /// An enrolled device, as its bearer token identifies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +97,37 @@ pub trait Store: Send + Sync + 'static {
         device: DeviceInfo,
         request: SyncRequest,
     ) -> impl Future<Output = Result<SyncResponse, ServiceError>> + Send;
+
+    /// A gate's (or a counter in gate mode's) offline scans in, what it needs
+    /// to decide offline out.
+    fn gate_sync(
+        &self,
+        gate: DeviceInfo,
+        request: GateSyncRequest,
+        entry: EntryPolicy,
+    ) -> impl Future<Output = Result<GateSyncResponse, ServiceError>> + Send;
+
+    /// The staff member with this PIN, if a supervisor.
+    fn supervisor_with_pin(&self, pin: &str) -> Option<StaffMember>;
+
+    /// The reconciliation of one museum day (read-only).
+    fn day_report(
+        &self,
+        date: Date,
+    ) -> impl Future<Output = Result<DayReport, ServiceError>> + Send;
+
+    /// A day's counter leases.
+    fn leases(
+        &self,
+        date: Date,
+    ) -> impl Future<Output = Result<Vec<LeaseInfo>, ServiceError>> + Send;
+
+    /// Revokes a dead counter's lease (logged with `actor`).
+    fn revoke_lease(
+        &self,
+        lease: Uuid,
+        actor: String,
+    ) -> impl Future<Output = Result<Revoked, ServiceError>> + Send;
 
     /// True while the writer runs and the database answers.
     fn healthy(&self) -> impl Future<Output = bool> + Send;

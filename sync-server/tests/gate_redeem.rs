@@ -97,7 +97,7 @@ async fn gate_admits_once_and_explains_every_refusal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_gates_redeem() {
+async fn a_counter_in_gate_mode_redeems_and_its_key_is_published() {
     let server = ServerProcess::start_at("11:05", &[]);
     let api = server.api();
     let key = hex_key();

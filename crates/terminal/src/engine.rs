@@ -8,17 +8,20 @@ use std::time::Duration;
 
 use jiff::tz::TimeZone;
 use rusqlite::{params, Connection};
+use tessera_core::admission::DenyReason;
 use tessera_core::api::devices::{EnrolRequest, Enrolled, Role};
+use tessera_core::api::gate::RedeemResult;
 use tessera_core::catalogue::Catalogue;
 use tessera_core::clock::Clock;
 use tessera_core::pricing::{price_cart, CartLimits, CartLine, Channel};
 use tessera_core::slot::SlotId;
 use tessera_core::staff::{who_has_pin, StaffMember};
 use tessera_core::tally::Tallies;
-use tessera_core::ticket_code::TicketSigner;
+use tessera_core::ticket_code::{normalize_scanned, TicketSigner};
 use uuid::Uuid;
 
 use crate::error::TerminalError;
+use crate::gate::{self, GateCache};
 use crate::local::{self, keys, Identity};
 use crate::printer::{self, PrintOutcomeKind, PrinterSpec};
 use crate::receipt::{Receipt, TextDocument};
@@ -26,8 +29,8 @@ use crate::sales::{self, parse_slot, SellContext};
 use crate::shifts;
 use crate::sync;
 use crate::views::{
-    PrintOutcome, ProductView, Quote, ReportKind, SaleDone, SaleRequest, SaleView, ShiftReport,
-    ShiftView, SlotStatus, StaffView, Status, SyncSummary, VoidDone,
+    PrintOutcome, ProductView, Quote, ReportKind, SaleDone, SaleRequest, SaleView, ScanView,
+    ShiftReport, ShiftView, SlotStatus, StaffView, Status, SyncSummary, VoidDone,
 };
 
 /// How often an online terminal syncs (`TESSERA_SYNC_INTERVAL_MS` overrides).
@@ -37,6 +40,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A cashier waits at most this long for a lease refill before being told.
 const REFILL_TIMEOUT: Duration = Duration::from_secs(3);
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(20);
+/// An online redeem that takes longer is abandoned for an offline decision.
+const GATE_TIMEOUT: Duration = Duration::from_millis(300);
+/// After a failed online redeem, decide offline for this long.
+const GATE_OFFLINE_HOLD: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Terminal {
@@ -53,6 +60,11 @@ struct Inner {
     sync_lock: tokio::sync::Mutex<()>,
     wake: tokio::sync::Notify,
     interval: Duration,
+    /// Gate mode's decision data, loaded on first scan, dropped after syncs.
+    gate: std::sync::RwLock<Option<Arc<GateCache>>>,
+    /// When an online redeem last failed: for a few seconds after, scans are
+    /// decided offline straight away instead of waiting for a dead network.
+    gate_offline_until: Mutex<Option<std::time::Instant>>,
 }
 
 fn http_client() -> Result<reqwest::Client, TerminalError> {
@@ -112,6 +124,8 @@ impl Terminal {
                 sync_lock: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
                 interval,
+                gate: std::sync::RwLock::new(None),
+                gate_offline_until: Mutex::new(None),
             }),
         })
     }
@@ -192,11 +206,9 @@ impl Terminal {
             local::set(&conn, keys::PRINTER, "none")?;
         }
         let terminal = Terminal::open_with_clock(dir, clock)?;
-        if identity.role == Role::Counter {
-            // The first sync brings the catalogue; without it nothing can be
-            // sold, so a failure here is worth reporting.
-            terminal.sync_now().await?;
-        }
+        // The first sync brings the catalogue and keys; without them nothing
+        // can be sold or scanned, so a failure here is worth reporting.
+        terminal.sync_now().await?;
         Ok(terminal)
     }
 
@@ -303,7 +315,7 @@ impl Terminal {
             pending_shifts: count(
                 "SELECT COUNT(*) FROM shifts WHERE closed_at IS NOT NULL AND uploaded = 0",
             )?,
-            pending_scans: 0,
+            pending_scans: gate::pending(&conn)?,
             shift: shifts::current(&conn)?,
             printer: local::get::<String>(&conn, keys::PRINTER)?.unwrap_or_else(|| "none".into()),
             now: self.inner.clock.now(),
@@ -658,7 +670,308 @@ impl Terminal {
     /// One sync round now (more if there is more to upload or places to give
     /// back), at most one at a time.
     pub async fn sync_now(&self) -> Result<SyncSummary, TerminalError> {
-        self.sync_with_timeout(UPLOAD_TIMEOUT).await
+        match self.inner.identity.role {
+            Role::Counter => {
+                let summary = self.sync_with_timeout(UPLOAD_TIMEOUT).await?;
+                // A counter can work the gate too: keep its scans and
+                // revocation list current.
+                self.gate_sync_now().await?;
+                Ok(summary)
+            }
+            _ => {
+                self.gate_sync_now().await?;
+                Ok(SyncSummary {
+                    uploaded_sales: 0,
+                    acked_seq: 0,
+                    pending_sales: 0,
+                    leases_granted: 0,
+                    places_returned: 0,
+                })
+            }
+        }
+    }
+
+    /// Uploads offline scans; fetches keys, voided tickets and entry policy.
+    pub async fn gate_sync_now(&self) -> Result<u32, TerminalError> {
+        let _guard = self.inner.sync_lock.lock().await;
+        let request = gate::build_request(&self.db(), &self.inner.identity)?;
+        let sent = request.scans.len() as u32;
+        let url = format!("{}/v1/gate/sync", self.inner.identity.server_url);
+        let response: Result<tessera_core::api::gate_sync::GateSyncResponse, _> = sync::post(
+            &self.inner.http,
+            &url,
+            Some(&self.inner.identity.token),
+            &request,
+            UPLOAD_TIMEOUT,
+        )
+        .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = sync::record_failure(&self.db(), &e);
+                return Err(e);
+            }
+        };
+        gate::apply_response(&mut self.db(), &response, self.inner.clock.now())?;
+        self.forget_gate_cache();
+        if response.conflicts > 0 {
+            tracing::warn!(
+                conflicts = response.conflicts,
+                "tickets this gate admitted offline were also admitted elsewhere"
+            );
+        }
+        Ok(sent)
+    }
+
+    fn forget_gate_cache(&self) {
+        *self.inner.gate.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn gate_cache(&self) -> Result<Arc<GateCache>, TerminalError> {
+        if let Some(cache) = self
+            .inner
+            .gate
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok(cache.clone());
+        }
+        let cache = Arc::new(gate::load_cache(&self.db())?);
+        *self.inner.gate.write().unwrap_or_else(|p| p.into_inner()) = Some(cache.clone());
+        Ok(cache)
+    }
+
+    /// Scans a ticket at the gate: decided here from the code (signature,
+    /// day, window, voided), then redeemed at the server within 300 ms, or,
+    /// if the server does not answer in time, admitted offline and uploaded
+    /// later (the answer says so).
+    pub async fn scan(&self, code: &str) -> Result<ScanView, TerminalError> {
+        let started = std::time::Instant::now();
+        let code = normalize_scanned(code);
+        let cache = self.gate_cache()?;
+        let now = self.inner.clock.now();
+        let day_start = now
+            .to_zoned(cache.tz.clone())
+            .start_of_day()
+            .map_err(|e| TerminalError::Storage(e.to_string()))?
+            .timestamp()
+            .as_millisecond();
+        let mut view = ScanView {
+            result: RedeemResult::Denied,
+            reason: None,
+            message: String::new(),
+            ticket_id: None,
+            product_id: None,
+            product_name: None,
+            admits: None,
+            slot_id: None,
+            first_used_at: None,
+            first_used_by: None,
+            offline: true,
+            admitted_today: 0,
+            decided_in_us: 0,
+        };
+        let finish = |mut v: ScanView, this: &Terminal| -> Result<ScanView, TerminalError> {
+            v.admitted_today = gate::admitted_since(&this.db(), day_start)?;
+            v.decided_in_us = started.elapsed().as_micros() as u64;
+            Ok(v)
+        };
+        let claims = match gate::precheck(&cache, &code, now) {
+            Ok(c) => c,
+            Err((reason, claims)) => {
+                view.reason = Some(reason);
+                view.message = reason.explain().to_string();
+                if let Some(c) = claims {
+                    view.message = format!(
+                        "{} ({} on {})",
+                        reason.explain(),
+                        c.slot.hhmm(),
+                        c.slot.date
+                    );
+                    describe(&mut view, &c, &cache);
+                }
+                return finish(view, self);
+            }
+        };
+        describe(&mut view, &claims, &cache);
+        // Bound first: a guard in an `if let` lives through its block.
+        let first = gate::first_admission(&self.db(), claims.ticket_id)?;
+        if let Some(at) = first {
+            let at = tessera_core::clock::from_ms(at);
+            view.reason = Some(DenyReason::AlreadyUsed);
+            view.first_used_at = Some(at);
+            view.first_used_by = Some(self.inner.identity.name.clone());
+            view.message = format!(
+                "Already used at {} at this gate",
+                at.to_zoned(cache.tz.clone()).strftime("%H:%M:%S")
+            );
+            return finish(view, self);
+        }
+        let scan_id = tessera_core::ids::new_id();
+        if let Some(answer) = self.redeem_online(&code, scan_id).await {
+            view.offline = false;
+            view.result = answer.result;
+            view.reason = answer.reason;
+            view.message = answer.message;
+            view.first_used_at = answer.first_redeemed_at;
+            view.first_used_by = answer.first_redeemed_by;
+            if answer.result == RedeemResult::Admitted {
+                gate::record(&mut self.db(), scan_id, &claims, &code, now, true)?;
+            }
+            return finish(view, self);
+        }
+        // Offline: this device's own log decides, and the server merges later.
+        let recorded = gate::record(&mut self.db(), scan_id, &claims, &code, now, false)?;
+        if recorded {
+            view.result = RedeemResult::Admitted;
+            view.message = format!(
+                "Admit {} (offline: checked here, will upload)",
+                claims.admits
+            );
+            view.first_used_at = Some(now);
+            view.first_used_by = Some(self.inner.identity.name.clone());
+        } else {
+            view.reason = Some(DenyReason::AlreadyUsed);
+            view.message = "Already used at this gate".into();
+        }
+        self.inner.wake.notify_one();
+        finish(view, self)
+    }
+
+    /// The server's answer, or None if it cannot give one within 300 ms.
+    async fn redeem_online(
+        &self,
+        code: &str,
+        scan_id: Uuid,
+    ) -> Option<tessera_core::api::gate::Redemption> {
+        {
+            let until = self
+                .inner
+                .gate_offline_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if until.is_some_and(|t| std::time::Instant::now() < t) {
+                return None;
+            }
+        }
+        let url = format!("{}/v1/gate/redeem", self.inner.identity.server_url);
+        let body = serde_json::json!({"code": code, "scan_id": scan_id});
+        let result = tokio::time::timeout(
+            GATE_TIMEOUT,
+            sync::post::<_, tessera_core::api::gate::Redemption>(
+                &self.inner.http,
+                &url,
+                Some(&self.inner.identity.token),
+                &body,
+                GATE_TIMEOUT,
+            ),
+        )
+        .await;
+        match result {
+            Ok(Ok(answer)) => Some(answer),
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "gate falls back to offline");
+                self.gate_offline_for(GATE_OFFLINE_HOLD);
+                None
+            }
+            Err(_) => {
+                tracing::info!("server did not answer within 300 ms; gate falls back to offline");
+                self.gate_offline_for(GATE_OFFLINE_HOLD);
+                None
+            }
+        }
+    }
+
+    fn gate_offline_for(&self, hold: Duration) {
+        *self
+            .inner
+            .gate_offline_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now() + hold);
+    }
+
+    async fn supervisor_get(
+        &self,
+        pin: &str,
+        path: &str,
+    ) -> Result<reqwest::Response, TerminalError> {
+        self.inner
+            .http
+            .get(format!("{}{path}", self.inner.identity.server_url))
+            .bearer_auth(&self.inner.identity.token)
+            .header("x-supervisor-pin", pin.trim())
+            .timeout(UPLOAD_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| TerminalError::Offline(e.to_string()))
+    }
+
+    /// The server's day report (needs the network and a supervisor's PIN).
+    pub async fn day_report(
+        &self,
+        supervisor_pin: &str,
+        date: jiff::civil::Date,
+    ) -> Result<serde_json::Value, TerminalError> {
+        let response = self
+            .supervisor_get(supervisor_pin, &format!("/v1/reports/day?date={date}"))
+            .await?;
+        sync::read(response).await
+    }
+
+    /// The day report as CSV, for a spreadsheet.
+    pub async fn day_report_csv(
+        &self,
+        supervisor_pin: &str,
+        date: jiff::civil::Date,
+    ) -> Result<String, TerminalError> {
+        let response = self
+            .supervisor_get(
+                supervisor_pin,
+                &format!("/v1/reports/day?date={date}&format=csv"),
+            )
+            .await?;
+        if !response.status().is_success() {
+            return sync::read::<String>(response).await;
+        }
+        response
+            .text()
+            .await
+            .map_err(|e| TerminalError::Offline(e.to_string()))
+    }
+
+    /// The counters' leases of a day, for choosing one to revoke.
+    pub async fn leases(
+        &self,
+        supervisor_pin: &str,
+        date: jiff::civil::Date,
+    ) -> Result<serde_json::Value, TerminalError> {
+        let response = self
+            .supervisor_get(supervisor_pin, &format!("/v1/leases?date={date}"))
+            .await?;
+        sync::read(response).await
+    }
+
+    /// Revokes a dead counter's lease at the server.
+    pub async fn revoke_lease(
+        &self,
+        supervisor_pin: &str,
+        lease_id: Uuid,
+    ) -> Result<serde_json::Value, TerminalError> {
+        let response = self
+            .inner
+            .http
+            .post(format!(
+                "{}/v1/leases/{lease_id}/revoke",
+                self.inner.identity.server_url
+            ))
+            .bearer_auth(&self.inner.identity.token)
+            .header("x-supervisor-pin", supervisor_pin.trim())
+            .timeout(UPLOAD_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| TerminalError::Offline(e.to_string()))?;
+        sync::read(response).await
     }
 
     async fn sync_with_timeout(&self, timeout: Duration) -> Result<SyncSummary, TerminalError> {
@@ -766,6 +1079,18 @@ fn crash_point(name: &str) {
         eprintln!("failpoint {name}: aborting");
         std::process::abort();
     }
+}
+
+fn describe(
+    view: &mut ScanView,
+    claims: &tessera_core::ticket_code::TicketClaims,
+    cache: &GateCache,
+) {
+    view.ticket_id = Some(claims.ticket_id);
+    view.product_name = cache.names.get(&claims.product_id).cloned();
+    view.product_id = Some(claims.product_id.clone());
+    view.admits = Some(claims.admits);
+    view.slot_id = Some(claims.slot);
 }
 
 fn outcome(result: Result<PrintOutcomeKind, String>) -> PrintOutcome {

@@ -8,6 +8,7 @@
 
 mod engine;
 mod error;
+mod gate;
 mod local;
 pub mod printer;
 pub mod receipt;

@@ -17,7 +17,10 @@ use crate::error::TerminalError;
 pub(crate) const DB_FILE: &str = "terminal.db";
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("../migrations/0001_init.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("../migrations/0001_init.sql")),
+        M::up(include_str!("../migrations/0002_gate.sql")),
+    ])
 }
 
 pub(crate) fn open(dir: &Path) -> Result<Connection, TerminalError> {
@@ -109,6 +112,7 @@ pub(crate) mod keys {
     pub const LAST_SYNC_ERROR: &str = "last_sync_error";
     pub const ONLINE: &str = "online";
     pub const PRINTER: &str = "printer";
+    pub const ENTRY_POLICY: &str = "entry_policy";
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand};
 use tessera_core::money::format_minor;
 use tessera_core::pricing::CartLine;
 use tessera_core::slot::SlotId;
-use tessera_terminal::views::{PaymentRequest, PrintOutcome, SaleRequest, ShiftReport};
+use tessera_terminal::views::{PaymentRequest, PrintOutcome, SaleRequest, ScanView, ShiftReport};
 use tessera_terminal::Terminal;
+use tokio::io::AsyncBufReadExt;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -98,6 +99,9 @@ enum Command {
         #[arg(long)]
         sale: String,
     },
+    /// Gate mode: scan a ticket code, or read codes from standard input one per
+    /// line, the way a keyboard-wedge barcode scanner types them.
+    Scan { code: Option<String> },
     /// Set the receipt printer (and optionally print a test page).
     Printer {
         spec: String,
@@ -199,6 +203,27 @@ fn print_outcome(p: &PrintOutcome) -> String {
             format!("RECEIPT NOT PRINTED ({message}); the sale stands: reprint it")
         }
     }
+}
+
+fn show_scan(v: &ScanView, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(v)?);
+        return Ok(());
+    }
+    let what = match (&v.product_name, v.admits) {
+        (Some(p), Some(n)) => format!("{p}, admits {n}"),
+        _ => String::new(),
+    };
+    let mode = if v.offline { " [OFFLINE]" } else { "" };
+    match v.result {
+        tessera_core::api::gate::RedeemResult::Admitted => {
+            println!("ADMIT  {what}{mode}  ({} today)", v.admitted_today)
+        }
+        tessera_core::api::gate::RedeemResult::Denied => {
+            println!("DENY   {}  {what}{mode}", v.message)
+        }
+    }
+    Ok(())
 }
 
 fn show_report(r: &ShiftReport) {
@@ -443,6 +468,28 @@ async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("{sale:?} is not a sale id"))?;
             println!("{}", print_outcome(&t.reprint(id).await?));
         }
+        Command::Scan { code } => match code {
+            Some(code) => {
+                let view = t.scan(&code).await?;
+                show_scan(&view, cli.json)?;
+                if view.result != tessera_core::api::gate::RedeemResult::Admitted {
+                    std::process::exit(2);
+                }
+            }
+            None => {
+                let _sync = t.spawn_sync_loop();
+                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+                while let Some(line) = lines.next_line().await? {
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match t.scan(&line).await {
+                        Ok(view) => show_scan(&view, cli.json)?,
+                        Err(e) => eprintln!("error: {e}"),
+                    }
+                }
+            }
+        },
         Command::Printer { spec, test } => {
             t.set_printer(&spec)?;
             println!("printer set to {spec}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use rusqlite::{params, Connection, TransactionBehavior};
 use tessera_core::api::sync::{
-    ActorTally, LeaseReport, LeaseWant, Payment, PaymentMethod, SaleRecord, SoldTicket,
+    ActorTally, LeaseReport, LeaseWant, OpenShift, Payment, PaymentMethod, SaleRecord, SoldTicket,
     SyncRequest, SyncResponse, VoidRecord,
 };
 use tessera_core::api::ErrorBody;
@@ -188,6 +188,17 @@ pub(crate) fn build_request(
 
     let own_tallies = own_tallies(&tx, max_sent)?;
     let shifts = shifts::unsent(&tx)?;
+    let last_seq: u64 = tx.query_row(
+        "SELECT COALESCE(MAX(terminal_seq), 0) FROM sales",
+        [],
+        |r| r.get(0),
+    )?;
+    let open_shift = shifts::current(&tx)?.map(|s| OpenShift {
+        shift_id: s.shift_id,
+        cashier: s.cashier,
+        opened_at: s.opened_at,
+        float: s.float,
+    });
     let catalogue_version = local::get::<u64>(&tx, keys::CATALOGUE_VERSION)?.unwrap_or(0);
     tx.commit()?;
     Ok(SyncRequest {
@@ -202,6 +213,8 @@ pub(crate) fn build_request(
             .collect(),
         own_tallies,
         shifts,
+        last_seq,
+        open_shift,
     })
 }
 

@@ -231,3 +231,25 @@ pub struct SyncSummary {
     pub leases_granted: u32,
     pub places_returned: u32,
 }
+
+/// What the gate screen shows after a scan.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScanView {
+    pub result: tessera_core::api::gate::RedeemResult,
+    pub reason: Option<tessera_core::admission::DenyReason>,
+    /// In plain words for the attendant.
+    pub message: String,
+    pub ticket_id: Option<Uuid>,
+    pub product_id: Option<String>,
+    pub product_name: Option<String>,
+    pub admits: Option<u8>,
+    pub slot_id: Option<SlotId>,
+    pub first_used_at: Option<Timestamp>,
+    pub first_used_by: Option<String>,
+    /// Decided here without the server (it did not answer in time, or is known down).
+    pub offline: bool,
+    /// Admissions made at this device today.
+    pub admitted_today: u32,
+    /// How long the decision took, in microseconds.
+    pub decided_in_us: u64,
+}

@@ -122,3 +122,37 @@ impl Device {
         }
     }
 }
+
+/// Who is acting as supervisor: a supervisor device, or a counter at which a
+/// supervisor typed their PIN (header `X-Supervisor-Pin`).
+pub struct Supervisor(pub String);
+
+impl<S: Store> FromRequestParts<AppState<S>> for Supervisor {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState<S>,
+    ) -> Result<Self, Self::Rejection> {
+        let Device(device) = Device::from_request_parts(parts, state).await?;
+        if device.role == Role::Supervisor {
+            return Ok(Supervisor(device.name));
+        }
+        let pin = parts
+            .headers
+            .get("x-supervisor-pin")
+            .and_then(|v| v.to_str().ok());
+        match (device.role, pin) {
+            (Role::Counter, Some(pin)) => match state.store.supervisor_with_pin(pin) {
+                Some(staff) => Ok(Supervisor(format!("{} at {}", staff.name, device.name))),
+                None => Err(ServiceError::Forbidden("that PIN is not a supervisor's".into())),
+            },
+            _ => Err(ServiceError::Forbidden(format!(
+                "this needs a supervisor: a supervisor device's token, or a counter's token with a supervisor's PIN \
+                 (X-Supervisor-Pin); this token belongs to {} \"{}\"",
+                device.role.as_str(),
+                device.name
+            ))),
+        }
+    }
+}

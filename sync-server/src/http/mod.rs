@@ -4,8 +4,10 @@
 mod devices;
 mod extract;
 mod gate;
+mod gate_sync;
 mod online;
 mod ops;
+mod supervisor;
 mod sync;
 
 use std::sync::Arc;
@@ -57,6 +59,16 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         .route("/v1/devices/enrol", post(devices::enrol::<S>))
         .route("/v1/keys", get(devices::keys::<S>))
         .route("/v1/gate/redeem", post(gate::redeem::<S>))
+        .route(
+            "/v1/gate/sync",
+            post(gate_sync::gate_sync::<S>).layer(DefaultBodyLimit::max(SYNC_BODY_BYTES)),
+        )
+        .route("/v1/reports/day", get(supervisor::day_report::<S>))
+        .route("/v1/leases", get(supervisor::leases::<S>))
+        .route(
+            "/v1/leases/{lease_id}/revoke",
+            post(supervisor::revoke_lease::<S>),
+        )
         .route(
             "/v1/sync",
             // A counter back from a long outage uploads hundreds of sales at once.

@@ -32,6 +32,8 @@ pub enum AdminError {
     Inventory(#[from] InventoryError),
     #[error("no such lease {0}")]
     UnknownLease(String),
+    #[error("no device with id or name {0:?}")]
+    UnknownDevice(String),
 }
 
 /// Creates the database: catalogue, the server's signing key and slots for
@@ -337,6 +339,18 @@ pub fn revoke_lease(
 ) -> Result<Revoked, AdminError> {
     let mut conn = schema::open(db)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let revoked = revoke_lease_in(&tx, lease_id, actor, now)?;
+    tx.commit()?;
+    Ok(revoked)
+}
+
+/// The revocation itself, inside the caller's transaction.
+pub(crate) fn revoke_lease_in(
+    tx: &Connection,
+    lease_id: &str,
+    actor: &str,
+    now: Timestamp,
+) -> Result<Revoked, AdminError> {
     let row: Option<(String, String, u32, u32, Option<i64>)> = tx
         .query_row(
             "SELECT d.name, l.slot_id, l.granted_total - l.released_total, l.sold, l.revoked_at
@@ -363,13 +377,12 @@ pub fn revoke_lease(
     )?;
     let returned = escrow.saturating_sub(sold);
     audit(
-        &tx,
+        tx,
         now,
         actor,
         "revoke_lease",
         &format!("lease {lease_id} of {device:?} for {slot_id}: {escrow} escrowed, {sold} reported sold, {returned} back on sale"),
     )?;
-    tx.commit()?;
     Ok(Revoked {
         lease_id: lease_id.to_string(),
         device,
@@ -378,4 +391,43 @@ pub fn revoke_lease(
         returned,
         already_revoked: false,
     })
+}
+
+/// Revokes a device (lost or stolen): its token stops working and the
+/// tickets it signed are refused at the gates from their next sync.
+pub fn revoke_device(
+    db: &Path,
+    device: &str,
+    actor: &str,
+    now: Timestamp,
+) -> Result<String, AdminError> {
+    let mut conn = schema::open(db)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let row: Option<(String, String, Option<u32>)> = tx
+        .query_row(
+            "SELECT device_id, name, key_id FROM devices WHERE device_id = ?1 OR name = ?1",
+            params![device],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let (id, name, key) = row.ok_or_else(|| AdminError::UnknownDevice(device.to_string()))?;
+    tx.execute(
+        "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE device_id = ?1",
+        params![id, now.as_millisecond()],
+    )?;
+    if let Some(key) = key {
+        tx.execute(
+            "UPDATE signing_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE key_id = ?1",
+            params![key, now.as_millisecond()],
+        )?;
+    }
+    audit(
+        &tx,
+        now,
+        actor,
+        "revoke_device",
+        &format!("{name:?} ({id})"),
+    )?;
+    tx.commit()?;
+    Ok(name)
 }

@@ -16,23 +16,28 @@ use std::time::Duration;
 
 use jiff::civil::Date;
 use rusqlite::OptionalExtension;
+use tessera_core::admission::EntryPolicy;
 use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys};
 use tessera_core::api::gate::Redemption;
+use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse};
 use tessera_core::api::online::{Availability, ConfirmRequest, SlotAvailability};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::inventory::LeasePolicy;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
+use tessera_core::staff::{who_has_pin, StaffMember};
 use tessera_core::ticket_code::{KeyRing, TicketClaims};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use self::admin::{LeaseInfo, Revoked};
 pub use self::schema::OpenError;
 use self::state::{Shared, State};
 pub use self::writer::CommitMode;
 use self::writer::{idempotent, Ctx, Fatal, Job, Reply, Writer};
 use crate::error::ServiceError;
+use crate::reports::DayReport;
 use crate::secrets;
 use crate::store::{Answer, DeviceInfo, Idem, Store};
 use tessera_core::clock::Clock;
@@ -58,6 +63,7 @@ impl Default for StoreConfig {
 }
 
 pub struct SqliteStore {
+    path: std::path::PathBuf,
     jobs: mpsc::Sender<Job>,
     lease_policy: LeasePolicy,
     shared: Arc<Shared>,
@@ -100,6 +106,7 @@ impl SqliteStore {
             .spawn(move || writer.run(rx))
             .map_err(|e| OpenError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let store = SqliteStore {
+            path: path.to_path_buf(),
             jobs,
             lease_policy: config.lease_policy,
             shared,
@@ -289,6 +296,64 @@ impl Store for SqliteStore {
         let policy = self.lease_policy;
         self.submit(move |ctx| sync::sync(ctx, &device, request, policy))
             .await
+    }
+
+    async fn gate_sync(
+        &self,
+        gate: DeviceInfo,
+        request: GateSyncRequest,
+        entry: EntryPolicy,
+    ) -> Result<GateSyncResponse, ServiceError> {
+        self.submit(move |ctx| gate::gate_sync(ctx, &gate, request, entry))
+            .await
+    }
+
+    fn supervisor_with_pin(&self, pin: &str) -> Option<StaffMember> {
+        let staff = self.shared.staff.read().unwrap_or_else(|p| p.into_inner());
+        who_has_pin(&staff, pin)
+            .filter(|s| s.may_approve())
+            .cloned()
+    }
+
+    async fn day_report(&self, date: Date) -> Result<DayReport, ServiceError> {
+        let path = self.path.clone();
+        let catalogue = self.catalogue();
+        let now = self.clock.now();
+        // A read connection of its own: WAL lets it run beside the writer.
+        tokio::task::spawn_blocking(move || {
+            let conn = schema::open(&path).map_err(|e| ServiceError::Storage(e.to_string()))?;
+            crate::reports::day_report(&conn, &catalogue, date, now)
+                .map_err(|e| ServiceError::Storage(e.to_string()))
+        })
+        .await
+        .map_err(|_| ServiceError::Unavailable)?
+    }
+
+    async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            admin::leases(&path, date).map_err(|e| ServiceError::Storage(e.to_string()))
+        })
+        .await
+        .map_err(|_| ServiceError::Unavailable)?
+    }
+
+    async fn revoke_lease(&self, lease: Uuid, actor: String) -> Result<Revoked, ServiceError> {
+        self.submit(move |ctx| {
+            let now = tessera_core::clock::from_ms(ctx.now_ms);
+            match admin::revoke_lease_in(ctx.tx, &lease.to_string(), &actor, now) {
+                Ok(done) => {
+                    Writer::reload_in(ctx)?;
+                    Ok(Ok(done))
+                }
+                Err(admin::AdminError::UnknownLease(id)) => {
+                    Ok(Err(ServiceError::NotFound(format!("no lease {id}"))))
+                }
+                Err(admin::AdminError::Sql(e)) => Err(Fatal::Sql(e)),
+                Err(e) => Err(Fatal::Bookkeeping(e.to_string())),
+            }
+        })
+        .await
     }
 
     async fn healthy(&self) -> bool {

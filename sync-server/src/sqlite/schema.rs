@@ -33,6 +33,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_init.sql")),
         M::up(include_str!("../../migrations/0002_counters.sql")),
+        M::up(include_str!("../../migrations/0003_gates_reports.sql")),
     ])
 }
 

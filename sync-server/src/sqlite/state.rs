@@ -79,6 +79,7 @@ pub(crate) struct State {
 /// What request handlers read without asking the writer: always committed data.
 pub(crate) struct Shared {
     pub catalogue: RwLock<Arc<Catalogue>>,
+    pub staff: RwLock<Vec<StaffMember>>,
     pub slots: RwLock<BTreeMap<SlotId, SlotView>>,
     pub devices: RwLock<HashMap<Vec<u8>, DeviceInfo>>,
     pub keys: RwLock<(Arc<KeyRing>, Arc<PublicKeys>)>,
@@ -341,6 +342,7 @@ impl State {
         }
         if self.devices_dirty {
             self.devices_dirty = false;
+            *shared.staff.write().unwrap_or_else(|p| p.into_inner()) = self.staff.clone();
             let devices = load_devices(conn)?;
             let keys = load_keys(conn)?;
             *shared.devices.write().unwrap_or_else(|p| p.into_inner()) = devices;
@@ -415,6 +417,7 @@ impl Shared {
     pub fn empty(catalogue: Arc<Catalogue>) -> Shared {
         Shared {
             catalogue: RwLock::new(catalogue),
+            staff: RwLock::new(Vec::new()),
             slots: RwLock::new(BTreeMap::new()),
             devices: RwLock::new(HashMap::new()),
             keys: RwLock::new((

@@ -607,6 +607,10 @@ fn apply(
             ])?;
     }
 
+    let open_shift = match &request.open_shift {
+        Some(s) => Some(serde_json::to_string(s).map_err(|e| Fatal::Bookkeeping(e.to_string()))?),
+        None => None,
+    };
     // The highest seq below which nothing is missing.
     let (mut acked, _): (u64, u64) = ctx
         .tx
@@ -633,10 +637,20 @@ fn apply(
     )?;
     ctx.tx
         .prepare_cached(
-            "INSERT INTO device_sync (device_id, acked_seq, max_seq, last_sync_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (device_id) DO UPDATE SET acked_seq = excluded.acked_seq, max_seq = excluded.max_seq, last_sync_at = excluded.last_sync_at",
+            "INSERT INTO device_sync (device_id, acked_seq, max_seq, last_sync_at, reported_seq, open_shift)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (device_id) DO UPDATE SET acked_seq = excluded.acked_seq, max_seq = excluded.max_seq,
+                 last_sync_at = excluded.last_sync_at, reported_seq = MAX(reported_seq, excluded.reported_seq),
+                 open_shift = excluded.open_shift",
         )?
-        .execute(params![dev, acked, max_seq, now])?;
+        .execute(params![
+            dev,
+            acked,
+            max_seq,
+            now,
+            request.last_seq.max(max_seq),
+            open_shift
+        ])?;
     ctx.state.last_sync.insert(device.device_id, now);
     let stored = plan.new_sales.len() as u32;
     Ok(Acks {

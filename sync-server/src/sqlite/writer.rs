@@ -153,6 +153,16 @@ impl Writer {
         }
     }
 
+    /// Rebuilds the in-memory state from the transaction after a change made
+    /// by admin code paths (revocations), keeping what only memory knows.
+    pub fn reload_in(ctx: &mut Ctx<'_>) -> Result<(), Fatal> {
+        let mut fresh =
+            State::load(ctx.tx, ctx.now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+        fresh.last_sync = std::mem::take(&mut ctx.state.last_sync);
+        *ctx.state = fresh;
+        Ok(())
+    }
+
     /// Runs periodically: keeps slots generated `horizon_days` ahead and drops
     /// idempotency records older than a day.
     pub fn housekeeping(ctx: &mut Ctx<'_>) -> Result<(), Fatal> {

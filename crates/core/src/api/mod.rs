@@ -3,6 +3,7 @@
 
 pub mod devices;
 pub mod gate;
+pub mod gate_sync;
 pub mod online;
 pub mod sync;
 

@@ -42,6 +42,22 @@ pub struct SyncRequest {
     /// Closed shifts (Z reports) not yet acknowledged.
     #[serde(default)]
     pub shifts: Vec<ShiftRecord>,
+    /// The counter's highest seq, sent or not: the server can tell sales it
+    /// has not received yet from the end.
+    #[serde(default)]
+    pub last_seq: u64,
+    /// The shift open at the counter now, if any.
+    #[serde(default)]
+    pub open_shift: Option<OpenShift>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenShift {
+    pub shift_id: Uuid,
+    pub cashier: String,
+    pub opened_at: Timestamp,
+    pub float: i64,
 }
 
 /// One actor's running totals for one slot (admissions).

@@ -101,3 +101,33 @@ pub fn server_books(server: &ServerProcess) -> Vec<i64> {
     .map(|q| server_count(server, q))
     .collect()
 }
+
+/// Enrols a gate (it syncs keys and the catalogue at once).
+pub async fn gate(server: &ServerProcess, name: &str) -> Counter {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let code = server.enrolment_code("gate", name);
+    let t = Terminal::enrol_with_clock(dir.path(), &server.url, &code, name, clock(server))
+        .await
+        .expect("enrol gate");
+    Counter { dir, t }
+}
+
+/// Buys tickets online; returns their codes.
+pub async fn buy_online(server: &ServerProcess, key: &str, slot: SlotId, n: u32) -> Vec<String> {
+    let (status, order) = server
+        .api()
+        .buy(
+            key,
+            slot,
+            serde_json::json!([{"product_id": "adult", "quantity": n}]),
+        )
+        .await
+        .expect("buy");
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{order}");
+    order["tickets"]
+        .as_array()
+        .expect("tickets")
+        .iter()
+        .map(|t| t["code"].as_str().expect("code").to_string())
+        .collect()
+}

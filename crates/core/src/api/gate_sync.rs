@@ -1,0 +1,48 @@
+//! `POST /v1/gate/sync`: a gate (or a counter in gate mode) uploads the scans
+//! it made offline and learns what it needs to decide alone: the keys it
+//! trusts, the tickets that were voided, the entry policy and the catalogue.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::admission::EntryPolicy;
+use crate::api::devices::PublicKeys;
+use crate::catalogue::Catalogue;
+use crate::slot::SlotId;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateSyncRequest {
+    pub device_id: Uuid,
+    pub catalogue_version: u64,
+    /// Admissions made offline, with their original time and the gate's nonce.
+    #[serde(default)]
+    pub scans: Vec<ScanRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanRecord {
+    /// The gate's nonce for this admission.
+    pub scan_id: Uuid,
+    /// The full signed code, so the server can check it was a real ticket.
+    pub code: String,
+    pub ticket_id: Uuid,
+    pub slot_id: SlotId,
+    pub scanned_at: Timestamp,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateSyncResponse {
+    pub server_time: Timestamp,
+    pub scans_acked: Vec<Uuid>,
+    /// Admissions of the uploaded tickets that another gate also made.
+    pub conflicts: u32,
+    pub catalogue_version: u64,
+    pub catalogue: Option<Catalogue>,
+    pub keys: PublicKeys,
+    /// Tickets of today's and later slots that were voided: refuse them.
+    pub voided_tickets: Vec<Uuid>,
+    pub entry: EntryPolicy,
+}

@@ -1,0 +1,88 @@
+//! Supervisor endpoints: the day report and lease revocation.
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use tessera_core::slot::parse_date;
+use uuid::Uuid;
+
+use super::extract::Supervisor;
+use super::AppState;
+use crate::error::ServiceError;
+use crate::reports::{to_csv, to_text};
+use crate::store::Store;
+
+#[derive(Deserialize)]
+pub struct ReportQuery {
+    date: Option<String>,
+    format: Option<String>,
+}
+
+fn date_of(text: Option<String>) -> Result<jiff::civil::Date, ServiceError> {
+    let text = text.ok_or_else(|| {
+        ServiceError::BadRequest("query parameter date=YYYY-MM-DD is required".into())
+    })?;
+    parse_date(&text).map_err(|e| ServiceError::BadRequest(e.to_string()))
+}
+
+pub async fn day_report<S: Store>(
+    State(app): State<AppState<S>>,
+    Supervisor(who): Supervisor,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ServiceError> {
+    let date = date_of(q.date)?;
+    let format = q.format.unwrap_or_else(|| "json".into());
+    if !["json", "csv", "text"].contains(&format.as_str()) {
+        return Err(ServiceError::BadRequest(
+            "format must be json, csv or text".into(),
+        ));
+    }
+    let report = app.store.day_report(date).await?;
+    tracing::info!(%date, by = %who, "day report");
+    Ok(match format.as_str() {
+        "csv" => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"tessera-day-{date}.csv\""),
+                ),
+            ],
+            to_csv(&report),
+        )
+            .into_response(),
+        "text" => (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            to_text(&report),
+        )
+            .into_response(),
+        _ => Json(report).into_response(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct DateQuery {
+    date: Option<String>,
+}
+
+pub async fn leases<S: Store>(
+    State(app): State<AppState<S>>,
+    Supervisor(_): Supervisor,
+    Query(q): Query<DateQuery>,
+) -> Result<Response, ServiceError> {
+    let date = date_of(q.date)?;
+    Ok(Json(app.store.leases(date).await?).into_response())
+}
+
+pub async fn revoke_lease<S: Store>(
+    State(app): State<AppState<S>>,
+    Supervisor(who): Supervisor,
+    Path(lease): Path<String>,
+) -> Result<Response, ServiceError> {
+    let id =
+        Uuid::parse_str(&lease).map_err(|_| ServiceError::NotFound(format!("no lease {lease}")))?;
+    let done = app.store.revoke_lease(id, who).await?;
+    Ok(Json(done).into_response())
+}

@@ -1,0 +1,480 @@
+//! Reading one day's figures out of the database.
+
+use std::collections::BTreeMap;
+
+use jiff::civil::Date;
+use jiff::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension};
+use tessera_core::catalogue::Catalogue;
+use tessera_core::clock::from_ms;
+use tessera_core::pricing::PricedLine;
+use tessera_core::vat::format_rate;
+use uuid::Uuid;
+
+use super::{
+    ChannelReport, ConflictLine, CounterUploads, DayReport, LeaseHeld, Missing, OverCapacity,
+    PaymentRow, ShiftLine, SlotLine, VatRow,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Data(String),
+}
+
+fn lines_of(json: &str) -> Result<Vec<PricedLine>, ReportError> {
+    serde_json::from_str(json)
+        .map_err(|e| ReportError::Data(format!("stored sale lines unreadable: {e}")))
+}
+
+fn uuid(text: &str) -> Result<Uuid, ReportError> {
+    Uuid::parse_str(text).map_err(|e| ReportError::Data(e.to_string()))
+}
+
+/// Per-rate VAT sums, built line by line (lines are already rounded).
+#[derive(Default)]
+struct Vat(BTreeMap<u32, (i64, i64, i64)>);
+
+impl Vat {
+    fn add(&mut self, lines: &[PricedLine], sign: i64) {
+        for l in lines {
+            let e = self.0.entry(l.vat_bp).or_default();
+            e.0 += sign * l.amounts.net;
+            e.1 += sign * l.amounts.tax;
+            e.2 += sign * l.amounts.gross;
+        }
+    }
+
+    fn rows(self) -> Vec<VatRow> {
+        self.0
+            .into_iter()
+            .map(|(rate_bp, (net, tax, gross))| VatRow {
+                rate_bp,
+                label: format_rate(rate_bp),
+                net,
+                tax,
+                gross,
+            })
+            .collect()
+    }
+}
+
+pub fn day_report(
+    conn: &Connection,
+    catalogue: &Catalogue,
+    date: Date,
+    now: Timestamp,
+) -> Result<DayReport, ReportError> {
+    let tz = catalogue
+        .time_zone()
+        .map_err(|e| ReportError::Data(e.to_string()))?;
+    let start = date
+        .to_zoned(tz.clone())
+        .map_err(|e| ReportError::Data(e.to_string()))?
+        .timestamp()
+        .as_millisecond();
+    let end = date
+        .tomorrow()
+        .and_then(|d| d.to_zoned(tz.clone()))
+        .map_err(|e| ReportError::Data(e.to_string()))?
+        .timestamp()
+        .as_millisecond();
+    let slot_prefix = format!("{date}T%");
+
+    let mut channels = vec![online_channel(conn, start, end)?];
+    let counters = counters(conn)?;
+    for (device_id, name) in &counters {
+        let c = counter_channel(conn, device_id, name, start, end)?;
+        if c.sales_count > 0 || c.voids_count > 0 {
+            channels.push(c);
+        }
+    }
+    let mut total = ChannelReport {
+        channel: "total".into(),
+        ..ChannelReport::default()
+    };
+    for c in &channels {
+        total.absorb(c);
+    }
+
+    Ok(DayReport {
+        date,
+        museum: catalogue.museum.name.clone(),
+        currency: catalogue.museum.currency.to_string(),
+        generated_at: now,
+        shifts: shifts(conn, &counters, start, end)?,
+        missing: missing(conn, &counters, &slot_prefix, start, end)?,
+        slots: slots(conn, &slot_prefix)?,
+        conflicts: conflicts(conn, &slot_prefix)?,
+        channels,
+        total,
+    })
+}
+
+fn online_channel(conn: &Connection, start: i64, end: i64) -> Result<ChannelReport, ReportError> {
+    let mut c = ChannelReport {
+        channel: "online".into(),
+        ..ChannelReport::default()
+    };
+    let mut vat = Vat::default();
+    let mut stmt = conn.prepare(
+        "SELECT total, admissions, lines FROM orders WHERE created_at >= ?1 AND created_at < ?2",
+    )?;
+    let rows = stmt.query_map(params![start, end], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (total, admissions, lines) = row?;
+        c.sales_count += 1;
+        c.admissions += admissions;
+        c.gross_sales += total;
+        vat.add(&lines_of(&lines)?, 1);
+    }
+    c.net_takings = c.gross_sales;
+    c.vat = vat.rows();
+    c.payments = vec![PaymentRow {
+        method: "online".into(),
+        sales: c.gross_sales,
+        refunds: 0,
+        net: c.gross_sales,
+    }];
+    Ok(c)
+}
+
+fn counters(conn: &Connection) -> Result<Vec<(String, String)>, ReportError> {
+    let mut stmt =
+        conn.prepare("SELECT device_id, name FROM devices WHERE role = 'counter' ORDER BY name")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+fn counter_channel(
+    conn: &Connection,
+    device: &str,
+    name: &str,
+    start: i64,
+    end: i64,
+) -> Result<ChannelReport, ReportError> {
+    let mut c = ChannelReport {
+        channel: name.to_string(),
+        device_id: Some(uuid(device)?),
+        ..ChannelReport::default()
+    };
+    let mut vat = Vat::default();
+    let mut pay: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    pay.insert("cash".into(), (0, 0));
+    pay.insert("card".into(), (0, 0));
+    let mut stmt = conn.prepare(
+        "SELECT total, admissions, lines, payment_method FROM sales WHERE device_id = ?1 AND created_at >= ?2 AND created_at < ?3",
+    )?;
+    let rows = stmt.query_map(params![device, start, end], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (total, admissions, lines, method) = row?;
+        c.sales_count += 1;
+        c.admissions += admissions;
+        c.gross_sales += total;
+        vat.add(&lines_of(&lines)?, 1);
+        pay.entry(method).or_default().0 += total;
+    }
+    let mut stmt = conn.prepare(
+        "SELECT v.refund, v.refund_method, s.admissions, s.lines FROM counter_voids v JOIN sales s ON s.sale_id = v.sale_id
+         WHERE v.device_id = ?1 AND v.at >= ?2 AND v.at < ?3",
+    )?;
+    let rows = stmt.query_map(params![device, start, end], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (refund, method, admissions, lines) = row?;
+        c.voids_count += 1;
+        c.refunds += refund;
+        c.admissions -= admissions;
+        vat.add(&lines_of(&lines)?, -1);
+        pay.entry(method).or_default().1 += refund;
+    }
+    c.net_takings = c.gross_sales - c.refunds;
+    c.vat = vat.rows();
+    c.payments = pay
+        .into_iter()
+        .map(|(method, (sales, refunds))| PaymentRow {
+            method,
+            sales,
+            refunds,
+            net: sales - refunds,
+        })
+        .collect();
+    Ok(c)
+}
+
+fn name_of<'a>(counters: &'a [(String, String)], device: &str) -> &'a str {
+    counters
+        .iter()
+        .find(|(d, _)| d == device)
+        .map(|(_, n)| n.as_str())
+        .unwrap_or("unknown counter")
+}
+
+/// float + cash sales - cash refunds of a shift, from what the server has.
+fn server_cash(conn: &Connection, shift_id: &str, float: i64) -> Result<i64, ReportError> {
+    let sales: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(total), 0) FROM sales WHERE shift_id = ?1 AND payment_method = 'cash'",
+        params![shift_id],
+        |r| r.get(0),
+    )?;
+    let refunds: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(refund), 0) FROM counter_voids WHERE shift_id = ?1 AND refund_method = 'cash'",
+        params![shift_id],
+        |r| r.get(0),
+    )?;
+    Ok(float + sales - refunds)
+}
+
+fn shifts(
+    conn: &Connection,
+    counters: &[(String, String)],
+    start: i64,
+    end: i64,
+) -> Result<Vec<ShiftLine>, ReportError> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare(
+        "SELECT shift_id, device_id, cashier, opened_at, closed_at, float, expected_cash, counted_cash FROM shifts
+         WHERE (closed_at >= ?1 AND closed_at < ?2) OR (opened_at >= ?1 AND opened_at < ?2) ORDER BY opened_at",
+    )?;
+    let rows = stmt.query_map(params![start, end], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, i64>(6)?,
+            r.get::<_, i64>(7)?,
+        ))
+    })?;
+    for row in rows {
+        let (shift_id, device, cashier, opened, closed, float, expected, counted) = row?;
+        let server_expected_cash = server_cash(conn, &shift_id, float)?;
+        out.push(ShiftLine {
+            counter: name_of(counters, &device).to_string(),
+            shift_id: uuid(&shift_id)?,
+            cashier,
+            opened_at: from_ms(opened),
+            closed_at: Some(from_ms(closed)),
+            float,
+            expected_cash: Some(expected),
+            counted_cash: Some(counted),
+            over_short: Some(counted - expected),
+            z_received: true,
+            server_expected_cash,
+            not_uploaded_cash: Some(expected - server_expected_cash),
+        });
+    }
+    // Shifts still open at their counter's last sync: no Z report yet.
+    let mut stmt =
+        conn.prepare("SELECT device_id, open_shift FROM device_sync WHERE open_shift IS NOT NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (device, json) = row?;
+        let open: tessera_core::api::sync::OpenShift =
+            serde_json::from_str(&json).map_err(|e| ReportError::Data(e.to_string()))?;
+        let opened = open.opened_at.as_millisecond();
+        let closed_already = out.iter().any(|s| s.shift_id == open.shift_id);
+        if closed_already || opened >= end {
+            continue;
+        }
+        let id = open.shift_id.to_string();
+        out.push(ShiftLine {
+            counter: name_of(counters, &device).to_string(),
+            shift_id: open.shift_id,
+            cashier: open.cashier,
+            opened_at: open.opened_at,
+            closed_at: None,
+            float: open.float,
+            expected_cash: None,
+            counted_cash: None,
+            over_short: None,
+            z_received: false,
+            server_expected_cash: server_cash(conn, &id, open.float)?,
+            not_uploaded_cash: None,
+        });
+    }
+    Ok(out)
+}
+
+fn missing(
+    conn: &Connection,
+    counters: &[(String, String)],
+    slot_prefix: &str,
+    start: i64,
+    end: i64,
+) -> Result<Missing, ReportError> {
+    let mut m = Missing::default();
+    for (device, name) in counters {
+        let row: Option<(u64, u64, u64, i64, Option<String>)> = conn
+            .query_row(
+                "SELECT acked_seq, max_seq, reported_seq, last_sync_at, open_shift FROM device_sync WHERE device_id = ?1",
+                params![device],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?;
+        let Some((acked, max_seq, reported, last_sync, open_shift)) = row else {
+            continue;
+        };
+        let active_today = last_sync >= start && last_sync < end
+            || conn.query_row(
+                "SELECT COUNT(*) FROM sales WHERE device_id = ?1 AND created_at >= ?2 AND created_at < ?3",
+                params![device, start, end],
+                |r| r.get::<_, i64>(0),
+            )? > 0;
+        if !active_today {
+            continue;
+        }
+        let mut problems = Vec::new();
+        if max_seq > acked {
+            problems.push(format!(
+                "sales after #{acked} are missing (received up to #{max_seq}): an upload was lost or is still running"
+            ));
+        }
+        if reported > max_seq {
+            problems.push(format!(
+                "{} sale(s) made at the counter (up to #{reported}) have not been uploaded yet",
+                reported - max_seq
+            ));
+        }
+        if open_shift.is_some() {
+            let at = from_ms(last_sync);
+            problems.push(format!(
+                "shift still open and no Z report: last heard from at {at}; sales after that are not known to the server"
+            ));
+        }
+        if !problems.is_empty() {
+            m.counters.push(CounterUploads {
+                counter: name.clone(),
+                device_id: uuid(device)?,
+                acked_seq: acked,
+                highest_seq_received: max_seq,
+                reported_seq: reported,
+                last_sync_at: Some(from_ms(last_sync)),
+                shift_open: open_shift.is_some(),
+                problem: problems.join("; "),
+            });
+        }
+    }
+
+    let mut stmt = conn.prepare(
+        "SELECT d.name, l.lease_id, l.slot_id, l.granted_total - l.released_total, l.sold, s.last_sync_at
+         FROM leases l JOIN devices d ON d.device_id = l.device_id LEFT JOIN device_sync s ON s.device_id = l.device_id
+         WHERE l.slot_id LIKE ?1 AND l.revoked_at IS NULL AND l.granted_total - l.released_total > l.sold
+         ORDER BY l.slot_id, d.name",
+    )?;
+    let rows = stmt.query_map(params![slot_prefix], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, u32>(3)?,
+            r.get::<_, u32>(4)?,
+            r.get::<_, Option<i64>>(5)?,
+        ))
+    })?;
+    for row in rows {
+        let (counter, lease, slot_id, escrow, sold, last_sync) = row?;
+        m.leases_held.push(LeaseHeld {
+            counter,
+            lease_id: uuid(&lease)?,
+            slot_id,
+            escrow,
+            sold,
+            unsold: escrow - sold,
+            last_sync_at: last_sync.map(from_ms),
+        });
+    }
+
+    let mut stmt = conn.prepare(
+        "SELECT d.name, s.sale_id, s.terminal_seq, s.slot_id, s.over_capacity FROM sales s JOIN devices d ON d.device_id = s.device_id
+         WHERE s.slot_id LIKE ?1 AND s.over_capacity > 0 ORDER BY s.slot_id",
+    )?;
+    let rows = stmt.query_map(params![slot_prefix], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+        ))
+    })?;
+    for row in rows {
+        let (counter, sale, seq, slot_id, over) = row?;
+        m.over_capacity.push(OverCapacity {
+            counter,
+            sale_id: uuid(&sale)?,
+            terminal_seq: seq,
+            slot_id,
+            admissions_over: over,
+        });
+    }
+    Ok(m)
+}
+
+fn slots(conn: &Connection, slot_prefix: &str) -> Result<Vec<SlotLine>, ReportError> {
+    let mut stmt = conn.prepare(
+        "SELECT s.slot_id, s.capacity, s.sold_online,
+                (SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE slot_id = s.slot_id)
+                  - (SELECT COALESCE(SUM(x.admissions), 0) FROM counter_voids v JOIN sales x ON x.sale_id = v.sale_id
+                     WHERE x.slot_id = s.slot_id AND v.returned_to_lease = 1),
+                (SELECT COALESCE(SUM(admits), 0) FROM redemptions WHERE slot_id = s.slot_id),
+                (SELECT COALESCE(SUM(over_capacity), 0) FROM sales WHERE slot_id = s.slot_id)
+         FROM slots s WHERE s.slot_id LIKE ?1 ORDER BY s.slot_id",
+    )?;
+    let rows = stmt.query_map(params![slot_prefix], |r| {
+        let online: i64 = r.get(2)?;
+        let counter: i64 = r.get(3)?;
+        let admitted: i64 = r.get(4)?;
+        Ok(SlotLine {
+            slot_id: r.get(0)?,
+            capacity: r.get(1)?,
+            sold_online: online,
+            sold_counter: counter,
+            admitted,
+            no_shows: (online + counter - admitted).max(0),
+            over_capacity: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+fn conflicts(conn: &Connection, slot_prefix: &str) -> Result<Vec<ConflictLine>, ReportError> {
+    let mut stmt = conn.prepare(
+        "SELECT ticket_id, slot_id, first_gate, first_at, second_gate, second_at FROM gate_conflicts
+         WHERE slot_id LIKE ?1 ORDER BY first_at",
+    )?;
+    let rows = stmt.query_map(params![slot_prefix], |r| {
+        Ok(ConflictLine {
+            ticket_id: r.get(0)?,
+            slot_id: r.get(1)?,
+            first_gate: r.get(2)?,
+            first_at: from_ms(r.get(3)?),
+            second_gate: r.get(4)?,
+            second_at: from_ms(r.get(5)?),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}

@@ -1,0 +1,236 @@
+//! The day reconciliation: for one museum day, online and every counter side
+//! by side, the cash drawers, and every difference named (uploads missing,
+//! leases still held, sales over capacity, double admissions at the gates).
+//!
+//! Money figures are by transaction date (what was taken that day, in the
+//! museum's zone); slot figures by the slot's date. Every total is the sum of
+//! its parts: `check` says so or names the line that is off.
+
+mod build;
+mod format;
+
+use jiff::civil::Date;
+use jiff::Timestamp;
+use serde::Serialize;
+use uuid::Uuid;
+
+pub use build::day_report;
+pub use format::{to_csv, to_text};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DayReport {
+    pub date: Date,
+    pub museum: String,
+    pub currency: String,
+    pub generated_at: Timestamp,
+    /// "online", then each counter by name.
+    pub channels: Vec<ChannelReport>,
+    pub total: ChannelReport,
+    pub shifts: Vec<ShiftLine>,
+    pub missing: Missing,
+    pub slots: Vec<SlotLine>,
+    pub conflicts: Vec<ConflictLine>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChannelReport {
+    pub channel: String,
+    pub device_id: Option<Uuid>,
+    pub sales_count: u32,
+    pub voids_count: u32,
+    /// Admissions sold, less those voided.
+    pub admissions: i64,
+    pub gross_sales: i64,
+    pub refunds: i64,
+    /// gross_sales - refunds.
+    pub net_takings: i64,
+    /// Of the net takings, per VAT rate.
+    pub vat: Vec<VatRow>,
+    pub payments: Vec<PaymentRow>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VatRow {
+    pub rate_bp: u32,
+    pub label: String,
+    pub net: i64,
+    pub tax: i64,
+    pub gross: i64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PaymentRow {
+    /// cash, card (counters) or online (the web shop's payment provider).
+    pub method: String,
+    pub sales: i64,
+    pub refunds: i64,
+    pub net: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ShiftLine {
+    pub counter: String,
+    pub shift_id: Uuid,
+    pub cashier: String,
+    pub opened_at: Timestamp,
+    pub closed_at: Option<Timestamp>,
+    pub float: i64,
+    /// The counter's own figure, from its Z report.
+    pub expected_cash: Option<i64>,
+    pub counted_cash: Option<i64>,
+    pub over_short: Option<i64>,
+    pub z_received: bool,
+    /// float + cash sales - cash refunds, from the sales the server has.
+    pub server_expected_cash: i64,
+    /// Z report's expected cash minus the server's: cash sales it has not received.
+    pub not_uploaded_cash: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Missing {
+    pub counters: Vec<CounterUploads>,
+    pub leases_held: Vec<LeaseHeld>,
+    pub over_capacity: Vec<OverCapacity>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CounterUploads {
+    pub counter: String,
+    pub device_id: Uuid,
+    /// Every sale up to this seq is on the server.
+    pub acked_seq: u64,
+    pub highest_seq_received: u64,
+    /// The counter's own highest seq at its last sync.
+    pub reported_seq: u64,
+    pub last_sync_at: Option<Timestamp>,
+    pub shift_open: bool,
+    /// In words: what is missing and why it matters.
+    pub problem: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LeaseHeld {
+    pub counter: String,
+    pub lease_id: Uuid,
+    pub slot_id: String,
+    pub escrow: u32,
+    pub sold: u32,
+    pub unsold: u32,
+    pub last_sync_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OverCapacity {
+    pub counter: String,
+    pub sale_id: Uuid,
+    pub terminal_seq: u64,
+    pub slot_id: String,
+    pub admissions_over: u32,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SlotLine {
+    pub slot_id: String,
+    pub capacity: u32,
+    pub sold_online: i64,
+    pub sold_counter: i64,
+    pub admitted: i64,
+    pub no_shows: i64,
+    pub over_capacity: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ConflictLine {
+    pub ticket_id: String,
+    pub slot_id: String,
+    pub first_gate: String,
+    pub first_at: Timestamp,
+    pub second_gate: String,
+    pub second_at: Timestamp,
+}
+
+impl ChannelReport {
+    /// Adds another channel into this one (for the total).
+    pub fn absorb(&mut self, other: &ChannelReport) {
+        self.sales_count += other.sales_count;
+        self.voids_count += other.voids_count;
+        self.admissions += other.admissions;
+        self.gross_sales += other.gross_sales;
+        self.refunds += other.refunds;
+        self.net_takings += other.net_takings;
+        for v in &other.vat {
+            match self.vat.iter_mut().find(|x| x.rate_bp == v.rate_bp) {
+                Some(x) => {
+                    x.net += v.net;
+                    x.tax += v.tax;
+                    x.gross += v.gross;
+                }
+                None => self.vat.push(v.clone()),
+            }
+        }
+        self.vat.sort_by_key(|v| v.rate_bp);
+        for p in &other.payments {
+            match self.payments.iter_mut().find(|x| x.method == p.method) {
+                Some(x) => {
+                    x.sales += p.sales;
+                    x.refunds += p.refunds;
+                    x.net += p.net;
+                }
+                None => self.payments.push(p.clone()),
+            }
+        }
+    }
+
+    /// The channel's own arithmetic: net = gross - refunds; VAT and payments
+    /// each add up to the net takings.
+    pub fn check(&self) -> Result<(), String> {
+        let vat: i64 = self.vat.iter().map(|v| v.gross).sum();
+        let paid: i64 = self.payments.iter().map(|p| p.net).sum();
+        let split_ok = self.vat.iter().all(|v| v.net + v.tax == v.gross);
+        if self.net_takings != self.gross_sales - self.refunds {
+            return Err(format!(
+                "{}: net takings are not gross minus refunds",
+                self.channel
+            ));
+        }
+        if vat != self.net_takings || !split_ok {
+            return Err(format!(
+                "{}: VAT lines add up to {vat}, net takings are {}",
+                self.channel, self.net_takings
+            ));
+        }
+        if paid != self.net_takings {
+            return Err(format!(
+                "{}: payments add up to {paid}, net takings are {}",
+                self.channel, self.net_takings
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl DayReport {
+    /// Every figure checks: each channel adds up, and the total is the sum of
+    /// the channels.
+    pub fn check(&self) -> Result<(), String> {
+        let mut sum = ChannelReport {
+            channel: "total".into(),
+            ..ChannelReport::default()
+        };
+        for c in &self.channels {
+            c.check()?;
+            sum.absorb(c);
+        }
+        self.total.check()?;
+        let same = sum.sales_count == self.total.sales_count
+            && sum.admissions == self.total.admissions
+            && sum.gross_sales == self.total.gross_sales
+            && sum.refunds == self.total.refunds
+            && sum.net_takings == self.total.net_takings
+            && sum.vat == self.total.vat;
+        if !same {
+            return Err("the total is not the sum of the channels".into());
+        }
+        Ok(())
+    }
+}
