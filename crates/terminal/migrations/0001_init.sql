@@ -34,8 +34,9 @@ CREATE TABLE leases (
 
 -- Places a waiting sale needs, asked for at the next sync.
 CREATE TABLE wants (
-    slot_id TEXT PRIMARY KEY,
-    need    INTEGER NOT NULL
+    slot_id    TEXT PRIMARY KEY,
+    need       INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
 ) STRICT;
 
 CREATE TABLE shifts (

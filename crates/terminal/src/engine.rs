@@ -452,7 +452,7 @@ impl Terminal {
                 left,
                 requested,
             }) => {
-                sales::want(&self.db(), request.slot_id, requested)?;
+                sales::want(&self.db(), request.slot_id, requested, self.inner.clock.now())?;
                 if !self.online() {
                     return Err(TerminalError::NotEnoughPlaces {
                         slot,

@@ -26,6 +26,9 @@ fn bad_column<E: std::error::Error + Send + Sync + 'static>(i: usize, e: E) -> r
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
 }
 
+/// How long a refused sale's need for places is asked for.
+const WANT_TTL_MS: i64 = 60_000;
+
 /// Most sales per round; a counter back from a long outage drains in rounds.
 pub(crate) const BATCH: usize = 500;
 
@@ -177,6 +180,11 @@ pub(crate) fn build_request(
                 wants.insert(slot, 0);
             }
         }
+        // A customer who walked away should not keep places escrowed here.
+        tx.execute(
+            "DELETE FROM wants WHERE created_at < ?1",
+            params![now.as_millisecond() - WANT_TTL_MS],
+        )?;
         let mut stmt = tx.prepare_cached("SELECT slot_id, need FROM wants")?;
         for row in stmt.query_map([], |r| {
             Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, u32>(1)?))
