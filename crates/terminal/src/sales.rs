@@ -276,7 +276,12 @@ pub(crate) fn commit_sale(
 
 /// Remembers that a sale is waiting for `need` places in `slot`, so the next
 /// sync asks for them.
-pub(crate) fn want(conn: &Connection, slot: SlotId, need: u32, now: Timestamp) -> Result<(), TerminalError> {
+pub(crate) fn want(
+    conn: &Connection,
+    slot: SlotId,
+    need: u32,
+    now: Timestamp,
+) -> Result<(), TerminalError> {
     conn.execute(
         "INSERT INTO wants (slot_id, need, created_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (slot_id) DO UPDATE SET need = excluded.need, created_at = excluded.created_at",

@@ -1,0 +1,407 @@
+//! `Terminal`: the one handle the CLI and the desktop app hold. It owns the
+//! local database, the device identity and the HTTP client; every method is a
+//! complete use case (sell, void, close a shift, sync); the use cases live in
+//! the submodules, grouped by who uses them.
+
+mod gate_mode;
+mod printing;
+mod supervisor;
+mod syncing;
+mod till;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use rusqlite::{params, Connection};
+use tessera_core::admission::DenyReason;
+use tessera_core::api::devices::{EnrolRequest, Enrolled, Role};
+use tessera_core::api::gate::RedeemResult;
+use tessera_core::catalogue::Catalogue;
+use tessera_core::clock::Clock;
+use tessera_core::pricing::{price_cart, CartLimits, CartLine, Channel};
+use tessera_core::slot::SlotId;
+use tessera_core::staff::{who_has_pin, StaffMember};
+use tessera_core::tally::Tallies;
+use tessera_core::ticket_code::{normalize_scanned, TicketSigner};
+use uuid::Uuid;
+
+use crate::error::TerminalError;
+use crate::gate::{self, GateCache};
+use crate::local::{self, keys, Identity};
+use crate::printer::{self, PrintOutcomeKind, PrinterSpec};
+use crate::receipt::{Receipt, TextDocument};
+use crate::sales::{self, parse_slot, SellContext};
+use crate::shifts;
+use crate::sync;
+use crate::views::{
+    PrintOutcome, ProductView, Quote, ReportKind, SaleDone, SaleRequest, SaleView, ScanView,
+    ShiftReport, ShiftView, SlotStatus, StaffView, Status, SyncSummary, VoidDone,
+};
+
+/// How often an online terminal syncs (`TESSERA_SYNC_INTERVAL_MS` overrides).
+const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(2);
+/// Longest wait between attempts while the server is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A cashier waits at most this long for a lease refill before being told.
+const REFILL_TIMEOUT: Duration = Duration::from_secs(3);
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(20);
+/// An online redeem that takes longer is abandoned for an offline decision.
+const GATE_TIMEOUT: Duration = Duration::from_millis(300);
+/// After a failed online redeem, decide offline for this long.
+const GATE_OFFLINE_HOLD: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Terminal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    conn: Mutex<Connection>,
+    identity: Identity,
+    signer: Option<TicketSigner>,
+    clock: Clock,
+    http: reqwest::Client,
+    sync_lock: tokio::sync::Mutex<()>,
+    wake: tokio::sync::Notify,
+    interval: Duration,
+    /// Gate mode's decision data, loaded on first scan, dropped after syncs.
+    gate: std::sync::RwLock<Option<Arc<GateCache>>>,
+    /// When an online redeem last failed: for a few seconds after, scans are
+    /// decided offline straight away instead of waiting for a dead network.
+    gate_offline_until: Mutex<Option<std::time::Instant>>,
+}
+
+fn http_client() -> Result<reqwest::Client, TerminalError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| TerminalError::Storage(format!("HTTP client: {e}")))
+}
+
+fn clock() -> Result<Clock, TerminalError> {
+    Clock::from_env().map_err(TerminalError::Invalid)
+}
+
+impl Terminal {
+    pub fn is_enrolled(dir: &Path) -> bool {
+        local::open(dir)
+            .ok()
+            .and_then(|c| local::get::<Identity>(&c, keys::IDENTITY).ok().flatten())
+            .is_some()
+    }
+
+    /// Opens an enrolled terminal's data directory.
+    pub fn open(dir: &Path) -> Result<Terminal, TerminalError> {
+        Terminal::open_with_clock(dir, clock()?)
+    }
+
+    /// As [`Terminal::open`], on a given clock (tests, demos).
+    pub fn open_with_clock(dir: &Path, clock: Clock) -> Result<Terminal, TerminalError> {
+        let conn = local::open(dir)?;
+        let identity: Identity =
+            local::get(&conn, keys::IDENTITY)?.ok_or(TerminalError::NotEnrolled)?;
+        let signer = match (&identity.signing_seed, identity.key_id) {
+            (Some(hex), Some(key_id)) => {
+                let bytes = data_encoding::HEXLOWER
+                    .decode(hex.as_bytes())
+                    .map_err(|_| TerminalError::Storage("signing key unreadable".into()))?;
+                let seed: [u8; 32] = bytes.try_into().map_err(|_| {
+                    TerminalError::Storage("signing key has the wrong length".into())
+                })?;
+                Some(TicketSigner::from_seed(key_id, seed))
+            }
+            _ => None,
+        };
+        let interval = std::env::var("TESSERA_SYNC_INTERVAL_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_SYNC_INTERVAL);
+        Ok(Terminal {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                conn: Mutex::new(conn),
+                identity,
+                signer,
+                clock,
+                http: http_client()?,
+                sync_lock: tokio::sync::Mutex::new(()),
+                wake: tokio::sync::Notify::new(),
+                interval,
+                gate: std::sync::RwLock::new(None),
+                gate_offline_until: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Enrols this data directory with a one-time code from the server's
+    /// operator, then syncs once to fetch the catalogue, staff and leases.
+    pub async fn enrol(
+        dir: &Path,
+        server_url: &str,
+        code: &str,
+        name: &str,
+    ) -> Result<Terminal, TerminalError> {
+        Terminal::enrol_with_clock(dir, server_url, code, name, clock()?).await
+    }
+
+    /// As [`Terminal::enrol`], on a given clock.
+    pub async fn enrol_with_clock(
+        dir: &Path,
+        server_url: &str,
+        code: &str,
+        name: &str,
+        clock: Clock,
+    ) -> Result<Terminal, TerminalError> {
+        let server_url = server_url.trim().trim_end_matches('/').to_string();
+        if !(server_url.starts_with("http://") || server_url.starts_with("https://")) {
+            return Err(TerminalError::Invalid(format!(
+                "server URL must start with http:// or https://, got {server_url:?}"
+            )));
+        }
+        let name = name.trim();
+        if name.is_empty() || name.len() > 100 || code.trim().is_empty() {
+            return Err(TerminalError::Invalid(
+                "a device name and an enrolment code are needed".into(),
+            ));
+        }
+        {
+            let conn = local::open(dir)?;
+            if let Some(existing) = local::get::<Identity>(&conn, keys::IDENTITY)? {
+                return Err(TerminalError::AlreadyEnrolled(existing.name));
+            }
+        }
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed)
+            .map_err(|e| TerminalError::Storage(format!("no randomness: {e}")))?;
+        let public = TicketSigner::from_seed(0, seed).public_key();
+        let request = EnrolRequest {
+            code: code.trim().to_string(),
+            name: name.to_string(),
+            public_key: Some(data_encoding::HEXLOWER.encode(&public)),
+        };
+        let http = http_client()?;
+        let enrolled: Enrolled = sync::post(
+            &http,
+            &format!("{server_url}/v1/devices/enrol"),
+            None,
+            &request,
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| match e {
+            TerminalError::Refused(m) => TerminalError::Enrolment(m),
+            other => other,
+        })?;
+        let identity = Identity {
+            device_id: enrolled.device_id,
+            role: enrolled.role,
+            name: name.to_string(),
+            server_url,
+            token: enrolled.token,
+            key_id: enrolled.key_id,
+            signing_seed: enrolled
+                .key_id
+                .map(|_| data_encoding::HEXLOWER.encode(&seed)),
+        };
+        {
+            let conn = local::open(dir)?;
+            local::set(&conn, keys::IDENTITY, &identity)?;
+            local::set(&conn, keys::PRINTER, "none")?;
+        }
+        let terminal = Terminal::open_with_clock(dir, clock)?;
+        // The first sync brings the catalogue and keys; without them nothing
+        // can be sold or scanned, so a failure here is worth reporting.
+        terminal.sync_now().await?;
+        Ok(terminal)
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (its own
+        // transaction rolls back), so a poisoned lock is still usable.
+        self.inner.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn device_id(&self) -> Uuid {
+        self.inner.identity.device_id
+    }
+
+    pub fn role(&self) -> Role {
+        self.inner.identity.role
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.identity.name
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.inner.clock
+    }
+
+    fn require_counter(&self) -> Result<&TicketSigner, TerminalError> {
+        match (&self.inner.signer, self.inner.identity.role) {
+            (Some(signer), Role::Counter) => Ok(signer),
+            _ => Err(TerminalError::WrongRole {
+                actual: self.inner.identity.role.as_str().into(),
+                needed: "counter".into(),
+            }),
+        }
+    }
+
+    pub(crate) fn catalogue(&self) -> Result<Catalogue, TerminalError> {
+        local::get::<Catalogue>(&self.db(), keys::CATALOGUE)?.ok_or_else(|| {
+            TerminalError::Invalid(
+                "no catalogue yet: it arrives with the first sync with the server".into(),
+            )
+        })
+    }
+
+    fn tz(catalogue: &Catalogue) -> Result<TimeZone, TerminalError> {
+        catalogue
+            .time_zone()
+            .map_err(|e| TerminalError::Storage(e.to_string()))
+    }
+
+    fn staff(&self) -> Result<Vec<StaffMember>, TerminalError> {
+        Ok(local::get::<Vec<StaffMember>>(&self.db(), keys::STAFF)?.unwrap_or_default())
+    }
+
+    fn staff_with_pin(&self, pin: &str) -> Result<StaffMember, TerminalError> {
+        let staff = self.staff()?;
+        who_has_pin(&staff, pin)
+            .cloned()
+            .ok_or(TerminalError::BadPin)
+    }
+
+    pub fn status(&self) -> Result<Status, TerminalError> {
+        let conn = self.db();
+        let acked = sync::acked_seq(&conn)?;
+        let count = |sql: &str| -> Result<u32, TerminalError> {
+            Ok(conn.query_row(sql, [], |r| r.get(0))?)
+        };
+        let pending_sales: u32 = conn.query_row(
+            "SELECT COUNT(*) FROM sales WHERE terminal_seq > ?1",
+            params![acked],
+            |r| r.get(0),
+        )?;
+        let museum = local::get::<Catalogue>(&conn, keys::CATALOGUE)?
+            .map(|c| c.museum.name)
+            .unwrap_or_default();
+        Ok(Status {
+            device_name: self.inner.identity.name.clone(),
+            role: self.inner.identity.role,
+            museum,
+            server_url: self.inner.identity.server_url.clone(),
+            online: local::get::<bool>(&conn, keys::ONLINE)?.unwrap_or(false),
+            last_sync_at: local::get(&conn, keys::LAST_SYNC_AT)?,
+            last_sync_error: local::get::<Option<String>>(&conn, keys::LAST_SYNC_ERROR)?.flatten(),
+            pending_sales,
+            pending_voids: count("SELECT COUNT(*) FROM voids WHERE uploaded = 0")?,
+            pending_shifts: count(
+                "SELECT COUNT(*) FROM shifts WHERE closed_at IS NOT NULL AND uploaded = 0",
+            )?,
+            pending_scans: gate::pending(&conn)?,
+            shift: shifts::current(&conn)?,
+            printer: local::get::<String>(&conn, keys::PRINTER)?.unwrap_or_else(|| "none".into()),
+            now: self.inner.clock.now(),
+        })
+    }
+
+    pub fn products(&self) -> Result<Vec<ProductView>, TerminalError> {
+        let c = self.catalogue()?;
+        Ok(c.products
+            .iter()
+            .map(|p| ProductView {
+                product_id: p.id.clone(),
+                name: p.name.clone(),
+                price: p.price,
+                vat_bp: c.vat_bp(p),
+                admits: p.admits,
+                requires_membership: p.requires_membership,
+            })
+            .collect())
+    }
+
+    /// Today's slots with what this counter can sell and what is left.
+    pub fn slots_today(&self) -> Result<Vec<SlotStatus>, TerminalError> {
+        let catalogue = self.catalogue()?;
+        let tz = Self::tz(&catalogue)?;
+        let now = self.inner.clock.now();
+        let today = now.to_zoned(tz).date();
+        let conn = self.db();
+        let mut tallies: Tallies = local::get(&conn, keys::TALLIES)?.unwrap_or_default();
+        let me = self.inner.identity.device_id.to_string();
+        for (slot, t) in sync::own_tallies(&conn, i64::MAX as u64)? {
+            tallies.set_actor(&me, slot, t.sold, t.voided);
+        }
+        let from = SlotId::new(today, 0).map_err(|e| TerminalError::Storage(e.to_string()))?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT s.slot_id, s.starts_at, s.ends_at, s.capacity, s.as_of,
+                    COALESCE(CASE WHEN l.revoked = 1 THEN 0 ELSE l.granted_total - l.released_total - l.sold END, 0)
+             FROM slots s LEFT JOIN leases l ON l.slot_id = s.slot_id
+             WHERE s.slot_id >= ?1 ORDER BY s.slot_id",
+        )?;
+        let rows = stmt.query_map(params![from.to_string()], |r| {
+            Ok((
+                parse_slot(&r.get::<_, String>(0)?)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (slot_id, starts, ends, capacity, as_of, left) = row?;
+            if slot_id.date != today {
+                continue;
+            }
+            let sold = tallies.net(&slot_id).min(u64::from(capacity)) as u32;
+            let closed = now.as_millisecond() >= ends;
+            out.push(SlotStatus {
+                slot_id,
+                label: slot_id.hhmm(),
+                starts_at: tessera_core::clock::from_ms(starts),
+                ends_at: tessera_core::clock::from_ms(ends),
+                capacity,
+                lease_left: if closed { 0 } else { left.max(0) as u32 },
+                remaining: capacity - sold,
+                as_of: Some(tessera_core::clock::from_ms(as_of)),
+                closed,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn quote(&self, slot: SlotId, items: &[CartLine]) -> Result<Quote, TerminalError> {
+        let catalogue = self.catalogue()?;
+        let priced = price_cart(&catalogue, items, Channel::Counter, CartLimits::COUNTER)?;
+        let left = sales::lease_for(&self.db(), slot)?
+            .map(|l| l.left())
+            .unwrap_or(0);
+        Ok(Quote {
+            vat: sales::vat_lines(&priced.lines),
+            lines: priced.lines,
+            total: priced.total.amount,
+            currency: priced.total.currency.to_string(),
+            admissions: priced.admissions,
+            lease_left: left,
+        })
+    }
+
+    pub fn login(&self, pin: &str) -> Result<StaffView, TerminalError> {
+        let who = self.staff_with_pin(pin)?;
+        Ok(StaffView {
+            name: who.name,
+            role: who.role,
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! Talking to the server: sync rounds for counters and gates, and the loop
+//! that keeps them going.
+
+use super::*;
+
+impl Terminal {
+    /// What the next sync round would send (the outbox and lease reports),
+    /// for diagnostics.
+    pub fn pending_sync_request(
+        &self,
+    ) -> Result<tessera_core::api::sync::SyncRequest, TerminalError> {
+        let tz = self.catalogue().and_then(|c| Self::tz(&c))?;
+        let today = self.inner.clock.now().to_zoned(tz).date();
+        sync::build_request(
+            &mut self.db(),
+            &self.inner.identity,
+            self.inner.clock.now(),
+            today,
+        )
+    }
+
+    /// One sync round now (more if there is more to upload or places to give
+    /// back), at most one at a time.
+    pub async fn sync_now(&self) -> Result<SyncSummary, TerminalError> {
+        match self.inner.identity.role {
+            Role::Counter => {
+                let summary = self.sync_with_timeout(UPLOAD_TIMEOUT).await?;
+                // A counter can work the gate too: keep its scans and
+                // revocation list current.
+                self.gate_sync_now().await?;
+                Ok(summary)
+            }
+            _ => {
+                self.gate_sync_now().await?;
+                Ok(SyncSummary {
+                    uploaded_sales: 0,
+                    acked_seq: 0,
+                    pending_sales: 0,
+                    leases_granted: 0,
+                    places_returned: 0,
+                })
+            }
+        }
+    }
+
+    /// Uploads offline scans; fetches keys, voided tickets and entry policy.
+    pub async fn gate_sync_now(&self) -> Result<u32, TerminalError> {
+        let _guard = self.inner.sync_lock.lock().await;
+        let request = gate::build_request(&self.db(), &self.inner.identity)?;
+        let sent = request.scans.len() as u32;
+        let url = format!("{}/v1/gate/sync", self.inner.identity.server_url);
+        let response: Result<tessera_core::api::gate_sync::GateSyncResponse, _> = sync::post(
+            &self.inner.http,
+            &url,
+            Some(&self.inner.identity.token),
+            &request,
+            UPLOAD_TIMEOUT,
+        )
+        .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = sync::record_failure(&self.db(), &e);
+                return Err(e);
+            }
+        };
+        gate::apply_response(&mut self.db(), &response, self.inner.clock.now())?;
+        self.forget_gate_cache();
+        if response.conflicts > 0 {
+            tracing::warn!(
+                conflicts = response.conflicts,
+                "tickets this gate admitted offline were also admitted elsewhere"
+            );
+        }
+        Ok(sent)
+    }
+
+    pub(super) async fn sync_with_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<SyncSummary, TerminalError> {
+        self.require_counter()?;
+        let _guard = self.inner.sync_lock.lock().await;
+        let mut summary = SyncSummary {
+            uploaded_sales: 0,
+            acked_seq: 0,
+            pending_sales: 0,
+            leases_granted: 0,
+            places_returned: 0,
+        };
+        for _round in 0..20 {
+            // Before the first sync there is no catalogue: any zone will do
+            // for a request that only asks for it.
+            let tz = self
+                .catalogue()
+                .ok()
+                .and_then(|c| c.time_zone().ok())
+                .unwrap_or(TimeZone::UTC);
+            let today = self.inner.clock.now().to_zoned(tz).date();
+            let request = sync::build_request(
+                &mut self.db(),
+                &self.inner.identity,
+                self.inner.clock.now(),
+                today,
+            )?;
+            let url = format!("{}/v1/sync", self.inner.identity.server_url);
+            let response: Result<tessera_core::api::sync::SyncResponse, _> = sync::post(
+                &self.inner.http,
+                &url,
+                Some(&self.inner.identity.token),
+                &request,
+                timeout,
+            )
+            .await;
+            let response = match response {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = sync::record_failure(&self.db(), &e);
+                    return Err(e);
+                }
+            };
+            let applied =
+                sync::apply_response(&mut self.db(), &request, &response, self.inner.clock.now())?;
+            summary.uploaded_sales += response.sales_stored;
+            summary.acked_seq = response.acked_seq;
+            summary.leases_granted += applied.granted;
+            summary.places_returned += applied.returned;
+            let more_sales = request.sales.len() >= sync::BATCH;
+            // Places given back on recall are reported at once, so the
+            // server can sell them; a terminal that did not know today's
+            // slots yet (first sync) asks for leases right away.
+            let learned_slots = request.wants.is_empty()
+                && response
+                    .slots
+                    .iter()
+                    .any(|s| !s.past && s.slot_id.date == today);
+            if !more_sales && applied.returned == 0 && !learned_slots {
+                break;
+            }
+        }
+        let conn = self.db();
+        let acked = sync::acked_seq(&conn)?;
+        summary.pending_sales = conn.query_row(
+            "SELECT COUNT(*) FROM sales WHERE terminal_seq > ?1",
+            params![acked],
+            |r| r.get(0),
+        )?;
+        Ok(summary)
+    }
+
+    /// Keeps syncing in the background: every ~2 s while the server answers,
+    /// backing off to 10 s while it does not; a sale or void wakes it early.
+    pub fn spawn_sync_loop(&self) -> tokio::task::JoinHandle<()> {
+        let terminal = self.clone();
+        tokio::spawn(async move {
+            let interval = terminal.inner.interval;
+            let mut delay = interval;
+            loop {
+                delay = match terminal.sync_now().await {
+                    Ok(_) => interval,
+                    Err(TerminalError::Offline(reason)) => {
+                        tracing::info!(%reason, "server unreachable; selling from leases");
+                        (delay * 2).clamp(interval, MAX_BACKOFF)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sync refused");
+                        MAX_BACKOFF
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = terminal.inner.wake.notified() => {}
+                }
+            }
+        })
+    }
+}

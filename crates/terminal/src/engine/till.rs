@@ -1,0 +1,173 @@
+//! The cashier's till: shifts, selling from the lease, voids, X and Z reports.
+
+use super::*;
+
+impl Terminal {
+    pub fn open_shift(&self, pin: &str, float: i64) -> Result<ShiftView, TerminalError> {
+        self.require_counter()?;
+        let who = self.staff_with_pin(pin)?;
+        shifts::open(&mut self.db(), &who, float, self.inner.clock.now())
+    }
+
+    pub fn current_shift(&self) -> Result<Option<ShiftView>, TerminalError> {
+        shifts::current(&self.db())
+    }
+
+    fn commit(&self, request: &SaleRequest) -> Result<SaleView, TerminalError> {
+        let signer = self.require_counter()?;
+        let catalogue = self.catalogue()?;
+        let ctx = SellContext {
+            catalogue: &catalogue,
+            signer,
+            now: self.inner.clock.now(),
+        };
+        sales::commit_sale(&mut self.db(), &ctx, request)
+    }
+
+    fn online(&self) -> bool {
+        local::get::<bool>(&self.db(), keys::ONLINE)
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    }
+
+    /// Sells: commits the sale locally (durable), then prints the receipt.
+    /// Beyond this counter's lease, an online counter asks the server for the
+    /// places once and tries again; offline, the cashier is told how many are
+    /// left here.
+    pub async fn sell(&self, request: SaleRequest) -> Result<SaleDone, TerminalError> {
+        let sale = match self.commit(&request) {
+            Err(TerminalError::NotEnoughPlaces {
+                slot,
+                left,
+                requested,
+            }) => {
+                sales::want(
+                    &self.db(),
+                    request.slot_id,
+                    requested,
+                    self.inner.clock.now(),
+                )?;
+                if !self.online() {
+                    return Err(TerminalError::NotEnoughPlaces {
+                        slot,
+                        left,
+                        requested,
+                    });
+                }
+                let _ = self.sync_with_timeout(REFILL_TIMEOUT).await;
+                self.commit(&request)?
+            }
+            other => other?,
+        };
+        crash_point("abort-after-sale-commit");
+        self.inner.wake.notify_one();
+        let printed = self.print_sale(&sale, false).await;
+        Ok(SaleDone { sale, printed })
+    }
+
+    pub fn sale(&self, sale_id: Uuid) -> Result<SaleView, TerminalError> {
+        let catalogue = self.catalogue()?;
+        let conn = self.db();
+        let acked = sync::acked_seq(&conn)?;
+        sales::load_sale(&conn, &catalogue, sale_id, acked)
+    }
+
+    /// Today's sales at this counter, newest first.
+    pub fn sales_today(&self) -> Result<Vec<SaleView>, TerminalError> {
+        let catalogue = self.catalogue()?;
+        let tz = Self::tz(&catalogue)?;
+        let today = self.inner.clock.now().to_zoned(tz.clone()).date();
+        let start = today
+            .to_zoned(tz.clone())
+            .map_err(|e| TerminalError::Storage(e.to_string()))?
+            .timestamp();
+        let end = today
+            .tomorrow()
+            .and_then(|d| d.to_zoned(tz))
+            .map_err(|e| TerminalError::Storage(e.to_string()))?
+            .timestamp();
+        let conn = self.db();
+        let acked = sync::acked_seq(&conn)?;
+        sales::sales_between(
+            &conn,
+            &catalogue,
+            start.as_millisecond(),
+            end.as_millisecond(),
+            acked,
+        )
+    }
+
+    pub fn void(
+        &self,
+        sale_id: Uuid,
+        supervisor_pin: &str,
+        reason: &str,
+    ) -> Result<VoidDone, TerminalError> {
+        self.require_counter()?;
+        let approver = self.staff_with_pin(supervisor_pin)?;
+        if !approver.may_approve() {
+            return Err(TerminalError::NotSupervisor);
+        }
+        let done = sales::void_sale(
+            &mut self.db(),
+            sale_id,
+            &approver,
+            reason,
+            self.inner.clock.now(),
+        )?;
+        self.inner.wake.notify_one();
+        Ok(done)
+    }
+
+    fn currency(&self) -> String {
+        self.catalogue()
+            .map(|c| c.museum.currency.to_string())
+            .unwrap_or_else(|_| "EUR".into())
+    }
+
+    /// The Z report of the most recently closed shift.
+    pub fn last_z_report(&self) -> Result<Option<ShiftReport>, TerminalError> {
+        shifts::last_closed(&self.db())
+    }
+
+    pub fn x_report(&self) -> Result<ShiftReport, TerminalError> {
+        let currency = self.currency();
+        let conn = self.db();
+        let shift = shifts::current(&conn)?.ok_or(TerminalError::NoShift)?;
+        shifts::report(
+            &conn,
+            &shift,
+            &self.inner.identity.name,
+            &currency,
+            ReportKind::X,
+            None,
+            self.inner.clock.now(),
+        )
+    }
+
+    /// Closes the shift with the counted cash; the Z report is stored, queued
+    /// for upload and printed.
+    pub async fn close_shift(&self, counted: i64) -> Result<ShiftReport, TerminalError> {
+        let currency = self.currency();
+        let report = shifts::close(
+            &mut self.db(),
+            &self.inner.identity.name,
+            &currency,
+            counted,
+            self.inner.clock.now(),
+        )?;
+        self.inner.wake.notify_one();
+        let _ = self.print_report(&report).await;
+        Ok(report)
+    }
+}
+
+/// Lets a test kill the process at a precise point (`TESSERA_FAILPOINT`), to
+/// prove that what was committed before it survives. Not set, it does nothing.
+fn crash_point(name: &str) {
+    if std::env::var("TESSERA_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
