@@ -105,6 +105,13 @@ enum Command {
         #[arg(long, default_value = "text", value_parser = ["text", "json", "csv"])]
         format: String,
     },
+    /// For demos: seconds to add to the clock (TESSERA_CLOCK_OFFSET_SECS) so
+    /// that it stands five minutes into the next entry window (0 if one is
+    /// open now).
+    DemoOffset {
+        #[arg(long)]
+        fixtures: PathBuf,
+    },
     /// Change a slot's capacity (also while the server runs).
     Capacity {
         #[arg(long, env = "TESSERA_DB")]
@@ -261,6 +268,29 @@ fn run(cli: Cli) -> Result<()> {
             if let Err(e) = report.check() {
                 anyhow::bail!("the report does not add up: {e}");
             }
+        }
+        Command::DemoOffset { fixtures } => {
+            let text = std::fs::read_to_string(&fixtures)
+                .with_context(|| format!("reading {}", fixtures.display()))?;
+            let (catalogue, _) = admin::parse_fixtures(&text).map_err(anyhow::Error::msg)?;
+            let now = clock.now();
+            let tz = catalogue.time_zone()?;
+            let mut date = now.to_zoned(tz).date();
+            let mut offset = None;
+            for _ in 0..14 {
+                for slot in catalogue.slots_on(date)? {
+                    if slot.ends_at > now {
+                        let target = slot.starts_at.max(now);
+                        offset = Some(if target == now { 0 } else { target.duration_since(now).as_secs() + 300 });
+                        break;
+                    }
+                }
+                if offset.is_some() {
+                    break;
+                }
+                date = date.tomorrow()?;
+            }
+            println!("{}", offset.context("the museum does not open in the next two weeks")?);
         }
         Command::Capacity { db, slot, set } => {
             let slot: SlotId = slot.parse()?;

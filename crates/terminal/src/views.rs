@@ -17,6 +17,8 @@ pub struct Status {
     pub device_name: String,
     pub role: Role,
     pub museum: String,
+    /// The museum's IANA zone: every time on screen is shown in it.
+    pub time_zone: String,
     pub server_url: String,
     /// The last sync attempt reached the server.
     pub online: bool,

@@ -291,13 +291,14 @@ impl Terminal {
             params![acked],
             |r| r.get(0),
         )?;
-        let museum = local::get::<Catalogue>(&conn, keys::CATALOGUE)?
-            .map(|c| c.museum.name)
+        let (museum, time_zone) = local::get::<Catalogue>(&conn, keys::CATALOGUE)?
+            .map(|c| (c.museum.name, c.museum.time_zone))
             .unwrap_or_default();
         Ok(Status {
             device_name: self.inner.identity.name.clone(),
             role: self.inner.identity.role,
             museum,
+            time_zone,
             server_url: self.inner.identity.server_url.clone(),
             online: local::get::<bool>(&conn, keys::ONLINE)?.unwrap_or(false),
             last_sync_at: local::get(&conn, keys::LAST_SYNC_AT)?,
