@@ -30,6 +30,8 @@ pub struct Status {
     pub pending_voids: u32,
     pub pending_shifts: u32,
     pub pending_scans: u32,
+    /// Visitors this device let in today (gate mode).
+    pub admitted_today: u32,
     pub shift: Option<ShiftView>,
     pub printer: String,
     pub now: Timestamp,

@@ -291,7 +291,15 @@ impl Terminal {
             params![acked],
             |r| r.get(0),
         )?;
-        let (museum, time_zone) = local::get::<Catalogue>(&conn, keys::CATALOGUE)?
+        let catalogue = local::get::<Catalogue>(&conn, keys::CATALOGUE)?;
+        let now = self.inner.clock.now();
+        let day_start = catalogue
+            .as_ref()
+            .and_then(|c| c.time_zone().ok())
+            .and_then(|tz| now.to_zoned(tz).start_of_day().ok())
+            .map(|d| d.timestamp().as_millisecond())
+            .unwrap_or(0);
+        let (museum, time_zone) = catalogue
             .map(|c| (c.museum.name, c.museum.time_zone))
             .unwrap_or_default();
         Ok(Status {
@@ -309,9 +317,10 @@ impl Terminal {
                 "SELECT COUNT(*) FROM shifts WHERE closed_at IS NOT NULL AND uploaded = 0",
             )?,
             pending_scans: gate::pending(&conn)?,
+            admitted_today: gate::admitted_since(&conn, day_start)?,
             shift: shifts::current(&conn)?,
             printer: local::get::<String>(&conn, keys::PRINTER)?.unwrap_or_else(|| "none".into()),
-            now: self.inner.clock.now(),
+            now,
         })
     }
 

@@ -1,0 +1,140 @@
+//! The engine the commands share. `Terminal` is cheap to clone, so a command
+//! clones it out of the lock and never holds the lock across an `.await`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use tessera_terminal::Terminal;
+use tokio::task::JoinHandle;
+
+use crate::error::CommandError;
+
+/// Where the engine keeps its database: `TESSERA_DATA_DIR` (tests, several
+/// counters on one machine), else the platform's app data directory.
+pub const DATA_DIR_ENV: &str = "TESSERA_DATA_DIR";
+
+pub fn data_dir(app_data_dir: Option<PathBuf>) -> Result<PathBuf, String> {
+    match std::env::var_os(DATA_DIR_ENV).filter(|v| !v.is_empty()) {
+        Some(dir) => Ok(PathBuf::from(dir)),
+        None => app_data_dir
+            .ok_or_else(|| format!("no app data directory on this system: set {DATA_DIR_ENV}")),
+    }
+}
+
+pub struct AppState {
+    data_dir: PathBuf,
+    terminal: RwLock<Option<Terminal>>,
+    /// Why an enrolled terminal could not be opened at start (shown instead
+    /// of the setup screen, which would try to enrol it a second time).
+    open_error: Mutex<Option<String>>,
+    sync_loop: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl AppState {
+    /// Opens the terminal if this machine is enrolled, and starts syncing.
+    pub fn start(data_dir: PathBuf) -> Self {
+        let state = AppState {
+            data_dir,
+            terminal: RwLock::new(None),
+            open_error: Mutex::new(None),
+            sync_loop: Mutex::new(None),
+        };
+        if Terminal::is_enrolled(&state.data_dir) {
+            match Terminal::open(&state.data_dir) {
+                Ok(t) => state.install(t),
+                Err(e) => {
+                    tracing::error!("cannot open the terminal: {e}");
+                    *state
+                        .open_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+                }
+            }
+        }
+        state
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn is_enrolled(&self) -> bool {
+        self.terminal
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+            || Terminal::is_enrolled(&self.data_dir)
+    }
+
+    /// The open terminal, or why there is none.
+    pub fn terminal(&self) -> Result<Terminal, CommandError> {
+        if let Some(t) = self
+            .terminal
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Ok(t.clone());
+        }
+        match self
+            .open_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            Some(e) => Err(CommandError::new(
+                "open_failed",
+                format!("this counter's data could not be opened: {e}"),
+            )),
+            None => Err(tessera_terminal::TerminalError::NotEnrolled.into()),
+        }
+    }
+
+    /// Makes `t` the terminal every command uses and (re)starts its sync loop.
+    pub fn install(&self, t: Terminal) {
+        // The loop is a tokio task: spawn it inside Tauri's runtime, which is
+        // also where every async command runs.
+        let handle = {
+            let _runtime = tauri::async_runtime::handle().inner().enter();
+            t.spawn_sync_loop()
+        };
+        *self
+            .terminal
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(t);
+        *self
+            .open_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        if let Some(old) = self
+            .sync_loop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(handle)
+        {
+            old.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_dir_prefers_the_environment() {
+        // One test touches the variable, so no other test races with it.
+        std::env::set_var(DATA_DIR_ENV, "/tmp/tessera-x");
+        assert_eq!(
+            data_dir(Some(PathBuf::from("/home/a"))),
+            Ok(PathBuf::from("/tmp/tessera-x"))
+        );
+        std::env::set_var(DATA_DIR_ENV, "");
+        assert_eq!(
+            data_dir(Some(PathBuf::from("/home/a"))),
+            Ok(PathBuf::from("/home/a"))
+        );
+        assert!(data_dir(None).is_err());
+        std::env::remove_var(DATA_DIR_ENV);
+    }
+}

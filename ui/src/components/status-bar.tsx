@@ -1,0 +1,61 @@
+import type { Status } from "../api";
+import { formatAge, formatTime } from "../format";
+
+/** Always on screen: is the server reachable, what still waits to upload,
+ * how fresh the figures are. A cashier must see at a glance that sales are
+ * safe on this machine even while the line is down. */
+export function StatusBar({ status, error, stale = false }: { status: Status | null; error: string | null; stale?: boolean }) {
+  if (!status) {
+    return (
+      <div class="status-bar" data-testid="status-bar">
+        <span class="status-pill unknown">{error ? "Engine not reachable" : "Starting…"}</span>
+        {error ? <span class="status-error">{error}</span> : null}
+      </div>
+    );
+  }
+  if (stale) {
+    return (
+      <div class="status-bar" data-testid="status-bar">
+        <span class="status-pill offline" data-testid="net-status" data-online="unknown">
+          Not answering
+        </span>
+        <span class="status-error" data-testid="engine-stale">
+          The counter engine has not answered for a few seconds. Sales already completed are safe; wait, or restart the app.
+        </span>
+      </div>
+    );
+  }
+  const waiting = status.pending_sales;
+  const otherWaiting = status.pending_voids + status.pending_shifts + status.pending_scans;
+  return (
+    <div class="status-bar" data-testid="status-bar">
+      <span
+        class={`status-pill ${status.online ? "online" : "offline"}`}
+        data-testid="net-status"
+        data-online={String(status.online)}
+        title={status.last_sync_error ?? undefined}
+      >
+        {status.online ? "Online" : "Offline"}
+      </span>
+      <span class={`status-item ${waiting > 0 ? "warn" : ""}`}>
+        Waiting to upload: <strong data-testid="pending-sales">{waiting}</strong>{" "}
+        {waiting === 1 ? "sale" : "sales"}
+        {otherWaiting > 0 ? <span class="muted"> (+{otherWaiting} other)</span> : null}
+      </span>
+      <span class="status-item" title={status.last_sync_at ?? undefined}>
+        Last sync: <strong data-testid="last-sync">{formatAge(status.last_sync_at, status.now)}</strong>
+        {status.last_sync_at ? <span class="muted"> ({formatTime(status.last_sync_at)})</span> : null}
+      </span>
+      {!status.online && status.last_sync_error ? (
+        <span class="status-item muted" data-testid="sync-error">
+          {status.last_sync_error}
+        </span>
+      ) : null}
+      <span class="status-spacer" />
+      <span class="status-item muted">
+        {status.museum} · {status.device_name}
+        {status.shift ? ` · shift: ${status.shift.cashier}` : ""}
+      </span>
+    </div>
+  );
+}
