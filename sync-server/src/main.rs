@@ -281,7 +281,11 @@ fn run(cli: Cli) -> Result<()> {
                 for slot in catalogue.slots_on(date)? {
                     if slot.ends_at > now {
                         let target = slot.starts_at.max(now);
-                        offset = Some(if target == now { 0 } else { target.duration_since(now).as_secs() + 300 });
+                        offset = Some(if target == now {
+                            0
+                        } else {
+                            target.duration_since(now).as_secs() + 300
+                        });
                         break;
                     }
                 }
@@ -290,7 +294,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 date = date.tomorrow()?;
             }
-            println!("{}", offset.context("the museum does not open in the next two weeks")?);
+            println!(
+                "{}",
+                offset.context("the museum does not open in the next two weeks")?
+            );
         }
         Command::Capacity { db, slot, set } => {
             let slot: SlotId = slot.parse()?;

@@ -92,6 +92,24 @@ async fn a_visitor_books_a_family_visit_and_gets_signed_tickets() {
         )
         .unwrap();
     assert_eq!((sold, stored), (3, 5));
+
+    // Operators see it too.
+    let (status, health) = api.get("/healthz").await.unwrap();
+    assert_eq!(
+        (status, health["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tessera_orders_total 1"), "{metrics}");
+    assert!(metrics.contains("tessera_commit_batch_jobs"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
