@@ -77,7 +77,10 @@ impl Terminal {
         };
         describe(&mut view, &claims, &cache);
         // Bound first: a guard in an `if let` lives through its block.
-        let first = gate::first_admission(&self.db(), claims.ticket_id)?;
+        let ticket = claims.ticket_id;
+        let first = self
+            .on_db(move |conn| gate::first_admission(conn, ticket))
+            .await?;
         if let Some(at) = first {
             let at = tessera_core::clock::from_ms(at);
             view.reason = Some(DenyReason::AlreadyUsed);
@@ -98,12 +101,17 @@ impl Terminal {
             view.first_used_at = answer.first_redeemed_at;
             view.first_used_by = answer.first_redeemed_by;
             if answer.result == RedeemResult::Admitted {
-                gate::record(&mut self.db(), scan_id, &claims, &code, now, true)?;
+                let (c, k) = (claims.clone(), code.clone());
+                self.on_db(move |conn| gate::record(conn, scan_id, &c, &k, now, true))
+                    .await?;
             }
             return finish(view, self);
         }
         // Offline: this device's own log decides, and the server merges later.
-        let recorded = gate::record(&mut self.db(), scan_id, &claims, &code, now, false)?;
+        let (c, k) = (claims.clone(), code.clone());
+        let recorded = self
+            .on_db(move |conn| gate::record(conn, scan_id, &c, &k, now, false))
+            .await?;
         if recorded {
             view.result = RedeemResult::Admitted;
             view.message = format!(

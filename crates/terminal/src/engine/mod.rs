@@ -225,6 +225,18 @@ impl Terminal {
         self.inner.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs database work off the async threads: a commit waits for an
+    /// fsync, which must not stall the runtime (or the app's window).
+    pub(crate) async fn on_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, TerminalError> + Send + 'static,
+    ) -> Result<T, TerminalError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || f(&mut this.db()))
+            .await
+            .map_err(|e| TerminalError::Storage(format!("database task failed: {e}")))?
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.inner.dir
     }

@@ -13,6 +13,15 @@ impl Terminal {
         shifts::current(&self.db())
     }
 
+    /// The sale's transaction waits for an fsync: not on an async thread.
+    async fn commit_off_thread(&self, request: &SaleRequest) -> Result<SaleView, TerminalError> {
+        let this = self.clone();
+        let request = request.clone();
+        tokio::task::spawn_blocking(move || this.commit(&request))
+            .await
+            .map_err(|e| TerminalError::Storage(format!("sale task failed: {e}")))?
+    }
+
     fn commit(&self, request: &SaleRequest) -> Result<SaleView, TerminalError> {
         let signer = self.require_counter()?;
         let catalogue = self.catalogue()?;
@@ -36,7 +45,7 @@ impl Terminal {
     /// places once and tries again; offline, the cashier is told how many are
     /// left here.
     pub async fn sell(&self, request: SaleRequest) -> Result<SaleDone, TerminalError> {
-        let sale = match self.commit(&request) {
+        let sale = match self.commit_off_thread(&request).await {
             Err(TerminalError::NotEnoughPlaces {
                 slot,
                 left,
@@ -56,7 +65,7 @@ impl Terminal {
                     });
                 }
                 let _ = self.sync_with_timeout(REFILL_TIMEOUT).await;
-                self.commit(&request)?
+                self.commit_off_thread(&request).await?
             }
             other => other?,
         };

@@ -1,0 +1,14 @@
+//! tessera-loadtest: the demand-spike and fault harness. It starts the real
+//! `tessera-server` binary as a child process on a loopback port over a fresh
+//! SQLite file, drives it with online clients (HTTP) and real counter/gate
+//! terminals (`tessera-terminal`, each with its own SQLite file), and reports
+//! figures and invariant checks. Scenarios: `spike`, `chaos`, `gate`, `drain`.
+
+pub mod chaos;
+pub mod client;
+pub mod drain;
+pub mod gate;
+pub mod proxy;
+pub mod server;
+pub mod spike;
+pub mod stats;

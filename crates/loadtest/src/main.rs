@@ -1,0 +1,225 @@
+//! `tessera-loadtest`: see the crate docs and docs/BENCHMARKS.md.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use tessera_loadtest::server::release_server_binary;
+use tessera_loadtest::{chaos, drain, gate, spike};
+
+#[derive(Parser)]
+#[command(
+    name = "tessera-loadtest",
+    version,
+    about = "Demand spike and fault harness for Tessera (drives the release-built tessera-server)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// C online clients hold + confirm on one hot slot; M counters sell it too.
+    Spike {
+        /// Admissions the hot slot holds.
+        #[arg(long, default_value_t = 50_000)]
+        capacity: u32,
+        /// Concurrent online clients (closed loop).
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Counter terminals selling the same slot from leases.
+        #[arg(long, default_value_t = 0)]
+        terminals: usize,
+        /// Longest a run lasts (seconds) if the slot does not sell out.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// group | per-request | both
+        #[arg(long, default_value = "both", value_parser = ["group", "per-request", "both"])]
+        commit: String,
+        /// One JSON object with every figure instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counters behind cuttable proxies, server SIGKILLs, requests sent
+    /// twice; then heal and check oversold/lost/duplicated/tallies.
+    Chaos {
+        #[arg(long, default_value_t = 2000)]
+        capacity: u32,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 4)]
+        terminals: usize,
+        /// Server SIGKILLs (each restarted on the same file).
+        #[arg(long, default_value_t = 3)]
+        kills: usize,
+        /// Network partitions of single counters.
+        #[arg(long, default_value_t = 8)]
+        partitions: usize,
+        /// Seed of the fault plan (printed; default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Seconds of selling under faults.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Share of online requests sent twice with the same key.
+        #[arg(long, default_value_t = 0.15)]
+        duplicate_rate: f64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Online redeem (steady 500/s and flat out) and offline verify+redeem.
+    Gate {
+        /// Tickets per phase.
+        #[arg(long, default_value_t = 5000)]
+        tickets: usize,
+        /// Scans per second of the steady online phase.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Seconds to upload N sales a counter queued while offline.
+    Drain {
+        #[arg(long, default_value_t = 10_000)]
+        sales: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Counters sync every second during runs unless told otherwise.
+    if std::env::var_os("TESSERA_SYNC_INTERVAL_MS").is_none() {
+        std::env::set_var("TESSERA_SYNC_INTERVAL_MS", "1000");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(violations) if violations.is_empty() => ExitCode::SUCCESS,
+        Ok(violations) => {
+            for v in &violations {
+                eprintln!("VIOLATION: {v}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<Vec<String>> {
+    match cli.command {
+        Cmd::Spike {
+            capacity,
+            clients,
+            terminals,
+            duration,
+            commit,
+            json,
+        } => {
+            let modes = match commit.as_str() {
+                "both" => vec!["group".to_string(), "per-request".to_string()],
+                m => vec![m.to_string()],
+            };
+            let opts = spike::SpikeOptions {
+                capacity,
+                clients,
+                terminals,
+                duration: Duration::from_secs(duration),
+                modes,
+                server_bin: release_server_binary()?,
+                quantity: 1,
+            };
+            let report = spike::run(&opts).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                spike::print(&report);
+            }
+            Ok(spike::violations(&report))
+        }
+        Cmd::Chaos {
+            capacity,
+            clients,
+            terminals,
+            kills,
+            partitions,
+            seed,
+            duration,
+            duplicate_rate,
+            json,
+        } => {
+            let seed = seed.unwrap_or_else(chaos::fresh_seed);
+            eprintln!("chaos: seed {seed} (replay with --seed {seed})");
+            let opts = chaos::ChaosOptions {
+                capacity,
+                clients,
+                terminals,
+                kills,
+                partitions,
+                seed,
+                duration: Duration::from_secs(duration),
+                duplicate_rate: duplicate_rate.clamp(0.0, 1.0),
+                server_bin: release_server_binary()?,
+                sabotage: false,
+            };
+            let report = chaos::run(&opts).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                chaos::print(&report);
+            }
+            eprintln!("chaos: seed {seed}");
+            Ok(report.violations.clone())
+        }
+        Cmd::Gate {
+            tickets,
+            rate,
+            json,
+        } => {
+            let opts = gate::GateOptions {
+                tickets,
+                rate,
+                server_bin: release_server_binary()?,
+            };
+            let report = gate::run(&opts).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                gate::print(&report);
+            }
+            Ok(gate::violations(&report))
+        }
+        Cmd::Drain { sales, json } => {
+            let opts = drain::DrainOptions {
+                sales,
+                server_bin: release_server_binary()?,
+            };
+            let report = drain::run(&opts).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                drain::print(&report);
+            }
+            Ok(drain::violations(&report))
+        }
+    }
+}
