@@ -6,7 +6,7 @@ use tessera_server::testkit::{slot, ServerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_hold_and_confirm_use_capacity_once() {
-    let server = ServerProcess::start_at("11:05", &[]);
+    let mut server = ServerProcess::start_at("11:05", &[]);
     let api = server.api();
     let s = slot(server.day, "13:00");
     let items = json!([{"product_id": "adult", "quantity": 2}]);
@@ -41,6 +41,22 @@ async fn a_retried_hold_and_confirm_use_capacity_once() {
         .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
         .unwrap();
     assert_eq!(orders, 1);
+
+    // A retry after a server restart still gets the first answer.
+    server.restart();
+    let api = server.api();
+    let (c3, o3) = api.confirm("pay-key", hold_id).await.unwrap();
+    assert_eq!((c3, &o3), (StatusCode::CREATED, &o1));
+    let (status, _) = api
+        .hold(
+            "same-key",
+            s,
+            json!([{"product_id": "adult", "quantity": 3}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(api.available(s).await, 118);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,8 +180,10 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
     ])?;
     tx.prepare_cached("UPDATE holds SET status = 'confirmed' WHERE hold_id = ?1")?
         .execute(params![hold_id.to_string()])?;
-    tx.prepare_cached("UPDATE slots SET sold_online = sold_online + ?2 WHERE slot_id = ?1")?
-        .execute(params![slot_id.to_string(), hold.admissions])?;
+    // The slot's sold_online column and its tally are written once per batch
+    // (`Writer::flush`), not once per order: on a hot slot that is hundreds
+    // of row updates saved per commit.
+    ctx.state.unsaved_slots.insert(slot_id);
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO tickets (ticket_id, slot_id, product_id, admits, code, channel, order_id, key_id)
@@ -202,7 +204,6 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
     ctx.state
         .tallies
         .add_sale(ONLINE_ACTOR, slot_id, u64::from(hold.admissions));
-    save_tally(ctx, slot_id)?;
     ctx.state.dirty_slots.insert(slot_id);
     metrics::counter!("tessera_orders_total").increment(1);
     metrics::counter!("tessera_admissions_sold_total", "channel" => "online")
@@ -218,21 +219,6 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
         tickets,
     };
     Ok(Ok((201, json!(order))))
-}
-
-/// Persists a slot's CRDT tally state as it now stands in memory.
-pub(crate) fn save_tally(ctx: &Ctx<'_>, slot: SlotId) -> Result<(), Fatal> {
-    let Some(tally) = ctx.state.tallies.0.get(&slot) else {
-        return Ok(());
-    };
-    let json = serde_json::to_string(tally).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
-    ctx.tx
-        .prepare_cached(
-            "INSERT INTO tallies (slot_id, state) VALUES (?1, ?2)
-             ON CONFLICT (slot_id) DO UPDATE SET state = excluded.state",
-        )?
-        .execute(params![slot.to_string(), json])?;
-    Ok(())
 }
 
 pub(crate) fn cancel_hold(

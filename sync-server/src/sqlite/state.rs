@@ -21,6 +21,9 @@ use super::schema::OpenError;
 use crate::store::DeviceInfo;
 use tessera_core::clock::from_ms;
 
+/// How long a retry with the same Idempotency-Key gets the first answer.
+pub(crate) const IDEMPOTENCY_KEEP_MS: i64 = 24 * 3600 * 1000;
+
 pub(crate) struct SlotRow {
     pub slot: Slot,
     pub ledger: SlotLedger,
@@ -69,10 +72,15 @@ pub(crate) struct State {
     pub tallies: Tallies,
     pub catalogue_version: u64,
     pub staff: Vec<StaffMember>,
+    /// Idempotency keys of the last day: key hash -> (request hash, log row).
+    pub idempotency: HashMap<[u8; 16], ([u8; 32], i64)>,
     /// When each counter last synced: counters heard from recently are
     /// "online" for lease sizing. Kept in memory only.
     pub last_sync: HashMap<Uuid, i64>,
     pub dirty_slots: HashSet<SlotId>,
+    /// Slots whose sold_online or tally changed in memory and must be written
+    /// before the batch commits.
+    pub unsaved_slots: HashSet<SlotId>,
     pub devices_dirty: bool,
 }
 
@@ -290,6 +298,26 @@ impl State {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
 
+        let mut idempotency = HashMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT id, key_hash, request_hash FROM idempotency_log WHERE created_at > ?1",
+        )?;
+        let rows = stmt.query_map(params![now_ms - IDEMPOTENCY_KEEP_MS], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, key, request) = row?;
+            if let (Ok(key), Ok(request)) =
+                (<[u8; 16]>::try_from(key), <[u8; 32]>::try_from(request))
+            {
+                idempotency.insert(key, (request, id));
+            }
+        }
+
         let dirty_slots = slots.keys().copied().collect();
         Ok(State {
             catalogue: Arc::new(catalogue),
@@ -302,8 +330,10 @@ impl State {
             tallies,
             catalogue_version,
             staff,
+            idempotency,
             last_sync: HashMap::new(),
             dirty_slots,
+            unsaved_slots: HashSet::new(),
             devices_dirty: true,
         })
     }

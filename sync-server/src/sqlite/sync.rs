@@ -17,7 +17,6 @@ use tessera_core::tally::Tallies;
 use tessera_core::ticket_code::KeyRing;
 use uuid::Uuid;
 
-use super::online::save_tally;
 use super::state::{LeaseRow, State};
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
@@ -575,7 +574,7 @@ fn apply(
         ctx.state
             .tallies
             .set_actor(&dev, *slot, totals.sold, totals.voided);
-        save_tally(ctx, *slot)?;
+        ctx.state.unsaved_slots.insert(*slot);
         ctx.state.dirty_slots.insert(*slot);
     }
 

@@ -10,10 +10,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 use tokio::sync::mpsc;
 
-use super::state::{Shared, State};
+use super::state::{Shared, State, IDEMPOTENCY_KEEP_MS};
 use crate::error::ServiceError;
 use crate::store::{Answer, Idem};
 use tessera_core::clock::Clock;
@@ -138,6 +138,7 @@ impl Writer {
                 Err(e) => return Err(e),
             }
         }
+        flush(&tx, &mut self.state)?;
         tx.commit()?;
         Ok(())
     }
@@ -156,6 +157,9 @@ impl Writer {
     /// Rebuilds the in-memory state from the transaction after a change made
     /// by admin code paths (revocations), keeping what only memory knows.
     pub fn reload_in(ctx: &mut Ctx<'_>) -> Result<(), Fatal> {
+        // What earlier jobs of this batch changed in memory only must reach
+        // the transaction first, or the reload would forget it.
+        flush(ctx.tx, ctx.state)?;
         let mut fresh =
             State::load(ctx.tx, ctx.now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
         fresh.last_sync = std::mem::take(&mut ctx.state.last_sync);
@@ -174,17 +178,44 @@ impl Writer {
             .date();
         let added = super::admin::ensure_slots(ctx.tx, &ctx.state.catalogue, today, horizon_days)?;
         if added > 0 {
-            let fresh =
-                State::load(ctx.tx, ctx.now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
-            *ctx.state = fresh;
+            Writer::reload_in(ctx)?;
             tracing::info!(added, "generated slots ahead");
         }
+        let cutoff = ctx.now_ms - IDEMPOTENCY_KEEP_MS;
         ctx.tx.execute(
-            "DELETE FROM idempotency WHERE created_at < ?1",
-            params![ctx.now_ms - 24 * 3600 * 1000],
+            "DELETE FROM idempotency_log WHERE created_at < ?1",
+            params![cutoff],
         )?;
+        // Rows are numbered in time order: what is left starts at the oldest kept row.
+        let oldest: Option<i64> =
+            ctx.tx
+                .query_row("SELECT MIN(id) FROM idempotency_log", [], |r| r.get(0))?;
+        let oldest = oldest.unwrap_or(i64::MAX);
+        ctx.state.idempotency.retain(|_, (_, row)| *row >= oldest);
         Ok(())
     }
+}
+
+/// Writes what jobs changed only in memory: per slot, the online sold count
+/// and the CRDT tally state.
+fn flush(tx: &Transaction<'_>, state: &mut State) -> Result<(), Fatal> {
+    for slot in state.unsaved_slots.drain() {
+        let Some(row) = state.slots.get(&slot) else {
+            continue;
+        };
+        tx.prepare_cached("UPDATE slots SET sold_online = ?2 WHERE slot_id = ?1")?
+            .execute(params![slot.to_string(), row.ledger.sold_online])?;
+        if let Some(tally) = state.tallies.0.get(&slot) {
+            let json =
+                serde_json::to_string(tally).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            tx.prepare_cached(
+                "INSERT INTO tallies (slot_id, state) VALUES (?1, ?2)
+                 ON CONFLICT (slot_id) DO UPDATE SET state = excluded.state",
+            )?
+            .execute(params![slot.to_string(), json])?;
+        }
+    }
+    Ok(())
 }
 
 fn sweep_expired_holds(tx: &Transaction<'_>, state: &mut State, now_ms: i64) -> Result<(), Fatal> {
@@ -215,15 +246,20 @@ pub(crate) fn idempotent(
     idem: &Idem,
     f: impl FnOnce(&mut Ctx<'_>) -> Result<Result<(u16, serde_json::Value), ServiceError>, Fatal>,
 ) -> Result<Result<Answer, ServiceError>, Fatal> {
-    let stored: Option<(Vec<u8>, u16, String)> = ctx
-        .tx
-        .prepare_cached("SELECT request_hash, status, body FROM idempotency WHERE key = ?1")?
-        .query_row(params![idem.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
-    if let Some((hash, status, body)) = stored {
-        if hash != idem.request_hash {
+    let key = key_hash(&idem.key);
+    let request: [u8; 32] = idem
+        .request_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| Fatal::Bookkeeping("request hash is not 32 bytes".into()))?;
+    if let Some(&(first_request, row)) = ctx.state.idempotency.get(&key) {
+        if first_request != request {
             return Ok(Err(ServiceError::IdempotencyKeyReused));
         }
+        let (status, body): (u16, String) = ctx
+            .tx
+            .prepare_cached("SELECT status, body FROM idempotency_log WHERE id = ?1")?
+            .query_row(params![row], |r| Ok((r.get(0)?, r.get(1)?)))?;
         let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
         metrics::counter!("tessera_idempotent_replays_total").increment(1);
         return Ok(Ok(Answer {
@@ -239,12 +275,22 @@ pub(crate) fn idempotent(
     };
     ctx.tx
         .prepare_cached(
-            "INSERT INTO idempotency (key, request_hash, status, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO idempotency_log (key_hash, request_hash, status, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .execute(params![idem.key, idem.request_hash, status, body.to_string(), ctx.now_ms])?;
+        .execute(params![key.to_vec(), request.to_vec(), status, body.to_string(), ctx.now_ms])?;
+    ctx.state
+        .idempotency
+        .insert(key, (request, ctx.tx.last_insert_rowid()));
     Ok(Ok(Answer {
         status,
         body,
         replayed: false,
     }))
+}
+
+fn key_hash(key: &str) -> [u8; 16] {
+    let digest = crate::secrets::hash(key);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
 }
