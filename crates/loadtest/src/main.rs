@@ -35,6 +35,10 @@ enum Cmd {
         /// Longest a run lasts (seconds) if the slot does not sell out.
         #[arg(long, default_value_t = 30)]
         duration: u64,
+        /// Adult tickets per online order (1 is the worst case; parties of
+        /// two or more are typical for a museum).
+        #[arg(long, default_value_t = 1)]
+        quantity: u32,
         /// group | per-request | both
         #[arg(long, default_value = "both", value_parser = ["group", "per-request", "both"])]
         commit: String,
@@ -132,6 +136,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             clients,
             terminals,
             duration,
+            quantity,
             commit,
             json,
         } => {
@@ -146,7 +151,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 duration: Duration::from_secs(duration),
                 modes,
                 server_bin: release_server_binary()?,
-                quantity: 1,
+                quantity: quantity.clamp(1, 20),
             };
             let report = spike::run(&opts).await?;
             if json {
