@@ -347,6 +347,23 @@ impl Api {
         self.confirm(&format!("{key}-c"), &id).await
     }
 
+    /// The keys `/v1/keys` publishes, as a gate would hold them.
+    pub async fn keyring(&self) -> tessera_core::ticket_code::KeyRing {
+        let (_, keys) = self.get("/v1/keys").await.expect("keys");
+        let mut ring = tessera_core::ticket_code::KeyRing::new();
+        for k in keys["keys"].as_array().expect("key list") {
+            let bytes: [u8; 32] = data_encoding::HEXLOWER
+                .decode(k["public_key"].as_str().expect("hex").as_bytes())
+                .expect("hex key")
+                .try_into()
+                .expect("32 bytes");
+            let id = k["key_id"].as_u64().expect("key id") as u32;
+            ring.insert(id, bytes, k["revoked"].as_bool().unwrap_or(false))
+                .expect("valid key");
+        }
+        ring
+    }
+
     pub async fn enrol(
         &self,
         code: &str,

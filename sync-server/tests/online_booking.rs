@@ -2,26 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
-use tessera_core::ticket_code::KeyRing;
 use tessera_server::testkit::{slot, ServerProcess};
-
-fn keyring(keys: &serde_json::Value) -> KeyRing {
-    let mut ring = KeyRing::new();
-    for k in keys["keys"].as_array().unwrap() {
-        let bytes: [u8; 32] = data_encoding::HEXLOWER
-            .decode(k["public_key"].as_str().unwrap().as_bytes())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        ring.insert(
-            k["key_id"].as_u64().unwrap() as u32,
-            bytes,
-            k["revoked"].as_bool().unwrap(),
-        )
-        .unwrap();
-    }
-    ring
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_books_a_family_visit_and_gets_signed_tickets() {
@@ -66,8 +47,7 @@ async fn a_visitor_books_a_family_visit_and_gets_signed_tickets() {
     );
     assert_eq!(api.available(s).await, 117);
 
-    let (_, keys) = api.get("/v1/keys").await.unwrap();
-    let ring = keyring(&keys);
+    let ring = api.keyring().await;
     for t in tickets {
         let claims = ring
             .verify(t["code"].as_str().unwrap())

@@ -8,7 +8,6 @@ use std::io::Read;
 use std::net::TcpListener;
 
 use common::*;
-use tessera_core::ticket_code::KeyRing;
 use tessera_server::testkit::{slot, ServerProcess};
 use tessera_terminal::printer::decode::decode;
 use tessera_terminal::views::PrintOutcome;
@@ -71,17 +70,7 @@ async fn the_receipt_reaches_the_printer_and_its_tickets_get_in() {
     assert_eq!(receipt.qr_payloads.len(), 4, "one QR per ticket");
 
     // Every QR verifies with the keys the server publishes.
-    let (_, keys) = server.api().get("/v1/keys").await.unwrap();
-    let mut ring = KeyRing::new();
-    for k in keys["keys"].as_array().unwrap() {
-        let bytes: [u8; 32] = data_encoding::HEXLOWER
-            .decode(k["public_key"].as_str().unwrap().as_bytes())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        ring.insert(k["key_id"].as_u64().unwrap() as u32, bytes, false)
-            .unwrap();
-    }
+    let ring = server.api().keyring().await;
     for qr in &receipt.qr_payloads {
         let claims = ring
             .verify(qr)

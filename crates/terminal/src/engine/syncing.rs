@@ -43,27 +43,37 @@ impl Terminal {
         }
     }
 
+    /// Posts to the server with this device's token; a failure is recorded
+    /// for the status bar (offline, or why the server refused).
+    async fn post_or_record<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<R, TerminalError> {
+        let url = format!("{}{path}", self.inner.identity.server_url);
+        let result = sync::post(
+            &self.inner.http,
+            &url,
+            Some(&self.inner.identity.token),
+            body,
+            timeout,
+        )
+        .await;
+        if let Err(e) = &result {
+            let _ = sync::record_failure(&self.db(), e);
+        }
+        result
+    }
+
     /// Uploads offline scans; fetches keys, voided tickets and entry policy.
     pub async fn gate_sync_now(&self) -> Result<u32, TerminalError> {
         let _guard = self.inner.sync_lock.lock().await;
         let request = gate::build_request(&self.db(), &self.inner.identity)?;
         let sent = request.scans.len() as u32;
-        let url = format!("{}/v1/gate/sync", self.inner.identity.server_url);
-        let response: Result<tessera_core::api::gate_sync::GateSyncResponse, _> = sync::post(
-            &self.inner.http,
-            &url,
-            Some(&self.inner.identity.token),
-            &request,
-            UPLOAD_TIMEOUT,
-        )
-        .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = sync::record_failure(&self.db(), &e);
-                return Err(e);
-            }
-        };
+        let response: tessera_core::api::gate_sync::GateSyncResponse = self
+            .post_or_record("/v1/gate/sync", &request, UPLOAD_TIMEOUT)
+            .await?;
         gate::apply_response(&mut self.db(), &response, self.inner.clock.now())?;
         self.forget_gate_cache();
         if response.conflicts > 0 {
@@ -103,22 +113,8 @@ impl Terminal {
                 self.inner.clock.now(),
                 today,
             )?;
-            let url = format!("{}/v1/sync", self.inner.identity.server_url);
-            let response: Result<tessera_core::api::sync::SyncResponse, _> = sync::post(
-                &self.inner.http,
-                &url,
-                Some(&self.inner.identity.token),
-                &request,
-                timeout,
-            )
-            .await;
-            let response = match response {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = sync::record_failure(&self.db(), &e);
-                    return Err(e);
-                }
-            };
+            let response: tessera_core::api::sync::SyncResponse =
+                self.post_or_record("/v1/sync", &request, timeout).await?;
             let applied =
                 sync::apply_response(&mut self.db(), &request, &response, self.inner.clock.now())?;
             summary.uploaded_sales += response.sales_stored;
