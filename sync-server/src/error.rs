@@ -48,6 +48,8 @@ pub enum ServiceError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    TooManyAttempts(String),
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("server is shutting down or its storage is unavailable")]
@@ -91,6 +93,7 @@ impl ServiceError {
             ServiceError::EnrolmentCodeInvalid => "enrolment_code_invalid",
             ServiceError::NotFound(_) => "not_found",
             ServiceError::Conflict(_) => "conflict",
+            ServiceError::TooManyAttempts(_) => "too_many_attempts",
             ServiceError::Storage(_) => "storage_error",
             ServiceError::Unavailable => "unavailable",
         }
@@ -117,6 +120,7 @@ impl ServiceError {
             | ServiceError::MuseumClosed(_)
             | ServiceError::SlotPast(_)
             | ServiceError::Pricing(_) => 422,
+            ServiceError::TooManyAttempts(_) => 429,
             ServiceError::Storage(_) => 500,
             ServiceError::Unavailable => 503,
         }

@@ -75,6 +75,7 @@ pub async fn start(
         clock,
         entry: config.entry,
         metrics: metrics_handle(),
+        pins: Default::default(),
     };
     let app = router(state, config.max_body_bytes);
     let listener = TcpListener::bind(config.listen)

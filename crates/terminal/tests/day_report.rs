@@ -362,3 +362,22 @@ async fn supervisor_endpoints_refuse_the_wrong_credentials_and_change_nothing() 
     assert_eq!(done["already_revoked"], false);
     assert_eq!(server_count(&server, "SELECT COUNT(*) FROM audit_log WHERE action = 'revoke_lease' AND actor = 'Inès at Counter A'"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_the_supervisor_pin_from_a_counter_is_stopped() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let c = counter(&server, "Counter A").await;
+    for guess in ["0000", "1234", "1111", "4321", "9998"] {
+        let err = c.t.day_report(guess, server.day).await.unwrap_err();
+        assert!(err.to_string().contains("not a supervisor's"), "{err}");
+    }
+    // Locked now, even with the right PIN.
+    let err = c.t.day_report("9999", server.day).await.unwrap_err();
+    assert!(
+        err.to_string().contains("too many wrong supervisor PINs"),
+        "{err}"
+    );
+    // Another counter is not affected.
+    let other = counter(&server, "Counter B").await;
+    assert!(other.t.day_report("9999", server.day).await.is_ok());
+}

@@ -143,10 +143,19 @@ impl<S: Store> FromRequestParts<AppState<S>> for Supervisor {
             .get("x-supervisor-pin")
             .and_then(|v| v.to_str().ok());
         match (device.role, pin) {
-            (Role::Counter, Some(pin)) => match state.store.supervisor_with_pin(pin) {
-                Some(staff) => Ok(Supervisor(format!("{} at {}", staff.name, device.name))),
-                None => Err(ServiceError::Forbidden("that PIN is not a supervisor's".into())),
-            },
+            (Role::Counter, Some(pin)) => {
+                state.pins.check(device.device_id)?;
+                match state.store.supervisor_with_pin(pin) {
+                    Some(staff) => {
+                        state.pins.succeeded(device.device_id);
+                        Ok(Supervisor(format!("{} at {}", staff.name, device.name)))
+                    }
+                    None => {
+                        state.pins.failed(device.device_id);
+                        Err(ServiceError::Forbidden("that PIN is not a supervisor's".into()))
+                    }
+                }
+            }
             _ => Err(ServiceError::Forbidden(format!(
                 "this needs a supervisor: a supervisor device's token, or a counter's token with a supervisor's PIN \
                  (X-Supervisor-Pin); this token belongs to {} \"{}\"",

@@ -7,6 +7,7 @@ mod gate;
 mod gate_sync;
 mod online;
 mod ops;
+pub mod pin_guard;
 mod supervisor;
 mod sync;
 
@@ -31,6 +32,7 @@ pub struct AppState<S> {
     pub clock: Clock,
     pub entry: EntryPolicy,
     pub metrics: PrometheusHandle,
+    pub pins: Arc<pin_guard::PinGuard>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -40,6 +42,7 @@ impl<S> Clone for AppState<S> {
             clock: self.clock,
             entry: self.entry,
             metrics: self.metrics.clone(),
+            pins: self.pins.clone(),
         }
     }
 }
