@@ -99,25 +99,16 @@ impl Shop {
 
     /// Places bookable in `slot` now.
     pub async fn available(&self, slot: SlotId) -> Result<u32> {
-        let v: serde_json::Value = self
-            .http
-            .get(format!("{}/v1/availability?date={}", self.base, slot.date))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let slot_id = slot.to_string();
-        v["slots"]
-            .as_array()
-            .and_then(|a| a.iter().find(|s| s["slot_id"] == slot_id.as_str()))
-            .and_then(|s| s["available"].as_u64())
-            .map(|n| n as u32)
-            .with_context(|| format!("slot {slot} not in the availability answer"))
+        Ok(self.slot_figure(slot, "available").await? as u32)
     }
 
     /// `sold` of the slot as the availability view reports it (the CRDT tallies).
     pub async fn tallied_sold(&self, slot: SlotId) -> Result<u64> {
+        self.slot_figure(slot, "sold").await
+    }
+
+    /// One number of one slot from `GET /v1/availability`.
+    async fn slot_figure(&self, slot: SlotId, field: &str) -> Result<u64> {
         let v: serde_json::Value = self
             .http
             .get(format!("{}/v1/availability?date={}", self.base, slot.date))
@@ -130,7 +121,7 @@ impl Shop {
         v["slots"]
             .as_array()
             .and_then(|a| a.iter().find(|s| s["slot_id"] == slot_id.as_str()))
-            .and_then(|s| s["sold"].as_u64())
+            .and_then(|s| s[field].as_u64())
             .with_context(|| format!("slot {slot} not in the availability answer"))
     }
 

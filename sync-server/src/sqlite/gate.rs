@@ -13,7 +13,6 @@ use tessera_core::slot::SlotId;
 use tessera_core::ticket_code::{CodeError, TicketClaims};
 use uuid::Uuid;
 
-use super::state::load_keys;
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
 use crate::store::DeviceInfo;
@@ -214,7 +213,7 @@ pub(crate) fn gate_sync(
             "at most 10000 scans per sync".into(),
         )));
     }
-    let (ring, keys) = load_keys(ctx.tx)?;
+    let (ring, keys) = ctx.state.keys.clone();
     // Check every scan before storing any: a bad upload changes nothing.
     let mut fresh = Vec::new();
     for scan in &request.scans {

@@ -72,6 +72,8 @@ pub(crate) struct State {
     pub tallies: Tallies,
     pub catalogue_version: u64,
     pub staff: Vec<StaffMember>,
+    /// Ticket-signing public keys (with revocations), as gates get them.
+    pub keys: (Arc<KeyRing>, Arc<PublicKeys>),
     /// Idempotency keys of the last day: key hash -> (request hash, log row).
     pub idempotency: HashMap<[u8; 16], ([u8; 32], i64)>,
     /// When each counter last synced: counters heard from recently are
@@ -330,6 +332,7 @@ impl State {
             tallies,
             catalogue_version,
             staff,
+            keys: load_keys(conn)?,
             idempotency,
             last_sync: HashMap::new(),
             dirty_slots,
@@ -375,6 +378,7 @@ impl State {
             *shared.staff.write().unwrap_or_else(|p| p.into_inner()) = self.staff.clone();
             let devices = load_devices(conn)?;
             let keys = load_keys(conn)?;
+            self.keys = keys.clone();
             *shared.devices.write().unwrap_or_else(|p| p.into_inner()) = devices;
             *shared.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         }

@@ -868,7 +868,7 @@ fn respond(
             tallies.0.insert(*id, t.clone());
         }
     }
-    let keys = super::state::load_keys(ctx.tx)?.1.as_ref().clone();
+    let keys = ctx.state.keys.1.as_ref().clone();
     let catalogue_version = ctx.state.catalogue_version;
     Ok(SyncResponse {
         server_time: from_ms(now),
