@@ -14,6 +14,7 @@ pub mod clock;
 pub mod fixture;
 pub mod ids;
 pub mod inventory;
+pub mod limits;
 pub mod money;
 pub mod pricing;
 pub mod slot;
