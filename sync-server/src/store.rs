@@ -83,12 +83,15 @@ pub trait Store: Send + Sync + 'static {
     fn keyring(&self) -> Arc<KeyRing>;
 
     /// Records a verified ticket's entry, once: a second scan is denied with
-    /// where and when the first one was.
+    /// where and when the first one was. The code's claims, whether it was
+    /// voided and its entry window are judged here, in one order
+    /// (`tessera_core::admission::decide`).
     fn redeem(
         &self,
         gate: DeviceInfo,
         claims: TicketClaims,
         scan_id: Option<Uuid>,
+        entry: EntryPolicy,
     ) -> impl Future<Output = Result<Redemption, ServiceError>> + Send;
 
     /// One counter sync round (see `tessera_core::api::sync`).

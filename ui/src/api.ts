@@ -198,7 +198,7 @@ export interface SyncSummary {
   places_returned: number;
 }
 
-export type DenyReason = "invalid" | "already_used" | "wrong_day" | "too_early" | "too_late" | "voided" | "revoked_key";
+export type DenyReason = "invalid" | "already_used" | "wrong_day" | "too_early" | "too_late" | "voided" | "revoked_key" | "not_in_catalogue";
 
 /** A gate's answer to one scan (the engine's `ScanView`). */
 export interface ScanView {

@@ -5,6 +5,7 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
+use crate::catalogue::Catalogue;
 use crate::ticket_code::{CodeError, TicketClaims};
 
 /// Why a gate turned a visitor away, in the words the API uses.
@@ -18,6 +19,9 @@ pub enum DenyReason {
     TooLate,
     Voided,
     RevokedKey,
+    /// Signed by a real key, but naming a product, an admission count or an
+    /// entry window the museum's catalogue does not have.
+    NotInCatalogue,
 }
 
 impl DenyReason {
@@ -31,6 +35,9 @@ impl DenyReason {
             DenyReason::TooLate => "Entry time for this ticket has passed",
             DenyReason::Voided => "Ticket was cancelled (sale voided or refunded)",
             DenyReason::RevokedKey => "Ticket was issued by a device that has been revoked",
+            DenyReason::NotInCatalogue => {
+                "Ticket does not match the museum's catalogue (product, admissions or entry window)"
+            }
         }
     }
 
@@ -43,6 +50,7 @@ impl DenyReason {
             DenyReason::TooLate => "too_late",
             DenyReason::Voided => "voided",
             DenyReason::RevokedKey => "revoked_key",
+            DenyReason::NotInCatalogue => "not_in_catalogue",
         }
     }
 
@@ -74,6 +82,108 @@ impl Default for EntryPolicy {
     }
 }
 
+/// How a signed code disagrees with the catalogue. A valid signature only
+/// says which device vouched for the claims; a counter's key (or a stolen
+/// counter) could sign anything, so the claims are held against what the
+/// museum actually sells.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CatalogueMismatch {
+    #[error("product {0:?} is not in the museum's catalogue")]
+    UnknownProduct(String),
+    #[error("ticket claims {claimed} admissions, but {product:?} admits {admits}")]
+    Admits {
+        product: String,
+        claimed: u8,
+        admits: u8,
+    },
+    #[error("there is no entry at {slot} on the museum's schedule")]
+    NoSuchSlot { slot: String },
+    #[error("ticket claims a {claimed}-minute entry window, but {slot} is a {window}-minute slot")]
+    Window {
+        slot: String,
+        claimed: u16,
+        window: u16,
+    },
+}
+
+/// Checks a code's product, admissions and entry window against the catalogue.
+pub fn check_claims(claims: &TicketClaims, catalogue: &Catalogue) -> Result<(), CatalogueMismatch> {
+    let product = catalogue
+        .product(&claims.product_id)
+        .ok_or_else(|| CatalogueMismatch::UnknownProduct(claims.product_id.clone()))?;
+    if product.admits != claims.admits {
+        return Err(CatalogueMismatch::Admits {
+            product: product.id.clone(),
+            claimed: claims.admits,
+            admits: product.admits,
+        });
+    }
+    // A schedule that cannot be read has no slot to match.
+    let slots = catalogue.slots_on(claims.slot.date).unwrap_or_default();
+    let slot = slots.iter().find(|s| s.id == claims.slot).ok_or_else(|| {
+        CatalogueMismatch::NoSuchSlot {
+            slot: claims.slot.to_string(),
+        }
+    })?;
+    if slot.window_minutes != claims.window_minutes {
+        return Err(CatalogueMismatch::Window {
+            slot: claims.slot.to_string(),
+            claimed: claims.window_minutes,
+            window: slot.window_minutes,
+        });
+    }
+    Ok(())
+}
+
+/// A gate's refusal: the reason code and the words for the attendant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: DenyReason,
+    pub message: String,
+}
+
+impl Refusal {
+    fn plain(reason: DenyReason) -> Refusal {
+        Refusal {
+            reason,
+            message: reason.explain().to_string(),
+        }
+    }
+}
+
+/// Everything a gate decides about a verified code before looking at who
+/// already used it, in one order for the server and the offline gate: is it
+/// a ticket the museum sells, was it voided, and is this its day and window.
+///
+/// `voided` comes before the day and window: a cancelled ticket is refused as
+/// cancelled whatever time it is scanned, or the visitor would be told to come
+/// back later with a ticket that will never get in.
+pub fn decide(
+    claims: &TicketClaims,
+    catalogue: &Catalogue,
+    voided: bool,
+    tz: &TimeZone,
+    now: Timestamp,
+    policy: EntryPolicy,
+) -> Result<(), Refusal> {
+    check_claims(claims, catalogue).map_err(|e| Refusal {
+        reason: DenyReason::NotInCatalogue,
+        message: format!("{}: {e}", DenyReason::NotInCatalogue.explain()),
+    })?;
+    if voided {
+        return Err(Refusal::plain(DenyReason::Voided));
+    }
+    check_entry(claims, tz, now, policy).map_err(|reason| Refusal {
+        reason,
+        message: format!(
+            "{} (entry {} on {})",
+            reason.explain(),
+            claims.slot.hhmm(),
+            claims.slot.date
+        ),
+    })
+}
+
 /// Is `now` a time this ticket may enter? Checks the day, then the window.
 pub fn check_entry(
     claims: &TicketClaims,
@@ -84,6 +194,16 @@ pub fn check_entry(
     let today = now.to_zoned(tz.clone()).date();
     if today != claims.slot.date {
         return Err(DenyReason::WrongDay);
+    }
+    // A window running past the end of the day (a 24-hour claim) cannot be
+    // computed, let alone honoured.
+    if claims
+        .slot
+        .start_minute
+        .checked_add(claims.window_minutes)
+        .is_none()
+    {
+        return Err(DenyReason::Invalid);
     }
     let starts = claims.slot.starts_at(tz).map_err(|_| DenyReason::Invalid)?;
     let ends = claims
@@ -105,6 +225,12 @@ pub fn check_entry(
 mod tests {
     use super::*;
     use crate::slot::SlotId;
+    use proptest::prelude::*;
+
+    fn demo() -> Catalogue {
+        let text = include_str!("../../../fixtures/demo-museum.toml");
+        crate::fixture::parse_fixture(text).expect("fixture").0
+    }
 
     fn claims(slot: &str) -> TicketClaims {
         TicketClaims {
@@ -144,5 +270,103 @@ mod tests {
             check_entry(&c, &tz, at("2026-12-01T23:30:00Z"), p),
             Err(DenyReason::TooEarly)
         );
+    }
+
+    // 2026-12-02 is a Wednesday: the demo museum opens 10:00-18:00.
+    #[test]
+    fn a_voided_ticket_is_refused_as_voided_at_any_hour() {
+        let tz = TimeZone::get("Europe/Paris").unwrap();
+        let c = claims("2026-12-02T16:00");
+        let p = EntryPolicy::default();
+        let morning: Timestamp = "2026-12-02T09:10:00Z".parse().unwrap();
+        assert_eq!(
+            decide(&c, &demo(), false, &tz, morning, p).map_err(|r| r.reason),
+            Err(DenyReason::TooEarly)
+        );
+        assert_eq!(
+            decide(&c, &demo(), true, &tz, morning, p).map_err(|r| r.reason),
+            Err(DenyReason::Voided)
+        );
+        let tomorrow: Timestamp = "2026-12-03T15:10:00Z".parse().unwrap();
+        assert_eq!(
+            decide(&c, &demo(), true, &tz, tomorrow, p).map_err(|r| r.reason),
+            Err(DenyReason::Voided)
+        );
+        let on_time: Timestamp = "2026-12-02T15:05:00Z".parse().unwrap();
+        assert_eq!(decide(&c, &demo(), false, &tz, on_time, p), Ok(()));
+    }
+
+    #[test]
+    fn claims_the_catalogue_does_not_have_are_refused_with_the_reason() {
+        let catalogue = demo();
+        let good = claims("2026-12-02T11:00");
+        assert_eq!(check_claims(&good, &catalogue), Ok(()));
+
+        let mut many = good.clone();
+        many.admits = 255;
+        let e = check_claims(&many, &catalogue).unwrap_err();
+        assert!(matches!(
+            e,
+            CatalogueMismatch::Admits {
+                claimed: 255,
+                admits: 1,
+                ..
+            }
+        ));
+        assert!(e.to_string().contains("255"), "{e}");
+
+        let mut all_day = good.clone();
+        all_day.window_minutes = 24 * 60;
+        assert!(matches!(
+            check_claims(&all_day, &catalogue),
+            Err(CatalogueMismatch::Window {
+                claimed: 1440,
+                window: 30,
+                ..
+            })
+        ));
+
+        let mut ghost = good.clone();
+        ghost.product_id = "vip-lounge".into();
+        assert_eq!(
+            check_claims(&ghost, &catalogue),
+            Err(CatalogueMismatch::UnknownProduct("vip-lounge".into()))
+        );
+
+        // 03:00 is not an entry time of the demo museum.
+        let night = claims("2026-12-02T03:00");
+        assert!(matches!(
+            check_claims(&night, &catalogue),
+            Err(CatalogueMismatch::NoSuchSlot { .. })
+        ));
+
+        let tz = TimeZone::get("Europe/Paris").unwrap();
+        let at: Timestamp = "2026-12-02T10:05:00Z".parse().unwrap();
+        let refusal =
+            decide(&many, &catalogue, false, &tz, at, EntryPolicy::default()).unwrap_err();
+        assert_eq!(refusal.reason, DenyReason::NotInCatalogue);
+        assert!(refusal.message.contains("255"), "{}", refusal.message);
+    }
+
+    proptest! {
+        // Whatever a signer claims, deciding never panics (a 24-hour window
+        // once overflowed the window arithmetic).
+        #[test]
+        fn deciding_never_panics(
+            start in 0u16..1440,
+            window in any::<u16>(),
+            admits in any::<u8>(),
+            voided in any::<bool>(),
+            secs in 1_700_000_000i64..1_900_000_000,
+        ) {
+            let tz = TimeZone::get("Europe/Paris").unwrap();
+            let mut c = claims("2026-12-02T10:00");
+            c.slot = SlotId::new(c.slot.date, start).unwrap();
+            c.window_minutes = window;
+            c.admits = admits;
+            let now = Timestamp::from_second(secs).unwrap();
+            let _ = check_entry(&c, &tz, now, EntryPolicy::default());
+            let _ = decide(&c, &demo(), voided, &tz, now, EntryPolicy::default());
+        }
     }
 }

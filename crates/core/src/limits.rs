@@ -50,6 +50,9 @@ pub const MAX_AMOUNT_MINOR: i64 = 100_000_000;
 pub const MAX_SEQ: u64 = (1 << 53) - 1;
 /// Admissions one slot may hold; capacities above this are refused.
 pub const MAX_CAPACITY: u32 = 1_000_000;
+/// A scanned ticket code as sent to the server (real codes are ~150 ASCII
+/// characters; anything far longer is not a ticket).
+pub const TICKET_CODE_CHARS: usize = 1024;
 
 /// Why a value was refused. The message names the field and the limit, so a
 /// caller can show it as it is.

@@ -8,11 +8,12 @@ use std::collections::{HashMap, HashSet};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use tessera_core::admission::{check_entry, DenyReason, EntryPolicy};
+use tessera_core::admission::{decide, DenyReason, EntryPolicy};
 use tessera_core::api::devices::PublicKeys;
 use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse, ScanRecord};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::clock::from_ms;
+use tessera_core::limits::SCANS_PER_SYNC;
 use tessera_core::ticket_code::{KeyRing, TicketClaims};
 use uuid::Uuid;
 
@@ -27,6 +28,9 @@ pub(crate) struct GateCache {
     pub tz: TimeZone,
     pub policy: EntryPolicy,
     pub names: HashMap<String, String>,
+    /// What the museum sells: a signed code must name a real product, its
+    /// admissions and a real entry window.
+    pub catalogue: Catalogue,
 }
 
 pub(crate) fn load_cache(conn: &Connection) -> Result<GateCache, TerminalError> {
@@ -75,25 +79,50 @@ pub(crate) fn load_cache(conn: &Connection) -> Result<GateCache, TerminalError> 
             .iter()
             .map(|p| (p.id.clone(), p.name.clone()))
             .collect(),
+        catalogue,
     })
 }
 
+/// Why the gate refused a code before looking at its scan log.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub reason: DenyReason,
+    pub message: String,
+    /// What the code claims, when its signature held.
+    pub claims: Option<TicketClaims>,
+}
+
 /// Everything that can be decided from the code alone: signature, signer,
-/// day, window, voided.
+/// then core's rules (catalogue, voided, day, window) in the server's order.
 pub(crate) fn precheck(
     cache: &GateCache,
     code: &str,
     now: Timestamp,
-) -> Result<TicketClaims, (DenyReason, Option<TicketClaims>)> {
-    let claims = cache
-        .ring
-        .verify(code)
-        .map_err(|e| (DenyReason::from_code_error(&e), None))?;
-    check_entry(&claims, &cache.tz, now, cache.policy).map_err(|r| (r, Some(claims.clone())))?;
-    if cache.voided.contains(&claims.ticket_id) {
-        return Err((DenyReason::Voided, Some(claims)));
+) -> Result<TicketClaims, Refused> {
+    let claims = cache.ring.verify(code).map_err(|e| {
+        let reason = DenyReason::from_code_error(&e);
+        Refused {
+            reason,
+            message: reason.explain().to_string(),
+            claims: None,
+        }
+    })?;
+    let voided = cache.voided.contains(&claims.ticket_id);
+    match decide(
+        &claims,
+        &cache.catalogue,
+        voided,
+        &cache.tz,
+        now,
+        cache.policy,
+    ) {
+        Ok(()) => Ok(claims),
+        Err(r) => Err(Refused {
+            reason: r.reason,
+            message: r.message,
+            claims: Some(claims),
+        }),
     }
-    Ok(claims)
 }
 
 /// When this device first admitted the ticket, if it did.
@@ -153,15 +182,18 @@ pub(crate) fn pending(conn: &Connection) -> Result<u32, TerminalError> {
     )
 }
 
+/// The next upload: the oldest scans not yet acknowledged, and this gate's
+/// clock now (`now`), from which the server learns how far it is off.
 pub(crate) fn build_request(
     conn: &Connection,
     identity: &Identity,
+    now: Timestamp,
 ) -> Result<GateSyncRequest, TerminalError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT scan_id, code, ticket_id, slot_id, scanned_at FROM scans WHERE uploaded = 0 ORDER BY scanned_at LIMIT 2000",
+        "SELECT scan_id, code, ticket_id, slot_id, scanned_at FROM scans WHERE uploaded = 0 ORDER BY scanned_at LIMIT ?1",
     )?;
     let scans = stmt
-        .query_map([], |r| {
+        .query_map(params![SCANS_PER_SYNC as i64], |r| {
             Ok(ScanRecord {
                 scan_id: parse_uuid(&r.get::<_, String>(0)?)?,
                 code: r.get(1)?,
@@ -175,6 +207,7 @@ pub(crate) fn build_request(
         device_id: identity.device_id,
         catalogue_version: local::get::<u64>(conn, keys::CATALOGUE_VERSION)?.unwrap_or(0),
         scans,
+        sent_at: Some(now),
     })
 }
 

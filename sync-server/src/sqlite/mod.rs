@@ -283,8 +283,9 @@ impl Store for SqliteStore {
         gate: DeviceInfo,
         claims: TicketClaims,
         scan_id: Option<Uuid>,
+        entry: EntryPolicy,
     ) -> Result<Redemption, ServiceError> {
-        self.submit(move |ctx| Ok(Ok(gate::redeem(ctx, &gate, &claims, scan_id)?)))
+        self.submit(move |ctx| gate::redeem(ctx, &gate, &claims, scan_id, entry))
             .await
     }
 
@@ -304,7 +305,17 @@ impl Store for SqliteStore {
         request: GateSyncRequest,
         entry: EntryPolicy,
     ) -> Result<GateSyncResponse, ServiceError> {
-        self.submit(move |ctx| gate::gate_sync(ctx, &gate, request, entry))
+        // Signatures are checked here, off the writer thread, so a large
+        // upload never holds up everyone else's writes.
+        let received_at = self.clock.now_ms();
+        let ring = self.keyring();
+        let device = gate.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            gate::check_sync(&ring, &device, request, received_at)
+        })
+        .await
+        .map_err(|_| ServiceError::Unavailable)??;
+        self.submit(move |ctx| gate::gate_sync(ctx, &gate, checked, entry))
             .await
     }
 

@@ -17,8 +17,16 @@ pub struct GateSyncRequest {
     pub device_id: Uuid,
     pub catalogue_version: u64,
     /// Admissions made offline, with their original time and the gate's nonce.
+    /// At most `limits::SCANS_PER_SYNC`; a `scan_id` names one admission of
+    /// one ticket (sent again, it is the same admission).
     #[serde(default)]
     pub scans: Vec<ScanRecord>,
+    /// The gate's own clock when it sent this body. The server compares it
+    /// with its clock to learn how far the gate's clock is off, and reads the
+    /// scans' times in its own time (a gate 90 s fast is not believed to have
+    /// admitted anyone 90 s in the future).
+    #[serde(default)]
+    pub sent_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -30,6 +38,7 @@ pub struct ScanRecord {
     pub code: String,
     pub ticket_id: Uuid,
     pub slot_id: SlotId,
+    /// When the gate admitted the visitor, by the gate's clock.
     pub scanned_at: Timestamp,
 }
 

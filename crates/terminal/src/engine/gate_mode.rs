@@ -60,16 +60,10 @@ impl Terminal {
         };
         let claims = match gate::precheck(&cache, &code, now) {
             Ok(c) => c,
-            Err((reason, claims)) => {
-                view.reason = Some(reason);
-                view.message = reason.explain().to_string();
-                if let Some(c) = claims {
-                    view.message = format!(
-                        "{} ({} on {})",
-                        reason.explain(),
-                        c.slot.hhmm(),
-                        c.slot.date
-                    );
+            Err(refused) => {
+                view.reason = Some(refused.reason);
+                view.message = refused.message;
+                if let Some(c) = refused.claims {
                     describe(&mut view, &c, &cache);
                 }
                 return finish(view, self);

@@ -69,7 +69,8 @@ impl Terminal {
     /// Uploads offline scans; fetches keys, voided tickets and entry policy.
     pub async fn gate_sync_now(&self) -> Result<u32, TerminalError> {
         let _guard = self.inner.sync_lock.lock().await;
-        let request = gate::build_request(&self.db(), &self.inner.identity)?;
+        let request =
+            gate::build_request(&self.db(), &self.inner.identity, self.inner.clock.now())?;
         let sent = request.scans.len() as u32;
         let response: tessera_core::api::gate_sync::GateSyncResponse = self
             .post_or_record("/v1/gate/sync", &request, UPLOAD_TIMEOUT)
