@@ -354,12 +354,31 @@ fn serve(cfg: ServerConfig, clock: Clock) -> Result<()> {
         println!("{} listening on {}", server.museum, server.url());
         std::io::stdout().flush()?;
         tracing::info!(addr = %server.addr, db = %db.display(), commit = %cfg.commit, "serving");
-        shutdown_signal().await;
+        let failure = tokio::select! {
+            _ = shutdown_signal() => None,
+            reason = server.failed() => Some(reason),
+        };
         tracing::info!("shutting down");
-        server.stop().await;
-        Ok(())
+        // In-flight requests get a moment to finish; a connection that never
+        // does must not keep a failed server from exiting.
+        if tokio::time::timeout(STOP_GRACE, server.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still open after {STOP_GRACE:?}; exiting anyway");
+        }
+        match failure {
+            // Non-zero, so that systemd (Restart=on-failure) starts it again.
+            Some(reason) => {
+                anyhow::bail!("the server stopped because it could not go on: {reason}")
+            }
+            None => Ok(()),
+        }
     })
 }
+
+/// How long a stopping server waits for requests in flight.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -18,10 +18,15 @@ impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         let status = axum::http::StatusCode::from_u16(self.status())
             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = self.body();
         if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %self, "request failed");
+            let request_id = crate::error::current_request_id();
+            tracing::error!(code = self.code(), error = %self, request_id = request_id.as_deref().unwrap_or("-"), "request failed");
+            if let Some(id) = request_id {
+                body["error"]["request_id"] = id.into();
+            }
         }
-        (status, Json(self.body())).into_response()
+        (status, Json(body)).into_response()
     }
 }
 
