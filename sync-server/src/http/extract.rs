@@ -55,6 +55,43 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// axum's `Query`, but a malformed query string (a duplicated or mistyped
+/// parameter, bad percent-encoding) gets the JSON error body.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ServiceError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// axum's `Path`, but a path value that cannot be read (bad percent-encoding,
+/// not UTF-8) gets the JSON error body.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            // A route whose parameters do not fit its handler: our bug.
+            Err(rejection) if rejection.status().is_server_error() => {
+                tracing::error!(error = %rejection.body_text(), "path parameters do not fit the handler");
+                Err(ServiceError::Internal {
+                    request_id: crate::error::current_request_id().unwrap_or_default(),
+                })
+            }
+            Err(rejection) => Err(ServiceError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
 pub struct IdempotencyKey(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
