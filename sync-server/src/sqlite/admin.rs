@@ -399,10 +399,7 @@ pub(crate) fn revoke_lease_in(
 /// one device still in service has. Names are not unique (a replacement is
 /// often enrolled under the old name), so a name shared by several devices
 /// in service is refused with the list, never resolved by guessing.
-fn find_device(
-    tx: &Connection,
-    device: &str,
-) -> Result<(String, String, Option<u32>), AdminError> {
+fn find_device(tx: &Connection, device: &str) -> Result<(String, String, Option<u32>), AdminError> {
     let mut stmt = tx.prepare(
         "SELECT device_id, name, key_id, role, enrolled_at, revoked_at IS NOT NULL FROM devices
          WHERE device_id = ?1 OR name = ?1 ORDER BY enrolled_at",
