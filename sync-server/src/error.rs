@@ -1,6 +1,8 @@
 //! What can go wrong in the service, with the stable code and HTTP status each
 //! answer carries. The HTTP edge turns these into `{"error":{code,message}}`.
 
+use std::future::Future;
+
 use tessera_core::inventory::InventoryError;
 use tessera_core::pricing::PricingError;
 
@@ -54,6 +56,10 @@ pub enum ServiceError {
     Storage(String),
     #[error("server is shutting down or its storage is unavailable")]
     Unavailable,
+    /// A bug met while serving the request: it was rolled back and changed
+    /// nothing; the log has the details under the same request id.
+    #[error("internal error; the request changed nothing (request id {request_id})")]
+    Internal { request_id: String },
 }
 
 impl ServiceError {
@@ -96,6 +102,7 @@ impl ServiceError {
             ServiceError::TooManyAttempts(_) => "too_many_attempts",
             ServiceError::Storage(_) => "storage_error",
             ServiceError::Unavailable => "unavailable",
+            ServiceError::Internal { .. } => "internal",
         }
     }
 
@@ -121,7 +128,7 @@ impl ServiceError {
             | ServiceError::SlotPast(_)
             | ServiceError::Pricing(_) => 422,
             ServiceError::TooManyAttempts(_) => 429,
-            ServiceError::Storage(_) => 500,
+            ServiceError::Storage(_) | ServiceError::Internal { .. } => 500,
             ServiceError::Unavailable => 503,
         }
     }
@@ -139,7 +146,12 @@ impl ServiceError {
     }
 
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}})
+        let mut body =
+            serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
+        if let ServiceError::Internal { request_id } = self {
+            body["error"]["request_id"] = request_id.clone().into();
+        }
+        body
     }
 }
 
@@ -162,4 +174,19 @@ impl From<rusqlite::Error> for ServiceError {
     fn from(e: rusqlite::Error) -> Self {
         ServiceError::Storage(e.to_string())
     }
+}
+
+tokio::task_local! {
+    static REQUEST_ID: String;
+}
+
+/// The id of the HTTP request being served (set by the request log layer),
+/// so that work done for it elsewhere (in the writer) logs under it too.
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Serves `f` as request `id`.
+pub async fn with_request_id<F: Future>(id: String, f: F) -> F::Output {
+    REQUEST_ID.scope(id, f).await
 }

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::http::{metrics_handle, router, AppState};
@@ -44,11 +44,27 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
+    failed: watch::Receiver<Option<String>>,
 }
 
 impl RunningServer {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Resolves with the reason once the server can no longer take writes
+    /// (its writer thread died). It has then stopped listening; a process
+    /// should exit non-zero so that its service manager starts it afresh.
+    pub async fn failed(&self) -> String {
+        let mut failed = self.failed.clone();
+        let reason = failed
+            .wait_for(Option::is_some)
+            .await
+            .map(|reason| reason.clone().unwrap_or_default());
+        match reason {
+            Ok(reason) => reason,
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Stops accepting, finishes in-flight requests, and returns.
@@ -70,6 +86,7 @@ pub async fn start(
     let store = Arc::new(SqliteStore::open(db, config.store_config()?, clock)?);
     let museum = store::Store::catalogue(store.as_ref()).museum.name.clone();
     let upkeep = store.spawn_upkeep();
+    let writer_died = store.writer_died();
     let state = AppState {
         store,
         clock,
@@ -89,10 +106,19 @@ pub async fn start(
         source,
     })?;
     let (tx, rx) = oneshot::channel::<()>();
+    let (failed_tx, failed) = watch::channel(None);
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                let _ = rx.await;
+                tokio::select! {
+                    _ = rx => {}
+                    // Without a writer every write would answer 503: stop
+                    // listening instead and let the owner restart us.
+                    reason = writer_died => {
+                        tracing::error!(%reason, "stopping: the server can no longer take writes");
+                        let _ = failed_tx.send(Some(reason));
+                    }
+                }
             })
             .await;
         if let Err(e) = served {
@@ -105,6 +131,7 @@ pub async fn start(
         shutdown: Some(tx),
         task,
         upkeep,
+        failed,
     })
 }
 

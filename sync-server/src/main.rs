@@ -17,6 +17,10 @@ use tessera_server::sqlite::admin;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// A one-time code lives at most a month: long enough to post it to a branch
+/// museum, short enough that a forgotten one does not stay a way in.
+const ENROLMENT_CODE_MAX_HOURS: i64 = 720;
+
 #[derive(Parser)]
 #[command(
     name = "tessera-server",
@@ -66,7 +70,8 @@ enum Command {
         role: String,
         #[arg(long)]
         name: String,
-        #[arg(long, default_value_t = 72)]
+        /// Hours the code stays valid (1 to 720).
+        #[arg(long, default_value_t = 72, value_parser = clap::value_parser!(i64).range(1..=ENROLMENT_CODE_MAX_HOURS))]
         valid_hours: i64,
     },
     /// List the counters' leases of a day.
@@ -205,10 +210,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let role = Role::parse(&role).context("role must be counter, gate or supervisor")?;
             let name = name.trim();
-            anyhow::ensure!(
-                !name.is_empty() && name.len() <= 100,
-                "name must be 1-100 characters"
-            );
+            tessera_core::limits::text("name", name, tessera_core::limits::DEVICE_NAME_CHARS)?;
             let code = admin::create_enrolment_code(&db, role, name, clock.now(), valid_hours)?;
             println!("{code}");
             eprintln!(
@@ -308,10 +310,12 @@ fn run(cli: Cli) -> Result<()> {
             let slot: SlotId = slot.parse()?;
             let (ledger, before) = admin::set_capacity(&db, &slot, set, clock.now())?;
             println!(
-                "slot {slot}: capacity {before} -> {set} ({} sold online, {} held, {} leased to counters, {} now available)",
+                "slot {slot}: capacity {before} -> {set} ({} sold online, {} held, {} leased to counters, \
+                 {} sold by revoked counters beyond their leases, {} now available)",
                 ledger.sold_online,
                 ledger.held_online,
                 ledger.leased,
+                ledger.over_capacity,
                 ledger.available()
             );
         }
@@ -354,12 +358,31 @@ fn serve(cfg: ServerConfig, clock: Clock) -> Result<()> {
         println!("{} listening on {}", server.museum, server.url());
         std::io::stdout().flush()?;
         tracing::info!(addr = %server.addr, db = %db.display(), commit = %cfg.commit, "serving");
-        shutdown_signal().await;
+        let failure = tokio::select! {
+            _ = shutdown_signal() => None,
+            reason = server.failed() => Some(reason),
+        };
         tracing::info!("shutting down");
-        server.stop().await;
-        Ok(())
+        // In-flight requests get a moment to finish; a connection that never
+        // does must not keep a failed server from exiting.
+        if tokio::time::timeout(STOP_GRACE, server.stop())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still open after {STOP_GRACE:?}; exiting anyway");
+        }
+        match failure {
+            // Non-zero, so that systemd (Restart=on-failure) starts it again.
+            Some(reason) => {
+                anyhow::bail!("the server stopped because it could not go on: {reason}")
+            }
+            None => Ok(()),
+        }
     })
 }
+
+/// How long a stopping server waits for requests in flight.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -36,23 +36,37 @@ pub fn new_token() -> String {
 /// A one-time enrolment code a person can type: 12 characters in groups of 4.
 pub fn new_enrolment_code() -> String {
     let raw = BASE32_NOPAD.encode(&random_bytes::<10>());
-    let raw = &raw[..12];
+    // Base32 output is ASCII, so these byte ranges are character ranges.
+    let raw = &raw[..ENROLMENT_CODE_LEN];
     format!("{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12])
 }
 
 /// Accepts what a person types: any case, with or without dashes and spaces.
-pub fn normalize_enrolment_code(code: &str) -> String {
-    let compact: String = code
+/// `None` when the text cannot be a code we issued (wrong length, or a
+/// character outside the code's alphabet), so it never reaches the database.
+///
+/// Codes are ASCII, but what arrives is anyone's text: it is read character by
+/// character and only grouped once it is known to be twelve ASCII characters,
+/// so no input can cut a string inside a character.
+pub fn normalize_enrolment_code(code: &str) -> Option<String> {
+    use tessera_core::limits::{chars, ENROLMENT_CODE_CHARS};
+    if chars(code) > ENROLMENT_CODE_CHARS {
+        return None;
+    }
+    let compact: Vec<char> = code
         .chars()
         .filter(|c| !c.is_whitespace() && *c != '-')
         .map(|c| c.to_ascii_uppercase())
         .collect();
-    if compact.len() == 12 {
-        format!("{}-{}-{}", &compact[0..4], &compact[4..8], &compact[8..12])
-    } else {
-        compact
+    if compact.len() != ENROLMENT_CODE_LEN || !compact.iter().all(char::is_ascii_alphanumeric) {
+        return None;
     }
+    let group = |range: std::ops::Range<usize>| compact[range].iter().collect::<String>();
+    Some(format!("{}-{}-{}", group(0..4), group(4..8), group(8..12)))
 }
+
+/// Characters in an enrolment code, separators left out.
+const ENROLMENT_CODE_LEN: usize = 12;
 
 #[cfg(test)]
 mod tests {
@@ -64,8 +78,33 @@ mod tests {
         assert_eq!(code.len(), 14);
         assert_eq!(
             normalize_enrolment_code(&code.to_lowercase().replace('-', " ")),
-            code
+            Some(code)
         );
         assert_ne!(new_token(), new_token());
+    }
+
+    #[test]
+    fn any_text_normalises_without_panicking() {
+        // The code that stopped the writer (issue 9, item 1): a two-byte
+        // character where the old code cut at byte 4.
+        assert_eq!(normalize_enrolment_code("AAAéAAAAAAA"), None);
+        assert_eq!(normalize_enrolment_code("AAAéAAAAAAAA"), None);
+        assert_eq!(normalize_enrolment_code("ééééééééééé"), None);
+        assert_eq!(normalize_enrolment_code(""), None);
+        assert_eq!(normalize_enrolment_code(&"A".repeat(65)), None);
+        assert_eq!(
+            normalize_enrolment_code(" abcd efgh-2345 "),
+            Some("ABCD-EFGH-2345".into())
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalising_arbitrary_text_never_panics(text in ".{0,80}") {
+            if let Some(code) = normalize_enrolment_code(&text) {
+                proptest::prop_assert_eq!(code.chars().count(), 14);
+                proptest::prop_assert!(code.is_ascii());
+            }
+        }
     }
 }

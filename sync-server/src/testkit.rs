@@ -61,6 +61,7 @@ pub struct ServerProcess {
     pub url: String,
     pub day: Date,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -68,6 +69,12 @@ impl ServerProcess {
     /// Initialises a database and starts a server whose clock reads `local`
     /// (e.g. "11:05") on [`test_day`].
     pub fn start_at(local: &str, extra_args: &[&str]) -> ServerProcess {
+        Self::start_with_env(local, extra_args, &[])
+    }
+
+    /// Like [`ServerProcess::start_at`], with extra environment for `serve`
+    /// (e.g. `TESSERA_TEST_FAILPOINTS`).
+    pub fn start_with_env(local: &str, extra_args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         let day = test_day();
         let target: Timestamp = format!("{day}T{local}:00")
             .parse::<jiff::civil::DateTime>()
@@ -85,6 +92,10 @@ impl ServerProcess {
             url: String::new(),
             day,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         let out = me.cli(&[
@@ -149,6 +160,7 @@ impl ServerProcess {
             .args(&self.extra_args)
             .env(OFFSET_ENV, self.offset_secs.to_string())
             .env("TESSERA_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -185,6 +197,25 @@ impl ServerProcess {
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port in url")
+    }
+
+    /// Waits up to `within` for the server to exit by itself; its exit status,
+    /// or `None` if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Some(status);
+                }
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// SIGKILL: no shutdown hook runs, nothing is flushed but what was fsynced.

@@ -35,7 +35,8 @@ pub enum InventoryError {
     SoldOut { requested: u32, available: u32 },
     #[error(
         "capacity cannot be set to {requested}: {committed} places are taken \
-         ({sold_online} sold online, {held_online} held in online checkouts, {leased} leased to counters)"
+         ({sold_online} sold online, {held_online} held in online checkouts, {leased} leased to counters, \
+         {over_capacity} sold by revoked counters beyond their leases)"
     )]
     CapacityBelowCommitted {
         requested: u32,
@@ -43,6 +44,7 @@ pub enum InventoryError {
         sold_online: u32,
         held_online: u32,
         leased: u32,
+        over_capacity: u32,
     },
     #[error("inventory bookkeeping error: {0}")]
     Bookkeeping(&'static str),
@@ -155,6 +157,7 @@ impl SlotLedger {
                 sold_online: self.sold_online,
                 held_online: self.held_online,
                 leased: self.leased,
+                over_capacity: self.over_capacity,
             });
         }
         self.capacity = capacity;
@@ -436,5 +439,41 @@ mod tests {
             msg.contains("5 sold online") && msg.contains("5 held") && msg.contains("20 leased"),
             "{msg}"
         );
+    }
+
+    /// Issue 9: "384 taken" while the parts it listed added up to less; the
+    /// places sold over capacity by a revoked lease were left out.
+    #[test]
+    fn capacity_refusal_adds_up_to_the_parts_it_lists() {
+        let mut l = SlotLedger::with_capacity(120);
+        l.hold(4).unwrap();
+        l.confirm_hold(3).unwrap();
+        l.grant_lease(100).unwrap();
+        l.over_capacity = 8;
+        let err = l.set_capacity(10).unwrap_err();
+        let InventoryError::CapacityBelowCommitted {
+            committed,
+            sold_online,
+            held_online,
+            leased,
+            over_capacity,
+            ..
+        } = err.clone()
+        else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            committed,
+            u64::from(sold_online + held_online + leased + over_capacity)
+        );
+        // The numbers in the text add up too.
+        let msg = err.to_string();
+        let (taken, parts) = msg.split_once(" places are taken (").expect("shape");
+        let taken: u64 = taken.rsplit(' ').next().unwrap().parse().unwrap();
+        let sum: u64 = parts
+            .split(", ")
+            .map(|p| p.split(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!((taken, sum), (112, 112), "{msg}");
     }
 }

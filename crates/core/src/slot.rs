@@ -117,7 +117,11 @@ pub fn parse_date(text: &str) -> Result<Date, SlotError> {
     if !ok_shape {
         return Err(SlotError::BadDate(text.to_string()));
     }
-    Date::from_str(text).map_err(|_| SlotError::BadDate(text.to_string()))
+    let date = Date::from_str(text).map_err(|_| SlotError::BadDate(text.to_string()))?;
+    // A day no slot can have (9999-12-31) would otherwise reach date
+    // arithmetic (the day after, the zone's midnight) and fail there.
+    day_number(date)?;
+    Ok(date)
 }
 
 impl fmt::Display for SlotId {
@@ -195,6 +199,14 @@ mod tests {
         }
         assert!(parse_date("2/12/2026").is_err());
         assert!(parse_date("2026-02-30").is_err());
+        assert!(matches!(
+            parse_date("9999-12-31"),
+            Err(SlotError::DateOutOfRange(_))
+        ));
+        assert!(matches!(
+            parse_date("1999-12-31"),
+            Err(SlotError::DateOutOfRange(_))
+        ));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys};
+use tessera_core::limits;
 
 use super::extract::ApiJson;
 use super::AppState;
@@ -15,13 +16,9 @@ pub async fn enrol<S: Store>(
     body: ApiJson<EnrolRequest>,
 ) -> Result<(StatusCode, Json<Enrolled>), ServiceError> {
     let request = body.value;
-    let name = request.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ServiceError::InvalidBody(
-            "name must be 1-100 characters".into(),
-        ));
-    }
-    if request.code.len() > 64 {
+    limits::text("name", request.name.trim(), limits::DEVICE_NAME_CHARS)
+        .map_err(|e| ServiceError::InvalidBody(e.to_string()))?;
+    if limits::chars(&request.code) > limits::ENROLMENT_CODE_CHARS {
         return Err(ServiceError::EnrolmentCodeInvalid);
     }
     let enrolled = app.store.enrol(request).await?;

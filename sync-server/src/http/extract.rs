@@ -18,10 +18,15 @@ impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         let status = axum::http::StatusCode::from_u16(self.status())
             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = self.body();
         if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %self, "request failed");
+            let request_id = crate::error::current_request_id();
+            tracing::error!(code = self.code(), error = %self, request_id = request_id.as_deref().unwrap_or("-"), "request failed");
+            if let Some(id) = request_id {
+                body["error"]["request_id"] = id.into();
+            }
         }
-        (status, Json(self.body())).into_response()
+        (status, Json(body)).into_response()
     }
 }
 
@@ -47,6 +52,43 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             _ => ServiceError::MalformedJson(format!("request body is not valid JSON: {e}")),
         })?;
         Ok(ApiJson { value, raw })
+    }
+}
+
+/// axum's `Query`, but a malformed query string (a duplicated or mistyped
+/// parameter, bad percent-encoding) gets the JSON error body.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ServiceError::BadRequest(rejection.body_text())),
+        }
+    }
+}
+
+/// axum's `Path`, but a path value that cannot be read (bad percent-encoding,
+/// not UTF-8) gets the JSON error body.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            // A route whose parameters do not fit its handler: our bug.
+            Err(rejection) if rejection.status().is_server_error() => {
+                tracing::error!(error = %rejection.body_text(), "path parameters do not fit the handler");
+                Err(ServiceError::Internal {
+                    request_id: crate::error::current_request_id().unwrap_or_default(),
+                })
+            }
+            Err(rejection) => Err(ServiceError::BadRequest(rejection.body_text())),
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The public booking API a web shop calls: no credentials, every input checked.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -10,7 +10,7 @@ use tessera_core::pricing::{price_cart, CartLimits, Channel};
 use tessera_core::slot::parse_date;
 use uuid::Uuid;
 
-use super::extract::{ApiJson, IdempotencyKey};
+use super::extract::{ApiJson, IdempotencyKey, Path, Query};
 use super::AppState;
 use crate::error::ServiceError;
 use crate::secrets::sha256;
@@ -63,7 +63,14 @@ pub async fn create_hold<S: Store>(
     body: ApiJson<HoldRequest>,
 ) -> Result<Response, ServiceError> {
     let request = body.value;
-    let slot = app.store.sellable_slot(request.slot_id)?;
+    // A slot whose window is over still goes to the store: a retry of a hold
+    // made in time must get its first answer, and the store looks the key up
+    // before it refuses the slot as past.
+    let slot = match app.store.sellable_slot(request.slot_id) {
+        Ok(slot) => slot.id,
+        Err(ServiceError::SlotPast(_)) => request.slot_id,
+        Err(e) => return Err(e),
+    };
     let cart = price_cart(
         &app.store.catalogue(),
         &request.items,
@@ -71,7 +78,7 @@ pub async fn create_hold<S: Store>(
         CartLimits::ONLINE,
     )?;
     let idem = idem(key, &method, &uri, &body.raw);
-    Ok(answer(app.store.create_hold(idem, slot.id, cart).await?))
+    Ok(answer(app.store.create_hold(idem, slot, cart).await?))
 }
 
 fn parse_hold_id(text: &str) -> Result<Uuid, ServiceError> {

@@ -13,6 +13,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use super::AppState;
 use crate::store::Store;
 
+/// 200 while the server can take writes; 503 once it cannot (its writer is
+/// gone, or does not answer within two seconds).
 pub async fn healthz<S: Store>(State(app): State<AppState<S>>) -> Response {
     if app.store.healthy().await {
         Json(serde_json::json!({"status": "ok"})).into_response()
@@ -52,20 +54,26 @@ pub async fn metrics<S: Store>(State(app): State<AppState<S>>) -> Response {
 }
 
 /// Logs each request's method, route and outcome; never headers or bodies,
-/// which carry tokens and personal data.
+/// which carry tokens and personal data. Each request gets an id, returned in
+/// `X-Request-Id` and in the body of a 5xx, and logged with whatever goes
+/// wrong while serving it, so an operator can find a caller's failure.
 pub async fn log_requests(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let response = next.run(req).await;
+    let request_id = tessera_core::ids::new_id().simple().to_string();
+    let mut response = crate::error::with_request_id(request_id.clone(), next.run(req)).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     metrics::counter!("tessera_http_requests_total", "status" => status.to_string()).increment(1);
     metrics::histogram!("tessera_http_request_seconds").record(elapsed_ms / 1000.0);
     if status >= 500 {
-        tracing::warn!(%method, %path, status, elapsed_ms, "request");
+        tracing::warn!(%method, %path, status, elapsed_ms, %request_id, "request");
     } else {
-        tracing::debug!(%method, %path, status, elapsed_ms, "request");
+        tracing::debug!(%method, %path, status, elapsed_ms, %request_id, "request");
     }
     response
 }

@@ -1,6 +1,6 @@
 //! Supervisor endpoints: the day report and lease revocation.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -8,7 +8,7 @@ use serde::Deserialize;
 use tessera_core::slot::parse_date;
 use uuid::Uuid;
 
-use super::extract::Supervisor;
+use super::extract::{Path, Query, Supervisor};
 use super::AppState;
 use crate::error::ServiceError;
 use crate::reports::{to_csv, to_text};

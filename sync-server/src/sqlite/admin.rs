@@ -34,6 +34,8 @@ pub enum AdminError {
     UnknownLease(String),
     #[error("no device with id or name {0:?}")]
     UnknownDevice(String),
+    #[error("{} devices are named {name:?}; revoke one by its id:\n{}", matches.len(), matches.join("\n"))]
+    AmbiguousDevice { name: String, matches: Vec<String> },
 }
 
 /// Creates the database: catalogue, the server's signing key and slots for
@@ -393,6 +395,51 @@ pub(crate) fn revoke_lease_in(
     })
 }
 
+/// The device an operator means by `device`: its id, or a name that exactly
+/// one device still in service has. Names are not unique (a replacement is
+/// often enrolled under the old name), so a name shared by several devices
+/// in service is refused with the list, never resolved by guessing.
+fn find_device(tx: &Connection, device: &str) -> Result<(String, String, Option<u32>), AdminError> {
+    let mut stmt = tx.prepare(
+        "SELECT device_id, name, key_id, role, enrolled_at, revoked_at IS NOT NULL FROM devices
+         WHERE device_id = ?1 OR name = ?1 ORDER BY enrolled_at",
+    )?;
+    let rows = stmt
+        .query_map(params![device], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<u32>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, bool>(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if let Some(by_id) = rows.iter().find(|r| r.0 == device) {
+        return Ok((by_id.0.clone(), by_id.1.clone(), by_id.2));
+    }
+    let in_service: Vec<_> = rows.iter().filter(|r| !r.5).collect();
+    match (in_service.as_slice(), rows.as_slice()) {
+        ([one], _) => Ok((one.0.clone(), one.1.clone(), one.2)),
+        // Every device of that name is revoked already: revoking again is a no-op.
+        ([], [.., last]) => Ok((last.0.clone(), last.1.clone(), last.2)),
+        ([], []) => Err(AdminError::UnknownDevice(device.to_string())),
+        (several, _) => Err(AdminError::AmbiguousDevice {
+            name: device.to_string(),
+            matches: several
+                .iter()
+                .map(|(id, _, _, role, enrolled_at, _)| {
+                    let enrolled = jiff::Timestamp::from_millisecond(*enrolled_at)
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|_| enrolled_at.to_string());
+                    format!("  {id}  {role}, enrolled {enrolled}")
+                })
+                .collect(),
+        }),
+    }
+}
+
 /// Revokes a device (lost or stolen): its token stops working and the
 /// tickets it signed are refused at the gates from their next sync.
 pub fn revoke_device(
@@ -403,14 +450,7 @@ pub fn revoke_device(
 ) -> Result<String, AdminError> {
     let mut conn = schema::open(db)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let row: Option<(String, String, Option<u32>)> = tx
-        .query_row(
-            "SELECT device_id, name, key_id FROM devices WHERE device_id = ?1 OR name = ?1",
-            params![device],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let (id, name, key) = row.ok_or_else(|| AdminError::UnknownDevice(device.to_string()))?;
+    let (id, name, key) = find_device(&tx, device)?;
     tx.execute(
         "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE device_id = ?1",
         params![id, now.as_millisecond()],

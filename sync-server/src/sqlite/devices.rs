@@ -13,7 +13,11 @@ pub(crate) fn enrol(
     ctx: &mut Ctx<'_>,
     request: EnrolRequest,
 ) -> Result<Result<Enrolled, ServiceError>, Fatal> {
-    let code_hash = secrets::hash(&secrets::normalize_enrolment_code(&request.code));
+    super::failpoint::hit("enrol")?;
+    let Some(code) = secrets::normalize_enrolment_code(&request.code) else {
+        return Ok(Err(ServiceError::EnrolmentCodeInvalid));
+    };
+    let code_hash = secrets::hash(&code);
     let row: Option<(String, String, i64, Option<i64>)> = ctx
         .tx
         .prepare_cached(
@@ -34,23 +38,23 @@ pub(crate) fn enrol(
             "enrolment code with unknown role {role}"
         )));
     };
-    let public_key = match (role, request.public_key.as_deref()) {
-        (Role::Counter, None) => {
-            return Ok(Err(ServiceError::InvalidBody(
-                "a counter must send its Ed25519 public key (public_key, 64 hex digits)".into(),
-            )))
-        }
-        (Role::Counter, Some(hex)) => match parse_public_key(hex) {
-            Some(k) => Some(k),
-            None => {
+    let public_key =
+        match (role, request.public_key.as_deref()) {
+            (Role::Counter, None) => {
                 return Ok(Err(ServiceError::InvalidBody(
-                    "public_key must be a valid Ed25519 public key in 64 hex digits".into(),
+                    "a counter must send its Ed25519 public key (public_key, 64 hex digits)".into(),
                 )))
             }
-        },
-        // Only counters sign tickets; a gate's or supervisor's key is ignored.
-        (_, _) => None,
-    };
+            (Role::Counter, Some(hex)) => match parse_public_key(hex) {
+                Some(k) => Some(k),
+                None => return Ok(Err(ServiceError::InvalidBody(
+                    "public_key must be a valid, full-order Ed25519 public key in 64 hex digits"
+                        .into(),
+                ))),
+            },
+            // Only counters sign tickets; a gate's or supervisor's key is ignored.
+            (_, _) => None,
+        };
     // The operator named the device when making the code; that name is what
     // reports and gates show. The device's own name is kept in the log line.
     let name = code_name;
@@ -95,7 +99,11 @@ fn parse_public_key(hex: &str) -> Option<[u8; 32]> {
         .ok()?;
     let key: [u8; 32] = bytes.try_into().ok()?;
     // Reject bytes that are not a point on the curve now, not at the gate.
-    let mut ring = tessera_core::ticket_code::KeyRing::new();
-    ring.insert(0, key, false).ok()?;
+    let point = ed25519_dalek::VerifyingKey::from_bytes(&key).ok()?;
+    // A small-order point verifies signatures its holder never made (one
+    // signature can pass for many messages): such a key certifies nothing.
+    if point.is_weak() {
+        return None;
+    }
     Some(key)
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod devices;
+mod failpoint;
 mod gate;
 mod online;
 pub mod schema;
@@ -28,14 +29,14 @@ use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
 use tessera_core::staff::{who_has_pin, StaffMember};
 use tessera_core::ticket_code::{KeyRing, TicketClaims};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use self::admin::{LeaseInfo, Revoked};
 pub use self::schema::OpenError;
 use self::state::{Shared, State};
 pub use self::writer::CommitMode;
-use self::writer::{idempotent, Ctx, Fatal, Job, Reply, Writer};
+use self::writer::{idempotent, Ctx, Fatal, Job, Writer};
 use crate::error::ServiceError;
 use crate::reports::DayReport;
 use crate::secrets;
@@ -62,9 +63,20 @@ impl Default for StoreConfig {
     }
 }
 
+/// Whether the writer thread still runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriterStatus {
+    Running,
+    /// Every sender was dropped: the store is being closed.
+    Stopped,
+    /// The writer could not go on; the process must be restarted.
+    Died(String),
+}
+
 pub struct SqliteStore {
     path: std::path::PathBuf,
     jobs: mpsc::Sender<Job>,
+    writer: watch::Receiver<WriterStatus>,
     lease_policy: LeasePolicy,
     shared: Arc<Shared>,
     clock: Clock,
@@ -101,13 +113,32 @@ impl SqliteStore {
             horizon_days,
         };
         let (jobs, rx) = mpsc::channel(8192);
+        let (status, writer_status) = watch::channel(WriterStatus::Running);
         std::thread::Builder::new()
             .name("tessera-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                // Jobs are contained one by one (see `writer`); what is caught
+                // here is the writer itself failing, which no retry can mend.
+                let ended = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                    move || writer.run(rx),
+                )) {
+                    Ok(Ok(())) => WriterStatus::Stopped,
+                    Ok(Err(reason)) => WriterStatus::Died(reason),
+                    Err(panic) => WriterStatus::Died(format!(
+                        "the writer panicked: {}",
+                        writer::panic_message(panic.as_ref())
+                    )),
+                };
+                if let WriterStatus::Died(reason) = &ended {
+                    tracing::error!(%reason, "the writer thread ended; no write can be served until the process restarts");
+                }
+                let _ = status.send(ended);
+            })
             .map_err(|e| OpenError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let store = SqliteStore {
             path: path.to_path_buf(),
             jobs,
+            writer: writer_status,
             lease_policy: config.lease_policy,
             shared,
             clock,
@@ -120,23 +151,33 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Ctx<'_>) -> Result<Result<T, ServiceError>, Fatal> + Send + 'static,
     ) -> Result<T, ServiceError> {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |ctx| {
-            let out = f(ctx)?;
-            let reply: Reply = Box::new(move |committed| {
-                let _ = tx.send(if committed {
-                    out
-                } else {
-                    Err(ServiceError::Unavailable)
-                });
-            });
-            Ok(reply)
-        });
+        let (job, rx) = writer::job(f, crate::error::current_request_id());
         self.jobs
             .send(job)
             .await
             .map_err(|_| ServiceError::Unavailable)?;
         rx.await.map_err(|_| ServiceError::Unavailable)?
+    }
+
+    /// Resolves with the reason if the writer thread dies; never if it
+    /// stops because the store is closed.
+    pub fn writer_died(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut status = self.writer.clone();
+        async move {
+            let died = status
+                .wait_for(|s| matches!(s, WriterStatus::Died(_)))
+                .await
+                .map(|s| s.clone());
+            match died {
+                Ok(WriterStatus::Died(reason)) => reason,
+                // The writer ended without dying: the store was closed.
+                _ => std::future::pending().await,
+            }
+        }
+    }
+
+    pub fn writer_status(&self) -> WriterStatus {
+        self.writer.borrow().clone()
     }
 
     /// Background upkeep: a tick every second lets the writer expire holds and
@@ -368,6 +409,9 @@ impl Store for SqliteStore {
     }
 
     async fn healthy(&self) -> bool {
+        if self.writer_status() != WriterStatus::Running {
+            return false;
+        }
         let ping = self.submit(|ctx| {
             ctx.tx.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
             Ok(Ok(()))

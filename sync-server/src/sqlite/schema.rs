@@ -25,6 +25,11 @@ pub enum OpenError {
     AlreadyInitialised(String),
     #[error("stored catalogue is unreadable: {0}")]
     BadCatalogue(String),
+    #[error("cannot make database {path} readable by its owner only: {source}")]
+    Permissions {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Sql(#[from] rusqlite::Error),
 }
@@ -41,8 +46,19 @@ fn migrations() -> Migrations<'static> {
 
 /// Opens (creating if needed) and migrates. Every connection, the server's and
 /// an admin command's alike, gets the same durability settings.
+///
+/// The database holds the server's ticket-signing key, so the file and its
+/// WAL and shared-memory files are readable by their owner only (0600):
+/// created so, and tightened (with a warning) if found open to others. The
+/// key stays in the database rather than in a file of its own so that a
+/// backup of the database is a complete, consistent server; guarding the
+/// file guards both.
 pub fn open(path: &Path) -> Result<Connection, OpenError> {
     let shown = path.display().to_string();
+    owner_only(path).map_err(|e| OpenError::Permissions {
+        path: shown.clone(),
+        source: e,
+    })?;
     let mut conn = Connection::open(path).map_err(|source| OpenError::Open {
         path: shown.clone(),
         source,
@@ -60,6 +76,43 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
             source,
         })?;
     Ok(conn)
+}
+
+/// Creates the database file 0600 if it is missing, and takes away any
+/// group/other access from it and its `-wal`/`-shm` files. SQLite creates
+/// the WAL and shared-memory files with the database file's mode, so a
+/// database created here never has a readable moment.
+#[cfg(unix)]
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path.as_os_str();
+    if name.is_empty() || name == ":memory:" {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = name.to_owned();
+        file.push(suffix);
+        let file = Path::new(&file);
+        let Ok(meta) = std::fs::metadata(file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))?;
+            tracing::warn!(file = %file.display(), was = format!("{:o}", mode & 0o777), "database file was open to other users; now owner-only");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn owner_only(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,20 +6,42 @@
 //! batch, so under load many bookings share one fsync; with no load a batch is
 //! one job and nothing waits. `CommitMode::PerRequest` caps batches at one job,
 //! for comparison; both modes are equally durable.
+//!
+//! Containment: each job runs under its own savepoint and inside
+//! `catch_unwind`. A job that fails (a `Fatal` error, a 5xx answer, or a
+//! panic) is rolled back alone, in the database and in memory, and its caller
+//! alone gets a 500 `internal` with a request id that is also logged; the rest
+//! of the batch commits. A job's 4xx refusal is an answer, not a failure: what
+//! it wrote (a failed PIN attempt, say) commits with the batch, so a job that
+//! refuses must refuse before it writes.
+//!
+//! If the writer itself cannot go on (it panics outside a job, or batch after
+//! batch fails to commit), its thread ends and the store reports it: `/healthz`
+//! turns unhealthy and the process exits non-zero so that its service manager
+//! restarts it, instead of staying up and answering 503 to every write.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
-use tokio::sync::mpsc;
+use tessera_core::slot::SlotId;
+use tessera_core::tally::SlotTally;
+use tokio::sync::{mpsc, oneshot};
 
+use super::failpoint;
 use super::state::{Shared, State, IDEMPOTENCY_KEEP_MS};
 use crate::error::ServiceError;
 use crate::store::{Answer, Idem};
 use tessera_core::clock::Clock;
 
-/// An error that aborts the whole batch: the transaction is rolled back, the
-/// in-memory state reloaded, and every job in the batch answered "unavailable".
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;
+
+/// An error that fails the job that met it: its savepoint is rolled back, the
+/// in-memory state rebuilt, and its caller answered 500 `internal`. Met
+/// outside any job (beginning or committing the batch), it fails the batch.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Fatal {
     #[error(transparent)]
@@ -42,15 +64,107 @@ pub(crate) struct Ctx<'a> {
     pub horizon_days: i64,
 }
 
-/// Sent after the batch's fate is known: `true` once committed.
-pub(crate) type Reply = Box<dyn FnOnce(bool) + Send>;
-pub(crate) type Job = Box<dyn FnOnce(&mut Ctx<'_>) -> Result<Reply, Fatal> + Send>;
+/// What running a job came to, as far as the writer must know.
+pub(crate) enum Ran {
+    /// The job has its answer (a success or a 4xx refusal); it commits.
+    Answered,
+    /// The job answered with a server error: treated like a failure.
+    ServerFault(String),
+}
+
+/// A job's fate, told to it once its batch is over.
+pub(crate) enum Fate {
+    /// The batch committed with this job's changes in it.
+    Committed,
+    /// Not committed; answer the caller with this.
+    Failed(ServiceError),
+}
+
+/// One unit of work for the writer. `run` may be cut short by a panic; the
+/// job must still be able to `answer` afterwards.
+pub(crate) trait Task: Send {
+    fn run(&mut self, ctx: &mut Ctx<'_>) -> Result<Ran, Fatal>;
+    fn answer(self: Box<Self>, fate: Fate);
+    /// The HTTP request this job serves, for logs and the caller's 500.
+    fn request_id(&self) -> Option<&str>;
+}
+
+pub(crate) type Job = Box<dyn Task>;
+
+/// Wraps a closure as a job whose answer is sent on the returned channel.
+pub(crate) fn job<T, F>(
+    work: F,
+    request_id: Option<String>,
+) -> (Job, oneshot::Receiver<Result<T, ServiceError>>)
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Ctx<'_>) -> Result<Result<T, ServiceError>, Fatal> + Send + 'static,
+{
+    let (reply, rx) = oneshot::channel();
+    let job = Submitted {
+        work: Some(work),
+        out: None,
+        reply,
+        request_id,
+    };
+    (Box::new(job), rx)
+}
+
+struct Submitted<F, T> {
+    work: Option<F>,
+    out: Option<Result<T, ServiceError>>,
+    reply: oneshot::Sender<Result<T, ServiceError>>,
+    request_id: Option<String>,
+}
+
+impl<T, F> Task for Submitted<F, T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Ctx<'_>) -> Result<Result<T, ServiceError>, Fatal> + Send + 'static,
+{
+    fn run(&mut self, ctx: &mut Ctx<'_>) -> Result<Ran, Fatal> {
+        let work = self
+            .work
+            .take()
+            .ok_or_else(|| Fatal::Bookkeeping("a job was run twice".into()))?;
+        let out = work(ctx)?;
+        let ran = match &out {
+            Err(e) if e.status() >= 500 => Ran::ServerFault(e.to_string()),
+            _ => Ran::Answered,
+        };
+        self.out = Some(out);
+        Ok(ran)
+    }
+
+    fn answer(self: Box<Self>, fate: Fate) {
+        let answer = match fate {
+            Fate::Committed => self.out.unwrap_or(Err(ServiceError::Unavailable)),
+            Fate::Failed(e) => Err(e),
+        };
+        // The caller may have gone (client disconnected); nothing to tell.
+        let _ = self.reply.send(answer);
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitMode {
     Group,
     PerRequest,
 }
+
+/// Batches in a row that may fail to commit before the writer gives up: a
+/// storage that refuses every commit is better restarted (and noticed) than
+/// left answering 503.
+const GIVE_UP_AFTER_FAILED_BATCHES: u32 = 5;
+
+/// Slots whose counts may wait in memory for the batch's end. Before each job
+/// the writer copies those counts (to undo the job if it fails); past this
+/// many, it writes them first, which keeps that copy small.
+const UNSAVED_SLOTS_BEFORE_FLUSH: usize = 32;
 
 pub(crate) struct Writer {
     pub conn: Connection,
@@ -64,8 +178,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+    /// Applies jobs until every sender is gone (`Ok`) or the writer cannot go
+    /// on (`Err` with the reason).
+    pub fn run(mut self, mut jobs: mpsc::Receiver<Job>) -> Result<(), String> {
         let mut batch: Vec<Job> = Vec::with_capacity(self.max_batch);
+        let mut failed_in_a_row = 0;
         while let Some(first) = jobs.blocking_recv() {
             batch.push(first);
             while batch.len() < self.max_batch {
@@ -74,17 +191,28 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.run_batch(&mut batch);
+            if self.run_batch(&mut batch) {
+                failed_in_a_row = 0;
+            } else {
+                failed_in_a_row += 1;
+                if failed_in_a_row >= GIVE_UP_AFTER_FAILED_BATCHES {
+                    return Err(format!(
+                        "{failed_in_a_row} batches in a row could not be committed"
+                    ));
+                }
+            }
+            failpoint::panic_if("writer_after_batch");
         }
         tracing::info!("writer stopped");
+        Ok(())
     }
 
-    fn run_batch(&mut self, batch: &mut Vec<Job>) {
+    /// Runs and answers one batch; `false` if it could not be committed.
+    fn run_batch(&mut self, batch: &mut Vec<Job>) -> bool {
         let size = batch.len();
         let started = Instant::now();
-        let mut replies: Vec<Reply> = Vec::with_capacity(size);
-        let outcome = self.apply(batch, &mut replies);
-        let committed = match outcome {
+        let mut failures: Vec<Option<ServiceError>> = Vec::with_capacity(size);
+        let committed = match self.apply(batch, &mut failures) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, jobs = size, "batch failed; rolled back, reloading state");
@@ -98,15 +226,27 @@ impl Writer {
                 tracing::error!(error = %e, "could not publish committed state");
             }
         }
-        batch.clear();
-        for reply in replies {
-            reply(committed);
+        let mut failures = failures.into_iter();
+        for job in batch.drain(..) {
+            let fate = match failures.next().flatten() {
+                _ if !committed => Fate::Failed(ServiceError::Unavailable),
+                Some(failure) => Fate::Failed(failure),
+                None => Fate::Committed,
+            };
+            job.answer(fate);
         }
         metrics::histogram!("tessera_commit_batch_jobs").record(size as f64);
         metrics::histogram!("tessera_commit_seconds").record(started.elapsed().as_secs_f64());
+        committed
     }
 
-    fn apply(&mut self, batch: &mut Vec<Job>, replies: &mut Vec<Reply>) -> Result<(), Fatal> {
+    /// Runs every job of the batch in one transaction and commits it. Pushes,
+    /// per job, `Some(answer)` for a job that failed and was rolled back.
+    fn apply(
+        &mut self,
+        batch: &mut [Job],
+        failures: &mut Vec<Option<ServiceError>>,
+    ) -> Result<(), Fatal> {
         let now_ms = self.clock.now_ms();
         let tx = self
             .conn
@@ -123,20 +263,14 @@ impl Writer {
             tracing::info!("database changed by another process; state reloaded");
         }
         sweep_expired_holds(&tx, &mut self.state, now_ms)?;
-        let mut ctx = Ctx {
-            tx: &tx,
-            state: &mut self.state,
+        let limits = JobLimits {
             now_ms,
             hold_ttl_ms: self.hold_ttl_ms,
             horizon_days: self.horizon_days,
+            batch_jobs: batch.len(),
         };
-        for job in batch.drain(..) {
-            match job(&mut ctx) {
-                Ok(reply) => replies.push(reply),
-                // The jobs not yet run are dropped with the drain; their
-                // callers see the reply channel close and answer "unavailable".
-                Err(e) => return Err(e),
-            }
+        for job in batch.iter_mut() {
+            failures.push(run_contained(&tx, &mut self.state, &limits, job.as_mut())?);
         }
         flush(&tx, &mut self.state)?;
         tx.commit()?;
@@ -194,6 +328,132 @@ impl Writer {
         ctx.state.idempotency.retain(|_, (_, row)| *row >= oldest);
         Ok(())
     }
+}
+
+/// What every job of one batch shares.
+struct JobLimits {
+    now_ms: i64,
+    hold_ttl_ms: i64,
+    horizon_days: i64,
+    batch_jobs: usize,
+}
+
+/// Runs one job under its own savepoint, catching its panics. `Ok(None)`: the
+/// job stands. `Ok(Some(answer))`: it failed and was undone, database and
+/// memory, and `answer` is what its caller gets. `Err`: the undo itself
+/// failed, and the batch cannot be trusted.
+fn run_contained(
+    tx: &Transaction<'_>,
+    state: &mut State,
+    limits: &JobLimits,
+    job: &mut dyn Task,
+) -> Result<Option<ServiceError>, Fatal> {
+    if state.unsaved_slots.len() > UNSAVED_SLOTS_BEFORE_FLUSH {
+        flush(tx, state)?;
+    }
+    let undo = UnsavedCounts::copy(state);
+    tx.prepare_cached("SAVEPOINT job")?.execute([])?;
+    let result = {
+        let mut ctx = Ctx {
+            tx,
+            state: &mut *state,
+            now_ms: limits.now_ms,
+            hold_ttl_ms: limits.hold_ttl_ms,
+            horizon_days: limits.horizon_days,
+        };
+        catch_unwind(AssertUnwindSafe(|| job.run(&mut ctx)))
+    };
+    let fault = match result {
+        Ok(Ok(Ran::Answered)) => None,
+        Ok(Ok(Ran::ServerFault(message))) => Some(message),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(panic) => Some(format!("panicked: {}", panic_message(panic.as_ref()))),
+    };
+    let Some(fault) = fault else {
+        tx.prepare_cached("RELEASE job")?.execute([])?;
+        return Ok(None);
+    };
+    // If SQLite already rolled the whole transaction back (I/O error, disk
+    // full), the savepoint is gone and this fails the batch, as it must.
+    tx.execute_batch("ROLLBACK TO job; RELEASE job")?;
+    rebuild(tx, state, undo, limits.now_ms)?;
+    let request_id = job
+        .request_id()
+        .map(str::to_owned)
+        .unwrap_or_else(|| tessera_core::ids::new_id().simple().to_string());
+    tracing::error!(
+        request_id = %request_id,
+        error = %fault,
+        batch_jobs = limits.batch_jobs,
+        "job failed; rolled back alone, the rest of its batch goes on"
+    );
+    metrics::counter!("tessera_jobs_failed_total").increment(1);
+    Ok(Some(ServiceError::Internal { request_id }))
+}
+
+/// The text of a panic's payload (what `panic!` was given), for the log.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// The counts that jobs change in memory and `flush` writes only at the end
+/// of the batch, as they stood before a job: the one part of the state that
+/// rolling back the job's savepoint cannot restore.
+struct UnsavedCounts {
+    slots: Vec<(SlotId, Option<u32>, Option<SlotTally>)>,
+}
+
+impl UnsavedCounts {
+    fn copy(state: &State) -> UnsavedCounts {
+        let slots = state
+            .unsaved_slots
+            .iter()
+            .map(|id| {
+                (
+                    *id,
+                    state.slots.get(id).map(|row| row.ledger.sold_online),
+                    state.tallies.0.get(id).cloned(),
+                )
+            })
+            .collect();
+        UnsavedCounts { slots }
+    }
+
+    fn restore(self, state: &mut State) {
+        for (id, sold_online, tally) in self.slots {
+            if let (Some(row), Some(sold)) = (state.slots.get_mut(&id), sold_online) {
+                row.ledger.sold_online = sold;
+            }
+            match tally {
+                Some(t) => state.tallies.0.insert(id, t),
+                None => state.tallies.0.remove(&id),
+            };
+            state.unsaved_slots.insert(id);
+        }
+    }
+}
+
+/// The state as it was before the failed job: everything but the unsaved
+/// counts comes back from the rows (the job's own writes are rolled back);
+/// slots the batch had not touched in memory match their rows already; the
+/// unsaved counts come from the copy taken before the job. What only memory
+/// keeps and no job's failure can corrupt (when counters last synced) is kept.
+fn rebuild(
+    tx: &Transaction<'_>,
+    state: &mut State,
+    undo: UnsavedCounts,
+    now_ms: i64,
+) -> Result<(), Fatal> {
+    let mut fresh = State::load(tx, now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    fresh.last_sync = std::mem::take(&mut state.last_sync);
+    fresh.unsaved_slots.clear();
+    undo.restore(&mut fresh);
+    *state = fresh;
+    Ok(())
 }
 
 /// Writes what jobs changed only in memory: per slot, the online sold count

@@ -1,0 +1,215 @@
+//! The writer's containment, in process and deterministic: one batch with
+//! jobs that succeed, panic, fail with an error and answer a 5xx, checked
+//! against the database and against a fresh load of it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::params;
+use tessera_core::api::online::ConfirmRequest;
+use tessera_core::pricing::{price_cart, CartLimits, CartLine, Channel};
+use tessera_core::slot::SlotId;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use super::*;
+use crate::sqlite::{admin, online, schema};
+
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/demo-museum.toml")
+}
+
+fn writer(dir: &Path) -> Writer {
+    let db = dir.join("server.db");
+    let clock = Clock::system();
+    let today = clock
+        .now()
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Paris").expect("tz"))
+        .date();
+    admin::init(&db, &fixtures(), today, 14, clock.now()).expect("init");
+    let conn = schema::open(&db).expect("open");
+    let state = State::load(&conn, clock.now_ms()).expect("load");
+    let shared = Arc::new(Shared::empty(state.catalogue.clone()));
+    Writer {
+        conn,
+        state,
+        shared,
+        clock,
+        hold_ttl_ms: 600_000,
+        max_batch: 64,
+        data_version: 0,
+        horizon_days: 14,
+    }
+}
+
+type Rx<T> = oneshot::Receiver<Result<T, ServiceError>>;
+
+fn answer<T>(mut rx: Rx<T>) -> Result<T, ServiceError> {
+    rx.try_recv()
+        .expect("every job is answered when its batch ends")
+}
+
+/// The last slot generated: far enough ahead to be sellable all day.
+fn open_slot(w: &Writer) -> SlotId {
+    *w.state.slots.keys().next_back().expect("slots")
+}
+
+fn hold(w: &mut Writer, slot: SlotId, adults: u32) -> Uuid {
+    let cart = price_cart(
+        &w.state.catalogue,
+        &[CartLine {
+            product_id: "adult".into(),
+            quantity: adults,
+            membership_numbers: vec![],
+        }],
+        Channel::Online,
+        CartLimits::ONLINE,
+    )
+    .expect("priced");
+    let (job, rx) = job(
+        move |ctx| {
+            Ok(online::create_hold(ctx, slot, cart)?
+                .map(|(_, body)| body["hold_id"].as_str().unwrap_or_default().to_string()))
+        },
+        None,
+    );
+    let mut batch = vec![job];
+    assert!(w.run_batch(&mut batch));
+    answer(rx).expect("held").parse().expect("hold id")
+}
+
+fn confirm_request() -> ConfirmRequest {
+    ConfirmRequest {
+        payment_reference: "psp-1".into(),
+        email: None,
+    }
+}
+
+/// A confirmation that then goes wrong in the way given.
+fn confirm_then(hold: Uuid, fail: Option<&'static str>) -> (Job, Rx<u16>) {
+    job(
+        move |ctx| {
+            let answer = online::confirm_hold(ctx, hold, confirm_request())?;
+            // Touch a second slot's unsaved counts too, so the undo has to
+            // restore more than the slot it confirmed in.
+            let other = *ctx.state.slots.keys().next().expect("slots");
+            ctx.state.tallies.add_sale("ghost", other, 7);
+            ctx.state.unsaved_slots.insert(other);
+            match fail {
+                Some("panic") => panic!("a bug in the middle of a job"),
+                Some("fatal") => Err(Fatal::Bookkeeping("a broken invariant".into())),
+                Some("5xx") => Ok(Err(ServiceError::Storage("disk trouble".into()))),
+                _ => Ok(answer.map(|(status, _)| status)),
+            }
+        },
+        Some(format!("req-{}", fail.unwrap_or("ok"))),
+    )
+}
+
+fn hold_status(w: &Writer, hold: Uuid) -> String {
+    w.conn
+        .query_row(
+            "SELECT status FROM holds WHERE hold_id = ?1",
+            params![hold.to_string()],
+            |r| r.get(0),
+        )
+        .expect("hold row")
+}
+
+#[test]
+fn a_failing_job_is_undone_alone_and_the_rest_of_its_batch_commits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut w = writer(dir.path());
+    let slot = open_slot(&w);
+    let first = *w.state.slots.keys().next().expect("slots");
+    let holds: Vec<Uuid> = (0..6).map(|_| hold(&mut w, slot, 2)).collect();
+
+    // One batch: good, panic, good, error, 5xx, good. The first good job
+    // leaves the slot's counts unsaved in memory before the failures run.
+    let (j0, ok0) = confirm_then(holds[0], None);
+    let (j1, panicked) = confirm_then(holds[1], Some("panic"));
+    let (j2, ok2) = confirm_then(holds[2], None);
+    let (j3, fatal) = confirm_then(holds[3], Some("fatal"));
+    let (j4, server_fault) = confirm_then(holds[4], Some("5xx"));
+    let (j5, ok5) = confirm_then(holds[5], None);
+    let mut batch = vec![j0, j1, j2, j3, j4, j5];
+    assert!(w.run_batch(&mut batch), "the batch commits");
+
+    for rx in [ok0, ok2, ok5] {
+        assert_eq!(answer(rx).expect("confirmed"), 201);
+    }
+    for (rx, id) in [
+        (panicked, "req-panic"),
+        (fatal, "req-fatal"),
+        (server_fault, "req-5xx"),
+    ] {
+        match answer(rx) {
+            Err(ServiceError::Internal { request_id }) => assert_eq!(request_id, id),
+            other => panic!("expected internal, got {other:?}"),
+        }
+    }
+
+    // The database: three orders, the failed jobs' holds still open.
+    for (i, h) in holds.iter().enumerate() {
+        let expected = if [0, 2, 5].contains(&i) {
+            "confirmed"
+        } else {
+            "held"
+        };
+        assert_eq!(hold_status(&w, *h), expected, "hold {i}");
+    }
+    let orders: i64 = w
+        .conn
+        .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(orders, 3);
+    let sold_online: u32 = w
+        .conn
+        .query_row(
+            "SELECT sold_online FROM slots WHERE slot_id = ?1",
+            params![slot.to_string()],
+            |r| r.get(0),
+        )
+        .expect("slot");
+    assert_eq!(sold_online, 6, "three confirmed orders of two");
+
+    // Memory agrees with the database, counts that were unsaved when the
+    // failures struck included.
+    let fresh = State::load(&w.conn, w.clock.now_ms()).expect("load");
+    let mine = &w.state.slots[&slot].ledger;
+    assert_eq!(*mine, fresh.slots[&slot].ledger);
+    assert_eq!(mine.sold_online, 6);
+    assert_eq!(mine.held_online, 6, "the three failed confirmations' holds");
+    assert_eq!(w.state.tallies, fresh.tallies);
+    assert_eq!(w.state.tallies.net(&slot), 6);
+    assert!(
+        w.state.tallies.net(&first) > 0,
+        "the good jobs' ghost sales"
+    );
+    assert!(w.state.holds.contains_key(&holds[1]));
+    assert!(!w.state.holds.contains_key(&holds[0]));
+
+    // And the failed holds can still be confirmed by a later request.
+    let (again, rx) = confirm_then(holds[1], None);
+    let mut batch = vec![again];
+    assert!(w.run_batch(&mut batch));
+    assert_eq!(answer(rx).expect("confirmed"), 201);
+    assert_eq!(w.state.slots[&slot].ledger.sold_online, 8);
+}
+
+#[test]
+fn a_job_that_fails_first_in_its_batch_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut w = writer(dir.path());
+    let slot = open_slot(&w);
+    let h = hold(&mut w, slot, 3);
+    let (j, rx) = confirm_then(h, Some("panic"));
+    let mut batch = vec![j];
+    assert!(w.run_batch(&mut batch));
+    assert!(matches!(answer(rx), Err(ServiceError::Internal { .. })));
+    assert_eq!(hold_status(&w, h), "held");
+    let fresh = State::load(&w.conn, w.clock.now_ms()).expect("load");
+    assert_eq!(w.state.tallies, fresh.tallies);
+    assert_eq!(w.state.slots[&slot].ledger, fresh.slots[&slot].ledger);
+    assert!(w.state.unsaved_slots.is_empty());
+}

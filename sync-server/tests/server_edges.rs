@@ -1,0 +1,265 @@
+//! The server's small edges (issue 9, items 6 and 8): every refusal is a 4xx
+//! with the JSON error body, a retry gets its first answer, the operator's
+//! commands refuse what they cannot do safely, the database is not readable
+//! by other users, and a weak key cannot be enrolled.
+
+use std::os::unix::fs::PermissionsExt;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tessera_server::testkit::{slot, Api, ServerProcess};
+
+/// A 4xx with `{"error":{code,message}}`, sent as JSON.
+async fn json_error(api: &Api, method: reqwest::Method, path: &str, token: Option<&str>) -> Value {
+    let mut req = api.http.request(method, format!("{}{path}", api.base));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let response = req.send().await.expect("answered");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let text = response.text().await.expect("body");
+    assert!(status.is_client_error(), "{path}: {status} {text}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{path}: {content_type} {text}"
+    );
+    let body: Value = serde_json::from_str(&text).expect("JSON body");
+    assert!(body["error"]["code"].is_string(), "{path}: {body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap_or_default().len() > 5,
+        "{path}: {body}"
+    );
+    body
+}
+
+async fn supervisor_token(server: &ServerProcess) -> String {
+    let code = server.enrolment_code("supervisor", "Desk");
+    let (status, body) = server
+        .api()
+        .enrol(&code, "Desk", None)
+        .await
+        .expect("enrol");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["token"].as_str().expect("token").to_string()
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_queries_paths_and_dates_get_json_errors() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let api = server.api();
+    let token = supervisor_token(&server).await;
+    let get = reqwest::Method::GET;
+
+    // A day no slot can have: was a 500 from the report's date arithmetic.
+    for path in [
+        "/v1/reports/day?date=9999-12-31",
+        "/v1/reports/day?date=1970-01-01",
+        "/v1/leases?date=9999-12-31",
+    ] {
+        let body = json_error(&api, get.clone(), path, Some(&token)).await;
+        assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    }
+    let body = json_error(&api, get.clone(), "/v1/availability?date=9999-12-31", None).await;
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+
+    // Query strings axum could not read: were plain-text 400s.
+    for path in [
+        "/v1/availability?date=2026-01-01&date=2026-01-02",
+        "/v1/reports/day?date=2026-01-01&format=json&format=csv",
+        "/v1/leases?date=a&date=b",
+    ] {
+        let body = json_error(&api, get.clone(), path, Some(&token)).await;
+        assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    }
+
+    // Path values that are not text.
+    let post = reqwest::Method::POST;
+    json_error(&api, post.clone(), "/v1/holds/%FF%FE/confirm", None).await;
+    json_error(&api, reqwest::Method::DELETE, "/v1/holds/%C3%28", None).await;
+    json_error(&api, post, "/v1/leases/%FF/revoke", Some(&token)).await;
+
+    // Every answer carries a request id.
+    let response = api
+        .http
+        .get(format!("{}/healthz", api.base))
+        .send()
+        .await
+        .expect("healthz");
+    assert!(response.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_hold_gets_its_first_answer_after_its_window_ends() {
+    let mut server = ServerProcess::start_at("11:05", &[]);
+    let s = slot(server.day, "11:00");
+    let items = json!([{"product_id": "adult", "quantity": 2}]);
+    let (status, first) = server
+        .api()
+        .hold("late-retry", s, items.clone())
+        .await
+        .expect("hold");
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+
+    // An hour later the 11:00 window is over; the client retries its hold.
+    server.offset_secs += 3600;
+    server.restart();
+    let api = server.api();
+    let (status, again) = api
+        .hold("late-retry", s, items.clone())
+        .await
+        .expect("retry");
+    assert_eq!((status, &again), (StatusCode::CREATED, &first));
+
+    // A new request for that slot is refused as past, as before.
+    let (status, body) = api.hold("new-key", s, items).await.expect("hold");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "slot_past");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_refuse_what_they_cannot_do_safely() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let db = server.db_str();
+
+    // Codes valid for negative or zero hours, or for years: refused.
+    for hours in ["-5", "0", "100000"] {
+        let out = server.cli(&[
+            "enrol",
+            "--db",
+            &db,
+            "--role",
+            "gate",
+            "--name",
+            "G",
+            &format!("--valid-hours={hours}"),
+        ]);
+        assert!(!out.status.success(), "--valid-hours={hours} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("valid-hours"), "{err}");
+    }
+    let codes: u32 = server
+        .db()
+        .query_row("SELECT COUNT(*) FROM enrolment_codes", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(codes, 0);
+
+    // Two gates in service under one name: revoking by that name is refused
+    // and lists both; by id it works.
+    let api = server.api();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let code = server.enrolment_code("gate", "North gate");
+        let (status, body) = api.enrol(&code, "North gate", None).await.expect("enrol");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["device_id"].as_str().expect("id").to_string());
+    }
+    let out = server.cli(&["revoke-device", "--db", &db, "--device", "North gate"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&ids[0]) && err.contains(&ids[1]), "{err}");
+    let revoked: u32 = server
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM devices WHERE revoked_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(revoked, 0, "nothing revoked by an ambiguous name");
+
+    let out = server.cli(&["revoke-device", "--db", &db, "--device", &ids[1]]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let still: String = server
+        .db()
+        .query_row(
+            "SELECT device_id FROM devices WHERE revoked_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("one left");
+    assert_eq!(still, ids[0]);
+    // Now the name means one device in service: by name works again.
+    let out = server.cli(&["revoke-device", "--db", &db, "--device", "North gate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_and_its_signing_key_are_owner_only() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    // A write, so the WAL and shared-memory files exist.
+    let (status, _) = server
+        .api()
+        .hold(
+            "k",
+            slot(server.day, "14:00"),
+            json!([{"product_id": "adult", "quantity": 1}]),
+        )
+        .await
+        .expect("hold");
+    assert_eq!(status, StatusCode::CREATED);
+    for suffix in ["", "-wal", "-shm"] {
+        let path = std::path::PathBuf::from(format!("{}{suffix}", server.db_str()));
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+
+    // A database left open to others (as the old server made it) is closed
+    // up by the next command that opens it.
+    std::fs::set_permissions(&server.db, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = server.cli(&["leases", "--db", &server.db_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&server.db), 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weak_public_keys_are_refused_at_enrolment() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let api = server.api();
+    let code = server.enrolment_code("counter", "Counter 9");
+    // Small-order points: the identity, and the point of order 4 (y = 0).
+    let identity = format!("01{}", "00".repeat(31));
+    let order_four = "00".repeat(32);
+    for weak in [identity.as_str(), order_four.as_str()] {
+        let (status, body) = api
+            .enrol(&code, "Counter 9", Some(weak))
+            .await
+            .expect("enrol");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{weak}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_body");
+    }
+    let keys: u32 = server
+        .db()
+        .query_row("SELECT COUNT(*) FROM signing_keys", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(keys, 1, "only the server's own key");
+
+    // The code is still good for a real key.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]).verifying_key();
+    let hex = data_encoding::HEXLOWER.encode(key.as_bytes());
+    let (status, body) = api
+        .enrol(&code, "Counter 9", Some(&hex))
+        .await
+        .expect("enrol");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
