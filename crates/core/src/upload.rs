@@ -13,9 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
-use crate::api::sync::{
-    Payment, PaymentMethod, SaleRecord, ShiftRecord, SyncRequest, VoidRecord,
-};
+use crate::api::sync::{Payment, PaymentMethod, SaleRecord, ShiftRecord, SyncRequest, VoidRecord};
 use crate::catalogue::Catalogue;
 use crate::inventory::LeaseTotals;
 use crate::limits::{self, LimitError};
@@ -72,7 +70,11 @@ pub enum LeaseEvent {
         admissions: u32,
     },
     /// A void whose places the counter put back in this lease.
-    Void { sale_id: Uuid, after_seq: u64, admissions: u32 },
+    Void {
+        sale_id: Uuid,
+        after_seq: u64,
+        admissions: u32,
+    },
 }
 
 impl LeaseEvent {
@@ -83,6 +85,29 @@ impl LeaseEvent {
             LeaseEvent::Void { after_seq, .. } => (*after_seq, 1),
         }
     }
+}
+
+/// Events in the order the counter made them. A void can only follow its
+/// sale, so one that claims to come earlier is moved just after it.
+fn in_order(events: &[LeaseEvent]) -> Vec<&LeaseEvent> {
+    let sale_seq: HashMap<Uuid, u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            LeaseEvent::Sale { sale_id, seq, .. } => Some((*sale_id, *seq)),
+            LeaseEvent::Void { .. } => None,
+        })
+        .collect();
+    let mut ordered: Vec<&LeaseEvent> = events.iter().collect();
+    ordered.sort_by_key(|e| match e {
+        LeaseEvent::Void {
+            sale_id, after_seq, ..
+        } => (
+            (*after_seq).max(sale_seq.get(sale_id).copied().unwrap_or(0)),
+            1,
+        ),
+        other => other.order(),
+    });
+    ordered
 }
 
 /// What the replay decided for one sale.
@@ -106,8 +131,7 @@ pub fn replay_lease(
     revoked: bool,
     events: &[LeaseEvent],
 ) -> (HashMap<Uuid, SaleVerdict>, u32) {
-    let mut ordered: Vec<&LeaseEvent> = events.iter().collect();
-    ordered.sort_by_key(|e| e.order());
+    let ordered = in_order(events);
     let mut count = u64::from(sold);
     let mut verdicts = HashMap::new();
     let mut quarantined = HashSet::new();
@@ -387,7 +411,8 @@ pub fn void_places(
 /// What a counter's "I need n places" may ask for: no more than one sale can
 /// need, and no more than the slot has free.
 pub fn cap_need(need: u32, max_admits_per_ticket: u8, free: u32) -> u32 {
-    let one_sale = limits::TICKETS_PER_ORDER.saturating_mul(u32::from(max_admits_per_ticket.max(1)));
+    let one_sale =
+        limits::TICKETS_PER_ORDER.saturating_mul(u32::from(max_admits_per_ticket.max(1)));
     need.min(one_sale).min(free)
 }
 
@@ -472,7 +497,10 @@ mod tests {
 
     #[test]
     fn need_is_capped() {
-        assert_eq!(cap_need(u32::MAX, 4, 1_000_000), limits::TICKETS_PER_ORDER * 4);
+        assert_eq!(
+            cap_need(u32::MAX, 4, 1_000_000),
+            limits::TICKETS_PER_ORDER * 4
+        );
         assert_eq!(cap_need(u32::MAX, 4, 7), 7);
         assert_eq!(cap_need(3, 1, 7), 3);
     }
@@ -585,8 +613,7 @@ mod tests {
                 .collect();
             let (verdicts, _) = replay_lease(start, &history, false, &events);
             // Re-run the accepted ones: each one fits its lease as it stood.
-            let mut ordered: Vec<&LeaseEvent> = events.iter().collect();
-            ordered.sort_by_key(|e| e.order());
+            let ordered = in_order(&events);
             let mut count = u64::from(start);
             let mut seen = HashSet::new();
             for e in ordered {

@@ -17,13 +17,11 @@ use tessera_core::api::sync::{
 use tessera_core::catalogue::Catalogue;
 use tessera_core::ids::new_id;
 use tessera_core::inventory::{LeasePolicy, LeaseTotals};
+use tessera_core::limits;
 use tessera_core::slot::SlotId;
 use tessera_core::tally::Tallies;
 use tessera_core::ticket_code::KeyRing;
-use tessera_core::upload::{
-    self, LeaseEvent, LeaseHistory, LeaseStep, SaleVerdict, VoidPlaces,
-};
-use tessera_core::limits;
+use tessera_core::upload::{self, LeaseEvent, LeaseHistory, LeaseStep, SaleVerdict, VoidPlaces};
 use uuid::Uuid;
 
 use super::state::{LeaseRow, State};
@@ -278,7 +276,9 @@ fn judge(
             ))));
         }
         let verdict = match catalogues.get(ctx, sale.catalogue_version)? {
-            Some(catalogue) => check_sale(ctx, device, catalogue, &keyring, sale, &mut seen_tickets)?,
+            Some(catalogue) => {
+                check_sale(ctx, device, catalogue, &keyring, sale, &mut seen_tickets)?
+            }
             None => Err(format!(
                 "names catalogue version {}, which the server does not have",
                 sale.catalogue_version
@@ -306,7 +306,14 @@ fn judge(
         if known {
             continue;
         }
-        let target = void_target(ctx, &dev, request, &candidates, &quarantined_here, v.sale_id)?;
+        let target = void_target(
+            ctx,
+            &dev,
+            request,
+            &candidates,
+            &quarantined_here,
+            v.sale_id,
+        )?;
         let (lease, slot, admissions, total, tickets) = match target {
             VoidTarget::Sale { voided: true, .. } => continue,
             VoidTarget::Sale {
@@ -325,7 +332,10 @@ fn judge(
                 quarantine.push(void_item(
                     v,
                     None,
-                    format!("names sale {}, which this counter never uploaded", v.sale_id),
+                    format!(
+                        "names sale {}, which this counter never uploaded",
+                        v.sale_id
+                    ),
                 )?);
                 continue;
             }
@@ -366,20 +376,26 @@ fn judge(
     let mut by_lease: BTreeMap<Uuid, Vec<LeaseEvent>> = BTreeMap::new();
     for &i in &candidates {
         let s = &request.sales[i];
-        by_lease.entry(s.lease_id).or_default().push(LeaseEvent::Sale {
-            sale_id: s.sale_id,
-            seq: s.terminal_seq,
-            admissions: s.admissions,
-        });
+        by_lease
+            .entry(s.lease_id)
+            .or_default()
+            .push(LeaseEvent::Sale {
+                sale_id: s.sale_id,
+                seq: s.terminal_seq,
+                admissions: s.admissions,
+            });
     }
     for vp in &voids {
         if counts_in_lease(ctx.state, vp) {
             let v = &request.voids[vp.index];
-            by_lease.entry(vp.lease).or_default().push(LeaseEvent::Void {
-                sale_id: v.sale_id,
-                after_seq: v.after_seq,
-                admissions: vp.admissions,
-            });
+            by_lease
+                .entry(vp.lease)
+                .or_default()
+                .push(LeaseEvent::Void {
+                    sale_id: v.sale_id,
+                    after_seq: v.after_seq,
+                    admissions: vp.admissions,
+                });
         }
     }
     let mut refused: HashMap<Uuid, String> = HashMap::new();
@@ -388,12 +404,8 @@ fn judge(
             continue;
         };
         let history = lease_history(ctx, lease)?;
-        let (verdicts, _) = upload::replay_lease(
-            lease.sold,
-            &history,
-            lease.revoked_escrow.is_some(),
-            events,
-        );
+        let (verdicts, _) =
+            upload::replay_lease(lease.sold, &history, lease.revoked_escrow.is_some(), events);
         for (sale, verdict) in verdicts {
             if let SaleVerdict::Quarantined(reason) = verdict {
                 refused.insert(sale, reason);
@@ -415,7 +427,9 @@ fn judge(
     for vp in voids {
         let v = &request.voids[vp.index];
         match quarantined_here.get(&v.sale_id) {
-            Some(seq) => quarantine.push(void_item(v, Some(*seq), "its sale is quarantined".into())?),
+            Some(seq) => {
+                quarantine.push(void_item(v, Some(*seq), "its sale is quarantined".into())?)
+            }
             None => kept_voids.push(vp),
         }
     }
@@ -601,7 +615,10 @@ fn shift_item(s: &ShiftRecord, reason: String) -> Result<QItem, Fatal> {
         id: s.shift_id,
         seq: None,
         slot: None,
-        reason: format!("shift of {}: {reason}", limits::prefix(&s.cashier, limits::STAFF_NAME_CHARS)),
+        reason: format!(
+            "shift of {}: {reason}",
+            limits::prefix(&s.cashier, limits::STAFF_NAME_CHARS)
+        ),
         body: json(s)?,
         device_at: Some(s.closed_at.as_millisecond()),
     })
@@ -649,7 +666,10 @@ fn check_sale(
             && admits == Some(t.admits)
             && claims.window_minutes == slot.slot.window_minutes;
         if !matches {
-            return Ok(Err(format!("ticket {} does not match its code", t.ticket_id)));
+            return Ok(Err(format!(
+                "ticket {} does not match its code",
+                t.ticket_id
+            )));
         }
         if !in_sale.insert(t.ticket_id) || seen_tickets.contains(&t.ticket_id) {
             return Ok(Err(format!("ticket {} appears twice", t.ticket_id)));
@@ -659,7 +679,10 @@ fn check_sale(
             .prepare_cached("SELECT 1 FROM tickets WHERE ticket_id = ?1")?
             .exists(params![t.ticket_id.to_string()])?;
         if exists {
-            return Ok(Err(format!("ticket {} belongs to another sale", t.ticket_id)));
+            return Ok(Err(format!(
+                "ticket {} belongs to another sale",
+                t.ticket_id
+            )));
         }
         *counted.entry(t.product_id.as_str()).or_default() += 1;
     }
@@ -705,11 +728,17 @@ fn apply(
     // Sales and voids in the order the counter made them: a void happened
     // after sale `after_seq` and before the next.
     let mut order: Vec<((u64, u8), usize)> = Vec::new();
+    let mut seq_of: HashMap<Uuid, u64> = HashMap::new();
     for (k, &i) in plan.accepted.iter().enumerate() {
-        order.push(((request.sales[i].terminal_seq, 0), k));
+        let sale = &request.sales[i];
+        seq_of.insert(sale.sale_id, sale.terminal_seq);
+        order.push(((sale.terminal_seq, 0), k));
     }
+    // A void can only follow its sale, whatever its after_seq claims.
     for (k, vp) in plan.voids.iter().enumerate() {
-        order.push(((request.voids[vp.index].after_seq, 1), k));
+        let v = &request.voids[vp.index];
+        let after = v.after_seq.max(seq_of.get(&v.sale_id).copied().unwrap_or(0));
+        order.push(((after, 1), k));
     }
     order.sort();
     let mut touched: BTreeSet<SlotId> = BTreeSet::new();
@@ -1020,8 +1049,12 @@ fn store_void(
         }
         VoidPlaces::Kept | VoidPlaces::NotReturned => {}
     }
-    let (sold, kept, revoked_escrow, overflow) =
-        (lease.sold, lease.kept, lease.revoked_escrow, lease.overflow());
+    let (sold, kept, revoked_escrow, overflow) = (
+        lease.sold,
+        lease.kept,
+        lease.revoked_escrow,
+        lease.overflow(),
+    );
     if back_on_sale > 0 {
         if let Some(row) = ctx.state.slots.get_mut(&slot) {
             row.ledger.shrink_lease(back_on_sale)?;
@@ -1070,7 +1103,9 @@ fn rebalance_flags(
         let cut = over.min(excess);
         excess -= cut;
         ctx.tx
-            .prepare_cached("UPDATE sales SET over_capacity = over_capacity - ?2 WHERE sale_id = ?1")?
+            .prepare_cached(
+                "UPDATE sales SET over_capacity = over_capacity - ?2 WHERE sale_id = ?1",
+            )?
             .execute(params![sale, cut])?;
     }
     Ok(())
@@ -1176,7 +1211,6 @@ fn quarantined_of(ctx: &Ctx<'_>, dev: &str) -> Result<Vec<Quarantined>, Fatal> {
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
-
 
 /// What a lease can still sell, as far as the server knows: the terminal's own
 /// last report, never more than escrow minus the sales already uploaded.
