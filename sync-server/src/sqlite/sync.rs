@@ -737,7 +737,9 @@ fn apply(
     // A void can only follow its sale, whatever its after_seq claims.
     for (k, vp) in plan.voids.iter().enumerate() {
         let v = &request.voids[vp.index];
-        let after = v.after_seq.max(seq_of.get(&v.sale_id).copied().unwrap_or(0));
+        let after = v
+            .after_seq
+            .max(seq_of.get(&v.sale_id).copied().unwrap_or(0));
         order.push(((after, 1), k));
     }
     order.sort();
