@@ -409,10 +409,12 @@ pub fn void_places(
 }
 
 /// What a counter's "I need n places" may ask for: no more than one sale can
-/// need, and no more than the slot has free.
+/// need (its tickets times the most any ticket admits, and the counter's cart
+/// limit), and no more than the slot has free.
 pub fn cap_need(need: u32, max_admits_per_ticket: u8, free: u32) -> u32 {
-    let one_sale =
-        limits::TICKETS_PER_ORDER.saturating_mul(u32::from(max_admits_per_ticket.max(1)));
+    let one_sale = limits::TICKETS_PER_ORDER
+        .saturating_mul(u32::from(max_admits_per_ticket.max(1)))
+        .min(CartLimits::COUNTER.max_admissions);
     need.min(one_sale).min(free)
 }
 
@@ -499,10 +501,30 @@ mod tests {
     fn need_is_capped() {
         assert_eq!(
             cap_need(u32::MAX, 4, 1_000_000),
-            limits::TICKETS_PER_ORDER * 4
+            (limits::TICKETS_PER_ORDER * 4).min(CartLimits::COUNTER.max_admissions)
         );
         assert_eq!(cap_need(u32::MAX, 4, 7), 7);
         assert_eq!(cap_need(3, 1, 7), 3);
+    }
+
+    #[test]
+    fn payments_refunds_and_floats_are_range_checked() {
+        let cash = |tendered: i64, change: i64| Payment {
+            method: PaymentMethod::Cash,
+            amount: 1500,
+            tendered: Some(tendered),
+            change: Some(change),
+        };
+        assert_eq!(check_payment(&cash(2000, 500), 1500), Ok(()));
+        assert!(check_payment(&cash(i64::MAX, i64::MAX - 1500), 1500).is_err());
+        assert!(check_payment(&cash(1000, -500), 1500).is_err());
+        let negative = Payment {
+            method: PaymentMethod::Card,
+            amount: -1500,
+            tendered: None,
+            change: None,
+        };
+        assert!(check_payment(&negative, -1500).is_err());
     }
 
     /// An honest counter: sells within its lease, voids (returning places),

@@ -374,3 +374,53 @@ async fn voids_on_a_revoked_lease_return_places_and_lower_flags() {
     c.t.sync_now().await.unwrap();
     assert_eq!(api.available(s).await, available + 2);
 }
+
+/// A counter cannot take a whole slot by asking for 4,294,967,295 places, nor
+/// put its own figure into the public "sold" count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_cannot_inflate_its_wants_or_tallies() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let s = slot(server.day, "15:00");
+    let c = counter(&server, "Counter 1").await;
+    c.t.sell(card_sale(s, &[("adult", 2)])).await.unwrap();
+    let mut body = c.t.pending_sync_request().unwrap();
+    body.wants = vec![tessera_core::api::sync::LeaseWant {
+        slot_id: s,
+        need: u32::MAX,
+    }];
+    body.own_tallies.insert(
+        s,
+        tessera_core::api::sync::ActorTally {
+            sold: u64::from(u32::MAX),
+            voided: 0,
+        },
+    );
+    let token = format!("Bearer {}", token_of(&c));
+    let api = server.api();
+    let (status, reply) = api
+        .post_raw(
+            "/v1/sync",
+            &[("authorization", &token)],
+            &serde_json::to_string(&body).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let escrow = server_count(
+        &server,
+        &format!("SELECT granted_total - released_total FROM leases WHERE slot_id = '{s}'"),
+    );
+    assert!(
+        escrow <= 60,
+        "one sale needs at most 60 places, got {escrow}"
+    );
+    let day = api.availability(server.day).await;
+    let line = day["slots"]
+        .as_array()
+        .expect("slots")
+        .iter()
+        .find(|l| l["slot_id"] == s.to_string())
+        .cloned()
+        .expect("slot");
+    assert_eq!(line["sold"], 2, "{line}");
+}
