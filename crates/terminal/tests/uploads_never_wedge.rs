@@ -410,10 +410,8 @@ async fn a_counter_cannot_inflate_its_wants_or_tallies() {
         &server,
         &format!("SELECT granted_total - released_total FROM leases WHERE slot_id = '{s}'"),
     );
-    assert!(
-        escrow <= 60,
-        "one sale needs at most 60 places, got {escrow}"
-    );
+    // The 2 places sold, and at most 60 more: what one counter sale can need.
+    assert!(escrow <= 2 + 60, "{escrow} places escrowed");
     let day = api.availability(server.day).await;
     let line = day["slots"]
         .as_array()
