@@ -150,7 +150,7 @@ impl Catalogues<'_> {
         if version == 0 || version == self.current.0 {
             return Ok(Some(self.current.1));
         }
-        if !self.older.contains_key(&version) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.older.entry(version) {
             let text: Option<String> = ctx
                 .tx
                 .prepare_cached("SELECT catalogue FROM catalogue_versions WHERE version = ?1")?
@@ -158,8 +158,7 @@ impl Catalogues<'_> {
                     r.get(0)
                 })
                 .optional()?;
-            let parsed = text.and_then(|t| serde_json::from_str::<Catalogue>(&t).ok());
-            self.older.insert(version, parsed);
+            slot.insert(text.and_then(|t| serde_json::from_str::<Catalogue>(&t).ok()));
         }
         Ok(self.older.get(&version).and_then(Option::as_ref))
     }
