@@ -298,6 +298,7 @@ async fn a_void_cannot_resell_an_admitted_visitors_place() {
     let line = slot_line(&report, &s.to_string());
     assert_eq!(line["sold_counter"], 1, "{line}");
     assert_eq!(line["admitted"], 1, "{line}");
+    assert_eq!(line["kept_by_voids"], 1, "{line}");
 }
 
 /// A revoked lease: a late sale flagged over capacity loses its flag when it

@@ -442,7 +442,8 @@ fn slots(conn: &Connection, slot_prefix: &str) -> Result<Vec<SlotLine>, ReportEr
                   - (SELECT COALESCE(SUM(x.admissions), 0) FROM counter_voids v JOIN sales x ON x.sale_id = v.sale_id
                      WHERE x.slot_id = s.slot_id AND v.places_returned = 1),
                 (SELECT COALESCE(SUM(admits), 0) FROM redemptions WHERE slot_id = s.slot_id),
-                (SELECT COALESCE(SUM(over_capacity), 0) FROM sales WHERE slot_id = s.slot_id)
+                (SELECT COALESCE(SUM(over_capacity), 0) FROM sales WHERE slot_id = s.slot_id),
+                (SELECT COALESCE(SUM(kept), 0) FROM leases WHERE slot_id = s.slot_id)
          FROM slots s WHERE s.slot_id LIKE ?1 ORDER BY s.slot_id",
     )?;
     let rows = stmt.query_map(params![slot_prefix], |r| {
@@ -457,6 +458,7 @@ fn slots(conn: &Connection, slot_prefix: &str) -> Result<Vec<SlotLine>, ReportEr
             admitted,
             no_shows: (online + counter - admitted).max(0),
             over_capacity: r.get(5)?,
+            kept_by_voids: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

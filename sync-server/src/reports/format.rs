@@ -108,6 +108,13 @@ pub fn to_text(r: &DayReport) -> String {
             s.no_shows,
             if s.over_capacity > 0 { "  OVER" } else { "" }
         );
+        if s.kept_by_voids > 0 {
+            let _ = writeln!(
+                o,
+                "    {} place(s) kept out of sale: voided after the visitor was admitted or the slot had started",
+                s.kept_by_voids
+            );
+        }
     }
     let _ = writeln!(o, "\nQUARANTINE (uploads a supervisor must look at)");
     if r.quarantine.is_empty() {

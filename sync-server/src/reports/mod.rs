@@ -158,6 +158,9 @@ pub struct SlotLine {
     pub admitted: i64,
     pub no_shows: i64,
     pub over_capacity: i64,
+    /// Places a counter's void would have put back on sale but the server
+    /// kept out (the ticket was admitted, or its slot had started).
+    pub kept_by_voids: i64,
 }
 
 #[derive(Clone, Debug, Serialize)]
