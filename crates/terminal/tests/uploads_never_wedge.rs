@@ -270,6 +270,10 @@ async fn a_void_cannot_resell_an_admitted_visitors_place() {
     assert!(done.returned_to_lease, "by the counter's slow clock");
     c.t.sync_now().await.unwrap();
 
+    let report = day_report(&server, &c).await;
+    let line = slot_line(&report, &s.to_string());
+    assert_eq!(line["sold_counter"], 1, "{line}");
+    assert_eq!(line["admitted"], 1, "{line}");
     let (returned, kept): (i64, i64) = server
         .db()
         .query_row(
@@ -294,10 +298,6 @@ async fn a_void_cannot_resell_an_admitted_visitors_place() {
         capacity - 1
     );
 
-    let report = day_report(&server, &c).await;
-    let line = slot_line(&report, &s.to_string());
-    assert_eq!(line["sold_counter"], 1, "{line}");
-    assert_eq!(line["admitted"], 1, "{line}");
     assert_eq!(line["kept_by_voids"], 1, "{line}");
 }
 
