@@ -21,6 +21,7 @@ pub mod slot;
 pub mod staff;
 pub mod tally;
 pub mod ticket_code;
+pub mod upload;
 pub mod vat;
 
 pub use jiff;

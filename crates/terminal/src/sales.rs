@@ -210,8 +210,9 @@ pub(crate) fn commit_sale(
     }
     tx.execute(
         "INSERT INTO sales (sale_id, terminal_seq, lease_id, slot_id, shift_id, cashier, created_at, lines, total, currency,
-                            admissions, payment_method, tendered, change)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                            admissions, payment_method, tendered, change, catalogue_version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                 COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'catalogue_version'), 0))",
         params![
             sale_id.to_string(),
             seq,

@@ -61,7 +61,7 @@ pub(crate) fn build_request(
     {
         let mut stmt = tx.prepare_cached(
             "SELECT sale_id, terminal_seq, lease_id, slot_id, shift_id, cashier, created_at, lines, total, currency,
-                    admissions, payment_method, tendered, change
+                    admissions, payment_method, tendered, change, catalogue_version
              FROM sales WHERE terminal_seq > ?1 ORDER BY terminal_seq LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![acked, BATCH as i64], |r| {
@@ -92,6 +92,7 @@ pub(crate) fn build_request(
                     change: r.get(13)?,
                 },
                 tickets: Vec::new(),
+                catalogue_version: r.get(14)?,
             })
         })?;
         sales = rows.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -361,6 +362,16 @@ pub(crate) fn apply_response(
                 s.sold,
                 response.server_time.as_millisecond()
             ])?;
+        }
+    }
+    // The server lists everything of ours it still holds in quarantine.
+    tx.execute("DELETE FROM quarantined", [])?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO quarantined (item_id, kind, terminal_seq, reason) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for q in &response.quarantined {
+            stmt.execute(params![q.id.to_string(), q.kind, q.terminal_seq, q.reason])?;
         }
     }
     local::set(&tx, keys::LAST_SYNC_AT, &now)?;

@@ -30,6 +30,9 @@ pub struct Status {
     pub pending_voids: u32,
     pub pending_shifts: u32,
     pub pending_scans: u32,
+    /// Uploads the server holds in quarantine: "N sales need a supervisor".
+    #[serde(default)]
+    pub needs_supervisor: u32,
     /// Visitors this device let in today (gate mode).
     pub admitted_today: u32,
     pub shift: Option<ShiftView>,
@@ -234,6 +237,9 @@ pub struct SyncSummary {
     pub pending_sales: u32,
     pub leases_granted: u32,
     pub places_returned: u32,
+    /// Uploads the server holds in quarantine after this sync.
+    #[serde(default)]
+    pub needs_supervisor: u32,
 }
 
 /// What the gate screen shows after a scan.

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     ChannelReport, ConflictLine, CounterUploads, DayReport, LeaseHeld, Missing, OverCapacity,
-    PaymentRow, ShiftLine, SlotLine, VatRow,
+    PaymentRow, QuarantineLine, ShiftLine, SlotLine, VatRow,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +108,7 @@ pub fn day_report(
         missing: missing(conn, &counters, &slot_prefix, start, end)?,
         slots: slots(conn, &slot_prefix)?,
         conflicts: conflicts(conn, &slot_prefix)?,
+        quarantine: quarantine(conn, &slot_prefix, start, end)?,
         channels,
         total,
     })
@@ -439,9 +440,10 @@ fn slots(conn: &Connection, slot_prefix: &str) -> Result<Vec<SlotLine>, ReportEr
         "SELECT s.slot_id, s.capacity, s.sold_online,
                 (SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE slot_id = s.slot_id)
                   - (SELECT COALESCE(SUM(x.admissions), 0) FROM counter_voids v JOIN sales x ON x.sale_id = v.sale_id
-                     WHERE x.slot_id = s.slot_id AND v.returned_to_lease = 1),
+                     WHERE x.slot_id = s.slot_id AND v.places_returned = 1),
                 (SELECT COALESCE(SUM(admits), 0) FROM redemptions WHERE slot_id = s.slot_id),
-                (SELECT COALESCE(SUM(over_capacity), 0) FROM sales WHERE slot_id = s.slot_id)
+                (SELECT COALESCE(SUM(over_capacity), 0) FROM sales WHERE slot_id = s.slot_id),
+                (SELECT COALESCE(SUM(kept), 0) FROM leases WHERE slot_id = s.slot_id)
          FROM slots s WHERE s.slot_id LIKE ?1 ORDER BY s.slot_id",
     )?;
     let rows = stmt.query_map(params![slot_prefix], |r| {
@@ -456,6 +458,7 @@ fn slots(conn: &Connection, slot_prefix: &str) -> Result<Vec<SlotLine>, ReportEr
             admitted,
             no_shows: (online + counter - admitted).max(0),
             over_capacity: r.get(5)?,
+            kept_by_voids: r.get(6)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -477,4 +480,54 @@ fn conflicts(conn: &Connection, slot_prefix: &str) -> Result<Vec<ConflictLine>, 
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+fn quarantine(
+    conn: &Connection,
+    slot_prefix: &str,
+    start: i64,
+    end: i64,
+) -> Result<Vec<QuarantineLine>, ReportError> {
+    let mut stmt = conn.prepare(
+        "SELECT COALESCE(d.name, q.device_id), q.device_id, q.kind, q.item_id, q.terminal_seq, q.slot_id, q.reason,
+                q.device_at, q.received_at, q.body
+         FROM quarantine q LEFT JOIN devices d ON d.device_id = q.device_id
+         WHERE q.resolved_at IS NULL
+           AND (q.slot_id LIKE ?1 OR (q.received_at >= ?2 AND q.received_at < ?3))
+         ORDER BY q.received_at, q.terminal_seq",
+    )?;
+    let rows = stmt.query_map(params![slot_prefix, start, end], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<u64>>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, Option<i64>>(7)?,
+            r.get::<_, i64>(8)?,
+            r.get::<_, String>(9)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (counter, device, kind, item, seq, slot_id, reason, device_at, received_at, body) =
+            row?;
+        out.push(QuarantineLine {
+            counter,
+            device_id: uuid(&device)?,
+            kind,
+            item_id: uuid(&item)?,
+            terminal_seq: seq,
+            slot_id,
+            reason,
+            device_at: device_at.map(from_ms),
+            received_at: from_ms(received_at),
+            // Stored by the server from a parsed body, so it parses; if it
+            // somehow does not, the reason still shows.
+            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+        });
+    }
+    Ok(out)
 }

@@ -108,6 +108,20 @@ pub fn to_text(r: &DayReport) -> String {
             s.no_shows,
             if s.over_capacity > 0 { "  OVER" } else { "" }
         );
+        if s.kept_by_voids > 0 {
+            let _ = writeln!(
+                o,
+                "    {} place(s) kept out of sale: voided after the visitor was admitted or the slot had started",
+                s.kept_by_voids
+            );
+        }
+    }
+    let _ = writeln!(o, "\nQUARANTINE (uploads a supervisor must look at)");
+    if r.quarantine.is_empty() {
+        let _ = writeln!(o, "  none");
+    }
+    for q in &r.quarantine {
+        let _ = writeln!(o, "  {} {} {}: {}", q.counter, q.kind, q.item_id, q.reason);
     }
     let _ = writeln!(o, "\nGATE CONFLICTS");
     if r.conflicts.is_empty() {
@@ -239,6 +253,16 @@ pub fn to_csv(r: &DayReport) -> String {
         row("slot", "counter", &s.slot_id, Some(s.sold_counter), None);
         row("slot", "admitted", &s.slot_id, Some(s.admitted), None);
         row("slot", "no_shows", &s.slot_id, Some(s.no_shows), None);
+    }
+    for q in &r.quarantine {
+        let item = format!("{} {}: {}", q.kind, q.item_id, q.reason);
+        row(
+            "quarantine",
+            &q.counter,
+            &item,
+            q.terminal_seq.and_then(|s| i64::try_from(s).ok()),
+            None,
+        );
     }
     for c in &r.conflicts {
         let item = format!(

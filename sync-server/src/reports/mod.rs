@@ -30,6 +30,27 @@ pub struct DayReport {
     pub missing: Missing,
     pub slots: Vec<SlotLine>,
     pub conflicts: Vec<ConflictLine>,
+    /// Counter uploads the server could not accept as they were, kept aside
+    /// for a supervisor (never dropped): received that day or for its slots.
+    pub quarantine: Vec<QuarantineLine>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QuarantineLine {
+    pub counter: String,
+    pub device_id: Uuid,
+    /// `sale`, `void` or `shift`.
+    pub kind: String,
+    pub item_id: Uuid,
+    pub terminal_seq: Option<u64>,
+    pub slot_id: Option<String>,
+    pub reason: String,
+    /// When the counter says it happened (its clock), and when the server
+    /// received it (the server's).
+    pub device_at: Option<Timestamp>,
+    pub received_at: Timestamp,
+    /// The upload as received, for the supervisor to judge.
+    pub body: serde_json::Value,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -137,6 +158,9 @@ pub struct SlotLine {
     pub admitted: i64,
     pub no_shows: i64,
     pub over_capacity: i64,
+    /// Places a counter's void would have put back on sale but the server
+    /// kept out (the ticket was admitted, or its slot had started).
+    pub kept_by_voids: i64,
 }
 
 #[derive(Clone, Debug, Serialize)]

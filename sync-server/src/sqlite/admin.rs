@@ -225,7 +225,7 @@ pub fn ledger_from_rows(
     )?;
     let (leased, over): (u32, u32) = conn.query_row(
         "SELECT COALESCE(SUM(COALESCE(revoked_escrow, granted_total - released_total)), 0),
-                COALESCE(SUM(CASE WHEN revoked_escrow IS NOT NULL AND sold > revoked_escrow THEN sold - revoked_escrow ELSE 0 END), 0)
+                COALESCE(SUM(kept + CASE WHEN revoked_escrow IS NOT NULL AND sold > revoked_escrow THEN sold - revoked_escrow ELSE 0 END), 0)
          FROM leases WHERE slot_id = ?1",
         params![slot.to_string()],
         |r| Ok((r.get(0)?, r.get(1)?)),

@@ -45,6 +45,9 @@ pub(crate) struct LeaseRow {
     pub sold: u32,
     pub unused_reported: u32,
     pub revoked_escrow: Option<u32>,
+    /// Places a void put back in the counter's lease that the server keeps
+    /// out of sale (the ticket was admitted, or its slot had started).
+    pub kept: u32,
 }
 
 impl LeaseRow {
@@ -54,10 +57,15 @@ impl LeaseRow {
     }
 
     /// Admissions sold from a revoked lease beyond what it held at revocation.
-    pub fn over_capacity(&self) -> u32 {
+    pub fn overflow(&self) -> u32 {
         self.revoked_escrow
             .map(|e| self.sold.saturating_sub(e))
             .unwrap_or(0)
+    }
+
+    /// Places this lease takes from its slot on top of its escrow.
+    pub fn over_capacity(&self) -> u32 {
+        self.overflow() + self.kept
     }
 }
 
@@ -222,7 +230,7 @@ impl State {
 
         let mut leases = HashMap::new();
         let mut stmt = conn.prepare(
-            "SELECT lease_id, device_id, slot_id, granted_total, released_total, sold, unused_reported, revoked_escrow FROM leases",
+            "SELECT lease_id, device_id, slot_id, granted_total, released_total, sold, unused_reported, revoked_escrow, kept FROM leases",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(LeaseRow {
@@ -236,6 +244,7 @@ impl State {
                 sold: r.get(5)?,
                 unused_reported: r.get(6)?,
                 revoked_escrow: r.get(7)?,
+                kept: r.get(8)?,
             })
         })?;
         for row in rows {

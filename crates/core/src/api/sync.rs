@@ -122,6 +122,10 @@ pub struct SaleRecord {
     pub admissions: u32,
     pub payment: Payment,
     pub tickets: Vec<SoldTicket>,
+    /// The catalogue version the counter priced this sale with; the server
+    /// re-derives its prices from that version (0: the current one).
+    #[serde(default)]
+    pub catalogue_version: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +213,23 @@ pub struct SyncResponse {
     /// Today's and tomorrow's slots, live.
     pub slots: Vec<SlotAvailability>,
     pub tallies: Tallies,
+    /// This counter's uploads the server could not accept as they are: kept
+    /// aside with their reason for a supervisor, and acknowledged so the
+    /// uploads behind them go on.
+    #[serde(default)]
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// One upload kept aside for a supervisor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quarantined {
+    /// `sale`, `void` or `shift`.
+    pub kind: String,
+    /// The sale's, void's or shift's id.
+    pub id: Uuid,
+    /// The sale's seq (for a void, its sale's).
+    pub terminal_seq: Option<u64>,
+    pub reason: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

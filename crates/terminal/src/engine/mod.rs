@@ -325,6 +325,7 @@ impl Terminal {
             last_sync_error: local::get::<Option<String>>(&conn, keys::LAST_SYNC_ERROR)?.flatten(),
             pending_sales,
             pending_voids: count("SELECT COUNT(*) FROM voids WHERE uploaded = 0")?,
+            needs_supervisor: count("SELECT COUNT(*) FROM quarantined")?,
             pending_shifts: count(
                 "SELECT COUNT(*) FROM shifts WHERE closed_at IS NOT NULL AND uploaded = 0",
             )?,

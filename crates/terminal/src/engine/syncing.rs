@@ -38,6 +38,7 @@ impl Terminal {
                     pending_sales: 0,
                     leases_granted: 0,
                     places_returned: 0,
+                    needs_supervisor: 0,
                 })
             }
         }
@@ -98,6 +99,7 @@ impl Terminal {
             pending_sales: 0,
             leases_granted: 0,
             places_returned: 0,
+            needs_supervisor: 0,
         };
         for _round in 0..20 {
             // Before the first sync there is no catalogue: any zone will do
@@ -142,6 +144,8 @@ impl Terminal {
             params![acked],
             |r| r.get(0),
         )?;
+        summary.needs_supervisor =
+            conn.query_row("SELECT COUNT(*) FROM quarantined", [], |r| r.get(0))?;
         Ok(summary)
     }
 
