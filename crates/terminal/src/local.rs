@@ -20,6 +20,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../migrations/0001_init.sql")),
         M::up(include_str!("../migrations/0002_gate.sql")),
+        M::up(include_str!("../migrations/0004_staff.sql")),
     ])
 }
 

@@ -208,6 +208,11 @@ fn check(
                 v.void_id
             ))));
         }
+        // Staff secrets: only a void the server approved (supervisor PIN
+        // checked here, not at the counter) is applied.
+        if let Err(reason) = super::staff::check_void(ctx.tx, device.device_id, v)? {
+            return Ok(Err(refuse(reason)));
+        }
         new_voids.push((i, lease, admissions));
     }
 
@@ -668,6 +673,9 @@ fn store_void(
     lease_id: Uuid,
     admissions: u32,
 ) -> Result<(), Fatal> {
+    // The approver the server verified, not the name the counter sent.
+    let approved_by =
+        super::staff::use_for_void(ctx.tx, v)?.unwrap_or_else(|| v.approved_by.clone());
     ctx.tx
         .prepare_cached(
             "INSERT INTO counter_voids (void_id, sale_id, device_id, after_seq, at, shift_id, approved_by, reason,
@@ -681,7 +689,7 @@ fn store_void(
             v.after_seq,
             v.at.as_millisecond(),
             v.shift_id.map(|s| s.to_string()),
-            v.approved_by,
+            approved_by,
             v.reason,
             v.returned_to_lease,
             v.refund,
