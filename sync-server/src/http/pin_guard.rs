@@ -59,9 +59,13 @@ impl PinGuard {
                 store.pin_succeeded(device.device_id).await?;
                 Ok(staff)
             }
-            _ => Err(ServiceError::Forbidden(
-                "that PIN is not a supervisor's".into(),
-            )),
+            _ => {
+                // The device, never the PIN: an operator sees guessing early.
+                tracing::warn!(device = %device.name, id = %device.device_id, "wrong supervisor PIN");
+                Err(ServiceError::Forbidden(
+                    "that PIN is not a supervisor's".into(),
+                ))
+            }
         }
     }
 }
