@@ -275,3 +275,43 @@ async fn the_supervisor_pin_lockout_survives_a_server_restart() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["approved_by"], "Inès");
 }
+
+#[test]
+fn cheap_test_verifiers_need_an_explicit_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = |db: &str, cheap: bool| {
+        let mut cmd = std::process::Command::new(tessera_server::testkit::server_binary());
+        cmd.args(["init", "--db", db, "--fixtures"])
+            .arg(tessera_server::testkit::demo_fixture())
+            .args(["--days", "1"]);
+        if cheap {
+            cmd.env("TESSERA_INSECURE_TEST_PIN_KDF", "1");
+        } else {
+            cmd.env_remove("TESSERA_INSECURE_TEST_PIN_KDF");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let verifiers: Vec<String> = conn
+            .prepare("SELECT pin_verifier FROM staff")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        verifiers
+    };
+    let real = init(&dir.path().join("real.db").display().to_string(), false);
+    assert!(real.iter().all(|v| v.starts_with(REAL_COST)), "{real:?}");
+    let cheap = init(&dir.path().join("cheap.db").display().to_string(), true);
+    assert!(
+        cheap
+            .iter()
+            .all(|v| v.starts_with("$argon2id$v=19$m=64,t=1,p=1$")),
+        "{cheap:?}"
+    );
+}

@@ -29,7 +29,7 @@ pub enum OpenError {
     Sql(#[from] rusqlite::Error),
 }
 
-fn migrations() -> Migrations<'static> {
+pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_init.sql")),
         M::up(include_str!("../../migrations/0002_counters.sql")),
@@ -43,6 +43,7 @@ fn migrations() -> Migrations<'static> {
 /// an admin command's alike, gets the same durability settings.
 pub fn open(path: &Path) -> Result<Connection, OpenError> {
     let shown = path.display().to_string();
+    owner_only(path);
     let mut conn = Connection::open(path).map_err(|source| OpenError::Open {
         path: shown.clone(),
         source,
@@ -62,10 +63,71 @@ pub fn open(path: &Path) -> Result<Connection, OpenError> {
     Ok(conn)
 }
 
+/// The database holds the server's ticket-signing key, staff PIN verifiers
+/// and device token hashes: no other user may read it. A new file is created
+/// owner-only (no moment of being world-readable); an existing one, and its
+/// WAL and shared-memory files, are tightened. SQLite gives the WAL and
+/// shared-memory files it creates the database file's mode.
+fn owner_only(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let file = std::path::PathBuf::from(file);
+            let Ok(meta) = std::fs::metadata(&file) else {
+                continue;
+            };
+            if meta.permissions().mode() & 0o077 != 0 {
+                if let Err(e) =
+                    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                {
+                    tracing::warn!(file = %file.display(), error = %e, "cannot make the database owner-only");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn migrations_are_valid() {
         super::migrations().validate().unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.db");
+        let conn = super::open(&fresh).unwrap();
+        conn.execute("CREATE TABLE t (x INTEGER)", []).unwrap();
+        // An older database, world-readable, is tightened on open.
+        let old = dir.path().join("old.db");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let conn2 = super::open(&old).unwrap();
+        conn2.execute("CREATE TABLE t (x INTEGER)", []).unwrap();
+        for file in [
+            "fresh.db",
+            "fresh.db-wal",
+            "fresh.db-shm",
+            "old.db",
+            "old.db-wal",
+        ] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}: {mode:o}");
+        }
     }
 }

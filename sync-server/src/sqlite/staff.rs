@@ -226,3 +226,46 @@ pub(crate) fn use_for_void(tx: &Transaction<'_>, v: &VoidRecord) -> Result<Optio
         .query_row(params![approval.to_string()], |r| r.get(0))
         .optional()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrading_wipes_the_old_fast_hashes_and_keeps_no_pin_usable() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let migrations = super::super::schema::migrations();
+        // The staff table as version 4 knew it, with a SHA-256 hash.
+        migrations.to_version(&mut conn, 4).unwrap();
+        conn.execute(
+            "INSERT INTO staff (name, role, pin_salt, pin_hash) VALUES ('Inès', 'supervisor', '00ff', 'abcdef')",
+            [],
+        )
+        .unwrap();
+        migrations.to_latest(&mut conn).unwrap();
+        let (salt, hash, verifier): (String, String, Option<String>) = conn
+            .query_row(
+                "SELECT pin_salt, pin_hash, pin_verifier FROM staff",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((salt.as_str(), hash.as_str(), verifier), ("", "", None));
+        let (cashiers, supervisors) = load(&conn).unwrap();
+        assert!(cashiers.is_empty() && supervisors.is_empty());
+
+        let member = member_from_fixture(
+            &StaffFixture {
+                name: "Camille".into(),
+                role: StaffRole::Cashier,
+                pin: "1111".into(),
+            },
+            KdfCost::INSECURE_TEST_ONLY,
+        )
+        .unwrap();
+        insert(&conn, &member).unwrap();
+        let (cashiers, supervisors) = load(&conn).unwrap();
+        assert_eq!(cashiers, vec![member]);
+        assert!(supervisors.is_empty());
+    }
+}
