@@ -33,6 +33,8 @@ pub enum AdminError {
     UnknownLease(String),
     #[error("no device with id or name {0:?}")]
     UnknownDevice(String),
+    #[error("several devices are named {name:?}: {candidates}; give the device id")]
+    AmbiguousDevice { name: String, candidates: String },
 }
 
 /// Creates the database: catalogue, the server's signing key and slots for
@@ -385,14 +387,37 @@ pub fn revoke_device(
 ) -> Result<String, AdminError> {
     let mut conn = schema::open(db)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let row: Option<(String, String, Option<u32>)> = tx
-        .query_row(
-            "SELECT device_id, name, key_id FROM devices WHERE device_id = ?1 OR name = ?1",
-            params![device],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
-    let (id, name, key) = row.ok_or_else(|| AdminError::UnknownDevice(device.to_string()))?;
+    // Names are free text and may repeat (a replaced PC enrolled under its
+    // old name): revoking "the first one" could leave a stolen counter
+    // working, so a name that fits several devices is refused.
+    let mut matches: Vec<(String, String, Option<u32>, String, bool)> = tx
+        .prepare(
+            "SELECT device_id, name, key_id, role, revoked_at IS NOT NULL FROM devices
+             WHERE device_id = ?1 OR name = ?1 ORDER BY enrolled_at",
+        )?
+        .query_map(params![device], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if let Some(exact) = matches.iter().position(|m| m.0 == device) {
+        matches = vec![matches.swap_remove(exact)];
+    }
+    if matches.len() > 1 {
+        let candidates = matches
+            .iter()
+            .map(|(id, _, _, role, revoked)| {
+                format!("{id} ({role}{})", if *revoked { ", revoked" } else { "" })
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(AdminError::AmbiguousDevice {
+            name: device.to_string(),
+            candidates,
+        });
+    }
+    let (id, name, key, _, _) = matches
+        .pop()
+        .ok_or_else(|| AdminError::UnknownDevice(device.to_string()))?;
     tx.execute(
         "UPDATE devices SET revoked_at = COALESCE(revoked_at, ?2) WHERE device_id = ?1",
         params![id, now.as_millisecond()],
