@@ -168,13 +168,16 @@ async fn a_void_without_the_servers_approval_for_that_sale_changes_nothing() {
     let token_a = token_of(&a);
 
     // Approvals the server did issue, but not for this void of this counter.
-    let (status, for_second) = approve(&server, &token_a, "9999", second.sale_id).await;
-    assert_eq!(status, StatusCode::CREATED, "{for_second}");
+    let for_second = server
+        .api()
+        .approve_void(&token_a, "9999", &second.sale_id.to_string())
+        .await;
     let (status, from_b) = approve(&server, &token_of(&b), "9999", first.sale_id).await;
     assert_eq!(status, StatusCode::CREATED, "{from_b}");
     let id = |v: &Value| Some(v["approval_id"].as_str().unwrap().parse::<Uuid>().unwrap());
+    let for_second = Some(for_second.parse::<Uuid>().unwrap());
 
-    for approval in [None, Some(Uuid::now_v7()), id(&for_second), id(&from_b)] {
+    for approval in [None, Some(Uuid::now_v7()), for_second, id(&from_b)] {
         let mut request = a.t.pending_sync_request().unwrap();
         request.voids.push(VoidRecord {
             void_id: Uuid::now_v7(),
