@@ -319,3 +319,67 @@ fn cheap_test_verifiers_need_an_explicit_setting() {
         "{cheap:?}"
     );
 }
+
+fn set_pin(server: &ServerProcess, name: &str, role: Option<&str>, pin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut cmd = std::process::Command::new(tessera_server::testkit::server_binary());
+    cmd.args(["set-pin", "--db", &server.db_str(), "--name", name]);
+    if let Some(role) = role {
+        cmd.args(["--role", role]);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{pin}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_sets_pins_and_the_running_server_and_counters_follow() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let c = counter(&server, "Counter A").await;
+
+    let (ok, out) = set_pin(&server, "Hugo", None, "3333");
+    assert!(ok, "{out}");
+    let (ok, out) = set_pin(&server, "Camille", None, "9999");
+    assert!(!ok && out.contains("already has this PIN"), "{out}");
+    let (ok, out) = set_pin(&server, "Nobody", None, "4444");
+    assert!(!ok && out.contains("--role"), "{out}");
+    let (ok, out) = set_pin(&server, "Zoé", Some("supervisor"), "7777");
+    assert!(ok, "{out}");
+    assert!(!out.contains("7777"));
+    assert_eq!(
+        server_count(
+            &server,
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'set_pin'"
+        ),
+        2
+    );
+
+    c.t.sync_now().await.unwrap();
+    assert_eq!(c.t.login("3333").unwrap().name, "Hugo");
+    assert_eq!(c.t.login("2222").unwrap_err().code(), "bad_pin");
+    assert_eq!(c.t.login("1111").unwrap().name, "Camille");
+    assert!(local_staff(&c).iter().all(|s| s["name"] != "Zoé"));
+    let approval = server
+        .api()
+        .approve_void(&token_of(&c), "7777", &Uuid::now_v7().to_string())
+        .await;
+    assert!(approval.parse::<Uuid>().is_ok());
+}

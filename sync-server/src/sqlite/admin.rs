@@ -35,6 +35,8 @@ pub enum AdminError {
     UnknownDevice(String),
     #[error("several devices are named {name:?}: {candidates}; give the device id")]
     AmbiguousDevice { name: String, candidates: String },
+    #[error("{0}")]
+    Staff(String),
 }
 
 /// Creates the database: catalogue, the server's signing key and slots for
@@ -108,6 +110,7 @@ pub fn init(
     })
 }
 
+pub use super::staff::{set_pin, PinSet};
 pub use tessera_core::fixture::parse_fixture as parse_fixtures;
 
 #[derive(Debug)]

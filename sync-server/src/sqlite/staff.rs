@@ -11,6 +11,7 @@ use tessera_core::staff::{
 };
 use uuid::Uuid;
 
+use super::admin::AdminError;
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
 use crate::secrets;
@@ -225,6 +226,87 @@ pub(crate) fn use_for_void(tx: &Transaction<'_>, v: &VoidRecord) -> Result<Optio
         .prepare_cached("SELECT approved_by FROM approvals WHERE approval_id = ?1")?
         .query_row(params![approval.to_string()], |r| r.get(0))
         .optional()?)
+}
+
+/// What `set_pin` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PinSet {
+    Changed,
+    Added,
+}
+
+/// Sets `name`'s PIN (adding them with `role` if new), from an operator's
+/// command. A PIN another member already has is refused: PINs identify
+/// staff on their own, and a cashier's verifier sits on every counter.
+pub fn set_pin(
+    db: &std::path::Path,
+    name: &str,
+    role: Option<StaffRole>,
+    pin: &str,
+    actor: &str,
+    now: jiff::Timestamp,
+) -> Result<PinSet, AdminError> {
+    let name = name.trim();
+    let pin = pin.trim();
+    let member = member_from_fixture(
+        &StaffFixture {
+            name: name.to_string(),
+            role: role.unwrap_or(StaffRole::Cashier),
+            pin: pin.to_string(),
+        },
+        pin_cost(),
+    )
+    .map_err(|e| AdminError::Staff(e.to_string()))?;
+    let mut conn = super::schema::open(db)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let others: Vec<(String, String, Option<String>)> = tx
+        .prepare("SELECT name, role, pin_verifier FROM staff")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut existing_role = None;
+    for (other, other_role, verifier) in &others {
+        if other == name {
+            existing_role = Some(other_role.clone());
+            continue;
+        }
+        let taken = verifier
+            .as_deref()
+            .and_then(|v| PinVerifier::parse(v).ok())
+            .is_some_and(|v| v.matches(pin));
+        if taken {
+            return Err(AdminError::Staff(
+                "another staff member already has this PIN; choose another".into(),
+            ));
+        }
+    }
+    let outcome = match (existing_role, role) {
+        (Some(_), Some(role)) => {
+            tx.execute(
+                "UPDATE staff SET pin_verifier = ?2, role = ?3, pin_salt = '', pin_hash = '' WHERE name = ?1",
+                params![name, member.pin_verifier.as_str(), role.as_str()],
+            )?;
+            PinSet::Changed
+        }
+        (Some(_), None) => {
+            tx.execute(
+                "UPDATE staff SET pin_verifier = ?2, pin_salt = '', pin_hash = '' WHERE name = ?1",
+                params![name, member.pin_verifier.as_str()],
+            )?;
+            PinSet::Changed
+        }
+        (None, Some(_)) => {
+            insert(&tx, &member)?;
+            PinSet::Added
+        }
+        (None, None) => {
+            return Err(AdminError::Staff(format!(
+                "no staff member {name:?}; give --role cashier|supervisor to add one"
+            )))
+        }
+    };
+    super::admin::audit(&tx, now, actor, "set_pin", &format!("{name:?}"))?;
+    tx.commit()?;
+    Ok(outcome)
 }
 
 #[cfg(test)]
