@@ -133,7 +133,9 @@ pub async fn void_sale(
     supervisor_pin: String,
     reason: String,
 ) -> Answer<VoidDone> {
-    blocking(&state, move |t| t.void(sale_id, &supervisor_pin, &reason)).await
+    // The server checks the supervisor's PIN, so this waits on the network.
+    let terminal = state.terminal()?;
+    Ok(terminal.void(sale_id, &supervisor_pin, &reason).await?)
 }
 
 #[tauri::command]

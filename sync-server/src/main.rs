@@ -104,6 +104,19 @@ enum Command {
         #[arg(long, default_value = "operator")]
         by: String,
     },
+    /// Set a staff member's PIN, read from standard input (never the command
+    /// line, which other users can see); with --role, adds a new member.
+    SetPin {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// cashier | supervisor (needed to add someone; changes the role otherwise)
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
     /// The day's reconciliation: online and each counter, cash drawers,
     /// everything missing, slots, gate conflicts.
     Report {
@@ -258,6 +271,27 @@ fn run(cli: Cli) -> Result<()> {
         Command::RevokeDevice { db, device, by } => {
             let name = admin::revoke_device(&db, device.trim(), &by, clock.now())?;
             println!("revoked {name:?}: its token no longer works; gates refuse its tickets after their next sync");
+        }
+        Command::SetPin { db, name, role, by } => {
+            let role = match role.as_deref().map(str::trim) {
+                None => None,
+                Some("cashier") => Some(tessera_core::staff::StaffRole::Cashier),
+                Some("supervisor") => Some(tessera_core::staff::StaffRole::Supervisor),
+                Some(other) => anyhow::bail!("--role must be cashier or supervisor, not {other:?}"),
+            };
+            let mut pin = String::new();
+            std::io::stdin()
+                .read_line(&mut pin)
+                .context("reading the PIN from standard input")?;
+            let done = admin::set_pin(&db, &name, role, &pin, &by, clock.now())?;
+            let what = match done {
+                admin::PinSet::Added => "added",
+                admin::PinSet::Changed => "PIN changed",
+            };
+            println!(
+                "{}: {what}; counters get the change at their next sync",
+                name.trim()
+            );
         }
         Command::Report { db, date, format } => {
             let conn = tessera_server::sqlite::schema::open(&db)?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use jiff::civil::Date;
 use tessera_core::admission::EntryPolicy;
+use tessera_core::api::approvals::{Approval, ApprovalRequest};
 use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys, Role};
 use tessera_core::api::gate::Redemption;
 use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse};
@@ -110,8 +111,26 @@ pub trait Store: Send + Sync + 'static {
         entry: EntryPolicy,
     ) -> impl Future<Output = Result<GateSyncResponse, ServiceError>> + Send;
 
-    /// The staff member with this PIN, if a supervisor.
-    fn supervisor_with_pin(&self, pin: &str) -> Option<StaffMember>;
+    /// Supervisors' PIN verifiers (checked here, never sent to devices).
+    fn supervisors(&self) -> Vec<StaffMember>;
+
+    /// Counts a supervisor-PIN attempt from `device` (durably, before the
+    /// PIN is checked); refused while the device is locked out.
+    fn begin_pin_attempt(
+        &self,
+        device: Uuid,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// The device typed a right supervisor PIN: its count starts again.
+    fn pin_succeeded(&self, device: Uuid) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// Records a verified supervisor's one-use approval for `device`.
+    fn create_approval(
+        &self,
+        device: Uuid,
+        request: ApprovalRequest,
+        approved_by: String,
+    ) -> impl Future<Output = Result<Approval, ServiceError>> + Send;
 
     /// The reconciliation of one museum day (read-only).
     fn day_report(

@@ -405,6 +405,33 @@ impl Api {
         self.post_raw("/v1/devices/enrol", &[], &body).await
     }
 
+    /// A supervisor's approval (PIN checked by the server) for `device_token`
+    /// to void `sale_id`: what a hand-built sync body's void must carry in
+    /// `approval_id`.
+    pub async fn approve_void(
+        &self,
+        device_token: &str,
+        supervisor_pin: &str,
+        sale_id: &str,
+    ) -> String {
+        let (status, body) = self
+            .post_raw(
+                "/v1/approvals",
+                &[
+                    ("authorization", &format!("Bearer {device_token}")),
+                    ("x-supervisor-pin", supervisor_pin),
+                ],
+                &json!({"action": "void", "sale_id": sale_id}).to_string(),
+            )
+            .await
+            .expect("approvals answers");
+        assert_eq!(status, StatusCode::CREATED, "approval refused: {body}");
+        body["approval_id"]
+            .as_str()
+            .expect("approval id")
+            .to_string()
+    }
+
     pub async fn redeem(&self, token: &str, code: &str) -> Result<Reply, reqwest::Error> {
         let auth = format!("Bearer {token}");
         self.post_raw(

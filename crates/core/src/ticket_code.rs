@@ -245,6 +245,13 @@ pub fn normalize_scanned(text: &str) -> String {
         .collect()
 }
 
+/// Whether 32 bytes may be certified as a device's ticket-signing key: a
+/// point on the curve and not of small order (for a small-order key,
+/// signatures can be made to verify without knowing any secret).
+pub fn is_strong_public_key(bytes: &[u8; 32]) -> bool {
+    VerifyingKey::from_bytes(bytes).is_ok_and(|k| !k.is_weak())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +350,19 @@ mod tests {
             normalize_scanned(&format!("  {}\n", code.to_lowercase())),
             code
         );
+    }
+
+    #[test]
+    fn small_order_keys_are_not_strong() {
+        // Both decode as curve points: the identity (y = 1) and a point of
+        // order 4 (y = 0). Only their order makes them unusable.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        for weak in [identity, [0u8; 32]] {
+            assert!(VerifyingKey::from_bytes(&weak).is_ok());
+            assert!(!is_strong_public_key(&weak));
+        }
+        let good = TicketSigner::from_seed(1, [9; 32]).public_key();
+        assert!(is_strong_public_key(&good));
     }
 }

@@ -19,6 +19,8 @@ pub enum TerminalError {
     BadPin,
     #[error("a supervisor's PIN is needed for this")]
     NotSupervisor,
+    #[error("a supervisor approval needs the server; try again when online")]
+    ApprovalNeedsServer,
     #[error("unknown time slot {0}")]
     UnknownSlot(String),
     #[error("the {0} entry window is over: no more sales for it")]
@@ -61,6 +63,7 @@ impl TerminalError {
             TerminalError::ShiftOpen(_) => "shift_open",
             TerminalError::BadPin => "bad_pin",
             TerminalError::NotSupervisor => "not_supervisor",
+            TerminalError::ApprovalNeedsServer => "approval_needs_server",
             TerminalError::UnknownSlot(_) => "unknown_slot",
             TerminalError::SlotClosed(_) => "slot_closed",
             TerminalError::NotEnoughPlaces { .. } => "not_enough_places",

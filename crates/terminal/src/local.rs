@@ -21,6 +21,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0001_init.sql")),
         M::up(include_str!("../migrations/0002_gate.sql")),
         M::up(include_str!("../migrations/0003_quarantine.sql")),
+        M::up(include_str!("../migrations/0004_staff.sql")),
     ])
 }
 

@@ -431,7 +431,7 @@ async fn run(cli: Cli) -> Result<()> {
         } => {
             let id = Uuid::parse_str(sale.trim())
                 .with_context(|| format!("{sale:?} is not a sale id"))?;
-            let done = t.void(id, &supervisor_pin, &reason)?;
+            let done = t.void(id, &supervisor_pin, &reason).await?;
             println!(
                 "voided {}: refund {} by {}{}; approved by {}",
                 done.sale_id,

@@ -11,7 +11,6 @@ use tessera_core::ids::new_id;
 use tessera_core::money::format_minor;
 use tessera_core::pricing::{price_cart, CartLimits, Channel, PricedLine};
 use tessera_core::slot::SlotId;
-use tessera_core::staff::StaffMember;
 use tessera_core::ticket_code::{TicketClaims, TicketSigner};
 use tessera_core::vat::{format_rate, VatBreakdown};
 use uuid::Uuid;
@@ -395,16 +394,13 @@ pub(crate) fn sales_between(
 pub(crate) fn void_sale(
     conn: &mut Connection,
     sale_id: Uuid,
-    approver: &StaffMember,
+    approved_by: &str,
+    approval_id: Uuid,
     reason: &str,
     now: Timestamp,
 ) -> Result<VoidDone, TerminalError> {
     let reason = reason.trim();
-    if reason.chars().count() > 200 {
-        return Err(TerminalError::Invalid(
-            "keep the void reason under 200 characters".into(),
-        ));
-    }
+    check_void_reason(reason)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let row: Option<(String, String, u32, i64, String, bool)> = tx
         .query_row(
@@ -442,19 +438,21 @@ pub(crate) fn void_sale(
         PaymentMethod::Cash
     };
     tx.execute(
-        "INSERT INTO voids (void_id, sale_id, after_seq, at, shift_id, approved_by, reason, returned_to_lease, refund, refund_method)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO voids (void_id, sale_id, after_seq, at, shift_id, approved_by, reason, returned_to_lease, refund, refund_method,
+                            approval_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             new_id().to_string(),
             sale_id.to_string(),
             after_seq,
             now.as_millisecond(),
             shift,
-            approver.name,
+            approved_by,
             if reason.is_empty() { "no reason given" } else { reason },
             returned,
             total,
-            refund_method.as_str()
+            refund_method.as_str(),
+            approval_id.to_string()
         ],
     )?;
     tx.execute(
@@ -473,8 +471,34 @@ pub(crate) fn void_sale(
         refund: total,
         refund_method,
         returned_to_lease: returned,
-        approved_by: approver.name.clone(),
+        approved_by: approved_by.to_string(),
     })
+}
+
+pub(crate) fn check_void_reason(reason: &str) -> Result<(), TerminalError> {
+    if reason.chars().count() > tessera_core::limits::VOID_REASON_CHARS {
+        return Err(TerminalError::Invalid(format!(
+            "keep the void reason under {} characters",
+            tessera_core::limits::VOID_REASON_CHARS
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an unknown or already voided sale.
+pub(crate) fn check_voidable(conn: &mut Connection, sale_id: Uuid) -> Result<(), TerminalError> {
+    let voided: Option<bool> = conn
+        .query_row(
+            "SELECT voided FROM sales WHERE sale_id = ?1",
+            params![sale_id.to_string()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match voided {
+        None => Err(TerminalError::UnknownSale(sale_id.to_string())),
+        Some(true) => Err(TerminalError::AlreadyVoided(sale_id.to_string())),
+        Some(false) => Ok(()),
+    }
 }
 
 /// "Wed 2 Dec 2026, entry 14:00-14:30" in the museum's zone.

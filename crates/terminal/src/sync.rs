@@ -117,12 +117,14 @@ pub(crate) fn build_request(
 
     let voids = {
         let mut stmt = tx.prepare_cached(
-            "SELECT void_id, sale_id, after_seq, at, shift_id, approved_by, reason, returned_to_lease, refund, refund_method
+            "SELECT void_id, sale_id, after_seq, at, shift_id, approved_by, reason, returned_to_lease, refund, refund_method,
+                    approval_id
              FROM voids WHERE uploaded = 0 AND after_seq <= ?1 ORDER BY after_seq, at",
         )?;
         let rows = stmt.query_map(params![max_sent], |r| {
             let shift: Option<String> = r.get(4)?;
             let method: String = r.get(9)?;
+            let approval: Option<String> = r.get(10)?;
             Ok(VoidRecord {
                 void_id: parse_uuid(&r.get::<_, String>(0)?)?,
                 sale_id: parse_uuid(&r.get::<_, String>(1)?)?,
@@ -130,6 +132,7 @@ pub(crate) fn build_request(
                 at: from_ms(r.get(3)?),
                 shift_id: shift.as_deref().map(parse_uuid).transpose()?,
                 approved_by: r.get(5)?,
+                approval_id: approval.as_deref().map(parse_uuid).transpose()?,
                 reason: r.get(6)?,
                 returned_to_lease: r.get(7)?,
                 refund: r.get(8)?,

@@ -41,7 +41,9 @@ async fn the_day_report_names_every_difference_and_adds_up() {
         a.t.sell(card_sale(at_14, &[("reduced", 1), ("audio-guide", 1)]))
             .await
             .unwrap();
-    a.t.void(card.sale.sale_id, "9999", "wrong slot").unwrap();
+    a.t.void(card.sale.sale_id, "9999", "wrong slot")
+        .await
+        .unwrap();
     let z = a.t.close_shift(20_000 + 3000 - 500).await.unwrap();
     assert_eq!(z.expected_cash, 23_000);
     assert_eq!(z.over_short, Some(-500));

@@ -220,6 +220,7 @@ async fn forged_revoked_truncated_tomorrows_and_voided_tickets_are_refused() {
             .unwrap()
             .sale;
     c.t.void(sold.sale_id, "9999", "customer changed their mind")
+        .await
         .unwrap();
     c.t.sync_now().await.unwrap();
     g.t.sync_now().await.unwrap();

@@ -186,17 +186,8 @@ impl<S: Store> FromRequestParts<AppState<S>> for Supervisor {
             .and_then(|v| v.to_str().ok());
         match (device.role, pin) {
             (Role::Counter, Some(pin)) => {
-                state.pins.check(device.device_id)?;
-                match state.store.supervisor_with_pin(pin) {
-                    Some(staff) => {
-                        state.pins.succeeded(device.device_id);
-                        Ok(Supervisor(format!("{} at {}", staff.name, device.name)))
-                    }
-                    None => {
-                        state.pins.failed(device.device_id);
-                        Err(ServiceError::Forbidden("that PIN is not a supervisor's".into()))
-                    }
-                }
+                let staff = state.pins.supervisor(&*state.store, &device, pin).await?;
+                Ok(Supervisor(format!("{} at {}", staff.name, device.name)))
             }
             _ => Err(ServiceError::Forbidden(format!(
                 "this needs a supervisor: a supervisor device's token, or a counter's token with a supervisor's PIN \

@@ -66,6 +66,7 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
             "/v1/gate/sync",
             post(gate_sync::gate_sync::<S>).layer(DefaultBodyLimit::max(SYNC_BODY_BYTES)),
         )
+        .route("/v1/approvals", post(supervisor::approve::<S>))
         .route("/v1/reports/day", get(supervisor::day_report::<S>))
         .route("/v1/leases", get(supervisor::leases::<S>))
         .route(

@@ -1,14 +1,17 @@
-//! Supervisor endpoints: the day report and lease revocation.
+//! Supervisor endpoints: the day report, lease revocation, and approvals of
+//! counter actions (voids) checked against a supervisor's PIN.
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
+use tessera_core::api::approvals::{ApprovalRequest, SUPERVISOR_PIN};
+use tessera_core::api::devices::Role;
 use tessera_core::slot::parse_date;
 use uuid::Uuid;
 
-use super::extract::{Path, Query, Supervisor};
+use super::extract::{ApiJson, Device, Path, Query, Supervisor};
 use super::AppState;
 use crate::error::ServiceError;
 use crate::reports::{to_csv, to_text};
@@ -85,4 +88,39 @@ pub async fn revoke_lease<S: Store>(
         Uuid::parse_str(&lease).map_err(|_| ServiceError::NotFound(format!("no lease {lease}")))?;
     let done = app.store.revoke_lease(id, who).await?;
     Ok(Json(done).into_response())
+}
+
+/// `POST /v1/approvals`: a supervisor at a counter approves one action. The
+/// PIN is checked here (the counter holds no supervisor verifier), against
+/// the device's lockout; the approval is bound to the device and the action's
+/// subject, and the upload of the action must carry it.
+pub async fn approve<S: Store>(
+    State(app): State<AppState<S>>,
+    device: Device,
+    headers: axum::http::HeaderMap,
+    body: ApiJson<ApprovalRequest>,
+) -> Result<Response, ServiceError> {
+    let device = device.require(&[Role::Counter], "a supervisor's approval")?;
+    let pin = headers
+        .get(SUPERVISOR_PIN)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ServiceError::BadRequest(
+                "the supervisor's PIN goes in the X-Supervisor-Pin header".into(),
+            )
+        })?;
+    let staff = app.pins.supervisor(&*app.store, &device, pin).await?;
+    let request = body.value;
+    let approval = app
+        .store
+        .create_approval(device.device_id, request, staff.name.clone())
+        .await?;
+    tracing::info!(
+        action = request.action(),
+        subject = %request.subject(),
+        by = %staff.name,
+        device = %device.name,
+        "supervisor approval"
+    );
+    Ok((axum::http::StatusCode::CREATED, Json(approval)).into_response())
 }

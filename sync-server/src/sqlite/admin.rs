@@ -11,7 +11,6 @@ use tessera_core::api::devices::Role;
 use tessera_core::catalogue::Catalogue;
 use tessera_core::inventory::{InventoryError, SlotLedger};
 use tessera_core::slot::SlotId;
-use tessera_core::staff::{StaffMember, StaffRole};
 use tessera_core::ticket_code::TicketSigner;
 
 use super::schema::{self, OpenError};
@@ -36,6 +35,8 @@ pub enum AdminError {
     UnknownDevice(String),
     #[error("{} devices are named {name:?}; revoke one by its id:\n{}", matches.len(), matches.join("\n"))]
     AmbiguousDevice { name: String, matches: Vec<String> },
+    #[error("{0}")]
+    Staff(String),
 }
 
 /// Creates the database: catalogue, the server's signing key and slots for
@@ -90,24 +91,14 @@ pub fn init(
         "INSERT INTO signing_keys (key_id, owner, public_key, secret_seed, created_at) VALUES (1, 'server', ?1, ?2, ?3)",
         params![signer.public_key().to_vec(), signer.seed().to_vec(), now.as_millisecond()],
     )?;
+    let cost = super::staff::pin_cost();
     for member in &staff {
-        let salt = data_encoding::HEXLOWER.encode(&secrets::random_bytes::<16>());
         let member =
-            StaffMember::new(&member.name, member.role, &member.pin, salt).map_err(|e| {
-                AdminError::Fixtures {
-                    path: fixtures.display().to_string(),
-                    message: format!("staff {:?}: {e}", member.name),
-                }
+            super::staff::member_from_fixture(member, cost).map_err(|e| AdminError::Fixtures {
+                path: fixtures.display().to_string(),
+                message: format!("staff {:?}: {e}", member.name),
             })?;
-        tx.execute(
-            "INSERT INTO staff (name, role, pin_salt, pin_hash) VALUES (?1, ?2, ?3, ?4)",
-            params![
-                member.name,
-                staff_role(member.role),
-                member.pin_salt,
-                member.pin_hash
-            ],
-        )?;
+        super::staff::insert(&tx, &member)?;
     }
     let slots = ensure_slots(&tx, &catalogue, today, days)?;
     tx.commit()?;
@@ -119,14 +110,8 @@ pub fn init(
     })
 }
 
+pub use super::staff::{set_pin, PinSet};
 pub use tessera_core::fixture::parse_fixture as parse_fixtures;
-
-pub(crate) fn staff_role(role: StaffRole) -> &'static str {
-    match role {
-        StaffRole::Cashier => "cashier",
-        StaffRole::Supervisor => "supervisor",
-    }
-}
 
 #[derive(Debug)]
 pub struct InitSummary {

@@ -98,12 +98,7 @@ fn parse_public_key(hex: &str) -> Option<[u8; 32]> {
         .decode(hex.trim().as_bytes())
         .ok()?;
     let key: [u8; 32] = bytes.try_into().ok()?;
-    // Reject bytes that are not a point on the curve now, not at the gate.
-    let point = ed25519_dalek::VerifyingKey::from_bytes(&key).ok()?;
-    // A small-order point verifies signatures its holder never made (one
-    // signature can pass for many messages): such a key certifies nothing.
-    if point.is_weak() {
-        return None;
-    }
-    Some(key)
+    // Reject bytes that are not a point on the curve, or a small-order point
+    // (which would let anyone forge "signed" tickets), now, not at the gate.
+    tessera_core::ticket_code::is_strong_public_key(&key).then_some(key)
 }

@@ -7,6 +7,7 @@ mod failpoint;
 mod gate;
 mod online;
 pub mod schema;
+mod staff;
 mod state;
 mod sync;
 mod writer;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use jiff::civil::Date;
 use rusqlite::OptionalExtension;
 use tessera_core::admission::EntryPolicy;
+use tessera_core::api::approvals::{Approval, ApprovalRequest};
 use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys};
 use tessera_core::api::gate::Redemption;
 use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse};
@@ -27,7 +29,7 @@ use tessera_core::catalogue::Catalogue;
 use tessera_core::inventory::LeasePolicy;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
-use tessera_core::staff::{who_has_pin, StaffMember};
+use tessera_core::staff::StaffMember;
 use tessera_core::ticket_code::{KeyRing, TicketClaims};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
@@ -360,11 +362,39 @@ impl Store for SqliteStore {
             .await
     }
 
-    fn supervisor_with_pin(&self, pin: &str) -> Option<StaffMember> {
-        let staff = self.shared.staff.read().unwrap_or_else(|p| p.into_inner());
-        who_has_pin(&staff, pin)
-            .filter(|s| s.may_approve())
-            .cloned()
+    fn supervisors(&self) -> Vec<StaffMember> {
+        self.shared
+            .supervisors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn begin_pin_attempt(&self, device: Uuid) -> Result<(), ServiceError> {
+        self.submit(move |ctx| staff::begin_attempt(ctx, device))
+            .await
+    }
+
+    async fn pin_succeeded(&self, device: Uuid) -> Result<(), ServiceError> {
+        self.submit(move |ctx| Ok(Ok(staff::attempt_succeeded(ctx, device)?)))
+            .await
+    }
+
+    async fn create_approval(
+        &self,
+        device: Uuid,
+        request: ApprovalRequest,
+        approved_by: String,
+    ) -> Result<Approval, ServiceError> {
+        self.submit(move |ctx| {
+            Ok(Ok(staff::create_approval(
+                ctx,
+                device,
+                request,
+                approved_by,
+            )?))
+        })
+        .await
     }
 
     async fn day_report(&self, date: Date) -> Result<DayReport, ServiceError> {

@@ -34,7 +34,7 @@ pub enum OpenError {
     Sql(#[from] rusqlite::Error),
 }
 
-fn migrations() -> Migrations<'static> {
+pub(crate) fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_init.sql")),
         M::up(include_str!("../../migrations/0002_counters.sql")),
@@ -42,6 +42,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0004_idempotency_log.sql")),
         M::up(include_str!("../../migrations/0005_quarantine.sql")),
         M::up(include_str!("../../migrations/0006_gate_times.sql")),
+        M::up(include_str!("../../migrations/0007_staff.sql")),
     ])
 }
 
@@ -121,5 +122,34 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         super::migrations().validate().unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh.db");
+        let conn = super::open(&fresh).unwrap();
+        conn.execute("CREATE TABLE t (x INTEGER)", []).unwrap();
+        // An older database, world-readable, is tightened on open.
+        let old = dir.path().join("old.db");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let conn2 = super::open(&old).unwrap();
+        conn2.execute("CREATE TABLE t (x INTEGER)", []).unwrap();
+        for file in [
+            "fresh.db",
+            "fresh.db-wal",
+            "fresh.db-shm",
+            "old.db",
+            "old.db-wal",
+        ] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}: {mode:o}");
+        }
     }
 }

@@ -12,7 +12,7 @@ use tessera_core::catalogue::Catalogue;
 use tessera_core::inventory::{LeaseTotals, SlotLedger};
 use tessera_core::pricing::PricedLine;
 use tessera_core::slot::{Slot, SlotId};
-use tessera_core::staff::{StaffMember, StaffRole};
+use tessera_core::staff::StaffMember;
 use tessera_core::tally::Tallies;
 use tessera_core::ticket_code::{KeyRing, TicketSigner};
 use uuid::Uuid;
@@ -79,7 +79,10 @@ pub(crate) struct State {
     pub leases: HashMap<Uuid, LeaseRow>,
     pub tallies: Tallies,
     pub catalogue_version: u64,
+    /// Cashiers' verifiers: what counters receive with every sync.
     pub staff: Vec<StaffMember>,
+    /// Supervisors' verifiers: checked here, never sent anywhere.
+    pub supervisors: Vec<StaffMember>,
     /// Ticket-signing public keys (with revocations), as gates get them.
     pub keys: (Arc<KeyRing>, Arc<PublicKeys>),
     /// Idempotency keys of the last day: key hash -> (request hash, log row).
@@ -97,7 +100,7 @@ pub(crate) struct State {
 /// What request handlers read without asking the writer: always committed data.
 pub(crate) struct Shared {
     pub catalogue: RwLock<Arc<Catalogue>>,
-    pub staff: RwLock<Vec<StaffMember>>,
+    pub supervisors: RwLock<Vec<StaffMember>>,
     pub slots: RwLock<BTreeMap<SlotId, SlotView>>,
     pub devices: RwLock<HashMap<Vec<u8>, DeviceInfo>>,
     pub keys: RwLock<(Arc<KeyRing>, Arc<PublicKeys>)>,
@@ -291,23 +294,7 @@ impl State {
             .optional()?
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        let mut stmt =
-            conn.prepare("SELECT name, role, pin_salt, pin_hash FROM staff ORDER BY name")?;
-        let staff = stmt
-            .query_map([], |r| {
-                let role: String = r.get(1)?;
-                Ok(StaffMember {
-                    name: r.get(0)?,
-                    role: if role == "supervisor" {
-                        StaffRole::Supervisor
-                    } else {
-                        StaffRole::Cashier
-                    },
-                    pin_salt: r.get(2)?,
-                    pin_hash: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let (staff, supervisors) = super::staff::load(conn)?;
 
         let mut idempotency = HashMap::new();
         let mut stmt = conn.prepare(
@@ -341,6 +328,7 @@ impl State {
             tallies,
             catalogue_version,
             staff,
+            supervisors,
             keys: load_keys(conn)?,
             idempotency,
             last_sync: HashMap::new(),
@@ -384,7 +372,10 @@ impl State {
         }
         if self.devices_dirty {
             self.devices_dirty = false;
-            *shared.staff.write().unwrap_or_else(|p| p.into_inner()) = self.staff.clone();
+            *shared
+                .supervisors
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = self.supervisors.clone();
             let devices = load_devices(conn)?;
             let keys = load_keys(conn)?;
             self.keys = keys.clone();
@@ -460,7 +451,7 @@ impl Shared {
     pub fn empty(catalogue: Arc<Catalogue>) -> Shared {
         Shared {
             catalogue: RwLock::new(catalogue),
-            staff: RwLock::new(Vec::new()),
+            supervisors: RwLock::new(Vec::new()),
             slots: RwLock::new(BTreeMap::new()),
             devices: RwLock::new(HashMap::new()),
             keys: RwLock::new((

@@ -343,6 +343,12 @@ fn judge(
             quarantine.push(void_item(v, None, reason)?);
             continue;
         }
+        // Staff secrets: only a void the server approved (the supervisor's
+        // PIN checked by the server, never by the counter) is applied.
+        if let Err(reason) = super::staff::check_void(ctx.tx, device.device_id, v)? {
+            quarantine.push(void_item(v, None, reason)?);
+            continue;
+        }
         let revoked = ctx
             .state
             .leases
@@ -994,6 +1000,9 @@ fn store_void(
 ) -> Result<Option<SlotId>, Fatal> {
     let now = ctx.now_ms;
     let returned = vp.places == VoidPlaces::Returned;
+    // The approver the server verified, not the name the counter sent.
+    let approved_by =
+        super::staff::use_for_void(ctx.tx, v)?.unwrap_or_else(|| v.approved_by.clone());
     ctx.tx
         .prepare_cached(
             "INSERT INTO counter_voids (void_id, sale_id, device_id, after_seq, at, shift_id, approved_by, reason,
@@ -1007,7 +1016,7 @@ fn store_void(
             v.after_seq,
             v.at.as_millisecond(),
             v.shift_id.map(|s| s.to_string()),
-            v.approved_by,
+            approved_by,
             v.reason,
             v.returned_to_lease,
             v.refund,

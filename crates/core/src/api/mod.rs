@@ -1,6 +1,7 @@
 //! What travels over HTTP between the server, terminals, gates and web shops.
 //! Plain serde types, shared by both ends so they cannot drift apart.
 
+pub mod approvals;
 pub mod devices;
 pub mod gate;
 pub mod gate_sync;

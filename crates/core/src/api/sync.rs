@@ -139,6 +139,10 @@ pub struct VoidRecord {
     pub at: Timestamp,
     pub shift_id: Option<Uuid>,
     pub approved_by: String,
+    /// The server's approval of this void (`POST /v1/approvals`); the server
+    /// refuses a void without one, and records the approver it names.
+    #[serde(default)]
+    pub approval_id: Option<Uuid>,
     pub reason: String,
     /// The slot had not started, so the places went back to the lease.
     pub returned_to_lease: bool,
@@ -208,6 +212,8 @@ pub struct SyncResponse {
     pub catalogue_version: u64,
     /// Sent when the terminal's version differs.
     pub catalogue: Option<Catalogue>,
+    /// Cashiers' PIN verifiers (argon2id), for unlocking the till offline.
+    /// Never a supervisor's: their PINs are checked by the server.
     pub staff: Vec<StaffMember>,
     pub keys: PublicKeys,
     /// Today's and tomorrow's slots, live.

@@ -285,9 +285,13 @@ impl Terminal {
         Ok(local::get::<Vec<StaffMember>>(&self.db(), keys::STAFF)?.unwrap_or_default())
     }
 
+    /// The cashier whose PIN this is, checked here against the argon2id
+    /// verifiers the server sent (cashiers only: supervisors' PINs are
+    /// checked by the server).
     fn staff_with_pin(&self, pin: &str) -> Result<StaffMember, TerminalError> {
         let staff = self.staff()?;
         who_has_pin(&staff, pin)
+            .filter(|s| !s.may_approve())
             .cloned()
             .ok_or(TerminalError::BadPin)
     }

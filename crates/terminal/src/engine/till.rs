@@ -1,5 +1,7 @@
 //! The cashier's till: shifts, selling from the lease, voids, X and Z reports.
 
+use tessera_core::api::approvals::ApprovalRequest;
+
 use super::*;
 
 impl Terminal {
@@ -107,24 +109,37 @@ impl Terminal {
         )
     }
 
-    pub fn void(
+    /// Voids a sale. The supervisor's PIN is checked by the server, which
+    /// answers with an approval bound to this sale; the counter holds no
+    /// supervisor verifier, so offline a void is refused and the sale stands.
+    pub async fn void(
         &self,
         sale_id: Uuid,
         supervisor_pin: &str,
         reason: &str,
     ) -> Result<VoidDone, TerminalError> {
         self.require_counter()?;
-        let approver = self.staff_with_pin(supervisor_pin)?;
-        if !approver.may_approve() {
-            return Err(TerminalError::NotSupervisor);
-        }
-        let done = sales::void_sale(
-            &mut self.db(),
-            sale_id,
-            &approver,
-            reason,
-            self.inner.clock.now(),
-        )?;
+        // Whatever can be refused here is, before a supervisor's PIN is spent.
+        let reason = reason.trim().to_string();
+        sales::check_void_reason(&reason)?;
+        self.on_db(move |conn| sales::check_voidable(conn, sale_id))
+            .await?;
+        let approval = self
+            .approve(supervisor_pin, ApprovalRequest::Void { sale_id })
+            .await?;
+        let now = self.inner.clock.now();
+        let done = self
+            .on_db(move |conn| {
+                sales::void_sale(
+                    conn,
+                    sale_id,
+                    &approval.approved_by,
+                    approval.approval_id,
+                    &reason,
+                    now,
+                )
+            })
+            .await?;
         self.inner.wake.notify_one();
         Ok(done)
     }

@@ -1,0 +1,353 @@
+//! Staff secrets in the database: PIN verifiers, the supervisor-PIN lockout
+//! (stored, so a restart does not hand a thief five fresh guesses) and the
+//! one-use approvals a counter's void must carry.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use tessera_core::api::approvals::{Approval, ApprovalRequest};
+use tessera_core::api::sync::VoidRecord;
+use tessera_core::staff::{
+    for_counters, minutes_left, Attempts, KdfCost, PinVerifier, StaffFixture, StaffMember,
+    StaffRole, SALT_BYTES,
+};
+use uuid::Uuid;
+
+use super::admin::AdminError;
+use super::writer::{Ctx, Fatal};
+use crate::error::ServiceError;
+use crate::secrets;
+
+/// Set to `1` only in test suites: PIN verifiers are then made with
+/// [`KdfCost::INSECURE_TEST_ONLY`], which an offline search breaks at once.
+pub const INSECURE_TEST_KDF_ENV: &str = "TESSERA_INSECURE_TEST_PIN_KDF";
+
+/// The cost new verifiers are made with.
+pub fn pin_cost() -> KdfCost {
+    if std::env::var(INSECURE_TEST_KDF_ENV).is_ok_and(|v| v == "1") {
+        tracing::warn!("{INSECURE_TEST_KDF_ENV}=1: PIN verifiers made with test-only cost");
+        KdfCost::INSECURE_TEST_ONLY
+    } else {
+        KdfCost::DEFAULT
+    }
+}
+
+/// Makes the verifier of a fixture's staff member (fresh random salt).
+pub fn member_from_fixture(
+    fixture: &StaffFixture,
+    cost: KdfCost,
+) -> Result<StaffMember, tessera_core::staff::StaffError> {
+    let salt = secrets::random_bytes::<SALT_BYTES>();
+    StaffMember::new(&fixture.name, fixture.role, fixture.pin.trim(), &salt, cost)
+}
+
+pub fn insert(conn: &Connection, member: &StaffMember) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO staff (name, role, pin_salt, pin_hash, pin_verifier) VALUES (?1, ?2, '', '', ?3)",
+        params![
+            member.name,
+            member.role.as_str(),
+            member.pin_verifier.as_str()
+        ],
+    )?;
+    Ok(())
+}
+
+/// (what counters get: cashiers, what the server checks: supervisors).
+pub(crate) fn load(conn: &Connection) -> rusqlite::Result<(Vec<StaffMember>, Vec<StaffMember>)> {
+    let mut stmt = conn.prepare("SELECT name, role, pin_verifier FROM staff ORDER BY name")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+        ))
+    })?;
+    let mut all = Vec::new();
+    for row in rows {
+        let (name, role, verifier) = row?;
+        let role = if role == "supervisor" {
+            StaffRole::Supervisor
+        } else {
+            StaffRole::Cashier
+        };
+        match verifier.as_deref().map(PinVerifier::parse) {
+            Some(Ok(pin_verifier)) => all.push(StaffMember {
+                name,
+                role,
+                pin_verifier,
+            }),
+            // Names only: a verifier never goes to the log.
+            _ => tracing::warn!(
+                staff = %name,
+                "no usable PIN verifier (a database from before argon2id PINs?): this member cannot sign in until the PIN is set again"
+            ),
+        }
+    }
+    let supervisors = all.iter().filter(|s| s.may_approve()).cloned().collect();
+    Ok((for_counters(&all), supervisors))
+}
+
+fn attempts_of(tx: &Transaction<'_>, device: &str) -> rusqlite::Result<Attempts> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT failures, last_at, locked_until FROM pin_attempts WHERE device_id = ?1",
+        )?
+        .query_row(params![device], |r| {
+            Ok(Attempts {
+                failures: r.get(0)?,
+                last_at_ms: r.get(1)?,
+                locked_until_ms: r.get(2)?,
+            })
+        })
+        .optional()?
+        .unwrap_or_default())
+}
+
+/// Counts a supervisor-PIN attempt from `device` before the PIN is checked,
+/// and commits it, so neither concurrent guesses nor a restart escape it.
+pub(crate) fn begin_attempt(
+    ctx: &mut Ctx<'_>,
+    device: Uuid,
+) -> Result<Result<(), ServiceError>, Fatal> {
+    let dev = device.to_string();
+    let before = attempts_of(ctx.tx, &dev)?;
+    match before.begin(ctx.now_ms) {
+        Err(left_ms) => Ok(Err(ServiceError::TooManyAttempts(format!(
+            "too many wrong supervisor PINs from this device; try again in {} min",
+            minutes_left(left_ms)
+        )))),
+        Ok(next) => {
+            if next.locked_until_ms != 0 && before.locked_until_ms == 0 {
+                tracing::warn!(%device, "supervisor PIN locked after repeated wrong guesses");
+            }
+            ctx.tx
+                .prepare_cached(
+                    "INSERT INTO pin_attempts (device_id, failures, last_at, locked_until) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (device_id) DO UPDATE SET failures = excluded.failures,
+                         last_at = excluded.last_at, locked_until = excluded.locked_until",
+                )?
+                .execute(params![dev, next.failures, next.last_at_ms, next.locked_until_ms])?;
+            Ok(Ok(()))
+        }
+    }
+}
+
+/// The right PIN: the device's count starts again.
+pub(crate) fn attempt_succeeded(ctx: &mut Ctx<'_>, device: Uuid) -> Result<(), Fatal> {
+    ctx.tx
+        .prepare_cached("DELETE FROM pin_attempts WHERE device_id = ?1")?
+        .execute(params![device.to_string()])?;
+    Ok(())
+}
+
+/// Records a verified supervisor's approval for `device`.
+pub(crate) fn create_approval(
+    ctx: &mut Ctx<'_>,
+    device: Uuid,
+    request: ApprovalRequest,
+    approved_by: String,
+) -> Result<Approval, Fatal> {
+    attempt_succeeded(ctx, device)?;
+    let approval_id = Uuid::now_v7();
+    ctx.tx
+        .prepare_cached(
+            "INSERT INTO approvals (approval_id, device_id, action, subject, approved_by, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            approval_id.to_string(),
+            device.to_string(),
+            request.action(),
+            request.subject().to_string(),
+            approved_by,
+            ctx.now_ms
+        ])?;
+    Ok(Approval {
+        approval_id,
+        request,
+        approved_by,
+        approved_at: tessera_core::clock::from_ms(ctx.now_ms),
+    })
+}
+
+/// Whether `v`, uploaded by `device`, carries an approval this server issued
+/// to that device for voiding that very sale, not yet used by another void.
+/// `Ok(Ok(name))`: the approver as the server knows them; `Ok(Err(reason))`:
+/// the void must not be applied.
+pub(crate) fn check_void(
+    tx: &Transaction<'_>,
+    device: Uuid,
+    v: &VoidRecord,
+) -> Result<Result<String, String>, Fatal> {
+    let Some(approval) = v.approval_id else {
+        return Ok(Err(format!(
+            "void {} carries no supervisor approval from the server",
+            v.void_id
+        )));
+    };
+    let row: Option<(String, String, String, String, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT device_id, action, subject, approved_by, used_by FROM approvals WHERE approval_id = ?1",
+        )?
+        .query_row(params![approval.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((dev, action, subject, approved_by, used_by)) = row else {
+        return Ok(Err(format!(
+            "void {}: approval {approval} was not issued by this server",
+            v.void_id
+        )));
+    };
+    let void_id = v.void_id.to_string();
+    if dev != device.to_string()
+        || action != "void"
+        || subject != v.sale_id.to_string()
+        || used_by.as_deref().is_some_and(|u| u != void_id)
+    {
+        return Ok(Err(format!(
+            "void {}: approval {approval} does not approve voiding sale {} from this counter",
+            v.void_id, v.sale_id
+        )));
+    }
+    Ok(Ok(approved_by))
+}
+
+/// Marks the approval used by this void (after [`check_void`] passed) and
+/// names the supervisor it records.
+pub(crate) fn use_for_void(tx: &Transaction<'_>, v: &VoidRecord) -> Result<Option<String>, Fatal> {
+    let Some(approval) = v.approval_id else {
+        return Ok(None);
+    };
+    tx.prepare_cached(
+        "UPDATE approvals SET used_by = ?2 WHERE approval_id = ?1 AND used_by IS NULL",
+    )?
+    .execute(params![approval.to_string(), v.void_id.to_string()])?;
+    Ok(tx
+        .prepare_cached("SELECT approved_by FROM approvals WHERE approval_id = ?1")?
+        .query_row(params![approval.to_string()], |r| r.get(0))
+        .optional()?)
+}
+
+/// What `set_pin` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PinSet {
+    Changed,
+    Added,
+}
+
+/// Sets `name`'s PIN (adding them with `role` if new), from an operator's
+/// command. A PIN another member already has is refused: PINs identify
+/// staff on their own, and a cashier's verifier sits on every counter.
+pub fn set_pin(
+    db: &std::path::Path,
+    name: &str,
+    role: Option<StaffRole>,
+    pin: &str,
+    actor: &str,
+    now: jiff::Timestamp,
+) -> Result<PinSet, AdminError> {
+    let name = name.trim();
+    let pin = pin.trim();
+    let member = member_from_fixture(
+        &StaffFixture {
+            name: name.to_string(),
+            role: role.unwrap_or(StaffRole::Cashier),
+            pin: pin.to_string(),
+        },
+        pin_cost(),
+    )
+    .map_err(|e| AdminError::Staff(e.to_string()))?;
+    let mut conn = super::schema::open(db)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let others: Vec<(String, String, Option<String>)> = tx
+        .prepare("SELECT name, role, pin_verifier FROM staff")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut existing_role = None;
+    for (other, other_role, verifier) in &others {
+        if other == name {
+            existing_role = Some(other_role.clone());
+            continue;
+        }
+        let taken = verifier
+            .as_deref()
+            .and_then(|v| PinVerifier::parse(v).ok())
+            .is_some_and(|v| v.matches(pin));
+        if taken {
+            return Err(AdminError::Staff(
+                "another staff member already has this PIN; choose another".into(),
+            ));
+        }
+    }
+    let outcome = match (existing_role, role) {
+        (Some(_), Some(role)) => {
+            tx.execute(
+                "UPDATE staff SET pin_verifier = ?2, role = ?3, pin_salt = '', pin_hash = '' WHERE name = ?1",
+                params![name, member.pin_verifier.as_str(), role.as_str()],
+            )?;
+            PinSet::Changed
+        }
+        (Some(_), None) => {
+            tx.execute(
+                "UPDATE staff SET pin_verifier = ?2, pin_salt = '', pin_hash = '' WHERE name = ?1",
+                params![name, member.pin_verifier.as_str()],
+            )?;
+            PinSet::Changed
+        }
+        (None, Some(_)) => {
+            insert(&tx, &member)?;
+            PinSet::Added
+        }
+        (None, None) => {
+            return Err(AdminError::Staff(format!(
+                "no staff member {name:?}; give --role cashier|supervisor to add one"
+            )))
+        }
+    };
+    super::admin::audit(&tx, now, actor, "set_pin", &format!("{name:?}"))?;
+    tx.commit()?;
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrading_wipes_the_old_fast_hashes_and_keeps_no_pin_usable() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let migrations = super::super::schema::migrations();
+        // The staff table as version 4 knew it, with a SHA-256 hash.
+        migrations.to_version(&mut conn, 4).unwrap();
+        conn.execute(
+            "INSERT INTO staff (name, role, pin_salt, pin_hash) VALUES ('Inès', 'supervisor', '00ff', 'abcdef')",
+            [],
+        )
+        .unwrap();
+        migrations.to_latest(&mut conn).unwrap();
+        let (salt, hash, verifier): (String, String, Option<String>) = conn
+            .query_row(
+                "SELECT pin_salt, pin_hash, pin_verifier FROM staff",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((salt.as_str(), hash.as_str(), verifier), ("", "", None));
+        let (cashiers, supervisors) = load(&conn).unwrap();
+        assert!(cashiers.is_empty() && supervisors.is_empty());
+
+        let member = member_from_fixture(
+            &StaffFixture {
+                name: "Camille".into(),
+                role: StaffRole::Cashier,
+                pin: "1111".into(),
+            },
+            KdfCost::INSECURE_TEST_ONLY,
+        )
+        .unwrap();
+        insert(&conn, &member).unwrap();
+        let (cashiers, supervisors) = load(&conn).unwrap();
+        assert_eq!(cashiers, vec![member]);
+        assert!(supervisors.is_empty());
+    }
+}
