@@ -4,6 +4,7 @@
 pub mod admin;
 mod devices;
 mod gate;
+mod idempotency;
 mod online;
 pub mod schema;
 mod state;
@@ -32,10 +33,11 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use self::admin::{LeaseInfo, Revoked};
+use self::idempotency::idempotent;
 pub use self::schema::OpenError;
 use self::state::{Shared, State};
 pub use self::writer::CommitMode;
-use self::writer::{idempotent, Ctx, Fatal, Job, Reply, Writer};
+use self::writer::{Ctx, Fatal, Job, Reply, Writer};
 use crate::error::ServiceError;
 use crate::reports::DayReport;
 use crate::secrets;
