@@ -4,7 +4,7 @@
 pub mod admin;
 mod devices;
 mod gate;
-mod idempotency;
+pub mod idempotency;
 mod online;
 pub mod schema;
 mod state;
@@ -51,6 +51,8 @@ pub struct StoreConfig {
     /// Most jobs one group commit takes.
     pub max_batch: usize,
     pub lease_policy: LeasePolicy,
+    /// Idempotency-Key records kept in memory (see `idempotency`).
+    pub idempotency_keys_in_memory: usize,
 }
 
 impl Default for StoreConfig {
@@ -60,6 +62,7 @@ impl Default for StoreConfig {
             commit: CommitMode::Group,
             max_batch: 512,
             lease_policy: LeasePolicy::default(),
+            idempotency_keys_in_memory: idempotency::DEFAULT_KEYS_IN_MEMORY,
         }
     }
 }
@@ -76,6 +79,7 @@ impl SqliteStore {
     /// Opens the database, loads the inventory and starts the writer thread.
     pub fn open(path: &Path, config: StoreConfig, clock: Clock) -> Result<SqliteStore, OpenError> {
         let conn = schema::open(path)?;
+        idempotency::set_keys_in_memory(config.idempotency_keys_in_memory);
         let mut state = State::load(&conn, clock.now_ms())?;
         let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         let horizon_days: i64 = conn
