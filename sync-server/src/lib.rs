@@ -16,8 +16,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower::ServiceExt;
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::http::{metrics_handle, router, AppState};
@@ -76,6 +84,7 @@ pub async fn start(
         entry: config.entry,
         metrics: metrics_handle(),
         pins: Default::default(),
+        edge: Arc::new(http::limits::Edge::new(config.clients.clone())),
     };
     let app = router(state, config.max_body_bytes);
     let listener = TcpListener::bind(config.listen)
@@ -89,16 +98,8 @@ pub async fn start(
         source,
     })?;
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "server stopped with an error");
-        }
-    });
+    let header_timeout = Duration::from_secs(config.clients.header_read_timeout_secs.max(1));
+    let task = tokio::spawn(serve(listener, app, header_timeout, rx));
     Ok(RunningServer {
         addr,
         museum,
@@ -106,6 +107,55 @@ pub async fn start(
         task,
         upkeep,
     })
+}
+
+/// Accepts connections until `shutdown`, then lets in-flight requests finish.
+///
+/// hyper's own connection loop rather than `axum::serve`, which sets no
+/// header-read timeout: a client that opens a connection and sends its
+/// request head slowly (or never) is cut off after `header_timeout`, so a few
+/// hundred such connections cannot hold the server's sockets.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: oneshot::Receiver<()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            // The client's address, for per-client limits.
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 pub mod reports;
