@@ -29,7 +29,7 @@ pub struct ServerConfig {
     pub leases: LeasePolicy,
     /// "text" or "json".
     pub log_format: String,
-    /// What one anonymous client may do (see README, "Anonymous load").
+    /// What one anonymous client may do (`[clients]` in the example config).
     pub clients: ClientLimits,
     /// Idempotency-Key records the writer keeps in memory; older ones are
     /// found in the database (slower, still correct).
