@@ -130,15 +130,8 @@ pub fn rate_limit(per_minute: u32, burst: u32, trusted: &[IpAddr]) -> RateLimit 
             .per_nanosecond(period_ns)
             .burst_size(burst.max(1))
             .finish()
-            .unwrap_or_else(|| {
-                // Unreachable: period and burst are both non-zero above.
-                GovernorConfigBuilder::default()
-                    .key_extractor(ClientKey {
-                        trusted: trusted.into(),
-                    })
-                    .finish()
-                    .unwrap_or_else(|| unreachable!("the default governor config is valid"))
-            }),
+            // `finish` refuses only a zero period or burst, both at least 1 here.
+            .unwrap_or_else(|| unreachable!("rate limit period and burst are non-zero")),
     );
     forget_idle_clients(Arc::downgrade(&config));
     GovernorLayer::new(config).error_handler(too_many_requests)
