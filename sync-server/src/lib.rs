@@ -155,7 +155,13 @@ async fn serve(
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    // A client that never reads its answer would hold the shutdown for ever.
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after shutdown began; closing them");
+    }
 }
 
 pub mod reports;
