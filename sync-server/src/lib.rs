@@ -99,7 +99,9 @@ pub async fn start(
     })?;
     let (tx, rx) = oneshot::channel::<()>();
     let header_timeout = Duration::from_secs(config.clients.header_read_timeout_secs.max(1));
-    let task = tokio::spawn(serve(listener, app, header_timeout, rx));
+    let task = tokio::spawn(serve(listener, app, header_timeout, async move {
+        let _ = rx.await;
+    }));
     Ok(RunningServer {
         addr,
         museum,
@@ -119,7 +121,7 @@ async fn serve(
     listener: TcpListener,
     app: axum::Router,
     header_timeout: Duration,
-    shutdown: oneshot::Receiver<()>,
+    shutdown: impl std::future::Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

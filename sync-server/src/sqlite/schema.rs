@@ -36,7 +36,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0003_gates_reports.sql")),
         M::up(include_str!("../../migrations/0004_idempotency_log.sql")),
         M::up(include_str!(
-            "../../migrations/0005_idempotency_evicted.sql"
+            "../../migrations/0008_idempotency_evicted.sql"
         )),
     ])
 }
