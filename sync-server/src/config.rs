@@ -2,7 +2,7 @@
 //! environment variables and command-line flags (clap reads both). The file
 //! `sync-server/tessera-server.example.toml` documents every key.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,6 +29,69 @@ pub struct ServerConfig {
     pub leases: LeasePolicy,
     /// "text" or "json".
     pub log_format: String,
+    /// What one anonymous client may do (`[clients]` in the example config).
+    pub clients: ClientLimits,
+    /// Idempotency-Key records the writer keeps in memory; older ones are
+    /// found in the database (slower, still correct).
+    pub idempotency_keys_in_memory: usize,
+}
+
+/// Bounds on what one client (one IP address; one /64 for IPv6) and one
+/// connection may take, so anonymous load cannot stop the museum selling.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientLimits {
+    /// A connection that has not sent a whole request head within this time
+    /// is closed (slowloris); also closes idle keep-alive connections.
+    pub header_read_timeout_secs: u64,
+    /// A request body that stalls this long between two reads is refused
+    /// (408) and its connection closed.
+    pub body_read_timeout_secs: u64,
+    /// Holds, confirmations and cancellations per minute, per client.
+    pub writes_per_minute: u32,
+    /// How many of those may come at once before the rate applies.
+    pub write_burst: u32,
+    /// Enrolment attempts per minute, per client: code guesses are slow.
+    pub enrolments_per_minute: u32,
+    pub enrolment_burst: u32,
+    /// Admissions one client may hold at once in unexpired checkouts.
+    pub max_held_admissions: u32,
+    /// Peers (a reverse proxy on this host, say) whose `X-Forwarded-For`
+    /// names the real client. Requests from any other peer are keyed by
+    /// the peer's own address, whatever headers they send.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            writes_per_minute: 60,
+            write_burst: 20,
+            enrolments_per_minute: 6,
+            enrolment_burst: 3,
+            // Two full online carts (20 admissions each): a visitor who
+            // abandoned one checkout can start another at once.
+            max_held_admissions: 40,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl ClientLimits {
+    /// Limits so high that nothing is limited: tests and load harnesses
+    /// that play thousands of visitors from one loopback address.
+    pub fn unlimited() -> ClientLimits {
+        ClientLimits {
+            writes_per_minute: 1_000_000_000,
+            write_burst: 1_000_000_000,
+            enrolments_per_minute: 1_000_000_000,
+            enrolment_burst: 1_000_000_000,
+            max_held_admissions: u32::MAX,
+            ..ClientLimits::default()
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -43,6 +106,8 @@ impl Default for ServerConfig {
             entry: EntryPolicy::default(),
             leases: LeasePolicy::default(),
             log_format: "text".into(),
+            clients: ClientLimits::default(),
+            idempotency_keys_in_memory: 200_000,
         }
     }
 }
@@ -81,6 +146,7 @@ impl ServerConfig {
             commit: self.commit_mode()?,
             max_batch: self.max_batch.max(1),
             lease_policy: self.leases,
+            idempotency_keys_in_memory: self.idempotency_keys_in_memory,
         })
     }
 }

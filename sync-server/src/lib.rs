@@ -16,8 +16,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tower::ServiceExt;
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::http::{metrics_handle, router, AppState};
@@ -93,6 +101,7 @@ pub async fn start(
         entry: config.entry,
         metrics: metrics_handle(),
         pins: Default::default(),
+        edge: Arc::new(http::limits::Edge::new(config.clients.clone())),
     };
     let app = router(state, config.max_body_bytes);
     let listener = TcpListener::bind(config.listen)
@@ -106,25 +115,19 @@ pub async fn start(
         source,
     })?;
     let (tx, rx) = oneshot::channel::<()>();
+    let header_timeout = Duration::from_secs(config.clients.header_read_timeout_secs.max(1));
     let (failed_tx, failed) = watch::channel(None);
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = rx => {}
-                    // Without a writer every write would answer 503: stop
-                    // listening instead and let the owner restart us.
-                    reason = writer_died => {
-                        tracing::error!(%reason, "stopping: the server can no longer take writes");
-                        let _ = failed_tx.send(Some(reason));
-                    }
-                }
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "server stopped with an error");
+    let task = tokio::spawn(serve(listener, app, header_timeout, async move {
+        tokio::select! {
+            _ = rx => {}
+            // Without a writer every write would answer 503: stop
+            // listening instead and let the owner restart us.
+            reason = writer_died => {
+                tracing::error!(%reason, "stopping: the server can no longer take writes");
+                let _ = failed_tx.send(Some(reason));
+            }
         }
-    });
+    }));
     Ok(RunningServer {
         addr,
         museum,
@@ -133,6 +136,61 @@ pub async fn start(
         upkeep,
         failed,
     })
+}
+
+/// Accepts connections until `shutdown`, then lets in-flight requests finish.
+///
+/// hyper's own connection loop rather than `axum::serve`, which sets no
+/// header-read timeout: a client that opens a connection and sends its
+/// request head slowly (or never) is cut off after `header_timeout`, so a few
+/// hundred such connections cannot hold the server's sockets.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            // The client's address, for per-client limits.
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, %peer, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    // A client that never reads its answer would hold the shutdown for ever.
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after shutdown began; closing them");
+    }
 }
 
 pub mod reports;

@@ -54,6 +54,16 @@ pub fn slot(date: Date, hhmm: &str) -> SlotId {
     format!("{date}T{hhmm}").parse().expect("valid slot id")
 }
 
+/// A `[clients]` config table that limits nothing, for tests and load
+/// harnesses whose thousands of visitors all come from 127.0.0.1.
+pub const UNLIMITED_CLIENTS_TOML: &str = "[clients]
+writes_per_minute = 1000000000
+write_burst = 1000000000
+enrolments_per_minute = 1000000000
+enrolment_burst = 1000000000
+max_held_admissions = 4294967295
+";
+
 pub struct ServerProcess {
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
@@ -155,9 +165,18 @@ impl ServerProcess {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("log file");
-        let mut child = Command::new(server_binary())
+        let mut command = Command::new(server_binary());
+        command
             .args(["serve", "--db", &self.db_str(), "--listen", &listen])
-            .args(&self.extra_args)
+            .args(&self.extra_args);
+        // Tests play many visitors from one loopback address: per-client
+        // limits off, unless the test brings its own config.
+        if !self.extra_args.iter().any(|a| a == "--config") {
+            let path = self.dir.path().join("testkit.toml");
+            std::fs::write(&path, UNLIMITED_CLIENTS_TOML).expect("write test config");
+            command.arg("--config").arg(path);
+        }
+        let mut child = command
             .env(OFFSET_ENV, self.offset_secs.to_string())
             .env("TESSERA_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))

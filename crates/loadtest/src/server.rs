@@ -149,9 +149,13 @@ impl Server {
             "--days",
             "14",
         ])?;
-        if let Some(toml) = &me.options.config_toml {
-            std::fs::write(me.dir.path().join("server.toml"), toml)?;
-        }
+        // The harness plays thousands of visitors from one loopback address.
+        let toml = format!(
+            "{}\n{}",
+            me.options.config_toml.as_deref().unwrap_or(""),
+            tessera_server::testkit::UNLIMITED_CLIENTS_TOML
+        );
+        std::fs::write(me.dir.path().join("server.toml"), toml)?;
         me.spawn(0)?;
         Ok(me)
     }
@@ -231,9 +235,7 @@ impl Server {
         let mut cmd = Command::new(&self.options.binary);
         cmd.args(["serve", "--db", &self.db_str(), "--listen", &listen])
             .args(["--commit", &self.options.commit]);
-        if self.options.config_toml.is_some() {
-            cmd.arg("--config").arg(self.dir.path().join("server.toml"));
-        }
+        cmd.arg("--config").arg(self.dir.path().join("server.toml"));
         let mut child = cmd
             .env(OFFSET_ENV, self.offset_secs.to_string())
             .env("TESSERA_LOG", "warn")

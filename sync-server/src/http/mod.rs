@@ -5,6 +5,7 @@ mod devices;
 mod extract;
 mod gate;
 mod gate_sync;
+pub mod limits;
 mod online;
 mod ops;
 pub mod pin_guard;
@@ -12,12 +13,14 @@ mod supervisor;
 mod sync;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tessera_core::admission::EntryPolicy;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use self::ops::metrics_handle;
 use crate::error::ServiceError;
@@ -33,6 +36,8 @@ pub struct AppState<S> {
     pub entry: EntryPolicy,
     pub metrics: PrometheusHandle,
     pub pins: Arc<pin_guard::PinGuard>,
+    /// Per-client limits on anonymous load.
+    pub edge: Arc<limits::Edge>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -43,23 +48,43 @@ impl<S> Clone for AppState<S> {
             entry: self.entry,
             metrics: self.metrics.clone(),
             pins: self.pins.clone(),
+            edge: self.edge.clone(),
         }
     }
 }
 
 pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
+    let l = &state.edge.limits;
+    // One bucket for a client's checkout writes, another, much slower, for
+    // enrolment: a guessed code costs the guesser time.
+    let writes = limits::rate_limit(l.writes_per_minute, l.write_burst, &l.trusted_proxies);
+    let enrolments = limits::rate_limit(
+        l.enrolments_per_minute,
+        l.enrolment_burst,
+        &l.trusted_proxies,
+    );
+    let body_timeout = Duration::from_secs(l.body_read_timeout_secs.max(1));
     Router::new()
         .route("/healthz", get(ops::healthz::<S>))
         .route("/metrics", get(ops::metrics::<S>))
         .route("/v1/catalogue", get(online::catalogue::<S>))
         .route("/v1/availability", get(online::availability::<S>))
-        .route("/v1/holds", post(online::create_hold::<S>))
+        .route(
+            "/v1/holds",
+            post(online::create_hold::<S>).layer(writes.clone()),
+        )
         .route(
             "/v1/holds/{hold_id}/confirm",
-            post(online::confirm_hold::<S>),
+            post(online::confirm_hold::<S>).layer(writes.clone()),
         )
-        .route("/v1/holds/{hold_id}", delete(online::cancel_hold::<S>))
-        .route("/v1/devices/enrol", post(devices::enrol::<S>))
+        .route(
+            "/v1/holds/{hold_id}",
+            delete(online::cancel_hold::<S>).layer(writes),
+        )
+        .route(
+            "/v1/devices/enrol",
+            post(devices::enrol::<S>).layer(enrolments),
+        )
         .route("/v1/keys", get(devices::keys::<S>))
         .route("/v1/gate/redeem", post(gate::redeem::<S>))
         .route(
@@ -83,6 +108,9 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
             ServiceError::BadRequest("method not allowed on this endpoint".into())
         })
         .layer(DefaultBodyLimit::max(max_body_bytes.min(MAX_BODY_BYTES)))
+        // A body that stalls is refused (408) and its connection closed; the
+        // head's own timeout is the connection's (see `crate::start`).
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(axum::middleware::from_fn(ops::log_requests))
         .with_state(state)
 }

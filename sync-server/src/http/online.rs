@@ -11,6 +11,7 @@ use tessera_core::slot::parse_date;
 use uuid::Uuid;
 
 use super::extract::{ApiJson, IdempotencyKey, Path, Query};
+use super::limits::Client;
 use super::AppState;
 use crate::error::ServiceError;
 use crate::secrets::sha256;
@@ -57,6 +58,7 @@ fn answer(a: Answer) -> Response {
 
 pub async fn create_hold<S: Store>(
     State(app): State<AppState<S>>,
+    client: Client,
     method: Method,
     uri: Uri,
     key: IdempotencyKey,
@@ -77,8 +79,31 @@ pub async fn create_hold<S: Store>(
         Channel::Online,
         CartLimits::ONLINE,
     )?;
+    // Counted before the writer sees it, so 140 concurrent requests from one
+    // client cannot all pass a check made before any of them held anything.
+    let room = match app
+        .edge
+        .holds
+        .reserve(client.0, &key.0, cart.admissions, app.clock.now_ms())
+    {
+        Ok(room) => room,
+        Err(refusal) => return Ok(refusal.into_response()),
+    };
     let idem = idem(key, &method, &uri, &body.raw);
-    Ok(answer(app.store.create_hold(idem, slot, cart).await?))
+    let first = app.store.create_hold(idem, slot, cart).await?;
+    if first.status == 201 && !first.replayed {
+        if let Some((hold, expires_ms)) = made_hold(&first.body) {
+            room.keep(hold, expires_ms);
+        }
+    }
+    Ok(answer(first))
+}
+
+/// The hold id and expiry in a created hold's answer.
+fn made_hold(body: &serde_json::Value) -> Option<(Uuid, i64)> {
+    let hold = Uuid::parse_str(body["hold_id"].as_str()?).ok()?;
+    let expires: jiff::Timestamp = body["expires_at"].as_str()?.parse().ok()?;
+    Some((hold, expires.as_millisecond()))
 }
 
 fn parse_hold_id(text: &str) -> Result<Uuid, ServiceError> {
@@ -109,7 +134,12 @@ pub async fn confirm_hold<S: Store>(
         }
     }
     let idem = idem(key, &method, &uri, &body.raw);
-    Ok(answer(app.store.confirm_hold(idem, hold, request).await?))
+    let first = app.store.confirm_hold(idem, hold, request).await?;
+    // Confirmed, or closed for good: it no longer holds anyone's places.
+    if matches!(first.status, 201 | 409 | 410) {
+        app.edge.holds.release(hold);
+    }
+    Ok(answer(first))
 }
 
 pub async fn cancel_hold<S: Store>(
@@ -118,5 +148,6 @@ pub async fn cancel_hold<S: Store>(
 ) -> Result<StatusCode, ServiceError> {
     let hold = parse_hold_id(&hold_id)?;
     app.store.cancel_hold(hold).await?;
+    app.edge.holds.release(hold);
     Ok(StatusCode::NO_CONTENT)
 }

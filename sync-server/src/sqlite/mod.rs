@@ -5,6 +5,7 @@ pub mod admin;
 mod devices;
 mod failpoint;
 mod gate;
+pub mod idempotency;
 mod online;
 pub mod schema;
 mod staff;
@@ -35,10 +36,11 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use self::admin::{LeaseInfo, Revoked};
+use self::idempotency::idempotent;
 pub use self::schema::OpenError;
 use self::state::{Shared, State};
 pub use self::writer::CommitMode;
-use self::writer::{idempotent, Ctx, Fatal, Job, Writer};
+use self::writer::{Ctx, Fatal, Job, Writer};
 use crate::error::ServiceError;
 use crate::reports::DayReport;
 use crate::secrets;
@@ -52,6 +54,8 @@ pub struct StoreConfig {
     /// Most jobs one group commit takes.
     pub max_batch: usize,
     pub lease_policy: LeasePolicy,
+    /// Idempotency-Key records kept in memory (see `idempotency`).
+    pub idempotency_keys_in_memory: usize,
 }
 
 impl Default for StoreConfig {
@@ -61,6 +65,7 @@ impl Default for StoreConfig {
             commit: CommitMode::Group,
             max_batch: 512,
             lease_policy: LeasePolicy::default(),
+            idempotency_keys_in_memory: idempotency::DEFAULT_KEYS_IN_MEMORY,
         }
     }
 }
@@ -88,6 +93,7 @@ impl SqliteStore {
     /// Opens the database, loads the inventory and starts the writer thread.
     pub fn open(path: &Path, config: StoreConfig, clock: Clock) -> Result<SqliteStore, OpenError> {
         let conn = schema::open(path)?;
+        idempotency::set_keys_in_memory(config.idempotency_keys_in_memory);
         let mut state = State::load(&conn, clock.now_ms())?;
         let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
         let horizon_days: i64 = conn

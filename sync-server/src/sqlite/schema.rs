@@ -43,6 +43,9 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0005_quarantine.sql")),
         M::up(include_str!("../../migrations/0006_gate_times.sql")),
         M::up(include_str!("../../migrations/0007_staff.sql")),
+        M::up(include_str!(
+            "../../migrations/0008_idempotency_evicted.sql"
+        )),
     ])
 }
 

@@ -17,6 +17,7 @@ use tessera_core::tally::Tallies;
 use tessera_core::ticket_code::{KeyRing, TicketSigner};
 use uuid::Uuid;
 
+use super::idempotency::IdempotencyIndex;
 use super::schema::OpenError;
 use crate::store::DeviceInfo;
 use tessera_core::clock::from_ms;
@@ -85,8 +86,8 @@ pub(crate) struct State {
     pub supervisors: Vec<StaffMember>,
     /// Ticket-signing public keys (with revocations), as gates get them.
     pub keys: (Arc<KeyRing>, Arc<PublicKeys>),
-    /// Idempotency keys of the last day: key hash -> (request hash, log row).
-    pub idempotency: HashMap<[u8; 16], ([u8; 32], i64)>,
+    /// Idempotency keys of the last day, the newest in memory.
+    pub idempotency: IdempotencyIndex,
     /// When each counter last synced: counters heard from recently are
     /// "online" for lease sizing. Kept in memory only.
     pub last_sync: HashMap<Uuid, i64>,
@@ -296,25 +297,7 @@ impl State {
             .unwrap_or(1);
         let (staff, supervisors) = super::staff::load(conn)?;
 
-        let mut idempotency = HashMap::new();
-        let mut stmt = conn.prepare(
-            "SELECT id, key_hash, request_hash FROM idempotency_log WHERE created_at > ?1",
-        )?;
-        let rows = stmt.query_map(params![now_ms - IDEMPOTENCY_KEEP_MS], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Vec<u8>>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, key, request) = row?;
-            if let (Ok(key), Ok(request)) =
-                (<[u8; 16]>::try_from(key), <[u8; 32]>::try_from(request))
-            {
-                idempotency.insert(key, (request, id));
-            }
-        }
+        let idempotency = IdempotencyIndex::load_configured(conn, now_ms)?;
 
         let dirty_slots = slots.keys().copied().collect();
         Ok(State {
