@@ -30,6 +30,10 @@ pub struct Status {
     pub pending_voids: u32,
     pub pending_shifts: u32,
     pub pending_scans: u32,
+    /// Uploaded sales the server could not accept and holds for a
+    /// supervisor to resolve (they no longer block the sales after them).
+    #[serde(default)]
+    pub needs_supervisor: u32,
     /// Visitors this device let in today (gate mode).
     pub admitted_today: u32,
     pub shift: Option<ShiftView>,
