@@ -6,6 +6,9 @@
 //   node e2e/run.mjs [--docs] [--skip-gate]
 //     --docs       also write the sell/gate/supervisor screenshots to docs/screenshots/
 //     --skip-gate  leave out step 4 (for an engine without gate scanning yet)
+//   TESSERA_E2E_DRIVER_PORT / TESSERA_E2E_NATIVE_PORT  tauri-driver's and
+//     WebKitWebDriver's ports (default 4444 and the next one)
+//   TESSERA_E2E_WAIT_SCALE  stretch every wait (a very slow machine)
 //
 // Every step saves a screenshot (target/e2e/screenshots); a missing element
 // fails the run; the WebDriver session is deleted whatever happens.
@@ -29,6 +32,8 @@ const DOCS_SHOTS = path.join(ROOT, "docs", "screenshots");
 const WRITE_DOCS = process.argv.includes("--docs") || process.env.TESSERA_E2E_DOCS === "1";
 const SKIP_GATE = process.argv.includes("--skip-gate");
 const DRIVER_PORT = Number(process.env.TESSERA_E2E_DRIVER_PORT ?? 4444);
+// WebKitWebDriver's own port; set both to run two end-to-end tests at once.
+const NATIVE_PORT = Number(process.env.TESSERA_E2E_NATIVE_PORT ?? DRIVER_PORT + 1);
 const TAURI_DRIVER = process.env.TAURI_DRIVER ?? path.join(os.homedir(), ".cargo", "bin", "tauri-driver");
 
 const log = (...a) => console.log(`[e2e ${new Date().toISOString().slice(11, 19)}]`, ...a);
@@ -137,7 +142,7 @@ class Ui {
 
 async function startDriver(env) {
   const driverLog = fs.createWriteStream(path.join(OUT, "tauri-driver.log"));
-  const proc = spawn(TAURI_DRIVER, ["--port", String(DRIVER_PORT)], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(TAURI_DRIVER, ["--port", String(DRIVER_PORT), "--native-port", String(NATIVE_PORT)], { env, stdio: ["ignore", "pipe", "pipe"] });
   proc.stdout.pipe(driverLog);
   proc.stderr.pipe(driverLog);
   proc.once("exit", (code, signal) => log(`tauri-driver exited (${code ?? signal})`));
