@@ -30,7 +30,7 @@ export async function startPrinter() {
     /** Receipts whose bytes arrived so far (a job counts once it has data). */
     receipts: () => jobs.map(bytes).filter((b) => b.length > 0),
     /** Waits until at least `count` receipts held `needle`. */
-    async waitForReceipts(count, needle, timeoutMs = 15000) {
+    async waitForReceipts(count, needle, timeoutMs = 60000) {
       const end = Date.now() + timeoutMs;
       for (;;) {
         const matching = jobs.map(bytes).filter((b) => b.includes(needle));

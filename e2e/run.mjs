@@ -6,6 +6,9 @@
 //   node e2e/run.mjs [--docs] [--skip-gate]
 //     --docs       also write the sell/gate/supervisor screenshots to docs/screenshots/
 //     --skip-gate  leave out step 4 (for an engine without gate scanning yet)
+//   TESSERA_E2E_DRIVER_PORT / TESSERA_E2E_NATIVE_PORT  tauri-driver's and
+//     WebKitWebDriver's ports (default 4444 and the next one)
+//   TESSERA_E2E_WAIT_SCALE  stretch every wait (a very slow machine)
 //
 // Every step saves a screenshot (target/e2e/screenshots); a missing element
 // fails the run; the WebDriver session is deleted whatever happens.
@@ -29,10 +32,19 @@ const DOCS_SHOTS = path.join(ROOT, "docs", "screenshots");
 const WRITE_DOCS = process.argv.includes("--docs") || process.env.TESSERA_E2E_DOCS === "1";
 const SKIP_GATE = process.argv.includes("--skip-gate");
 const DRIVER_PORT = Number(process.env.TESSERA_E2E_DRIVER_PORT ?? 4444);
+// WebKitWebDriver's own port; set both to run two end-to-end tests at once.
+const NATIVE_PORT = Number(process.env.TESSERA_E2E_NATIVE_PORT ?? DRIVER_PORT + 1);
 const TAURI_DRIVER = process.env.TAURI_DRIVER ?? path.join(os.homedir(), ".cargo", "bin", "tauri-driver");
 
 const log = (...a) => console.log(`[e2e ${new Date().toISOString().slice(11, 19)}]`, ...a);
 const sel = (testid) => `[data-testid="${testid}"]`;
+
+// Waits are for states, never fixed sleeps, and generous: on a busy machine
+// (a build on every core) the app can take many times longer than on a quiet
+// one. TESSERA_E2E_WAIT_SCALE stretches them further.
+const SCALE = Math.max(1, Number(process.env.TESSERA_E2E_WAIT_SCALE ?? 1) || 1);
+const WAIT = 60000 * SCALE;
+const LONG_WAIT = 180000 * SCALE;
 
 class Ui {
   constructor(wd) {
@@ -42,7 +54,7 @@ class Ui {
 
   /** The first element matching `css` for which `check` holds, or a failure
    * naming what was expected. */
-  async waitFor(css, { timeoutMs = 15000, check, what } = {}) {
+  async waitFor(css, { timeoutMs = WAIT, check, what } = {}) {
     const end = Date.now() + timeoutMs;
     let last = "not found";
     for (;;) {
@@ -81,10 +93,35 @@ class Ui {
     await this.wd.click(await this.waitFor(sel(testid)));
   }
 
+  /** Types into a field and reads the value back before pressing Enter: a
+   * field that re-rendered or lost focus under the typing is typed again,
+   * and a value that never sticks fails the step by name. */
   async type(testid, text, { enter = false, clear = true } = {}) {
-    const el = await this.waitFor(sel(testid));
-    if (clear) await this.wd.clear(el);
-    await this.wd.sendKeys(el, enter ? text + KEY.ENTER : text);
+    let last = "";
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      try {
+        const el = await this.waitFor(sel(testid));
+        const before = clear ? "" : String((await this.wd.property(el, "value")) ?? "");
+        if (clear) await this.wd.clear(el);
+        await this.wd.sendKeys(el, text);
+        const value = String((await this.wd.property(el, "value")) ?? "");
+        if (value === before + text) {
+          if (enter) await this.wd.sendKeys(el, KEY.ENTER);
+          return;
+        }
+        last = `reads ${JSON.stringify(value)}`;
+      } catch (e) {
+        // The element was replaced between find and type: find it again.
+        last = e.message;
+      }
+      log(`typing into ${testid} did not stick (attempt ${attempt}): ${last}`);
+    }
+    throw new Error(`could not type ${JSON.stringify(text)} into ${sel(testid)}: ${last}`);
+  }
+
+  /** The app shell has its state: set up or not, and the engine's status. */
+  async ready(timeoutMs = LONG_WAIT) {
+    await this.waitAttr("app", "data-ready", "true", { timeoutMs });
   }
 
   async text(testid) {
@@ -105,7 +142,7 @@ class Ui {
 
 async function startDriver(env) {
   const driverLog = fs.createWriteStream(path.join(OUT, "tauri-driver.log"));
-  const proc = spawn(TAURI_DRIVER, ["--port", String(DRIVER_PORT)], { env, stdio: ["ignore", "pipe", "pipe"] });
+  const proc = spawn(TAURI_DRIVER, ["--port", String(DRIVER_PORT), "--native-port", String(NATIVE_PORT)], { env, stdio: ["ignore", "pipe", "pipe"] });
   proc.stdout.pipe(driverLog);
   proc.stderr.pipe(driverLog);
   proc.once("exit", (code, signal) => log(`tauri-driver exited (${code ?? signal})`));
@@ -190,16 +227,25 @@ async function main() {
 async function scenario({ ui, wd, server, serverUrl, listen, code, printer }) {
   // 1. Enrol, log in, open a shift with a float.
   log("step 1: enrol, log in, open shift");
-  await ui.waitFor(sel("setup-form"), { timeoutMs: 30000 });
+  // The app starts slowly on a busy machine: type only once it is ready
+  // (its setup defaults loaded), and check each field took what was typed.
+  await ui.ready();
+  await ui.waitAttr("setup-form", "data-ready", "true", { timeoutMs: LONG_WAIT });
   await ui.type("setup-server", serverUrl);
   await ui.type("setup-code", code);
   await ui.type("setup-name", "Counter 1");
   await ui.type("setup-printer", printer.spec);
+  for (const [testid, expected] of [["setup-server", serverUrl], ["setup-code", code], ["setup-name", "Counter 1"], ["setup-printer", printer.spec]]) {
+    const value = await wd.property(await ui.waitFor(sel(testid)), "value");
+    if (value !== expected) throw new Error(`${testid} reads ${JSON.stringify(value)} before enrolling, not ${JSON.stringify(expected)}`);
+  }
   await ui.shot("setup");
   await ui.click("enrol-submit");
-  await ui.waitFor(sel("login-form"), { timeoutMs: 30000 });
-  await ui.waitText("net-status", "Online");
+  await ui.waitFor(sel("login-form"), { timeoutMs: LONG_WAIT });
+  await ui.ready();
+  await ui.waitText("net-status", "Online", { timeoutMs: LONG_WAIT });
   await ui.type("pin-input", "1111", { enter: true });
+  await ui.waitFor(sel("open-shift-form"));
   await ui.type("float-input", "150", { enter: true });
   await ui.waitFor(sel("sell-screen"));
   await ui.shot("shift-open");
@@ -231,7 +277,7 @@ async function scenario({ ui, wd, server, serverUrl, listen, code, printer }) {
   // 3. Server down: offline, a sale still completes and waits; back up: drains.
   log("step 3: stop the server, sell offline");
   await server.stop();
-  await ui.waitText("net-status", "Offline", { timeoutMs: 30000 });
+  await ui.waitText("net-status", "Offline", { timeoutMs: LONG_WAIT });
   await ui.click("product-adult");
   await ui.waitAttr("cart-total", "data-cents", "1500");
   await ui.type("tendered", "20", { enter: true });
@@ -243,7 +289,7 @@ async function scenario({ ui, wd, server, serverUrl, listen, code, printer }) {
 
   log("step 3: start the server again on the same port");
   await server.start(listen);
-  await ui.waitText("pending-sales", "0", { timeoutMs: 90000 });
+  await ui.waitText("pending-sales", "0", { timeoutMs: LONG_WAIT });
   await ui.waitText("net-status", "Online");
   await waitServerSales(server, [sale1Id, sale2Id]);
   const all = await server.query("SELECT sale_id, terminal_seq FROM sales ORDER BY terminal_seq");
@@ -277,7 +323,7 @@ async function scenario({ ui, wd, server, serverUrl, listen, code, printer }) {
   await ui.click("nav-supervisor");
   await ui.type("sup-pin", "9999", { enter: true });
   try {
-    await ui.waitFor(`${sel("day-report")}, ${sel("error")}`, { timeoutMs: 15000 });
+    await ui.waitFor(`${sel("day-report")}, ${sel("error")}`);
     if (!(await wd.find(sel("day-report")))) log(`day report not available: ${await ui.text("error")}`);
   } catch (e) {
     log(`supervisor: ${e.message}`);
@@ -303,7 +349,7 @@ async function gateStep(ui, code) {
 }
 
 /** Polls the server's database until it holds these sales, each once. */
-async function waitServerSales(server, ids, timeoutMs = 30000) {
+async function waitServerSales(server, ids, timeoutMs = WAIT) {
   const end = Date.now() + timeoutMs;
   const list = ids.map((id) => `'${id.replace(/'/g, "")}'`).join(",");
   for (;;) {

@@ -89,6 +89,11 @@ export class WebDriver {
     return this.request("POST", this.s(`/element/${el}/value`), { text });
   }
 
+  /** A DOM property (an input's current `value`, not its attribute). */
+  property(el, name) {
+    return this.request("GET", this.s(`/element/${el}/property/${encodeURIComponent(name)}`));
+  }
+
   text(el) {
     return this.request("GET", this.s(`/element/${el}/text`));
   }

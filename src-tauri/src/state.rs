@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock};
 
-use tessera_terminal::Terminal;
+use tessera_terminal::{Terminal, TerminalError};
 use tokio::task::JoinHandle;
 
 use crate::error::CommandError;
@@ -39,16 +39,18 @@ impl AppState {
             open_error: Mutex::new(None),
             sync_loop: Mutex::new(None),
         };
-        if Terminal::is_enrolled(&state.data_dir) {
-            match Terminal::open(&state.data_dir) {
-                Ok(t) => state.install(t),
-                Err(e) => {
-                    tracing::error!("cannot open the terminal: {e}");
-                    *state
-                        .open_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
-                }
+        // Not enrolled means no database here at all; a damaged one is an
+        // open error shown to the person at the counter, never a setup
+        // screen that would enrol over its unsynced sales.
+        match Terminal::open(&state.data_dir) {
+            Ok(t) => state.install(t),
+            Err(TerminalError::NotEnrolled) => {}
+            Err(e) => {
+                tracing::error!("cannot open the terminal: {e}");
+                *state
+                    .open_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
             }
         }
         state
@@ -58,11 +60,18 @@ impl AppState {
         &self.data_dir
     }
 
+    /// False only when there is nothing here to open: a terminal that could
+    /// not be opened counts as enrolled, so the screens show why.
     pub fn is_enrolled(&self) -> bool {
         self.terminal
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .is_some()
+            || self
+                .open_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some()
             || Terminal::is_enrolled(&self.data_dir)
     }
 
@@ -120,6 +129,39 @@ impl AppState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_database_is_shown_not_offered_for_enrolment() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("terminal.db");
+        std::fs::write(&db, b"").unwrap();
+        let state = AppState::start(dir.path().to_path_buf());
+        assert!(state.is_enrolled(), "the setup screen must not be offered");
+        let err = state
+            .terminal()
+            .err()
+            .expect("no terminal on a damaged file");
+        assert_eq!(err.code, "open_failed");
+        assert!(
+            err.message.contains(&db.display().to_string()),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("empty"), "{}", err.message);
+        assert_eq!(std::fs::metadata(&db).unwrap().len(), 0, "left as it was");
+    }
+
+    #[test]
+    fn an_empty_directory_is_offered_for_enrolment() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = AppState::start(dir.path().to_path_buf());
+        assert!(!state.is_enrolled());
+        assert_eq!(
+            state.terminal().err().map(|e| e.code),
+            Some("not_enrolled".to_string())
+        );
+        assert!(!dir.path().join("terminal.db").exists());
+    }
 
     #[test]
     fn data_dir_prefers_the_environment() {

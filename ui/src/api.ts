@@ -30,6 +30,8 @@ export interface Status {
   pending_voids: number;
   pending_shifts: number;
   pending_scans: number;
+  /** Uploaded sales the server holds for a supervisor to resolve. */
+  needs_supervisor?: number;
   shift: ShiftView | null;
   printer: string;
   now: Timestamp;

@@ -3,6 +3,7 @@
 import { useCallback, useEffect, useState } from "preact/hooks";
 import { EngineError, type Status } from "./api";
 import { useBackend } from "./backend-context";
+import { ErrorBox } from "./components/common";
 import { StatusBar } from "./components/status-bar";
 import { knowsMuseumTime, offsetFromSlot, setMuseumTimeZone, setMuseumUtcOffset } from "./format";
 import { usePoll, useKeys } from "./hooks";
@@ -94,10 +95,18 @@ export function App() {
   };
 
   const current = screen ?? (enrolled === false ? "setup" : null);
+  // For tests and for anyone watching the start: the shell knows whether it
+  // is set up and, if so, has the engine's status.
+  const ready = enrolled === false || (enrolled === true && status !== null);
   return (
-    <div class="app" data-screen={current ?? "loading"}>
+    <div class="app" data-screen={current ?? "loading"} data-ready={ready ? "true" : "false"} data-testid="app">
       <header class="top">
-        <StatusBar status={status} error={statusError} stale={!!enrolled && status !== null && tick - lastAnswer > STALE_AFTER_MS} />
+        <StatusBar
+          status={status}
+          error={statusError}
+          enrolled={enrolled}
+          stale={!!enrolled && status !== null && tick - lastAnswer > STALE_AFTER_MS}
+        />
         {enrolled ? (
           <nav class="tabs" aria-label="Screens">
             {TABS.map((t) => (
@@ -123,6 +132,12 @@ export function App() {
           <GateScreen status={status} />
         ) : current === "supervisor" ? (
           <SupervisorScreen status={status} />
+        ) : statusError && !status ? (
+          // E.g. a damaged database: the engine's words say which file and why.
+          <div class="panel narrow" data-testid="start-failed">
+            <h1>This machine cannot start selling</h1>
+            <ErrorBox message={statusError} />
+          </div>
         ) : (
           <p class="muted">Starting…</p>
         )}

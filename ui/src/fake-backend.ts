@@ -11,6 +11,7 @@ import {
   type ProductView,
   type Quote,
   type SaleView,
+  type SetupDefaults,
   type ScanView,
   type ShiftReport,
   type ShiftView,
@@ -49,6 +50,8 @@ export interface FakeOptions {
   online?: boolean;
   /** Milliseconds each call takes, to see loading states in a browser. */
   latencyMs?: number;
+  /** What `setupDefaults` answers, when (tests: an answer arriving late). */
+  defaults?: Promise<SetupDefaults>;
 }
 
 export class FakeBackend implements Backend {
@@ -65,11 +68,14 @@ export class FakeBackend implements Backend {
   admittedToday = 0;
   slots: SlotStatus[];
   revoked: string[] = [];
+  needsSupervisor = 0;
+  defaults: Promise<SetupDefaults> | null;
 
   constructor(opts: FakeOptions = {}) {
     this.enrolled = opts.enrolled ?? true;
     this.online = opts.online ?? true;
     this.latencyMs = opts.latencyMs ?? 0;
+    this.defaults = opts.defaults ?? null;
     const day = new Date().toISOString().slice(0, 10);
     this.slots = [10, 10.5, 11, 11.5, 12].map((h, i) => {
       const hh = String(Math.floor(h)).padStart(2, "0");
@@ -134,7 +140,8 @@ export class FakeBackend implements Backend {
     return { status: "printed" };
   }
 
-  async setupDefaults() {
+  async setupDefaults(): Promise<SetupDefaults> {
+    if (this.defaults) return this.defaults;
     return { server_url: null, code: null, name: null, printer: null };
   }
   async isEnrolled() {
@@ -164,6 +171,7 @@ export class FakeBackend implements Backend {
       pending_voids: 0,
       pending_shifts: 0,
       pending_scans: 0,
+      needs_supervisor: this.needsSupervisor,
       shift: this.shift,
       printer: this.printer,
       now: new Date().toISOString(),

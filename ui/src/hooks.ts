@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { EngineError } from "./api";
 
 /**
@@ -65,4 +65,41 @@ export function useKeys(handler: (e: KeyboardEvent) => void, deps: unknown[] = [
     window.addEventListener("keydown", listener);
     return () => window.removeEventListener("keydown", listener);
   }, deps);
+}
+
+/**
+ * Focus for a screen's first field, given once when it appears. Unlike the
+ * `autofocus` attribute (which the webview applies at its next rendering
+ * update, on a busy machine after typing has begun) this runs as the field
+ * is inserted, and never takes focus from a text field the user is already
+ * typing in.
+ */
+export function useFirstFocus<T extends HTMLElement>() {
+  const ref = useRef<T>(null);
+  useLayoutEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    const active = document.activeElement;
+    const typingElsewhere = active !== el && active instanceof HTMLElement && active.isConnected && isTyping(active);
+    if (!typingElsewhere) el.focus();
+  }, []);
+  return ref;
+}
+
+/**
+ * A field's value that a late answer (defaults, a status arriving after the
+ * screen) may fill in, but only until the user has typed in it: what the
+ * user typed is never overwritten.
+ */
+export function useTypedField(initial: string) {
+  const [value, setValue] = useState(initial);
+  const touched = useRef(false);
+  const onInput = useCallback((v: string) => {
+    touched.current = true;
+    setValue(v);
+  }, []);
+  const suggest = useCallback((v: string | null | undefined) => {
+    if (v != null && !touched.current) setValue(v);
+  }, []);
+  return { value, onInput, suggest, touched };
 }

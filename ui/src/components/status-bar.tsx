@@ -4,11 +4,28 @@ import { formatAge, formatTime } from "../format";
 /** Always on screen: is the server reachable, what still waits to upload,
  * how fresh the figures are. A cashier must see at a glance that sales are
  * safe on this machine even while the line is down. */
-export function StatusBar({ status, error, stale = false }: { status: Status | null; error: string | null; stale?: boolean }) {
+export function needsSupervisorText(n: number): string {
+  return n === 1 ? "1 sale needs a supervisor" : `${n} sales need a supervisor`;
+}
+
+export function StatusBar({
+  status,
+  error,
+  stale = false,
+  enrolled = null,
+}: {
+  status: Status | null;
+  error: string | null;
+  stale?: boolean;
+  /** False on a machine not set up yet: there is no engine status to wait for. */
+  enrolled?: boolean | null;
+}) {
   if (!status) {
     return (
       <div class="status-bar" data-testid="status-bar">
-        <span class="status-pill unknown">{error ? "Engine not reachable" : "Starting…"}</span>
+        <span class="status-pill unknown" data-testid="engine-state">
+          {error ? "Engine not reachable" : enrolled === false ? "Not set up" : "Starting…"}
+        </span>
         {error ? <span class="status-error">{error}</span> : null}
       </div>
     );
@@ -46,6 +63,11 @@ export function StatusBar({ status, error, stale = false }: { status: Status | n
         Last sync: <strong data-testid="last-sync">{formatAge(status.last_sync_at, status.now)}</strong>
         {status.last_sync_at ? <span class="muted"> ({formatTime(status.last_sync_at)})</span> : null}
       </span>
+      {(status.needs_supervisor ?? 0) > 0 ? (
+        <span class="status-item warn" data-testid="needs-supervisor" data-count={status.needs_supervisor}>
+          <strong>{needsSupervisorText(status.needs_supervisor ?? 0)}</strong>
+        </span>
+      ) : null}
       {!status.online && status.last_sync_error ? (
         <span class="status-item muted" data-testid="sync-error">
           {status.last_sync_error}

@@ -6,7 +6,7 @@ import type { ShiftReport, StaffView, Status } from "../api";
 import { useBackend } from "../backend-context";
 import { ErrorBox, Field, Money } from "../components/common";
 import { formatTime } from "../format";
-import { useAction } from "../hooks";
+import { useAction, useFirstFocus } from "../hooks";
 import { formatMoney, parseMoney } from "../money";
 import { CloseShift, ZReportView } from "./close-shift";
 import { SalesList } from "./sales-list";
@@ -57,7 +57,16 @@ export function CashierScreen(props: {
       />
     );
   }
-  if (status && !status.shift) {
+  if (!status) {
+    // Whether a shift is open is not known yet: showing the till now and
+    // the float form a moment later would swallow what the cashier types.
+    return (
+      <p class="muted" data-testid="cashier-loading">
+        Loading…
+      </p>
+    );
+  }
+  if (!status.shift) {
     return (
       <OpenShift
         staff={staff}
@@ -111,6 +120,7 @@ function Login({ status, onLogin }: { status: Status | null; onLogin: (s: StaffV
   const backend = useBackend();
   const [pin, setPin] = useState("");
   const { busy, error, run } = useAction();
+  const first = useFirstFocus<HTMLInputElement>();
   const submit = async (e: Event) => {
     e.preventDefault();
     const staff = await run(() => backend.login(pin));
@@ -132,8 +142,8 @@ function Login({ status, onLogin }: { status: Status | null; onLogin: (s: StaffV
           autocomplete="off"
           class="pin"
           data-testid="pin-input"
+          ref={first}
           value={pin}
-          autoFocus
           onInput={(e) => setPin(e.currentTarget.value)}
         />
       </Field>
@@ -149,6 +159,7 @@ function OpenShift(props: { staff: StaffView; pin: string; onOpened: () => void;
   const backend = useBackend();
   const [floatText, setFloatText] = useState("");
   const { busy, error, setError, run } = useAction();
+  const first = useFirstFocus<HTMLInputElement>();
   const float = parseMoney(floatText);
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -167,8 +178,8 @@ function OpenShift(props: { staff: StaffView; pin: string; onOpened: () => void;
           inputMode="decimal"
           class="money-input"
           data-testid="float-input"
+          ref={first}
           value={floatText}
-          autoFocus
           autocomplete="off"
           onInput={(e) => setFloatText(e.currentTarget.value)}
         />

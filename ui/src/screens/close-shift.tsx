@@ -6,7 +6,7 @@ import type { ShiftReport } from "../api";
 import { useBackend } from "../backend-context";
 import { ErrorBox, Field, Money } from "../components/common";
 import { formatTime } from "../format";
-import { useAction } from "../hooks";
+import { useAction, useFirstFocus } from "../hooks";
 import { formatMoney, formatSigned, parseMoney } from "../money";
 
 export function CloseShift({ onClosed }: { onClosed: (r: ShiftReport) => void }) {
@@ -14,6 +14,7 @@ export function CloseShift({ onClosed }: { onClosed: (r: ShiftReport) => void })
   const [countedText, setCountedText] = useState("");
   const [xReport, setXReport] = useState<ShiftReport | null>(null);
   const { busy, error, setError, run } = useAction();
+  const first = useFirstFocus<HTMLInputElement>();
   const counted = parseMoney(countedText);
 
   const close = async (e: Event) => {
@@ -39,8 +40,8 @@ export function CloseShift({ onClosed }: { onClosed: (r: ShiftReport) => void })
             class="money-input"
             data-testid="counted-cash"
             autocomplete="off"
+            ref={first}
             value={countedText}
-            autoFocus
             onInput={(e) => setCountedText(e.currentTarget.value)}
           />
         </Field>
@@ -54,11 +55,12 @@ export function CloseShift({ onClosed }: { onClosed: (r: ShiftReport) => void })
 }
 
 export function ZReportView({ report, onDone }: { report: ShiftReport; onDone: () => void }) {
+  const done = useFirstFocus<HTMLButtonElement>();
   return (
     <div class="panel" data-testid="z-report">
       <h1>Z report: shift closed</h1>
       <ReportTable report={report} />
-      <button type="button" class="primary big" data-testid="z-done" autoFocus onClick={onDone}>
+      <button type="button" class="primary big" data-testid="z-done" ref={done} onClick={onDone}>
         Done
       </button>
     </div>

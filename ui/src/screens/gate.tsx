@@ -2,7 +2,7 @@
 // focus; the answer fills the screen in green or red so the attendant reads
 // it from a step away. Offline the engine decides on this device (signature
 // and slot) and says so; double entries are then caught when it syncs.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { ScanView, Status } from "../api";
 import { useBackend } from "../backend-context";
 import { ErrorBox } from "../components/common";
@@ -40,7 +40,9 @@ export function GateScreen({ status }: { status: Status | null }) {
   const refocus = () => {
     setTimeout(() => input.current?.focus(), 0);
   };
-  useEffect(refocus, []);
+  // Focus as the field appears (not a tick later, when a scanner may
+  // already be typing), then after every scan.
+  useLayoutEffect(() => input.current?.focus(), []);
 
   // Any key pressed elsewhere belongs to the scanner.
   useKeys((e) => {
@@ -80,7 +82,6 @@ export function GateScreen({ status }: { status: Status | null }) {
             class="scan-input"
             data-testid="scan-input"
             value={code}
-            autoFocus
             autocomplete="off"
             spellcheck={false}
             onInput={(e) => setCode(e.currentTarget.value)}

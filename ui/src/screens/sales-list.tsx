@@ -7,7 +7,7 @@ import { EngineError } from "../api";
 import { useBackend } from "../backend-context";
 import { ErrorBox, Field, Money, Notice } from "../components/common";
 import { formatTime } from "../format";
-import { useAction, usePoll } from "../hooks";
+import { useAction, useFirstFocus, usePoll } from "../hooks";
 import { formatMoney } from "../money";
 import { printOutcomeText } from "./setup";
 
@@ -105,6 +105,7 @@ function VoidForm({ sale, onCancel, onDone }: { sale: SaleView; onCancel: () => 
   const [pin, setPin] = useState("");
   const [reason, setReason] = useState("");
   const { busy, error, setError, run } = useAction();
+  const first = useFirstFocus<HTMLInputElement>();
   const submit = async (e: Event) => {
     e.preventDefault();
     if (!reason.trim()) return setError("Say why the sale is voided.");
@@ -120,7 +121,7 @@ function VoidForm({ sale, onCancel, onDone }: { sale: SaleView; onCancel: () => 
         Void sale #{sale.terminal_seq}: <Money cents={sale.total} currency={sale.currency} /> ({sale.payment_method})
       </h2>
       <Field label="Reason">
-        <input data-testid="void-reason" autoFocus value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
+        <input data-testid="void-reason" ref={first} value={reason} onInput={(e) => setReason(e.currentTarget.value)} />
       </Field>
       <Field label="Supervisor PIN">
         <input type="password" inputMode="numeric" autocomplete="off" data-testid="void-pin" value={pin} onInput={(e) => setPin(e.currentTarget.value)} />

@@ -22,7 +22,7 @@ import {
   type Cart,
 } from "../cart";
 import { formatAge } from "../format";
-import { isTyping, useAction, useKeys, usePoll } from "../hooks";
+import { isTyping, useAction, useFirstFocus, useKeys, usePoll } from "../hooks";
 import { formatMoney, parseMoney } from "../money";
 import { printOutcomeText } from "./setup";
 
@@ -438,6 +438,7 @@ function ChangeDue({ cash, currency }: { cash: ReturnType<typeof tender> | null;
 
 function MembershipPrompt({ onAdd, onCancel }: { onAdd: (n: string) => void; onCancel: () => void }) {
   const [value, setValue] = useState("");
+  const first = useFirstFocus<HTMLInputElement>();
   return (
     <form
       class="member-prompt"
@@ -448,7 +449,7 @@ function MembershipPrompt({ onAdd, onCancel }: { onAdd: (n: string) => void; onC
     >
       <label class="field">
         <span class="field-label">Membership number (scan the card or type it)</span>
-        <input data-testid="membership-number" autoFocus autocomplete="off" value={value} onInput={(e) => setValue(e.currentTarget.value)} />
+        <input data-testid="membership-number" ref={first} autocomplete="off" value={value} onInput={(e) => setValue(e.currentTarget.value)} />
       </label>
       <div class="row">
         <button type="submit" class="primary" disabled={!value.trim()}>

@@ -1,11 +1,12 @@
 // Setup: enrol this machine with the server (a one-time code from
 // `tessera-server enrol`), choose the receipt printer and try it, and choose
 // whether the machine opens on the till or the gate.
+import type { Ref } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import type { PrintOutcome, Status } from "../api";
 import { useBackend } from "../backend-context";
 import { ErrorBox, Field, Notice } from "../components/common";
-import { useAction } from "../hooks";
+import { useAction, useFirstFocus, useTypedField } from "../hooks";
 
 const PRINTER_KINDS = [
   { prefix: "none", label: "None", example: "none" },
@@ -52,10 +53,18 @@ function PrinterField({ value, onInput }: { value: string; onInput: (v: string) 
   );
 }
 
-function ModeField({ value, onChange }: { value: "sell" | "gate"; onChange: (v: "sell" | "gate") => void }) {
+function ModeField({
+  value,
+  onChange,
+  selectRef,
+}: {
+  value: "sell" | "gate";
+  onChange: (v: "sell" | "gate") => void;
+  selectRef?: Ref<HTMLSelectElement>;
+}) {
   return (
     <Field label="This machine is a">
-      <select data-testid="setup-role" value={value} onChange={(e) => onChange(e.currentTarget.value as "sell" | "gate")}>
+      <select ref={selectRef} data-testid="setup-role" value={value} onChange={(e) => onChange(e.currentTarget.value as "sell" | "gate")}>
         <option value="sell">Counter (sell tickets)</option>
         <option value="gate">Gate (scan tickets)</option>
       </select>
@@ -74,23 +83,41 @@ export function SetupScreen(props: {
 
 function Enrol({ onEnrolled }: { onEnrolled: (s: Status, mode: "sell" | "gate") => void }) {
   const backend = useBackend();
-  const [serverUrl, setServerUrl] = useState("http://127.0.0.1:8080");
-  const [code, setCode] = useState("");
-  const [name, setName] = useState("Counter 1");
-  const [printer, setPrinter] = useState("none");
+  // An installer's defaults arrive after the form is on screen, possibly
+  // while someone is typing: they fill only the fields nobody typed in.
+  const server = useTypedField("http://127.0.0.1:8080");
+  const codeField = useTypedField("");
+  const nameField = useTypedField("Counter 1");
+  const printerField = useTypedField("none");
+  const serverUrl = server.value;
+  const code = codeField.value;
+  const name = nameField.value;
+  const printer = printerField.value;
   const [mode, setMode] = useState<"sell" | "gate">("sell");
+  const [ready, setReady] = useState(false);
   const { busy, error, setError, run } = useAction();
+  const first = useFirstFocus<HTMLInputElement>();
 
   useEffect(() => {
+    let gone = false;
     backend.setupDefaults().then(
       (d) => {
-        if (d.server_url) setServerUrl(d.server_url);
-        if (d.code) setCode(d.code);
-        if (d.name) setName(d.name);
-        if (d.printer) setPrinter(d.printer);
+        if (gone) return;
+        server.suggest(d.server_url);
+        codeField.suggest(d.code);
+        nameField.suggest(d.name);
+        printerField.suggest(d.printer);
+        setReady(true);
       },
-      () => undefined,
+      () => {
+        if (!gone) setReady(true);
+      },
     );
+    return () => {
+      gone = true;
+    };
+    // The suggest functions are stable.
+    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [backend]);
 
   const submit = async (e: Event) => {
@@ -108,29 +135,35 @@ function Enrol({ onEnrolled }: { onEnrolled: (s: Status, mode: "sell" | "gate") 
   };
 
   return (
-    <form class="panel narrow" onSubmit={submit} data-testid="setup-form">
+    <form class="panel narrow" onSubmit={submit} data-testid="setup-form" data-ready={ready ? "true" : "false"}>
       <h1>Set up this machine</h1>
       <p class="muted">
         Ask the administrator for a one-time code: <code>tessera-server enrol --role counter --name "Counter 1"</code>.
       </p>
       <Field label="Server address">
-        <input data-testid="setup-server" value={serverUrl} spellcheck={false} onInput={(e) => setServerUrl(e.currentTarget.value)} />
+        <input
+          ref={first}
+          data-testid="setup-server"
+          value={serverUrl}
+          spellcheck={false}
+          autocomplete="off"
+          onInput={(e) => server.onInput(e.currentTarget.value)}
+        />
       </Field>
       <Field label="Enrolment code">
         <input
           data-testid="setup-code"
           value={code}
-          autoFocus
           spellcheck={false}
           autocomplete="off"
-          onInput={(e) => setCode(e.currentTarget.value)}
+          onInput={(e) => codeField.onInput(e.currentTarget.value)}
         />
       </Field>
       <Field label="Name of this machine">
-        <input data-testid="setup-name" value={name} onInput={(e) => setName(e.currentTarget.value)} />
+        <input data-testid="setup-name" value={name} autocomplete="off" onInput={(e) => nameField.onInput(e.currentTarget.value)} />
       </Field>
       <ModeField value={mode} onChange={setMode} />
-      <PrinterField value={printer} onInput={setPrinter} />
+      <PrinterField value={printer} onInput={printerField.onInput} />
       <ErrorBox message={error} />
       <button type="submit" class="primary big" data-testid="enrol-submit" disabled={busy}>
         {busy ? "Contacting the server…" : "Enrol"}
@@ -141,14 +174,18 @@ function Enrol({ onEnrolled }: { onEnrolled: (s: Status, mode: "sell" | "gate") 
 
 function Configure({ status, onChanged }: { status: Status | null; onChanged: () => void }) {
   const backend = useBackend();
-  const [printer, setPrinter] = useState(status?.printer ?? "none");
+  const printerField = useTypedField(status?.printer ?? "none");
+  const printer = printerField.value;
+  const setPrinter = printerField.onInput;
   const [mode, setMode] = useState<"sell" | "gate">(localStorage.getItem("tessera.mode") === "gate" ? "gate" : "sell");
   const [result, setResult] = useState<string | null>(null);
   const { busy, error, run } = useAction();
+  const first = useFirstFocus<HTMLSelectElement>();
 
-  // Pick up the engine's printer once the status arrives after a restart.
+  // Pick up the engine's printer once the status arrives after a restart,
+  // unless someone has already typed in the field.
   useEffect(() => {
-    if (status && printer === "none" && status.printer !== "none") setPrinter(status.printer);
+    if (status) printerField.suggest(status.printer);
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [status?.printer]);
 
@@ -192,7 +229,7 @@ function Configure({ status, onChanged }: { status: Status | null; onChanged: ()
           <dd>{status.server_url}</dd>
         </dl>
       ) : null}
-      <ModeField value={mode} onChange={saveMode} />
+      <ModeField value={mode} onChange={saveMode} selectRef={first} />
       <PrinterField value={printer} onInput={setPrinter} />
       <div class="row">
         <button type="button" class="big" data-testid="save-printer" disabled={busy} onClick={save}>

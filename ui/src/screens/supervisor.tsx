@@ -7,7 +7,7 @@ import type { Status } from "../api";
 import { useBackend } from "../backend-context";
 import { ErrorBox, Field, Notice } from "../components/common";
 import { todayIso } from "../format";
-import { useAction } from "../hooks";
+import { useAction, useFirstFocus } from "../hooks";
 import { DayReportView, LeasesView } from "./day-report";
 
 export function SupervisorScreen({ status }: { status: Status | null }) {
@@ -19,6 +19,7 @@ export function SupervisorScreen({ status }: { status: Status | null }) {
   const [leaseId, setLeaseId] = useState("");
   const [notice, setNotice] = useState<string | null>(null);
   const { busy, error, setError, run } = useAction();
+  const first = useFirstFocus<HTMLInputElement>();
 
   const needPin = () => {
     if (pin) return false;
@@ -68,7 +69,7 @@ export function SupervisorScreen({ status }: { status: Status | null }) {
       {status && !status.online ? <Notice>The server cannot be reached: the day report and leases need it.</Notice> : null}
       <form class="row wrap" onSubmit={load}>
         <Field label="Supervisor PIN">
-          <input type="password" inputMode="numeric" autocomplete="off" data-testid="sup-pin" value={pin} onInput={(e) => setPin(e.currentTarget.value)} />
+          <input type="password" inputMode="numeric" autocomplete="off" data-testid="sup-pin" ref={first} value={pin} onInput={(e) => setPin(e.currentTarget.value)} />
         </Field>
         <Field label="Day">
           <input type="date" data-testid="sup-date" value={date} onInput={(e) => setDate(e.currentTarget.value)} />

@@ -74,6 +74,14 @@ struct Inner {
     gate_offline_until: Mutex<Option<std::time::Instant>>,
 }
 
+/// Where enrolment writes the identity.
+enum Target {
+    /// A new database, moved into place once complete.
+    Create(local::Creating),
+    /// One left by an enrolment that never finished.
+    Reuse(Connection),
+}
+
 fn http_client() -> Result<reqwest::Client, TerminalError> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
@@ -86,11 +94,36 @@ fn clock() -> Result<Clock, TerminalError> {
 }
 
 impl Terminal {
+    /// False only when this directory holds no terminal: no database, or one
+    /// whose enrolment never finished. A damaged database counts as enrolled,
+    /// so a front shows [`Terminal::open`]'s refusal instead of offering to
+    /// enrol over it.
     pub fn is_enrolled(dir: &Path) -> bool {
-        local::open(dir)
-            .ok()
-            .and_then(|c| local::get::<Identity>(&c, keys::IDENTITY).ok().flatten())
-            .is_some()
+        match local::open_existing(dir) {
+            Ok(None) => false,
+            Ok(Some(conn)) => !matches!(
+                Self::identity_of(&conn, dir),
+                Err(TerminalError::NotEnrolled)
+            ),
+            Err(_) => true,
+        }
+    }
+
+    /// The identity stored in `conn`. A database without one but with sales
+    /// lost its identity somehow: that is damage, not a fresh machine.
+    fn identity_of(conn: &Connection, dir: &Path) -> Result<Identity, TerminalError> {
+        if let Some(identity) = local::get::<Identity>(conn, keys::IDENTITY)? {
+            return Ok(identity);
+        }
+        let sales: i64 = conn.query_row("SELECT COUNT(*) FROM sales", [], |r| r.get(0))?;
+        if sales > 0 {
+            return Err(TerminalError::Storage(format!(
+                "{} holds {sales} sales but no terminal identity: it is damaged; keep it for \
+                 recovery and do not enrol over it",
+                local::db_path(dir).display()
+            )));
+        }
+        Err(TerminalError::NotEnrolled)
     }
 
     /// Opens an enrolled terminal's data directory.
@@ -98,11 +131,11 @@ impl Terminal {
         Terminal::open_with_clock(dir, clock()?)
     }
 
-    /// As [`Terminal::open`], on a given clock (tests, demos).
+    /// As [`Terminal::open`], on a given clock (tests, demos). Refuses a
+    /// damaged database with a message naming the file; creates nothing.
     pub fn open_with_clock(dir: &Path, clock: Clock) -> Result<Terminal, TerminalError> {
-        let conn = local::open(dir)?;
-        let identity: Identity =
-            local::get(&conn, keys::IDENTITY)?.ok_or(TerminalError::NotEnrolled)?;
+        let conn = local::open_existing(dir)?.ok_or(TerminalError::NotEnrolled)?;
+        let identity = Self::identity_of(&conn, dir)?;
         let signer = match (&identity.signing_seed, identity.key_id) {
             (Some(hex), Some(key_id)) => {
                 let bytes = data_encoding::HEXLOWER
@@ -168,12 +201,21 @@ impl Terminal {
                 "a device name and an enrolment code are needed".into(),
             ));
         }
-        {
-            let conn = local::open(dir)?;
-            if let Some(existing) = local::get::<Identity>(&conn, keys::IDENTITY)? {
-                return Err(TerminalError::AlreadyEnrolled(existing.name));
-            }
-        }
+        // Only a directory without a database gets a new one. One whose
+        // enrolment never finished (no identity, no sales) is reused; an
+        // enrolled or damaged one is refused before the code is spent.
+        let reuse = match local::open_existing(dir)? {
+            None => None,
+            Some(conn) => match Self::identity_of(&conn, dir) {
+                Ok(existing) => return Err(TerminalError::AlreadyEnrolled(existing.name)),
+                Err(TerminalError::NotEnrolled) => Some(conn),
+                Err(e) => return Err(e),
+            },
+        };
+        let target = match reuse {
+            Some(conn) => Target::Reuse(conn),
+            None => Target::Create(local::create(dir)?),
+        };
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed)
             .map_err(|e| TerminalError::Storage(format!("no randomness: {e}")))?;
@@ -184,7 +226,7 @@ impl Terminal {
             public_key: Some(data_encoding::HEXLOWER.encode(&public)),
         };
         let http = http_client()?;
-        let enrolled: Enrolled = sync::post(
+        let enrolled: Result<Enrolled, TerminalError> = sync::post(
             &http,
             &format!("{server_url}/v1/devices/enrol"),
             None,
@@ -195,7 +237,16 @@ impl Terminal {
         .map_err(|e| match e {
             TerminalError::Refused(m) => TerminalError::Enrolment(m),
             other => other,
-        })?;
+        });
+        let enrolled = match enrolled {
+            Ok(e) => e,
+            Err(e) => {
+                if let Target::Create(c) = target {
+                    c.abandon();
+                }
+                return Err(e);
+            }
+        };
         let identity = Identity {
             device_id: enrolled.device_id,
             role: enrolled.role,
@@ -207,10 +258,16 @@ impl Terminal {
                 .key_id
                 .map(|_| data_encoding::HEXLOWER.encode(&seed)),
         };
-        {
-            let conn = local::open(dir)?;
-            local::set(&conn, keys::IDENTITY, &identity)?;
-            local::set(&conn, keys::PRINTER, "none")?;
+        let store = |conn: &Connection| -> Result<(), TerminalError> {
+            local::set(conn, keys::IDENTITY, &identity)?;
+            local::set(conn, keys::PRINTER, "none")
+        };
+        match target {
+            Target::Create(c) => {
+                store(&c.conn)?;
+                c.install()?;
+            }
+            Target::Reuse(conn) => store(&conn)?,
         }
         let terminal = Terminal::open_with_clock(dir, clock)?;
         // The first sync brings the catalogue and keys; without them nothing
@@ -235,6 +292,40 @@ impl Terminal {
         tokio::task::spawn_blocking(move || f(&mut this.db()))
             .await
             .map_err(|e| TerminalError::Storage(format!("database task failed: {e}")))?
+    }
+
+    /// Builds a counter's next sync request (and says which day it is in
+    /// the museum) on the blocking pool: it commits, so it waits for an fsync.
+    pub(crate) async fn build_sync_request_off_thread(
+        &self,
+    ) -> Result<(jiff::civil::Date, tessera_core::api::sync::SyncRequest), TerminalError> {
+        let identity = self.inner.identity.clone();
+        let clock = self.inner.clock;
+        self.on_db(move |conn| {
+            // Before the first sync there is no catalogue: any zone will do
+            // for a request that only asks for it.
+            let tz = local::get::<Catalogue>(conn, keys::CATALOGUE)
+                .ok()
+                .flatten()
+                .and_then(|c| c.time_zone().ok())
+                .unwrap_or(TimeZone::UTC);
+            let now = clock.now();
+            let today = now.to_zoned(tz).date();
+            let request = sync::build_request(conn, &identity, now, today)?;
+            Ok((today, request))
+        })
+        .await
+    }
+
+    /// Records a failed exchange for the status bar, on the blocking pool.
+    /// Recording is best effort: the caller reports the failure itself.
+    pub(crate) async fn record_failure_off_thread(&self, error: &TerminalError) {
+        // `Invalid` displays its text as is, so the stored reason reads
+        // exactly as `error` would.
+        let recorded = TerminalError::Invalid(error.to_string());
+        let _ = self
+            .on_db(move |conn| sync::record_failure(conn, &recorded))
+            .await;
     }
 
     pub fn data_dir(&self) -> &Path {

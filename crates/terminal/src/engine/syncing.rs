@@ -62,7 +62,7 @@ impl Terminal {
         )
         .await;
         if let Err(e) = &result {
-            let _ = sync::record_failure(&self.db(), e);
+            self.record_failure_off_thread(e).await;
         }
         result
     }
@@ -70,13 +70,19 @@ impl Terminal {
     /// Uploads offline scans; fetches keys, voided tickets and entry policy.
     pub async fn gate_sync_now(&self) -> Result<u32, TerminalError> {
         let _guard = self.inner.sync_lock.lock().await;
-        let request =
-            gate::build_request(&self.db(), &self.inner.identity, self.inner.clock.now())?;
+        let identity = self.inner.identity.clone();
+        let now = self.inner.clock.now();
+        let request = self
+            .on_db(move |c| gate::build_request(c, &identity, now))
+            .await?;
         let sent = request.scans.len() as u32;
         let response: tessera_core::api::gate_sync::GateSyncResponse = self
             .post_or_record("/v1/gate/sync", &request, UPLOAD_TIMEOUT)
             .await?;
-        gate::apply_response(&mut self.db(), &response, self.inner.clock.now())?;
+        let now = self.inner.clock.now();
+        let response = self
+            .on_db(move |c| gate::apply_response(c, &response, now).map(|()| response))
+            .await?;
         self.forget_gate_cache();
         if response.conflicts > 0 {
             tracing::warn!(
@@ -102,24 +108,16 @@ impl Terminal {
             needs_supervisor: 0,
         };
         for _round in 0..20 {
-            // Before the first sync there is no catalogue: any zone will do
-            // for a request that only asks for it.
-            let tz = self
-                .catalogue()
-                .ok()
-                .and_then(|c| c.time_zone().ok())
-                .unwrap_or(TimeZone::UTC);
-            let today = self.inner.clock.now().to_zoned(tz).date();
-            let request = sync::build_request(
-                &mut self.db(),
-                &self.inner.identity,
-                self.inner.clock.now(),
-                today,
-            )?;
+            let (today, request) = self.build_sync_request_off_thread().await?;
             let response: tessera_core::api::sync::SyncResponse =
                 self.post_or_record("/v1/sync", &request, timeout).await?;
-            let applied =
-                sync::apply_response(&mut self.db(), &request, &response, self.inner.clock.now())?;
+            let now = self.inner.clock.now();
+            let (applied, request, response) = self
+                .on_db(move |c| {
+                    let applied = sync::apply_response(c, &request, &response, now)?;
+                    Ok((applied, request, response))
+                })
+                .await?;
             summary.uploaded_sales += response.sales_stored;
             summary.acked_seq = response.acked_seq;
             summary.leases_granted += applied.granted;
@@ -137,15 +135,21 @@ impl Terminal {
                 break;
             }
         }
-        let conn = self.db();
-        let acked = sync::acked_seq(&conn)?;
-        summary.pending_sales = conn.query_row(
-            "SELECT COUNT(*) FROM sales WHERE terminal_seq > ?1",
-            params![acked],
-            |r| r.get(0),
-        )?;
-        summary.needs_supervisor =
-            conn.query_row("SELECT COUNT(*) FROM quarantined", [], |r| r.get(0))?;
+        let (pending, needs_supervisor) = self
+            .on_db(|conn| {
+                let acked = sync::acked_seq(conn)?;
+                let pending = conn.query_row(
+                    "SELECT COUNT(*) FROM sales WHERE terminal_seq > ?1",
+                    params![acked],
+                    |r| r.get(0),
+                )?;
+                let quarantined =
+                    conn.query_row("SELECT COUNT(*) FROM quarantined", [], |r| r.get(0))?;
+                Ok((pending, quarantined))
+            })
+            .await?;
+        summary.pending_sales = pending;
+        summary.needs_supervisor = needs_supervisor;
         Ok(summary)
     }
 

@@ -35,38 +35,30 @@ impl Terminal {
         sales::commit_sale(&mut self.db(), &ctx, request)
     }
 
-    fn online(&self) -> bool {
-        local::get::<bool>(&self.db(), keys::ONLINE)
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-    }
-
     /// Sells: commits the sale locally (durable), then prints the receipt.
-    /// Beyond this counter's lease, an online counter asks the server for the
-    /// places once and tries again; offline, the cashier is told how many are
-    /// left here.
+    /// Beyond this counter's lease it asks the server for the places in one
+    /// quick sync (at most `REFILL_TIMEOUT`, waiting for a running sync
+    /// included) and tries again; if the server cannot be reached in that
+    /// time the cashier is told how many are left here.
     pub async fn sell(&self, request: SaleRequest) -> Result<SaleDone, TerminalError> {
         let sale = match self.commit_off_thread(&request).await {
-            Err(TerminalError::NotEnoughPlaces {
-                slot,
-                left,
-                requested,
-            }) => {
-                sales::want(
-                    &self.db(),
-                    request.slot_id,
-                    requested,
-                    self.inner.clock.now(),
-                )?;
-                if !self.online() {
-                    return Err(TerminalError::NotEnoughPlaces {
-                        slot,
-                        left,
-                        requested,
-                    });
+            Err(TerminalError::NotEnoughPlaces { requested, .. }) => {
+                let slot = request.slot_id;
+                let now = self.inner.clock.now();
+                self.on_db(move |c| sales::want(c, slot, requested, now))
+                    .await?;
+                // Asked whatever the last sync said: one failed round (a
+                // server restart, a dropped connection) must not leave a
+                // counter refusing sales while the museum has places. The
+                // attempt is bounded, so a real outage costs seconds.
+                let refill =
+                    tokio::time::timeout(REFILL_TIMEOUT, self.sync_with_timeout(REFILL_TIMEOUT))
+                        .await;
+                if !matches!(refill, Ok(Ok(_))) {
+                    // The background loop may be in a long backoff: the
+                    // want is recorded, let it ask as soon as it can.
+                    self.inner.wake.notify_one();
                 }
-                let _ = self.sync_with_timeout(REFILL_TIMEOUT).await;
                 self.commit_off_thread(&request).await?
             }
             other => other?,
@@ -174,13 +166,11 @@ impl Terminal {
     /// for upload and printed.
     pub async fn close_shift(&self, counted: i64) -> Result<ShiftReport, TerminalError> {
         let currency = self.currency();
-        let report = shifts::close(
-            &mut self.db(),
-            &self.inner.identity.name,
-            &currency,
-            counted,
-            self.inner.clock.now(),
-        )?;
+        let name = self.inner.identity.name.clone();
+        let now = self.inner.clock.now();
+        let report = self
+            .on_db(move |c| shifts::close(c, &name, &currency, counted, now))
+            .await?;
         self.inner.wake.notify_one();
         let _ = self.print_report(&report).await;
         Ok(report)
