@@ -14,6 +14,7 @@ use crate::vat::RateBp;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Catalogue {
     pub museum: MuseumInfo,
     /// Named VAT rates in basis points, e.g. `admission = 550`.
@@ -24,6 +25,7 @@ pub struct Catalogue {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MuseumInfo {
     pub id: String,
     pub name: String,
@@ -39,6 +41,7 @@ pub struct MuseumInfo {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Schedule {
     pub slot_minutes: u16,
     /// Admissions per slot unless an opening says otherwise.
@@ -51,6 +54,7 @@ pub struct Schedule {
 /// Opening periods per weekday; an empty list is a closed day.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Week {
     #[serde(default)]
     pub monday: Vec<Opening>,
@@ -70,11 +74,15 @@ pub struct Week {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Opening {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?$", example = "10:00:00"))]
     pub open: Time,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?$", example = "18:00:00"))]
     pub close: Time,
     /// No entry window starts at or after this time (defaults to `close`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?$"))]
     pub last_entry: Option<Time>,
     #[serde(default)]
     pub capacity: Option<u32>,
@@ -82,6 +90,7 @@ pub struct Opening {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Product {
     pub id: String,
     pub name: String,

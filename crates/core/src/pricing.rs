@@ -10,6 +10,7 @@ use crate::vat::{split_gross, RateBp, VatBreakdown, VatSplit};
 /// One line of a cart as a client sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CartLine {
     pub product_id: String,
     pub quantity: u32,
@@ -19,6 +20,7 @@ pub struct CartLine {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PricedLine {
     pub product_id: String,
     pub name: String,

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StaffRole {
     Cashier,
     Supervisor,
@@ -24,6 +25,7 @@ pub struct StaffFixture {
 
 /// A staff member as counters know them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StaffMember {
     pub name: String,
     pub role: StaffRole,

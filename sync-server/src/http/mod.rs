@@ -6,6 +6,7 @@ mod extract;
 mod gate;
 mod gate_sync;
 mod online;
+mod openapi;
 mod ops;
 pub mod pin_guard;
 mod supervisor;
@@ -51,6 +52,7 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz::<S>))
         .route("/metrics", get(ops::metrics::<S>))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/v1/catalogue", get(online::catalogue::<S>))
         .route("/v1/availability", get(online::availability::<S>))
         .route("/v1/holds", post(online::create_hold::<S>))

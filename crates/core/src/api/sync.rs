@@ -20,6 +20,7 @@ use crate::tally::Tallies;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncRequest {
     pub device_id: Uuid,
     pub catalogue_version: u64,
@@ -53,6 +54,7 @@ pub struct SyncRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenShift {
     pub shift_id: Uuid,
     pub cashier: String,
@@ -63,6 +65,7 @@ pub struct OpenShift {
 /// One actor's running totals for one slot (admissions).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActorTally {
     pub sold: u64,
     /// Voided admissions whose places went back on sale.
@@ -71,6 +74,7 @@ pub struct ActorTally {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PaymentMethod {
     Cash,
     Card,
@@ -87,6 +91,7 @@ impl PaymentMethod {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Payment {
     pub method: PaymentMethod,
     /// What the sale cost (equals the sale total).
@@ -100,6 +105,7 @@ pub struct Payment {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SoldTicket {
     pub ticket_id: Uuid,
     pub product_id: String,
@@ -109,6 +115,7 @@ pub struct SoldTicket {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SaleRecord {
     pub sale_id: Uuid,
     pub terminal_seq: u64,
@@ -126,6 +133,7 @@ pub struct SaleRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VoidRecord {
     pub void_id: Uuid,
     pub sale_id: Uuid,
@@ -145,6 +153,7 @@ pub struct VoidRecord {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseReport {
     pub lease_id: Uuid,
     pub slot_id: SlotId,
@@ -158,6 +167,7 @@ pub struct LeaseReport {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseWant {
     pub slot_id: SlotId,
     /// Places a sale at the counter is waiting for (0: just keep me supplied).
@@ -166,6 +176,7 @@ pub struct LeaseWant {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShiftRecord {
     pub shift_id: Uuid,
     pub cashier: String,
@@ -192,6 +203,7 @@ impl ShiftRecord {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncResponse {
     pub server_time: Timestamp,
     /// Highest seq such that every sale 1..=acked_seq is stored.
@@ -212,6 +224,7 @@ pub struct SyncResponse {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseGrant {
     pub lease_id: Uuid,
     pub slot_id: SlotId,
