@@ -18,6 +18,7 @@ use crate::vat::RateBp;
 pub struct Catalogue {
     pub museum: MuseumInfo,
     /// Named VAT rates in basis points, e.g. `admission = 550`.
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, u32>))]
     pub vat_rates: BTreeMap<String, RateBp>,
     pub schedule: Schedule,
     pub products: Vec<Product>,

@@ -26,6 +26,7 @@ pub struct PricedLine {
     pub name: String,
     pub quantity: u32,
     pub unit_price: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = u32))]
     pub vat_bp: RateBp,
     /// Gross, net and tax of the whole line (rounded once, per line).
     pub amounts: VatSplit,

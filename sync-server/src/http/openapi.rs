@@ -232,6 +232,21 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
 mod tests {
     use super::*;
 
+    fn collect_refs(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x.as_str()) {
+                        ("$ref", Some(r)) => out.push(r.to_string()),
+                        _ => collect_refs(x, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+            _ => {}
+        }
+    }
+
     #[test]
     fn document_is_openapi_3_1_with_every_route() {
         let doc: serde_json::Value =
@@ -259,6 +274,15 @@ mod tests {
         let schemes = &doc["components"]["securitySchemes"];
         assert_eq!(schemes[DEVICE_TOKEN]["scheme"], "bearer");
         assert_eq!(schemes[SUPERVISOR_PIN]["name"], "X-Supervisor-Pin");
+        let mut refs = Vec::new();
+        collect_refs(&doc, &mut refs);
+        for r in refs {
+            let name = r.trim_start_matches("#/components/schemas/");
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{r} points at no schema"
+            );
+        }
         let hold = &doc["paths"]["/v1/holds"]["post"];
         assert!(hold["parameters"]
             .as_array()

@@ -35,11 +35,14 @@ impl Role {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrolRequest {
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub code: String,
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub name: String,
     /// A counter's own Ed25519 public key (hex), which the server certifies so
     /// gates accept the tickets it signs.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-fA-F]{64}$"))]
     pub public_key: Option<String>,
 }
 
