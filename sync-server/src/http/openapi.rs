@@ -29,7 +29,8 @@ pub const SUPERVISOR_PIN: &str = "supervisor_pin";
         title = "Tessera sync server",
         description = "One inventory for a museum's online shop, its counters and its gates. \
             Every error answer is `{\"error\": {\"code\": \"…\", \"message\": \"…\"}}` (schema `ErrorBody`): \
-            `code` is stable and machine-readable, `message` is for a person. \
+            `code` is stable and machine-readable, `message` is for a person; a 5xx also carries \
+            `error.request_id`, the id in the `X-Request-Id` header and the server's log. \
             Writes of the online shop take an `Idempotency-Key` header: a retry with the same key gets the first answer."
     ),
     paths(
