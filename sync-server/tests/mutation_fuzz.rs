@@ -336,20 +336,31 @@ impl World {
                 .await
         };
         let report = async {
-            self.http
+            let r = self
+                .http
                 .get(format!("{}/v1/reports/day?date={day}", self.server.url))
                 .header("authorization", &self.supervisor_auth)
                 .send()
-                .await?
-                .json::<Value>()
-                .await
+                .await?;
+            let status = r.status().as_u16();
+            Ok::<_, reqwest::Error>((status, r.json::<Value>().await?))
         };
         let (avail, report) = tokio::join!(avail, report);
-        let mut report = report?;
+        let (status, mut report) = report?;
         if let Some(o) = report.as_object_mut() {
             o.remove("generated_at");
         }
-        Ok(json!({"availability": avail?, "report": report}))
+        if status != 200 {
+            // A report that fails is a finding of its own; its request id
+            // differs every time and is not state.
+            if let Some(e) = report.get_mut("error").and_then(Value::as_object_mut) {
+                e.remove("request_id");
+                if let Some(m) = e.get_mut("message") {
+                    *m = json!("(message)");
+                }
+            }
+        }
+        Ok(json!({"availability": avail?, "report": report, "report_status": status}))
     }
 
     fn find(&mut self, label: &str, what: String, req: &Req) {
@@ -454,6 +465,17 @@ impl World {
                 return None;
             }
         };
+        if after["report_status"] != 200 && self.baseline["report_status"] == 200 {
+            let report = after["report"].to_string();
+            self.find(
+                "day report fails",
+                format!(
+                    "after this request ({status}) the day report answers {}: {report}",
+                    after["report_status"]
+                ),
+                req,
+            );
+        }
         if status.is_client_error() && after != self.baseline {
             let diff = first_difference(&self.baseline, &after);
             self.find(
