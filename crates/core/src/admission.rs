@@ -11,6 +11,7 @@ use crate::ticket_code::{CodeError, TicketClaims};
 /// Why a gate turned a visitor away, in the words the API uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DenyReason {
     Invalid,
     AlreadyUsed,
@@ -64,6 +65,7 @@ impl DenyReason {
 
 /// How far from its window a ticket still gets in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntryPolicy {
     /// Minutes before the window opens that a visitor may already enter.
     pub early_minutes: u16,

@@ -14,9 +14,11 @@ use crate::vat::RateBp;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Catalogue {
     pub museum: MuseumInfo,
     /// Named VAT rates in basis points, e.g. `admission = 550`.
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, u32>))]
     pub vat_rates: BTreeMap<String, RateBp>,
     pub schedule: Schedule,
     pub products: Vec<Product>,
@@ -24,6 +26,7 @@ pub struct Catalogue {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MuseumInfo {
     pub id: String,
     pub name: String,
@@ -39,6 +42,7 @@ pub struct MuseumInfo {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Schedule {
     pub slot_minutes: u16,
     /// Admissions per slot unless an opening says otherwise.
@@ -51,6 +55,7 @@ pub struct Schedule {
 /// Opening periods per weekday; an empty list is a closed day.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Week {
     #[serde(default)]
     pub monday: Vec<Opening>,
@@ -70,11 +75,15 @@ pub struct Week {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Opening {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?$", example = "10:00:00"))]
     pub open: Time,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?$", example = "18:00:00"))]
     pub close: Time,
     /// No entry window starts at or after this time (defaults to `close`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = "^[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?$"))]
     pub last_entry: Option<Time>,
     #[serde(default)]
     pub capacity: Option<u32>,
@@ -82,6 +91,7 @@ pub struct Opening {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Product {
     pub id: String,
     pub name: String,

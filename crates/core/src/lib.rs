@@ -16,6 +16,8 @@ pub mod ids;
 pub mod inventory;
 pub mod limits;
 pub mod money;
+#[cfg(feature = "openapi")]
+mod openapi;
 pub mod pricing;
 pub mod slot;
 pub mod staff;

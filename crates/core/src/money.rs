@@ -62,6 +62,7 @@ impl fmt::Debug for Currency {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Money {
     /// Minor units (cents for EUR).
     pub amount: i64,

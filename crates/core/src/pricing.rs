@@ -10,6 +10,7 @@ use crate::vat::{split_gross, RateBp, VatBreakdown, VatSplit};
 /// One line of a cart as a client sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CartLine {
     pub product_id: String,
     pub quantity: u32,
@@ -19,11 +20,13 @@ pub struct CartLine {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PricedLine {
     pub product_id: String,
     pub name: String,
     pub quantity: u32,
     pub unit_price: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = u32))]
     pub vat_bp: RateBp,
     /// Gross, net and tax of the whole line (rounded once, per line).
     pub amounts: VatSplit,

@@ -16,6 +16,7 @@ use crate::limits;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StaffRole {
     Cashier,
     Supervisor,
@@ -199,9 +200,11 @@ pub fn check_pin(pin: &str) -> Result<(), StaffError> {
 /// cashiers only; the server keeps every role.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StaffMember {
     pub name: String,
     pub role: StaffRole,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub pin_verifier: PinVerifier,
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub type RateBp = u32;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VatSplit {
     pub gross: i64,
     pub net: i64,

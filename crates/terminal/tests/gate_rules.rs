@@ -22,6 +22,7 @@ async fn a_voided_ticket_for_a_later_slot_is_refused_as_voided_online_and_offlin
             .unwrap()
             .sale;
     c.t.void(sold.sale_id, "9999", "visitor cannot come")
+        .await
         .unwrap();
     c.t.sync_now().await.unwrap();
     g.t.sync_now().await.unwrap();

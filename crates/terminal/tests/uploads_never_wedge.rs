@@ -65,7 +65,9 @@ async fn second_round_after_a_void_and_a_slot_close_is_accepted() {
         sales.push(c.t.sell(card_sale(s, &[("adult", 1)])).await.unwrap());
     }
     let reason = "展".repeat(170);
-    c.t.void(sales[2].sale.sale_id, "9999", &reason).unwrap();
+    c.t.void(sales[2].sale.sale_id, "9999", &reason)
+        .await
+        .unwrap();
 
     // Hours later, by the counter's clock, the 12:00 slot is over: the next
     // sync settles its lease to the 2 places it kept.
@@ -214,7 +216,7 @@ async fn duplicate_ids_in_one_body_are_refused_or_deduplicated() {
     let (status, _) = post(serde_json::to_value(&body).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     let sale = body.sales[0].sale_id;
-    c.t.void(sale, "9999", "wrong slot").unwrap();
+    c.t.void(sale, "9999", "wrong slot").await.unwrap();
     let with_void = c.t.pending_sync_request().unwrap();
     let mut v = serde_json::to_value(&with_void).unwrap();
     let first = v["voids"][0].clone();
@@ -266,6 +268,7 @@ async fn a_void_cannot_resell_an_admitted_visitors_place() {
 
     let done =
         c.t.void(sold.sale.sale_id, "9999", "changed their mind")
+            .await
             .unwrap();
     assert!(done.returned_to_lease, "by the counter's slow clock");
     c.t.sync_now().await.unwrap();
@@ -354,7 +357,9 @@ async fn voids_on_a_revoked_lease_return_places_and_lower_flags() {
     );
     let available = api.available(s).await;
 
-    c.t.void(late.sale.sale_id, "9999", "late sale").unwrap();
+    c.t.void(late.sale.sale_id, "9999", "late sale")
+        .await
+        .unwrap();
     c.t.sync_now().await.unwrap();
     assert_eq!(
         server_count(&server, "SELECT COALESCE(SUM(over_capacity), 0) FROM sales"),
@@ -371,7 +376,9 @@ async fn voids_on_a_revoked_lease_return_places_and_lower_flags() {
     // The late sale no longer takes a place beyond capacity.
     assert_eq!(api.available(s).await, available + 1);
 
-    c.t.void(first.sale.sale_id, "9999", "refund").unwrap();
+    c.t.void(first.sale.sale_id, "9999", "refund")
+        .await
+        .unwrap();
     c.t.sync_now().await.unwrap();
     assert_eq!(api.available(s).await, available + 2);
 }

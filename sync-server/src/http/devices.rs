@@ -11,6 +11,7 @@ use super::AppState;
 use crate::error::ServiceError;
 use crate::store::Store;
 
+#[utoipa::path(post, path = "/v1/devices/enrol", tag = "devices", summary = "Enrol a counter, gate or supervisor device with a one-time code", request_body = tessera_core::api::devices::EnrolRequest, responses((status = 201, description = "Enrolled: the token is shown once", body = tessera_core::api::devices::Enrolled), (status = 403, description = "enrolment_code_invalid: unknown, expired or used", body = tessera_core::api::ErrorBody), (status = 422, description = "invalid_body (name, public key)", body = tessera_core::api::ErrorBody)))]
 pub async fn enrol<S: Store>(
     State(app): State<AppState<S>>,
     body: ApiJson<EnrolRequest>,
@@ -25,6 +26,7 @@ pub async fn enrol<S: Store>(
     Ok((StatusCode::CREATED, Json(enrolled)))
 }
 
+#[utoipa::path(get, path = "/v1/keys", tag = "devices", summary = "Public keys that sign tickets (server and enrolled counters)", responses((status = 200, description = "Every signing key, revoked ones flagged", body = tessera_core::api::devices::PublicKeys)))]
 pub async fn keys<S: Store>(State(app): State<AppState<S>>) -> Json<PublicKeys> {
     Json(app.store.public_keys())
 }

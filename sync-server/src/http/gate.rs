@@ -18,6 +18,7 @@ use crate::store::Store;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct RedeemBody {
     pub code: String,
     /// A gate's own id for this scan, so a retried request is not a second entry.
@@ -25,6 +26,7 @@ pub struct RedeemBody {
     pub scan_id: Option<Uuid>,
 }
 
+#[utoipa::path(post, path = "/v1/gate/redeem", tag = "gate", summary = "Admit a ticket once across every gate", security(("device_token" = [])), request_body = RedeemBody, responses((status = 200, description = "Admitted or denied, with the reason; a denial is not an HTTP error", body = tessera_core::api::gate::Redemption)))]
 pub async fn redeem<S: Store>(
     State(app): State<AppState<S>>,
     device: Device,

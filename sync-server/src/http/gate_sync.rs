@@ -10,6 +10,7 @@ use super::AppState;
 use crate::error::ServiceError;
 use crate::store::Store;
 
+#[utoipa::path(post, path = "/v1/gate/sync", tag = "gate", summary = "A gate uploads offline scans and learns keys, voids and the entry policy", security(("device_token" = [])), request_body = tessera_core::api::gate_sync::GateSyncRequest, responses((status = 200, description = "Scans stored; what the gate needs offline", body = tessera_core::api::gate_sync::GateSyncResponse)))]
 pub async fn gate_sync<S: Store>(
     State(app): State<AppState<S>>,
     device: Device,

@@ -7,6 +7,7 @@ mod gate;
 mod gate_sync;
 pub mod limits;
 mod online;
+mod openapi;
 mod ops;
 pub mod pin_guard;
 mod supervisor;
@@ -67,6 +68,7 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz::<S>))
         .route("/metrics", get(ops::metrics::<S>))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/v1/catalogue", get(online::catalogue::<S>))
         .route("/v1/availability", get(online::availability::<S>))
         .route(

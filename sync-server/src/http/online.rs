@@ -22,6 +22,7 @@ pub struct DateQuery {
     date: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/availability", tag = "online", summary = "Places per slot on one museum day", params(("date" = String, Query, format = Date, description = "Museum day, YYYY-MM-DD")), responses((status = 200, description = "The day's slots, live", body = tessera_core::api::online::Availability), (status = 400, description = "date missing or not a date (bad_request)", body = tessera_core::api::ErrorBody), (status = 422, description = "date out of range (invalid_body)", body = tessera_core::api::ErrorBody)))]
 pub async fn availability<S: Store>(
     State(app): State<AppState<S>>,
     Query(q): Query<DateQuery>,
@@ -33,6 +34,7 @@ pub async fn availability<S: Store>(
     Ok(Json(app.store.availability(date)?))
 }
 
+#[utoipa::path(get, path = "/v1/catalogue", tag = "online", summary = "The museum's catalogue: products, prices, VAT, schedule", responses((status = 200, description = "The current catalogue", body = tessera_core::catalogue::Catalogue)))]
 pub async fn catalogue<S: Store>(State(app): State<AppState<S>>) -> Response {
     Json(app.store.catalogue().as_ref().clone()).into_response()
 }
@@ -56,6 +58,7 @@ fn answer(a: Answer) -> Response {
     response
 }
 
+#[utoipa::path(post, path = "/v1/holds", tag = "online", summary = "Hold places in a slot for a checkout (they expire after a few minutes)", params(super::openapi::IdempotencyKeyHeader), request_body = tessera_core::api::online::HoldRequest, responses((status = 201, description = "Held; a retry with the same Idempotency-Key returns this answer again", body = tessera_core::api::online::Hold, links(("confirm" = (operation_id = "confirm_hold", parameters(("hold_id" = "$response.body#/hold_id")))), ("cancel" = (operation_id = "cancel_hold", parameters(("hold_id" = "$response.body#/hold_id"))))), headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "sold_out (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 422, description = "unknown_slot, museum_closed, slot_past, unknown_product, bad_quantity, too_many, empty_cart, membership_number, add_on_alone, not_sold_online, invalid_body, idempotency_key_reused", body = tessera_core::api::ErrorBody)))]
 pub async fn create_hold<S: Store>(
     State(app): State<AppState<S>>,
     client: Client,
@@ -110,6 +113,7 @@ fn parse_hold_id(text: &str) -> Result<Uuid, ServiceError> {
     Uuid::parse_str(text).map_err(|_| ServiceError::UnknownHold(text.chars().take(64).collect()))
 }
 
+#[utoipa::path(post, path = "/v1/holds/{hold_id}/confirm", tag = "online", summary = "Turn a hold into an order with signed tickets, on a captured payment", params(("hold_id" = String, Path, format = Uuid, description = "The hold's id"), super::openapi::IdempotencyKeyHeader), request_body = tessera_core::api::online::ConfirmRequest, responses((status = 201, description = "The order and its tickets; a retry with the same Idempotency-Key returns this answer again", body = tessera_core::api::online::Order, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 404, description = "unknown_hold", body = tessera_core::api::ErrorBody), (status = 409, description = "hold_cancelled, already_confirmed (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 410, description = "hold_expired: its places were released (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 422, description = "invalid_body (payment_reference, email), idempotency_key_reused", body = tessera_core::api::ErrorBody)))]
 pub async fn confirm_hold<S: Store>(
     State(app): State<AppState<S>>,
     Path(hold_id): Path<String>,
@@ -142,6 +146,7 @@ pub async fn confirm_hold<S: Store>(
     Ok(answer(first))
 }
 
+#[utoipa::path(delete, path = "/v1/holds/{hold_id}", tag = "online", summary = "Give a hold's places back (idempotent)", params(("hold_id" = String, Path, format = Uuid, description = "The hold's id")), responses((status = 204, description = "Cancelled, or already cancelled or expired"), (status = 404, description = "unknown_hold", body = tessera_core::api::ErrorBody), (status = 409, description = "already_confirmed", body = tessera_core::api::ErrorBody)))]
 pub async fn cancel_hold<S: Store>(
     State(app): State<AppState<S>>,
     Path(hold_id): Path<String>,

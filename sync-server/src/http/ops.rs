@@ -15,6 +15,7 @@ use crate::store::Store;
 
 /// 200 while the server can take writes; 503 once it cannot (its writer is
 /// gone, or does not answer within two seconds).
+#[utoipa::path(get, path = "/healthz", tag = "ops", summary = "Liveness: the writer runs and the database answers", responses((status = 200, description = "Healthy", body = super::openapi::Health), (status = 503, description = "The writer or the database is down; the process is about to exit", body = super::openapi::Health)))]
 pub async fn healthz<S: Store>(State(app): State<AppState<S>>) -> Response {
     if app.store.healthy().await {
         Json(serde_json::json!({"status": "ok"})).into_response()
@@ -42,6 +43,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "ops", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text exposition format", body = String, content_type = "text/plain")))]
 pub async fn metrics<S: Store>(State(app): State<AppState<S>>) -> Response {
     (
         [(

@@ -10,6 +10,7 @@ use super::AppState;
 use crate::error::ServiceError;
 use crate::store::Store;
 
+#[utoipa::path(post, path = "/v1/sync", tag = "counter", summary = "A counter's round trip: sales, voids, leases and shifts up; leases, catalogue, staff, keys and availability down", security(("device_token" = [])), request_body = tessera_core::api::sync::SyncRequest, responses((status = 200, description = "What was stored, and what the counter needs", body = tessera_core::api::sync::SyncResponse)))]
 pub async fn sync<S: Store>(
     State(app): State<AppState<S>>,
     device: Device,

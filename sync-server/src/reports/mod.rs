@@ -17,7 +17,7 @@ use uuid::Uuid;
 pub use build::day_report;
 pub use format::{to_csv, to_text};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct DayReport {
     pub date: Date,
     pub museum: String,
@@ -35,7 +35,7 @@ pub struct DayReport {
     pub quarantine: Vec<QuarantineLine>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct QuarantineLine {
     pub counter: String,
     pub device_id: Uuid,
@@ -53,7 +53,7 @@ pub struct QuarantineLine {
     pub body: serde_json::Value,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct ChannelReport {
     pub channel: String,
     pub device_id: Option<Uuid>,
@@ -70,7 +70,7 @@ pub struct ChannelReport {
     pub payments: Vec<PaymentRow>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct VatRow {
     pub rate_bp: u32,
     pub label: String,
@@ -79,7 +79,7 @@ pub struct VatRow {
     pub gross: i64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PaymentRow {
     /// cash, card (counters) or online (the web shop's payment provider).
     pub method: String,
@@ -88,7 +88,7 @@ pub struct PaymentRow {
     pub net: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ShiftLine {
     pub counter: String,
     pub shift_id: Uuid,
@@ -107,14 +107,14 @@ pub struct ShiftLine {
     pub not_uploaded_cash: Option<i64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Missing {
     pub counters: Vec<CounterUploads>,
     pub leases_held: Vec<LeaseHeld>,
     pub over_capacity: Vec<OverCapacity>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct CounterUploads {
     pub counter: String,
     pub device_id: Uuid,
@@ -129,7 +129,7 @@ pub struct CounterUploads {
     pub problem: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct LeaseHeld {
     pub counter: String,
     pub lease_id: Uuid,
@@ -140,7 +140,7 @@ pub struct LeaseHeld {
     pub last_sync_at: Option<Timestamp>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct OverCapacity {
     pub counter: String,
     pub sale_id: Uuid,
@@ -149,7 +149,7 @@ pub struct OverCapacity {
     pub admissions_over: u32,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SlotLine {
     pub slot_id: String,
     pub capacity: u32,
@@ -163,7 +163,7 @@ pub struct SlotLine {
     pub kept_by_voids: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ConflictLine {
     pub ticket_id: String,
     pub slot_id: String,

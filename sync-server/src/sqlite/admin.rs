@@ -267,7 +267,7 @@ pub fn audit(
 }
 
 /// A lease as an operator sees it.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct LeaseInfo {
     pub lease_id: String,
     pub device: String,
@@ -303,7 +303,7 @@ pub fn leases(db: &Path, date: Date) -> Result<Vec<LeaseInfo>, AdminError> {
 }
 
 /// What revoking a lease did.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Revoked {
     pub lease_id: String,
     pub device: String,

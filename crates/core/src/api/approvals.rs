@@ -15,6 +15,7 @@ use uuid::Uuid;
 pub const SUPERVISOR_PIN: &str = "x-supervisor-pin";
 
 /// What the supervisor approves.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ApprovalRequest {
@@ -37,6 +38,7 @@ impl ApprovalRequest {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     pub approval_id: Uuid,

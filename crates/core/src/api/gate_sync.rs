@@ -13,6 +13,7 @@ use crate::slot::SlotId;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GateSyncRequest {
     pub device_id: Uuid,
     pub catalogue_version: u64,
@@ -31,6 +32,7 @@ pub struct GateSyncRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScanRecord {
     /// The gate's nonce for this admission.
     pub scan_id: Uuid,
@@ -43,6 +45,7 @@ pub struct ScanRecord {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GateSyncResponse {
     pub server_time: Timestamp,
     pub scans_acked: Vec<Uuid>,

@@ -10,6 +10,7 @@ use crate::pricing::{CartLine, PricedLine};
 use crate::slot::SlotId;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Availability {
     pub date: Date,
     pub museum: String,
@@ -20,6 +21,7 @@ pub struct Availability {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SlotAvailability {
     pub slot_id: SlotId,
     pub starts_at: Timestamp,
@@ -35,12 +37,14 @@ pub struct SlotAvailability {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HoldRequest {
     pub slot_id: SlotId,
     pub items: Vec<CartLine>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Hold {
     pub hold_id: Uuid,
     pub slot_id: SlotId,
@@ -52,6 +56,7 @@ pub struct Hold {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfirmRequest {
     /// The payment provider's reference for the captured payment.
     pub payment_reference: String,
@@ -60,6 +65,7 @@ pub struct ConfirmRequest {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Order {
     pub order_id: Uuid,
     pub hold_id: Uuid,
@@ -71,6 +77,7 @@ pub struct Order {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssuedTicket {
     pub ticket_id: Uuid,
     pub product_id: String,

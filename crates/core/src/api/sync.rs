@@ -20,6 +20,7 @@ use crate::tally::Tallies;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncRequest {
     pub device_id: Uuid,
     pub catalogue_version: u64,
@@ -53,6 +54,7 @@ pub struct SyncRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenShift {
     pub shift_id: Uuid,
     pub cashier: String,
@@ -63,6 +65,7 @@ pub struct OpenShift {
 /// One actor's running totals for one slot (admissions).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActorTally {
     pub sold: u64,
     /// Voided admissions whose places went back on sale.
@@ -71,6 +74,7 @@ pub struct ActorTally {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PaymentMethod {
     Cash,
     Card,
@@ -87,6 +91,7 @@ impl PaymentMethod {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Payment {
     pub method: PaymentMethod,
     /// What the sale cost (equals the sale total).
@@ -100,6 +105,7 @@ pub struct Payment {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SoldTicket {
     pub ticket_id: Uuid,
     pub product_id: String,
@@ -109,6 +115,7 @@ pub struct SoldTicket {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SaleRecord {
     pub sale_id: Uuid,
     pub terminal_seq: u64,
@@ -130,6 +137,7 @@ pub struct SaleRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VoidRecord {
     pub void_id: Uuid,
     pub sale_id: Uuid,
@@ -153,6 +161,7 @@ pub struct VoidRecord {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseReport {
     pub lease_id: Uuid,
     pub slot_id: SlotId,
@@ -166,6 +175,7 @@ pub struct LeaseReport {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseWant {
     pub slot_id: SlotId,
     /// Places a sale at the counter is waiting for (0: just keep me supplied).
@@ -174,6 +184,7 @@ pub struct LeaseWant {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShiftRecord {
     pub shift_id: Uuid,
     pub cashier: String,
@@ -200,6 +211,7 @@ impl ShiftRecord {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SyncResponse {
     pub server_time: Timestamp,
     /// Highest seq such that every sale 1..=acked_seq is stored.
@@ -227,6 +239,7 @@ pub struct SyncResponse {
 }
 
 /// One upload kept aside for a supervisor.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quarantined {
     /// `sale`, `void` or `shift`.
@@ -239,6 +252,7 @@ pub struct Quarantined {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseGrant {
     pub lease_id: Uuid,
     pub slot_id: SlotId,
