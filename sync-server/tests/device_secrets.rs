@@ -49,7 +49,7 @@ async fn revoke_device_refuses_a_name_that_fits_several_devices() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("several devices") && err.contains(&ids[0]) && err.contains(&ids[1]),
+        err.contains("devices are named") && err.contains(&ids[0]) && err.contains(&ids[1]),
         "{err}"
     );
     assert_eq!(

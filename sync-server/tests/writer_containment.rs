@@ -158,3 +158,32 @@ async fn a_dead_writer_takes_the_process_down_with_a_failure_code() {
     assert!(log.contains("could not go on"), "{log}");
     assert!(log.contains("failpoint writer_after_batch"), "{log}");
 }
+
+/// A bug in a request handler (outside the writer) answers its own client
+/// with a JSON 500 naming the request; the server goes on selling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_answers_500_and_the_server_goes_on() {
+    let server =
+        ServerProcess::start_with_env("11:05", &[], &[(FAILPOINTS, "availability_handler=panic")]);
+    let api = server.api();
+    let day = server.day;
+    let (status, body) = api
+        .get(&format!("/v1/availability?date={day}"))
+        .await
+        .expect("an answer, not a dropped connection");
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert_eq!(body["error"]["code"], "internal", "{body}");
+    assert!(body["error"]["request_id"].as_str().is_some(), "{body}");
+
+    let s = slot(day, "14:30");
+    let (status, body) = api
+        .hold(
+            "after-panic",
+            s,
+            json!([{"product_id": "adult", "quantity": 1}]),
+        )
+        .await
+        .expect("hold");
+    assert_eq!(status, StatusCode::CREATED, "still selling: {body}");
+    assert_eq!(healthz(&api).await, StatusCode::OK);
+}

@@ -1,7 +1,10 @@
 //! Operations endpoints: health and Prometheus metrics.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::OnceLock;
 use std::time::Instant;
+
+use futures_util::FutureExt;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -64,7 +67,25 @@ pub async fn log_requests(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let request_id = tessera_core::ids::new_id().simple().to_string();
-    let mut response = crate::error::with_request_id(request_id.clone(), next.run(req)).await;
+    // A bug in a handler must answer its own client with a 500 naming the
+    // request, not drop the connection without a word.
+    let handled = AssertUnwindSafe(crate::error::with_request_id(
+        request_id.clone(),
+        next.run(req),
+    ))
+    .catch_unwind()
+    .await;
+    let mut response = match handled {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(%method, %path, %request_id, "handler panicked");
+            metrics::counter!("tessera_handler_panics_total").increment(1);
+            crate::error::ServiceError::Internal {
+                request_id: request_id.clone(),
+            }
+            .into_response()
+        }
+    };
     if let Ok(value) = axum::http::HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }

@@ -3,7 +3,7 @@
 
 pub mod admin;
 mod devices;
-mod failpoint;
+pub(crate) mod failpoint;
 mod gate;
 pub mod idempotency;
 mod online;
