@@ -192,7 +192,10 @@ export class FakeBackend implements Backend {
   }
   async login(pin: string) {
     await this.delay();
-    return STAFF[pin] ?? fail("bad_pin", "That PIN is not recognised.");
+    // Counters hold cashiers' verifiers only (supervisors are checked by the server).
+    const staff = STAFF[pin];
+    if (!staff || staff.role !== "cashier") fail("bad_pin", "That PIN is not recognised.");
+    return staff;
   }
   async openShift(pin: string, float: number) {
     await this.delay();
@@ -256,6 +259,7 @@ export class FakeBackend implements Backend {
   }
   async voidSale(saleId: string, supervisorPin: string, reason: string) {
     await this.delay();
+    if (!this.online) fail("approval_needs_server", "A supervisor approval needs the server; try again when online. The sale stands.");
     const sup = STAFF[supervisorPin];
     if (!sup || sup.role !== "supervisor") fail("not_supervisor", "A supervisor's PIN is needed to void a sale.");
     if (!reason.trim()) fail("reason_required", "Say why the sale is voided.");

@@ -64,6 +64,31 @@ describe("DayReportView", () => {
     expect(revoked).toEqual(["L-1"]);
   });
 
+  it("lists the uploads the server holds for a supervisor, with the reason", () => {
+    const root = document.createElement("div");
+    const held = {
+      ...report,
+      quarantine: [
+        {
+          counter: "Counter 2",
+          kind: "sale",
+          item_id: "q-1",
+          terminal_seq: 17,
+          slot_id: "2026-12-09T11:00",
+          reason: "adult priced 0.01, the catalogue says 15.00",
+          device_at: "2026-12-09T10:02:00Z",
+          received_at: "2026-12-09T10:05:00Z",
+        },
+      ],
+    };
+    render(<DayReportView report={held} onRevoke={() => undefined} />, root);
+    const section = root.querySelector('[data-testid="report-quarantine"]')!;
+    expect(section.querySelector(".tag")!.textContent).toBe("1");
+    expect(section.textContent).toContain("Counter 2");
+    expect(section.textContent).toContain("sale #17");
+    expect(section.textContent).toContain("the catalogue says 15.00");
+  });
+
   it("falls back to the generic view for another shape", () => {
     expect(isDayReport({ date: "x" })).toBe(false);
     const root = document.createElement("div");

@@ -83,6 +83,16 @@ interface ConflictLine {
   second_gate: string;
   second_at: string;
 }
+interface QuarantineLine {
+  counter: string;
+  kind: string;
+  item_id: string;
+  terminal_seq: number | null;
+  slot_id: string | null;
+  reason: string;
+  device_at: string | null;
+  received_at: string;
+}
 export interface DayReport {
   date: string;
   museum: string;
@@ -94,6 +104,8 @@ export interface DayReport {
   missing: { counters: CounterUploads[]; leases_held: LeaseHeld[]; over_capacity: OverCapacity[] };
   slots: SlotLine[];
   conflicts: ConflictLine[];
+  /** Uploads the server could not accept, held for a supervisor (older servers send none). */
+  quarantine?: QuarantineLine[];
 }
 
 export function isDayReport(v: unknown): v is DayReport {
@@ -147,6 +159,7 @@ export function DayReportView({ report, onRevoke }: { report: unknown; onRevoke:
     </tr>
   );
   const busySlots = report.slots.filter((s) => s.sold_online + s.sold_counter + s.admitted + s.over_capacity > 0);
+  const quarantine = report.quarantine ?? [];
   return (
     <div class="day-report-view">
       <p class="muted">
@@ -312,6 +325,37 @@ export function DayReportView({ report, onRevoke }: { report: unknown; onRevoke:
                   <td>sale #{o.terminal_seq}</td>
                   <td>{o.slot_id}</td>
                   <td class="num">{o.admissions_over} over</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      </Section>
+      <Section title="Uploads that need a supervisor" count={quarantine.length} testid="report-quarantine">
+        {quarantine.length === 0 ? (
+          <None />
+        ) : (
+          <table class="table">
+            <thead>
+              <tr>
+                <th>Counter</th>
+                <th>What</th>
+                <th>Slot</th>
+                <th>Why the server held it</th>
+                <th>Received</th>
+              </tr>
+            </thead>
+            <tbody>
+              {quarantine.map((q) => (
+                <tr>
+                  <td>{q.counter}</td>
+                  <td>
+                    {q.kind}
+                    {q.terminal_seq !== null ? ` #${q.terminal_seq}` : ""}
+                  </td>
+                  <td>{q.slot_id ?? ""}</td>
+                  <td>{q.reason}</td>
+                  <td>{formatTime(q.received_at)}</td>
                 </tr>
               ))}
             </tbody>
