@@ -263,3 +263,48 @@ async fn weak_public_keys_are_refused_at_enrolment() {
         .expect("enrol");
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
+
+/// A day whose sums disagree says so everywhere: the HTTP report carries the
+/// reason (the supervisor screen shows it), and the CLI prints it and fails.
+/// Only a damaged database can do this now that counters' figures are
+/// re-derived, so the test damages one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_that_does_not_add_up_says_so_over_http_and_in_the_cli() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let api = server.api();
+    let token = supervisor_token(&server).await;
+    let s = slot(server.day, "14:30");
+    let (status, body) = api
+        .buy("sum", s, json!([{"product_id": "adult", "quantity": 2}]))
+        .await
+        .expect("buy");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let report = |api: Api, token: String, day| async move {
+        let r = api
+            .http
+            .get(format!("{}/v1/reports/day?date={day}", api.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("report");
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.expect("JSON")
+    };
+    let fine = report(api.clone(), token.clone(), server.day).await;
+    assert!(fine["does_not_add_up"].is_null(), "{fine}");
+
+    server
+        .db()
+        .execute("UPDATE orders SET total = total + 1", [])
+        .expect("damage");
+    let damaged = report(api.clone(), token, server.day).await;
+    let reason = damaged["does_not_add_up"].as_str().unwrap_or_default();
+    assert!(reason.contains("add up"), "{damaged}");
+
+    let db = server.db_str();
+    let day = server.day.to_string();
+    let out = server.cli(&["report", "--db", &db, "--date", &day, "--format", "text"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("DOES NOT ADD UP"), "{text}");
+}

@@ -99,7 +99,7 @@ pub fn day_report(
         total.absorb(c);
     }
 
-    Ok(DayReport {
+    let mut report = DayReport {
         date,
         museum: catalogue.museum.name.clone(),
         currency: catalogue.museum.currency.to_string(),
@@ -111,7 +111,12 @@ pub fn day_report(
         quarantine: quarantine(conn, &slot_prefix, start, end)?,
         channels,
         total,
-    })
+        does_not_add_up: None,
+    };
+    // A report that does not balance says so in every form it takes (HTTP,
+    // screen, CLI), instead of only making the CLI exit 1.
+    report.does_not_add_up = report.check().err();
+    Ok(report)
 }
 
 fn online_channel(conn: &Connection, start: i64, end: i64) -> Result<ChannelReport, ReportError> {

@@ -11,6 +11,9 @@ pub fn to_text(r: &DayReport) -> String {
     let mut o = String::new();
     let m = |v: i64| format!("{} {}", format_minor(v), r.currency);
     let _ = writeln!(o, "{} — day report for {}", r.museum, r.date);
+    if let Some(problem) = &r.does_not_add_up {
+        let _ = writeln!(o, "\n!! THIS REPORT DOES NOT ADD UP: {problem}");
+    }
     let _ = writeln!(o, "\nTAKINGS");
     for c in r.channels.iter().chain(std::iter::once(&r.total)) {
         let _ = writeln!(

@@ -33,6 +33,9 @@ pub struct DayReport {
     /// Counter uploads the server could not accept as they were, kept aside
     /// for a supervisor (never dropped): received that day or for its slots.
     pub quarantine: Vec<QuarantineLine>,
+    /// Set when the report's own sums disagree (see [`DayReport::check`]):
+    /// the figures must not be trusted until the cause is found.
+    pub does_not_add_up: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]

@@ -89,6 +89,15 @@ describe("DayReportView", () => {
     expect(section.textContent).toContain("the catalogue says 15.00");
   });
 
+  it("says loudly when the server found that the report does not add up", () => {
+    const root = document.createElement("div");
+    render(<DayReportView report={{ ...report, does_not_add_up: "total: payments add up to 100, net takings are 90" }} onRevoke={() => undefined} />, root);
+    expect(root.querySelector('[data-testid="report-does-not-add-up"]')!.textContent).toContain("payments add up to 100");
+    const fine = document.createElement("div");
+    render(<DayReportView report={report} onRevoke={() => undefined} />, fine);
+    expect(fine.querySelector('[data-testid="report-does-not-add-up"]')).toBeNull();
+  });
+
   it("falls back to the generic view for another shape", () => {
     expect(isDayReport({ date: "x" })).toBe(false);
     const root = document.createElement("div");

@@ -106,6 +106,8 @@ export interface DayReport {
   conflicts: ConflictLine[];
   /** Uploads the server could not accept, held for a supervisor (older servers send none). */
   quarantine?: QuarantineLine[];
+  /** Set by the server when the report's own sums disagree. */
+  does_not_add_up?: string | null;
 }
 
 export function isDayReport(v: unknown): v is DayReport {
@@ -165,6 +167,11 @@ export function DayReportView({ report, onRevoke }: { report: unknown; onRevoke:
       <p class="muted">
         {report.museum} · {report.date} · generated {formatTime(report.generated_at)}
       </p>
+      {report.does_not_add_up ? (
+        <p class="error" role="alert" data-testid="report-does-not-add-up">
+          This report does not add up: {report.does_not_add_up}. Do not close the day on these figures.
+        </p>
+      ) : null}
       <Section title="Takings by channel" testid="report-channels">
         <table class="table">
           <thead>
