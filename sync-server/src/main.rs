@@ -95,6 +95,20 @@ enum Command {
     },
     /// Revoke a lost or stolen device: its token stops working and gates
     /// refuse the tickets it signed.
+    /// Mark a counter upload held in quarantine as dealt with, with a note;
+    /// it leaves the day report's open list and the counter's count.
+    ResolveQuarantine {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+        /// The sale's, void's or shift's id, as the day report lists it.
+        #[arg(long)]
+        id: String,
+        /// What was done about it (refunded, re-entered as a new sale…).
+        #[arg(long)]
+        note: String,
+        #[arg(long, default_value = "operator")]
+        by: String,
+    },
     RevokeDevice {
         #[arg(long, env = "TESSERA_DB")]
         db: PathBuf,
@@ -267,6 +281,14 @@ fn run(cli: Cli) -> Result<()> {
                     r.lease_id, r.device, r.slot_id, r.sold, r.returned
                 );
             }
+        }
+        Command::ResolveQuarantine { db, id, note, by } => {
+            let kind =
+                admin::resolve_quarantine(&db, id.trim(), note.trim(), by.trim(), clock.now())?;
+            println!(
+                "{kind} {} resolved; its counter's count drops at its next sync",
+                id.trim()
+            );
         }
         Command::RevokeDevice { db, device, by } => {
             let name = admin::revoke_device(&db, device.trim(), &by, clock.now())?;

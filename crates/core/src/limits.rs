@@ -16,6 +16,8 @@ pub const VOID_REASON_CHARS: usize = 200;
 pub const STAFF_NAME_CHARS: usize = 100;
 /// A membership number, one per member ticket.
 pub const MEMBERSHIP_NUMBER_CHARS: usize = 40;
+/// An email address (RFC 5321's path limit).
+pub const EMAIL_CHARS: usize = 254;
 /// A payment provider's reference.
 pub const PAYMENT_REFERENCE_CHARS: usize = 200;
 /// An `Idempotency-Key` header (printable ASCII only).
@@ -46,6 +48,9 @@ pub const SCANS_PER_SYNC: usize = 5000;
 /// The largest amount of money any one field may carry: a sale total, a
 /// tendered amount, a float, a counted drawer (in minor units: 1,000,000.00).
 pub const MAX_AMOUNT_MINOR: i64 = 100_000_000;
+/// The largest opening float a cashier may type (10,000.00): a drawer
+/// plausibly starts with less, so more is a mistyped amount.
+pub const MAX_FLOAT_MINOR: i64 = 1_000_000;
 /// A terminal's sequence numbers stay far below `i64::MAX` (SQLite's integer).
 pub const MAX_SEQ: u64 = (1 << 53) - 1;
 /// Admissions one slot may hold; capacities above this are refused.

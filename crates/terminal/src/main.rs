@@ -89,7 +89,8 @@ enum Command {
         sale: String,
         #[arg(long)]
         supervisor_pin: String,
-        #[arg(long, default_value = "")]
+        /// Why (on the report and the server's record; required).
+        #[arg(long)]
         reason: String,
     },
     /// Today's sales at this counter.

@@ -476,13 +476,10 @@ pub(crate) fn void_sale(
 }
 
 pub(crate) fn check_void_reason(reason: &str) -> Result<(), TerminalError> {
-    if reason.chars().count() > tessera_core::limits::VOID_REASON_CHARS {
-        return Err(TerminalError::Invalid(format!(
-            "keep the void reason under {} characters",
-            tessera_core::limits::VOID_REASON_CHARS
-        )));
-    }
-    Ok(())
+    // The server's own check (core's), so a void the counter takes is never
+    // one the server quarantines for its reason.
+    tessera_core::limits::text("reason", reason, tessera_core::limits::VOID_REASON_CHARS)
+        .map_err(|e| TerminalError::Invalid(format!("void reason: {e}")))
 }
 
 /// Refuses an unknown or already voided sale.

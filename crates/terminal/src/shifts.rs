@@ -17,9 +17,7 @@ use crate::error::TerminalError;
 use crate::sales::parse_uuid;
 use crate::views::{MethodTotal, ProductTotal, ReportKind, ShiftReport, ShiftView, VatLine};
 
-/// The largest float a drawer plausibly starts with (10 000.00), to catch a
-/// mistyped amount.
-const MAX_FLOAT: i64 = 1_000_000;
+use tessera_core::limits::MAX_FLOAT_MINOR as MAX_FLOAT;
 
 pub(crate) fn current(conn: &Connection) -> Result<Option<ShiftView>, TerminalError> {
     Ok(conn

@@ -98,7 +98,15 @@ async fn the_cli_refuses_bad_sales_with_reasons() {
             "entry window is over",
         ),
         (
-            vec!["void", "--sale", "not-a-sale", "--supervisor-pin", "9999"],
+            vec![
+                "void",
+                "--sale",
+                "not-a-sale",
+                "--supervisor-pin",
+                "9999",
+                "--reason",
+                "test",
+            ],
             "is not a sale id",
         ),
         (
@@ -130,16 +138,50 @@ async fn the_cli_refuses_bad_sales_with_reasons() {
     let sale: serde_json::Value =
         serde_json::from_str(&output[..output.rfind('}').unwrap() + 1]).unwrap();
     let id = sale["sale"]["sale_id"].as_str().unwrap();
+    // A reason the server would quarantine (blank, a line break) is refused
+    // here first, before any approval or refund.
+    for reason in ["   ", "wrong\nslot"] {
+        let (ok, output) = cli(
+            &server,
+            dir,
+            &[
+                "void",
+                "--sale",
+                id,
+                "--supervisor-pin",
+                "9999",
+                "--reason",
+                reason,
+            ],
+        );
+        assert!(!ok && output.contains("reason"), "{reason:?}: {output}");
+    }
     let (ok, output) = cli(
         &server,
         dir,
-        &["void", "--sale", id, "--supervisor-pin", "1111"],
+        &[
+            "void",
+            "--sale",
+            id,
+            "--supervisor-pin",
+            "1111",
+            "--reason",
+            "wrong slot",
+        ],
     );
     assert!(!ok && output.contains("supervisor's PIN"), "{output}");
     let (ok, output) = cli(
         &server,
         dir,
-        &["void", "--sale", id, "--supervisor-pin", "0000"],
+        &[
+            "void",
+            "--sale",
+            id,
+            "--supervisor-pin",
+            "0000",
+            "--reason",
+            "wrong slot",
+        ],
     );
     // The server checks supervisors' PINs only: it tells nobody whether a
     // wrong PIN happens to be a cashier's.

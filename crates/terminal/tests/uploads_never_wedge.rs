@@ -166,6 +166,58 @@ async fn a_sale_the_server_cannot_accept_is_quarantined_not_retried() {
     assert_eq!(q[0]["kind"], "sale");
     assert_eq!(q[0]["terminal_seq"], 2);
     assert_eq!(q[0]["counter"], "Counter 1");
+
+    // A supervisor deals with it (refunds the visitor, say) and says so: it
+    // leaves the open list and, at the next sync, the counter's count.
+    let db = server.db_str();
+    let id = ids[1].to_string();
+    let out = server.cli(&[
+        "resolve-quarantine",
+        "--db",
+        &db,
+        "--id",
+        &id,
+        "--note",
+        "refunded 15.00 at the desk",
+        "--by",
+        "Inès",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = server.cli(&[
+        "resolve-quarantine",
+        "--db",
+        &db,
+        "--id",
+        &id,
+        "--note",
+        "x",
+    ]);
+    assert!(!again.status.success(), "resolved twice");
+    let summary = c.t.sync_now().await.unwrap();
+    assert_eq!(summary.needs_supervisor, 0);
+    assert_eq!(c.t.status().unwrap().needs_supervisor, 0);
+    let report = day_report(&server, &c).await;
+    assert_eq!(
+        report["quarantine"].as_array().map(Vec::len),
+        Some(0),
+        "{report}"
+    );
+    let (by, note): (String, String) = server
+        .db()
+        .query_row(
+            "SELECT resolved_by, resolution FROM quarantine WHERE item_id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (by.as_str(), note.as_str()),
+        ("Inès", "refunded 15.00 at the desk")
+    );
 }
 
 /// Bodies no honest counter sends get a 4xx for that body only, never a

@@ -105,8 +105,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         let key = value
             .to_str()
             .map_err(|_| ServiceError::BadIdempotencyKey)?;
-        let ok =
-            !key.is_empty() && key.len() <= 200 && key.bytes().all(|b| (0x21..0x7f).contains(&b));
+        let ok = !key.is_empty()
+            && key.len() <= tessera_core::limits::IDEMPOTENCY_KEY_CHARS
+            && key.bytes().all(|b| (0x21..0x7f).contains(&b));
         if !ok {
             return Err(ServiceError::BadIdempotencyKey);
         }

@@ -16,6 +16,7 @@ use super::AppState;
 use crate::error::ServiceError;
 use crate::secrets::sha256;
 use crate::store::{Answer, Idem, Store};
+use tessera_core::limits;
 
 #[derive(Deserialize)]
 pub struct DateQuery {
@@ -126,13 +127,16 @@ pub async fn confirm_hold<S: Store>(
     let hold = parse_hold_id(&hold_id)?;
     let request = body.value;
     let reference = request.payment_reference.trim();
-    if reference.is_empty() || reference.len() > 200 {
-        return Err(ServiceError::InvalidBody(
-            "payment_reference must be 1-200 characters (the payment provider's reference)".into(),
-        ));
-    }
+    limits::text(
+        "payment_reference",
+        reference,
+        limits::PAYMENT_REFERENCE_CHARS,
+    )
+    .map_err(|e| ServiceError::InvalidBody(e.to_string()))?;
     if let Some(email) = &request.email {
-        if email.len() > 254 || !email.contains('@') {
+        limits::text("email", email, limits::EMAIL_CHARS)
+            .map_err(|e| ServiceError::InvalidBody(e.to_string()))?;
+        if !email.contains('@') {
             return Err(ServiceError::InvalidBody(
                 "email is not an email address".into(),
             ));

@@ -37,6 +37,10 @@ pub enum AdminError {
     AmbiguousDevice { name: String, matches: Vec<String> },
     #[error("{0}")]
     Staff(String),
+    #[error("nothing in quarantine has id {0:?} (see the day report's quarantine section)")]
+    UnknownQuarantine(String),
+    #[error("{0} is already resolved")]
+    AlreadyResolved(String),
 }
 
 /// Creates the database: catalogue, the server's signing key and slots for
@@ -423,6 +427,51 @@ fn find_device(tx: &Connection, device: &str) -> Result<(String, String, Option<
                 .collect(),
         }),
     }
+}
+
+/// Marks a quarantined upload resolved with the supervisor's note (money
+/// refunded, sale re-entered, counter replaced…). The upload itself stays as
+/// received; it leaves the open list of the day report and, at its counter's
+/// next sync, the counter's "need a supervisor" count. Logged in `audit_log`.
+pub fn resolve_quarantine(
+    db: &Path,
+    item: &str,
+    note: &str,
+    actor: &str,
+    now: Timestamp,
+) -> Result<String, AdminError> {
+    tessera_core::limits::text("note", note, tessera_core::limits::VOID_REASON_CHARS)
+        .map_err(|e| AdminError::Staff(e.to_string()))?;
+    tessera_core::limits::text("by", actor, tessera_core::limits::STAFF_NAME_CHARS)
+        .map_err(|e| AdminError::Staff(e.to_string()))?;
+    let mut conn = schema::open(db)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: Option<(String, Option<i64>, String)> = tx
+        .query_row(
+            "SELECT kind, resolved_at, reason FROM quarantine WHERE item_id = ?1",
+            params![item],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((kind, resolved, reason)) = found else {
+        return Err(AdminError::UnknownQuarantine(item.to_string()));
+    };
+    if resolved.is_some() {
+        return Err(AdminError::AlreadyResolved(item.to_string()));
+    }
+    tx.execute(
+        "UPDATE quarantine SET resolved_at = ?2, resolved_by = ?3, resolution = ?4 WHERE item_id = ?1",
+        params![item, now.as_millisecond(), actor, note],
+    )?;
+    audit(
+        &tx,
+        now,
+        actor,
+        "resolve_quarantine",
+        &format!("{kind} {item} ({reason}): {note}"),
+    )?;
+    tx.commit()?;
+    Ok(kind)
 }
 
 /// Revokes a device (lost or stolen): its token stops working and the

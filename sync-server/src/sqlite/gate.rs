@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use tessera_core::admission::{decide, DenyReason, EntryPolicy};
 use tessera_core::api::gate::{RedeemResult, Redemption};
 use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse, ScanRecord};
@@ -169,21 +169,6 @@ fn verify_scanned(ring: &KeyRing, code: &str) -> Result<TicketClaims, CodeError>
         Err(CodeError::RevokedKey(_)) => decode_unverified(code).map(|(c, _, _)| c),
         Err(e) => Err(e),
     }
-}
-
-/// When and where a ticket was first admitted, as far as the server knows
-/// (online redemptions and every offline scan uploaded so far): the time the
-/// server orders admissions by, in ms, and the gate's name. `None` if no
-/// gate has reported admitting it. For the void rules: a void must not put
-/// an admitted visitor's place back on sale.
-#[allow(dead_code)] // called by the void rules in `sync.rs` (another change)
-pub(crate) fn first_admission(
-    conn: &Connection,
-    ticket: &str,
-) -> Result<Option<(i64, String)>, rusqlite::Error> {
-    conn.prepare_cached("SELECT redeemed_at, gate_name FROM redemptions WHERE ticket_id = ?1")?
-        .query_row(params![ticket], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
 }
 
 fn recorded_first(ctx: &Ctx<'_>, ticket: &str) -> Result<Option<Admission>, Fatal> {

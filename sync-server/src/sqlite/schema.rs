@@ -46,6 +46,9 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../migrations/0008_idempotency_evicted.sql"
         )),
+        M::up(include_str!(
+            "../../migrations/0009_quarantine_resolution.sql"
+        )),
     ])
 }
 

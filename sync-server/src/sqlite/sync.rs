@@ -792,8 +792,10 @@ fn apply(
             .totals
             .granted_total
             .saturating_sub(report.granted_total);
-        lease.unused_reported =
-            (report.unused + heard_of).saturating_sub(released_after - report.released_total);
+        lease.unused_reported = report
+            .unused
+            .saturating_add(heard_of)
+            .saturating_sub(released_after - report.released_total);
         let delta = released_after - lease.totals.released_total;
         lease.totals.released_total = released_after;
         let slot = lease.slot;

@@ -196,11 +196,13 @@ impl Terminal {
             )));
         }
         let name = name.trim();
-        if name.is_empty() || name.len() > 100 || code.trim().is_empty() {
+        if code.trim().is_empty() {
             return Err(TerminalError::Invalid(
                 "a device name and an enrolment code are needed".into(),
             ));
         }
+        tessera_core::limits::text("device name", name, tessera_core::limits::DEVICE_NAME_CHARS)
+            .map_err(|e| TerminalError::Invalid(e.to_string()))?;
         // Only a directory without a database gets a new one. One whose
         // enrolment never finished (no identity, no sales) is reused; an
         // enrolled or damaged one is refused before the code is spent.
