@@ -1,47 +1,11 @@
 // The screens against the fake engine, in happy-dom: the cashier's and the
 // gate attendant's paths by keyboard and click, and the messages they see.
-import { render } from "preact";
 import { act } from "preact/test-utils";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { App } from "./app";
-import { BackendContext } from "./backend-context";
+import { describe, expect, it } from "vitest";
 import { FakeBackend } from "./fake-backend";
+import { appHarness } from "./test-harness";
 
-let root: HTMLElement;
-
-beforeEach(() => {
-  localStorage.clear();
-  root = document.createElement("div");
-  document.body.appendChild(root);
-});
-
-afterEach(() => {
-  render(null, root);
-  root.remove();
-});
-
-async function mount(backend: FakeBackend) {
-  await act(async () => {
-    render(
-      <BackendContext.Provider value={backend}>
-        <App />
-      </BackendContext.Provider>,
-      root,
-    );
-  });
-}
-
-const byId = (id: string) => root.querySelector<HTMLElement>(`[data-testid="${id}"]`);
-
-async function find(id: string, timeoutMs = 2000): Promise<HTMLElement> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const el = byId(id);
-    if (el) return el;
-    if (Date.now() > end) throw new Error(`no [data-testid="${id}"] in ${root.innerHTML.slice(0, 2000)}`);
-    await act(() => new Promise((r) => setTimeout(r, 20)));
-  }
-}
+const { h, byId, mount, find, submit } = appHarness();
 
 async function until(check: () => boolean, what: string, timeoutMs = 2000) {
   const end = Date.now() + timeoutMs;
@@ -63,13 +27,6 @@ async function click(id: string) {
   const el = await find(id);
   await act(async () => {
     el.click();
-  });
-}
-
-async function submit(id: string) {
-  const el = await find(id);
-  await act(async () => {
-    el.closest("form")!.dispatchEvent(new Event("submit", { bubbles: true, cancelable: true }));
   });
 }
 
@@ -115,7 +72,7 @@ describe("cashier", () => {
     const fake = new FakeBackend();
     await mount(fake);
     await loginAndOpenShift();
-    await until(() => root.querySelectorAll('[data-testid="slot"]').length > 0, "slots");
+    await until(() => h.root.querySelectorAll('[data-testid="slot"]').length > 0, "slots");
     await click("product-adult");
     await click("product-adult");
     await click("product-child");
@@ -128,7 +85,7 @@ describe("cashier", () => {
     expect(last.dataset.seq).toBe("1");
     expect(byId("last-sale-change")?.textContent).toBe("20.00 €");
     expect(byId("print-status")?.dataset.status).toBe("no_printer");
-    expect(root.querySelectorAll('[data-testid="ticket-code"]').length).toBe(3);
+    expect(h.root.querySelectorAll('[data-testid="ticket-code"]').length).toBe(3);
     expect(fake.sales).toHaveLength(1);
     expect(fake.sales[0].tendered).toBe(5000);
     expect(byId("cart-total")?.dataset.cents).toBe("0");
@@ -269,7 +226,7 @@ describe("supervisor", () => {
     await submit("sup-pin");
     const report = await find("day-report");
     expect(report.textContent).toContain("95.00 €");
-    expect(root.querySelectorAll('[data-testid="revoke-row"]').length).toBe(1);
+    expect(h.root.querySelectorAll('[data-testid="revoke-row"]').length).toBe(1);
     await click("export-csv");
     expect((await find("sup-notice")).textContent).toContain("day-report-");
     expect(Object.values(fake.exports)[0]).toContain("Counter 1");

@@ -3,53 +3,15 @@
 // screen's first field has the focus as soon as the screen is there.
 import { render } from "preact";
 import { act } from "preact/test-utils";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { SetupDefaults } from "./api";
-import { App } from "./app";
-import { BackendContext } from "./backend-context";
 import { StatusBar } from "./components/status-bar";
 import { FakeBackend } from "./fake-backend";
+import { appHarness } from "./test-harness";
 
-let root: HTMLElement;
+const { h, byId, settle, mount, find, submit } = appHarness();
 
-beforeEach(() => {
-  localStorage.clear();
-  root = document.createElement("div");
-  document.body.appendChild(root);
-});
-
-afterEach(() => {
-  render(null, root);
-  root.remove();
-});
-
-async function mount(backend: FakeBackend) {
-  await act(async () => {
-    render(
-      <BackendContext.Provider value={backend}>
-        <App />
-      </BackendContext.Provider>,
-      root,
-    );
-  });
-}
-
-const byId = (id: string) => root.querySelector<HTMLElement>(`[data-testid="${id}"]`);
 const input = (id: string) => byId(id) as HTMLInputElement;
-
-async function settle() {
-  await act(() => new Promise((r) => setTimeout(r, 20)));
-}
-
-async function find(id: string, timeoutMs = 2000): Promise<HTMLElement> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const el = byId(id);
-    if (el) return el;
-    if (Date.now() > end) throw new Error(`no [data-testid="${id}"] in ${root.innerHTML.slice(0, 2000)}`);
-    await settle();
-  }
-}
 
 /** Types like a keyboard: one input event per character, on the field
  * itself, with no wait for the screen in between. */
@@ -61,13 +23,6 @@ async function typeKeys(id: string, text: string) {
       el.value += ch;
       el.dispatchEvent(new Event("input", { bubbles: true }));
     }
-  });
-}
-
-async function submit(id: string) {
-  const el = await find(id);
-  await act(async () => {
-    el.closest("form")!.dispatchEvent(new Event("submit", { bubbles: true, cancelable: true }));
   });
 }
 
@@ -198,11 +153,11 @@ describe("status bar", () => {
   };
 
   it("says how many sales need a supervisor", async () => {
-    await act(async () => render(<StatusBar status={{ ...status, needs_supervisor: 3 }} error={null} />, root));
+    await act(async () => render(<StatusBar status={{ ...status, needs_supervisor: 3 }} error={null} />, h.root));
     expect(byId("needs-supervisor")?.textContent).toBe("3 sales need a supervisor");
-    await act(async () => render(<StatusBar status={{ ...status, needs_supervisor: 1 }} error={null} />, root));
+    await act(async () => render(<StatusBar status={{ ...status, needs_supervisor: 1 }} error={null} />, h.root));
     expect(byId("needs-supervisor")?.textContent).toBe("1 sale needs a supervisor");
-    await act(async () => render(<StatusBar status={{ ...status, needs_supervisor: 0 }} error={null} />, root));
+    await act(async () => render(<StatusBar status={{ ...status, needs_supervisor: 0 }} error={null} />, h.root));
     expect(byId("needs-supervisor")).toBeNull();
   });
 
