@@ -18,14 +18,7 @@ fn cli(server: &ServerProcess, dir: &std::path::Path, args: &[&str]) -> (bool, S
         .env(OFFSET_ENV, server.offset_secs.to_string())
         .output()
         .expect("run tessera-terminal");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    outcome(&out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -340,14 +340,7 @@ fn set_pin(server: &ServerProcess, name: &str, role: Option<&str>, pin: &str) ->
         .write_all(format!("{pin}\n").as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    outcome(&out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

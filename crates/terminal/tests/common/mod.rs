@@ -131,3 +131,16 @@ pub async fn buy_online(server: &ServerProcess, key: &str, slot: SlotId, n: u32)
         .map(|t| t["code"].as_str().expect("code").to_string())
         .collect()
 }
+
+/// A finished command's success and everything it printed (stdout, then
+/// stderr), for asserting on what an operator would read.
+pub fn outcome(out: &std::process::Output) -> (bool, String) {
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
