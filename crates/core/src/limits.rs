@@ -14,8 +14,8 @@ pub const DEVICE_NAME_CHARS: usize = 100;
 pub const VOID_REASON_CHARS: usize = 200;
 /// A staff member's name as it appears on receipts and reports.
 pub const STAFF_NAME_CHARS: usize = 100;
-/// A membership number, one per member ticket.
-pub const MEMBERSHIP_NUMBER_CHARS: usize = 40;
+/// A membership number, one per member ticket (ASCII letters, digits, '-').
+pub const MEMBERSHIP_NUMBER_CHARS: usize = 20;
 /// An email address (RFC 5321's path limit).
 pub const EMAIL_CHARS: usize = 254;
 /// A payment provider's reference.
@@ -33,8 +33,6 @@ pub const PIN_MAX_DIGITS: usize = 12;
 pub const TICKETS_PER_ORDER: u32 = 50;
 /// Cart lines in one sale.
 pub const LINES_PER_SALE: usize = 20;
-/// Quantity of one cart line.
-pub const QUANTITY_PER_LINE: u32 = TICKETS_PER_ORDER;
 /// Sales in one sync body; the counter sends at most this many per round.
 pub const SALES_PER_SYNC: usize = 1000;
 /// Voids, lease reports, wants and shifts in one sync body.
@@ -53,8 +51,6 @@ pub const MAX_AMOUNT_MINOR: i64 = 100_000_000;
 pub const MAX_FLOAT_MINOR: i64 = 1_000_000;
 /// A terminal's sequence numbers stay far below `i64::MAX` (SQLite's integer).
 pub const MAX_SEQ: u64 = (1 << 53) - 1;
-/// Admissions one slot may hold; capacities above this are refused.
-pub const MAX_CAPACITY: u32 = 1_000_000;
 /// A scanned ticket code as sent to the server (real codes are ~150 ASCII
 /// characters; anything far longer is not a ticket).
 pub const TICKET_CODE_CHARS: usize = 1024;

@@ -194,12 +194,14 @@ fn check_memberships(required: bool, product: &str, item: &CartLine) -> Result<(
         });
     }
     for number in &item.membership_numbers {
-        let ok = (4..=20).contains(&number.len())
+        let ok = (4..=crate::limits::MEMBERSHIP_NUMBER_CHARS).contains(&number.len())
             && number
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !ok {
-            return Err(PricingError::BadMembershipNumber(number.clone()));
+            // Echo a bounded piece: the number may be a hostile megabyte.
+            let shown = crate::limits::prefix(number, crate::limits::MEMBERSHIP_NUMBER_CHARS + 1);
+            return Err(PricingError::BadMembershipNumber(shown.to_string()));
         }
     }
     Ok(())
