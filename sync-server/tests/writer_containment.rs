@@ -232,3 +232,25 @@ async fn a_gate_sync_with_a_repeated_scan_fails_no_one_else() {
     assert_eq!(api.available(later).await, before - 90);
     assert_eq!(healthz(&api).await, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_can_never_commit_gives_up_instead_of_answering_503_for_ever() {
+    let mut server =
+        ServerProcess::start_with_env("11:05", &[], &[(FAILPOINTS, "before_commit=error")]);
+    let (status, body) = server
+        .api()
+        .hold(
+            "k",
+            slot(server.day, "14:30"),
+            json!([{"product_id": "adult", "quantity": 1}]),
+        )
+        .await
+        .expect("hold");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let status = server
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("still up refusing every write; log:\n{}", server.log()));
+    assert!(!status.success(), "exit status {status}");
+    let log = server.log();
+    assert!(log.contains("could not be committed"), "{log}");
+}
