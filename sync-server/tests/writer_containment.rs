@@ -159,6 +159,102 @@ async fn a_dead_writer_takes_the_process_down_with_a_failure_code() {
     assert!(log.contains("failpoint writer_after_batch"), "{log}");
 }
 
+/// Issue 9, item 2's first trigger, as a gate sends it: the same scan twice
+/// in one upload made a database error that failed everyone's batch. Sent
+/// beside a stream of holds, it may be refused or answered 500 by itself;
+/// the holds sharing its batches all commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_sync_with_a_repeated_scan_fails_no_one_else() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let api = server.api();
+    let s = slot(server.day, "11:00");
+    let (_, gate) = api
+        .enrol(&server.enrolment_code("gate", "North"), "g", None)
+        .await
+        .expect("enrol");
+    let token = gate["token"].as_str().expect("token").to_string();
+    let device_id = gate["device_id"].as_str().expect("id").to_string();
+    let (status, order) = api
+        .buy("t", s, json!([{"product_id": "adult", "quantity": 1}]))
+        .await
+        .expect("buy");
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let ticket = &order["tickets"][0];
+    let later = slot(server.day, "15:00");
+    let before = api.available(later).await;
+
+    let mut tasks = Vec::new();
+    for i in 0..30u32 {
+        let scan = json!({
+            "scan_id": tessera_core::ids::new_id(),
+            "code": ticket["code"],
+            "ticket_id": ticket["ticket_id"],
+            "slot_id": s,
+            "scanned_at": "2026-01-01T10:00:00Z",
+        });
+        let body = json!({"device_id": device_id, "catalogue_version": 1, "scans": [scan, scan]});
+        let auth = format!("Bearer {token}");
+        let gate_api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            let reply = gate_api
+                .post_raw(
+                    "/v1/gate/sync",
+                    &[("authorization", &auth)],
+                    &body.to_string(),
+                )
+                .await;
+            (false, reply)
+        }));
+        for j in 0..3 {
+            let hold_api = api.clone();
+            tasks.push(tokio::spawn(async move {
+                let items = json!([{"product_id": "adult", "quantity": 1}]);
+                (
+                    true,
+                    hold_api.hold(&format!("h-{i}-{j}"), later, items).await,
+                )
+            }));
+        }
+    }
+    for task in tasks {
+        let (is_hold, reply) = task.await.expect("task");
+        let (status, body) = reply.expect("answered");
+        if is_hold {
+            assert_eq!(
+                status,
+                StatusCode::CREATED,
+                "a hold beside a bad gate sync: {body}"
+            );
+        } else {
+            assert_ne!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        }
+    }
+    assert_eq!(api.available(later).await, before - 90);
+    assert_eq!(healthz(&api).await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_can_never_commit_gives_up_instead_of_answering_503_for_ever() {
+    let mut server =
+        ServerProcess::start_with_env("11:05", &[], &[(FAILPOINTS, "before_commit=error")]);
+    let (status, body) = server
+        .api()
+        .hold(
+            "k",
+            slot(server.day, "14:30"),
+            json!([{"product_id": "adult", "quantity": 1}]),
+        )
+        .await
+        .expect("hold");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let status = server
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("still up refusing every write; log:\n{}", server.log()));
+    assert!(!status.success(), "exit status {status}");
+    let log = server.log();
+    assert!(log.contains("could not be committed"), "{log}");
+}
+
 /// A bug in a request handler (outside the writer) answers its own client
 /// with a JSON 500 naming the request; the server goes on selling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -272,6 +272,7 @@ impl Writer {
             failures.push(run_contained(&tx, &mut self.state, &limits, job.as_mut())?);
         }
         flush(&tx, &mut self.state)?;
+        failpoint::hit("before_commit")?;
         tx.commit()?;
         Ok(())
     }

@@ -213,3 +213,75 @@ fn a_job_that_fails_first_in_its_batch_leaves_nothing_behind() {
     assert_eq!(w.state.slots[&slot].ledger, fresh.slots[&slot].ledger);
     assert!(w.state.unsaved_slots.is_empty());
 }
+
+/// A job that leaves many slots unsaved makes the next job flush them first
+/// (keeping the undo copy small); a failure after that still comes back to
+/// exactly what the earlier jobs did.
+#[test]
+fn many_unsaved_slots_are_flushed_and_a_later_failure_keeps_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut w = writer(dir.path());
+    let slots: Vec<SlotId> = w.state.slots.keys().copied().take(40).collect();
+    assert_eq!(slots.len(), 40);
+    let touch = |slots: Vec<SlotId>, n: u64, fail: bool| {
+        job(
+            move |ctx| {
+                for s in &slots {
+                    ctx.state.tallies.add_sale("counter-x", *s, n);
+                    ctx.state.unsaved_slots.insert(*s);
+                }
+                if fail {
+                    panic!("after touching {} slots", slots.len());
+                }
+                Ok(Ok(()))
+            },
+            None,
+        )
+    };
+    let (a, ok_a) = touch(slots.clone(), 2, false);
+    let (b, failed) = touch(slots[..5].to_vec(), 100, true);
+    let (c, ok_c) = touch(slots[..1].to_vec(), 1, false);
+    let mut batch = vec![a, b, c];
+    assert!(w.run_batch(&mut batch));
+    assert!(answer(ok_a).is_ok() && answer(ok_c).is_ok());
+    assert!(matches!(answer(failed), Err(ServiceError::Internal { .. })));
+
+    let fresh = State::load(&w.conn, w.clock.now_ms()).expect("load");
+    assert_eq!(w.state.tallies, fresh.tallies);
+    assert_eq!(fresh.tallies.net(&slots[0]), 3);
+    for s in &slots[1..] {
+        assert_eq!(fresh.tallies.net(s), 2, "{s}");
+    }
+}
+
+/// A failing job that had flushed and reloaded the state itself (as lease
+/// revocation and housekeeping do) takes the earlier jobs' flushed counts
+/// down with its savepoint; the undo copy brings them back.
+#[test]
+fn a_failing_job_that_reloaded_the_state_loses_no_earlier_count() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut w = writer(dir.path());
+    let slot = open_slot(&w);
+    let (a, ok) = job(
+        move |ctx| {
+            ctx.state.tallies.add_sale("counter-y", slot, 4);
+            ctx.state.unsaved_slots.insert(slot);
+            Ok(Ok(()))
+        },
+        None,
+    );
+    let (b, failed) = job::<(), _>(
+        move |ctx| {
+            Writer::reload_in(ctx)?;
+            panic!("after a reload");
+        },
+        None,
+    );
+    let mut batch = vec![a, b];
+    assert!(w.run_batch(&mut batch));
+    assert!(answer(ok).is_ok());
+    assert!(matches!(answer(failed), Err(ServiceError::Internal { .. })));
+    let fresh = State::load(&w.conn, w.clock.now_ms()).expect("load");
+    assert_eq!(fresh.tallies.net(&slot), 4);
+    assert_eq!(w.state.tallies, fresh.tallies);
+}
