@@ -59,16 +59,8 @@ async fn a_counter_holds_only_cashier_verifiers_made_with_argon2id() {
         assert!(v.starts_with("$argon2id$v=19$"), "{v}");
     }
     // Straight from the wire as well.
-    let body = serde_json::to_string(&c.t.pending_sync_request().unwrap()).unwrap();
-    let (status, answer) = server
-        .api()
-        .post_raw(
-            "/v1/sync",
-            &[("authorization", &format!("Bearer {}", token_of(&c)))],
-            &body,
-        )
-        .await
-        .unwrap();
+    let request = c.t.pending_sync_request().unwrap();
+    let (status, answer) = post_sync(&server, &token_of(&c), &request).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let sent = answer["staff"].as_array().expect("staff list");
     assert_eq!(sent.len(), 2);
@@ -193,15 +185,7 @@ async fn a_void_without_the_servers_approval_for_that_sale_changes_nothing() {
             refund: first.total,
             refund_method: PaymentMethod::Card,
         });
-        let (status, body) = server
-            .api()
-            .post_raw(
-                "/v1/sync",
-                &[("authorization", &format!("Bearer {token_a}"))],
-                &serde_json::to_string(&request).unwrap(),
-            )
-            .await
-            .unwrap();
+        let (status, body) = post_sync(&server, &token_a, &request).await;
         assert!(!status.is_server_error(), "{status} {body}");
         assert_eq!(
             server_books(&server),

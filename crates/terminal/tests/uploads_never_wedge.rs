@@ -83,16 +83,7 @@ async fn second_round_after_a_void_and_a_slot_close_is_accepted() {
     let mut first = body.clone();
     first.sales.retain(|x| x.terminal_seq <= 2);
     first.voids.retain(|v| v.after_seq <= 2);
-    let token = format!("Bearer {}", token_in(&dir));
-    let api = server.api();
-    let (status, reply) = api
-        .post_raw(
-            "/v1/sync",
-            &[("authorization", &token)],
-            &serde_json::to_string(&first).unwrap(),
-        )
-        .await
-        .unwrap();
+    let (status, reply) = post_sync(&server, &token_in(&dir), &first).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(reply["acked_seq"], 2);
 
@@ -455,16 +446,7 @@ async fn a_counter_cannot_inflate_its_wants_or_tallies() {
             voided: 0,
         },
     );
-    let token = format!("Bearer {}", token_of(&c));
-    let api = server.api();
-    let (status, reply) = api
-        .post_raw(
-            "/v1/sync",
-            &[("authorization", &token)],
-            &serde_json::to_string(&body).unwrap(),
-        )
-        .await
-        .unwrap();
+    let (status, reply) = post_sync(&server, &token_of(&c), &body).await;
     assert_eq!(status, StatusCode::OK, "{reply}");
     let escrow = server_count(
         &server,
@@ -472,7 +454,7 @@ async fn a_counter_cannot_inflate_its_wants_or_tallies() {
     );
     // The 2 places sold, and at most 60 more: what one counter sale can need.
     assert!(escrow <= 2 + 60, "{escrow} places escrowed");
-    let day = api.availability(server.day).await;
+    let day = server.api().availability(server.day).await;
     let line = day["slots"]
         .as_array()
         .expect("slots")

@@ -144,3 +144,22 @@ pub fn outcome(out: &std::process::Output) -> (bool, String) {
         ),
     )
 }
+
+/// Posts a sync body as the device with `token` would, bypassing the engine
+/// (to replay, split or tamper with what a counter sends).
+pub async fn post_sync(
+    server: &ServerProcess,
+    token: &str,
+    body: &tessera_core::api::sync::SyncRequest,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let json = serde_json::to_string(body).expect("a sync body serialises");
+    server
+        .api()
+        .post_raw(
+            "/v1/sync",
+            &[("authorization", &format!("Bearer {token}"))],
+            &json,
+        )
+        .await
+        .expect("the server answered")
+}
