@@ -7,9 +7,27 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tessera_server::testkit::{slot, Api, ServerProcess};
+use tessera_server::testkit::{slot, Api, Reply, ServerProcess};
 
 const FAILPOINTS: &str = "TESSERA_TEST_FAILPOINTS";
+
+type Sent = tokio::task::JoinHandle<(bool, Result<Reply, reqwest::Error>)>;
+
+/// Awaits holds sent beside bad requests (`true` marks a hold): every hold
+/// must have been created; the bad requests' answers are returned.
+async fn holds_created_beside(tasks: Vec<Sent>, what: &str) -> Vec<Reply> {
+    let mut others = Vec::new();
+    for task in tasks {
+        let (is_hold, reply) = task.await.expect("task");
+        let (status, body) = reply.expect("answered");
+        if is_hold {
+            assert_eq!(status, StatusCode::CREATED, "a hold beside {what}: {body}");
+        } else {
+            others.push((status, body));
+        }
+    }
+    others
+}
 
 async fn healthz(api: &Api) -> StatusCode {
     api.get("/healthz").await.expect("healthz").0
@@ -80,24 +98,14 @@ async fn holds_survive_failing_jobs(action: &str) {
         }
     }
     let mut request_ids = Vec::new();
-    for task in tasks {
-        let (is_hold, reply) = task.await.expect("task");
-        let (status, body) = reply.expect("answered");
-        if is_hold {
-            assert_eq!(
-                status,
-                StatusCode::CREATED,
-                "a hold beside a failing job: {body}"
-            );
-        } else {
-            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
-            assert_eq!(body["error"]["code"], "internal", "{body}");
-            let id = body["error"]["request_id"]
-                .as_str()
-                .expect("a request id to quote")
-                .to_string();
-            request_ids.push(id);
-        }
+    for (status, body) in holds_created_beside(tasks, "a failing job").await {
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        assert_eq!(body["error"]["code"], "internal", "{body}");
+        let id = body["error"]["request_id"]
+            .as_str()
+            .expect("a request id to quote")
+            .to_string();
+        request_ids.push(id);
     }
     assert_eq!(request_ids.len() as u64, bad);
 
@@ -216,18 +224,8 @@ async fn a_gate_sync_with_a_repeated_scan_fails_no_one_else() {
             }));
         }
     }
-    for task in tasks {
-        let (is_hold, reply) = task.await.expect("task");
-        let (status, body) = reply.expect("answered");
-        if is_hold {
-            assert_eq!(
-                status,
-                StatusCode::CREATED,
-                "a hold beside a bad gate sync: {body}"
-            );
-        } else {
-            assert_ne!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        }
+    for (status, body) in holds_created_beside(tasks, "a bad gate sync").await {
+        assert_ne!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     }
     assert_eq!(api.available(later).await, before - 90);
     assert_eq!(healthz(&api).await, StatusCode::OK);
