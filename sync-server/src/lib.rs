@@ -8,6 +8,7 @@
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod payments;
 pub mod secrets;
 pub mod sqlite;
 pub mod store;

@@ -49,6 +49,8 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!(
             "../../migrations/0009_quarantine_resolution.sql"
         )),
+        M::up(include_str!("../../migrations/0010_payments_orders.sql")),
+        M::up(include_str!("../../migrations/0011_mail_outbox.sql")),
     ])
 }
 

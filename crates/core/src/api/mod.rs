@@ -6,6 +6,7 @@ pub mod devices;
 pub mod gate;
 pub mod gate_sync;
 pub mod online;
+pub mod shop;
 pub mod sync;
 
 use serde::{Deserialize, Serialize};
