@@ -34,6 +34,107 @@ pub struct ServerConfig {
     /// Idempotency-Key records the writer keeps in memory; older ones are
     /// found in the database (slower, still correct).
     pub idempotency_keys_in_memory: usize,
+    /// The visitors' web shop (`[shop]`).
+    pub shop: ShopSettings,
+    /// How online payments are taken (`[payments]`).
+    pub payments: PaymentSettings,
+    /// Outgoing email (`[mail]`): tickets, cancellations, waiting-list offers.
+    pub mail: MailSettings,
+    /// The waiting list of sold-out entry times (`[waitlist]`).
+    pub waitlist: WaitlistSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShopSettings {
+    /// The address visitors reach the shop at, used in emailed links
+    /// (`https://tickets.example.org`); defaults to `http://{listen}`.
+    pub public_url: Option<String>,
+    /// Tickets can be cancelled until this many hours before their entry time.
+    pub cancel_deadline_hours: u32,
+    /// How many days ahead the calendar offers.
+    pub booking_horizon_days: u32,
+    /// The built shop (`shop/dist`); found next to the repository when unset.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for ShopSettings {
+    fn default() -> Self {
+        ShopSettings {
+            public_url: None,
+            cancel_deadline_hours: 24,
+            booking_horizon_days: 90,
+            dir: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentSettings {
+    /// `demo` (default: a page on this server, no money moves) or `stripe`.
+    pub provider: String,
+    /// Stripe's secret API key (`sk_live_…`/`sk_test_…`); better given as
+    /// the environment variable `TESSERA_STRIPE_SECRET_KEY`.
+    pub stripe_secret_key: Option<String>,
+    /// The signing secret of the Stripe webhook endpoint (`whsec_…`); or
+    /// `TESSERA_STRIPE_WEBHOOK_SECRET`.
+    pub stripe_webhook_secret: Option<String>,
+    /// Stripe's API address; tests point it at a loopback listener.
+    pub stripe_api_base: String,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        PaymentSettings {
+            provider: "demo".into(),
+            stripe_secret_key: None,
+            stripe_webhook_secret: None,
+            stripe_api_base: "https://api.stripe.com".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSettings {
+    /// SMTP relay; no host: mails stay queued in the database (and are sent
+    /// once one is configured).
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    /// `none` (loopback relays, tests), `starttls` or `tls`.
+    pub smtp_security: String,
+    pub smtp_username: Option<String>,
+    /// Better given as `TESSERA_SMTP_PASSWORD`.
+    pub smtp_password: Option<String>,
+    /// The sender, e.g. `Musée des Tessères <billetterie@example.org>`.
+    pub from: String,
+}
+
+impl Default for MailSettings {
+    fn default() -> Self {
+        MailSettings {
+            smtp_host: None,
+            smtp_port: 25,
+            smtp_security: "starttls".into(),
+            smtp_username: None,
+            smtp_password: None,
+            from: "Tessera <tickets@localhost>".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WaitlistSettings {
+    /// Minutes the places offered to the first in line stay held for them.
+    pub offer_minutes: u32,
+}
+
+impl Default for WaitlistSettings {
+    fn default() -> Self {
+        WaitlistSettings { offer_minutes: 30 }
+    }
 }
 
 /// Bounds on what one client (one IP address; one /64 for IPv6) and one
@@ -108,6 +209,10 @@ impl Default for ServerConfig {
             log_format: "text".into(),
             clients: ClientLimits::default(),
             idempotency_keys_in_memory: 200_000,
+            shop: ShopSettings::default(),
+            payments: PaymentSettings::default(),
+            mail: MailSettings::default(),
+            waitlist: WaitlistSettings::default(),
         }
     }
 }

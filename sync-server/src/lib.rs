@@ -103,6 +103,7 @@ pub async fn start(
         metrics: metrics_handle(),
         pins: Default::default(),
         edge: Arc::new(http::limits::Edge::new(config.clients.clone())),
+        config: Arc::new(config.clone()),
     };
     let app = router(state, config.max_body_bytes);
     let listener = TcpListener::bind(config.listen)

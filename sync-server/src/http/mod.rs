@@ -39,6 +39,8 @@ pub struct AppState<S> {
     pub pins: Arc<pin_guard::PinGuard>,
     /// Per-client limits on anonymous load.
     pub edge: Arc<limits::Edge>,
+    /// The whole configuration, for the shop, payments and mail settings.
+    pub config: Arc<crate::config::ServerConfig>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -50,6 +52,7 @@ impl<S> Clone for AppState<S> {
             metrics: self.metrics.clone(),
             pins: self.pins.clone(),
             edge: self.edge.clone(),
+            config: self.config.clone(),
         }
     }
 }
