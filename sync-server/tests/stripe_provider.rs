@@ -349,6 +349,44 @@ async fn a_refund_names_the_payment_intent_the_amount_and_our_key() {
     ));
 }
 
+#[tokio::test]
+async fn an_open_session_can_be_closed_when_its_hold_is_released() {
+    let (fake, provider) = stripe().await;
+    fake.answer(
+        200,
+        vec![],
+        json!({"id": "cs_test_a1B2c3", "object": "checkout.session", "status": "expired"})
+            .to_string(),
+    );
+    provider.expire_session("cs_test_a1B2c3").await.unwrap();
+    let sent = fake.only_request();
+    assert_eq!(sent.method, Method::POST);
+    assert_eq!(sent.path, "/v1/checkout/sessions/cs_test_a1B2c3/expire");
+    assert_eq!(sent.headers["authorization"], format!("Bearer {KEY}"));
+    assert!(sent.form.is_empty());
+
+    // Already paid: Stripe says so, and the payment's own event decides.
+    fake.answer(
+        400,
+        vec![],
+        json!({"error": {"type": "invalid_request_error",
+            "message": "Only Checkout Sessions with a status in [\"open\"] can be expired."}})
+        .to_string(),
+    );
+    assert!(matches!(
+        provider.expire_session("cs_test_a1B2c3").await,
+        Err(PaymentError::Refused(_))
+    ));
+    // Nothing that is not an id reaches the path.
+    for bad in ["", "../refunds", "cs_1/expire?x=1", "cs 1"] {
+        assert!(matches!(
+            provider.expire_session(bad).await,
+            Err(PaymentError::Refused(_))
+        ));
+    }
+    assert_eq!(fake.seen.lock().unwrap().len(), 1);
+}
+
 /// HMAC-SHA256 in hex by `openssl`, independent of our code.
 fn openssl_hmac(secret: &str, payload: &[u8]) -> String {
     use std::io::Write;

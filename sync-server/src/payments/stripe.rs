@@ -190,6 +190,27 @@ impl StripeProvider {
         self.secret_key.contains("_live_")
     }
 
+    /// Closes an open session at once (Stripe's `…/expire`), so that a
+    /// visitor who left, or whose hold was released, can no longer pay on
+    /// it. Not part of [`PaymentProvider`]: the server may call it when it
+    /// releases a hold paid through Stripe; Stripe then sends
+    /// `checkout.session.expired`. A session already paid cannot be closed:
+    /// Stripe refuses (`Refused`), and its `completed` event decides.
+    pub async fn expire_session(&self, session_id: &str) -> Result<(), PaymentError> {
+        // The id goes into the path: Stripe's ids are letters, digits and `_`.
+        if session_id.is_empty()
+            || session_id.len() > MAX_ID_CHARS
+            || !session_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(PaymentError::Refused("not a Checkout Session id".into()));
+        }
+        let path = format!("/v1/checkout/sessions/{session_id}/expire");
+        let key = format!("tessera-expire-{session_id}");
+        self.post(&path, &key, &[]).await.map(|_| ())
+    }
+
     async fn post(
         &self,
         path: &str,
