@@ -158,7 +158,7 @@ fn report(server: &ServerProcess) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn returned_places_go_to_the_first_in_line_whose_party_fits() {
     let dir = tempfile::tempdir().unwrap();
-    let server = server_with_offers(&dir, 600);
+    let mut server = server_with_offers(&dir, 600);
     let api = server.api();
     let s = slot(server.day, "14:00");
     set_capacity(&server, s, 6);
@@ -221,8 +221,10 @@ async fn returned_places_go_to_the_first_in_line_whose_party_fits() {
     let (status, _) = api.cancel(hold["hold_id"].as_str().unwrap()).await.unwrap();
     assert_eq!(status, StatusCode::NO_CONTENT);
     let bob_token = wait_for("bob's offer", || offer_token(&server, "bob@example.org")).await;
-    let carol_token =
-        wait_for("carol's offer", || offer_token(&server, "carol@example.org")).await;
+    let carol_token = wait_for("carol's offer", || {
+        offer_token(&server, "carol@example.org")
+    })
+    .await;
     assert_eq!(entry_state(&server, "alice@example.org"), "waiting");
     assert_eq!(entry_state(&server, "dave@example.org"), "waiting");
     assert!(offer_token(&server, "dave@example.org").is_none());
@@ -234,6 +236,12 @@ async fn returned_places_go_to_the_first_in_line_whose_party_fits() {
         .unwrap();
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_within_capacity(&server, s);
+
+    // Offers are durable: after a crash their places are still held.
+    server.restart();
+    let api = server.api();
+    assert_eq!(api.available(s).await, 0);
+    assert_eq!(entry_state(&server, "bob@example.org"), "offered");
 
     // The link shows the offer; a changed or made-up token shows nothing.
     let (status, offer) = api.get(&format!("/v1/offers/{bob_token}")).await.unwrap();
@@ -248,7 +256,13 @@ async fn returned_places_go_to_the_first_in_line_whose_party_fits() {
         let (status, body) = api.get(&format!("/v1/offers/{bad}")).await.unwrap();
         assert_eq!(status, StatusCode::NOT_FOUND, "{bad}: {body}");
         assert_eq!(body["error"]["code"], "unknown_offer");
-        let (status, body) = take(&api, "t-bad", bad, json!([{"product_id": "adult", "quantity": 1}])).await;
+        let (status, body) = take(
+            &api,
+            "t-bad",
+            bad,
+            json!([{"product_id": "adult", "quantity": 1}]),
+        )
+        .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{bad}: {body}");
     }
 
@@ -267,15 +281,25 @@ async fn returned_places_go_to_the_first_in_line_whose_party_fits() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Bob chooses more than offered: refused. Then 2 of his 3 places.
-    let (status, body) = take(&api, "t-4", &bob_token, json!([{"product_id": "adult", "quantity": 4}])).await;
+    let (status, body) = take(
+        &api,
+        "t-4",
+        &bob_token,
+        json!([{"product_id": "adult", "quantity": 4}]),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "too_many_for_offer");
-    let items = json!([{"product_id": "adult", "quantity": 1}, {"product_id": "child", "quantity": 1}]);
+    let items =
+        json!([{"product_id": "adult", "quantity": 1}, {"product_id": "child", "quantity": 1}]);
     let (status, bob_hold) = take(&api, "t-bob", &bob_token, items.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{bob_hold}");
     assert_eq!(bob_hold["admissions"], 2);
     let (status, replay) = take(&api, "t-bob", &bob_token, items.clone()).await;
-    assert_eq!((status, &replay["hold_id"]), (StatusCode::CREATED, &bob_hold["hold_id"]));
+    assert_eq!(
+        (status, &replay["hold_id"]),
+        (StatusCode::CREATED, &bob_hold["hold_id"])
+    );
     let (status, body) = take(&api, "t-bob-2", &bob_token, items).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "offer_taken");
@@ -302,7 +326,10 @@ async fn returned_places_go_to_the_first_in_line_whose_party_fits() {
     }
     assert_within_capacity(&server, s);
     let (_, offer) = api.get(&format!("/v1/offers/{carol_token}")).await.unwrap();
-    assert_eq!((offer["state"].as_str(), offer["party"].as_u64()), (Some("open"), Some(1)));
+    assert_eq!(
+        (offer["state"].as_str(), offer["party"].as_u64()),
+        (Some("open"), Some(1))
+    );
 
     let report = report(&server);
     let w = &report["waitlist"];
@@ -341,13 +368,25 @@ async fn an_unused_offer_passes_to_the_next_in_line_and_raised_capacity_is_offer
     assert_eq!(entry_state(&server, "dan@example.org"), "expired");
     let (_, offer) = api.get(&format!("/v1/offers/{dan_token}")).await.unwrap();
     assert_eq!(offer["state"], "expired");
-    let (status, body) = take(&api, "t-dan", &dan_token, json!([{"product_id": "adult", "quantity": 2}])).await;
+    let (status, body) = take(
+        &api,
+        "t-dan",
+        &dan_token,
+        json!([{"product_id": "adult", "quantity": 2}]),
+    )
+    .await;
     assert_eq!(status, StatusCode::GONE, "{body}");
     assert_eq!(body["error"]["code"], "offer_expired");
     assert_within_capacity(&server, s);
 
     // Eve takes hers in time.
-    let (status, eve_hold) = take(&api, "t-eve", &eve_token, json!([{"product_id": "adult", "quantity": 2}])).await;
+    let (status, eve_hold) = take(
+        &api,
+        "t-eve",
+        &eve_token,
+        json!([{"product_id": "adult", "quantity": 2}]),
+    )
+    .await;
     if status == StatusCode::GONE {
         // A very slow machine: four seconds passed between the offer and
         // this request. Nothing was double-sold either way.
