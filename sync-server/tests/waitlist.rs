@@ -412,3 +412,113 @@ async fn an_unused_offer_passes_to_the_next_in_line_and_raised_capacity_is_offer
     assert_eq!(w["taken"], json!({"entries": 1, "admissions": 2}), "{w}");
     assert_eq!(w["offered"], json!({"entries": 1, "admissions": 1}), "{w}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn places_a_counter_gives_back_are_offered_and_never_leased_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_offers(&dir, 600);
+    let api = server.api();
+    let s = slot(server.day, "16:30");
+    set_capacity(&server, s, 3);
+    wait_available(&api, s, 3).await;
+
+    let signer = tessera_core::ticket_code::TicketSigner::from_seed(0, [7u8; 32]);
+    let key = data_encoding::HEXLOWER.encode(&signer.public_key());
+    let (status, counter) = api
+        .enrol(
+            &server.enrolment_code("counter", "Desk"),
+            "desk-1",
+            Some(&key),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{counter}");
+    let auth = format!("Bearer {}", counter["token"].as_str().unwrap());
+    let sync = |need: u32| {
+        let api = api.clone();
+        let auth = auth.clone();
+        let body = json!({
+            "device_id": counter["device_id"],
+            "catalogue_version": 0,
+            "wants": [{"slot_id": s, "need": need}],
+        });
+        async move {
+            let (status, reply) = api
+                .post_raw("/v1/sync", &[("authorization", &auth)], &body.to_string())
+                .await
+                .expect("sync");
+            assert_eq!(status, StatusCode::OK, "{reply}");
+            reply
+        }
+    };
+    let reply = sync(3).await;
+    let lease = reply["leases"]
+        .as_array()
+        .and_then(|l| l.iter().find(|g| g["slot_id"] == s.to_string()))
+        .unwrap_or_else(|| panic!("no lease for {s}: {reply}"))
+        .clone();
+    let granted = lease["granted_total"].as_u64().unwrap();
+    // Whatever the counter did not get is sold online: the slot is full.
+    let rest = 3 - granted;
+    if rest > 0 {
+        let (status, order) = api
+            .buy(
+                "rest",
+                s,
+                json!([{"product_id": "adult", "quantity": rest}]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+    }
+    assert_eq!(api.available(s).await, 0);
+
+    let (status, body) = join(&api, "gil", s, "gil@example.org", 1).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // A supervisor revokes the counter's lease (nothing sold from it): its
+    // places come back and the first in line is offered one at once.
+    let out = server.cli(&[
+        "revoke-lease",
+        "--db",
+        &server.db_str(),
+        "--lease",
+        lease["lease_id"].as_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("gil's offer", || offer_token(&server, "gil@example.org")).await;
+    wait_available(&api, s, granted - 1).await;
+
+    // The counter asks again: the offered place is not among what it can
+    // be granted, so held + sold + leased stays within capacity.
+    let reply = sync(3).await;
+    let leased: u64 = reply["leases"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|g| g["slot_id"] == s.to_string() && g["revoked"] == false)
+                .map(|g| {
+                    g["granted_total"].as_u64().unwrap() - g["released_total"].as_u64().unwrap()
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    let (sold, held): (u64, u64) = server
+        .db()
+        .query_row(
+            "SELECT sold_online, (SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = ?1 AND status = 'held')
+             FROM slots WHERE slot_id = ?1",
+            [s.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(held, 1, "gil's offer holds one place");
+    assert!(
+        sold + held + leased <= 3,
+        "{sold} sold + {held} held + {leased} leased > 3"
+    );
+}
