@@ -152,11 +152,27 @@ impl Default for MailSettings {
 pub struct WaitlistSettings {
     /// Minutes the places offered to the first in line stay held for them.
     pub offer_minutes: u32,
+    /// The same in seconds, overriding `offer_minutes` when set (tests and
+    /// demos that want to watch an offer pass on).
+    pub offer_seconds: Option<u32>,
 }
 
 impl Default for WaitlistSettings {
     fn default() -> Self {
-        WaitlistSettings { offer_minutes: 30 }
+        WaitlistSettings {
+            offer_minutes: 30,
+            offer_seconds: None,
+        }
+    }
+}
+
+impl WaitlistSettings {
+    pub fn offer_ttl(&self) -> Duration {
+        let secs = self
+            .offer_seconds
+            .map(u64::from)
+            .unwrap_or(u64::from(self.offer_minutes) * 60);
+        Duration::from_secs(secs.max(1))
     }
 }
 
@@ -275,6 +291,7 @@ impl ServerConfig {
             max_batch: self.max_batch.max(1),
             lease_policy: self.leases,
             idempotency_keys_in_memory: self.idempotency_keys_in_memory,
+            offer_ttl: self.waitlist.offer_ttl(),
         })
     }
 }
