@@ -76,6 +76,9 @@ CREATE TABLE refunds (
     next_attempt_at    INTEGER NOT NULL,
     provider_refund_id TEXT,
     last_error         TEXT,
+    -- The booking's "my booking" link, for the refund's email; kept only
+    -- until that email is queued (it carries the token).
+    link               TEXT,
     created_at         INTEGER NOT NULL,
     done_at            INTEGER
 ) STRICT;
