@@ -86,10 +86,6 @@ pub fn plan_cancel(
     if requested.is_empty() {
         return Err(CancelError::Empty);
     }
-    let until = cancellable_until(starts_at, deadline_hours);
-    if now > until {
-        return Err(CancelError::DeadlinePassed { until });
-    }
     // Asking twice for one ticket in one request is asking once.
     let wanted: BTreeSet<Uuid> = requested.iter().copied().collect();
     for id in requested {
@@ -101,6 +97,12 @@ pub fn plan_cancel(
             TicketState::Cancelled => return Err(CancelError::AlreadyCancelled(*id)),
             TicketState::Used => return Err(CancelError::TicketUsed(*id)),
         }
+    }
+    // What was asked is judged first, so a visitor learns that a ticket is
+    // not theirs, used or cancelled before being told it is too late.
+    let until = cancellable_until(starts_at, deadline_hours);
+    if now > until {
+        return Err(CancelError::DeadlinePassed { until });
     }
     let admission_left = tickets.iter().any(|t| {
         t.admits > 0 && t.state != TicketState::Cancelled && !wanted.contains(&t.ticket_id)
