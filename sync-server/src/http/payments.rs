@@ -204,8 +204,15 @@ pub async fn webhook<S: Store>(
     State(app): State<AppState<S>>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Received>, ServiceError> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ServiceError::BodyTooLarge(limits::WEBHOOK_BODY_BYTES)
+        } else {
+            ServiceError::BadRequest(format!("could not read the request body: {r}"))
+        }
+    })?;
     process_webhook(&app, &provider, &headers, &body).await?;
     Ok(Json(Received { received: true }))
 }

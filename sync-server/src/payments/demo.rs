@@ -7,7 +7,8 @@
 //! and exactly-once confirmation included, runs for real in tests and demos.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
@@ -22,7 +23,6 @@ use super::{
     PaymentError, PaymentEvent, PaymentEventKind, PaymentProvider, PaymentRequest, RefundRequest,
     Refunded, StartedPayment,
 };
-use crate::http::extract::{Path, Query};
 use crate::http::AppState;
 use crate::store::Store;
 
@@ -205,8 +205,7 @@ pub struct DemoPayment {
     pub entry: String,
 }
 
-#[derive(Deserialize)]
-pub struct PageQuery {
+struct PageQuery {
     lang: Option<String>,
 }
 
@@ -339,9 +338,20 @@ async fn lookup<S: Store>(app: &AppState<S>, payment_id: &str) -> Option<DemoPay
 #[utoipa::path(get, path = "/pay/demo/{payment_id}", tag = "payments", summary = "The demo provider's payment page (HTML; no money moves)", params(("payment_id" = String, Path, description = "The payment's id, from the checkout's redirect_url"), ("lang" = Option<String>, Query, description = "fr or en (default: the checkout's language)")), responses((status = 200, description = "The page", content_type = "text/html"), (status = 404, description = "No such payment", content_type = "text/html")))]
 pub async fn show<S: Store>(
     State(app): State<AppState<S>>,
-    Path(payment_id): Path<String>,
-    Query(q): Query<PageQuery>,
+    payment_id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
 ) -> Response {
+    // A page, not an API: whatever is wrong with the address is "no such
+    // payment", in HTML.
+    let q = PageQuery {
+        lang: query.as_deref().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == "lang")
+                .map(|(_, v)| v.to_string())
+        }),
+    };
+    let payment_id = payment_id.map(|Path(p)| p).unwrap_or_default();
     let Some(p) = lookup(&app, &payment_id).await else {
         let lang = pick_language(&q, Language::En);
         let w = words(lang);
@@ -393,12 +403,14 @@ pub async fn show<S: Store>(
 
 /// `POST /pay/demo/{payment_id}` with form `outcome=paid|cancel`: signs the
 /// event, runs it through the webhook path, and sends the visitor back.
-#[utoipa::path(post, path = "/pay/demo/{payment_id}", tag = "payments", summary = "Complete or abandon a demo payment (form outcome=paid|cancel)", params(("payment_id" = String, Path, description = "The payment's id")), request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "outcome=paid or outcome=cancel"), responses((status = 303, description = "Back to the shop: its return page (paid) or its checkout page (cancel)"), (status = 404, description = "No such payment", content_type = "text/html"), (status = 400, description = "outcome missing or not paid/cancel", content_type = "text/html")))]
+#[utoipa::path(post, path = "/pay/demo/{payment_id}", tag = "payments", summary = "Complete or abandon a demo payment (form outcome=paid|cancel)", params(("payment_id" = String, Path, description = "The payment's id")), request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "outcome=paid or outcome=cancel"), responses((status = 303, description = "Back to the shop: its return page (paid) or its checkout page (cancel)"), (status = 404, description = "No such payment", content_type = "text/html"), (status = 400, description = "outcome missing or not paid/cancel", content_type = "text/html"), (status = 429, description = "rate_limited: too many requests from this client", body = tessera_core::api::ErrorBody)))]
 pub async fn complete<S: Store>(
     State(app): State<AppState<S>>,
-    Path(payment_id): Path<String>,
-    body: Bytes,
+    payment_id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let payment_id = payment_id.map(|Path(p)| p).unwrap_or_default();
+    let body = body.unwrap_or_default();
     let Some(p) = lookup(&app, &payment_id).await else {
         let w = words(Language::En);
         return html(

@@ -282,7 +282,7 @@ pub(crate) fn issue_order(
         .tallies
         .add_sale(ONLINE_ACTOR, slot_id, u64::from(hold.admissions));
     ctx.state.dirty_slots.insert(slot_id);
-    metrics::counter!("tessera_orders_total", "channel" => meta.channel.clone()).increment(1);
+    metrics::counter!("tessera_orders_total").increment(1);
     metrics::counter!("tessera_admissions_sold_total", "channel" => "online")
         .increment(u64::from(hold.admissions));
 
