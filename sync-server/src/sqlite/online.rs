@@ -146,7 +146,8 @@ pub(crate) fn confirm_hold(
         language: None,
         payment_id: None,
         booking_token_hash: None,
-        reference: None,
+        // Readable at the museum's desk, like a web order's.
+        reference: Some(crate::secrets::new_reference()),
     };
     let order = issue_order(ctx, hold_id, &hold, meta)?;
     Ok(Ok((201, json!(order))))
