@@ -288,6 +288,7 @@ fn page(lang: Language, body: &str) -> String {
          <title>{title}</title><style>\
          body{{font-family:system-ui,sans-serif;margin:0;background:#f6f4ef;color:#1d1d1f}}\
          .banner{{background:#8a1c00;color:#fff;font-weight:700;font-size:1.25rem;padding:1rem;text-align:center;letter-spacing:.03em}}\
+         .banner p{{margin:0}}\
          main{{max-width:28rem;margin:2rem auto;padding:0 1rem}}\
          .amount{{font-size:2.5rem;font-weight:700;margin:.5rem 0}}\
          .actions{{display:flex;gap:1rem;margin-top:1.5rem}}\
@@ -295,7 +296,7 @@ fn page(lang: Language, body: &str) -> String {
          button.pay{{background:#1d1d1f;color:#fff}} button.cancel{{background:#fff;color:#1d1d1f}}\
          button:focus-visible,a:focus-visible{{outline:3px solid #0a58ca;outline-offset:3px}}\
          a{{color:#0a4fa8}}</style></head><body>\
-         <div class=\"banner\" role=\"alert\">{banner}</div><main>{body}</main></body></html>\n",
+         <header class=\"banner\"><p>{banner}</p></header><main>{body}</main></body></html>\n",
         code = lang.code(),
         title = w.title,
         banner = w.banner,
