@@ -281,6 +281,14 @@ impl ServerProcess {
         }
     }
 
+    /// Environment for the next `restart` (e.g. no failpoints any more).
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
     /// Starts again on the same file and port.
     pub fn restart(&mut self) {
         self.kill();

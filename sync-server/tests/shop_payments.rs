@@ -433,6 +433,78 @@ fn gate_device(server: &ServerProcess) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_the_provider_cannot_take_is_retried_and_survives_a_restart() {
+    let mut server = ServerProcess::start_with_env(
+        "11:05",
+        &[],
+        &[("TESSERA_TEST_FAILPOINTS", "demo_refund=error")],
+    );
+    let api = server.api();
+    let s = slot(server.day.tomorrow().unwrap().tomorrow().unwrap(), "14:00");
+    let done = api
+        .buy_online("r", s, json!([{"product_id": "adult", "quantity": 2}]))
+        .await;
+    let token = done["booking_token"].as_str().unwrap().to_string();
+    let (_, booking) = api.get(&format!("/v1/bookings/{token}")).await.unwrap();
+    let (status, body) = api
+        .post_raw(
+            &format!("/v1/bookings/{token}/cancel"),
+            &[("idempotency-key", "r-cancel")],
+            &json!({"ticket_ids": [booking["tickets"][0]["ticket_id"]]}).to_string(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The provider is down: the refund stays queued, with the reason.
+    wait_for("a failed attempt", Duration::from_secs(20), || async {
+        (count(
+            &server,
+            "SELECT COUNT(*) FROM refunds WHERE status = 'queued' AND attempts >= 1 AND last_error LIKE '%unavailable%'",
+        ) == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            &server,
+            "SELECT COUNT(*) FROM mail_outbox WHERE kind = 'refund_issued'"
+        ),
+        0
+    );
+    // The server restarts and the provider is back: the queue pays it.
+    server.set_env(&[]);
+    server.restart();
+    wait_for(
+        "the refund after the restart",
+        Duration::from_secs(30),
+        || async {
+            (count(
+                &server,
+                "SELECT COUNT(*) FROM refunds WHERE status = 'done' AND amount = 1500",
+            ) == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for("the refund's email", Duration::from_secs(10), || async {
+        (count(
+            &server,
+            "SELECT COUNT(*) FROM mail_outbox WHERE kind = 'refund_issued'",
+        ) == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            &server,
+            "SELECT COUNT(*) FROM refunds WHERE link IS NOT NULL"
+        ),
+        0,
+        "the link (it carries the token) is not kept once mailed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_and_replayed_callbacks_change_nothing() {
     let server = ServerProcess::start_at("11:05", &[]);
     let api = server.api();

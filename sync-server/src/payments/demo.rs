@@ -181,6 +181,12 @@ impl PaymentProvider for DemoProvider {
         request: &'a RefundRequest,
     ) -> BoxFuture<'a, Result<Refunded, PaymentError>> {
         Box::pin(async move {
+            // Tests stand in for a provider that is down (testkit builds only).
+            if crate::sqlite::failpoint::hit("demo_refund").is_err() {
+                return Err(PaymentError::Unavailable(
+                    "demo provider made unavailable by a test".into(),
+                ));
+            }
             // The same key gives the same refund, as a real provider's
             // idempotency keys do.
             let digest = crate::secrets::hash(&request.idempotency_key);
