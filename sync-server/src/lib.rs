@@ -39,6 +39,10 @@ pub enum StartError {
     Open(#[from] OpenError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Payments(#[from] payments::ProviderConfigError),
+    #[error(transparent)]
+    Admin(#[from] sqlite::admin::AdminError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -53,6 +57,7 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
+    refunds: tokio::task::JoinHandle<()>,
     failed: watch::Receiver<Option<String>>,
 }
 
@@ -82,6 +87,7 @@ impl RunningServer {
             let _ = tx.send(());
         }
         self.upkeep.abort();
+        self.refunds.abort();
         let _ = (&mut self.task).await;
     }
 }
@@ -94,17 +100,7 @@ pub async fn start(
 ) -> Result<RunningServer, StartError> {
     let store = Arc::new(SqliteStore::open(db, config.store_config()?, clock)?);
     let museum = store::Store::catalogue(store.as_ref()).museum.name.clone();
-    let writer_died = store.writer_died();
-    let state = AppState {
-        store: store.clone(),
-        clock,
-        entry: config.entry,
-        metrics: metrics_handle(),
-        pins: Default::default(),
-        edge: Arc::new(http::limits::Edge::new(config.clients.clone())),
-        config: Arc::new(config.clone()),
-    };
-    let app = router(state, config.max_body_bytes);
+    // Bound first: the default public address names the port we got.
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -115,17 +111,41 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
+    let public_url: Arc<str> = config
+        .shop
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .into();
+    let demo_secret = sqlite::admin::demo_payment_secret(db)?;
+    let context = payments::ProviderContext {
+        public_url: public_url.to_string(),
+        demo_secret: demo_secret.clone(),
+    };
     // Emailed links need the address visitors reach us at, which may only
     // be known now (port 0); upkeep, which can make waiting-list offers,
     // starts once it is set.
-    store.set_public_url(
-        &config
-            .shop
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{addr}")),
-    );
+    store.set_public_url(&public_url);
+    let provider = payments::from_config(&config.payments, &context)?;
+    let demo = (provider.name() == payments::demo::NAME)
+        .then(|| Arc::new(payments::demo::DemoProvider::new(demo_secret, &public_url)));
     let upkeep = store.spawn_upkeep();
+    let writer_died = store.writer_died();
+    let state = AppState {
+        store,
+        clock,
+        entry: config.entry,
+        metrics: metrics_handle(),
+        pins: Default::default(),
+        edge: Arc::new(http::limits::Edge::new(config.clients.clone())),
+        config: Arc::new(config.clone()),
+        payments: provider,
+        demo,
+        public_url,
+    };
+    let refunds = tokio::spawn(http::payments::run_refunds(state.clone()));
+    let app = router(state, config.max_body_bytes);
     let (tx, rx) = oneshot::channel::<()>();
     let header_timeout = Duration::from_secs(config.clients.header_read_timeout_secs.max(1));
     let (failed_tx, failed) = watch::channel(None);
@@ -146,6 +166,7 @@ pub async fn start(
         shutdown: Some(tx),
         task,
         upkeep,
+        refunds,
         failed,
     })
 }

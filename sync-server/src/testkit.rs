@@ -64,12 +64,18 @@ enrolment_burst = 1000000000
 max_held_admissions = 4294967295
 ";
 
+/// The channel every test server has, so `Api::confirm` works.
+pub const TEST_CHANNEL: &str = "Test partner";
+
 pub struct ServerProcess {
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
     pub offset_secs: i64,
     pub url: String,
     pub day: Date,
+    /// A trusted sales channel's token ("Test partner"), made at init: what
+    /// `POST /v1/holds/{id}/confirm` needs.
+    pub channel_token: String,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
     child: Option<Child>,
@@ -101,6 +107,7 @@ impl ServerProcess {
             offset_secs,
             url: String::new(),
             day,
+            channel_token: String::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             env: env
                 .iter()
@@ -122,8 +129,37 @@ impl ServerProcess {
             "init failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        me.channel_token = me.add_channel(TEST_CHANNEL);
         me.spawn(None);
         me
+    }
+
+    /// Adds a sales channel; its token.
+    pub fn add_channel(&self, name: &str) -> String {
+        let out = self.cli(&["channel", "add", "--db", &self.db_str(), "--name", name]);
+        assert!(
+            out.status.success(),
+            "channel add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The demo payment provider's signer, with this server's secret: what
+    /// a test needs to deliver (or forge) payment callbacks itself.
+    pub fn demo_signer(&self) -> crate::payments::demo::DemoProvider {
+        let hex: String = self
+            .db()
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'demo_payment_secret'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("demo secret");
+        let secret = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(hex.as_bytes())
+            .expect("hex secret");
+        crate::payments::demo::DemoProvider::new(secret, &self.url)
     }
 
     pub fn db_str(&self) -> String {
@@ -245,6 +281,14 @@ impl ServerProcess {
         }
     }
 
+    /// Environment for the next `restart` (e.g. no failpoints any more).
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
     /// Starts again on the same file and port.
     pub fn restart(&mut self) {
         self.kill();
@@ -269,8 +313,9 @@ impl ServerProcess {
         conn
     }
 
+    /// A client that confirms as the test channel.
     pub fn api(&self) -> Api {
-        Api::new(&self.url)
+        Api::new(&self.url).with_channel(&self.channel_token)
     }
 }
 
@@ -285,6 +330,8 @@ impl Drop for ServerProcess {
 pub struct Api {
     pub base: String,
     pub http: Client,
+    /// Sent as `Authorization: Bearer` by `confirm` (none: anonymous).
+    pub channel_token: Option<String>,
 }
 
 pub type Reply = (StatusCode, Value);
@@ -297,7 +344,14 @@ impl Api {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
+            channel_token: None,
         }
+    }
+
+    /// Confirms as the channel whose token this is.
+    pub fn with_channel(mut self, token: &str) -> Api {
+        self.channel_token = Some(token.to_string());
+        self
     }
 
     async fn reply(r: Result<reqwest::Response, reqwest::Error>) -> Result<Reply, reqwest::Error> {
@@ -364,12 +418,94 @@ impl Api {
 
     pub async fn confirm(&self, key: &str, hold_id: &str) -> Result<Reply, reqwest::Error> {
         let body = json!({"payment_reference": format!("psp-{key}")}).to_string();
+        let auth = self.channel_token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("idempotency-key", key)];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a.as_str()));
+        }
+        self.post_raw(&format!("/v1/holds/{hold_id}/confirm"), &headers, &body)
+            .await
+    }
+
+    /// Starts paying for a hold as a web visitor (`POST …/checkout`).
+    pub async fn checkout(&self, key: &str, hold_id: &str) -> Result<Reply, reqwest::Error> {
+        let body = json!({
+            "name": "Ada Lovelace",
+            "email": "ada@example.org",
+            "language": "en",
+            "accept_terms": true
+        })
+        .to_string();
         self.post_raw(
-            &format!("/v1/holds/{hold_id}/confirm"),
+            &format!("/v1/holds/{hold_id}/checkout"),
             &[("idempotency-key", key)],
             &body,
         )
         .await
+    }
+
+    /// Presses a button on the demo provider's page (`paid` or `cancel`),
+    /// as a browser would; the status and where it was sent.
+    pub async fn demo_pay(
+        &self,
+        redirect_url: &str,
+        outcome: &str,
+    ) -> Result<(StatusCode, Option<String>), reqwest::Error> {
+        let client = Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let r = client
+            .post(redirect_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("outcome={outcome}"))
+            .send()
+            .await?;
+        let location = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((r.status(), location))
+    }
+
+    /// Polls a checkout until it leaves `awaiting_payment` (or 20 s pass).
+    pub async fn await_checkout(&self, checkout_id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, body) = self
+                .get(&format!("/v1/checkouts/{checkout_id}"))
+                .await
+                .expect("checkout status");
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if body["state"] != "awaiting_payment" || std::time::Instant::now() > deadline {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Hold, check out and pay on the demo page: the checkout's final status
+    /// (with the booking token when confirmed).
+    pub async fn buy_online(&self, key: &str, slot: SlotId, items: Value) -> Value {
+        let (status, hold) = self
+            .hold(&format!("{key}-h"), slot, items)
+            .await
+            .expect("hold");
+        assert_eq!(status, StatusCode::CREATED, "{hold}");
+        let hold_id = hold["hold_id"].as_str().expect("hold id");
+        let (status, checkout) = self
+            .checkout(&format!("{key}-c"), hold_id)
+            .await
+            .expect("checkout");
+        assert_eq!(status, StatusCode::CREATED, "{checkout}");
+        let (status, _) = self
+            .demo_pay(checkout["redirect_url"].as_str().expect("redirect"), "paid")
+            .await
+            .expect("demo page");
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        self.await_checkout(checkout["checkout_id"].as_str().expect("checkout id"))
+            .await
     }
 
     pub async fn cancel(&self, hold_id: &str) -> Result<Reply, reqwest::Error> {

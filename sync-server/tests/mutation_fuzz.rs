@@ -566,7 +566,13 @@ impl World {
             Req::json(
                 "confirm",
                 &format!("/v1/holds/{hold}/confirm"),
-                vec![("idempotency-key".into(), key.into_bytes())],
+                vec![
+                    ("idempotency-key".into(), key.into_bytes()),
+                    (
+                        "authorization".into(),
+                        format!("Bearer {}", self.server.channel_token).into_bytes(),
+                    ),
+                ],
                 &body,
             ),
             body,

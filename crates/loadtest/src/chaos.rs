@@ -201,7 +201,8 @@ pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport> {
     server.set_capacity(slot, opts.capacity)?;
     let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse()?;
     let base_url = server.url.clone();
-    let shop = Shop::new(http_client(opts.clients * 2 + 8)?, &base_url);
+    let shop = Shop::new(http_client(opts.clients * 2 + 8)?, &base_url)
+        .with_channel(&server.channel_token);
 
     let mut proxies = Vec::new();
     let mut counters: Vec<Counter> = Vec::new();

@@ -54,6 +54,8 @@ pub struct TicketAnswer {
 pub struct Shop {
     pub http: Client,
     pub base: String,
+    /// A sales channel's token: `confirm` needs one.
+    pub channel_token: Option<String>,
 }
 
 impl Shop {
@@ -61,18 +63,26 @@ impl Shop {
         Shop {
             http,
             base: base.trim_end_matches('/').to_string(),
+            channel_token: None,
         }
     }
 
+    /// Confirms as the channel whose token this is.
+    pub fn with_channel(mut self, token: &str) -> Shop {
+        self.channel_token = Some(token.to_string());
+        self
+    }
+
     async fn post(&self, path: &str, key: &str, body: String) -> Result<Raw, reqwest::Error> {
-        let r = self
+        let mut request = self
             .http
             .post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
-            .header("idempotency-key", key)
-            .body(body)
-            .send()
-            .await?;
+            .header("idempotency-key", key);
+        if let Some(token) = &self.channel_token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let r = request.body(body).send().await?;
         let status = r.status().as_u16();
         let bytes = r.bytes().await?;
         Ok((status, bytes.to_vec()))

@@ -66,7 +66,7 @@ pub async fn run(opts: &GateOptions) -> Result<GateReport> {
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let http = http_client(128)?;
-    let shop = Shop::new(http.clone(), &server.url);
+    let shop = Shop::new(http.clone(), &server.url).with_channel(&server.channel_token);
     eprintln!("gate: buying {needed} tickets …");
     let codes = buy_tickets(&shop, slot, needed).await?;
     let (rate_codes, rest) = codes.split_at(n);

@@ -108,6 +108,8 @@ pub struct Server {
     pub day: Date,
     pub url: String,
     pub port: u16,
+    /// A sales channel's token (made at start): online confirms need one.
+    pub channel_token: String,
     options: ServerOptions,
     child: Option<Child>,
 }
@@ -135,6 +137,7 @@ impl Server {
             day,
             url: String::new(),
             port: 0,
+            channel_token: String::new(),
             options,
             child: None,
         };
@@ -149,6 +152,8 @@ impl Server {
             "--days",
             "14",
         ])?;
+        me.channel_token =
+            me.cli_ok(&["channel", "add", "--db", &db_str, "--name", "Load test"])?;
         // The harness plays thousands of visitors from one loopback address.
         let toml = format!(
             "{}\n{}",

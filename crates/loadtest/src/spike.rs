@@ -167,7 +167,7 @@ async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
     server.set_capacity(slot, opts.capacity)?;
 
     let http = http_client(opts.clients + 8)?;
-    let shop = Shop::new(http, &server.url);
+    let shop = Shop::new(http, &server.url).with_channel(&server.channel_token);
 
     let mut counters = Vec::new();
     for i in 1..=opts.terminals {

@@ -8,12 +8,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::clock::from_ms;
 use tessera_core::pricing::PricedLine;
-use tessera_core::vat::format_rate;
+use tessera_core::vat::{format_rate, split_gross};
 use uuid::Uuid;
 
 use super::{
-    ChannelReport, ConflictLine, CounterUploads, DayReport, LeaseHeld, Missing, OverCapacity,
-    PaymentRow, QuarantineLine, ShiftLine, SlotLine, VatRow, WaitlistReport,
+    ChannelReport, ConflictLine, CounterUploads, DayReport, LeaseHeld, Missing, OnlineChannelLine,
+    OverCapacity, PaymentRow, QuarantineLine, RefundCount, RefundLine, RefundsSummary, ShiftLine,
+    SlotLine, VatRow, WaitlistReport,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +84,8 @@ pub fn day_report(
         .as_millisecond();
     let slot_prefix = format!("{date}T%");
 
-    let mut channels = vec![online_channel(conn, start, end)?];
+    let (online, online_channels) = online_channel(conn, start, end)?;
+    let mut channels = vec![online];
     let counters = counters(conn)?;
     for (device_id, name) in &counters {
         let c = counter_channel(conn, device_id, name, start, end)?;
@@ -112,6 +114,8 @@ pub fn day_report(
         waitlist: waitlist(conn, &slot_prefix)?,
         channels,
         total,
+        online_channels,
+        refunds: refunds(conn, start, end)?,
         does_not_add_up: None,
     };
     // A report that does not balance says so in every form it takes (HTTP,
@@ -150,38 +154,145 @@ fn waitlist(conn: &Connection, slot_prefix: &str) -> Result<WaitlistReport, Repo
     Ok(report)
 }
 
-fn online_channel(conn: &Connection, start: i64, end: i64) -> Result<ChannelReport, ReportError> {
+/// The online channel's takings, and the same split by who sold each order
+/// (`web` and each trusted channel). Sales count on the day the order was
+/// made; tickets cancelled from "my booking" count as refunds on the day
+/// they were cancelled, each at its own price and VAT rate.
+fn online_channel(
+    conn: &Connection,
+    start: i64,
+    end: i64,
+) -> Result<(ChannelReport, Vec<OnlineChannelLine>), ReportError> {
     let mut c = ChannelReport {
         channel: "online".into(),
         ..ChannelReport::default()
     };
+    let mut by: BTreeMap<String, OnlineChannelLine> = BTreeMap::new();
     let mut vat = Vat::default();
     let mut stmt = conn.prepare(
-        "SELECT total, admissions, lines FROM orders WHERE created_at >= ?1 AND created_at < ?2",
+        "SELECT total, admissions, lines, channel FROM orders WHERE created_at >= ?1 AND created_at < ?2",
     )?;
     let rows = stmt.query_map(params![start, end], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
         ))
     })?;
     for row in rows {
-        let (total, admissions, lines) = row?;
+        let (total, admissions, lines, channel) = row?;
         c.sales_count += 1;
         c.admissions += admissions;
         c.gross_sales += total;
         vat.add(&lines_of(&lines)?, 1);
+        let line = by
+            .entry(channel.clone())
+            .or_insert_with(|| OnlineChannelLine {
+                channel,
+                ..OnlineChannelLine::default()
+            });
+        line.orders += 1;
+        line.admissions += admissions;
+        line.gross_sales += total;
     }
-    c.net_takings = c.gross_sales;
+    let mut stmt = conn.prepare(
+        "SELECT t.order_id, t.cancelled_at, t.product_id, t.admits, t.price, t.vat_bp, o.lines, o.channel
+         FROM tickets t JOIN orders o ON o.order_id = t.order_id
+         WHERE t.cancelled_at >= ?1 AND t.cancelled_at < ?2",
+    )?;
+    let rows = stmt.query_map(params![start, end], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+            r.get::<_, Option<u32>>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
+        ))
+    })?;
+    let mut cancellations = std::collections::BTreeSet::new();
+    for row in rows {
+        let (order, at, product, admits, price, vat_bp, lines, channel) = row?;
+        let lines = lines_of(&lines)?;
+        let of_line = lines.iter().find(|l| l.product_id == product);
+        let price = price.or(of_line.map(|l| l.unit_price)).unwrap_or(0);
+        let rate = vat_bp.or(of_line.map(|l| l.vat_bp)).unwrap_or(0);
+        cancellations.insert((order, at));
+        c.refunds += price;
+        c.admissions -= admits;
+        let split = split_gross(price, rate);
+        let e = vat.0.entry(rate).or_default();
+        e.0 -= split.net;
+        e.1 -= split.tax;
+        e.2 -= split.gross;
+        let line = by
+            .entry(channel.clone())
+            .or_insert_with(|| OnlineChannelLine {
+                channel,
+                ..OnlineChannelLine::default()
+            });
+        line.refunds += price;
+        line.admissions -= admits;
+    }
+    c.voids_count = cancellations.len() as u32;
+    c.net_takings = c.gross_sales - c.refunds;
     c.vat = vat.rows();
     c.payments = vec![PaymentRow {
         method: "online".into(),
         sales: c.gross_sales,
-        refunds: 0,
-        net: c.gross_sales,
+        refunds: c.refunds,
+        net: c.net_takings,
     }];
-    Ok(c)
+    let mut lines: Vec<OnlineChannelLine> = by
+        .into_values()
+        .map(|mut l| {
+            l.net_takings = l.gross_sales - l.refunds;
+            l
+        })
+        .collect();
+    // The shop first, then partners by name.
+    lines.sort_by_key(|l| (l.channel != "web", l.channel.clone()));
+    Ok((c, lines))
+}
+
+fn refunds(conn: &Connection, start: i64, end: i64) -> Result<RefundsSummary, ReportError> {
+    let mut summary = RefundsSummary::default();
+    for (column, out) in [
+        ("status", &mut summary.by_state),
+        ("reason", &mut summary.by_reason),
+    ] {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {column}, COUNT(*), COALESCE(SUM(amount), 0) FROM refunds
+             WHERE created_at >= ?1 AND created_at < ?2 GROUP BY {column} ORDER BY {column}"
+        ))?;
+        let rows = stmt.query_map(params![start, end], |r| {
+            Ok(RefundCount {
+                key: r.get(0)?,
+                count: r.get(1)?,
+                amount: r.get(2)?,
+            })
+        })?;
+        *out = rows.collect::<rusqlite::Result<_>>()?;
+    }
+    let mut stmt = conn.prepare(
+        "SELECT refund_id, payment_id, amount, reason, last_error, created_at FROM refunds
+         WHERE status = 'failed' ORDER BY created_at",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(RefundLine {
+            refund_id: r.get(0)?,
+            payment_id: r.get(1)?,
+            amount: r.get(2)?,
+            reason: r.get(3)?,
+            last_error: r.get(4)?,
+            created_at: from_ms(r.get(5)?),
+        })
+    })?;
+    summary.needs_attention = rows.collect::<rusqlite::Result<_>>()?;
+    Ok(summary)
 }
 
 fn counters(conn: &Connection) -> Result<Vec<(String, String)>, ReportError> {

@@ -40,6 +40,42 @@ pub fn to_text(r: &DayReport) -> String {
             );
         }
     }
+    let _ = writeln!(o, "\nONLINE CHANNELS");
+    if r.online_channels.is_empty() {
+        let _ = writeln!(o, "  none");
+    }
+    for l in &r.online_channels {
+        let _ = writeln!(
+            o,
+            "  {:<24} orders {:>4}  admissions {:>5}  gross {:>12}  refunds {:>10}  net {:>12}",
+            l.channel,
+            l.orders,
+            l.admissions,
+            m(l.gross_sales),
+            m(l.refunds),
+            m(l.net_takings)
+        );
+    }
+    let _ = writeln!(o, "\nONLINE REFUNDS (queued this day)");
+    if r.refunds.by_state.is_empty() {
+        let _ = writeln!(o, "  none");
+    }
+    for c in &r.refunds.by_state {
+        let _ = writeln!(o, "  {:<10} {:>4}  {:>12}", c.key, c.count, m(c.amount));
+    }
+    for c in &r.refunds.by_reason {
+        let _ = writeln!(o, "    {:<16} {:>4}  {:>12}", c.key, c.count, m(c.amount));
+    }
+    for f in &r.refunds.needs_attention {
+        let _ = writeln!(
+            o,
+            "  REFUND REFUSED BY THE PROVIDER: {} of payment {} ({}) — give it back by hand: {}",
+            m(f.amount),
+            f.payment_id,
+            f.reason,
+            f.last_error.as_deref().unwrap_or("no reason given")
+        );
+    }
     let _ = writeln!(o, "\nCASH DRAWERS");
     for s in &r.shifts {
         match (s.expected_cash, s.counted_cash, s.over_short) {
@@ -216,6 +252,47 @@ pub fn to_csv(r: &DayReport) -> String {
                 Some(v.tax),
             );
         }
+    }
+    for l in &r.online_channels {
+        row(
+            "online_channel",
+            &l.channel,
+            "orders",
+            Some(i64::from(l.orders)),
+            Some(l.gross_sales),
+        );
+        row(
+            "online_channel",
+            &l.channel,
+            "refunds",
+            None,
+            Some(l.refunds),
+        );
+        row(
+            "online_channel",
+            &l.channel,
+            "net",
+            Some(l.admissions),
+            Some(l.net_takings),
+        );
+    }
+    for c in &r.refunds.by_state {
+        row(
+            "refunds",
+            "online",
+            &c.key,
+            Some(i64::from(c.count)),
+            Some(c.amount),
+        );
+    }
+    for c in &r.refunds.by_reason {
+        row(
+            "refund_reasons",
+            "online",
+            &c.key,
+            Some(i64::from(c.count)),
+            Some(c.amount),
+        );
     }
     for s in &r.shifts {
         let who = format!("{} / {}", s.counter, s.cashier);

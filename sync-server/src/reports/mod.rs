@@ -35,6 +35,13 @@ pub struct DayReport {
     pub quarantine: Vec<QuarantineLine>,
     /// The waiting lists of the day's entry times.
     pub waitlist: WaitlistReport,
+    /// Online orders by who sold them: `web` (the shop, paid through the
+    /// payment provider) and each trusted channel. Adds up to the `online`
+    /// channel above.
+    pub online_channels: Vec<OnlineChannelLine>,
+    /// Money the payment provider gives back (queued that day, by state),
+    /// and refunds a person must look at.
+    pub refunds: RefundsSummary,
     /// Set when the report's own sums disagree (see [`DayReport::check`]):
     /// the figures must not be trusted until the cause is found.
     pub does_not_add_up: Option<String>,
@@ -60,6 +67,50 @@ pub struct WaitlistReport {
     pub expired: WaitlistCount,
     /// Still in line when the entry time ended.
     pub unserved: WaitlistCount,
+}
+
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct OnlineChannelLine {
+    /// `web`, a trusted channel's name, or `anonymous` (orders confirmed
+    /// before channels existed).
+    pub channel: String,
+    pub orders: u32,
+    /// Admissions sold, less those cancelled.
+    pub admissions: i64,
+    pub gross_sales: i64,
+    /// Tickets cancelled from "my booking" that day.
+    pub refunds: i64,
+    pub net_takings: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct RefundsSummary {
+    /// Refunds queued that day, by state: `queued` (being worked), `done`,
+    /// `failed` (the provider refused; see `needs_attention`).
+    pub by_state: Vec<RefundCount>,
+    /// Refunds queued that day by reason: `cancelled` (tickets cancelled,
+    /// part of the online refunds above), `no_places` (paid after the places
+    /// were gone: no sale, money back), `duplicate`, `amount_mismatch`.
+    pub by_reason: Vec<RefundCount>,
+    /// Refunds the provider refused, whenever queued: give the money back by hand.
+    pub needs_attention: Vec<RefundLine>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct RefundCount {
+    pub key: String,
+    pub count: u32,
+    pub amount: i64,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct RefundLine {
+    pub refund_id: String,
+    pub payment_id: String,
+    pub amount: i64,
+    pub reason: String,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -281,6 +332,30 @@ impl DayReport {
             && sum.vat == self.total.vat;
         if !same {
             return Err("the total is not the sum of the channels".into());
+        }
+        if let Some(online) = self.channels.iter().find(|c| c.channel == "online") {
+            let mut sum = OnlineChannelLine::default();
+            for l in &self.online_channels {
+                if l.net_takings != l.gross_sales - l.refunds {
+                    return Err(format!(
+                        "online channel {}: net takings are not gross minus refunds",
+                        l.channel
+                    ));
+                }
+                sum.orders += l.orders;
+                sum.admissions += l.admissions;
+                sum.gross_sales += l.gross_sales;
+                sum.refunds += l.refunds;
+                sum.net_takings += l.net_takings;
+            }
+            let same = sum.orders == online.sales_count
+                && sum.admissions == online.admissions
+                && sum.gross_sales == online.gross_sales
+                && sum.refunds == online.refunds
+                && sum.net_takings == online.net_takings;
+            if !same {
+                return Err("the online channels do not add up to the online takings".into());
+            }
         }
         Ok(())
     }
