@@ -6,6 +6,7 @@
 //! are what a deployment sets. The binary in `main.rs` only parses arguments.
 
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod http;
 pub mod payments;
@@ -53,6 +54,7 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
+    mailer: tokio::task::JoinHandle<()>,
     failed: watch::Receiver<Option<String>>,
 }
 
@@ -82,6 +84,7 @@ impl RunningServer {
             let _ = tx.send(());
         }
         self.upkeep.abort();
+        self.mailer.abort();
         let _ = (&mut self.task).await;
     }
 }
@@ -95,6 +98,7 @@ pub async fn start(
     let store = Arc::new(SqliteStore::open(db, config.store_config()?, clock)?);
     let museum = store::Store::catalogue(store.as_ref()).museum.name.clone();
     let upkeep = store.spawn_upkeep();
+    let mailer = delivery::mailer::spawn(store.clone(), config.mail.clone(), clock);
     let writer_died = store.writer_died();
     let state = AppState {
         store,
@@ -136,6 +140,7 @@ pub async fn start(
         shutdown: Some(tx),
         task,
         upkeep,
+        mailer,
         failed,
     })
 }
