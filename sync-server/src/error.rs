@@ -52,6 +52,14 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     TooManyAttempts(String),
+    /// A refusal with its own stable code (the shop's and payments' answers:
+    /// `terms_not_accepted`, `unknown_booking`, `bad_signature`…).
+    #[error("{message}")]
+    Refused {
+        status: u16,
+        code: &'static str,
+        message: String,
+    },
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("server is shutting down or its storage is unavailable")]
@@ -100,6 +108,7 @@ impl ServiceError {
             ServiceError::NotFound(_) => "not_found",
             ServiceError::Conflict(_) => "conflict",
             ServiceError::TooManyAttempts(_) => "too_many_attempts",
+            ServiceError::Refused { code, .. } => code,
             ServiceError::Storage(_) => "storage_error",
             ServiceError::Unavailable => "unavailable",
             ServiceError::Internal { .. } => "internal",
@@ -128,6 +137,7 @@ impl ServiceError {
             | ServiceError::SlotPast(_)
             | ServiceError::Pricing(_) => 422,
             ServiceError::TooManyAttempts(_) => 429,
+            ServiceError::Refused { status, .. } => *status,
             ServiceError::Storage(_) | ServiceError::Internal { .. } => 500,
             ServiceError::Unavailable => 503,
         }
@@ -152,6 +162,16 @@ impl ServiceError {
             body["error"]["request_id"] = request_id.clone().into();
         }
         body
+    }
+}
+
+impl ServiceError {
+    pub fn refused(status: u16, code: &'static str, message: impl Into<String>) -> ServiceError {
+        ServiceError::Refused {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 

@@ -40,6 +40,10 @@ pub enum StartError {
     Open(#[from] OpenError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Payments(#[from] payments::ProviderConfigError),
+    #[error(transparent)]
+    Admin(#[from] sqlite::admin::AdminError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -55,6 +59,7 @@ pub struct RunningServer {
     task: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
     mailer: tokio::task::JoinHandle<()>,
+    refunds: tokio::task::JoinHandle<()>,
     failed: watch::Receiver<Option<String>>,
 }
 
@@ -85,6 +90,7 @@ impl RunningServer {
         }
         self.upkeep.abort();
         self.mailer.abort();
+        self.refunds.abort();
         let _ = (&mut self.task).await;
     }
 }
@@ -97,6 +103,32 @@ pub async fn start(
 ) -> Result<RunningServer, StartError> {
     let store = Arc::new(SqliteStore::open(db, config.store_config()?, clock)?);
     let museum = store::Store::catalogue(store.as_ref()).museum.name.clone();
+    // Bound first: the default public address names the port we got.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let public_url: Arc<str> = config
+        .shop
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .into();
+    let demo_secret = sqlite::admin::demo_payment_secret(db)?;
+    let context = payments::ProviderContext {
+        public_url: public_url.to_string(),
+        demo_secret: demo_secret.clone(),
+    };
+    let provider = payments::from_config(&config.payments, &context)?;
+    let demo = (provider.name() == payments::demo::NAME)
+        .then(|| Arc::new(payments::demo::DemoProvider::new(demo_secret, &public_url)));
     let upkeep = store.spawn_upkeep();
     let mailer = delivery::mailer::spawn(store.clone(), config.mail.clone(), clock);
     let writer_died = store.writer_died();
@@ -108,18 +140,12 @@ pub async fn start(
         pins: Default::default(),
         edge: Arc::new(http::limits::Edge::new(config.clients.clone())),
         config: Arc::new(config.clone()),
+        payments: provider,
+        demo,
+        public_url,
     };
+    let refunds = tokio::spawn(http::payments::run_refunds(state.clone()));
     let app = router(state, config.max_body_bytes);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: config.listen,
-        source,
-    })?;
     let (tx, rx) = oneshot::channel::<()>();
     let header_timeout = Duration::from_secs(config.clients.header_read_timeout_secs.max(1));
     let (failed_tx, failed) = watch::channel(None);
@@ -141,6 +167,7 @@ pub async fn start(
         task,
         upkeep,
         mailer,
+        refunds,
         failed,
     })
 }

@@ -149,6 +149,12 @@ enum Command {
         #[arg(long)]
         fixtures: PathBuf,
     },
+    /// Trusted sales channels (a partner's site, a tourist office) that
+    /// confirm holds with a token of their own.
+    Channel {
+        #[command(subcommand)]
+        action: ChannelAction,
+    },
     /// Change a slot's capacity (also while the server runs).
     Capacity {
         #[arg(long, env = "TESSERA_DB")]
@@ -157,6 +163,31 @@ enum Command {
         slot: String,
         #[arg(long)]
         set: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChannelAction {
+    /// Add a channel and print its token (shown once; only its hash is kept).
+    Add {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// List the channels, revoked ones included.
+    List {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+    },
+    /// Revoke a channel by name or id: its token stops working; its orders stand.
+    Revoke {
+        #[arg(long, env = "TESSERA_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "operator")]
+        by: String,
     },
 }
 
@@ -362,6 +393,38 @@ fn run(cli: Cli) -> Result<()> {
                 offset.context("the museum does not open in the next two weeks")?
             );
         }
+        Command::Channel { action } => match action {
+            ChannelAction::Add { db, name } => {
+                let token = tessera_server::sqlite::channels::add(&db, &name, clock.now())?;
+                println!("{token}");
+                eprintln!(
+                    "channel {:?} added; its token is shown this once: confirm holds with \
+                     Authorization: Bearer <token>",
+                    name.trim()
+                );
+            }
+            ChannelAction::List { db } => {
+                let list = tessera_server::sqlite::channels::list(&db)?;
+                if list.is_empty() {
+                    println!("no channels");
+                }
+                for c in list {
+                    println!(
+                        "{}  {:<30} added {}{}",
+                        c.channel_id,
+                        c.name,
+                        c.created_at,
+                        c.revoked_at
+                            .map(|t| format!("  REVOKED {t}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            ChannelAction::Revoke { db, name, by } => {
+                let name = tessera_server::sqlite::channels::revoke(&db, &name, &by, clock.now())?;
+                println!("channel {name:?} revoked: its token no longer confirms holds; its orders stand");
+            }
+        },
         Command::Capacity { db, slot, set } => {
             let slot: SlotId = slot.parse()?;
             let (ledger, before) = admin::set_capacity(&db, &slot, set, clock.now())?;

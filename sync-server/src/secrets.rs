@@ -33,6 +33,49 @@ pub fn new_token() -> String {
     )
 }
 
+/// A channel's bearer token: `tch_` and 32 random bytes in base32.
+pub fn new_channel_token() -> String {
+    format!(
+        "tch_{}",
+        BASE32_NOPAD.encode(&random_bytes::<32>()).to_lowercase()
+    )
+}
+
+/// An unguessable id that travels in URLs (payments, checkouts): `prefix`
+/// and 20 random bytes in lower-case base32.
+pub fn new_url_id(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        BASE32_NOPAD.encode(&random_bytes::<20>()).to_lowercase()
+    )
+}
+
+/// A "my booking" token: 32 random bytes in lower-case base32 (52
+/// characters). Only its SHA-256 is stored with the order.
+pub fn new_booking_token() -> String {
+    BASE32_NOPAD.encode(&random_bytes::<32>()).to_lowercase()
+}
+
+/// A short booking reference a visitor can read out: `TS-` and 8 characters
+/// from an alphabet without look-alikes (no 0/O, 1/I/L).
+pub fn new_reference() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    let bytes = random_bytes::<8>();
+    let chars: String = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    format!("TS-{}-{}", &chars[..4], &chars[4..])
+}
+
+/// Whether `text` can be one of our URL tokens or ids (so anything else is
+/// refused before it reaches the database).
+pub fn plausible_url_token(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= tessera_core::limits::URL_TOKEN_CHARS
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// A one-time enrolment code a person can type: 12 characters in groups of 4.
 pub fn new_enrolment_code() -> String {
     let raw = BASE32_NOPAD.encode(&random_bytes::<10>());

@@ -6,14 +6,18 @@ use std::future::Future;
 use std::sync::Arc;
 
 use jiff::civil::Date;
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
 use tessera_core::admission::EntryPolicy;
 use tessera_core::api::approvals::{Approval, ApprovalRequest};
 use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys, Role};
 use tessera_core::api::gate::Redemption;
 use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse};
 use tessera_core::api::online::{Availability, ConfirmRequest};
+use tessera_core::api::shop::{Booking, Language};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
+use tessera_core::money::Money;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
 use tessera_core::staff::StaffMember;
@@ -47,6 +51,90 @@ pub struct Answer {
     pub replayed: bool,
 }
 
+/// A trusted seller, as its channel token identifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub channel_id: Uuid,
+    pub name: String,
+}
+
+/// What bookings need from the configuration: the cancellation deadline and
+/// the address links in emails point at.
+#[derive(Clone, Debug)]
+pub struct BookingContext {
+    pub cancel_deadline_hours: u32,
+    /// `{public_url}/booking/{token}` is a booking's link.
+    pub public_url: String,
+}
+
+/// The visitor's details given at checkout, checked at the edge.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Visitor {
+    pub name: String,
+    pub email: String,
+    pub language: Language,
+}
+
+/// A payment as the server keeps it (the first answer of a checkout).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub payment_id: String,
+    pub checkout_id: String,
+    pub hold_id: Uuid,
+    pub slot_id: SlotId,
+    pub amount: Money,
+    pub hold_expires_at: Timestamp,
+    pub email: String,
+    pub language: Language,
+    pub provider: String,
+    pub redirect_url: Option<String>,
+}
+
+/// What a verified payment event did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Seen before (same event id): nothing changed.
+    Replayed,
+    /// Names no payment of ours: acknowledged, nothing changed.
+    UnknownPayment,
+    /// The payment had already been settled by an earlier event.
+    AlreadySettled,
+    /// Paid: the order was issued.
+    Confirmed { hold_id: Uuid },
+    /// Paid, but no order could be issued: a refund is queued.
+    Refunding { hold_id: Uuid },
+    /// Failed: nothing was taken; the hold was released.
+    Failed { hold_id: Uuid },
+}
+
+/// A refund the background task should send to the provider now.
+#[derive(Clone, Debug)]
+pub struct DueRefund {
+    pub refund_id: String,
+    pub provider: String,
+    pub refund_ref: String,
+    pub amount: Money,
+    pub idempotency_key: String,
+    pub attempts: u32,
+}
+
+/// How one attempt at a refund went.
+#[derive(Clone, Debug)]
+pub enum RefundAttempt {
+    Done {
+        provider_refund_id: String,
+    },
+    /// Try again at `retry_at_ms`.
+    Retry {
+        error: String,
+        retry_at_ms: i64,
+    },
+    /// The provider refused for good: a person must look at it.
+    Refused {
+        error: String,
+    },
+}
+
 pub trait Store: Send + Sync + 'static {
     fn catalogue(&self) -> Arc<Catalogue>;
 
@@ -63,12 +151,92 @@ pub trait Store: Send + Sync + 'static {
         cart: PricedCart,
     ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
 
+    /// A trusted channel confirms a hold; the order carries the channel.
     fn confirm_hold(
         &self,
         idem: Idem,
         hold: Uuid,
         request: ConfirmRequest,
+        channel: ChannelInfo,
     ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+
+    /// The channel behind a channel token (none when unknown or revoked).
+    fn authenticate_channel(&self, token: &str) -> Option<ChannelInfo>;
+
+    /// Starts paying for an open hold: a payment record (the answer's body
+    /// is a [`PaymentRecord`]); the provider is called afterwards, outside.
+    fn begin_checkout(
+        &self,
+        idem: Idem,
+        hold: Uuid,
+        visitor: Visitor,
+        provider: String,
+    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+
+    /// Records what the provider answered for a payment (first answer wins).
+    fn payment_started(
+        &self,
+        payment_id: String,
+        provider_ref: String,
+        redirect_url: String,
+    ) -> impl Future<Output = Result<PaymentRecord, ServiceError>> + Send;
+
+    /// A checkout's state for its return page; the booking token is handed
+    /// out once, then forgotten.
+    fn checkout_status(
+        &self,
+        checkout_id: String,
+    ) -> impl Future<Output = Result<tessera_core::api::shop::CheckoutStatus, ServiceError>> + Send;
+
+    /// Applies a verified provider event, exactly once per event id.
+    fn payment_event(
+        &self,
+        provider: String,
+        event: crate::payments::PaymentEvent,
+        context: BookingContext,
+    ) -> impl Future<Output = Result<EventOutcome, ServiceError>> + Send;
+
+    /// Refunds whose next attempt is due.
+    fn due_refunds(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DueRefund>, ServiceError>> + Send;
+
+    fn refund_attempted(
+        &self,
+        refund_id: String,
+        attempt: RefundAttempt,
+        context: BookingContext,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// "My booking" by its token.
+    fn booking(
+        &self,
+        token: String,
+        context: BookingContext,
+    ) -> impl Future<Output = Result<Booking, ServiceError>> + Send;
+
+    /// Cancels some or all of a booking's tickets (answer: the updated booking).
+    fn cancel_booking(
+        &self,
+        idem: Idem,
+        token: String,
+        tickets: Vec<Uuid>,
+        context: BookingContext,
+    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+
+    /// Queues the booking's email again.
+    fn resend_booking(
+        &self,
+        token: String,
+        context: BookingContext,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// What the demo provider's page shows about one of its payments.
+    fn demo_payment(
+        &self,
+        payment_id: String,
+    ) -> impl Future<Output = Result<Option<crate::payments::demo::DemoPayment>, ServiceError>> + Send;
 
     fn cancel_hold(&self, hold: Uuid) -> impl Future<Output = Result<(), ServiceError>> + Send;
 

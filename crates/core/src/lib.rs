@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod booking;
 pub mod catalogue;
 pub mod clock;
 pub mod fixture;

@@ -24,6 +24,15 @@ pub const PAYMENT_REFERENCE_CHARS: usize = 200;
 pub const IDEMPOTENCY_KEY_CHARS: usize = 200;
 /// An enrolment code as typed (separators and spaces included).
 pub const ENROLMENT_CODE_CHARS: usize = 64;
+/// A visitor's name as given at checkout (printed on tickets and emails).
+pub const VISITOR_NAME_CHARS: usize = 100;
+/// A trusted sales channel's name (a partner site, a tourist office).
+pub const CHANNEL_NAME_CHARS: usize = 100;
+/// A "my booking" token or a checkout id as it arrives in a URL (ours are
+/// about 60 ASCII characters; anything longer is not one of ours).
+pub const URL_TOKEN_CHARS: usize = 100;
+/// A payment provider's webhook body.
+pub const WEBHOOK_BODY_BYTES: usize = 64 * 1024;
 /// A supervisor's or cashier's PIN.
 pub const PIN_MIN_DIGITS: usize = 4;
 pub const PIN_MAX_DIGITS: usize = 12;

@@ -12,7 +12,7 @@ use tessera_core::api::IDEMPOTENCY_KEY;
 
 use super::AppState;
 use crate::error::ServiceError;
-use crate::store::{DeviceInfo, Store};
+use crate::store::{ChannelInfo, DeviceInfo, Store};
 
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
@@ -197,5 +197,42 @@ impl<S: Store> FromRequestParts<AppState<S>> for Supervisor {
                 device.name
             ))),
         }
+    }
+}
+
+/// A trusted sales channel, by its bearer token (`tessera-server channel add`).
+pub struct Channel(pub ChannelInfo);
+
+impl<S: Store> FromRequestParts<AppState<S>> for Channel {
+    type Rejection = ServiceError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState<S>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return Err(ServiceError::refused(
+                401,
+                "channel_token_required",
+                "confirming a hold needs a sales channel's token (Authorization: Bearer …); \
+                 visitors of the web shop pay through POST /v1/holds/{id}/checkout",
+            ));
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ServiceError::refused(
+                    401,
+                    "channel_token_required",
+                    "Authorization must be \"Bearer <channel token>\"",
+                )
+            })?;
+        let channel = state.store.authenticate_channel(token).ok_or_else(|| {
+            ServiceError::refused(401, "unknown_channel", "unknown or revoked channel token")
+        })?;
+        Ok(Channel(channel))
     }
 }

@@ -1,14 +1,16 @@
 //! The HTTP edge: routes, extractors and the error format. Handlers validate
 //! input, call the domain in `tessera-core` and the `Store`, nothing more.
 
+mod bookings;
 mod devices;
-mod extract;
+pub(crate) mod extract;
 mod gate;
 mod gate_sync;
 pub mod limits;
 mod online;
 mod openapi;
 mod ops;
+pub(crate) mod payments;
 pub mod pin_guard;
 mod supervisor;
 mod sync;
@@ -41,6 +43,21 @@ pub struct AppState<S> {
     pub edge: Arc<limits::Edge>,
     /// The whole configuration, for the shop, payments and mail settings.
     pub config: Arc<crate::config::ServerConfig>,
+    /// The payment provider `[payments] provider` names.
+    pub payments: Arc<dyn crate::payments::PaymentProvider>,
+    /// The demo provider's page signer, when `demo` is the provider.
+    pub demo: Option<Arc<crate::payments::demo::DemoProvider>>,
+    /// Where visitors reach this server, without a trailing slash.
+    pub public_url: Arc<str>,
+}
+
+impl<S> AppState<S> {
+    pub fn booking_context(&self) -> crate::store::BookingContext {
+        crate::store::BookingContext {
+            cancel_deadline_hours: self.config.shop.cancel_deadline_hours,
+            public_url: self.public_url.to_string(),
+        }
+    }
 }
 
 impl<S> Clone for AppState<S> {
@@ -53,6 +70,9 @@ impl<S> Clone for AppState<S> {
             pins: self.pins.clone(),
             edge: self.edge.clone(),
             config: self.config.clone(),
+            payments: self.payments.clone(),
+            demo: self.demo.clone(),
+            public_url: self.public_url.clone(),
         }
     }
 }
@@ -84,7 +104,35 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         )
         .route(
             "/v1/holds/{hold_id}",
-            delete(online::cancel_hold::<S>).layer(writes),
+            delete(online::cancel_hold::<S>).layer(writes.clone()),
+        )
+        .route(
+            "/v1/holds/{hold_id}/checkout",
+            post(payments::checkout::<S>).layer(writes.clone()),
+        )
+        .route(
+            "/v1/checkouts/{checkout_id}",
+            get(payments::checkout_status::<S>),
+        )
+        // Providers call from their own addresses, signed: no client budget.
+        .route(
+            "/v1/payments/{provider}/webhook",
+            post(payments::webhook::<S>),
+        )
+        .route("/v1/bookings/{token}", get(bookings::booking::<S>))
+        .route(
+            "/v1/bookings/{token}/cancel",
+            post(bookings::cancel::<S>).layer(writes.clone()),
+        )
+        .route(
+            "/v1/bookings/{token}/resend",
+            post(bookings::resend::<S>).layer(writes.clone()),
+        )
+        .route(
+            "/pay/demo/{payment_id}",
+            get(crate::payments::demo::show::<S>)
+                .post(crate::payments::demo::complete::<S>)
+                .layer(writes),
         )
         .route(
             "/v1/devices/enrol",

@@ -10,7 +10,7 @@ use tessera_core::pricing::{price_cart, CartLimits, Channel};
 use tessera_core::slot::parse_date;
 use uuid::Uuid;
 
-use super::extract::{ApiJson, IdempotencyKey, Path, Query};
+use super::extract::{ApiJson, Channel as SalesChannel, IdempotencyKey, Path, Query};
 use super::limits::Client;
 use super::AppState;
 use crate::error::ServiceError;
@@ -48,7 +48,7 @@ fn idem(key: IdempotencyKey, method: &Method, uri: &Uri, raw: &[u8]) -> Idem {
     }
 }
 
-fn answer(a: Answer) -> Response {
+pub(crate) fn answer(a: Answer) -> Response {
     let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
     let mut response = (status, Json(a.body)).into_response();
     if a.replayed {
@@ -115,9 +115,10 @@ fn parse_hold_id(text: &str) -> Result<Uuid, ServiceError> {
     Uuid::parse_str(text).map_err(|_| ServiceError::UnknownHold(text.chars().take(64).collect()))
 }
 
-#[utoipa::path(post, path = "/v1/holds/{hold_id}/confirm", tag = "online", summary = "Turn a hold into an order with signed tickets, on a captured payment", params(("hold_id" = String, Path, format = Uuid, description = "The hold's id"), super::openapi::IdempotencyKeyHeader), request_body = tessera_core::api::online::ConfirmRequest, responses((status = 201, description = "The order and its tickets; a retry with the same Idempotency-Key returns this answer again", body = tessera_core::api::online::Order, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 404, description = "unknown_hold", body = tessera_core::api::ErrorBody), (status = 409, description = "hold_cancelled, already_confirmed (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 410, description = "hold_expired: its places were released (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 422, description = "invalid_body (payment_reference, email), idempotency_key_reused", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/holds/{hold_id}/confirm", tag = "channel", summary = "A trusted channel (partner site, tourist office) turns a hold into an order with signed tickets", security(("channel_token" = [])), params(("hold_id" = String, Path, format = Uuid, description = "The hold's id"), super::openapi::IdempotencyKeyHeader), request_body = tessera_core::api::online::ConfirmRequest, responses((status = 201, description = "The order and its tickets, sold by the channel; a retry with the same Idempotency-Key returns this answer again", body = tessera_core::api::online::Order, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 401, description = "channel_token_required (no Authorization: Bearer), unknown_channel (unknown or revoked token)", body = tessera_core::api::ErrorBody), (status = 404, description = "unknown_hold", body = tessera_core::api::ErrorBody), (status = 409, description = "hold_cancelled, already_confirmed (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 410, description = "hold_expired: its places were released (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 422, description = "invalid_body (payment_reference, email), idempotency_key_reused", body = tessera_core::api::ErrorBody)))]
 pub async fn confirm_hold<S: Store>(
     State(app): State<AppState<S>>,
+    SalesChannel(channel): SalesChannel,
     Path(hold_id): Path<String>,
     method: Method,
     uri: Uri,
@@ -143,7 +144,7 @@ pub async fn confirm_hold<S: Store>(
         }
     }
     let idem = idem(key, &method, &uri, &body.raw);
-    let first = app.store.confirm_hold(idem, hold, request).await?;
+    let first = app.store.confirm_hold(idem, hold, request, channel).await?;
     // Confirmed, or closed for good: it no longer holds anyone's places.
     if matches!(first.status, 201 | 409 | 410) {
         app.edge.holds.release(hold);

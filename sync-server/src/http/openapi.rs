@@ -22,6 +22,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 /// Security scheme names used in the handlers' `security(...)`.
 pub const DEVICE_TOKEN: &str = "device_token";
 pub const SUPERVISOR_PIN: &str = "supervisor_pin";
+pub const CHANNEL_TOKEN: &str = "channel_token";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -51,11 +52,22 @@ pub const SUPERVISOR_PIN: &str = "supervisor_pin";
         super::supervisor::leases,
         super::supervisor::revoke_lease,
         super::supervisor::approve,
+        super::payments::checkout,
+        super::payments::checkout_status,
+        super::payments::webhook,
+        super::bookings::booking,
+        super::bookings::cancel,
+        super::bookings::resend,
+        crate::payments::demo::show,
+        crate::payments::demo::complete,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Security, &CommonAnswers),
     tags(
         (name = "online", description = "The public booking API a web shop calls; no credentials"),
+        (name = "shop", description = "The web shop's checkout and \"my booking\"; no credentials (a booking's token is its link)"),
+        (name = "channel", description = "Trusted sales channels (a partner's site, a tourist office): a channel token from `tessera-server channel add`"),
+        (name = "payments", description = "Payment providers' callbacks and the demo provider's page"),
         (name = "devices", description = "Enrolment and signing keys"),
         (name = "counter", description = "Counters (device token of a counter)"),
         (name = "gate", description = "Entry gates (device token of a gate, or a counter in gate mode)"),
@@ -120,6 +132,18 @@ impl Modify for Security {
                     .description(Some(
                         "The device token returned once by POST /v1/devices/enrol \
                          (counter, gate or supervisor device).",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            CHANNEL_TOKEN,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A trusted sales channel's token, printed once by \
+                         `tessera-server channel add --name NAME`; orders it confirms carry the channel.",
                     ))
                     .build(),
             ),

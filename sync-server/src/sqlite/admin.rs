@@ -37,6 +37,8 @@ pub enum AdminError {
     AmbiguousDevice { name: String, matches: Vec<String> },
     #[error("{0}")]
     Staff(String),
+    #[error("{0}")]
+    Channel(String),
     #[error("nothing in quarantine has id {0:?} (see the day report's quarantine section)")]
     UnknownQuarantine(String),
     #[error("{0} is already resolved")]
@@ -191,6 +193,24 @@ pub fn create_enrolment_code(
         &format!("{} {name:?}", role.as_str()),
     )?;
     Ok(code)
+}
+
+/// The demo payment provider's signing secret (made by migration 10; made
+/// here if a database somehow lacks it).
+pub fn demo_payment_secret(db: &Path) -> Result<Vec<u8>, AdminError> {
+    let conn = schema::open(db)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('demo_payment_secret', ?1)",
+        params![data_encoding::HEXLOWER.encode(&secrets::random_bytes::<32>())],
+    )?;
+    let hex: String = conn.query_row(
+        "SELECT value FROM meta WHERE key = 'demo_payment_secret'",
+        [],
+        |r| r.get(0),
+    )?;
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex.as_bytes())
+        .map_err(|e| AdminError::Channel(format!("demo payment secret unreadable: {e}")))
 }
 
 /// What a slot's ledger is by the database's rows, at `now`.

@@ -2,6 +2,8 @@
 //! `writer`), readers served from views it publishes after each commit.
 
 pub mod admin;
+pub mod channels;
+mod checkout;
 mod devices;
 pub(crate) mod failpoint;
 mod gate;
@@ -43,9 +45,15 @@ use self::state::{Shared, State};
 pub use self::writer::CommitMode;
 use self::writer::{Ctx, Fatal, Job, Writer};
 use crate::error::ServiceError;
+use crate::payments::demo::DemoPayment;
+use crate::payments::PaymentEvent;
 use crate::reports::DayReport;
 use crate::secrets;
-use crate::store::{Answer, DeviceInfo, Idem, Store};
+use crate::store::{
+    Answer, BookingContext, ChannelInfo, DeviceInfo, DueRefund, EventOutcome, Idem, PaymentRecord,
+    RefundAttempt, Store, Visitor,
+};
+use tessera_core::api::shop::{Booking, CheckoutStatus};
 use tessera_core::clock::Clock;
 
 #[derive(Clone, Debug)]
@@ -289,11 +297,119 @@ impl Store for SqliteStore {
         idem: Idem,
         hold: Uuid,
         request: ConfirmRequest,
+        channel: ChannelInfo,
     ) -> Result<Answer, ServiceError> {
         self.submit(move |ctx| {
-            idempotent(ctx, &idem, |ctx| online::confirm_hold(ctx, hold, request))
+            idempotent(ctx, &idem, |ctx| {
+                online::confirm_hold(ctx, hold, request, &channel.name)
+            })
         })
         .await
+    }
+
+    fn authenticate_channel(&self, token: &str) -> Option<ChannelInfo> {
+        let hash = secrets::hash(token);
+        self.shared
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
+            .cloned()
+    }
+
+    async fn begin_checkout(
+        &self,
+        idem: Idem,
+        hold: Uuid,
+        visitor: Visitor,
+        provider: String,
+    ) -> Result<Answer, ServiceError> {
+        self.submit(move |ctx| {
+            idempotent(ctx, &idem, |ctx| {
+                checkout::begin_checkout(ctx, hold, visitor, provider)
+            })
+        })
+        .await
+    }
+
+    async fn payment_started(
+        &self,
+        payment_id: String,
+        provider_ref: String,
+        redirect_url: String,
+    ) -> Result<PaymentRecord, ServiceError> {
+        self.submit(move |ctx| {
+            checkout::payment_started(ctx, &payment_id, &provider_ref, &redirect_url)
+        })
+        .await
+    }
+
+    async fn checkout_status(&self, checkout_id: String) -> Result<CheckoutStatus, ServiceError> {
+        self.submit(move |ctx| checkout::checkout_status(ctx, &checkout_id))
+            .await
+    }
+
+    async fn payment_event(
+        &self,
+        provider: String,
+        event: PaymentEvent,
+        context: BookingContext,
+    ) -> Result<EventOutcome, ServiceError> {
+        self.submit(move |ctx| checkout::apply_event(ctx, &provider, &event, &context))
+            .await
+    }
+
+    async fn due_refunds(&self, limit: usize) -> Result<Vec<DueRefund>, ServiceError> {
+        self.submit(move |ctx| checkout::due_refunds(ctx, limit))
+            .await
+    }
+
+    async fn refund_attempted(
+        &self,
+        refund_id: String,
+        attempt: RefundAttempt,
+        context: BookingContext,
+    ) -> Result<(), ServiceError> {
+        self.submit(move |ctx| checkout::refund_attempted(ctx, &refund_id, attempt, &context))
+            .await
+    }
+
+    async fn booking(
+        &self,
+        token: String,
+        context: BookingContext,
+    ) -> Result<Booking, ServiceError> {
+        self.submit(move |ctx| checkout::booking(ctx, &token, &context))
+            .await
+    }
+
+    async fn cancel_booking(
+        &self,
+        idem: Idem,
+        token: String,
+        tickets: Vec<Uuid>,
+        context: BookingContext,
+    ) -> Result<Answer, ServiceError> {
+        self.submit(move |ctx| {
+            idempotent(ctx, &idem, |ctx| {
+                checkout::cancel(ctx, &token, &tickets, &context)
+            })
+        })
+        .await
+    }
+
+    async fn resend_booking(
+        &self,
+        token: String,
+        context: BookingContext,
+    ) -> Result<(), ServiceError> {
+        self.submit(move |ctx| checkout::resend(ctx, &token, &context))
+            .await
+    }
+
+    async fn demo_payment(&self, payment_id: String) -> Result<Option<DemoPayment>, ServiceError> {
+        self.submit(move |ctx| checkout::demo_payment(ctx, &payment_id))
+            .await
     }
 
     async fn cancel_hold(&self, hold: Uuid) -> Result<(), ServiceError> {

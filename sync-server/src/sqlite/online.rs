@@ -74,7 +74,7 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
 }
 
 /// Why a hold that is not open cannot be confirmed or cancelled.
-fn closed_hold_error(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<ServiceError, Fatal> {
+pub(crate) fn closed_hold_error(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<ServiceError, Fatal> {
     let row: Option<(String, Option<String>)> = ctx
         .tx
         .prepare_cached(
@@ -96,7 +96,7 @@ fn closed_hold_error(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<ServiceError, Fatal
     })
 }
 
-fn release(ctx: &mut Ctx<'_>, hold_id: Uuid, status: &str) -> Result<(), Fatal> {
+pub(crate) fn release(ctx: &mut Ctx<'_>, hold_id: Uuid, status: &str) -> Result<(), Fatal> {
     if let Some(hold) = ctx.state.holds.remove(&hold_id) {
         ctx.state.expiry.remove(&(hold.expires_ms, hold_id));
         ctx.tx
@@ -110,16 +110,64 @@ fn release(ctx: &mut Ctx<'_>, hold_id: Uuid, status: &str) -> Result<(), Fatal> 
     Ok(())
 }
 
-pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmRequest) -> Outcome {
-    let Some(hold) = ctx.state.holds.get(&hold_id) else {
+/// Who sells an order and what it carries besides its hold.
+pub(crate) struct OrderMeta {
+    /// `web` for the shop (a verified payment), else the trusted channel's name.
+    pub channel: String,
+    pub payment_reference: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub language: Option<String>,
+    pub payment_id: Option<String>,
+    /// SHA-256 of the "my booking" token, for orders that get one.
+    pub booking_token_hash: Option<Vec<u8>>,
+    pub reference: Option<String>,
+}
+
+/// A trusted channel confirms an open hold (its token was checked at the edge).
+pub(crate) fn confirm_hold(
+    ctx: &mut Ctx<'_>,
+    hold_id: Uuid,
+    request: ConfirmRequest,
+    channel: &str,
+) -> Outcome {
+    let Some(hold) = take_open_hold(ctx, hold_id)? else {
         return Ok(Err(closed_hold_error(ctx, hold_id)?));
+    };
+    let hold = match hold {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(e)),
+    };
+    let meta = OrderMeta {
+        channel: channel.to_string(),
+        payment_reference: request.payment_reference,
+        email: request.email,
+        name: None,
+        language: None,
+        payment_id: None,
+        booking_token_hash: None,
+        reference: None,
+    };
+    let order = issue_order(ctx, hold_id, &hold, meta)?;
+    Ok(Ok((201, json!(order))))
+}
+
+/// Takes an open, unexpired hold out of the open set and turns its held
+/// places into sold ones. `None`: the hold is not open (ask
+/// `closed_hold_error` why); `Some(Err)`: it had just expired (released).
+pub(crate) fn take_open_hold(
+    ctx: &mut Ctx<'_>,
+    hold_id: Uuid,
+) -> Result<Option<Result<OpenHold, ServiceError>>, Fatal> {
+    let Some(hold) = ctx.state.holds.get(&hold_id) else {
+        return Ok(None);
     };
     if hold.expires_ms <= ctx.now_ms {
         release(ctx, hold_id, "expired")?;
-        return Ok(Err(ServiceError::HoldExpired(hold_id.to_string())));
+        return Ok(Some(Err(ServiceError::HoldExpired(hold_id.to_string()))));
     }
     let Some(hold) = ctx.state.holds.remove(&hold_id) else {
-        return Ok(Err(ServiceError::UnknownHold(hold_id.to_string())));
+        return Ok(None);
     };
     ctx.state.expiry.remove(&(hold.expires_ms, hold_id));
     let Some(row) = ctx.state.slots.get_mut(&hold.slot) else {
@@ -128,12 +176,31 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
         )));
     };
     row.ledger.confirm_hold(hold.admissions)?;
+    Ok(Some(Ok(hold)))
+}
+
+/// Writes an order for places already counted as sold in the slot's ledger:
+/// its signed tickets (each with its price), the hold marked confirmed, the
+/// online tally. The caller has moved the places (`take_open_hold`, or a
+/// re-hold of an expired hold's lines).
+pub(crate) fn issue_order(
+    ctx: &mut Ctx<'_>,
+    hold_id: Uuid,
+    hold: &OpenHold,
+    meta: OrderMeta,
+) -> Result<Order, Fatal> {
+    let Some(row) = ctx.state.slots.get(&hold.slot) else {
+        return Err(Fatal::Bookkeeping(format!(
+            "hold {hold_id} names a missing slot"
+        )));
+    };
     let window_minutes = row.slot.window_minutes;
     let slot_id = hold.slot;
     let order_id = new_id();
     let currency = ctx.state.catalogue.museum.currency;
 
     let mut tickets = Vec::new();
+    let mut prices = Vec::new();
     for line in &hold.lines {
         for _ in 0..line.quantity {
             let claims = TicketClaims {
@@ -149,6 +216,7 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
                 .signer
                 .sign(&claims)
                 .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            prices.push((line.unit_price, line.vat_bp));
             tickets.push(IssuedTicket {
                 ticket_id: claims.ticket_id,
                 product_id: claims.product_id,
@@ -163,8 +231,9 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
         serde_json::to_string(&hold.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
     let tx = ctx.tx;
     tx.prepare_cached(
-        "INSERT INTO orders (order_id, hold_id, slot_id, admissions, total, currency, lines, payment_reference, email, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO orders (order_id, hold_id, slot_id, admissions, total, currency, lines, payment_reference, email, created_at,
+                             name, language, channel, payment_id, booking_token_hash, reference)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         order_id.to_string(),
@@ -174,9 +243,15 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
         hold.total,
         currency.as_str(),
         lines_json,
-        request.payment_reference,
-        request.email,
-        ctx.now_ms
+        meta.payment_reference,
+        meta.email,
+        ctx.now_ms,
+        meta.name,
+        meta.language,
+        meta.channel,
+        meta.payment_id,
+        meta.booking_token_hash,
+        meta.reference
     ])?;
     tx.prepare_cached("UPDATE holds SET status = 'confirmed' WHERE hold_id = ?1")?
         .execute(params![hold_id.to_string()])?;
@@ -186,10 +261,10 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
     ctx.state.unsaved_slots.insert(slot_id);
     {
         let mut insert = tx.prepare_cached(
-            "INSERT INTO tickets (ticket_id, slot_id, product_id, admits, code, channel, order_id, key_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'online', ?6, ?7)",
+            "INSERT INTO tickets (ticket_id, slot_id, product_id, admits, code, channel, order_id, key_id, price, vat_bp)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'online', ?6, ?7, ?8, ?9)",
         )?;
-        for t in &tickets {
+        for (t, (price, vat_bp)) in tickets.iter().zip(&prices) {
             insert.execute(params![
                 t.ticket_id.to_string(),
                 slot_id.to_string(),
@@ -197,7 +272,9 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
                 t.admits,
                 t.code,
                 order_id.to_string(),
-                ctx.state.signer.key_id
+                ctx.state.signer.key_id,
+                price,
+                vat_bp
             ])?;
         }
     }
@@ -205,20 +282,19 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
         .tallies
         .add_sale(ONLINE_ACTOR, slot_id, u64::from(hold.admissions));
     ctx.state.dirty_slots.insert(slot_id);
-    metrics::counter!("tessera_orders_total").increment(1);
+    metrics::counter!("tessera_orders_total", "channel" => meta.channel.clone()).increment(1);
     metrics::counter!("tessera_admissions_sold_total", "channel" => "online")
         .increment(u64::from(hold.admissions));
 
-    let order = Order {
+    Ok(Order {
         order_id,
         hold_id,
         slot_id,
         total: Money::new(hold.total, currency),
-        payment_reference: request.payment_reference,
+        payment_reference: meta.payment_reference,
         created_at: from_ms(ctx.now_ms),
         tickets,
-    };
-    Ok(Ok((201, json!(order))))
+    })
 }
 
 pub(crate) fn cancel_hold(

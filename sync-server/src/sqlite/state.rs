@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::idempotency::IdempotencyIndex;
 use super::schema::OpenError;
-use crate::store::DeviceInfo;
+use crate::store::{ChannelInfo, DeviceInfo};
 use tessera_core::clock::from_ms;
 
 /// How long a retry with the same Idempotency-Key gets the first answer.
@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     pub supervisors: RwLock<Vec<StaffMember>>,
     pub slots: RwLock<BTreeMap<SlotId, SlotView>>,
     pub devices: RwLock<HashMap<Vec<u8>, DeviceInfo>>,
+    /// Trusted sales channels by the SHA-256 of their token.
+    pub channels: RwLock<HashMap<Vec<u8>, ChannelInfo>>,
     pub keys: RwLock<(Arc<KeyRing>, Arc<PublicKeys>)>,
 }
 
@@ -360,9 +362,11 @@ impl State {
                 .write()
                 .unwrap_or_else(|p| p.into_inner()) = self.supervisors.clone();
             let devices = load_devices(conn)?;
+            let channels = load_channels(conn)?;
             let keys = load_keys(conn)?;
             self.keys = keys.clone();
             *shared.devices.write().unwrap_or_else(|p| p.into_inner()) = devices;
+            *shared.channels.write().unwrap_or_else(|p| p.into_inner()) = channels;
             *shared.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         }
         let mut cat = shared.catalogue.write().unwrap_or_else(|p| p.into_inner());
@@ -385,6 +389,21 @@ fn load_devices(conn: &Connection) -> rusqlite::Result<HashMap<Vec<u8>, DeviceIn
                 device_id: parse_uuid(&r.get::<_, String>(1)?)?,
                 role: Role::parse(&role).unwrap_or(Role::Gate),
                 name: r.get(3)?,
+            },
+        ))
+    })?;
+    rows.collect()
+}
+
+fn load_channels(conn: &Connection) -> rusqlite::Result<HashMap<Vec<u8>, ChannelInfo>> {
+    let mut stmt =
+        conn.prepare("SELECT token_hash, channel_id, name FROM channels WHERE revoked_at IS NULL")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, Vec<u8>>(0)?,
+            ChannelInfo {
+                channel_id: parse_uuid(&r.get::<_, String>(1)?)?,
+                name: r.get(2)?,
             },
         ))
     })?;
@@ -437,6 +456,7 @@ impl Shared {
             supervisors: RwLock::new(Vec::new()),
             slots: RwLock::new(BTreeMap::new()),
             devices: RwLock::new(HashMap::new()),
+            channels: RwLock::new(HashMap::new()),
             keys: RwLock::new((
                 Arc::new(KeyRing::new()),
                 Arc::new(PublicKeys { keys: vec![] }),

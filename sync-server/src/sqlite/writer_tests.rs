@@ -89,7 +89,7 @@ fn confirm_request() -> ConfirmRequest {
 fn confirm_then(hold: Uuid, fail: Option<&'static str>) -> (Job, Rx<u16>) {
     job(
         move |ctx| {
-            let answer = online::confirm_hold(ctx, hold, confirm_request())?;
+            let answer = online::confirm_hold(ctx, hold, confirm_request(), "Test partner")?;
             // Touch a second slot's unsaved counts too, so the undo has to
             // restore more than the slot it confirmed in.
             let other = *ctx.state.slots.keys().next().expect("slots");

@@ -1,0 +1,957 @@
+//! Paying for a hold, inside the writer: the payment record, the provider's
+//! verified events applied exactly once, the refund queue, and "my booking"
+//! (look-up, cancellation, resend).
+//!
+//! Exactly once. A webhook event is recorded by `(provider, event_id)` before
+//! it acts, so a replay finds its row and changes nothing. A payment moves
+//! `pending → paid | failed | refunding → refunded` and only a pending (or
+//! failed) payment can be paid, so it confirms at most one order. A payment
+//! whose hold expired or was cancelled meanwhile gets the same lines again if
+//! the slot still has room; otherwise its money goes to the refund queue in
+//! the same transaction. Never money without tickets, never tickets without
+//! money.
+//!
+//! The provider's own HTTP calls never run here: the writer creates the
+//! payment, the edge calls the provider, and a second job stores its answer.
+
+use rusqlite::{params, OptionalExtension};
+use serde_json::json;
+use tessera_core::api::shop::{
+    Booking, BookingTicket, CheckoutState, CheckoutStatus, Language, TicketState,
+};
+use tessera_core::booking::{cancellable_until, plan_cancel, TicketFacts};
+use tessera_core::clock::from_ms;
+use tessera_core::ids::new_id;
+use tessera_core::money::{Currency, Money};
+use tessera_core::pricing::PricedLine;
+use tessera_core::slot::SlotId;
+use tessera_core::tally::ONLINE_ACTOR;
+use uuid::Uuid;
+
+use super::online::{closed_hold_error, issue_order, release, take_open_hold, OrderMeta};
+use super::state::{parse_slot, parse_uuid, OpenHold};
+use super::writer::{Ctx, Fatal};
+use crate::error::ServiceError;
+use crate::payments::{PaymentEvent, PaymentEventKind};
+use crate::secrets;
+use crate::store::{
+    BookingContext, DueRefund, EventOutcome, PaymentRecord, RefundAttempt, Visitor,
+};
+
+type Outcome<T> = Result<Result<T, ServiceError>, Fatal>;
+
+/// Resends of one booking's email per day: enough for a visitor, too few to
+/// make the museum's mail server a spam cannon.
+const RESENDS_PER_DAY: i64 = 5;
+
+pub(crate) fn language_of(code: &str) -> Language {
+    match code {
+        "en" => Language::En,
+        _ => Language::Fr,
+    }
+}
+
+fn unknown_booking() -> ServiceError {
+    ServiceError::refused(
+        404,
+        "unknown_booking",
+        "no booking has this link; check the address in your email",
+    )
+}
+
+pub(crate) fn begin_checkout(
+    ctx: &mut Ctx<'_>,
+    hold_id: Uuid,
+    visitor: Visitor,
+    provider: String,
+) -> Outcome<(u16, serde_json::Value)> {
+    let Some(hold) = ctx.state.holds.get(&hold_id) else {
+        return Ok(Err(closed_hold_error(ctx, hold_id)?));
+    };
+    if hold.expires_ms <= ctx.now_ms {
+        release(ctx, hold_id, "expired")?;
+        return Ok(Err(ServiceError::HoldExpired(hold_id.to_string())));
+    }
+    let (slot_id, total, expires_ms) = (hold.slot, hold.total, hold.expires_ms);
+    let currency = ctx.state.catalogue.museum.currency;
+    let payment_id = secrets::new_url_id("pay_");
+    let checkout_id = secrets::new_url_id("co_");
+    ctx.tx
+        .prepare_cached(
+            "INSERT INTO payments (payment_id, checkout_id, hold_id, provider, amount, currency, status,
+                                   visitor_name, email, language, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            payment_id,
+            checkout_id,
+            hold_id.to_string(),
+            provider,
+            total,
+            currency.as_str(),
+            visitor.name,
+            visitor.email,
+            visitor.language.code(),
+            ctx.now_ms
+        ])?;
+    metrics::counter!("tessera_checkouts_total").increment(1);
+    let record = PaymentRecord {
+        payment_id,
+        checkout_id,
+        hold_id,
+        slot_id,
+        amount: Money::new(total, currency),
+        hold_expires_at: from_ms(expires_ms),
+        email: visitor.email,
+        language: visitor.language,
+        provider,
+        redirect_url: None,
+    };
+    Ok(Ok((201, json!(record))))
+}
+
+fn load_record(ctx: &Ctx<'_>, payment_id: &str) -> Result<Option<PaymentRecord>, Fatal> {
+    let museum_currency = ctx.state.catalogue.museum.currency;
+    let row = ctx
+        .tx
+        .prepare_cached(
+            "SELECT p.payment_id, p.checkout_id, p.hold_id, h.slot_id, p.amount, p.currency, h.expires_at,
+                    p.email, p.language, p.provider, p.redirect_url
+             FROM payments p JOIN holds h ON h.hold_id = p.hold_id WHERE p.payment_id = ?1",
+        )?
+        .query_row(params![payment_id], |r| {
+            let currency: String = r.get(5)?;
+            Ok((
+                PaymentRecord {
+                    payment_id: r.get(0)?,
+                    checkout_id: r.get(1)?,
+                    hold_id: parse_uuid(&r.get::<_, String>(2)?)?,
+                    slot_id: parse_slot(&r.get::<_, String>(3)?)?,
+                    amount: Money::new(r.get(4)?, museum_currency),
+                    hold_expires_at: from_ms(r.get(6)?),
+                    email: r.get(7)?,
+                    language: language_of(&r.get::<_, String>(8)?),
+                    provider: r.get(9)?,
+                    redirect_url: r.get(10)?,
+                },
+                currency,
+            ))
+        })
+        .optional()?;
+    let Some((mut record, currency)) = row else {
+        return Ok(None);
+    };
+    record.amount.currency =
+        Currency::new(&currency).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    Ok(Some(record))
+}
+
+pub(crate) fn payment_started(
+    ctx: &mut Ctx<'_>,
+    payment_id: &str,
+    provider_ref: &str,
+    redirect_url: &str,
+) -> Outcome<PaymentRecord> {
+    // A retry that called the provider again keeps the first session.
+    ctx.tx
+        .prepare_cached(
+            "UPDATE payments SET provider_ref = ?2, redirect_url = ?3
+             WHERE payment_id = ?1 AND redirect_url IS NULL",
+        )?
+        .execute(params![payment_id, provider_ref, redirect_url])?;
+    match load_record(ctx, payment_id)? {
+        Some(r) => Ok(Ok(r)),
+        None => Err(Fatal::Bookkeeping(format!(
+            "payment {payment_id} vanished between its two jobs"
+        ))),
+    }
+}
+
+pub(crate) fn checkout_status(ctx: &mut Ctx<'_>, checkout_id: &str) -> Outcome<CheckoutStatus> {
+    let row: Option<(String, String, Option<String>)> = ctx
+        .tx
+        .prepare_cached(
+            "SELECT payment_id, status, booking_token FROM payments WHERE checkout_id = ?1",
+        )?
+        .query_row(params![checkout_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((payment_id, status, token)) = row else {
+        return Ok(Err(ServiceError::refused(
+            404,
+            "unknown_checkout",
+            "no checkout has this id",
+        )));
+    };
+    let state = match status.as_str() {
+        "paid" => CheckoutState::Confirmed,
+        "failed" => CheckoutState::Failed,
+        "refunding" | "refunded" => CheckoutState::Refunded,
+        _ => CheckoutState::AwaitingPayment,
+    };
+    if token.is_some() {
+        // Handed to the return page once; the email carries the link too.
+        ctx.tx
+            .prepare_cached("UPDATE payments SET booking_token = NULL WHERE payment_id = ?1")?
+            .execute(params![payment_id])?;
+    }
+    Ok(Ok(CheckoutStatus {
+        checkout_id: checkout_id.to_string(),
+        state,
+        booking_token: token,
+    }))
+}
+
+struct PaymentRow {
+    payment_id: String,
+    hold_id: Uuid,
+    status: String,
+    amount: i64,
+    currency: String,
+    name: String,
+    email: String,
+    language: String,
+}
+
+fn load_payment(
+    ctx: &Ctx<'_>,
+    provider: &str,
+    payment_id: &str,
+) -> Result<Option<PaymentRow>, Fatal> {
+    Ok(ctx
+        .tx
+        .prepare_cached(
+            "SELECT payment_id, hold_id, status, amount, currency, visitor_name, email, language
+             FROM payments WHERE payment_id = ?1 AND provider = ?2",
+        )?
+        .query_row(params![payment_id, provider], |r| {
+            Ok(PaymentRow {
+                payment_id: r.get(0)?,
+                hold_id: parse_uuid(&r.get::<_, String>(1)?)?,
+                status: r.get(2)?,
+                amount: r.get(3)?,
+                currency: r.get(4)?,
+                name: r.get(5)?,
+                email: r.get(6)?,
+                language: r.get(7)?,
+            })
+        })
+        .optional()?)
+}
+
+pub(crate) fn apply_event(
+    ctx: &mut Ctx<'_>,
+    provider: &str,
+    event: &PaymentEvent,
+    booking: &BookingContext,
+) -> Outcome<EventOutcome> {
+    let kind = match event.kind {
+        PaymentEventKind::Paid => "paid",
+        PaymentEventKind::Failed => "failed",
+    };
+    let fresh = ctx
+        .tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO webhook_events (provider, event_id, payment_id, kind, outcome, received_at)
+             VALUES (?1, ?2, ?3, ?4, 'applying', ?5)",
+        )?
+        .execute(params![provider, event.event_id, event.payment_id, kind, ctx.now_ms])?;
+    if fresh == 0 {
+        metrics::counter!("tessera_webhook_replays_total").increment(1);
+        return Ok(Ok(EventOutcome::Replayed));
+    }
+    let outcome = match load_payment(ctx, provider, &event.payment_id)? {
+        None => {
+            tracing::warn!(%provider, event = %event.event_id, "verified event names no payment of ours; acknowledged");
+            EventOutcome::UnknownPayment
+        }
+        Some(payment) => match event.kind {
+            PaymentEventKind::Paid => paid(ctx, payment, event, booking)?,
+            PaymentEventKind::Failed => failed(ctx, payment)?,
+        },
+    };
+    let word = match &outcome {
+        EventOutcome::Replayed => "replayed",
+        EventOutcome::UnknownPayment => "unknown_payment",
+        EventOutcome::AlreadySettled => "already_settled",
+        EventOutcome::Confirmed { .. } => "confirmed",
+        EventOutcome::Refunding { .. } => "refunding",
+        EventOutcome::Failed { .. } => "failed",
+    };
+    ctx.tx
+        .prepare_cached(
+            "UPDATE webhook_events SET outcome = ?3 WHERE provider = ?1 AND event_id = ?2",
+        )?
+        .execute(params![provider, event.event_id, word])?;
+    Ok(Ok(outcome))
+}
+
+/// Why a paid payment got no order.
+enum NoOrder {
+    /// The hold's slot had no room left (or was over) when the money came.
+    NoPlaces,
+    /// Another payment of the same hold was confirmed first.
+    Duplicate,
+}
+
+impl NoOrder {
+    fn reason(&self) -> &'static str {
+        match self {
+            NoOrder::NoPlaces => "no_places",
+            NoOrder::Duplicate => "duplicate",
+        }
+    }
+}
+
+fn paid(
+    ctx: &mut Ctx<'_>,
+    payment: PaymentRow,
+    event: &PaymentEvent,
+    booking: &BookingContext,
+) -> Result<EventOutcome, Fatal> {
+    let hold_id = payment.hold_id;
+    if matches!(payment.status.as_str(), "paid" | "refunding" | "refunded") {
+        return Ok(EventOutcome::AlreadySettled);
+    }
+    ctx.tx
+        .prepare_cached(
+            "UPDATE payments SET refund_ref = COALESCE(?2, refund_ref), paid_at = ?3 WHERE payment_id = ?1",
+        )?
+        .execute(params![payment.payment_id, event.refund_ref, ctx.now_ms])?;
+    let captured = event.amount.map(|m| m.amount).unwrap_or(payment.amount);
+    let mismatch = event
+        .amount
+        .is_some_and(|m| m.amount != payment.amount || m.currency.as_str() != payment.currency);
+    if mismatch {
+        tracing::error!(payment = %payment.payment_id, captured, expected = payment.amount,
+            "provider captured another amount than the order's; refunding it, no tickets issued");
+        if ctx.state.holds.contains_key(&hold_id) {
+            release(ctx, hold_id, "cancelled")?;
+        }
+        queue_refund(ctx, &payment, None, captured, "amount_mismatch", None)?;
+        set_status(ctx, &payment.payment_id, "refunding")?;
+        return Ok(EventOutcome::Refunding { hold_id });
+    }
+    let hold = match take_open_hold(ctx, hold_id)? {
+        Some(Ok(hold)) => Ok(hold),
+        // Expired (now released) or already closed: try the same lines again.
+        Some(Err(_)) | None => rehold(ctx, hold_id)?,
+    };
+    let hold = match hold {
+        Ok(hold) => hold,
+        Err(why) => {
+            tracing::warn!(payment = %payment.payment_id, %hold_id, reason = why.reason(),
+                "paid, but no order can be issued; the payment is queued for a refund");
+            metrics::counter!("tessera_paid_without_places_total").increment(1);
+            queue_refund(ctx, &payment, None, captured, why.reason(), None)?;
+            set_status(ctx, &payment.payment_id, "refunding")?;
+            return Ok(EventOutcome::Refunding { hold_id });
+        }
+    };
+    let token = secrets::new_booking_token();
+    let meta = OrderMeta {
+        channel: "web".into(),
+        payment_reference: payment.payment_id.clone(),
+        email: Some(payment.email.clone()),
+        name: Some(payment.name.clone()),
+        language: Some(payment.language.clone()),
+        payment_id: Some(payment.payment_id.clone()),
+        booking_token_hash: Some(secrets::hash(&token)),
+        reference: Some(secrets::new_reference()),
+    };
+    let order = issue_order(ctx, hold_id, &hold, meta)?;
+    ctx.tx
+        .prepare_cached(
+            "UPDATE payments SET status = 'paid', order_id = ?2, booking_token = ?3 WHERE payment_id = ?1",
+        )?
+        .execute(params![payment.payment_id, order.order_id.to_string(), token])?;
+    let Some(b) = load_booking(ctx, order.order_id, booking)? else {
+        return Err(Fatal::Bookkeeping(
+            "an order just written is missing".into(),
+        ));
+    };
+    queue_mail(ctx, "booking_confirmed", &b, &link(booking, &token))?;
+    Ok(EventOutcome::Confirmed { hold_id })
+}
+
+fn set_status(ctx: &Ctx<'_>, payment_id: &str, status: &str) -> Result<(), Fatal> {
+    ctx.tx
+        .prepare_cached("UPDATE payments SET status = ?2 WHERE payment_id = ?1")?
+        .execute(params![payment_id, status])?;
+    Ok(())
+}
+
+/// The lines of a hold that is no longer open, held and sold again if its
+/// slot still has room for them.
+fn rehold(ctx: &mut Ctx<'_>, hold_id: Uuid) -> Result<Result<OpenHold, NoOrder>, Fatal> {
+    let row: Option<(String, u32, String, i64, String)> = ctx
+        .tx
+        .prepare_cached(
+            "SELECT slot_id, admissions, lines, total, status FROM holds WHERE hold_id = ?1",
+        )?
+        .query_row(params![hold_id.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((slot, admissions, lines, total, status)) = row else {
+        return Err(Fatal::Bookkeeping(format!(
+            "payment names hold {hold_id}, which does not exist"
+        )));
+    };
+    if status == "confirmed" {
+        return Ok(Err(NoOrder::Duplicate));
+    }
+    let slot: SlotId = slot
+        .parse()
+        .map_err(|e: tessera_core::slot::SlotError| Fatal::Bookkeeping(e.to_string()))?;
+    let lines: Vec<PricedLine> =
+        serde_json::from_str(&lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    let now = ctx.now_ms;
+    let Some(row) = ctx.state.slots.get_mut(&slot) else {
+        return Ok(Err(NoOrder::NoPlaces));
+    };
+    if now >= row.slot.ends_at.as_millisecond() || row.ledger.available() < admissions {
+        return Ok(Err(NoOrder::NoPlaces));
+    }
+    row.ledger.hold(admissions)?;
+    row.ledger.confirm_hold(admissions)?;
+    ctx.state.dirty_slots.insert(slot);
+    metrics::counter!("tessera_paid_after_expiry_reheld_total").increment(1);
+    Ok(Ok(OpenHold {
+        slot,
+        admissions,
+        expires_ms: now,
+        lines,
+        total,
+    }))
+}
+
+fn failed(ctx: &mut Ctx<'_>, payment: PaymentRow) -> Result<EventOutcome, Fatal> {
+    if payment.status != "pending" {
+        return Ok(EventOutcome::AlreadySettled);
+    }
+    set_status(ctx, &payment.payment_id, "failed")?;
+    // Nothing was taken: the places go back on sale now rather than when
+    // the hold runs out.
+    if ctx.state.holds.contains_key(&payment.hold_id) {
+        release(ctx, payment.hold_id, "cancelled")?;
+    }
+    Ok(EventOutcome::Failed {
+        hold_id: payment.hold_id,
+    })
+}
+
+fn queue_refund(
+    ctx: &Ctx<'_>,
+    payment: &PaymentRow,
+    order_id: Option<Uuid>,
+    amount: i64,
+    reason: &str,
+    link: Option<&str>,
+) -> Result<(), Fatal> {
+    if amount <= 0 {
+        return Ok(());
+    }
+    let refund_id = new_id().to_string();
+    ctx.tx
+        .prepare_cached(
+            "INSERT INTO refunds (refund_id, payment_id, order_id, amount, currency, reason, idempotency_key,
+                                  status, attempts, next_attempt_at, link, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', 0, ?8, ?9, ?8)",
+        )?
+        .execute(params![
+            refund_id,
+            payment.payment_id,
+            order_id.map(|o| o.to_string()),
+            amount,
+            payment.currency,
+            reason,
+            format!("tessera-refund-{refund_id}"),
+            ctx.now_ms,
+            link
+        ])?;
+    metrics::counter!("tessera_refunds_queued_total", "reason" => reason.to_string()).increment(1);
+    Ok(())
+}
+
+pub(crate) fn due_refunds(ctx: &mut Ctx<'_>, limit: usize) -> Outcome<Vec<DueRefund>> {
+    let mut stmt = ctx.tx.prepare_cached(
+        "SELECT r.refund_id, p.provider, COALESCE(p.refund_ref, p.provider_ref, ''), r.amount, r.currency,
+                r.idempotency_key, r.attempts
+         FROM refunds r JOIN payments p ON p.payment_id = r.payment_id
+         WHERE r.status = 'queued' AND r.next_attempt_at <= ?1
+         ORDER BY r.next_attempt_at LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![ctx.now_ms, limit as i64], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, u32>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (refund_id, provider, refund_ref, amount, currency, idempotency_key, attempts) = row?;
+        let currency = Currency::new(&currency).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+        out.push(DueRefund {
+            refund_id,
+            provider,
+            refund_ref,
+            amount: Money::new(amount, currency),
+            idempotency_key,
+            attempts,
+        });
+    }
+    Ok(Ok(out))
+}
+
+pub(crate) fn refund_attempted(
+    ctx: &mut Ctx<'_>,
+    refund_id: &str,
+    attempt: RefundAttempt,
+    booking: &BookingContext,
+) -> Outcome<()> {
+    match attempt {
+        RefundAttempt::Done { provider_refund_id } => {
+            let changed = ctx
+                .tx
+                .prepare_cached(
+                    "UPDATE refunds SET status = 'done', provider_refund_id = ?2, done_at = ?3, attempts = attempts + 1,
+                                        last_error = NULL
+                     WHERE refund_id = ?1 AND status = 'queued'",
+                )?
+                .execute(params![refund_id, provider_refund_id, ctx.now_ms])?;
+            if changed == 0 {
+                return Ok(Ok(()));
+            }
+            let (payment_id, order_id, link): (String, Option<String>, Option<String>) = ctx
+                .tx
+                .prepare_cached(
+                    "SELECT payment_id, order_id, link FROM refunds WHERE refund_id = ?1",
+                )?
+                .query_row(params![refund_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            ctx.tx
+                .prepare_cached(
+                    "UPDATE payments SET status = 'refunded' WHERE payment_id = ?1 AND status = 'refunding'",
+                )?
+                .execute(params![payment_id])?;
+            metrics::counter!("tessera_refunds_done_total").increment(1);
+            if let (Some(order), Some(link)) = (order_id, link) {
+                let order = parse_uuid(&order)?;
+                if let Some(b) = load_booking(ctx, order, booking)? {
+                    queue_mail(ctx, "refund_issued", &b, &link)?;
+                }
+                // The link carries the booking's token: the mail has it now.
+                ctx.tx
+                    .prepare_cached("UPDATE refunds SET link = NULL WHERE refund_id = ?1")?
+                    .execute(params![refund_id])?;
+            }
+        }
+        RefundAttempt::Retry { error, retry_at_ms } => {
+            ctx.tx
+                .prepare_cached(
+                    "UPDATE refunds SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
+                     WHERE refund_id = ?1 AND status = 'queued'",
+                )?
+                .execute(params![
+                    refund_id,
+                    tessera_core::limits::prefix(&error, 500),
+                    retry_at_ms
+                ])?;
+        }
+        RefundAttempt::Refused { error } => {
+            tracing::error!(refund = %refund_id, %error, "the provider refused a refund; it needs a person (see the day report)");
+            ctx.tx
+                .prepare_cached(
+                    "UPDATE refunds SET status = 'failed', attempts = attempts + 1, last_error = ?2
+                     WHERE refund_id = ?1 AND status = 'queued'",
+                )?
+                .execute(params![
+                    refund_id,
+                    tessera_core::limits::prefix(&error, 500)
+                ])?;
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn link(booking: &BookingContext, token: &str) -> String {
+    format!("{}/booking/{token}", booking.public_url)
+}
+
+/// Writes an email to the outbox, in the transaction of what causes it.
+fn queue_mail(ctx: &Ctx<'_>, kind: &str, booking: &Booking, link: &str) -> Result<(), Fatal> {
+    let payload = json!({"booking": booking, "link": link});
+    ctx.tx
+        .prepare_cached(
+            "INSERT INTO mail_outbox (mail_id, kind, recipient, language, payload, order_id, created_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        )?
+        .execute(params![
+            new_id().to_string(),
+            kind,
+            booking.email,
+            booking.language.code(),
+            payload.to_string(),
+            booking.order_id.to_string(),
+            ctx.now_ms
+        ])?;
+    Ok(())
+}
+
+fn order_by_token(ctx: &Ctx<'_>, token: &str) -> Result<Option<Uuid>, Fatal> {
+    if !secrets::plausible_url_token(token) {
+        return Ok(None);
+    }
+    let id: Option<String> = ctx
+        .tx
+        .prepare_cached("SELECT order_id FROM orders WHERE booking_token_hash = ?1")?
+        .query_row(params![secrets::hash(token)], |r| r.get(0))
+        .optional()?;
+    id.map(|i| parse_uuid(&i)).transpose().map_err(Fatal::Sql)
+}
+
+struct TicketRow {
+    facts: TicketFacts,
+    product_id: String,
+    code: String,
+}
+
+fn ticket_rows(
+    ctx: &Ctx<'_>,
+    order_id: Uuid,
+    lines: &[PricedLine],
+) -> Result<Vec<TicketRow>, Fatal> {
+    let mut stmt = ctx.tx.prepare_cached(
+        "SELECT t.ticket_id, t.product_id, t.admits, t.code, t.price, t.voided_at IS NOT NULL,
+                EXISTS (SELECT 1 FROM redemptions r WHERE r.ticket_id = t.ticket_id)
+         FROM tickets t WHERE t.order_id = ?1 ORDER BY t.rowid",
+    )?;
+    let rows = stmt.query_map(params![order_id.to_string()], |r| {
+        Ok((
+            parse_uuid(&r.get::<_, String>(0)?)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, u8>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+            r.get::<_, bool>(5)?,
+            r.get::<_, bool>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (ticket_id, product_id, admits, code, price, voided, used) = row?;
+        // Tickets issued before prices were stored: the order's line says.
+        let price = price.unwrap_or_else(|| {
+            lines
+                .iter()
+                .find(|l| l.product_id == product_id)
+                .map(|l| l.unit_price)
+                .unwrap_or(0)
+        });
+        let state = if voided {
+            TicketState::Cancelled
+        } else if used {
+            TicketState::Used
+        } else {
+            TicketState::Valid
+        };
+        out.push(TicketRow {
+            facts: TicketFacts {
+                ticket_id,
+                admits,
+                price,
+                state,
+            },
+            product_id,
+            code,
+        });
+    }
+    Ok(out)
+}
+
+/// An order as "my booking" shows it.
+pub(crate) fn load_booking(
+    ctx: &Ctx<'_>,
+    order_id: Uuid,
+    booking: &BookingContext,
+) -> Result<Option<Booking>, Fatal> {
+    type Row = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+        String,
+        i64,
+        String,
+        i64,
+        i64,
+        String,
+        i64,
+        i64,
+    );
+    let row: Option<Row> = ctx
+        .tx
+        .prepare_cached(
+            "SELECT o.reference, o.language, o.name, o.email, o.channel, o.slot_id, o.total, o.currency,
+                    o.refunded, o.created_at, o.lines, s.starts_at, s.ends_at
+             FROM orders o JOIN slots s ON s.slot_id = o.slot_id WHERE o.order_id = ?1",
+        )?
+        .query_row(params![order_id.to_string()], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+                r.get(11)?,
+                r.get(12)?,
+            ))
+        })
+        .optional()?;
+    let Some((
+        reference,
+        language,
+        name,
+        email,
+        channel,
+        slot,
+        total,
+        currency,
+        refunded,
+        created_at,
+        lines,
+        starts_at,
+        ends_at,
+    )) = row
+    else {
+        return Ok(None);
+    };
+    let currency = Currency::new(&currency).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    let lines: Vec<PricedLine> = serde_json::from_str(&lines).unwrap_or_default();
+    let catalogue = ctx.state.catalogue.clone();
+    let tickets = ticket_rows(ctx, order_id, &lines)?
+        .into_iter()
+        .map(|t| BookingTicket {
+            ticket_id: t.facts.ticket_id,
+            product_name: catalogue
+                .product(&t.product_id)
+                .map(|p| p.name.clone())
+                .unwrap_or_else(|| t.product_id.clone()),
+            product_id: t.product_id,
+            admits: t.facts.admits,
+            price: Money::new(t.facts.price, currency),
+            code: t.code,
+            state: t.facts.state,
+        })
+        .collect();
+    let starts_at = from_ms(starts_at);
+    Ok(Some(Booking {
+        order_id,
+        reference: reference.unwrap_or_else(|| order_id.simple().to_string()),
+        museum: catalogue.museum.name.clone(),
+        time_zone: catalogue.museum.time_zone.clone(),
+        language: language.as_deref().map(language_of).unwrap_or(Language::Fr),
+        name: name.unwrap_or_default(),
+        email: email.unwrap_or_default(),
+        channel,
+        slot_id: parse_slot(&slot)?,
+        starts_at,
+        ends_at: from_ms(ends_at),
+        total: Money::new(total, currency),
+        refunded: Money::new(refunded, currency),
+        created_at: from_ms(created_at),
+        cancellable_until: cancellable_until(starts_at, booking.cancel_deadline_hours),
+        tickets,
+    }))
+}
+
+pub(crate) fn booking(
+    ctx: &mut Ctx<'_>,
+    token: &str,
+    context: &BookingContext,
+) -> Outcome<Booking> {
+    let Some(order) = order_by_token(ctx, token)? else {
+        return Ok(Err(unknown_booking()));
+    };
+    match load_booking(ctx, order, context)? {
+        Some(b) => Ok(Ok(b)),
+        None => Ok(Err(unknown_booking())),
+    }
+}
+
+pub(crate) fn cancel(
+    ctx: &mut Ctx<'_>,
+    token: &str,
+    requested: &[Uuid],
+    context: &BookingContext,
+) -> Outcome<(u16, serde_json::Value)> {
+    let Some(order_id) = order_by_token(ctx, token)? else {
+        return Ok(Err(unknown_booking()));
+    };
+    let row: Option<(String, String, Option<String>, String, i64)> = ctx
+        .tx
+        .prepare_cached(
+            "SELECT o.slot_id, o.lines, o.payment_id, o.currency, s.starts_at
+             FROM orders o JOIN slots s ON s.slot_id = o.slot_id WHERE o.order_id = ?1",
+        )?
+        .query_row(params![order_id.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((slot, lines, payment_id, currency, starts_at)) = row else {
+        return Ok(Err(unknown_booking()));
+    };
+    let slot = parse_slot(&slot)?;
+    let lines: Vec<PricedLine> = serde_json::from_str(&lines).unwrap_or_default();
+    let tickets: Vec<TicketFacts> = ticket_rows(ctx, order_id, &lines)?
+        .into_iter()
+        .map(|t| t.facts)
+        .collect();
+    let plan = match plan_cancel(
+        &tickets,
+        requested,
+        from_ms(starts_at),
+        context.cancel_deadline_hours,
+        from_ms(ctx.now_ms),
+    ) {
+        Ok(plan) => plan,
+        Err(e) => return Ok(Err(ServiceError::refused(422, e.code(), e.to_string()))),
+    };
+    {
+        // voided_at is what every gate refuses (online redeem and the
+        // voided lists of gate sync); cancelled_at says who voided it.
+        let mut void = ctx.tx.prepare_cached(
+            "UPDATE tickets SET voided_at = ?2, cancelled_at = ?2 WHERE ticket_id = ?1 AND voided_at IS NULL",
+        )?;
+        for t in &plan.tickets {
+            void.execute(params![t.to_string(), ctx.now_ms])?;
+        }
+    }
+    if plan.admissions > 0 {
+        // Back on sale at once online; counters see it in the availability
+        // and tallies of their next sync. The online tally counts the
+        // cancellation as a void, so tallies keep equalling the orders.
+        if let Some(row) = ctx.state.slots.get_mut(&slot) {
+            row.ledger.unsell_online(plan.admissions)?;
+        }
+        ctx.state
+            .tallies
+            .add_void(ONLINE_ACTOR, slot, u64::from(plan.admissions));
+        ctx.state.unsaved_slots.insert(slot);
+        ctx.state.dirty_slots.insert(slot);
+    }
+    ctx.tx
+        .prepare_cached("UPDATE orders SET refunded = refunded + ?2 WHERE order_id = ?1")?
+        .execute(params![order_id.to_string(), plan.refund])?;
+    let booking_link = link(context, token);
+    if let Some(payment_id) = payment_id {
+        if plan.refund > 0 {
+            let payment = PaymentRow {
+                payment_id,
+                hold_id: Uuid::nil(),
+                status: String::new(),
+                amount: plan.refund,
+                currency,
+                name: String::new(),
+                email: String::new(),
+                language: String::new(),
+            };
+            queue_refund(
+                ctx,
+                &payment,
+                Some(order_id),
+                plan.refund,
+                "cancelled",
+                Some(&booking_link),
+            )?;
+        }
+    }
+    metrics::counter!("tessera_tickets_cancelled_total").increment(plan.tickets.len() as u64);
+    let Some(b) = load_booking(ctx, order_id, context)? else {
+        return Ok(Err(unknown_booking()));
+    };
+    queue_mail(ctx, "tickets_cancelled", &b, &booking_link)?;
+    Ok(Ok((200, json!(b))))
+}
+
+pub(crate) fn resend(ctx: &mut Ctx<'_>, token: &str, context: &BookingContext) -> Outcome<()> {
+    let Some(order_id) = order_by_token(ctx, token)? else {
+        return Ok(Err(unknown_booking()));
+    };
+    let recent: i64 = ctx
+        .tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM mail_outbox WHERE order_id = ?1 AND kind = 'resend' AND created_at > ?2",
+        )?
+        .query_row(
+            params![order_id.to_string(), ctx.now_ms - 24 * 3600 * 1000],
+            |r| r.get(0),
+        )?;
+    if recent >= RESENDS_PER_DAY {
+        return Ok(Err(ServiceError::refused(
+            429,
+            "too_many_resends",
+            format!("this booking's email was sent again {recent} times today; try tomorrow"),
+        )));
+    }
+    let Some(b) = load_booking(ctx, order_id, context)? else {
+        return Ok(Err(unknown_booking()));
+    };
+    queue_mail(ctx, "resend", &b, &link(context, token))?;
+    Ok(Ok(()))
+}
+
+pub(crate) fn demo_payment(
+    ctx: &mut Ctx<'_>,
+    payment_id: &str,
+) -> Outcome<Option<crate::payments::demo::DemoPayment>> {
+    let row: Option<(String, String, i64, String, String, String, String)> = ctx
+        .tx
+        .prepare_cached(
+            "SELECT p.checkout_id, p.hold_id, p.amount, p.currency, p.status, p.language, h.slot_id
+             FROM payments p JOIN holds h ON h.hold_id = p.hold_id
+             WHERE p.payment_id = ?1 AND p.provider = 'demo'",
+        )?
+        .query_row(params![payment_id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .optional()?;
+    let Some((checkout_id, hold_id, amount, currency, status, language, slot)) = row else {
+        return Ok(Ok(None));
+    };
+    let currency = Currency::new(&currency).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    let slot = parse_slot(&slot)?;
+    Ok(Ok(Some(crate::payments::demo::DemoPayment {
+        payment_id: payment_id.to_string(),
+        checkout_id,
+        hold_id: parse_uuid(&hold_id)?,
+        amount: Money::new(amount, currency),
+        status,
+        language: language_of(&language),
+        museum: ctx.state.catalogue.museum.name.clone(),
+        entry: format!("{} {}", slot.date, slot.hhmm()),
+    })))
+}
