@@ -321,7 +321,7 @@ fn booking_mail(
         }
         let pdf = pdf::tickets_pdf(booking).map_err(|e| ComposeError::Render(e.to_string()))?;
         let ics = ics::booking_ics(booking, link);
-        let name = format!("{}-{}", w.tickets_file, file_safe(&booking.reference));
+        let name = attachment_name(booking);
         MultiPart::mixed()
             .multipart(related)
             .singlepart(
@@ -422,6 +422,16 @@ fn capitalise(s: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// The attachments' and downloads' file name, without extension:
+/// "billets-TSR-7K4Q" / "tickets-TSR-7K4Q".
+pub fn attachment_name(booking: &Booking) -> String {
+    format!(
+        "{}-{}",
+        words(booking.language).tickets_file,
+        file_safe(&booking.reference)
+    )
 }
 
 /// A reference as part of a file name: letters, digits and dashes only.

@@ -14,6 +14,7 @@ pub(crate) mod payments;
 pub mod pin_guard;
 mod supervisor;
 mod sync;
+mod tickets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +121,14 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
             post(payments::webhook::<S>),
         )
         .route("/v1/bookings/{token}", get(bookings::booking::<S>))
+        .route(
+            "/v1/bookings/{token}/tickets.pdf",
+            get(tickets::tickets_pdf::<S>),
+        )
+        .route(
+            "/v1/bookings/{token}/booking.ics",
+            get(tickets::booking_ics::<S>),
+        )
         .route(
             "/v1/bookings/{token}/cancel",
             post(bookings::cancel::<S>).layer(writes.clone()),
