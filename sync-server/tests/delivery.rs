@@ -758,3 +758,26 @@ async fn the_server_process_runs_the_mailer() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_smtp_host_mails_stay_queued_and_the_log_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _db) = open_store(dir.path());
+    assert!(Mailer::new(store.clone(), &MailSettings::default())
+        .unwrap()
+        .is_none());
+
+    // The server binary, with no [mail] host: it says so once, at start,
+    // and leaves the outbox alone.
+    let server = ServerProcess::start_at("11:05", &[]);
+    let now = Clock::with_offset_secs(server.offset_secs).now_ms();
+    let id = queue(&server.db, "resend", "zoe@example.org", "en", "{}", now);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.log().contains("no SMTP host configured") {
+        assert!(Instant::now() < deadline, "log: {}", server.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.log().matches("no SMTP host configured").count(), 1);
+    let r = row(&server.db, &id);
+    assert!(!r.sent && r.attempts == 0 && r.last_error.is_none());
+}

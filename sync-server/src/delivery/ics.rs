@@ -72,7 +72,8 @@ pub fn booking_ics(booking: &Booking, link: &str) -> String {
         .iter()
         .filter(|t| t.state != TicketState::Cancelled)
         .count();
-    let mut description = format!("{}: {}", w.reference, booking.reference);
+    let lang = booking.language;
+    let mut description = text::labelled(lang, w.reference, &booking.reference);
     for t in booking
         .tickets
         .iter()
@@ -82,10 +83,11 @@ pub fn booking_ics(booking: &Booking, link: &str) -> String {
         description.push_str(&format!(
             "{} ({})",
             t.product_name,
-            text::admits(booking.language, u32::from(t.admits))
+            text::admits(lang, u32::from(t.admits))
         ));
     }
-    description.push_str(&format!("\n{}: {link}", w.calendar_link));
+    description.push('\n');
+    description.push_str(&text::labelled(lang, w.calendar_link, link));
     let status = if valid == 0 { "CANCELLED" } else { "CONFIRMED" };
     let lines = [
         "BEGIN:VCALENDAR".to_string(),
@@ -119,6 +121,68 @@ fn escape_uri(link: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_core::api::shop::{BookingTicket, Language};
+    use tessera_core::money::{Currency, Money};
+    use uuid::Uuid;
+
+    fn booking(state: TicketState) -> Booking {
+        let eur = |a| Money::new(a, Currency::new("EUR").unwrap());
+        let starts_at: Timestamp = "2026-07-11T08:00:00Z".parse().unwrap();
+        Booking {
+            order_id: Uuid::nil(),
+            reference: "TSR-1".into(),
+            museum: "Musée des Arts, Métiers; et \\ Techniques".into(),
+            time_zone: "Europe/Paris".into(),
+            language: Language::Fr,
+            name: "Zoé".into(),
+            email: "zoe@example.org".into(),
+            channel: "web".into(),
+            slot_id: "2026-07-11T10:00".parse().unwrap(),
+            starts_at,
+            ends_at: starts_at + jiff::SignedDuration::from_mins(30),
+            total: eur(1500),
+            refunded: eur(0),
+            created_at: starts_at,
+            cancellable_until: starts_at,
+            tickets: vec![BookingTicket {
+                ticket_id: Uuid::nil(),
+                product_id: "adult".into(),
+                product_name: "Plein tarif — entrée générale, exposition « Mosaïques » incluse"
+                    .into(),
+                admits: 1,
+                price: eur(1500),
+                code: "CODE".into(),
+                state,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_booking_is_one_escaped_folded_event_in_utc() {
+        let ics = booking_ics(
+            &booking(TicketState::Valid),
+            "https://t.example/booking/ABC",
+        );
+        assert!(ics.starts_with("BEGIN:VCALENDAR\r\n"));
+        assert!(ics.ends_with("END:VCALENDAR\r\n"));
+        // Every line ends with CRLF and none is longer than 75 octets.
+        assert!(!ics.replace("\r\n", "").contains('\n'));
+        assert!(ics.split("\r\n").all(|l| l.len() <= 75));
+        let text = unfold(&ics);
+        assert_eq!(text.matches("BEGIN:VEVENT").count(), 1);
+        assert!(text.contains("UID:00000000-0000-0000-0000-000000000000@tessera\r\n"));
+        // 10:00 in Paris in July is 08:00 UTC.
+        assert!(text.contains("DTSTART:20260711T080000Z\r\n"));
+        assert!(text.contains("DTEND:20260711T083000Z\r\n"));
+        assert!(text.contains("LOCATION:Musée des Arts\\, Métiers\\; et \\\\ Techniques\r\n"));
+        assert!(text.contains("SUMMARY:Visite : Musée des Arts\\,"));
+        assert!(text.contains(
+            "« Mosaïques » incluse (1 personne)\\nVos billets\u{a0}: https://t.example/booking/ABC"
+        ));
+        assert!(text.contains("STATUS:CONFIRMED\r\n"));
+        let cancelled = booking_ics(&booking(TicketState::Cancelled), "x");
+        assert!(cancelled.contains("STATUS:CANCELLED\r\n"));
+    }
 
     fn unfold(text: &str) -> String {
         text.replace("\r\n ", "")
