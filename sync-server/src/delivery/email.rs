@@ -451,6 +451,118 @@ fn file_safe(reference: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jiff::Timestamp;
+    use tessera_core::money::{Currency, Money};
+    use uuid::Uuid;
+
+    fn booking(language: Language) -> Booking {
+        let eur = |a| Money::new(a, Currency::new("EUR").unwrap());
+        let starts_at: Timestamp = "2026-12-12T09:00:00Z".parse().unwrap();
+        let ticket = |state, price| BookingTicket {
+            ticket_id: Uuid::now_v7(),
+            product_id: "adult".into(),
+            product_name: "Adulte".into(),
+            admits: 1,
+            price: eur(price),
+            code: "ABCDEF234567".into(),
+            state,
+        };
+        Booking {
+            order_id: Uuid::now_v7(),
+            reference: "TSR-1".into(),
+            museum: "Musée des Tessères".into(),
+            time_zone: "Europe/Paris".into(),
+            language,
+            name: "Zoé".into(),
+            email: "zoe@example.org".into(),
+            channel: "web".into(),
+            slot_id: "2026-12-12T10:00".parse().unwrap(),
+            starts_at,
+            ends_at: starts_at + jiff::SignedDuration::from_mins(30),
+            total: eur(3000),
+            refunded: eur(1500),
+            created_at: starts_at,
+            cancellable_until: starts_at,
+            tickets: vec![
+                ticket(TicketState::Valid, 1500),
+                ticket(TicketState::Cancelled, 1500),
+            ],
+        }
+    }
+
+    fn subject(kind: MailKind, language: Language) -> String {
+        let payload = MailPayload {
+            booking: Some(booking(language)),
+            offer: None,
+            link: "https://t.example/booking/T".into(),
+        };
+        let museum = Museum {
+            name: "Musée des Tessères".into(),
+            time_zone: "Europe/Paris".into(),
+        };
+        compose(kind, "zoe@example.org", &payload, &museum, "a@example.org")
+            .unwrap()
+            .subject
+    }
+
+    #[test]
+    fn each_kind_has_its_subject_in_each_language() {
+        use Language::{En, Fr};
+        use MailKind::*;
+        let cases = [
+            (
+                BookingConfirmed,
+                Fr,
+                "Vos billets pour Musée des Tessères — samedi 12 décembre 2026 à 10:00",
+            ),
+            (
+                Resend,
+                En,
+                "Your tickets for Musée des Tessères — Saturday 12 December 2026 at 10:00",
+            ),
+            (
+                TicketsCancelled,
+                Fr,
+                "Billets annulés — Musée des Tessères, samedi 12 décembre 2026",
+            ),
+            (
+                TicketsCancelled,
+                En,
+                "Tickets cancelled — Musée des Tessères, Saturday 12 December 2026",
+            ),
+            (
+                RefundIssued,
+                Fr,
+                "Remboursement de 15,00\u{a0}€ — Musée des Tessères",
+            ),
+            (RefundIssued, En, "Refund of €15.00 — Musée des Tessères"),
+        ];
+        for (kind, language, expected) in cases {
+            assert_eq!(subject(kind, language), expected, "{kind:?} {language:?}");
+        }
+        // A booking is not an offer: refused, not sent half-made.
+        let payload = MailPayload {
+            booking: Some(booking(Fr)),
+            offer: None,
+            link: "x".into(),
+        };
+        let museum = Museum {
+            name: "M".into(),
+            time_zone: "UTC".into(),
+        };
+        assert!(compose(
+            WaitlistOffer,
+            "zoe@example.org",
+            &payload,
+            &museum,
+            "a@example.org"
+        )
+        .is_err());
+        assert!(matches!(
+            compose(BookingConfirmed, "zoe@", &payload, &museum, "a@example.org"),
+            Err(ComposeError::Address(_))
+        ));
+    }
 
     #[test]
     fn html_escapes_what_markup_reserves() {
