@@ -6,6 +6,7 @@
 //! are what a deployment sets. The binary in `main.rs` only parses arguments.
 
 pub mod config;
+pub mod delivery;
 pub mod error;
 pub mod http;
 pub mod payments;
@@ -57,6 +58,7 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     upkeep: tokio::task::JoinHandle<()>,
+    mailer: tokio::task::JoinHandle<()>,
     refunds: tokio::task::JoinHandle<()>,
     failed: watch::Receiver<Option<String>>,
 }
@@ -87,6 +89,7 @@ impl RunningServer {
             let _ = tx.send(());
         }
         self.upkeep.abort();
+        self.mailer.abort();
         self.refunds.abort();
         let _ = (&mut self.task).await;
     }
@@ -131,6 +134,7 @@ pub async fn start(
     let demo = (provider.name() == payments::demo::NAME)
         .then(|| Arc::new(payments::demo::DemoProvider::new(demo_secret, &public_url)));
     let upkeep = store.spawn_upkeep();
+    let mailer = delivery::mailer::spawn(store.clone(), config.mail.clone(), clock);
     let writer_died = store.writer_died();
     let state = AppState {
         store,
@@ -166,6 +170,7 @@ pub async fn start(
         shutdown: Some(tx),
         task,
         upkeep,
+        mailer,
         refunds,
         failed,
     })

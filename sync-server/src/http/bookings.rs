@@ -15,7 +15,7 @@ use crate::error::ServiceError;
 use crate::secrets::{plausible_url_token, sha256};
 use crate::store::{Idem, Store};
 
-fn unknown_booking() -> ServiceError {
+pub(super) fn unknown_booking() -> ServiceError {
     ServiceError::refused(
         404,
         "unknown_booking",
@@ -23,7 +23,7 @@ fn unknown_booking() -> ServiceError {
     )
 }
 
-fn token(text: String) -> Result<String, ServiceError> {
+pub(super) fn token(text: String) -> Result<String, ServiceError> {
     if plausible_url_token(&text) {
         Ok(text)
     } else {

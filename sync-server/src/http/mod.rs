@@ -15,6 +15,7 @@ pub mod pin_guard;
 mod supervisor;
 mod sync;
 mod waitlist;
+mod tickets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,6 +131,14 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
             post(payments::webhook::<S>),
         )
         .route("/v1/bookings/{token}", get(bookings::booking::<S>))
+        .route(
+            "/v1/bookings/{token}/tickets.pdf",
+            get(tickets::tickets_pdf::<S>),
+        )
+        .route(
+            "/v1/bookings/{token}/booking.ics",
+            get(tickets::booking_ics::<S>),
+        )
         .route(
             "/v1/bookings/{token}/cancel",
             post(bookings::cancel::<S>).layer(writes.clone()),

@@ -61,6 +61,8 @@ pub const CHANNEL_TOKEN: &str = "channel_token";
         super::bookings::booking,
         super::bookings::cancel,
         super::bookings::resend,
+        super::tickets::tickets_pdf,
+        super::tickets::booking_ics,
         crate::payments::demo::show,
         crate::payments::demo::complete,
     ),

@@ -9,6 +9,7 @@ pub(crate) mod failpoint;
 mod gate;
 pub mod idempotency;
 mod online;
+pub mod outbox;
 pub mod schema;
 mod staff;
 mod state;
