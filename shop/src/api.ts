@@ -20,6 +20,8 @@ export interface ShopConfig {
   cancel_deadline_hours: number;
   payment_provider: string;
   booking_horizon_days: number;
+  /** The server's clock when it answered (RFC 3339). */
+  now: string;
 }
 
 export interface CalendarDay {

@@ -26,6 +26,8 @@ export interface Shop {
   pollMs: number;
   /** Leaves the shop for another page (the payment provider's). */
   redirect: (url: string) => void;
+  /** The server's clock now (ms): countdowns and deadlines use it, not the device's. */
+  now: () => number;
 }
 
 export const ShopContext = createContext<Shop | null>(null);
@@ -139,16 +141,21 @@ export function App({
   redirect?: (url: string) => void;
 }) {
   const [config, setConfig] = useState<ShopConfig | null>(null);
+  const [skew, setSkew] = useState(0);
   const [failure, setFailure] = useState<unknown>(null);
   const [lang, setLang] = useState<Language | null>(rememberedLanguage());
   const [path, setPath] = useState(location.pathname + location.search);
 
   useEffect(() => {
     let stop = false;
+    const sent = Date.now();
     const load = () =>
       api.config().then(
         (c) => {
           if (stop) return;
+          // The server read its clock about halfway through the round trip.
+          const server = Date.parse(c.now);
+          if (Number.isFinite(server)) setSkew(server - (sent + Date.now()) / 2);
           setConfig(c);
           setLang((l) => l ?? c.language);
         },
@@ -186,8 +193,9 @@ export function App({
       },
       pollMs,
       redirect,
+      now: () => Date.now() + skew,
     };
-  }, [api, config, language, pollMs, redirect]);
+  }, [api, config, language, pollMs, redirect, skew]);
 
   const at = route(path.split("?")[0]);
   useEffect(() => {

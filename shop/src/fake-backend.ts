@@ -49,6 +49,8 @@ export class FakeBackend {
   soldOutNext = false;
   /** Fails the next request with a network error. */
   failNext = false;
+  /** How far the server's clock is ahead of the device's. */
+  skewMs = 0;
   checkoutState: "awaiting_payment" | "confirmed" | "failed" | "refunded" = "awaiting_payment";
   booking: Booking;
   private seq = 0;
@@ -127,6 +129,7 @@ export class FakeBackend {
         cancel_deadline_hours: 24,
         payment_provider: "demo",
         booking_horizon_days: 400,
+        now: new Date(Date.now() + this.skewMs).toISOString(),
       });
     }
     if (p === "/v1/catalogue") return json(200, CATALOGUE);
@@ -171,7 +174,7 @@ export class FakeBackend {
       const hold: Hold = {
         hold_id: `00000000-0000-4000-8000-00000000000${++this.seq}`,
         slot_id: body.slot_id,
-        expires_at: new Date(Date.now() + 600_000).toISOString(),
+        expires_at: new Date(Date.now() + this.skewMs + 600_000).toISOString(),
         total: { amount: lines.reduce((n: number, l: any) => n + l.amounts.gross, 0), currency: "EUR" },
         admissions: lines.reduce((n: number, l: any) => n + l.admits_each * l.quantity, 0),
         lines,

@@ -221,6 +221,16 @@ describe("buying", () => {
     expect(keys[0]).toBe(keys[1]);
   });
 
+  it("counts down on the server's clock, not the device's", async () => {
+    backend.skewMs = 7 * 24 * 3600_000;
+    start("/slot/2026-12-05T10:00");
+    await waitFor(() => $("form.tickets"), "ticket form");
+    await type($("#q-adult") as HTMLInputElement, "1");
+    await click($("#continue"));
+    await waitFor(() => $("#countdown"), "checkout");
+    expect($("#countdown")?.textContent).toMatch(/encore (10:00|9:5\d)\./);
+  });
+
   it("gives the places back when the visitor cancels or leaves", async () => {
     start("/slot/2026-12-05T10:00");
     await waitFor(() => $("form.tickets"), "ticket form");
@@ -260,6 +270,9 @@ describe("after payment", () => {
     backend.checkoutState = "confirmed";
     await waitFor(() => location.pathname === "/booking/TOKEN123", "booking page");
     await waitFor(() => $$("li.ticket").length === 3, "tickets");
+    expect($("#confirmed")?.textContent).toBe(
+      "Merci ! Votre réservation est confirmée. Vos billets ont été envoyés à alice@example.org.",
+    );
   });
 
   it("shows the tickets with QR codes and cancels one after a confirmation", async () => {

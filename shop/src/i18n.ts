@@ -97,6 +97,7 @@ const fr = {
   return_unknown: "Ce paiement est introuvable.",
   // Booking
   booking_title: "Ma réservation",
+  booking_confirmed: "Merci ! Votre réservation est confirmée. Vos billets ont été envoyés à {email}.",
   booking_ref: "Référence {ref}",
   booking_when: "{date} à {time}",
   booking_for: "Au nom de {name} ({email})",
@@ -233,6 +234,7 @@ const en: Record<MessageKey, string> = {
   return_refunded: "Your payment arrived after your places were released and sold. It is being refunded in full.",
   return_unknown: "This payment cannot be found.",
   booking_title: "My booking",
+  booking_confirmed: "Thank you! Your booking is confirmed. Your tickets were sent to {email}.",
   booking_ref: "Reference {ref}",
   booking_when: "{date} at {time}",
   booking_for: "For {name} ({email})",

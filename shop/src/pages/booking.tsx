@@ -38,7 +38,7 @@ export function BookingPage({ token }: { token: string }) {
   const [busy, setBusy] = useState(false);
   const keyFor = useAttemptKey();
   const confirmRef = useRef<HTMLHeadingElement>(null);
-  const now = useNow(30_000);
+  const now = useNow(30_000) - Date.now() + shop.now();
 
   useEffect(() => {
     api.booking(token).then(setBooking, setFailure);
@@ -64,6 +64,7 @@ export function BookingPage({ token }: { token: string }) {
       </section>
     );
   }
+  const justConfirmed = new URLSearchParams(location.search).has("confirmed");
   const tz = booking.time_zone;
   const when = dateTime(lang, booking.starts_at, tz);
   const deadline = dateTime(lang, booking.cancellable_until, tz);
@@ -120,6 +121,11 @@ export function BookingPage({ token }: { token: string }) {
   return (
     <section aria-labelledby="page-title">
       <Heading>{t("booking_title")}</Heading>
+      {justConfirmed ? (
+        <p class="success" id="confirmed">
+          {t("booking_confirmed", { email: booking.email })}
+        </p>
+      ) : null}
       <div class="summary" id="booking-summary">
         <p>
           <strong>{booking.museum}</strong>

@@ -23,7 +23,7 @@ function initialMonth(today: string): string {
 export function CalendarPage() {
   const shop = useShop();
   const { t, lang, api, tz, config } = shop;
-  const today = museumToday(tz);
+  const today = museumToday(tz, new Date(shop.now()));
   const [month, setMonth] = useState(() => initialMonth(today));
   const cal = usePoll(() => api.calendar(month + "-01", daysInMonth(month)), shop.pollMs * 3, [month]);
   const lastMonth = addDays(today, Math.max(0, config.booking_horizon_days - 1)).slice(0, 7);

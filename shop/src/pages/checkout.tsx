@@ -30,7 +30,8 @@ export function CheckoutPage({ holdId }: { holdId: string }) {
   const [phase, setPhase] = useState<Phase>("form");
   const phaseRef = useRef<Phase>("form");
   phaseRef.current = phase;
-  const now = useNow(1000);
+  // Ticks every second; the time itself is the server's (device clocks drift).
+  const now = useNow(1000) - Date.now() + shop.now();
   const left = hold ? Date.parse(hold.expires_at) - now : 0;
   const prevLeft = useRef(left);
   const [spoken, setSpoken] = useState("");

@@ -18,7 +18,7 @@ export function ReturnPage({ checkoutId }: { checkoutId: string }) {
   const state = status.data?.state;
   useEffect(() => {
     if (state === "confirmed" && status.data?.booking_token) {
-      shop.navigate(`/booking/${status.data.booking_token}`, { replace: true });
+      shop.navigate(`/booking/${status.data.booking_token}?confirmed=1`, { replace: true });
     }
   }, [state]);
   useEffect(() => {

@@ -72,6 +72,7 @@ pub async fn config<S: Store>(
         cancel_deadline_hours: app.config.shop.cancel_deadline_hours,
         payment_provider: app.config.payments.provider.clone(),
         booking_horizon_days: app.config.shop.booking_horizon_days,
+        now: tessera_core::clock::from_ms(app.clock.now_ms()),
     })
 }
 
