@@ -66,7 +66,7 @@ const fr = {
   // Checkout
   checkout_title: "Vos coordonnées",
   summary: "Récapitulatif",
-  held_until: "Vos places sont réservées encore {time}.",
+  held_until: "pour payer ; ensuite, vos places sont remises en vente.",
   held_label: "Temps restant",
   held_announce: "Il vous reste {time} pour payer.",
   name: "Nom et prénom",
@@ -205,7 +205,7 @@ const en: Record<MessageKey, string> = {
   nearest_title: "Nearest times",
   checkout_title: "Your details",
   summary: "Summary",
-  held_until: "Your places are held for {time} more.",
+  held_until: "left to pay; after that, your places go back on sale.",
   held_label: "Time left",
   held_announce: "{time} left to pay.",
   name: "Full name",

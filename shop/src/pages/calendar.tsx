@@ -107,11 +107,14 @@ function DayCell({ day }: { day: CalendarDay }) {
     const label =
       status === "open" ? t("day_label_open", { date: words, n: day.available }) : t("day_label_sold_out", { date: words });
     return (
-      <Link href={`/day/${day.date}`} class={`day ${status}`} aria-label={label}>
-        <span class="num">{n}</span>
+      <Link href={`/day/${day.date}`} class={`day ${status}`}>
+        <span class="num" aria-hidden="true">
+          {n}
+        </span>
         <span class="mark" aria-hidden="true">
           {status === "open" ? day.available : t("day_sold_out")}
         </span>
+        <span class="visually-hidden">{label}</span>
       </Link>
     );
   }

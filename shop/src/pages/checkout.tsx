@@ -168,10 +168,8 @@ export function CheckoutPage({ holdId }: { holdId: string }) {
         <span id="timer-label" class="visually-hidden">
           {t("held_label")}
         </span>
-        <span aria-hidden="true" class="timer-clock">
-          {countdown(left)}
-        </span>
-        <span class="timer-text">{t("held_until", { time: countdown(left) })}</span>
+        <span class="timer-clock">{countdown(left)}</span>
+        <span class="timer-text">{t("held_until")}</span>
       </div>
       {/* Read out at a few moments only (5, 2, 1 minute, 30 s), not every second. */}
       <p class="visually-hidden" aria-live="polite" id="countdown-announce">

@@ -57,12 +57,13 @@ export function DayPage({ date }: { date: string }) {
                     <>
                       <span class="at">{at}</span>
                       <span class="places">{places}</span>
-                      <Link href={`/waitlist/${s.slot_id}`} aria-label={t("join_waitlist_for", { time: at })}>
+                      <Link href={`/waitlist/${s.slot_id}`}>
                         {t("join_waitlist")}
+                        <span class="visually-hidden"> ({at})</span>
                       </Link>
                     </>
                   ) : (
-                    <Link href={`/slot/${s.slot_id}`} class="pick" aria-label={t("choose_time", { time: at, places })}>
+                    <Link href={`/slot/${s.slot_id}`} class="pick">
                       <span class="at">{at}</span>
                       <span class="places">{places}</span>
                     </Link>
