@@ -109,14 +109,15 @@ export class Browser extends WebDriver {
   }
 
   /**
-   * Presses Tab until the focus is on what `wanted` accepts, at most `max`
-   * times; fails naming where the focus went. Also checks the focus can be
-   * seen there (a ring of 2 px or more).
+   * Presses Tab until the focus is on what `wanted` accepts (no key at all
+   * when it already is, e.g. an autofocused button), at most `max` times;
+   * fails naming where the focus went. Also checks the focus can be seen
+   * there (a ring of 2 px or more).
    */
   async tabTo(wanted, what, max = 60) {
     const seen = [];
-    for (let i = 0; i < max; i++) {
-      await this.press(KEYS.TAB);
+    for (let i = 0; i <= max; i++) {
+      if (i > 0) await this.press(KEYS.TAB);
       const f = await this.focused();
       if (f && wanted(f)) {
         if (!f.ring) throw new Error(`focus on ${what} is not visible: ${JSON.stringify(f)}`);

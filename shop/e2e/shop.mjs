@@ -473,6 +473,7 @@ from = "Musée des Tessères <billetterie@example.org>"
     await C.go("/");
     await C.el("table.calendar");
     const skip = await C.b.tabTo((f) => f.href === "#main", "the skip link", 1);
+    // (tabTo checks before its first Tab: the page starts with nothing focused.)
     check(skip.text === "Aller au contenu", "the first Tab reaches the skip link");
     await C.b.press(KEYS.ENTER);
     if (nextMonth) {

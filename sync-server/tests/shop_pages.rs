@@ -190,7 +190,11 @@ async fn a_full_time_gets_the_nearest_times_that_fit_the_party() {
             422,
             "invalid_body",
         ),
-        ("/v1/nearest?slot_id=nope&admissions=2".into(), 400, "bad_request"),
+        (
+            "/v1/nearest?slot_id=nope&admissions=2".into(),
+            400,
+            "bad_request",
+        ),
         (
             format!("/v1/nearest?slot_id={d}T03:00&admissions=2"),
             422,
@@ -231,11 +235,18 @@ async fn the_built_shop_is_served_with_client_routes_and_cache_rules() {
         assert_eq!(h["content-type"], "text/html; charset=utf-8", "{path}");
         assert_eq!(h["cache-control"], "no-cache", "{path}");
         assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
-        assert!(r.text().await.expect("body").contains("<title>shop</title>"));
+        assert!(r
+            .text()
+            .await
+            .expect("body")
+            .contains("<title>shop</title>"));
     }
     let js = page("/assets/app-3f2a.js").await;
     assert_eq!(js.status(), StatusCode::OK);
-    assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
     assert_eq!(
         js.headers()["cache-control"],
         "public, max-age=31536000, immutable"
@@ -275,9 +286,11 @@ async fn raw_get(base: &str, target: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = base.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(host).await.expect("connect");
-    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
+    s.write_all(
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
     let mut out = Vec::new();
     s.read_to_end(&mut out).await.expect("read");
     String::from_utf8_lossy(&out).into_owned()

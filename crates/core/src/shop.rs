@@ -32,7 +32,10 @@ pub fn calendar_dates(from: Date, days: u32) -> Result<Vec<Date>, CalendarError>
         return Err(CalendarError::BadLength(days));
     }
     // Dates near the end of jiff's range simply stop the list short.
-    Ok(from.series(jiff::Span::new().days(1)).take(days as usize).collect())
+    Ok(from
+        .series(jiff::Span::new().days(1))
+        .take(days as usize)
+        .collect())
 }
 
 /// Whether `date` lies in the window the shop sells: from the museum's
@@ -94,9 +97,8 @@ pub fn nearest<'a>(
     later: impl IntoIterator<Item = &'a [SlotAvailability]>,
     limit: usize,
 ) -> Vec<SlotAvailability> {
-    let fits = |s: &SlotAvailability| {
-        s.slot_id != chosen && !s.past && s.available >= admissions.max(1)
-    };
+    let fits =
+        |s: &SlotAvailability| s.slot_id != chosen && !s.past && s.available >= admissions.max(1);
     let minute = i32::from(chosen.start_minute);
     let mut today: Vec<&SlotAvailability> = same_day.iter().filter(|s| fits(s)).collect();
     today.sort_by_key(|s| {

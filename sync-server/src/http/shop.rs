@@ -36,7 +36,11 @@ const DEFAULT_CALENDAR_DAYS: u32 = 31;
 
 /// The museum's own language, from its catalogue (`[museum] language`).
 fn museum_language<S: Store>(app: &AppState<S>) -> Language {
-    app.store.catalogue().museum.language.unwrap_or(Language::En)
+    app.store
+        .catalogue()
+        .museum
+        .language
+        .unwrap_or(Language::En)
 }
 
 /// The museum's today, on its own wall clock.
@@ -125,9 +129,9 @@ pub async fn nearest<S: Store>(
     let slot: SlotId = text
         .parse()
         .map_err(|e: tessera_core::slot::SlotError| ServiceError::BadRequest(e.to_string()))?;
-    let admissions = q.admissions.ok_or_else(|| {
-        ServiceError::BadRequest("query parameter admissions is required".into())
-    })?;
+    let admissions = q
+        .admissions
+        .ok_or_else(|| ServiceError::BadRequest("query parameter admissions is required".into()))?;
     let max = CartLimits::ONLINE.max_admissions;
     if !(1..=max).contains(&admissions) {
         return Err(ServiceError::InvalidBody(format!(
@@ -180,7 +184,9 @@ impl ShopFiles {
             Some(dir) => Some(dir.clone()),
             None => match std::env::var_os("TESSERA_SHOP_DIR") {
                 Some(dir) => Some(PathBuf::from(dir)),
-                None => candidates().into_iter().find(|d| d.join("index.html").is_file()),
+                None => candidates()
+                    .into_iter()
+                    .find(|d| d.join("index.html").is_file()),
             },
         };
         match &dir {
@@ -305,7 +311,8 @@ pub async fn fallback(files: Arc<ShopFiles>, method: Method, uri: Uri) -> Respon
             } else {
                 "public, max-age=3600"
             };
-            let mut response = ([(header::CONTENT_TYPE, content_type(&full))], bytes).into_response();
+            let mut response =
+                ([(header::CONTENT_TYPE, content_type(&full))], bytes).into_response();
             page_headers(&mut response, cache);
             return response;
         }
@@ -318,11 +325,8 @@ pub async fn fallback(files: Arc<ShopFiles>, method: Method, uri: Uri) -> Respon
     }
     match tokio::fs::read(dir.join("index.html")).await {
         Ok(bytes) => {
-            let mut response = (
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                bytes,
-            )
-                .into_response();
+            let mut response =
+                ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], bytes).into_response();
             // Always revalidated: it names the current build's assets.
             page_headers(&mut response, "no-cache");
             response
@@ -352,7 +356,10 @@ mod tests {
             file_path("/assets/index-3f2a.js"),
             Some(PathBuf::from("assets/index-3f2a.js"))
         );
-        assert_eq!(file_path("/favicon.svg"), Some(PathBuf::from("favicon.svg")));
+        assert_eq!(
+            file_path("/favicon.svg"),
+            Some(PathBuf::from("favicon.svg"))
+        );
         for bad in [
             "/",
             "/../etc/passwd",

@@ -279,9 +279,15 @@ mod tests {
 
     #[test]
     fn negotiates_the_language_a_browser_prefers() {
-        assert_eq!(Language::negotiate("fr-FR,fr;q=0.9,en;q=0.8"), Some(Language::Fr));
+        assert_eq!(
+            Language::negotiate("fr-FR,fr;q=0.9,en;q=0.8"),
+            Some(Language::Fr)
+        );
         assert_eq!(Language::negotiate("en-GB,en;q=0.9"), Some(Language::En));
-        assert_eq!(Language::negotiate("de-DE,en;q=0.5,fr;q=0.7"), Some(Language::Fr));
+        assert_eq!(
+            Language::negotiate("de-DE,en;q=0.5,fr;q=0.7"),
+            Some(Language::Fr)
+        );
         assert_eq!(Language::negotiate("de, it"), None);
         assert_eq!(Language::negotiate("fr;q=0, en;q=0.1"), Some(Language::En));
         assert_eq!(Language::negotiate("é;q=x,,;;"), None);
