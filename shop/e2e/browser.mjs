@@ -104,7 +104,8 @@ export class Browser extends WebDriver {
         label: a.getAttribute("aria-label"),
         text: (a.innerText || a.value || "").trim().slice(0, 80),
         focusVisible: a.matches(":focus-visible"),
-        ring: (s.outlineStyle !== "none" && parseFloat(s.outlineWidth) >= 2) || s.boxShadow !== "none",
+        // A ring of any style the browser draws (its own default is visible too).
+        ring: (s.outlineStyle !== "none" && parseFloat(s.outlineWidth) > 0) || s.boxShadow !== "none",
       };`);
   }
 
@@ -112,7 +113,7 @@ export class Browser extends WebDriver {
    * Presses Tab until the focus is on what `wanted` accepts (no key at all
    * when it already is, e.g. an autofocused button), at most `max` times;
    * fails naming where the focus went. Also checks the focus can be seen
-   * there (a ring of 2 px or more).
+   * there (an outline or a shadow).
    */
   async tabTo(wanted, what, max = 60) {
     const seen = [];
