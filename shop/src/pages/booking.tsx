@@ -39,6 +39,12 @@ export function BookingPage({ token }: { token: string }) {
   const keyFor = useAttemptKey();
   const confirmRef = useRef<HTMLHeadingElement>(null);
   const now = useNow(30_000) - Date.now() + shop.now();
+  // Straight from payment: say thank you once, without keeping the mark in
+  // the address (a bookmark of this page should not thank again).
+  const [justConfirmed] = useState(() => new URLSearchParams(location.search).has("confirmed"));
+  useEffect(() => {
+    if (justConfirmed) history.replaceState(null, "", location.pathname);
+  }, []);
 
   useEffect(() => {
     api.booking(token).then(setBooking, setFailure);
@@ -64,7 +70,6 @@ export function BookingPage({ token }: { token: string }) {
       </section>
     );
   }
-  const justConfirmed = new URLSearchParams(location.search).has("confirmed");
   const tz = booking.time_zone;
   const when = dateTime(lang, booking.starts_at, tz);
   const deadline = dateTime(lang, booking.cancellable_until, tz);
@@ -121,7 +126,7 @@ export function BookingPage({ token }: { token: string }) {
   return (
     <section aria-labelledby="page-title">
       <Heading>{t("booking_title")}</Heading>
-      {justConfirmed ? (
+      {justConfirmed && !message ? (
         <p class="success" id="confirmed">
           {t("booking_confirmed", { email: booking.email })}
         </p>
@@ -165,9 +170,11 @@ export function BookingPage({ token }: { token: string }) {
                 <span class={`badge ${x.state}`}>{stateText(x)}</span> · {money(lang, x.price)}
               </p>
               {x.state === "valid" ? <Qr code={x.code} label={t("ticket_qr", { n: i + 1 })} /> : null}
-              <p class="code">
-                <code>{x.code}</code>
-              </p>
+              {x.state !== "cancelled" ? (
+                <p class="code">
+                  <code>{x.code}</code>
+                </p>
+              ) : null}
               {canCancel && x.state === "valid" ? (
                 <div class="field check">
                   <input
