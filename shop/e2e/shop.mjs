@@ -344,6 +344,9 @@ from = "Musée des Tessères <billetterie@example.org>"
     const monday = await A.el(`[data-date="${visitDay}"]`);
     check(/fermé/.test(await A.b.attribute(monday, "aria-label")), "today, a Monday, is shown closed");
     await A.step("calendar", { docs: "calendar" });
+    await A.b.size(390, 844);
+    await A.step("calendar-phone");
+    await A.b.size(1280, 900);
     if (nextMonth) await A.click("button", { text: "Mois suivant" });
 
     await A.click(`a[href="/day/${D}"]`);
@@ -437,14 +440,17 @@ from = "Musée des Tessères <billetterie@example.org>"
     await A.step("booking-unknown");
 
     // ---------------------------------------------- visitor B: a sell-out mid-checkout
-    const B = await open("b", { width: 1280, height: 900 });
+    // B's browser asks for English: the shop answers in English.
+    const B = await open("b", { width: 1280, height: 900, languages: "en-GB,en" });
     const SB = `${D}T15:00`;
     await B.go(`/slot/${SB}`);
     await B.el("form.tickets");
+    const bTitle = await B.textOf("h1");
+    check(/^Your tickets for Wednesday, \d+ \w+ \d{4} at 15:00$/.test(bTitle), `English from Accept-Language: ${bTitle}`);
     const qty = await B.el("#q-adult");
     await B.b.clear(qty);
     await B.b.sendKeys(qty, "3");
-    await B.el("[data-total]", { text: "45,00 €" });
+    await B.el("[data-total]", { text: "€45.00" });
     // Meanwhile others take every place left at 15:00.
     let left = (await server.slot(SB)).available;
     for (let i = 0; left > 0; i++) {
@@ -457,7 +463,7 @@ from = "Musée des Tessères <billetterie@example.org>"
       left -= n;
     }
     if ((await B.b.findAll("#sold-out")).length === 0) await B.click("#continue");
-    await B.el("#sold-out", { text: "Cette heure vient d'être complète" });
+    await B.el("#sold-out", { text: "This time has just sold out" });
     const nearest = await until(async () => {
       const items = await B.b.findAll("ul.nearest li");
       return items.length > 0 ? items : null;
@@ -467,7 +473,7 @@ from = "Musée des Tessères <billetterie@example.org>"
     check((await B.b.findAll(`a[href="/waitlist/${SB}?party=3"]`)).length === 1, "a way to the waiting list");
     await B.step("sold-out", { docs: "sold-out" });
     await B.click(`ul.nearest a[href="/slot/${D}T14:30"]`);
-    await B.el("[data-total]", { text: "45,00 €" });
+    await B.el("[data-total]", { text: "€45.00" });
     await B.step("nearest-chosen");
     await B.go(`/waitlist/${SB}?party=3`);
     await B.el("#w-email");

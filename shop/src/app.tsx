@@ -171,7 +171,9 @@ export function App({
   }, [api]);
 
   const language: Language = lang ?? config?.language ?? "fr";
-  api.language = language;
+  // Not before the settings arrive: their own request must carry the
+  // browser's Accept-Language, which picks the language in the first place.
+  if (config) api.language = language;
   useEffect(() => {
     document.documentElement.lang = language;
   }, [language]);

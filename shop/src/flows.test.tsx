@@ -91,6 +91,9 @@ describe("the calendar", () => {
     await waitFor(() => $("table.calendar"), "calendar");
     expect($("h1")?.textContent).toBe("Choose a date");
     expect(document.documentElement.lang).toBe("en");
+    // The settings are asked with the browser's own Accept-Language.
+    const first = backend.calls.find((c) => c.path === "/v1/shop/config")!;
+    expect(first.headers["accept-language"]).toBeUndefined();
     await click(byText("button.lang", "Français"));
     await waitFor(() => $("h1")?.textContent === "Choisissez une date", "French");
     expect(localStorage.getItem("tessera-shop-language")).toBe("fr");
