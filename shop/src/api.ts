@@ -243,6 +243,20 @@ export class Api {
   releaseHold(holdId: string) {
     return this.call<null>("DELETE", `/v1/holds/${encodeURIComponent(holdId)}`);
   }
+  /**
+   * Gives a hold back as the page goes away (tab closed, another site):
+   * `keepalive` lets the request outlive the page. Fire and forget — a hold
+   * left behind expires by itself.
+   */
+  releaseOnExit(holdId: string) {
+    try {
+      void this.fetchFn(`${this.base}/v1/holds/${encodeURIComponent(holdId)}`, { method: "DELETE", keepalive: true }).catch(
+        () => undefined,
+      );
+    } catch {
+      // As above: it expires.
+    }
+  }
   checkout(
     holdId: string,
     body: { name: string; email: string; language: Language; accept_terms: boolean },
@@ -283,16 +297,4 @@ export function pdfUrl(token: string) {
 }
 export function icsUrl(token: string) {
   return `/v1/bookings/${encodeURIComponent(token)}/booking.ics`;
-}
-
-/**
- * Gives a hold back when the page goes away (tab closed, navigation
- * elsewhere): `keepalive` lets the request outlive the page.
- */
-export function releaseOnExit(holdId: string, base = "") {
-  try {
-    void fetch(`${base}/v1/holds/${encodeURIComponent(holdId)}`, { method: "DELETE", keepalive: true });
-  } catch {
-    // Nothing to do: the hold expires by itself.
-  }
 }

@@ -8,6 +8,7 @@ export interface Call {
   path: string;
   headers: Record<string, string>;
   body: any;
+  keepalive: boolean;
 }
 
 export const CATALOGUE: Catalogue = {
@@ -107,7 +108,7 @@ export class FakeBackend {
     const method = (init.method ?? "GET").toUpperCase();
     const headers = Object.fromEntries(Object.entries((init.headers ?? {}) as Record<string, string>).map(([k, v]) => [k.toLowerCase(), v]));
     const body = init.body ? JSON.parse(String(init.body)) : null;
-    this.calls.push({ method, path: url.pathname + url.search, headers, body });
+    this.calls.push({ method, path: url.pathname + url.search, headers, body, keepalive: init.keepalive === true });
     if (this.failNext) {
       this.failNext = false;
       throw new TypeError("Failed to fetch");

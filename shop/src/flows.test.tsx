@@ -249,6 +249,18 @@ describe("buying", () => {
     expect(del[0].path).toMatch(/^\/v1\/holds\/0{8}-/);
   });
 
+  it("gives the places back when the tab is closed, with a request that outlives the page", async () => {
+    start("/slot/2026-12-05T10:00");
+    await waitFor(() => $("form.tickets"), "ticket form");
+    await type($("#q-adult") as HTMLInputElement, "2");
+    await click($("#continue"));
+    await waitFor(() => $("#countdown"), "checkout");
+    dispatchEvent(new Event("pagehide"));
+    const del = await waitFor(() => backend.calls.find((c) => c.method === "DELETE"), "DELETE on pagehide");
+    expect(del.keepalive).toBe(true);
+    expect(del.path).toMatch(/^\/v1\/holds\//);
+  });
+
   it("says when the hold ran out and offers to start again", async () => {
     start("/slot/2026-12-05T10:00");
     await waitFor(() => $("form.tickets"), "ticket form");

@@ -2,7 +2,7 @@
 // to the payment provider. The hold is given back when the visitor leaves
 // (Cancel, another page, the tab closed) unless they went to pay.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { ApiError, releaseOnExit, type Hold } from "../api";
+import { ApiError, type Hold } from "../api";
 import { ErrorText, Heading, Link, useShop } from "../app";
 import { countdown, durationWords, longDate, money, slotDate, slotTime } from "../format";
 import { useNow } from "../hooks";
@@ -49,7 +49,7 @@ export function CheckoutPage({ holdId }: { holdId: string }) {
     if (!hold) return;
     const onHide = () => {
       if (phaseRef.current === "form") {
-        releaseOnExit(holdId, api.base);
+        api.releaseOnExit(holdId);
         dropHold(holdId);
       }
     };
