@@ -1,7 +1,7 @@
 // The visitor's details and consent, under the hold's countdown; then off
 // to the payment provider. The hold is given back when the visitor leaves
 // (Cancel, another page, the tab closed) unless they went to pay.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { ApiError, type Hold } from "../api";
 import { ErrorText, Heading, Link, useShop } from "../app";
 import { countdown, durationWords, longDate, money, slotDate, slotTime } from "../format";
@@ -45,7 +45,8 @@ export function CheckoutPage({ holdId }: { holdId: string }) {
   const endRef = useRef<HTMLHeadingElement>(null);
 
   // Leaving the page gives the places back, unless the visitor went to pay.
-  useEffect(() => {
+  // (Registered as the page appears, not a frame later.)
+  useLayoutEffect(() => {
     if (!hold) return;
     const onHide = () => {
       if (phaseRef.current === "form") {
