@@ -226,6 +226,31 @@ export class FakeBackend {
       return json(200, this.booking);
     }
     if ((m = /^\/v1\/bookings\/([^/]+)\/resend$/.exec(p)) && method === "POST") return json(202, { queued: true });
+    if ((m = /^\/v1\/offers\/([^/]+)$/.exec(p))) {
+      if (m[1] !== "OFFER1" && m[1] !== "OFFER-OLD") return err(404, "unknown_offer");
+      return json(200, {
+        slot_id: "2026-12-05T11:00",
+        party: 2,
+        expires_at: new Date(Date.now() + 30 * 60_000).toISOString(),
+        state: m[1] === "OFFER1" ? "open" : "expired",
+        language: "fr",
+        email: "bob@example.org",
+      });
+    }
+    if ((m = /^\/v1\/offers\/([^/]+)\/hold$/.exec(p)) && method === "POST") {
+      const hold: Hold = {
+        hold_id: "00000000-0000-4000-8000-0000000000ff",
+        slot_id: "2026-12-05T11:00",
+        expires_at: new Date(Date.now() + this.skewMs + 600_000).toISOString(),
+        total: { amount: 3000, currency: "EUR" },
+        admissions: 2,
+        lines: [
+          { product_id: "adult", name: "Adult", quantity: 2, unit_price: 1500, vat_bp: 550, amounts: { gross: 3000, net: 2844, tax: 156 }, admits_each: 1 },
+        ],
+      };
+      this.holds.set(hold.hold_id, hold);
+      return json(201, hold);
+    }
     if (p === "/v1/waitlist" && method === "POST") {
       if (body.party > 150) return err(422, "party_too_large");
       return json(201, { entry_id: "e1", slot_id: body.slot_id, party: body.party, position: 3 });

@@ -326,6 +326,28 @@ describe("after payment", () => {
     await waitFor(() => byText("p", "Ce lien de réservation n'est pas valable."), "unknown booking");
   });
 
+  it("turns places offered from the waiting list into a checkout, within the party", async () => {
+    start("/offer/OFFER1");
+    await waitFor(() => $("form.tickets"), "offer's ticket form");
+    expect($("h1")?.textContent).toBe("Des places se sont libérées pour vous");
+    expect(root.textContent).toContain("2 places sont réservées pour vous jusqu'à");
+    await type($("#q-adult") as HTMLInputElement, "3");
+    await click($("#continue"));
+    await waitFor(() => $("#cart-error")?.textContent === "Au plus 2 entrées par commande.", "party limit");
+    await type($("#q-adult") as HTMLInputElement, "2");
+    await click($("#continue"));
+    await waitFor(() => $("#countdown"), "checkout for the offer");
+    const call = backend.calls.find((c) => c.path === "/v1/offers/OFFER1/hold")!;
+    expect(call.body).toEqual({ items: [{ product_id: "adult", quantity: 2 }] });
+    expect(call.headers["idempotency-key"]).toBeTruthy();
+  });
+
+  it("says when an offer has expired", async () => {
+    start("/offer/OFFER-OLD");
+    await waitFor(() => byText("p", "Cette offre a expiré"), "expired offer");
+    expect($("form.tickets")).toBeNull();
+  });
+
   it("joins the waiting list of a sold-out time", async () => {
     start("/waitlist/2026-12-05T11:00?party=3");
     await waitFor(() => $("#w-email"), "waitlist form");
