@@ -118,7 +118,7 @@ pub struct NearestQuery {
     admissions: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/v1/nearest", tag = "online", summary = "Entry times nearest to one that cannot take a party", params(("slot_id" = String, Query, description = "The full entry time, e.g. 2026-12-05T10:00"), ("admissions" = u32, Query, minimum = 1, maximum = 20, description = "Admissions the party needs")), responses((status = 200, description = "Up to 6 entry times with room: the same day's nearest first, then later days'", body = tessera_core::api::shop::Nearest), (status = 400, description = "slot_id or admissions missing or unreadable (bad_request)", body = tessera_core::api::ErrorBody), (status = 422, description = "unknown_slot, museum_closed; admissions out of range (invalid_body)", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/nearest", tag = "online", summary = "Entry times nearest to one that cannot take a party", params(("slot_id" = String, Query, pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}$", description = "The full entry time, e.g. 2026-12-05T10:00"), ("admissions" = u32, Query, minimum = 1, maximum = 20, description = "Admissions the party needs")), responses((status = 200, description = "Up to 6 entry times with room: the same day's nearest first, then later days'", body = tessera_core::api::shop::Nearest), (status = 400, description = "slot_id or admissions missing or unreadable (bad_request)", body = tessera_core::api::ErrorBody), (status = 422, description = "unknown_slot, museum_closed; admissions out of range (invalid_body)", body = tessera_core::api::ErrorBody)))]
 pub async fn nearest<S: Store>(
     State(app): State<AppState<S>>,
     Query(q): Query<NearestQuery>,
