@@ -44,6 +44,12 @@ let moveFocus = false;
 /** A page's heading: focused after an in-app navigation. */
 export function Heading({ children }: { children: ComponentChildren }) {
   const ref = useRef<HTMLHeadingElement>(null);
+  const shop = useContext(ShopContext);
+  // The tab's title names the page too (what a screen reader announces first).
+  useEffect(() => {
+    const text = ref.current?.textContent?.trim();
+    if (text && shop) document.title = `${text} · ${shop.config.museum}`;
+  });
   // At mount, before anything the visitor does next can move the focus.
   useLayoutEffect(() => {
     if (moveFocus && ref.current) {
@@ -200,9 +206,6 @@ export function App({
   }, [api, config, language, pollMs, redirect, skew]);
 
   const at = route(path.split("?")[0]);
-  useEffect(() => {
-    if (config) document.title = `${t(language, "tickets")} · ${config.museum}`;
-  }, [config, language, path]);
 
   if (!shop) {
     return (

@@ -106,6 +106,7 @@ describe("buying", () => {
     start("/day/2026-12-05");
     const list = await waitFor(() => $("ul.times"), "times");
     expect($("h1")?.textContent).toBe("Horaires du samedi 5 décembre 2026");
+    expect(document.title).toBe("Horaires du samedi 5 décembre 2026 · Musée des Tessères");
     const items = Array.from(list.querySelectorAll("li"));
     expect(items.map((li) => plain(li.textContent))).toEqual([
       "10:00150 places restantes",
