@@ -95,6 +95,29 @@ impl Default for PaymentSettings {
     }
 }
 
+impl PaymentSettings {
+    /// Takes the Stripe secrets from `TESSERA_STRIPE_SECRET_KEY` and
+    /// `TESSERA_STRIPE_WEBHOOK_SECRET` where the config file leaves them
+    /// unset, so that secrets need not sit in a file.
+    pub fn fill_from_env(&mut self) {
+        self.fill_from(|name| std::env::var(name).ok());
+    }
+
+    /// `fill_from_env` over any source of variables (tests pass a map).
+    pub fn fill_from(&mut self, var: impl Fn(&str) -> Option<String>) {
+        let fill = |slot: &mut Option<String>, name: &str| {
+            if slot.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                *slot = var(name).filter(|v| !v.trim().is_empty());
+            }
+        };
+        fill(&mut self.stripe_secret_key, "TESSERA_STRIPE_SECRET_KEY");
+        fill(
+            &mut self.stripe_webhook_secret,
+            "TESSERA_STRIPE_WEBHOOK_SECRET",
+        );
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailSettings {
@@ -129,11 +152,27 @@ impl Default for MailSettings {
 pub struct WaitlistSettings {
     /// Minutes the places offered to the first in line stay held for them.
     pub offer_minutes: u32,
+    /// The same in seconds, overriding `offer_minutes` when set (tests and
+    /// demos that want to watch an offer pass on).
+    pub offer_seconds: Option<u32>,
 }
 
 impl Default for WaitlistSettings {
     fn default() -> Self {
-        WaitlistSettings { offer_minutes: 30 }
+        WaitlistSettings {
+            offer_minutes: 30,
+            offer_seconds: None,
+        }
+    }
+}
+
+impl WaitlistSettings {
+    pub fn offer_ttl(&self) -> Duration {
+        let secs = self
+            .offer_seconds
+            .map(u64::from)
+            .unwrap_or(u64::from(self.offer_minutes) * 60);
+        Duration::from_secs(secs.max(1))
     }
 }
 
@@ -252,6 +291,7 @@ impl ServerConfig {
             max_batch: self.max_batch.max(1),
             lease_policy: self.leases,
             idempotency_keys_in_memory: self.idempotency_keys_in_memory,
+            offer_ttl: self.waitlist.offer_ttl(),
         })
     }
 }
@@ -266,5 +306,40 @@ mod tests {
         let cfg = ServerConfig::from_file(&path).unwrap();
         assert_eq!(cfg.hold_ttl_secs, 600);
         assert!(cfg.commit_mode().is_ok());
+    }
+
+    #[test]
+    fn stripe_secrets_come_from_the_environment_when_the_file_has_none() {
+        let env = |name: &str| match name {
+            "TESSERA_STRIPE_SECRET_KEY" => Some("sk_test_from_env".to_string()),
+            "TESSERA_STRIPE_WEBHOOK_SECRET" => Some("whsec_from_env".to_string()),
+            _ => None,
+        };
+        let mut unset = PaymentSettings::default();
+        unset.fill_from(env);
+        assert_eq!(unset.stripe_secret_key.as_deref(), Some("sk_test_from_env"));
+        assert_eq!(
+            unset.stripe_webhook_secret.as_deref(),
+            Some("whsec_from_env")
+        );
+
+        // What the file says wins.
+        let mut set = PaymentSettings {
+            stripe_secret_key: Some("sk_test_from_file".into()),
+            stripe_webhook_secret: Some("whsec_from_file".into()),
+            ..PaymentSettings::default()
+        };
+        set.fill_from(env);
+        assert_eq!(set.stripe_secret_key.as_deref(), Some("sk_test_from_file"));
+        assert_eq!(
+            set.stripe_webhook_secret.as_deref(),
+            Some("whsec_from_file")
+        );
+
+        // Neither: still unset (the provider then says which is missing).
+        let mut none = PaymentSettings::default();
+        none.fill_from(|_| Some("  ".into()));
+        assert_eq!(none.stripe_secret_key, None);
+        assert_eq!(none.stripe_webhook_secret, None);
     }
 }

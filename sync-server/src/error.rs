@@ -60,6 +60,48 @@ pub enum ServiceError {
     /// nothing; the log has the details under the same request id.
     #[error("internal error; the request changed nothing (request id {request_id})")]
     Internal { request_id: String },
+    #[error(transparent)]
+    Waitlist(#[from] WaitlistError),
+}
+
+/// Refusals of the waiting list and its offers.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitlistError {
+    #[error(transparent)]
+    Join(#[from] tessera_core::waitlist::JoinRefusal),
+    /// A token that names no offer: mistyped, tampered with, or made up.
+    #[error("no such offer; check the link in your email")]
+    UnknownOffer,
+    #[error("this offer was already used for a checkout")]
+    OfferTaken,
+    #[error("this offer has expired and its places went to the next in line")]
+    OfferExpired,
+    #[error("the offer holds {party} places; {requested} were chosen")]
+    TooManyForOffer { party: u32, requested: u32 },
+}
+
+impl WaitlistError {
+    fn code(&self) -> &'static str {
+        use tessera_core::waitlist::JoinRefusal;
+        match self {
+            WaitlistError::Join(JoinRefusal::EmptyParty) => "invalid_body",
+            WaitlistError::Join(JoinRefusal::PartyTooLarge { .. }) => "party_too_large",
+            WaitlistError::Join(JoinRefusal::NotSoldOut { .. }) => "not_sold_out",
+            WaitlistError::UnknownOffer => "unknown_offer",
+            WaitlistError::OfferTaken => "offer_taken",
+            WaitlistError::OfferExpired => "offer_expired",
+            WaitlistError::TooManyForOffer { .. } => "too_many_for_offer",
+        }
+    }
+
+    fn status(&self) -> u16 {
+        match self {
+            WaitlistError::Join(_) | WaitlistError::TooManyForOffer { .. } => 422,
+            WaitlistError::UnknownOffer => 404,
+            WaitlistError::OfferTaken => 409,
+            WaitlistError::OfferExpired => 410,
+        }
+    }
 }
 
 impl ServiceError {
@@ -103,6 +145,7 @@ impl ServiceError {
             ServiceError::Storage(_) => "storage_error",
             ServiceError::Unavailable => "unavailable",
             ServiceError::Internal { .. } => "internal",
+            ServiceError::Waitlist(w) => w.code(),
         }
     }
 
@@ -130,6 +173,7 @@ impl ServiceError {
             ServiceError::TooManyAttempts(_) => 429,
             ServiceError::Storage(_) | ServiceError::Internal { .. } => 500,
             ServiceError::Unavailable => 503,
+            ServiceError::Waitlist(w) => w.status(),
         }
     }
 

@@ -94,10 +94,9 @@ pub async fn start(
 ) -> Result<RunningServer, StartError> {
     let store = Arc::new(SqliteStore::open(db, config.store_config()?, clock)?);
     let museum = store::Store::catalogue(store.as_ref()).museum.name.clone();
-    let upkeep = store.spawn_upkeep();
     let writer_died = store.writer_died();
     let state = AppState {
-        store,
+        store: store.clone(),
         clock,
         entry: config.entry,
         metrics: metrics_handle(),
@@ -116,6 +115,17 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
+    // Emailed links need the address visitors reach us at, which may only
+    // be known now (port 0); upkeep, which can make waiting-list offers,
+    // starts once it is set.
+    store.set_public_url(
+        &config
+            .shop
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+    );
+    let upkeep = store.spawn_upkeep();
     let (tx, rx) = oneshot::channel::<()>();
     let header_timeout = Duration::from_secs(config.clients.header_read_timeout_secs.max(1));
     let (failed_tx, failed) = watch::channel(None);

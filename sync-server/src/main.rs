@@ -226,6 +226,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(f) = log_format {
                 cfg.log_format = f;
             }
+            cfg.payments.fill_from_env();
             init_logging(&cfg.log_format);
             serve(cfg, clock)?;
         }

@@ -12,6 +12,7 @@ use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys, Role};
 use tessera_core::api::gate::Redemption;
 use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse};
 use tessera_core::api::online::{Availability, ConfirmRequest};
+use tessera_core::api::shop::{Offer, WaitlistRequest};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::pricing::PricedCart;
@@ -150,6 +151,25 @@ pub trait Store: Send + Sync + 'static {
         lease: Uuid,
         actor: String,
     ) -> impl Future<Output = Result<Revoked, ServiceError>> + Send;
+
+    /// Joins a sold-out slot's waiting list (201 `WaitlistEntry`; 200 with
+    /// the same entry when the address already waits for that slot).
+    fn join_waitlist(
+        &self,
+        idem: Idem,
+        request: WaitlistRequest,
+    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+
+    /// The waiting-list offer an emailed token names.
+    fn offer(&self, token: String) -> impl Future<Output = Result<Offer, ServiceError>> + Send;
+
+    /// Turns an offer's held places into a checkout hold for `cart`.
+    fn take_offer(
+        &self,
+        idem: Idem,
+        token: String,
+        cart: PricedCart,
+    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
 
     /// True while the writer runs and the database answers.
     fn healthy(&self) -> impl Future<Output = bool> + Send;

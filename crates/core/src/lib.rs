@@ -26,6 +26,7 @@ pub mod tally;
 pub mod ticket_code;
 pub mod upload;
 pub mod vat;
+pub mod waitlist;
 
 pub use jiff;
 pub use uuid;

@@ -2,7 +2,7 @@
 //! `tessera-server` binary as a child process on a loopback port over a fresh
 //! SQLite file, drives it with online clients (HTTP) and real counter/gate
 //! terminals (`tessera-terminal`, each with its own SQLite file), and reports
-//! figures and invariant checks. Scenarios: `spike`, `chaos`, `gate`, `drain`.
+//! figures and invariant checks. Scenarios: `spike`, `chaos`, `gate`, `drain`, `shop`.
 
 pub mod chaos;
 pub mod client;
@@ -10,5 +10,6 @@ pub mod drain;
 pub mod gate;
 pub mod proxy;
 pub mod server;
+pub mod shop;
 pub mod spike;
 pub mod stats;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_loadtest::server::release_server_binary;
-use tessera_loadtest::{chaos, drain, gate, spike};
+use tessera_loadtest::{chaos, drain, gate, shop, spike};
 
 #[derive(Parser)]
 #[command(
@@ -81,6 +81,20 @@ enum Cmd {
         /// Scans per second of the steady online phase.
         #[arg(long, default_value_t = 500)]
         rate: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A spike of web-shop visitors: pages, calendar, availability polls,
+    /// and a share buying through the demo payment provider.
+    Shop {
+        #[arg(long, default_value_t = 200)]
+        visitors: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Share of visits that buy (0..1).
+        #[arg(long, default_value_t = 0.1)]
+        buy_share: f64,
         #[arg(long)]
         json: bool,
     },
@@ -212,6 +226,26 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 gate::print(&report);
             }
             Ok(gate::violations(&report))
+        }
+        Cmd::Shop {
+            visitors,
+            duration,
+            buy_share,
+            json,
+        } => {
+            let opts = shop::ShopOptions {
+                visitors: visitors.max(1),
+                duration: Duration::from_secs(duration.max(1)),
+                buy_share: buy_share.clamp(0.0, 1.0),
+                server_bin: release_server_binary()?,
+            };
+            let report = shop::run(&opts).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                shop::print(&report);
+            }
+            Ok(shop::violations(&report))
         }
         Cmd::Drain { sales, json } => {
             let opts = drain::DrainOptions {

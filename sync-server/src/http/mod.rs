@@ -13,6 +13,7 @@ pub mod pin_guard;
 mod shop;
 mod supervisor;
 mod sync;
+mod waitlist;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,7 +90,16 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         )
         .route(
             "/v1/holds/{hold_id}",
-            delete(online::cancel_hold::<S>).layer(writes),
+            delete(online::cancel_hold::<S>).layer(writes.clone()),
+        )
+        .route(
+            "/v1/waitlist",
+            post(waitlist::join::<S>).layer(writes.clone()),
+        )
+        .route("/v1/offers/{token}", get(waitlist::offer::<S>))
+        .route(
+            "/v1/offers/{token}/hold",
+            post(waitlist::take_offer::<S>).layer(writes),
         )
         .route(
             "/v1/devices/enrol",

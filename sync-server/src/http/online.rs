@@ -41,14 +41,14 @@ pub async fn catalogue<S: Store>(State(app): State<AppState<S>>) -> Response {
     Json(app.store.catalogue().as_ref().clone()).into_response()
 }
 
-fn idem(key: IdempotencyKey, method: &Method, uri: &Uri, raw: &[u8]) -> Idem {
+pub(super) fn idem(key: IdempotencyKey, method: &Method, uri: &Uri, raw: &[u8]) -> Idem {
     Idem {
         request_hash: sha256(&[method.as_str().as_bytes(), uri.path().as_bytes(), raw]),
         key: key.0,
     }
 }
 
-fn answer(a: Answer) -> Response {
+pub(super) fn answer(a: Answer) -> Response {
     let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::OK);
     let mut response = (status, Json(a.body)).into_response();
     if a.replayed {
@@ -105,7 +105,7 @@ pub async fn create_hold<S: Store>(
 }
 
 /// The hold id and expiry in a created hold's answer.
-fn made_hold(body: &serde_json::Value) -> Option<(Uuid, i64)> {
+pub(super) fn made_hold(body: &serde_json::Value) -> Option<(Uuid, i64)> {
     let hold = Uuid::parse_str(body["hold_id"].as_str()?).ok()?;
     let expires: jiff::Timestamp = body["expires_at"].as_str()?.parse().ok()?;
     Some((hold, expires.as_millisecond()))

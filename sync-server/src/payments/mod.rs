@@ -4,6 +4,8 @@
 //! (a page on this server, no money moves) and completes through the same
 //! signed-callback path as a real provider.
 
+pub mod stripe;
+
 use axum::http::HeaderMap;
 use futures_util::future::BoxFuture;
 use jiff::Timestamp;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     ChannelReport, ConflictLine, CounterUploads, DayReport, LeaseHeld, Missing, OverCapacity,
-    PaymentRow, QuarantineLine, ShiftLine, SlotLine, VatRow,
+    PaymentRow, QuarantineLine, ShiftLine, SlotLine, VatRow, WaitlistReport,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +109,7 @@ pub fn day_report(
         slots: slots(conn, &slot_prefix)?,
         conflicts: conflicts(conn, &slot_prefix)?,
         quarantine: quarantine(conn, &slot_prefix, start, end)?,
+        waitlist: waitlist(conn, &slot_prefix)?,
         channels,
         total,
         does_not_add_up: None,
@@ -116,6 +117,36 @@ pub fn day_report(
     // A report that does not balance says so in every form it takes (HTTP,
     // screen, CLI), instead of only making the CLI exit 1.
     report.does_not_add_up = report.check().err();
+    Ok(report)
+}
+
+/// Where the entries of the day's waiting lists stand.
+fn waitlist(conn: &Connection, slot_prefix: &str) -> Result<WaitlistReport, ReportError> {
+    let mut report = WaitlistReport::default();
+    let mut stmt = conn.prepare(
+        "SELECT state, COUNT(*), COALESCE(SUM(party), 0) FROM waitlist
+         WHERE slot_id LIKE ?1 GROUP BY state",
+    )?;
+    let rows = stmt.query_map(params![slot_prefix], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, u32>(1)?,
+            r.get::<_, u32>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (state, entries, admissions) = row?;
+        let count = match state.as_str() {
+            "waiting" => &mut report.waiting,
+            "offered" => &mut report.offered,
+            "taken" => &mut report.taken,
+            "expired" => &mut report.expired,
+            "removed" => &mut report.unserved,
+            other => return Err(ReportError::Data(format!("waiting-list state {other:?}"))),
+        };
+        count.entries += entries;
+        count.admissions += admissions;
+    }
     Ok(report)
 }
 

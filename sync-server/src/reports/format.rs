@@ -119,6 +119,17 @@ pub fn to_text(r: &DayReport) -> String {
             );
         }
     }
+    let w = &r.waitlist;
+    let _ = writeln!(o, "\nWAITING LIST  entries (admissions)");
+    for (label, c) in [
+        ("waiting", w.waiting),
+        ("offered", w.offered),
+        ("taken", w.taken),
+        ("expired", w.expired),
+        ("unserved", w.unserved),
+    ] {
+        let _ = writeln!(o, "  {label:<9} {:>5} ({})", c.entries, c.admissions);
+    }
     let _ = writeln!(o, "\nQUARANTINE (uploads a supervisor must look at)");
     if r.quarantine.is_empty() {
         let _ = writeln!(o, "  none");
@@ -256,6 +267,29 @@ pub fn to_csv(r: &DayReport) -> String {
         row("slot", "counter", &s.slot_id, Some(s.sold_counter), None);
         row("slot", "admitted", &s.slot_id, Some(s.admitted), None);
         row("slot", "no_shows", &s.slot_id, Some(s.no_shows), None);
+    }
+    let w = &r.waitlist;
+    for (label, c) in [
+        ("waiting", w.waiting),
+        ("offered", w.offered),
+        ("taken", w.taken),
+        ("expired", w.expired),
+        ("unserved", w.unserved),
+    ] {
+        row(
+            "waitlist",
+            "entries",
+            label,
+            Some(i64::from(c.entries)),
+            None,
+        );
+        row(
+            "waitlist",
+            "admissions",
+            label,
+            Some(i64::from(c.admissions)),
+            None,
+        );
     }
     for q in &r.quarantine {
         let item = format!("{} {}: {}", q.kind, q.item_id, q.reason);

@@ -33,9 +33,33 @@ pub struct DayReport {
     /// Counter uploads the server could not accept as they were, kept aside
     /// for a supervisor (never dropped): received that day or for its slots.
     pub quarantine: Vec<QuarantineLine>,
+    /// The waiting lists of the day's entry times.
+    pub waitlist: WaitlistReport,
     /// Set when the report's own sums disagree (see [`DayReport::check`]):
     /// the figures must not be trusted until the cause is found.
     pub does_not_add_up: Option<String>,
+}
+
+/// Entries and the admissions they asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct WaitlistCount {
+    pub entries: u32,
+    pub admissions: u32,
+}
+
+/// The day's waiting lists, by where each entry stands now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct WaitlistReport {
+    /// Still in line.
+    pub waiting: WaitlistCount,
+    /// Places held for them now, waiting for them to check out.
+    pub offered: WaitlistCount,
+    /// Offer turned into a checkout.
+    pub taken: WaitlistCount,
+    /// Offer not used in time; the places went to the next in line.
+    pub expired: WaitlistCount,
+    /// Still in line when the entry time ended.
+    pub unserved: WaitlistCount,
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]

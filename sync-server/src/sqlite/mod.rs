@@ -11,6 +11,7 @@ pub mod schema;
 mod staff;
 mod state;
 mod sync;
+mod waitlist;
 mod writer;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys};
 use tessera_core::api::gate::Redemption;
 use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse};
 use tessera_core::api::online::{Availability, ConfirmRequest, SlotAvailability};
+use tessera_core::api::shop::{Offer, WaitlistRequest};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::inventory::LeasePolicy;
@@ -41,7 +43,7 @@ pub use self::schema::OpenError;
 use self::state::{Shared, State};
 pub use self::writer::CommitMode;
 use self::writer::{Ctx, Fatal, Job, Writer};
-use crate::error::ServiceError;
+use crate::error::{ServiceError, WaitlistError};
 use crate::reports::DayReport;
 use crate::secrets;
 use crate::store::{Answer, DeviceInfo, Idem, Store};
@@ -56,6 +58,8 @@ pub struct StoreConfig {
     pub lease_policy: LeasePolicy,
     /// Idempotency-Key records kept in memory (see `idempotency`).
     pub idempotency_keys_in_memory: usize,
+    /// How long a waiting-list offer holds its places.
+    pub offer_ttl: Duration,
 }
 
 impl Default for StoreConfig {
@@ -66,6 +70,7 @@ impl Default for StoreConfig {
             max_batch: 512,
             lease_policy: LeasePolicy::default(),
             idempotency_keys_in_memory: idempotency::DEFAULT_KEYS_IN_MEMORY,
+            offer_ttl: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -87,6 +92,7 @@ pub struct SqliteStore {
     lease_policy: LeasePolicy,
     shared: Arc<Shared>,
     clock: Clock,
+    offers: Arc<waitlist::OfferSettings>,
 }
 
 impl SqliteStore {
@@ -107,6 +113,10 @@ impl SqliteStore {
             .unwrap_or(60);
         let shared = Arc::new(Shared::empty(state.catalogue.clone()));
         state.publish(&conn, &shared)?;
+        let offers = Arc::new(waitlist::OfferSettings {
+            offer_ms: config.offer_ttl.as_millis().min(i64::MAX as u128) as i64,
+            public_url: std::sync::RwLock::new(String::new()),
+        });
         let writer = Writer {
             conn,
             state,
@@ -119,6 +129,7 @@ impl SqliteStore {
             },
             data_version,
             horizon_days,
+            offers: offers.clone(),
         };
         let (jobs, rx) = mpsc::channel(8192);
         let (status, writer_status) = watch::channel(WriterStatus::Running);
@@ -150,6 +161,7 @@ impl SqliteStore {
             lease_policy: config.lease_policy,
             shared,
             clock,
+            offers,
         };
         Ok(store)
     }
@@ -217,6 +229,16 @@ impl SqliteStore {
 
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Where visitors reach the shop, for links in emails (offers): set once
+    /// the server listens, as the address may be chosen only then.
+    pub fn set_public_url(&self, url: &str) {
+        *self
+            .offers
+            .public_url
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = url.trim_end_matches('/').to_string();
     }
 }
 
@@ -442,6 +464,43 @@ impl Store for SqliteStore {
             }
         })
         .await
+    }
+
+    async fn join_waitlist(
+        &self,
+        idem: Idem,
+        request: WaitlistRequest,
+    ) -> Result<Answer, ServiceError> {
+        self.submit(move |ctx| idempotent(ctx, &idem, |ctx| waitlist::join(ctx, request)))
+            .await
+    }
+
+    async fn offer(&self, token: String) -> Result<Offer, ServiceError> {
+        let hash = waitlist::token_hash(&token).ok_or(WaitlistError::UnknownOffer)?;
+        let path = self.path.clone();
+        let now = self.now_ms();
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            waitlist::read_offer(&conn, &hash, now)?
+                .ok_or_else(|| WaitlistError::UnknownOffer.into())
+        })
+        .await
+        .map_err(|_| ServiceError::Unavailable)?
+    }
+
+    async fn take_offer(
+        &self,
+        idem: Idem,
+        token: String,
+        cart: PricedCart,
+    ) -> Result<Answer, ServiceError> {
+        let hash = waitlist::token_hash(&token).ok_or(WaitlistError::UnknownOffer)?;
+        self.submit(move |ctx| idempotent(ctx, &idem, |ctx| waitlist::take_offer(ctx, hash, cart)))
+            .await
     }
 
     async fn healthy(&self) -> bool {

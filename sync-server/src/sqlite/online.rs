@@ -96,7 +96,7 @@ fn closed_hold_error(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<ServiceError, Fatal
     })
 }
 
-fn release(ctx: &mut Ctx<'_>, hold_id: Uuid, status: &str) -> Result<(), Fatal> {
+pub(crate) fn release(ctx: &mut Ctx<'_>, hold_id: Uuid, status: &str) -> Result<(), Fatal> {
     if let Some(hold) = ctx.state.holds.remove(&hold_id) {
         ctx.state.expiry.remove(&(hold.expires_ms, hold_id));
         ctx.tx
@@ -114,6 +114,11 @@ pub(crate) fn confirm_hold(ctx: &mut Ctx<'_>, hold_id: Uuid, request: ConfirmReq
     let Some(hold) = ctx.state.holds.get(&hold_id) else {
         return Ok(Err(closed_hold_error(ctx, hold_id)?));
     };
+    // A hold with no lines keeps places for a waiting-list offer: only the
+    // offer's link turns it into a checkout (`waitlist::take_offer`).
+    if hold.lines.is_empty() {
+        return Ok(Err(ServiceError::UnknownHold(hold_id.to_string())));
+    }
     if hold.expires_ms <= ctx.now_ms {
         release(ctx, hold_id, "expired")?;
         return Ok(Err(ServiceError::HoldExpired(hold_id.to_string())));
@@ -225,7 +230,11 @@ pub(crate) fn cancel_hold(
     ctx: &mut Ctx<'_>,
     hold_id: Uuid,
 ) -> Result<Result<(), ServiceError>, Fatal> {
-    if ctx.state.holds.contains_key(&hold_id) {
+    if let Some(hold) = ctx.state.holds.get(&hold_id) {
+        // A waiting-list offer's places are not the caller's to give back.
+        if hold.lines.is_empty() {
+            return Ok(Err(ServiceError::UnknownHold(hold_id.to_string())));
+        }
         release(ctx, hold_id, "cancelled")?;
         metrics::counter!("tessera_holds_cancelled_total").increment(1);
         return Ok(Ok(()));

@@ -174,6 +174,7 @@ pub(crate) struct Writer {
     pub max_batch: usize,
     pub data_version: i64,
     pub horizon_days: i64,
+    pub offers: Arc<super::waitlist::OfferSettings>,
 }
 
 impl Writer {
@@ -268,9 +269,13 @@ impl Writer {
             horizon_days: self.horizon_days,
             batch_jobs: batch.len(),
         };
+        // Places the sweep freed go to the waiting lines before any job can
+        // sell them; places the jobs freed, before the batch commits.
+        offer_returned_places(&tx, &mut self.state, &limits, &self.offers)?;
         for job in batch.iter_mut() {
             failures.push(run_contained(&tx, &mut self.state, &limits, job.as_mut())?);
         }
+        offer_returned_places(&tx, &mut self.state, &limits, &self.offers)?;
         flush(&tx, &mut self.state)?;
         failpoint::hit("before_commit")?;
         tx.commit()?;
@@ -315,6 +320,7 @@ impl Writer {
             Writer::reload_in(ctx)?;
             tracing::info!(added, "generated slots ahead");
         }
+        super::waitlist::close_past_lines(ctx)?;
         super::idempotency::prune(ctx)
     }
 }
@@ -378,6 +384,23 @@ fn run_contained(
     );
     metrics::counter!("tessera_jobs_failed_total").increment(1);
     Ok(Some(ServiceError::Internal { request_id }))
+}
+
+/// Offers free places to waiting lines (`waitlist`), contained like a job:
+/// if it fails it is rolled back alone and logged, and the batch goes on.
+fn offer_returned_places(
+    tx: &Transaction<'_>,
+    state: &mut State,
+    limits: &JobLimits,
+    settings: &Arc<super::waitlist::OfferSettings>,
+) -> Result<(), Fatal> {
+    let settings = Arc::clone(settings);
+    let (mut offering, _unread) = job(
+        move |ctx| super::waitlist::offer_returned_places(ctx, &settings),
+        None,
+    );
+    run_contained(tx, state, limits, offering.as_mut())?;
+    Ok(())
 }
 
 /// The text of a panic's payload (what `panic!` was given), for the log.

@@ -39,6 +39,10 @@ fn writer(dir: &Path) -> Writer {
         max_batch: 64,
         data_version: 0,
         horizon_days: 14,
+        offers: Arc::new(crate::sqlite::waitlist::OfferSettings {
+            offer_ms: 1_800_000,
+            public_url: std::sync::RwLock::new("http://127.0.0.1".into()),
+        }),
     }
 }
 

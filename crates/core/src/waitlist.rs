@@ -1,0 +1,176 @@
+//! The waiting list of a sold-out entry time: who may join, and who is
+//! offered places when some come back.
+//!
+//! The line is first come, first served. When places come back to a slot,
+//! the server walks its line in arrival order and offers places to each
+//! waiting party that fits in what is still free, taking those places off
+//! before looking at the next one. A party that does not fit keeps its place
+//! at the front and is offered the next places that are enough for it.
+//!
+//! Decided: a later, smaller party *is* served while an earlier, larger one
+//! waits for more places ("the first in line whose party fits"). Holding the
+//! places back for the larger party would not help it: places that nobody in
+//! the line is offered are on sale to everyone, so they would go to a visitor
+//! who never queued rather than to the next in line.
+//!
+//! Only waiting entries are in the line the rules see: an entry with an open
+//! offer already has its places, so nobody is offered twice at once.
+
+use crate::pricing::CartLimits;
+
+/// Why a party cannot join a slot's waiting list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefusal {
+    #[error("a party needs at least one admission")]
+    EmptyParty,
+    #[error("a party of {party} cannot be booked online for this entry time: at most {max}")]
+    PartyTooLarge { party: u32, max: u32 },
+    #[error("{available} places are still free for this entry time: book them instead")]
+    NotSoldOut { available: u32 },
+}
+
+/// The largest party that could ever be booked online for a slot of this
+/// capacity: the slot's size and the online cart's limit, whichever is less.
+pub fn max_party(capacity: u32) -> u32 {
+    capacity.min(CartLimits::ONLINE.max_admissions)
+}
+
+/// May a party of `party` join the line of a slot with `capacity` places of
+/// which `available` are free now?
+pub fn check_join(party: u32, capacity: u32, available: u32) -> Result<(), JoinRefusal> {
+    if party == 0 {
+        return Err(JoinRefusal::EmptyParty);
+    }
+    let max = max_party(capacity);
+    if party > max {
+        return Err(JoinRefusal::PartyTooLarge { party, max });
+    }
+    if available >= party {
+        return Err(JoinRefusal::NotSoldOut { available });
+    }
+    Ok(())
+}
+
+/// One waiting party, as the rules see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Waiting<Id> {
+    pub id: Id,
+    pub party: u32,
+}
+
+/// Who is offered places, in line order, when `available` places are free:
+/// each waiting party that fits in what the parties before it left over.
+///
+/// `line` must be in arrival order and hold only entries that are waiting
+/// (no open offer).
+pub fn offers<Id: Copy>(line: &[Waiting<Id>], available: u32) -> Vec<Waiting<Id>> {
+    let mut left = available;
+    let mut chosen = Vec::new();
+    for entry in line {
+        if left == 0 {
+            break;
+        }
+        if entry.party > 0 && entry.party <= left {
+            left -= entry.party;
+            chosen.push(*entry);
+        }
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line(parties: &[u32]) -> Vec<Waiting<usize>> {
+        parties
+            .iter()
+            .enumerate()
+            .map(|(id, &party)| Waiting { id, party })
+            .collect()
+    }
+
+    fn ids(chosen: &[Waiting<usize>]) -> Vec<usize> {
+        chosen.iter().map(|w| w.id).collect()
+    }
+
+    #[test]
+    fn the_first_in_line_whose_party_fits_is_offered() {
+        // Four places back: the party of 5 waits, the 3 after it is served,
+        // one place is left and the 2 behind does not fit in it.
+        assert_eq!(ids(&offers(&line(&[5, 3, 2, 1]), 4)), vec![1, 3]);
+        // Enough for everyone in order.
+        assert_eq!(ids(&offers(&line(&[2, 2]), 4)), vec![0, 1]);
+        // Nothing back: nobody.
+        assert!(offers(&line(&[1]), 0).is_empty());
+        // The front party is served first when it fits, even if two smaller
+        // ones behind it would use the places "better".
+        assert_eq!(ids(&offers(&line(&[3, 2, 2]), 4)), vec![0]);
+    }
+
+    #[test]
+    fn joining_is_for_sold_out_times_and_bookable_parties() {
+        assert_eq!(check_join(2, 30, 1), Ok(()));
+        assert_eq!(check_join(2, 30, 0), Ok(()));
+        assert_eq!(
+            check_join(2, 30, 2),
+            Err(JoinRefusal::NotSoldOut { available: 2 })
+        );
+        assert_eq!(
+            check_join(8, 6, 0),
+            Err(JoinRefusal::PartyTooLarge { party: 8, max: 6 })
+        );
+        assert_eq!(
+            check_join(21, 300, 0),
+            Err(JoinRefusal::PartyTooLarge { party: 21, max: 20 })
+        );
+        assert_eq!(check_join(20, 300, 0), Ok(()));
+        assert_eq!(check_join(0, 300, 0), Err(JoinRefusal::EmptyParty));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn offers_never_exceed_what_came_back_and_keep_the_order(
+            parties in prop::collection::vec(0u32..25, 0..40),
+            available in 0u32..80,
+        ) {
+            let line = line(&parties);
+            let chosen = offers(&line, available);
+            let total: u64 = chosen.iter().map(|w| u64::from(w.party)).sum();
+            prop_assert!(total <= u64::from(available));
+            // In line order, each entry at most once.
+            prop_assert!(chosen.windows(2).all(|w| w[0].id < w[1].id));
+            // Strict first come: an entry passed over could not have been
+            // served with what was left when its turn came, and what is left
+            // at the end fits nobody who was passed over.
+            let mut left = available;
+            for entry in &line {
+                if chosen.iter().any(|c| c.id == entry.id) {
+                    prop_assert!(entry.party >= 1 && entry.party <= left);
+                    left -= entry.party;
+                } else {
+                    prop_assert!(entry.party == 0 || entry.party > left);
+                }
+            }
+            prop_assert_eq!(u64::from(left), u64::from(available) - total);
+        }
+
+        #[test]
+        fn a_party_that_may_join_could_be_booked_once_places_come_back(
+            party in 0u32..40, capacity in 0u32..60, available in 0u32..60,
+        ) {
+            if check_join(party, capacity, available).is_ok() {
+                prop_assert!(party >= 1);
+                prop_assert!(party <= capacity);
+                prop_assert!(party <= CartLimits::ONLINE.max_admissions);
+                prop_assert!(available < party);
+                // Once the whole slot is free again, it is offered.
+                let chosen = offers(&[Waiting { id: 0, party }], capacity);
+                prop_assert_eq!(chosen.len(), 1);
+            }
+        }
+    }
+}
