@@ -6,8 +6,9 @@
 //   node shop/e2e/shop.mjs [--docs]
 //     --docs  also write the shop's screenshots to docs/screenshots/shop-*.png
 //   TESSERA_E2E_SERVER     the server binary (default $CARGO_TARGET_DIR/debug/tessera-server)
-//   SHOP_E2E_SKIP=mail,pdf leave out checks of parts a server may not have yet
-//                          (the email; the PDF and .ics) — never in scripts/test
+//   SHOP_E2E_SKIP=mail,pdf,offer  leave out checks of parts a server may not
+//                          have yet (the email; the PDF and .ics; the waiting
+//                          list's emailed offer) — never in scripts/test
 //   TESSERA_E2E_WAIT_SCALE stretch every wait (a very slow machine)
 //
 // The story: visitor A books 2 adults + 1 child for 11:00 on a Wednesday,
@@ -165,6 +166,16 @@ async function startSmtp(dir, logFile) {
       if (proc.exitCode === null) proc.kill("SIGKILL");
     },
   };
+}
+
+/** The first message the SMTP server received for `to`, if any. */
+function mailTo(to, dir) {
+  const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith(".eml")).sort() : [];
+  for (const f of files) {
+    const raw = fs.readFileSync(path.join(dir, f), "latin1");
+    if (raw.startsWith(`X-Envelope-To: ${to}\r\n`) || raw.startsWith(`X-Envelope-To: ${to}\n`)) return path.join(dir, f);
+  }
+  return null;
 }
 
 /** A received message, decoded by Python's email package. */
@@ -394,18 +405,7 @@ from = "Musée des Tessères <billetterie@example.org>"
     if (SKIP.has("mail")) {
       log("SKIPPED: the email check (SHOP_E2E_SKIP=mail)");
     } else {
-      const mailFile = await until(
-        () => {
-          const files = fs.existsSync(mailDir) ? fs.readdirSync(mailDir).filter((f) => f.endsWith(".eml")) : [];
-          for (const f of files) {
-            const raw = fs.readFileSync(path.join(mailDir, f), "latin1");
-            if (raw.startsWith("X-Envelope-To: alice@example.org")) return path.join(mailDir, f);
-          }
-          return null;
-        },
-        "the confirmation email at the SMTP server",
-        60000 * SCALE,
-      );
+      const mailFile = await until(() => mailTo("alice@example.org", mailDir), "the confirmation email at the SMTP server", 60000 * SCALE);
       const mail = await readMail(mailFile);
       const body = mail.texts.join("\n");
       check(body.includes(`/booking/${token}`), `the email links to my booking: ${body.slice(0, 500)}`);
@@ -453,6 +453,7 @@ from = "Musée des Tessères <billetterie@example.org>"
     await B.el("[data-total]", { text: "€45.00" });
     // Meanwhile others take every place left at 15:00.
     let left = (await server.slot(SB)).available;
+    const othersHolds = [];
     for (let i = 0; left > 0; i++) {
       const n = Math.min(20, left);
       const r = await server.api("POST", "/v1/holds", {
@@ -460,6 +461,7 @@ from = "Musée des Tessères <billetterie@example.org>"
         body: { slot_id: SB, items: [{ product_id: "adult", quantity: n }] },
       });
       check(r.status === 201, `others' hold: ${r.status} ${JSON.stringify(r.body)}`);
+      othersHolds.push(r.body.hold_id);
       left -= n;
     }
     if ((await B.b.findAll("#sold-out")).length === 0) await B.click("#continue");
@@ -478,6 +480,36 @@ from = "Musée des Tessères <billetterie@example.org>"
     await B.go(`/waitlist/${SB}?party=3`);
     await B.el("#w-email");
     await B.step("waitlist");
+    await B.b.sendKeys(await B.el("#w-email"), "bob@example.org");
+    await B.click("#join");
+    const joined = await B.textOf("#waitlist-done");
+    check(joined === "You are on the list, number 1. We will write to bob@example.org.", `joined: ${joined}`);
+    await B.step("waitlist-joined");
+    if (SKIP.has("offer") || SKIP.has("mail")) {
+      log("SKIPPED: the waiting list's offer (SHOP_E2E_SKIP=offer or mail)");
+    } else {
+      // Places come back (someone gives up a checkout): the first in line is
+      // emailed places held for them, and the link turns them into a checkout.
+      const released = await server.api("DELETE", `/v1/holds/${othersHolds[0]}`);
+      check(released.status === 204, `release: ${released.status}`);
+      const offerMail = await until(() => mailTo("bob@example.org", mailDir), "the waiting-list offer email", 60000 * SCALE);
+      const offerText = (await readMail(offerMail)).texts.join("\n");
+      const offerToken = /\/offer\/([A-Za-z0-9_-]+)/.exec(offerText)?.[1];
+      check(offerToken, `an offer link in: ${offerText.slice(0, 400)}`);
+      await until(async () => (await server.slot(SB)).available === 17, "20 places back, 3 held for the offer");
+      await B.go(`/offer/${offerToken}`);
+      await B.el("form.tickets");
+      check((await B.textOf("h1")) === "Places came back for you", "the offer page");
+      const q = await B.el("#q-adult");
+      await B.b.clear(q);
+      await B.b.sendKeys(q, "3");
+      await B.el("[data-total]", { text: "€45.00" });
+      await B.step("offer");
+      await B.click("#continue");
+      await B.el("#countdown");
+      await B.step("offer-checkout");
+      check((await server.slot(SB)).available === 17, "the offer's places became the checkout's, no more");
+    }
 
     // ---------------------------------------------- visitor C: the keyboard alone
     const C = await open("c", { width: 1280, height: 900 });

@@ -29,7 +29,10 @@ export function OfferPage({ token }: { token: string }) {
       saveHold(hold);
       shop.navigate(`/checkout/${hold.hold_id}`);
     } catch (e) {
-      setFailure(e);
+      // Taken or expired meanwhile: say it as the page would on arrival.
+      if (e instanceof ApiError && e.code === "offer_taken") setOffer((o) => (o ? { ...o, state: "taken" } : o));
+      else if (e instanceof ApiError && e.code === "offer_expired") setOffer((o) => (o ? { ...o, state: "expired" } : o));
+      else setFailure(e);
     } finally {
       setBusy(false);
     }
