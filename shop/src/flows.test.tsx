@@ -322,6 +322,31 @@ describe("after payment", () => {
     await waitFor(() => $("#booking-status")?.textContent === "E-mail renvoyé à alice@example.org.", "resent");
   });
 
+  it("says when the payment failed, or came too late and is refunded", async () => {
+    backend.checkoutState = "failed";
+    start("/return/co_123", 50);
+    await waitFor(() => byText("p", "Le paiement n'a pas abouti."), "failed");
+    render(null, root);
+    backend.checkoutState = "refunded";
+    start("/return/co_123", 50);
+    await waitFor(() => byText("p", "intégralement remboursé"), "refunded");
+  });
+
+  it("says when the places were released before the visitor paid", async () => {
+    start("/slot/2026-12-05T10:00");
+    await waitFor(() => $("form.tickets"), "ticket form");
+    await type($("#q-adult") as HTMLInputElement, "1");
+    await click($("#continue"));
+    await waitFor(() => $("#countdown"), "checkout");
+    backend.holds.clear(); // the server let the hold go (410 hold_expired)
+    await type($("#f-name") as HTMLInputElement, "Alice Martin");
+    await type($("#f-email") as HTMLInputElement, "alice@example.org");
+    await click($("#f-terms"));
+    await click($("#pay"));
+    await waitFor(() => $("#hold-ended")?.textContent === "Vos places ont été libérées", "expired");
+    expect(redirects).toEqual([]);
+  });
+
   it("says so when a booking link is not valid", async () => {
     start("/booking/forged");
     await waitFor(() => byText("p", "Ce lien de réservation n'est pas valable."), "unknown booking");
