@@ -253,6 +253,13 @@ class Visitor {
   }
 }
 
+/** What the page shows as errors, for a failure message. */
+async function pageErrors(v) {
+  const texts = [];
+  for (const e of await v.b.findAll(".error, [role=alert]")) texts.push(plain(await v.b.text(e)));
+  return texts.join(" | ") || "(no error shown)";
+}
+
 /** The demo provider's "Pay" control (a button or a submit input), not "Cancel". */
 const isPay = (label) => /\b(pay|payer)\b/i.test(label) && !/cancel|annuler/i.test(label);
 
@@ -385,7 +392,9 @@ from = "Musée des Tessères <billetterie@example.org>"
     await A.click("#pay");
 
     // The demo provider's page, on the same server.
-    await until(async () => (await A.path()).startsWith("/pay/demo/"), "the demo payment page");
+    await until(async () => (await A.path()).startsWith("/pay/demo/"), "the demo payment page").catch(async (e) => {
+      throw new Error(`${e.message}; the page says: ${await pageErrors(A)}`);
+    });
     const demoText = plain(await A.b.text(await A.el("body")));
     check(/d[eé]mo/i.test(demoText), `the payment page says it is a demo: ${demoText.slice(0, 200)}`);
     await A.step("demo-pay");
