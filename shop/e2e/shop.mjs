@@ -317,6 +317,14 @@ async function main() {
 
   const cleanups = [];
   const browsers = [];
+  // Interrupted (Ctrl-C, a CI timeout): stop what was started, then go.
+  for (const signal of ["SIGINT", "SIGTERM"]) {
+    process.once(signal, async () => {
+      for (const b of browsers) await b.deleteSession().catch(() => undefined);
+      for (const c of cleanups.reverse()) await c().catch(() => undefined);
+      process.exit(130);
+    });
+  }
   const pages = new Set();
   try {
     const smtp = await startSmtp(mailDir, serverLog);
