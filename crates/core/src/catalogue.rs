@@ -38,6 +38,10 @@ pub struct MuseumInfo {
     pub vat_number: Option<String>,
     #[serde(default)]
     pub receipt_footer: Option<String>,
+    /// The museum's own language: the web shop's default when a browser
+    /// asks for none we speak. Unset: English.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<crate::api::shop::Language>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

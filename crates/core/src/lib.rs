@@ -20,6 +20,7 @@ pub mod money;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod pricing;
+pub mod shop;
 pub mod slot;
 pub mod staff;
 pub mod tally;

@@ -12,6 +12,7 @@ mod openapi;
 mod ops;
 pub(crate) mod payments;
 pub mod pin_guard;
+mod shop;
 mod supervisor;
 mod sync;
 mod waitlist;
@@ -90,12 +91,16 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         &l.trusted_proxies,
     );
     let body_timeout = Duration::from_secs(l.body_read_timeout_secs.max(1));
+    let shop_files = shop::ShopFiles::locate(&state.config.shop);
     Router::new()
         .route("/healthz", get(ops::healthz::<S>))
         .route("/metrics", get(ops::metrics::<S>))
         .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/v1/catalogue", get(online::catalogue::<S>))
         .route("/v1/availability", get(online::availability::<S>))
+        .route("/v1/shop/config", get(shop::config::<S>))
+        .route("/v1/calendar", get(shop::calendar::<S>))
+        .route("/v1/nearest", get(shop::nearest::<S>))
         .route(
             "/v1/holds",
             post(online::create_hold::<S>).layer(writes.clone()),
@@ -175,7 +180,8 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
             // A counter back from a long outage uploads hundreds of sales at once.
             post(sync::sync::<S>).layer(DefaultBodyLimit::max(SYNC_BODY_BYTES)),
         )
-        .fallback(|| async { ServiceError::NotFound("no such endpoint".into()) })
+        // The web shop's files and client routes; API paths get a JSON 404.
+        .fallback(move |method, uri| shop::fallback(shop_files.clone(), method, uri))
         .method_not_allowed_fallback(|| async {
             ServiceError::BadRequest("method not allowed on this endpoint".into())
         })

@@ -80,6 +80,9 @@ pub struct ShopConfig {
     pub payment_provider: String,
     /// Days ahead that can be booked.
     pub booking_horizon_days: u32,
+    /// The server's clock when it answered: the shop measures countdowns and
+    /// deadlines against it rather than trusting the device's clock.
+    pub now: Timestamp,
 }
 
 /// One day of the shop's calendar.
