@@ -15,8 +15,8 @@ pub mod pin_guard;
 mod shop;
 mod supervisor;
 mod sync;
-mod waitlist;
 mod tickets;
+mod waitlist;
 
 use std::sync::Arc;
 use std::time::Duration;

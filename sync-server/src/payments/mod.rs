@@ -4,7 +4,10 @@
 //! (a page on this server, no money moves) and completes through the same
 //! signed-callback path as a real provider.
 
+pub mod demo;
 pub mod stripe;
+
+use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use futures_util::future::BoxFuture;
@@ -12,6 +15,8 @@ use jiff::Timestamp;
 use tessera_core::api::shop::Language;
 use tessera_core::money::Money;
 use uuid::Uuid;
+
+use crate::config::PaymentSettings;
 
 /// What the server asks a provider to collect for one checkout.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,12 +122,6 @@ pub trait PaymentProvider: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Refunded, PaymentError>>;
 }
 
-pub mod demo;
-
-use std::sync::Arc;
-
-use crate::config::PaymentSettings;
-
 /// What a provider needs from the server it runs in.
 #[derive(Clone, Debug)]
 pub struct ProviderContext {
@@ -135,8 +134,6 @@ pub struct ProviderContext {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderConfigError {
-    #[error("payment provider {0:?} is not built into this server yet")]
-    NotBuilt(&'static str),
     #[error("unknown payment provider {0:?}: use \"demo\" or \"stripe\"")]
     Unknown(String),
     #[error("payment provider {provider}: {message}")]
@@ -156,8 +153,12 @@ pub fn from_config(
             context.demo_secret.clone(),
             &context.public_url,
         ))),
-        // Wired by the Stripe work: `Ok(Arc::new(stripe::StripeProvider::new(settings, context)?))`.
-        "stripe" => Err(ProviderConfigError::NotBuilt("stripe")),
+        "stripe" => stripe::from_settings(settings, &context.public_url)
+            .map(|p| Arc::new(p) as Arc<dyn PaymentProvider>)
+            .map_err(|e| ProviderConfigError::Invalid {
+                provider: "stripe",
+                message: e.to_string(),
+            }),
         other => Err(ProviderConfigError::Unknown(other.to_string())),
     }
 }
@@ -170,4 +171,48 @@ pub fn return_urls(public_url: &str, checkout_id: &str, hold_id: Uuid) -> (Strin
         format!("{public_url}/return/{checkout_id}"),
         format!("{public_url}/checkout/{hold_id}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context() -> ProviderContext {
+        ProviderContext {
+            public_url: "https://tickets.example.org".into(),
+            demo_secret: vec![7; 32],
+        }
+    }
+
+    #[test]
+    fn the_configured_provider_is_the_one_that_takes_payments() {
+        let demo = from_config(&PaymentSettings::default(), &context()).map(|p| p.name());
+        assert_eq!(demo.ok(), Some("demo"));
+
+        let mut stripe = PaymentSettings {
+            provider: "stripe".into(),
+            ..PaymentSettings::default()
+        };
+        // Without keys the server must refuse to start, saying which is missing.
+        match from_config(&stripe, &context()) {
+            Err(ProviderConfigError::Invalid { provider, message }) => {
+                assert_eq!(provider, "stripe");
+                assert!(message.contains("key"), "{message}");
+            }
+            other => panic!("stripe without keys: {:?}", other.map(|p| p.name())),
+        }
+        stripe.stripe_secret_key = Some("sk_test_abc".into());
+        stripe.stripe_webhook_secret = Some("whsec_abc".into());
+        let taken = from_config(&stripe, &context()).map(|p| p.name());
+        assert_eq!(taken.ok(), Some("stripe"));
+
+        let unknown = PaymentSettings {
+            provider: "paypal".into(),
+            ..PaymentSettings::default()
+        };
+        assert!(matches!(
+            from_config(&unknown, &context()),
+            Err(ProviderConfigError::Unknown(_))
+        ));
+    }
 }
