@@ -3,7 +3,6 @@
 //! (webhook) or by a trusted channel's token. `demo` is the embedded default
 //! (a page on this server, no money moves) and completes through the same
 //! signed-callback path as a real provider.
-
 pub mod demo;
 pub mod stripe;
 
