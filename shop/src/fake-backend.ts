@@ -50,6 +50,8 @@ export class FakeBackend {
   soldOutNext = false;
   /** Fails the next request with a network error. */
   failNext = false;
+  /** Every request fails as a network error while set (the visitor is offline). */
+  failAll = false;
   /** How far the server's clock is ahead of the device's. */
   skewMs = 0;
   checkoutState: "awaiting_payment" | "confirmed" | "failed" | "refunded" = "awaiting_payment";
@@ -109,7 +111,7 @@ export class FakeBackend {
     const headers = Object.fromEntries(Object.entries((init.headers ?? {}) as Record<string, string>).map(([k, v]) => [k.toLowerCase(), v]));
     const body = init.body ? JSON.parse(String(init.body)) : null;
     this.calls.push({ method, path: url.pathname + url.search, headers, body, keepalive: init.keepalive === true });
-    if (this.failNext) {
+    if (this.failNext || this.failAll) {
       this.failNext = false;
       throw new TypeError("Failed to fetch");
     }

@@ -212,6 +212,20 @@ describe("buying", () => {
     await waitFor(() => $("form.tickets") && ($("#q-adult") as HTMLInputElement).value === "3", "same tickets at 11:30");
   });
 
+  it("says how old the places shown are, and when they could not be refreshed", async () => {
+    start("/day/2026-12-05", 40);
+    const fresh = await waitFor(() => byText("p.hint", "Places restantes à"), "freshness line");
+    // The museum's wall clock, to the second.
+    expect(plain(fresh.textContent)).toMatch(/^Places restantes à \d\d:\d\d:\d\d, mises à jour automatiquement\.$/);
+    backend.failAll = true;
+    const stale = await waitFor(() => $("p.hint.stale"), "stale warning");
+    expect(plain(stale.textContent)).toMatch(/^Impossible d'actualiser depuis \d\d:\d\d:\d\d/);
+    // The last numbers stay on screen, marked as old.
+    expect($$("ul.times li").length).toBe(4);
+    backend.failAll = false;
+    await waitFor(() => !$("p.hint.stale") && byText("p.hint", "Places restantes à"), "fresh again");
+  });
+
   it("reuses the Idempotency-Key when the same hold is retried after a network failure", async () => {
     start("/slot/2026-12-05T10:00");
     await waitFor(() => $("form.tickets"), "ticket form");

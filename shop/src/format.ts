@@ -24,6 +24,16 @@ export function time(lang: Language, instant: string | Date, timeZone: string): 
   );
 }
 
+/** An instant's time of day in the museum, to the second ("10:30:05"). */
+export function timeSeconds(lang: Language, instant: string | Date, timeZone: string): string {
+  return new Intl.DateTimeFormat(LOCALES[lang], {
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+    timeZone,
+  }).format(new Date(instant));
+}
+
 /** An instant's date and time in the museum. */
 export function dateTime(lang: Language, instant: string | Date, timeZone: string): { date: string; time: string } {
   const d = new Date(instant);

@@ -9,12 +9,16 @@ import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 export function usePoll<T>(fetcher: () => Promise<T>, everyMs: number, deps: unknown[]) {
   const [data, setData] = useState<T | null>(null);
   const [error, setError] = useState<unknown>(null);
+  // When the last good answer arrived (device clock): pages say how old
+  // the numbers they show are.
+  const [at, setAt] = useState<number | null>(null);
   const alive = useRef(true);
   const run = useCallback(async () => {
     try {
       const value = await fetcher();
       if (!alive.current) return;
       setData(value);
+      setAt(Date.now());
       setError(null);
     } catch (e) {
       if (alive.current) setError(e);
@@ -35,7 +39,7 @@ export function usePoll<T>(fetcher: () => Promise<T>, everyMs: number, deps: unk
       if (timer) clearInterval(timer);
     };
   }, [run, everyMs]);
-  return { data, error, refresh: run };
+  return { data, error, at, refresh: run };
 }
 
 /** The current time, ticking every `everyMs`. */

@@ -1,8 +1,8 @@
 // One day's entry times, live: places left, "few left", sold out.
 import type { SlotAvailability } from "../api";
 import { ErrorText, Heading, Link, useShop } from "../app";
-import { longDate, time } from "../format";
-import { usePoll } from "../hooks";
+import { longDate, time, timeSeconds } from "../format";
+import { useNow, usePoll } from "../hooks";
 
 export type SlotStatus = "open" | "few" | "sold_out" | "over";
 
@@ -27,6 +27,27 @@ export function placesText(t: ReturnType<typeof useShop>["t"], s: SlotAvailabili
   }
 }
 
+/**
+ * How old the places shown are, on the museum's clock: a visitor must never
+ * take numbers from minutes ago for live ones.
+ */
+function Freshness({ at, failing }: { at: number | null; failing: boolean }) {
+  const shop = useShop();
+  const { t, lang, tz } = shop;
+  useNow(1000);
+  if (at === null) return null;
+  // The device clock read `at`; shown on the server's clock like every time.
+  const shown = timeSeconds(lang, new Date(at + (shop.now() - Date.now())), tz);
+  const stale = failing || Date.now() - at > 3 * shop.pollMs;
+  return stale ? (
+    <p class="hint stale" role="status">
+      {t("refresh_stale", { time: shown })}
+    </p>
+  ) : (
+    <p class="hint">{t("refreshed", { time: shown })}</p>
+  );
+}
+
 export function DayPage({ date }: { date: string }) {
   const shop = useShop();
   const { t, lang, api, tz } = shop;
@@ -45,7 +66,7 @@ export function DayPage({ date }: { date: string }) {
       {slots.length > 0 ? (
         <>
           <h2>{t("times")}</h2>
-          <p class="hint">{t("refreshed")}</p>
+          <Freshness at={day.at} failing={Boolean(day.error)} />
           <ul class="times">
             {slots.map((s) => {
               const status = slotStatus(s);
