@@ -95,6 +95,9 @@ enum Cmd {
         /// Share of visits that buy (0..1).
         #[arg(long, default_value_t = 0.1)]
         buy_share: f64,
+        /// Places in each of the six entry times visitors buy.
+        #[arg(long, default_value_t = 5000)]
+        capacity: u32,
         #[arg(long)]
         json: bool,
     },
@@ -231,12 +234,14 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             visitors,
             duration,
             buy_share,
+            capacity,
             json,
         } => {
             let opts = shop::ShopOptions {
                 visitors: visitors.max(1),
                 duration: Duration::from_secs(duration.max(1)),
                 buy_share: buy_share.clamp(0.0, 1.0),
+                capacity: capacity.max(1),
                 server_bin: release_server_binary()?,
             };
             let report = shop::run(&opts).await?;

@@ -31,6 +31,8 @@ pub struct ShopOptions {
     pub duration: Duration,
     /// Share of visits that go on to buy.
     pub buy_share: f64,
+    /// Places in each of the six entry times visitors buy.
+    pub capacity: u32,
     pub server_bin: PathBuf,
 }
 
@@ -38,6 +40,7 @@ pub struct ShopOptions {
 pub struct ShopReport {
     pub scenario: &'static str,
     pub visitors: usize,
+    pub capacity_per_time: u32,
     pub elapsed_s: f64,
     pub visits: u64,
     pub requests: u64,
@@ -285,6 +288,9 @@ pub async fn run(opts: &ShopOptions) -> Result<ShopReport> {
             .map(|hhmm| server.slot(hhmm))
             .collect(),
     );
+    for slot in slots.iter() {
+        server.set_capacity(*slot, opts.capacity)?;
+    }
     let http = http_client(opts.visitors)?;
     let base: Arc<str> = server.url.trim_end_matches('/').into();
     let stop = Arc::new(AtomicBool::new(false));
@@ -375,6 +381,7 @@ pub async fn run(opts: &ShopOptions) -> Result<ShopReport> {
     Ok(ShopReport {
         scenario: "shop",
         visitors: opts.visitors,
+        capacity_per_time: opts.capacity,
         elapsed_s: elapsed,
         visits: all.visits,
         requests: all.requests,
@@ -394,8 +401,8 @@ pub async fn run(opts: &ShopOptions) -> Result<ShopReport> {
 
 pub fn print(r: &ShopReport) {
     println!(
-        "== shop: {} visitors for {:.1} s: {} visits, {} requests ({:.0} requests/s), {} orders, {} met a sold-out time",
-        r.visitors, r.elapsed_s, r.visits, r.requests, r.requests_per_sec, r.orders, r.sold_out
+        "== shop: {} visitors for {:.1} s (6 times of {} places): {} visits, {} requests ({:.0} requests/s), {} orders, {} met a sold-out time",
+        r.visitors, r.elapsed_s, r.capacity_per_time, r.visits, r.requests, r.requests_per_sec, r.orders, r.sold_out
     );
     for (kind, summary) in &r.latency {
         println!("   {kind:<16} {}", summary.line());
