@@ -419,6 +419,31 @@ async fn a_visitor_pays_on_the_demo_page_gets_a_booking_and_cancels_a_ticket() {
         .unwrap()
         .clone();
     assert_eq!(line["sold"], 0, "{line}");
+
+    // The day's books: an order cancelled whole, over two requests, leaves
+    // nothing behind — not a cent of VAT (the audio guides' line was sold
+    // with 1.67 of tax, each guide alone would give back 0.83).
+    let sup = supervisor(&server, &api).await;
+    let report = day_report(&api, &sup, server.day).await;
+    assert!(report["does_not_add_up"].is_null(), "{report}");
+    let online = report["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "online")
+        .unwrap_or_else(|| panic!("no online channel in {report}"))
+        .clone();
+    assert_eq!(online["net_takings"], 0, "{online}");
+    let vat = online["vat"].as_array().unwrap();
+    assert!(!vat.is_empty(), "{online}");
+    for row in vat {
+        assert_eq!(
+            (&row["net"], &row["tax"], &row["gross"]),
+            (&json!(0), &json!(0), &json!(0)),
+            "{online}"
+        );
+    }
+    assert_eq!(online["voids_count"], 2, "two cancellations: {online}");
 }
 
 fn gate_device(server: &ServerProcess) -> String {

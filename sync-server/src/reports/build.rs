@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::clock::from_ms;
 use tessera_core::pricing::PricedLine;
-use tessera_core::vat::{format_rate, split_gross};
+use tessera_core::vat::{cancelled_split, format_rate};
 use uuid::Uuid;
 
 use super::{
@@ -196,16 +196,26 @@ fn online_channel(
         line.admissions += admissions;
         line.gross_sales += total;
     }
+    // Cancellations, per order line: the VAT a line gives back is the line
+    // as it stood before the day's cancellations minus the line after them
+    // (`cancelled_split`), so a line cancelled over several days gives back
+    // exactly the tax it was sold with.
     let mut stmt = conn.prepare(
-        "SELECT t.order_id, t.cancelled_at, t.product_id, t.admits, t.price, t.vat_bp, o.lines, o.channel
+        "SELECT t.product_id,
+                SUM(CASE WHEN t.cancelled_at < ?1 THEN 1 ELSE 0 END),
+                SUM(CASE WHEN t.cancelled_at >= ?1 THEN 1 ELSE 0 END),
+                SUM(CASE WHEN t.cancelled_at >= ?1 THEN t.admits ELSE 0 END),
+                MAX(t.price), MAX(t.vat_bp), o.lines, o.channel
          FROM tickets t JOIN orders o ON o.order_id = t.order_id
-         WHERE t.cancelled_at >= ?1 AND t.cancelled_at < ?2",
+         WHERE t.cancelled_at < ?2
+           AND t.order_id IN (SELECT order_id FROM tickets WHERE cancelled_at >= ?1 AND cancelled_at < ?2)
+         GROUP BY t.order_id, t.product_id",
     )?;
     let rows = stmt.query_map(params![start, end], |r| {
         Ok((
             r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, String>(2)?,
+            r.get::<_, u32>(1)?,
+            r.get::<_, u32>(2)?,
             r.get::<_, i64>(3)?,
             r.get::<_, Option<i64>>(4)?,
             r.get::<_, Option<u32>>(5)?,
@@ -213,17 +223,19 @@ fn online_channel(
             r.get::<_, String>(7)?,
         ))
     })?;
-    let mut cancellations = std::collections::BTreeSet::new();
     for row in rows {
-        let (order, at, product, admits, price, vat_bp, lines, channel) = row?;
+        let (product, before, now, admits, price, vat_bp, lines, channel) = row?;
+        if now == 0 {
+            continue;
+        }
         let lines = lines_of(&lines)?;
         let of_line = lines.iter().find(|l| l.product_id == product);
         let price = price.or(of_line.map(|l| l.unit_price)).unwrap_or(0);
         let rate = vat_bp.or(of_line.map(|l| l.vat_bp)).unwrap_or(0);
-        cancellations.insert((order, at));
-        c.refunds += price;
+        let quantity = of_line.map_or(before + now, |l| l.quantity);
+        let split = cancelled_split(price, quantity, rate, before, now);
+        c.refunds += split.gross;
         c.admissions -= admits;
-        let split = split_gross(price, rate);
         let e = vat.0.entry(rate).or_default();
         e.0 -= split.net;
         e.1 -= split.tax;
@@ -234,10 +246,18 @@ fn online_channel(
                 channel,
                 ..OnlineChannelLine::default()
             });
-        line.refunds += price;
+        line.refunds += split.gross;
         line.admissions -= admits;
     }
-    c.voids_count = cancellations.len() as u32;
+    // One cancellation is one visitor's request: the tickets it named share
+    // their time.
+    let cancellations: u32 = conn.query_row(
+        "SELECT COUNT(*) FROM (SELECT DISTINCT order_id, cancelled_at FROM tickets
+                               WHERE cancelled_at >= ?1 AND cancelled_at < ?2)",
+        params![start, end],
+        |r| r.get(0),
+    )?;
+    c.voids_count = cancellations;
     c.net_takings = c.gross_sales - c.refunds;
     c.vat = vat.rows();
     c.payments = vec![PaymentRow {
