@@ -446,6 +446,7 @@ fn confirmed_payload(b: &Booking, link: &str) -> String {
     serde_json::to_string(&MailPayload {
         booking: Some(b.clone()),
         offer: None,
+        refund: None,
         link: link.into(),
     })
     .unwrap()
@@ -534,6 +535,7 @@ async fn the_visitor_gets_their_tickets_by_email_and_bad_rows_block_nothing() {
     let offer_payload = serde_json::to_string(&MailPayload {
         booking: None,
         offer: Some(offer),
+        refund: None,
         link: "http://shop.example/offer/OFFERSECRET".into(),
     })
     .unwrap();

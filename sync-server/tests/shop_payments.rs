@@ -724,6 +724,20 @@ async fn paid_after_the_hold_ran_out_is_ticketed_if_places_are_left_else_refunde
         ),
         1
     );
+    // The visitor is told by email too: the return page may never be seen.
+    let (kind, payload): (String, String) = server
+        .db()
+        .query_row(
+            "SELECT kind, payload FROM mail_outbox WHERE kind = 'payment_refunded'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let payload: Value = serde_json::from_str(&payload).unwrap();
+    assert_eq!(kind, "payment_refunded");
+    assert_eq!(payload["refund"]["reason"], "no_places", "{payload}");
+    assert_eq!(payload["refund"]["amount"]["amount"], 3000, "{payload}");
+    assert_eq!(payload["refund"]["slot_id"], s2.to_string(), "{payload}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

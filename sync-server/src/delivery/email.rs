@@ -8,6 +8,8 @@ use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::{Address, Message};
 use serde::{Deserialize, Serialize};
 use tessera_core::api::shop::{Booking, BookingTicket, Language, Offer, TicketState};
+use tessera_core::money::Money;
+use tessera_core::slot::SlotId;
 
 use super::text::{self, fill, labelled, words, MailKind};
 use super::{ics, pdf, qr};
@@ -20,7 +22,20 @@ pub struct MailPayload {
     pub booking: Option<Booking>,
     #[serde(default)]
     pub offer: Option<Offer>,
+    #[serde(default)]
+    pub refund: Option<RefundNotice>,
     pub link: String,
+}
+
+/// A payment refunded without a booking: what the visitor is told.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundNotice {
+    pub language: Language,
+    pub slot_id: SlotId,
+    pub amount: Money,
+    /// `no_places` (paid after the places were gone), `duplicate`,
+    /// `amount_mismatch`.
+    pub reason: String,
 }
 
 /// What an offer's mail needs that the offer does not carry.
@@ -66,19 +81,15 @@ pub struct Composed {
 pub fn parse_payload(kind: MailKind, json: &str) -> Result<MailPayload, ComposeError> {
     let payload: MailPayload =
         serde_json::from_str(json).map_err(|e| ComposeError::Payload(e.to_string()))?;
-    let fits = match kind {
-        MailKind::WaitlistOffer => payload.offer.is_some(),
-        _ => payload.booking.is_some(),
+    let (fits, needs) = match kind {
+        MailKind::WaitlistOffer => (payload.offer.is_some(), "an offer"),
+        MailKind::PaymentRefunded => (payload.refund.is_some(), "a refund"),
+        _ => (payload.booking.is_some(), "a booking"),
     };
     if !fits {
         return Err(ComposeError::Payload(format!(
-            "a {} mail needs {}",
-            kind.as_str(),
-            if kind == MailKind::WaitlistOffer {
-                "an offer"
-            } else {
-                "a booking"
-            }
+            "a {} mail needs {needs}",
+            kind.as_str()
         )));
     }
     Ok(payload)
@@ -104,6 +115,10 @@ pub fn compose(
             offer_mail(offer, &payload.link, museum, from, address)
         }
         (MailKind::WaitlistOffer, _, None) => Err(ComposeError::Payload("no offer".into())),
+        (MailKind::PaymentRefunded, _, _) => match &payload.refund {
+            Some(refund) => refund_mail(refund, &payload.link, museum, from, address),
+            None => Err(ComposeError::Payload("no refund".into())),
+        },
         (_, Some(booking), _) => booking_mail(kind, booking, &payload.link, from, address),
         (_, None, _) => Err(ComposeError::Payload("no booking".into())),
     }
@@ -143,7 +158,7 @@ fn booking_mail(
         MailKind::TicketsCancelled => {
             fill(w.subject_cancelled, &[("museum", museum), ("date", &date)])
         }
-        MailKind::RefundIssued | MailKind::WaitlistOffer => fill(
+        MailKind::RefundIssued | MailKind::WaitlistOffer | MailKind::PaymentRefunded => fill(
             w.subject_refund,
             &[
                 ("museum", museum),
@@ -396,6 +411,64 @@ fn offer_mail(
     finish(from, Mailbox::new(None, address), subject, lang, body)
 }
 
+/// The subject and the sentence that says why a payment is coming back.
+fn refund_words(refund: &RefundNotice, museum: &str) -> (String, String) {
+    let lang = refund.language;
+    let w = words(lang);
+    let amount = text::money(lang, refund.amount);
+    let date = text::date(lang, refund.slot_id.date);
+    let start = format!(
+        "{:02}:{:02}",
+        refund.slot_id.start_minute / 60,
+        refund.slot_id.start_minute % 60
+    );
+    let subject = fill(
+        w.subject_payment_refunded,
+        &[("amount", &amount), ("museum", museum)],
+    );
+    let why = if refund.reason == "no_places" {
+        w.payment_refunded_no_places
+    } else {
+        w.payment_refunded_other
+    };
+    let why = fill(
+        why,
+        &[("amount", &amount), ("date", &date), ("time", &start)],
+    );
+    (subject, why)
+}
+
+fn refund_mail(
+    refund: &RefundNotice,
+    link: &str,
+    museum: &Museum,
+    from: Mailbox,
+    address: Address,
+) -> Result<Composed, ComposeError> {
+    let lang = refund.language;
+    let w = words(lang);
+    let (subject, why) = refund_words(refund, &museum.name);
+    let plain = format!(
+        "{why}\n\n{}\n\n{}:\n{link}\n\n{}\n",
+        w.payment_refunded_after, w.shop_again, museum.name
+    );
+    let e = html_escape;
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title></head>\
+         <body style=\"font-family:Arial,Helvetica,sans-serif;color:#1a1a1a;max-width:640px;margin:0 auto;padding:16px\">\
+         <h1 style=\"font-size:20px\">{}</h1><p>{}</p><p>{}</p><p><a href=\"{}\">{}</a></p></body></html>",
+        lang.code(),
+        e(&subject),
+        e(&museum.name),
+        e(&why),
+        e(w.payment_refunded_after),
+        e(link),
+        e(w.shop_again)
+    );
+    let body = MultiPart::mixed().multipart(MultiPart::alternative_plain_html(plain, html));
+    finish(from, Mailbox::new(None, address), subject, lang, body)
+}
+
 fn finish(
     from: Mailbox,
     to: Mailbox,
@@ -494,6 +567,7 @@ mod tests {
         let payload = MailPayload {
             booking: Some(booking(language)),
             offer: None,
+            refund: None,
             link: "https://t.example/booking/T".into(),
         };
         let museum = Museum {
@@ -540,10 +614,52 @@ mod tests {
         for (kind, language, expected) in cases {
             assert_eq!(subject(kind, language), expected, "{kind:?} {language:?}");
         }
+        // A payment that bought nothing: told why, in the visitor's language.
+        for (language, subject, why) in [
+            (
+                Fr,
+                "Votre paiement de 30,00\u{a0}€ vous est remboursé — Musée des Tessères",
+                "est arrivé après le départ des dernières places",
+            ),
+            (
+                En,
+                "Your payment of €30.00 is being refunded — Musée des Tessères",
+                "arrived after the last places had gone",
+            ),
+        ] {
+            let payload = MailPayload {
+                refund: Some(RefundNotice {
+                    language,
+                    slot_id: "2026-12-12T10:00".parse().unwrap(),
+                    amount: Money::new(3000, Currency::new("EUR").unwrap()),
+                    reason: "no_places".into(),
+                }),
+                link: "https://t.example/".into(),
+                ..MailPayload::default()
+            };
+            let museum = Museum {
+                name: "Musée des Tessères".into(),
+                time_zone: "Europe/Paris".into(),
+            };
+            let mail = compose(
+                PaymentRefunded,
+                "zoe@example.org",
+                &payload,
+                &museum,
+                "a@example.org",
+            )
+            .unwrap();
+            assert_eq!(mail.subject, subject);
+            let (_, said) = refund_words(payload.refund.as_ref().unwrap(), &museum.name);
+            assert!(said.contains(why), "{said}");
+            assert!(said.contains("12"), "the entry time's date: {said}");
+            assert!(parse_payload(PaymentRefunded, r#"{"link":"x"}"#).is_err());
+        }
         // A booking is not an offer: refused, not sent half-made.
         let payload = MailPayload {
             booking: Some(booking(Fr)),
             offer: None,
+            refund: None,
             link: "x".into(),
         };
         let museum = Museum {

@@ -162,6 +162,9 @@ pub enum MailKind {
     TicketsCancelled,
     RefundIssued,
     WaitlistOffer,
+    /// A payment that bought nothing (it came after the places were gone,
+    /// or twice): no booking exists, the money is on its way back.
+    PaymentRefunded,
 }
 
 impl MailKind {
@@ -172,6 +175,7 @@ impl MailKind {
             "tickets_cancelled" => MailKind::TicketsCancelled,
             "refund_issued" => MailKind::RefundIssued,
             "waitlist_offer" => MailKind::WaitlistOffer,
+            "payment_refunded" => MailKind::PaymentRefunded,
             _ => return None,
         })
     }
@@ -183,6 +187,7 @@ impl MailKind {
             MailKind::TicketsCancelled => "tickets_cancelled",
             MailKind::RefundIssued => "refund_issued",
             MailKind::WaitlistOffer => "waitlist_offer",
+            MailKind::PaymentRefunded => "payment_refunded",
         }
     }
 }
@@ -220,6 +225,11 @@ pub struct Words {
     pub subject_cancelled: &'static str,
     pub subject_refund: &'static str,
     pub subject_offer: &'static str,
+    pub subject_payment_refunded: &'static str,
+    pub payment_refunded_no_places: &'static str,
+    pub payment_refunded_other: &'static str,
+    pub payment_refunded_after: &'static str,
+    pub shop_again: &'static str,
     pub calendar_summary: &'static str,
     pub calendar_link: &'static str,
     pub tickets_file: &'static str,
@@ -257,6 +267,11 @@ const FR: Words = Words {
     subject_cancelled: "Billets annulés — {museum}, {date}",
     subject_refund: "Remboursement de {amount} — {museum}",
     subject_offer: "Des places pour vous — {museum}, {date} à {time}",
+    subject_payment_refunded: "Votre paiement de {amount} vous est remboursé — {museum}",
+    payment_refunded_no_places: "Votre paiement de {amount} pour le {date} à {time} est arrivé après le départ des dernières places. Aucun billet n'a été émis.",
+    payment_refunded_other: "Votre paiement de {amount} pour le {date} à {time} n'a pas pu servir à une réservation. Aucun billet n'a été émis pour lui.",
+    payment_refunded_after: "La somme entière vous est remboursée ; le délai d'apparition sur votre compte dépend de votre banque.",
+    shop_again: "Choisir un autre horaire",
     calendar_summary: "Visite : {museum}",
     calendar_link: "Vos billets",
     tickets_file: "billets",
@@ -296,6 +311,11 @@ const EN: Words = Words {
     subject_cancelled: "Tickets cancelled — {museum}, {date}",
     subject_refund: "Refund of {amount} — {museum}",
     subject_offer: "Places for you — {museum}, {date} at {time}",
+    subject_payment_refunded: "Your payment of {amount} is being refunded — {museum}",
+    payment_refunded_no_places: "Your payment of {amount} for {date} at {time} arrived after the last places had gone. No tickets were issued.",
+    payment_refunded_other: "Your payment of {amount} for {date} at {time} could not be used for a booking. No tickets were issued for it.",
+    payment_refunded_after: "The full amount is being refunded to you; when it shows on your account depends on your bank.",
+    shop_again: "Choose another time",
     calendar_summary: "Visit: {museum}",
     calendar_link: "Your tickets",
     tickets_file: "tickets",

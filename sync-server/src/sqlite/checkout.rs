@@ -335,6 +335,7 @@ fn paid(
             release(ctx, hold_id, "cancelled")?;
         }
         queue_refund(ctx, &payment, None, captured, "amount_mismatch", None)?;
+        queue_refund_notice(ctx, &payment, captured, "amount_mismatch", booking)?;
         set_status(ctx, &payment.payment_id, "refunding")?;
         return Ok(EventOutcome::Refunding { hold_id });
     }
@@ -350,6 +351,7 @@ fn paid(
                 "paid, but no order can be issued; the payment is queued for a refund");
             metrics::counter!("tessera_paid_without_places_total").increment(1);
             queue_refund(ctx, &payment, None, captured, why.reason(), None)?;
+            queue_refund_notice(ctx, &payment, captured, why.reason(), booking)?;
             set_status(ctx, &payment.payment_id, "refunding")?;
             return Ok(EventOutcome::Refunding { hold_id });
         }
@@ -589,6 +591,52 @@ pub(crate) fn refund_attempted(
 
 fn link(booking: &BookingContext, token: &str) -> String {
     format!("{}/booking/{token}", booking.public_url)
+}
+
+/// Tells a visitor whose payment bought nothing that it is coming back:
+/// there is no booking to write to them about, and closing the tab before
+/// the return page said "refunded" must not leave them wondering.
+fn queue_refund_notice(
+    ctx: &Ctx<'_>,
+    payment: &PaymentRow,
+    amount: i64,
+    reason: &str,
+    booking: &BookingContext,
+) -> Result<(), Fatal> {
+    if amount <= 0 {
+        return Ok(());
+    }
+    let slot: Option<String> = ctx
+        .tx
+        .prepare_cached("SELECT slot_id FROM holds WHERE hold_id = ?1")?
+        .query_row(params![payment.hold_id.to_string()], |r| r.get(0))
+        .optional()?;
+    let Some(slot) = slot else {
+        return Ok(());
+    };
+    let Ok(currency) = tessera_core::money::Currency::new(&payment.currency) else {
+        return Ok(());
+    };
+    let notice = crate::delivery::email::RefundNotice {
+        language: language_of(&payment.language),
+        slot_id: parse_slot(&slot)?,
+        amount: Money::new(amount, currency),
+        reason: reason.to_string(),
+    };
+    let payload = json!({"refund": notice, "link": format!("{}/", booking.public_url)});
+    ctx.tx
+        .prepare_cached(
+            "INSERT INTO mail_outbox (mail_id, kind, recipient, language, payload, created_at, next_attempt_at)
+             VALUES (?1, 'payment_refunded', ?2, ?3, ?4, ?5, ?5)",
+        )?
+        .execute(params![
+            new_id().to_string(),
+            payment.email,
+            payment.language,
+            payload.to_string(),
+            ctx.now_ms
+        ])?;
+    Ok(())
 }
 
 /// Writes an email to the outbox, in the transaction of what causes it.
