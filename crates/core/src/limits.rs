@@ -85,6 +85,8 @@ pub enum LimitError {
         min: String,
         max: String,
     },
+    #[error("{field} is not an email address")]
+    NotEmail { field: &'static str },
     #[error("{field}: at most {max} entries, got {count}")]
     TooMany {
         field: &'static str,
@@ -105,6 +107,28 @@ pub fn text(field: &'static str, value: &str, max: usize) -> Result<(), LimitErr
         return Err(LimitError::Empty { field });
     }
     optional_text(field, value, max)
+}
+
+/// Checks an email address the way a shop form would before anything is
+/// sent to it: one `@`, something on each side, a dotted domain that neither
+/// starts nor ends with a dot, no spaces. Whether the mailbox exists only a
+/// mail to it can tell.
+pub fn email(field: &'static str, value: &str) -> Result<(), LimitError> {
+    text(field, value, EMAIL_CHARS)?;
+    let well_formed = match value.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+        }
+        None => false,
+    };
+    if !well_formed || value.chars().any(char::is_whitespace) {
+        return Err(LimitError::NotEmail { field });
+    }
+    Ok(())
 }
 
 /// Like [`text`], but an empty value is allowed.
@@ -201,6 +225,23 @@ mod tests {
             Err(LimitError::Control { .. })
         ));
         assert_eq!(optional_text("name", "", 10), Ok(()));
+    }
+
+    #[test]
+    fn emails_are_checked_as_a_shop_form_would() {
+        for ok in ["a@b.fr", "visitor+tag@example.org", "zoé@musée.fr"] {
+            assert_eq!(email("email", ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "", "a", "a@", "@b.fr", "a b@c.fr", "a@b", "a@@b.fr", "a@.fr", "a@b.fr.",
+        ] {
+            assert!(email("email", bad).is_err(), "{bad}");
+        }
+        let long = format!("{}@example.org", "a".repeat(EMAIL_CHARS));
+        assert!(matches!(
+            email("email", &long),
+            Err(LimitError::TooLong { .. })
+        ));
     }
 
     #[test]
