@@ -23,6 +23,7 @@ use super::{
     PaymentError, PaymentEvent, PaymentEventKind, PaymentProvider, PaymentRequest, RefundRequest,
     Refunded, StartedPayment,
 };
+use crate::delivery::email::html_escape;
 use crate::http::AppState;
 use crate::store::Store;
 
@@ -215,21 +216,6 @@ struct PageQuery {
     lang: Option<String>,
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn amount_text(m: Money, lang: Language) -> String {
     let plain = format_minor(m.amount);
     match lang {
@@ -381,7 +367,7 @@ pub async fn show<S: Store>(
              <button class=\"pay\" type=\"submit\" name=\"outcome\" value=\"paid\" autofocus>{pay}</button>\
              <button class=\"cancel\" type=\"submit\" name=\"outcome\" value=\"cancel\">{cancel}</button>\
              </div></form>",
-            id = escape(&p.payment_id),
+            id = html_escape(&p.payment_id),
             pay = w.pay,
             cancel = w.cancel,
         )
@@ -389,7 +375,7 @@ pub async fn show<S: Store>(
         format!(
             "<p>{}</p><p><a href=\"{}\">{}</a></p>",
             w.done,
-            escape(&success),
+            html_escape(&success),
             w.back
         )
     };
@@ -398,11 +384,11 @@ pub async fn show<S: Store>(
          <p class=\"amount\">{amount}</p><p>{explain}</p>{action}\
          <p><a href=\"/pay/demo/{id}?lang={other}\" lang=\"{other}\">{other_name}</a></p>",
         title = w.title,
-        museum = escape(&p.museum),
-        entry = escape(&p.entry),
-        amount = escape(&amount_text(p.amount, lang)),
+        museum = html_escape(&p.museum),
+        entry = html_escape(&p.entry),
+        amount = html_escape(&amount_text(p.amount, lang)),
         explain = w.explain,
-        id = escape(&p.payment_id),
+        id = html_escape(&p.payment_id),
         other_name = w.other,
     );
     html(StatusCode::OK, page(lang, &body))
