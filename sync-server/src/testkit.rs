@@ -175,6 +175,20 @@ impl ServerProcess {
             .expect("run tessera-server")
     }
 
+    /// Enrols a gate named `name`; its bearer token.
+    pub async fn enrol_gate(&self, name: &str) -> String {
+        let (status, gate) = self
+            .api()
+            .enrol(&self.enrolment_code("gate", name), name, None)
+            .await
+            .expect("enrol a gate");
+        assert_eq!(status, StatusCode::CREATED, "{gate}");
+        gate["token"]
+            .as_str()
+            .expect("the gate's token")
+            .to_string()
+    }
+
     pub fn enrolment_code(&self, role: &str, name: &str) -> String {
         let out = self.cli(&[
             "enrol",

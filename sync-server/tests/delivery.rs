@@ -166,16 +166,7 @@ fn pdf_text(pdf: &Path) -> String {
 async fn every_qr_in_the_pdf_scans_to_a_code_the_gate_admits() {
     let server = ServerProcess::start_at("11:05", &[]);
     let api = server.api();
-    let (status, gate) = api
-        .enrol(
-            &server.enrolment_code("gate", "North entrance"),
-            "gate-1",
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, StatusCode::CREATED, "{gate}");
-    let gate_token = gate["token"].as_str().unwrap().to_string();
+    let gate_token = server.enrol_gate("North entrance").await;
 
     // The server's own key signs, as it does for online orders: what the
     // PDF carries must be exactly what the gates accept.

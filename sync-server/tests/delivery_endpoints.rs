@@ -117,15 +117,7 @@ async fn a_paid_booking_downloads_as_pdf_and_ics_and_arrives_by_email() {
     .unwrap();
     let server = ServerProcess::start_at("11:05", &["--config", config.to_str().unwrap()]);
     let api = server.api();
-    let (_, gate) = api
-        .enrol(
-            &server.enrolment_code("gate", "North entrance"),
-            "gate-1",
-            None,
-        )
-        .await
-        .unwrap();
-    let gate_token = gate["token"].as_str().unwrap().to_string();
+    let gate_token = server.enrol_gate("North entrance").await;
 
     // Book 2 adults and a child for 11:00 and pay with the demo provider.
     let (status, hold) = api

@@ -21,15 +21,7 @@ async fn buy_one(
 async fn gate_admits_once_and_explains_every_refusal() {
     let server = ServerProcess::start_at("11:05", &[]);
     let api = server.api();
-    let (_, gate) = api
-        .enrol(
-            &server.enrolment_code("gate", "North entrance"),
-            "gate-1",
-            None,
-        )
-        .await
-        .unwrap();
-    let gate_token = gate["token"].as_str().unwrap().to_string();
+    let gate_token = server.enrol_gate("North entrance").await;
     let (_, gate2) = api
         .enrol(
             &server.enrolment_code("gate", "South entrance"),

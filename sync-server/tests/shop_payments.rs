@@ -67,14 +67,6 @@ async fn day_report(api: &Api, token: &str, date: jiff::civil::Date) -> Value {
     r.json().await.unwrap()
 }
 
-async fn gate_token(server: &ServerProcess, api: &Api) -> String {
-    let (_, gate) = api
-        .enrol(&server.enrolment_code("gate", "North gate"), "gate", None)
-        .await
-        .unwrap();
-    gate["token"].as_str().unwrap().to_string()
-}
-
 /// A signed demo event, as the demo page would send it, for `payment_id`.
 fn signed_event(
     server: &ServerProcess,
@@ -339,7 +331,7 @@ async fn a_visitor_pays_on_the_demo_page_gets_a_booking_and_cancels_a_ticket() {
         1
     );
 
-    let gate = gate_token(&server, &api).await;
+    let gate = server.enrol_gate("North gate").await;
     let (status, denied) = api
         .redeem(&gate, adult["code"].as_str().unwrap())
         .await
