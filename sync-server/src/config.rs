@@ -69,7 +69,9 @@ impl Default for ShopSettings {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// `Debug` by hand: the Stripe keys are shown as set or not, never their
+/// value (the config is logged and printed in error messages).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PaymentSettings {
     /// `demo` (default: a page on this server, no money moves) or `stripe`.
@@ -118,7 +120,8 @@ impl PaymentSettings {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// `Debug` by hand: the SMTP password is shown as set or not, never its value.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailSettings {
     /// SMTP relay; no host: mails stay queued in the database (and are sent
@@ -144,6 +147,47 @@ impl Default for MailSettings {
             smtp_password: None,
             from: "Tessera <tickets@localhost>".into(),
         }
+    }
+}
+
+/// How a secret shows in `Debug`: whether it is set, not what it is.
+fn redacted(secret: &Option<String>) -> &'static str {
+    match secret {
+        Some(_) => "Some(<redacted>)",
+        None => "None",
+    }
+}
+
+impl std::fmt::Debug for PaymentSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentSettings")
+            .field("provider", &self.provider)
+            .field(
+                "stripe_secret_key",
+                &format_args!("{}", redacted(&self.stripe_secret_key)),
+            )
+            .field(
+                "stripe_webhook_secret",
+                &format_args!("{}", redacted(&self.stripe_webhook_secret)),
+            )
+            .field("stripe_api_base", &self.stripe_api_base)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("smtp_security", &self.smtp_security)
+            .field("smtp_username", &self.smtp_username)
+            .field(
+                "smtp_password",
+                &format_args!("{}", redacted(&self.smtp_password)),
+            )
+            .field("from", &self.from)
+            .finish()
     }
 }
 
@@ -306,6 +350,34 @@ mod tests {
         let cfg = ServerConfig::from_file(&path).unwrap();
         assert_eq!(cfg.hold_ttl_secs, 600);
         assert!(cfg.commit_mode().is_ok());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secrets() {
+        let config = ServerConfig {
+            payments: PaymentSettings {
+                stripe_secret_key: Some("sk_test_SECRETKEY".into()),
+                stripe_webhook_secret: Some("whsec_SECRETHOOK".into()),
+                ..PaymentSettings::default()
+            },
+            mail: MailSettings {
+                smtp_username: Some("billetterie".into()),
+                smtp_password: Some("SECRETPASSWORD".into()),
+                ..MailSettings::default()
+            },
+            ..ServerConfig::default()
+        };
+        let shown = format!("{config:?} {config:#?}");
+        for secret in ["SECRETKEY", "SECRETHOOK", "SECRETPASSWORD"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        // Everything else still shows, and a set secret says it is set.
+        assert!(shown.contains("billetterie"), "{shown}");
+        assert!(
+            shown.contains("stripe_secret_key: Some(<redacted>)"),
+            "{shown}"
+        );
+        assert!(format!("{:?}", MailSettings::default()).contains("smtp_password: None"));
     }
 
     #[test]
