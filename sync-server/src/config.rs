@@ -199,6 +199,12 @@ pub struct WaitlistSettings {
     /// The same in seconds, overriding `offer_minutes` when set (tests and
     /// demos that want to watch an offer pass on).
     pub offer_seconds: Option<u32>,
+    /// Entry times one email address may wait for at once (entries waiting
+    /// or offered, across all entry times).
+    pub max_entries_per_email: u32,
+    /// Entries one client (an IP address; an IPv6 /64) may have waiting or
+    /// offered at once, whatever addresses it gives. Counted in the database.
+    pub max_entries_per_client: u32,
 }
 
 impl Default for WaitlistSettings {
@@ -206,6 +212,10 @@ impl Default for WaitlistSettings {
         WaitlistSettings {
             offer_minutes: 30,
             offer_seconds: None,
+            // A family waiting for two or three times of one visit.
+            max_entries_per_email: 3,
+            // A household or a small office behind one address.
+            max_entries_per_client: 10,
         }
     }
 }
@@ -238,6 +248,11 @@ pub struct ClientLimits {
     /// Enrolment attempts per minute, per client: code guesses are slow.
     pub enrolments_per_minute: u32,
     pub enrolment_burst: u32,
+    /// Reads by a link's token (a booking, its PDF and calendar file, a
+    /// checkout's state, a waiting-list offer) per minute, per client: each
+    /// is database work, and a budget makes guessing tokens slower still.
+    pub token_reads_per_minute: u32,
+    pub token_read_burst: u32,
     /// Admissions one client may hold at once in unexpired checkouts.
     pub max_held_admissions: u32,
     /// Peers (a reverse proxy on this host, say) whose `X-Forwarded-For`
@@ -255,6 +270,10 @@ impl Default for ClientLimits {
             write_burst: 20,
             enrolments_per_minute: 6,
             enrolment_burst: 3,
+            // The return page polls its checkout every second or two, and a
+            // visitor opens a booking, its PDF and its calendar file at once.
+            token_reads_per_minute: 120,
+            token_read_burst: 30,
             // Two full online carts (20 admissions each): a visitor who
             // abandoned one checkout can start another at once.
             max_held_admissions: 40,
@@ -272,6 +291,8 @@ impl ClientLimits {
             write_burst: 1_000_000_000,
             enrolments_per_minute: 1_000_000_000,
             enrolment_burst: 1_000_000_000,
+            token_reads_per_minute: 1_000_000_000,
+            token_read_burst: 1_000_000_000,
             max_held_admissions: u32::MAX,
             ..ClientLimits::default()
         }
