@@ -69,7 +69,9 @@ impl Default for ShopSettings {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// `Debug` by hand: the Stripe keys are shown as set or not, never their
+/// value (the config is logged and printed in error messages).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PaymentSettings {
     /// `demo` (default: a page on this server, no money moves) or `stripe`.
@@ -118,7 +120,8 @@ impl PaymentSettings {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// `Debug` by hand: the SMTP password is shown as set or not, never its value.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailSettings {
     /// SMTP relay; no host: mails stay queued in the database (and are sent
@@ -147,6 +150,47 @@ impl Default for MailSettings {
     }
 }
 
+/// How a secret shows in `Debug`: whether it is set, not what it is.
+fn redacted(secret: &Option<String>) -> &'static str {
+    match secret {
+        Some(_) => "Some(<redacted>)",
+        None => "None",
+    }
+}
+
+impl std::fmt::Debug for PaymentSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentSettings")
+            .field("provider", &self.provider)
+            .field(
+                "stripe_secret_key",
+                &format_args!("{}", redacted(&self.stripe_secret_key)),
+            )
+            .field(
+                "stripe_webhook_secret",
+                &format_args!("{}", redacted(&self.stripe_webhook_secret)),
+            )
+            .field("stripe_api_base", &self.stripe_api_base)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("smtp_host", &self.smtp_host)
+            .field("smtp_port", &self.smtp_port)
+            .field("smtp_security", &self.smtp_security)
+            .field("smtp_username", &self.smtp_username)
+            .field(
+                "smtp_password",
+                &format_args!("{}", redacted(&self.smtp_password)),
+            )
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WaitlistSettings {
@@ -155,6 +199,12 @@ pub struct WaitlistSettings {
     /// The same in seconds, overriding `offer_minutes` when set (tests and
     /// demos that want to watch an offer pass on).
     pub offer_seconds: Option<u32>,
+    /// Entry times one email address may wait for at once (entries waiting
+    /// or offered, across all entry times).
+    pub max_entries_per_email: u32,
+    /// Entries one client (an IP address; an IPv6 /64) may have waiting or
+    /// offered at once, whatever addresses it gives. Counted in the database.
+    pub max_entries_per_client: u32,
 }
 
 impl Default for WaitlistSettings {
@@ -162,6 +212,10 @@ impl Default for WaitlistSettings {
         WaitlistSettings {
             offer_minutes: 30,
             offer_seconds: None,
+            // A family waiting for two or three times of one visit.
+            max_entries_per_email: 3,
+            // A household or a small office behind one address.
+            max_entries_per_client: 10,
         }
     }
 }
@@ -194,6 +248,11 @@ pub struct ClientLimits {
     /// Enrolment attempts per minute, per client: code guesses are slow.
     pub enrolments_per_minute: u32,
     pub enrolment_burst: u32,
+    /// Reads by a link's token (a booking, its PDF and calendar file, a
+    /// checkout's state, a waiting-list offer) per minute, per client: each
+    /// is database work, and a budget makes guessing tokens slower still.
+    pub token_reads_per_minute: u32,
+    pub token_read_burst: u32,
     /// Admissions one client may hold at once in unexpired checkouts.
     pub max_held_admissions: u32,
     /// Peers (a reverse proxy on this host, say) whose `X-Forwarded-For`
@@ -211,6 +270,10 @@ impl Default for ClientLimits {
             write_burst: 20,
             enrolments_per_minute: 6,
             enrolment_burst: 3,
+            // The return page polls its checkout every second or two, and a
+            // visitor opens a booking, its PDF and its calendar file at once.
+            token_reads_per_minute: 120,
+            token_read_burst: 30,
             // Two full online carts (20 admissions each): a visitor who
             // abandoned one checkout can start another at once.
             max_held_admissions: 40,
@@ -228,6 +291,8 @@ impl ClientLimits {
             write_burst: 1_000_000_000,
             enrolments_per_minute: 1_000_000_000,
             enrolment_burst: 1_000_000_000,
+            token_reads_per_minute: 1_000_000_000,
+            token_read_burst: 1_000_000_000,
             max_held_admissions: u32::MAX,
             ..ClientLimits::default()
         }
@@ -306,6 +371,34 @@ mod tests {
         let cfg = ServerConfig::from_file(&path).unwrap();
         assert_eq!(cfg.hold_ttl_secs, 600);
         assert!(cfg.commit_mode().is_ok());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_secrets() {
+        let config = ServerConfig {
+            payments: PaymentSettings {
+                stripe_secret_key: Some("sk_test_SECRETKEY".into()),
+                stripe_webhook_secret: Some("whsec_SECRETHOOK".into()),
+                ..PaymentSettings::default()
+            },
+            mail: MailSettings {
+                smtp_username: Some("billetterie".into()),
+                smtp_password: Some("SECRETPASSWORD".into()),
+                ..MailSettings::default()
+            },
+            ..ServerConfig::default()
+        };
+        let shown = format!("{config:?} {config:#?}");
+        for secret in ["SECRETKEY", "SECRETHOOK", "SECRETPASSWORD"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        // Everything else still shows, and a set secret says it is set.
+        assert!(shown.contains("billetterie"), "{shown}");
+        assert!(
+            shown.contains("stripe_secret_key: Some(<redacted>)"),
+            "{shown}"
+        );
+        assert!(format!("{:?}", MailSettings::default()).contains("smtp_password: None"));
     }
 
     #[test]

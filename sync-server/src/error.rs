@@ -86,6 +86,12 @@ pub enum WaitlistError {
     OfferExpired,
     #[error("the offer holds {party} places; {requested} were chosen")]
     TooManyForOffer { party: u32, requested: u32 },
+    /// The address, or the client, already waits in as many lines as one may.
+    #[error(
+        "{who} already waits for {max} entry times (at most {max} at once): \
+         wait for an offer, or join again when one of them is over"
+    )]
+    TooManyEntries { who: &'static str, max: u32 },
 }
 
 impl WaitlistError {
@@ -99,6 +105,7 @@ impl WaitlistError {
             WaitlistError::OfferTaken => "offer_taken",
             WaitlistError::OfferExpired => "offer_expired",
             WaitlistError::TooManyForOffer { .. } => "too_many_for_offer",
+            WaitlistError::TooManyEntries { .. } => "waitlist_limit",
         }
     }
 
@@ -108,6 +115,8 @@ impl WaitlistError {
             WaitlistError::UnknownOffer => 404,
             WaitlistError::OfferTaken => 409,
             WaitlistError::OfferExpired => 410,
+            // Like `too_many_held`: a bound on what one visitor may take.
+            WaitlistError::TooManyEntries { .. } => 429,
         }
     }
 }

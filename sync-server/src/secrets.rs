@@ -41,6 +41,18 @@ pub fn new_channel_token() -> String {
     )
 }
 
+/// Characters of 20 random bytes in unpadded base32 (the tail of a URL id).
+const URL_ID_CHARS: usize = 32;
+
+/// Characters of 32 random bytes in unpadded base32: a "my booking" token or
+/// a waiting-list offer's token.
+pub const LINK_TOKEN_CHARS: usize = 52;
+
+/// Prefixes of the URL ids of checkouts (the return page polls it) and of
+/// payments (the demo provider's page).
+pub const CHECKOUT_PREFIX: &str = "co_";
+pub const PAYMENT_PREFIX: &str = "pay_";
+
 /// An unguessable id that travels in URLs (payments, checkouts): `prefix`
 /// and 20 random bytes in lower-case base32.
 pub fn new_url_id(prefix: &str) -> String {
@@ -68,12 +80,26 @@ pub fn new_reference() -> String {
     format!("TS-{}-{}", &chars[..4], &chars[4..])
 }
 
-/// Whether `text` can be one of our URL tokens or ids (so anything else is
-/// refused before it reaches the database).
-pub fn plausible_url_token(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= tessera_core::limits::URL_TOKEN_CHARS
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+/// Whether `text` is `chars` characters of lower-case unpadded base32, as
+/// every token and id above is written.
+fn is_base32(text: &str, chars: usize) -> bool {
+    text.len() == chars
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+}
+
+/// Whether `text` can be a token [`new_booking_token`] made (offer tokens
+/// have the same shape). Anything else is refused before it reaches the
+/// writer: a made-up link costs no database work.
+pub fn is_link_token(text: &str) -> bool {
+    is_base32(text, LINK_TOKEN_CHARS)
+}
+
+/// Whether `text` can be an id [`new_url_id`] made with `prefix`.
+pub fn is_url_id(prefix: &str, text: &str) -> bool {
+    text.strip_prefix(prefix)
+        .is_some_and(|rest| is_base32(rest, URL_ID_CHARS))
 }
 
 /// A one-time enrolment code a person can type: 12 characters in groups of 4.
@@ -124,6 +150,30 @@ mod tests {
             Some(code)
         );
         assert_ne!(new_token(), new_token());
+    }
+
+    #[test]
+    fn only_tokens_and_ids_we_could_have_made_pass_the_shape_check() {
+        let token = new_booking_token();
+        assert!(is_link_token(&token));
+        assert!(!is_link_token(&token.to_uppercase()));
+        assert!(!is_link_token(&token[1..]));
+        assert!(!is_link_token(&format!("{token}a")));
+        // Alphanumeric, the right length, but not base32 (0, 1, 8, 9, _).
+        for bad in ['0', '1', '8', '9', '_'] {
+            assert!(!is_link_token(&format!("{bad}{}", &token[1..])), "{bad}");
+        }
+        assert!(!is_link_token(&format!("{}é", &token[..50])));
+        assert!(!is_link_token(""));
+
+        let checkout = new_url_id(CHECKOUT_PREFIX);
+        assert!(is_url_id(CHECKOUT_PREFIX, &checkout));
+        assert!(!is_url_id(PAYMENT_PREFIX, &checkout));
+        assert!(!is_url_id(CHECKOUT_PREFIX, &checkout[..checkout.len() - 1]));
+        assert!(!is_url_id(CHECKOUT_PREFIX, &format!("{checkout}a")));
+        assert!(!is_url_id(CHECKOUT_PREFIX, &checkout.replace("co_", "CO_")));
+        assert!(!is_url_id(CHECKOUT_PREFIX, "co_"));
+        assert!(is_url_id(PAYMENT_PREFIX, &new_url_id(PAYMENT_PREFIX)));
     }
 
     #[test]

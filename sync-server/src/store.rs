@@ -43,6 +43,16 @@ pub struct Idem {
     pub request_hash: Vec<u8>,
 }
 
+/// How many waiting-list entries (waiting or offered) one join may bring its
+/// address and its client to, across all entry times; `client_tag` names the
+/// client without its address.
+#[derive(Clone, Debug)]
+pub struct JoinBounds {
+    pub client_tag: Vec<u8>,
+    pub per_email: u32,
+    pub per_client: u32,
+}
+
 /// The answer to an idempotent write, as first given (status and JSON body).
 #[derive(Clone, Debug)]
 pub struct Answer {
@@ -320,11 +330,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Revoked, ServiceError>> + Send;
 
     /// Joins a sold-out slot's waiting list (201 `WaitlistEntry`; 200 with
-    /// the same entry when the address already waits for that slot).
+    /// the same entry when the address already waits for that slot), within
+    /// `bounds`.
     fn join_waitlist(
         &self,
         idem: Idem,
         request: WaitlistRequest,
+        bounds: JoinBounds,
     ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
 
     /// The waiting-list offer an emailed token names.

@@ -61,6 +61,8 @@ writes_per_minute = 1000000000
 write_burst = 1000000000
 enrolments_per_minute = 1000000000
 enrolment_burst = 1000000000
+token_reads_per_minute = 1000000000
+token_read_burst = 1000000000
 max_held_admissions = 4294967295
 ";
 

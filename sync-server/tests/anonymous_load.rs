@@ -173,6 +173,56 @@ async fn one_clients_writes_are_rate_limited_with_a_json_429_and_retry_after() {
     assert_eq!(records, 3, "a 429 leaves no idempotency record");
 }
 
+/// Reads by a link's token have a budget per client, shared by every such
+/// route, and a token that cannot be one of ours is refused at the door.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_reads_are_rate_limited_per_client() {
+    let (_cfg, server) =
+        start_with("[clients]\ntoken_reads_per_minute = 1\ntoken_read_burst = 6\n");
+    let api = server.api();
+    // Well-formed, but nobody's: each costs the budget and answers 404.
+    let token = "a".repeat(52);
+    let checkout = format!("co_{}", "b".repeat(32));
+    let reads = [
+        format!("/v1/bookings/{token}"),
+        format!("/v1/bookings/{token}/tickets.pdf"),
+        format!("/v1/offers/{token}"),
+        format!("/v1/checkouts/{checkout}"),
+    ];
+    for path in &reads {
+        let (status, body) = api.get(path).await.unwrap();
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+    // Made-up shapes (too long, not base32) are answered the same way, and
+    // cost the same.
+    for made_up in ["z".repeat(60), format!("1{}", "a".repeat(51))] {
+        let (status, body) = api.get(&format!("/v1/bookings/{made_up}")).await.unwrap();
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body["error"]["code"], "unknown_booking", "{body}");
+    }
+    let limited = api
+        .http
+        .get(format!("{}/v1/bookings/{token}/booking.ics", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    let reply: Value = limited.json().await.unwrap();
+    assert_eq!(reply["error"]["code"], "rate_limited", "{reply}");
+    for path in &reads {
+        let (status, _) = api.get(path).await.unwrap();
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{path}");
+    }
+    // Other reads are not in this budget.
+    assert_eq!(api.get("/v1/catalogue").await.unwrap().0, StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrolment_code_guesses_are_slowed() {
     let (_cfg, server) = start_with("[clients]\nenrolments_per_minute = 1\nenrolment_burst = 2\n");

@@ -308,3 +308,91 @@ async fn a_report_that_does_not_add_up_says_so_over_http_and_in_the_cli() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("DOES NOT ADD UP"), "{text}");
 }
+
+/// The log's text with its terminal colour codes (`ESC [ … m`) taken out.
+fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Paths carry booking tokens, checkout ids and the demo's payment ids: the
+/// request log, even at debug, names each request's route, never its path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_log_names_routes_and_never_a_token() {
+    let server = ServerProcess::start_with_env("11:05", &[], &[("TESSERA_LOG", "debug")]);
+    let api = server.api();
+    let s = slot(server.day.tomorrow().unwrap(), "11:00");
+    let (status, hold) = api
+        .hold("log-h", s, json!([{"product_id": "adult", "quantity": 1}]))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    let (status, checkout) = api
+        .checkout("log-c", hold["hold_id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{checkout}");
+    let checkout_id = checkout["checkout_id"].as_str().unwrap();
+    let redirect = checkout["redirect_url"].as_str().unwrap();
+    let payment_id = redirect.rsplit('/').next().unwrap();
+    let (status, _) = api.demo_pay(redirect, "paid").await.unwrap();
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let done = api.await_checkout(checkout_id).await;
+    let token = done["booking_token"].as_str().expect("a booking token");
+
+    let (status, booking) = api.get(&format!("/v1/bookings/{token}")).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{booking}");
+    for file in ["tickets.pdf", "booking.ics"] {
+        let response = api
+            .http
+            .get(format!("{}/v1/bookings/{token}/{file}", api.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{file}");
+    }
+    // The shop's own page for the link: no route, served by the fallback.
+    api.http
+        .get(format!("{}/booking/{token}", api.base))
+        .send()
+        .await
+        .unwrap();
+
+    // Every request above is logged once its answer is on its way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let log = loop {
+        let log = without_colours(&server.log());
+        if log.contains("path=/booking/*") {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shop page's request was not logged: {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    for route in [
+        "/v1/bookings/{token}",
+        "/v1/bookings/{token}/tickets.pdf",
+        "/v1/bookings/{token}/booking.ics",
+        "/v1/checkouts/{checkout_id}",
+        "/pay/demo/{payment_id}",
+    ] {
+        assert!(log.contains(&format!("path={route} ")), "{route}: {log}");
+    }
+    for secret in [token, checkout_id, payment_id] {
+        assert!(!log.contains(secret), "{secret} is in the log: {log}");
+    }
+}

@@ -522,3 +522,95 @@ async fn places_a_counter_gives_back_are_offered_and_never_leased_twice() {
         "{sold} sold + {held} held + {leased} leased > 3"
     );
 }
+
+/// One client cannot fill the lines with made-up addresses: an address
+/// waits for at most `max_entries_per_email` entry times, a client has at
+/// most `max_entries_per_client` entries waiting or offered; a refusal is
+/// `429 waitlist_limit` and changes nothing, and an entry that ends (its
+/// offer taken) makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_and_one_client_wait_in_a_bounded_number_of_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("waitlist.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "{UNLIMITED_CLIENTS_TOML}\n[waitlist]\noffer_seconds = 600\n\
+             max_entries_per_email = 2\nmax_entries_per_client = 3\n"
+        ),
+    )
+    .unwrap();
+    let server = ServerProcess::start_at("11:05", &["--config", path.to_str().unwrap()]);
+    let api = server.api();
+    let slots: Vec<SlotId> = ["13:00", "14:00", "15:00", "16:00"]
+        .iter()
+        .map(|t| slot(server.day, t))
+        .collect();
+    let mut holds = Vec::new();
+    for (i, s) in slots.iter().enumerate() {
+        set_capacity(&server, *s, 1);
+        wait_available(&api, *s, 1).await;
+        let (status, hold) = api
+            .hold(
+                &format!("sold-{i}"),
+                *s,
+                json!([{"product_id": "adult", "quantity": 1}]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{hold}");
+        holds.push(hold["hold_id"].as_str().unwrap().to_string());
+    }
+    let entries = |server: &ServerProcess| -> u32 {
+        server
+            .db()
+            .query_row("SELECT COUNT(*) FROM waitlist", [], |r| r.get(0))
+            .unwrap()
+    };
+
+    let (status, body) = join(&api, "ana-0", slots[0], "ana@example.org", 1).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = join(&api, "ana-1", slots[1], "ana@example.org", 1).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // A third line for the same address, in any case: refused.
+    let (status, body) = join(&api, "ana-2", slots[2], "ANA@example.org", 1).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "waitlist_limit", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("this address"),
+        "{body}"
+    );
+    // Joining a line it is already in is no new entry: still answered.
+    let (status, _) = join(&api, "ana-0-again", slots[0], "ana@example.org", 1).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A third entry from this client with another address fits; a fourth,
+    // whatever its address, does not.
+    let (status, body) = join(&api, "bob-2", slots[2], "bob@example.org", 1).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = join(&api, "cy-3", slots[3], "cy@example.org", 1).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "waitlist_limit", "{body}");
+    assert_eq!(entries(&server), 3, "refusals add nothing");
+
+    // Ana's first line gets its place back and she takes the offer: that
+    // entry has ended, so she (and her client) may wait for another time.
+    api.cancel(&holds[0]).await.unwrap();
+    let token = wait_for("ana's offer", || offer_token(&server, "ana@example.org")).await;
+    let (status, body) = take(
+        &api,
+        "ana-take",
+        &token,
+        json!([{"product_id": "adult", "quantity": 1}]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = join(&api, "ana-3", slots[3], "ana@example.org", 1).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = join(&api, "dee-3", slots[3], "dee@example.org", 1).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(entries(&server), 4);
+}

@@ -12,7 +12,7 @@ use tessera_core::limits;
 use super::extract::{ApiJson, IdempotencyKey, Path};
 use super::AppState;
 use crate::error::ServiceError;
-use crate::secrets::{plausible_url_token, sha256};
+use crate::secrets::{is_link_token, sha256};
 use crate::store::{Idem, Store};
 
 pub(super) fn unknown_booking() -> ServiceError {
@@ -24,14 +24,14 @@ pub(super) fn unknown_booking() -> ServiceError {
 }
 
 pub(super) fn token(text: String) -> Result<String, ServiceError> {
-    if plausible_url_token(&text) {
+    if is_link_token(&text) {
         Ok(text)
     } else {
         Err(unknown_booking())
     }
 }
 
-#[utoipa::path(get, path = "/v1/bookings/{token}", tag = "shop", summary = "A booking by its \"my booking\" token", params(("token" = String, Path, description = "The token from the booking's link")), responses((status = 200, description = "The booking, its tickets and what can still be cancelled", body = tessera_core::api::shop::Booking), (status = 404, description = "unknown_booking", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/bookings/{token}", tag = "shop", summary = "A booking by its \"my booking\" token", params(("token" = String, Path, description = "The token from the booking's link")), responses((status = 200, description = "The booking, its tickets and what can still be cancelled", body = tessera_core::api::shop::Booking), (status = 404, description = "unknown_booking", body = tessera_core::api::ErrorBody), (status = 429, description = "rate_limited: too many reads by token from this client", body = tessera_core::api::ErrorBody)))]
 pub async fn booking<S: Store>(
     State(app): State<AppState<S>>,
     Path(text): Path<String>,

@@ -90,6 +90,13 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         l.enrolment_burst,
         &l.trusted_proxies,
     );
+    // Reads by a link's token: each costs the database a lookup, so they
+    // have a budget of their own (a visitor's own pages stay well inside it).
+    let token_reads = limits::rate_limit(
+        l.token_reads_per_minute,
+        l.token_read_burst,
+        &l.trusted_proxies,
+    );
     let body_timeout = Duration::from_secs(l.body_read_timeout_secs.max(1));
     let shop_files = shop::ShopFiles::locate(&state.config.shop);
     Router::new()
@@ -117,7 +124,10 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
             "/v1/waitlist",
             post(waitlist::join::<S>).layer(writes.clone()),
         )
-        .route("/v1/offers/{token}", get(waitlist::offer::<S>))
+        .route(
+            "/v1/offers/{token}",
+            get(waitlist::offer::<S>).layer(token_reads.clone()),
+        )
         .route(
             "/v1/offers/{token}/hold",
             post(waitlist::take_offer::<S>).layer(writes.clone()),
@@ -128,21 +138,24 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         )
         .route(
             "/v1/checkouts/{checkout_id}",
-            get(payments::checkout_status::<S>),
+            get(payments::checkout_status::<S>).layer(token_reads.clone()),
         )
         // Providers call from their own addresses, signed: no client budget.
         .route(
             "/v1/payments/{provider}/webhook",
             post(payments::webhook::<S>),
         )
-        .route("/v1/bookings/{token}", get(bookings::booking::<S>))
+        .route(
+            "/v1/bookings/{token}",
+            get(bookings::booking::<S>).layer(token_reads.clone()),
+        )
         .route(
             "/v1/bookings/{token}/tickets.pdf",
-            get(tickets::tickets_pdf::<S>),
+            get(tickets::tickets_pdf::<S>).layer(token_reads.clone()),
         )
         .route(
             "/v1/bookings/{token}/booking.ics",
-            get(tickets::booking_ics::<S>),
+            get(tickets::booking_ics::<S>).layer(token_reads),
         )
         .route(
             "/v1/bookings/{token}/cancel",

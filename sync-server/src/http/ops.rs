@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -59,13 +59,19 @@ pub async fn metrics<S: Store>(State(app): State<AppState<S>>) -> Response {
 }
 
 /// Logs each request's method, route and outcome; never headers or bodies,
-/// which carry tokens and personal data. Each request gets an id, returned in
-/// `X-Request-Id` and in the body of a 5xx, and logged with whatever goes
-/// wrong while serving it, so an operator can find a caller's failure.
+/// which carry tokens and personal data, nor the path itself: paths carry
+/// booking and offer tokens, checkout and payment ids. The route's template
+/// (`/v1/bookings/{token}`) is logged instead. Each request gets an id,
+/// returned in `X-Request-Id` and in the body of a 5xx, and logged with
+/// whatever goes wrong while serving it, so an operator can find a caller's
+/// failure.
 pub async fn log_requests(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let path = match req.extensions().get::<MatchedPath>() {
+        Some(route) => route.as_str().to_string(),
+        None => redacted_path(req.uri().path()),
+    };
     let request_id = tessera_core::ids::new_id().simple().to_string();
     // A bug in a handler must answer its own client with a 500 naming the
     // request, not drop the connection without a word.
@@ -99,4 +105,40 @@ pub async fn log_requests(req: Request, next: Next) -> Response {
         tracing::debug!(%method, %path, status, elapsed_ms, %request_id, "request");
     }
     response
+}
+
+/// A path no route matched (the shop's files and its client routes, such as
+/// `/booking/{token}`, or anything a scanner tries), as the log shows it: the
+/// first segment when it is a short plain word, every other segment `*`. What
+/// the visitor's page was is kept; a token in it is not.
+fn redacted_path(path: &str) -> String {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let first = segments.next().unwrap_or_default();
+    let plain = first.len() <= 24
+        && first
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    let mut shown = String::from("/");
+    shown.push_str(if plain { first } else { "*" });
+    for _ in segments {
+        shown.push_str("/*");
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_path;
+
+    #[test]
+    fn unmatched_paths_lose_everything_but_a_plain_first_segment() {
+        let token = "a".repeat(52);
+        assert_eq!(redacted_path(&format!("/booking/{token}")), "/booking/*");
+        assert_eq!(redacted_path(&format!("/offer/{token}/")), "/offer/*/*");
+        assert_eq!(redacted_path(&format!("/{token}")), "/*");
+        assert_eq!(redacted_path("/co_abc%2Fdef"), "/*");
+        assert_eq!(redacted_path("/"), "/");
+        assert_eq!(redacted_path("/index.html"), "/index.html");
+        assert_eq!(redacted_path("/assets/index-3f2a.js"), "/assets/*");
+    }
 }

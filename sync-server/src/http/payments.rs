@@ -161,12 +161,12 @@ pub async fn checkout<S: Store>(
     }
 }
 
-#[utoipa::path(get, path = "/v1/checkouts/{checkout_id}", tag = "shop", summary = "A checkout's state, for the shop's return page (polled)", params(("checkout_id" = String, Path, description = "The checkout's id")), responses((status = 200, description = "awaiting_payment, confirmed (with the booking token, handed out once), refunded or failed", body = tessera_core::api::shop::CheckoutStatus), (status = 404, description = "unknown_checkout", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/checkouts/{checkout_id}", tag = "shop", summary = "A checkout's state, for the shop's return page (polled)", params(("checkout_id" = String, Path, description = "The checkout's id")), responses((status = 200, description = "awaiting_payment, confirmed (with the booking token, handed out once), refunded or failed", body = tessera_core::api::shop::CheckoutStatus), (status = 404, description = "unknown_checkout", body = tessera_core::api::ErrorBody), (status = 429, description = "rate_limited: too many reads by token from this client", body = tessera_core::api::ErrorBody)))]
 pub async fn checkout_status<S: Store>(
     State(app): State<AppState<S>>,
     Path(checkout_id): Path<String>,
 ) -> Result<Json<CheckoutStatus>, ServiceError> {
-    if !crate::secrets::plausible_url_token(&checkout_id) {
+    if !crate::secrets::is_url_id(crate::secrets::CHECKOUT_PREFIX, &checkout_id) {
         return Err(ServiceError::refused(
             404,
             "unknown_checkout",

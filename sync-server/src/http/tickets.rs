@@ -31,7 +31,7 @@ fn private_file(content_type: &'static str, disposition: String, body: Vec<u8>) 
         .into_response()
 }
 
-#[utoipa::path(get, path = "/v1/bookings/{token}/tickets.pdf", tag = "shop", summary = "A booking's tickets as a PDF, one page per ticket not cancelled", params(("token" = String, Path, description = "The token from the booking's link")), responses((status = 200, description = "The PDF, in the booking's language", content_type = "application/pdf"), (status = 404, description = "unknown_booking", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/bookings/{token}/tickets.pdf", tag = "shop", summary = "A booking's tickets as a PDF, one page per ticket not cancelled", params(("token" = String, Path, description = "The token from the booking's link")), responses((status = 200, description = "The PDF, in the booking's language", content_type = "application/pdf"), (status = 404, description = "unknown_booking", body = tessera_core::api::ErrorBody), (status = 429, description = "rate_limited: too many reads by token from this client", body = tessera_core::api::ErrorBody)))]
 pub async fn tickets_pdf<S: Store>(
     State(app): State<AppState<S>>,
     Path(text): Path<String>,
@@ -51,7 +51,7 @@ pub async fn tickets_pdf<S: Store>(
     ))
 }
 
-#[utoipa::path(get, path = "/v1/bookings/{token}/booking.ics", tag = "shop", summary = "A booking's calendar entry (iCalendar)", params(("token" = String, Path, description = "The token from the booking's link")), responses((status = 200, description = "One VEVENT for the entry window, with the booking's link", content_type = "text/calendar"), (status = 404, description = "unknown_booking", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/bookings/{token}/booking.ics", tag = "shop", summary = "A booking's calendar entry (iCalendar)", params(("token" = String, Path, description = "The token from the booking's link")), responses((status = 200, description = "One VEVENT for the entry window, with the booking's link", content_type = "text/calendar"), (status = 404, description = "unknown_booking", body = tessera_core::api::ErrorBody), (status = 429, description = "rate_limited: too many reads by token from this client", body = tessera_core::api::ErrorBody)))]
 pub async fn booking_ics<S: Store>(
     State(app): State<AppState<S>>,
     Path(text): Path<String>,

@@ -13,8 +13,9 @@ use super::extract::{ApiJson, IdempotencyKey, Path};
 use super::limits::Client;
 use super::online::{answer, idem, made_hold};
 use super::AppState;
-use crate::error::ServiceError;
-use crate::store::Store;
+use crate::error::{ServiceError, WaitlistError};
+use crate::secrets::sha256;
+use crate::store::{JoinBounds, Store};
 
 /// An address we can mail an offer to: one line, at most 254 characters, a
 /// non-empty name and domain around one `@`, no spaces.
@@ -45,9 +46,11 @@ fn check_email(email: &str) -> Result<(), ServiceError> {
     responses(
         (status = 201, description = "In line; a retry with the same Idempotency-Key returns this answer again", body = tessera_core::api::shop::WaitlistEntry),
         (status = 200, description = "This address already waits for this entry time: its entry, with its place now", body = tessera_core::api::shop::WaitlistEntry),
-        (status = 422, description = "party_too_large (more than the entry time holds or one online order admits), not_sold_out (there is room: book it), unknown_slot, museum_closed, slot_past, invalid_body, idempotency_key_reused", body = tessera_core::api::ErrorBody)))]
+        (status = 422, description = "party_too_large (more than the entry time holds or one online order admits), not_sold_out (there is room: book it), unknown_slot, museum_closed, slot_past, invalid_body, idempotency_key_reused", body = tessera_core::api::ErrorBody),
+        (status = 429, description = "waitlist_limit: this address, or this client, already waits for as many entry times as one may (`[waitlist]` in the config); rate_limited", body = tessera_core::api::ErrorBody)))]
 pub async fn join<S: Store>(
     State(app): State<AppState<S>>,
+    client: Client,
     method: Method,
     uri: Uri,
     key: IdempotencyKey,
@@ -65,26 +68,40 @@ pub async fn join<S: Store>(
         Ok(_) | Err(ServiceError::SlotPast(_)) => {}
         Err(e) => return Err(e),
     }
+    let settings = &app.config.waitlist;
+    let bounds = JoinBounds {
+        // The address itself is not stored; entries are counted by its hash.
+        client_tag: sha256(&[b"waitlist client", client.0.to_string().as_bytes()]),
+        per_email: settings.max_entries_per_email,
+        per_client: settings.max_entries_per_client,
+    };
     let idem = idem(key, &method, &uri, &body.raw);
-    Ok(answer(app.store.join_waitlist(idem, request).await?))
+    Ok(answer(
+        app.store.join_waitlist(idem, request, bounds).await?,
+    ))
 }
 
 /// Offer tokens are 52 base32 characters; anything else is answered before
 /// the store is asked, the same way as a token that names nothing.
-fn token(text: String) -> String {
-    limits::prefix(&text, 64).to_string()
+fn token(text: String) -> Result<String, ServiceError> {
+    if crate::secrets::is_link_token(&text) {
+        Ok(text)
+    } else {
+        Err(WaitlistError::UnknownOffer.into())
+    }
 }
 
 #[utoipa::path(get, path = "/v1/offers/{token}", tag = "online", summary = "A waiting-list offer, from the token in its emailed link",
     params(("token" = String, Path, description = "The token of the offer's link")),
     responses(
         (status = 200, description = "The offer: open until `expires_at`, taken, or expired", body = tessera_core::api::shop::Offer),
-        (status = 404, description = "unknown_offer: no offer has this token", body = tessera_core::api::ErrorBody)))]
+        (status = 404, description = "unknown_offer: no offer has this token", body = tessera_core::api::ErrorBody),
+        (status = 429, description = "rate_limited: too many reads by token from this client", body = tessera_core::api::ErrorBody)))]
 pub async fn offer<S: Store>(
     State(app): State<AppState<S>>,
     Path(text): Path<String>,
 ) -> Result<Json<Offer>, ServiceError> {
-    Ok(Json(app.store.offer(token(text)).await?))
+    Ok(Json(app.store.offer(token(text)?).await?))
 }
 
 #[utoipa::path(post, path = "/v1/offers/{token}/hold", tag = "online", summary = "Turn an offer's held places into a checkout hold",
@@ -106,7 +123,7 @@ pub async fn take_offer<S: Store>(
     key: IdempotencyKey,
     body: ApiJson<OfferHoldRequest>,
 ) -> Result<Response, ServiceError> {
-    let token = token(text);
+    let token = token(text)?;
     // An unknown token is refused before the cart is looked at: a made-up
     // link learns nothing from a pricing error.
     app.store.offer(token.clone()).await?;

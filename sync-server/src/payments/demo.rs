@@ -313,11 +313,7 @@ fn pick_language(q: &PageQuery, fallback: Language) -> Language {
 }
 
 async fn lookup<S: Store>(app: &AppState<S>, payment_id: &str) -> Option<DemoPayment> {
-    if payment_id.len() > tessera_core::limits::URL_TOKEN_CHARS
-        || !payment_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
+    if !crate::secrets::is_url_id(crate::secrets::PAYMENT_PREFIX, payment_id) {
         return None;
     }
     app.store

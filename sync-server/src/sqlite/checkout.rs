@@ -79,8 +79,8 @@ pub(crate) fn begin_checkout(
     }
     let (slot_id, total, expires_ms) = (hold.slot, hold.total, hold.expires_ms);
     let currency = ctx.state.catalogue.museum.currency;
-    let payment_id = secrets::new_url_id("pay_");
-    let checkout_id = secrets::new_url_id("co_");
+    let payment_id = secrets::new_url_id(secrets::PAYMENT_PREFIX);
+    let checkout_id = secrets::new_url_id(secrets::CHECKOUT_PREFIX);
     ctx.tx
         .prepare_cached(
             "INSERT INTO payments (payment_id, checkout_id, hold_id, provider, amount, currency, status,
@@ -660,7 +660,7 @@ fn queue_mail(ctx: &Ctx<'_>, kind: &str, booking: &Booking, link: &str) -> Resul
 }
 
 fn order_by_token(ctx: &Ctx<'_>, token: &str) -> Result<Option<Uuid>, Fatal> {
-    if !secrets::plausible_url_token(token) {
+    if !secrets::is_link_token(token) {
         return Ok(None);
     }
     let id: Option<String> = ctx

@@ -52,8 +52,8 @@ use crate::payments::PaymentEvent;
 use crate::reports::DayReport;
 use crate::secrets;
 use crate::store::{
-    Answer, BookingContext, ChannelInfo, DeviceInfo, DueRefund, EventOutcome, Idem, PaymentRecord,
-    RefundAttempt, Store, Visitor,
+    Answer, BookingContext, ChannelInfo, DeviceInfo, DueRefund, EventOutcome, Idem, JoinBounds,
+    PaymentRecord, RefundAttempt, Store, Visitor,
 };
 use tessera_core::api::shop::{Booking, CheckoutStatus};
 use tessera_core::clock::Clock;
@@ -587,8 +587,9 @@ impl Store for SqliteStore {
         &self,
         idem: Idem,
         request: WaitlistRequest,
+        bounds: JoinBounds,
     ) -> Result<Answer, ServiceError> {
-        self.submit(move |ctx| idempotent(ctx, &idem, |ctx| waitlist::join(ctx, request)))
+        self.submit(move |ctx| idempotent(ctx, &idem, |ctx| waitlist::join(ctx, request, &bounds)))
             .await
     }
 

@@ -52,6 +52,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0010_payments_orders.sql")),
         M::up(include_str!("../../migrations/0011_mail_outbox.sql")),
         M::up(include_str!("../../migrations/0012_waitlist.sql")),
+        M::up(include_str!("../../migrations/0013_waitlist_bounds.sql")),
     ])
 }
 

@@ -15,7 +15,6 @@
 
 use std::sync::RwLock;
 
-use data_encoding::BASE32_NOPAD;
 use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 use tessera_core::api::shop::{Language, Offer, OfferState, WaitlistEntry, WaitlistRequest};
@@ -31,6 +30,7 @@ use super::state::{parse_slot, parse_uuid, OpenHold};
 use super::writer::{Ctx, Fatal};
 use crate::error::{ServiceError, WaitlistError};
 use crate::secrets;
+use crate::store::JoinBounds;
 
 type Outcome = Result<Result<(u16, serde_json::Value), ServiceError>, Fatal>;
 
@@ -43,23 +43,16 @@ pub(crate) struct OfferSettings {
     pub public_url: RwLock<String>,
 }
 
-/// Characters of an offer token: 32 random bytes in unpadded base32.
-const TOKEN_CHARS: usize = 52;
-
+/// An offer's token: 32 random bytes in lower-case base32, the shape of a
+/// "my booking" token.
 pub(crate) fn new_offer_token() -> String {
-    BASE32_NOPAD
-        .encode(&secrets::random_bytes::<32>())
-        .to_lowercase()
+    secrets::new_booking_token()
 }
 
 /// The stored hash of a token as a visitor sends it; `None` when the text
 /// cannot be a token we made (so it never reaches the database).
 pub(crate) fn token_hash(token: &str) -> Option<Vec<u8>> {
-    let ok = token.len() == TOKEN_CHARS
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b));
-    ok.then(|| secrets::hash(token))
+    secrets::is_link_token(token).then(|| secrets::hash(token))
 }
 
 fn language(code: &str) -> Language {
@@ -80,8 +73,11 @@ fn position(ctx: &Ctx<'_>, slot: SlotId, seq: i64) -> Result<u32, Fatal> {
 }
 
 /// Joins a slot's line. The same address joining the same slot again gets
-/// its place back (200), not a second one.
-pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest) -> Outcome {
+/// its place back (200), not a second one. A new entry must leave its
+/// address and its client within `bounds`, so one client cannot fill the
+/// lines with made-up addresses (each offer holds real places and mails a
+/// stranger).
+pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest, bounds: &JoinBounds) -> Outcome {
     let slot_id = request.slot_id;
     let Some(row) = ctx.state.slots.get(&slot_id) else {
         return Ok(Err(ServiceError::UnknownSlot(slot_id.to_string())));
@@ -111,11 +107,31 @@ pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest) -> Outcome {
     if let Err(refusal) = check_join(request.party, row.ledger.capacity, row.ledger.available()) {
         return Ok(Err(WaitlistError::from(refusal).into()));
     }
+    let by_email: u32 = ctx
+        .tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM waitlist
+             WHERE lower(email) = lower(?1) AND state IN ('waiting', 'offered')",
+        )?
+        .query_row(params![request.email], |r| r.get(0))?;
+    if by_email >= bounds.per_email {
+        return Ok(Err(too_many("this address", bounds.per_email)));
+    }
+    let by_client: u32 = ctx
+        .tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM waitlist
+             WHERE client_tag = ?1 AND state IN ('waiting', 'offered')",
+        )?
+        .query_row(params![bounds.client_tag], |r| r.get(0))?;
+    if by_client >= bounds.per_client {
+        return Ok(Err(too_many("this network address", bounds.per_client)));
+    }
     let entry_id = new_id();
     ctx.tx
         .prepare_cached(
-            "INSERT INTO waitlist (entry_id, slot_id, email, party, language, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO waitlist (entry_id, slot_id, email, party, language, created_at, client_tag)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             entry_id.to_string(),
@@ -123,7 +139,8 @@ pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest) -> Outcome {
             request.email,
             request.party,
             request.language.code(),
-            ctx.now_ms
+            ctx.now_ms,
+            bounds.client_tag
         ])?;
     let seq = ctx.tx.last_insert_rowid();
     metrics::counter!("tessera_waitlist_joined_total").increment(1);
@@ -134,6 +151,11 @@ pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest) -> Outcome {
         position: position(ctx, slot_id, seq)?,
     };
     Ok(Ok((201, json!(entry))))
+}
+
+fn too_many(who: &'static str, max: u32) -> ServiceError {
+    metrics::counter!("tessera_waitlist_refused_total", "code" => "waitlist_limit").increment(1);
+    WaitlistError::TooManyEntries { who, max }.into()
 }
 
 struct OfferRow {
@@ -294,7 +316,8 @@ pub(crate) fn offer_returned_places(
 }
 
 /// Lines of entry times that are over can never be served: their waiting
-/// entries end as removed (run by the writer's hourly housekeeping).
+/// entries end as removed (run by the writer's hourly housekeeping). Ended
+/// entries no longer count against their client, so its tag is dropped.
 pub(crate) fn close_past_lines(ctx: &mut Ctx<'_>) -> Result<(), Fatal> {
     ctx.tx
         .prepare_cached(
@@ -303,6 +326,12 @@ pub(crate) fn close_past_lines(ctx: &mut Ctx<'_>) -> Result<(), Fatal> {
                AND slot_id IN (SELECT slot_id FROM slots WHERE ends_at <= ?1)",
         )?
         .execute(params![ctx.now_ms])?;
+    ctx.tx
+        .prepare_cached(
+            "UPDATE waitlist SET client_tag = NULL
+             WHERE client_tag IS NOT NULL AND state NOT IN ('waiting', 'offered')",
+        )?
+        .execute([])?;
     Ok(())
 }
 
@@ -430,7 +459,7 @@ mod tests {
     #[test]
     fn only_tokens_we_could_have_made_are_looked_up() {
         let token = new_offer_token();
-        assert_eq!(token.len(), TOKEN_CHARS);
+        assert_eq!(token.len(), secrets::LINK_TOKEN_CHARS);
         assert!(token_hash(&token).is_some());
         assert!(token_hash(&token.to_uppercase()).is_none());
         assert!(token_hash(&token[1..]).is_none());

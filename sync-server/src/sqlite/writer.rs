@@ -306,8 +306,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Runs periodically: keeps slots generated `horizon_days` ahead and drops
-    /// idempotency records older than a day.
+    /// Runs periodically: keeps slots generated `horizon_days` ahead, forgets
+    /// "my booking" tokens nobody came back for, and drops idempotency
+    /// records older than a day.
     pub fn housekeeping(ctx: &mut Ctx<'_>) -> Result<(), Fatal> {
         let horizon_days = ctx.horizon_days;
         let today = ctx
@@ -321,8 +322,24 @@ impl Writer {
             tracing::info!(added, "generated slots ahead");
         }
         super::waitlist::close_past_lines(ctx)?;
+        forget_unclaimed_booking_tokens(ctx)?;
         super::idempotency::prune(ctx)
     }
+}
+
+/// How long a paid checkout keeps its "my booking" token in clear for a
+/// return page that has not polled yet. A visitor who never comes back has
+/// the link in their email; the token need not sit in the database for ever.
+pub(crate) const UNCLAIMED_TOKEN_MS: i64 = 3_600_000;
+
+fn forget_unclaimed_booking_tokens(ctx: &mut Ctx<'_>) -> Result<(), Fatal> {
+    ctx.tx
+        .prepare_cached(
+            "UPDATE payments SET booking_token = NULL
+             WHERE booking_token IS NOT NULL AND COALESCE(paid_at, created_at) <= ?1",
+        )?
+        .execute(params![ctx.now_ms - UNCLAIMED_TOKEN_MS])?;
+    Ok(())
 }
 
 /// What every job of one batch shares.

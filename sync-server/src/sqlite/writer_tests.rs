@@ -289,3 +289,43 @@ fn a_failing_job_that_reloaded_the_state_loses_no_earlier_count() {
     assert_eq!(fresh.tallies.net(&slot), 4);
     assert_eq!(w.state.tallies, fresh.tallies);
 }
+
+/// A paid checkout's token waits in clear for its return page; one nobody
+/// came back for is forgotten by housekeeping after an hour.
+#[test]
+fn housekeeping_forgets_booking_tokens_nobody_came_back_for() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut w = writer(dir.path());
+    let slot = open_slot(&w);
+    let held = hold(&mut w, slot, 1);
+    let now = w.clock.now_ms();
+    for (id, paid_at) in [
+        ("pay_old", now - UNCLAIMED_TOKEN_MS - 1),
+        ("pay_new", now - 60_000),
+    ] {
+        w.conn
+            .execute(
+                "INSERT INTO payments (payment_id, checkout_id, hold_id, provider, amount, currency,
+                     status, visitor_name, email, language, booking_token, created_at, paid_at)
+                 VALUES (?1, ?2, ?3, 'demo', 1500, 'EUR', 'paid', 'Ana', 'ana@example.org', 'en',
+                     ?4, ?5, ?5)",
+                params![id, format!("co_{id}"), held.to_string(), format!("token-{id}"), paid_at],
+            )
+            .expect("payment row");
+    }
+    let (keep, rx) = job(|ctx| Writer::housekeeping(ctx).map(Ok), None);
+    let mut batch = vec![keep];
+    assert!(w.run_batch(&mut batch));
+    answer(rx).expect("housekeeping ran");
+    let token = |id: &str| -> Option<String> {
+        w.conn
+            .query_row(
+                "SELECT booking_token FROM payments WHERE payment_id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .expect("payment row")
+    };
+    assert_eq!(token("pay_old"), None);
+    assert_eq!(token("pay_new").as_deref(), Some("token-pay_new"));
+}
