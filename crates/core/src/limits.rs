@@ -28,9 +28,6 @@ pub const ENROLMENT_CODE_CHARS: usize = 64;
 pub const VISITOR_NAME_CHARS: usize = 100;
 /// A trusted sales channel's name (a partner site, a tourist office).
 pub const CHANNEL_NAME_CHARS: usize = 100;
-/// A "my booking" token or a checkout id as it arrives in a URL (ours are
-/// about 60 ASCII characters; anything longer is not one of ours).
-pub const URL_TOKEN_CHARS: usize = 100;
 /// A payment provider's webhook body.
 pub const WEBHOOK_BODY_BYTES: usize = 64 * 1024;
 /// A supervisor's or cashier's PIN.
