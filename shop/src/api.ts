@@ -60,6 +60,8 @@ export interface Product {
   admits: number;
   requires_membership?: boolean;
   sold_online?: boolean;
+  /** The name in other languages, by language code. */
+  names?: Record<string, string>;
 }
 
 export interface Catalogue {

@@ -118,7 +118,8 @@ export function TicketChooser({ catalogue, available, maxAdmissions = MAX_ADMISS
       <fieldset aria-describedby={errors.cart ? "cart-error" : undefined}>
         <legend>{t("tickets_legend")}</legend>
         {products.map((p) => {
-          const name = productName(lang, p.id, p.name);
+          // The museum's own translation first; the shop's table knows the demo's.
+          const name = p.names?.[lang] ?? productName(lang, p.id, p.name);
           const n = qty[p.id] ?? 0;
           const rate = catalogue.vat_rates[p.vat] ?? 0;
           return (

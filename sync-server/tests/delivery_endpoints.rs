@@ -247,10 +247,11 @@ async fn a_paid_booking_downloads_as_pdf_and_ics_and_arrives_by_email() {
         "{m}"
     );
     assert_eq!(m["rcpt_tos"], json!(["zoe@example.org"]));
-    assert!(m["text"]
-        .as_str()
-        .unwrap()
-        .contains(&format!("/booking/{token}")));
+    let text = m["text"].as_str().unwrap();
+    assert!(text.contains(&format!("/booking/{token}")));
+    // The products in French too, as the museum's catalogue names them.
+    assert!(text.contains("Adulte"), "{text}");
+    assert!(text.contains("Enfant de moins de 18 ans"), "{text}");
     let parts = m["parts"].as_array().unwrap();
     assert_eq!(parts.iter().filter(|p| p["type"] == "image/png").count(), 3);
     let attached = parts

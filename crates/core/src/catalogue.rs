@@ -110,6 +110,20 @@ pub struct Product {
     pub requires_membership: bool,
     #[serde(default = "yes")]
     pub sold_online: bool,
+    /// The name in other languages, by language code (`fr = "Adulte"`):
+    /// the web shop, emails and PDF tickets speak the visitor's language.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub names: BTreeMap<String, String>,
+}
+
+impl Product {
+    /// The name in `language` (a code such as `fr`), else the default name.
+    pub fn name_in(&self, language: &str) -> &str {
+        self.names
+            .get(language)
+            .map(String::as_str)
+            .unwrap_or(&self.name)
+    }
 }
 
 fn yes() -> bool {
@@ -278,6 +292,15 @@ fn minute_of(t: Time) -> u16 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_product_is_named_in_the_visitors_language_when_the_museum_gave_one() {
+        let catalogue = demo();
+        let adult = catalogue.product("adult").unwrap();
+        assert_eq!(adult.name_in("fr"), "Adulte");
+        assert_eq!(adult.name_in("en"), "Adult");
+        assert_eq!(adult.name_in("de"), "Adult");
+    }
 
     pub(crate) fn demo() -> Catalogue {
         let text = include_str!("../../../fixtures/demo-museum.toml");

@@ -797,13 +797,14 @@ pub(crate) fn load_booking(
     let currency = Currency::new(&currency).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
     let lines: Vec<PricedLine> = serde_json::from_str(&lines).unwrap_or_default();
     let catalogue = ctx.state.catalogue.clone();
+    let language = language.as_deref().map(language_of).unwrap_or(Language::Fr);
     let tickets = ticket_rows(ctx, order_id, &lines)?
         .into_iter()
         .map(|t| BookingTicket {
             ticket_id: t.facts.ticket_id,
             product_name: catalogue
                 .product(&t.product_id)
-                .map(|p| p.name.clone())
+                .map(|p| p.name_in(language.code()).to_string())
                 .unwrap_or_else(|| t.product_id.clone()),
             product_id: t.product_id,
             admits: t.facts.admits,
@@ -818,7 +819,7 @@ pub(crate) fn load_booking(
         reference: reference.unwrap_or_else(|| order_id.simple().to_string()),
         museum: catalogue.museum.name.clone(),
         time_zone: catalogue.museum.time_zone.clone(),
-        language: language.as_deref().map(language_of).unwrap_or(Language::Fr),
+        language,
         name: name.unwrap_or_default(),
         email: email.unwrap_or_default(),
         channel,
