@@ -1,11 +1,12 @@
 //! Test harness (feature `testkit`): a real `tessera-server` process on a
 //! loopback port over a temporary SQLite file, the demo museum loaded, and the
-//! clock shifted to a known opening hour so tests do not depend on when they run.
+//! clock shifted to a known opening hour so tests do not depend on when they run;
+//! and the real parts mail tests read back: an SMTP sink, a PDF's QR codes.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
@@ -612,4 +613,120 @@ impl Api {
         )
         .await
     }
+}
+
+/// Debian's aiosmtpd on a loopback port, writing what it receives to a
+/// directory (see tests/support/smtp_sink.py).
+pub struct SmtpSink {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl SmtpSink {
+    pub fn start(port: u16, dir: &Path) -> SmtpSink {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
+        // Debian's interpreter, which has python3-aiosmtpd (a pyenv or venv
+        // python earlier on PATH would not).
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg("127.0.0.1")
+            .arg(port.to_string())
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with aiosmtpd (Debian package python3-aiosmtpd)");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "SMTP sink did not start");
+        SmtpSink {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Waits for the `n`th message's summary.
+    pub fn message(&self, n: usize, within: Duration) -> Value {
+        let path = self.dir.join(format!("{n}.json"));
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                return serde_json::from_str(&text).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no message {n} within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "json")
+            })
+            .count()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every QR code on every page of a PDF, page by page, as `zbarimg` reads
+/// the pages `pdftoppm` renders at 150 dpi.
+pub fn scan_pdf(pdf: &Path) -> Vec<Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("page");
+    let out = Command::new("pdftoppm")
+        .args(["-r", "150", "-png"])
+        .arg(pdf)
+        .arg(&prefix)
+        .output()
+        .expect("pdftoppm (Debian package poppler-utils; scripts/setup installs it)");
+    assert!(
+        out.status.success(),
+        "pdftoppm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    pages.sort();
+    pages
+        .iter()
+        .map(|page| {
+            let out = Command::new("zbarimg")
+                .args(["--raw", "-q"])
+                .arg(page)
+                .output()
+                .expect("zbarimg (Debian package zbar-tools; scripts/setup installs it)");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .collect()
+}
+
+/// A loopback port nothing listens on (for a server the test starts itself).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }

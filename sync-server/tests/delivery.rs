@@ -5,9 +5,8 @@
 //! and the PDF and calendar entry attached; a bad row never blocks a good
 //! one, and a mail that meets a dead SMTP server goes out once it is back.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,9 @@ use tessera_server::delivery::mailer::{Mailer, Round};
 use tessera_server::delivery::pdf::tickets_pdf;
 use tessera_server::sqlite::outbox::enqueue;
 use tessera_server::sqlite::{SqliteStore, StoreConfig};
-use tessera_server::testkit::{demo_fixture, paris, slot, ServerProcess, UNLIMITED_CLIENTS_TOML};
+use tessera_server::testkit::{
+    demo_fixture, free_port, paris, scan_pdf, slot, ServerProcess, SmtpSink, UNLIMITED_CLIENTS_TOML,
+};
 use uuid::Uuid;
 
 fn eur(amount: i64) -> Money {
@@ -110,46 +111,6 @@ fn booking(language: Language, slot: SlotId, tickets: Vec<BookingTicket>) -> Boo
         cancellable_until: starts_at - jiff::SignedDuration::from_hours(24),
         tickets,
     }
-}
-
-/// Every QR code on every page of a PDF, page by page, as `zbarimg` reads
-/// the pages `pdftoppm` renders at 150 dpi.
-fn scan_pdf(pdf: &Path) -> Vec<Vec<String>> {
-    let dir = tempfile::tempdir().unwrap();
-    let prefix = dir.path().join("page");
-    let out = Command::new("pdftoppm")
-        .args(["-r", "150", "-png"])
-        .arg(pdf)
-        .arg(&prefix)
-        .output()
-        .expect("pdftoppm (Debian package poppler-utils; scripts/setup installs it)");
-    assert!(
-        out.status.success(),
-        "pdftoppm: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut pages: Vec<PathBuf> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    pages.sort();
-    pages
-        .iter()
-        .map(|page| {
-            let out = Command::new("zbarimg")
-                .args(["--raw", "-q"])
-                .arg(page)
-                .output()
-                .expect("zbarimg (Debian package zbar-tools; scripts/setup installs it)");
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .collect()
 }
 
 fn pdf_text(pdf: &Path) -> String {
@@ -294,82 +255,6 @@ fn a_booking_with_no_valid_ticket_still_makes_a_readable_pdf() {
     std::fs::write(&path, tickets_pdf(&b).unwrap()).unwrap();
     assert_eq!(scan_pdf(&path), vec![Vec::<String>::new()]);
     assert!(pdf_text(&path).contains("no valid ticket"));
-}
-
-/// Debian's aiosmtpd on a loopback port, writing what it receives to a
-/// directory (see tests/support/smtp_sink.py).
-struct SmtpSink {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl SmtpSink {
-    fn start(port: u16, dir: &Path) -> SmtpSink {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
-        // Debian's interpreter, which has python3-aiosmtpd (a pyenv or venv
-        // python earlier on PATH would not).
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(script)
-            .arg("127.0.0.1")
-            .arg(port.to_string())
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 with aiosmtpd (Debian package python3-aiosmtpd)");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready", "SMTP sink did not start");
-        SmtpSink {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Waits for the `n`th message's summary.
-    fn message(&self, n: usize, within: Duration) -> Value {
-        let path = self.dir.join(format!("{n}.json"));
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                return serde_json::from_str(&text).unwrap();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no message {n} within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn count(&self) -> usize {
-        std::fs::read_dir(&self.dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .path()
-                    .extension()
-                    .is_some_and(|x| x == "json")
-            })
-            .count()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn mail_settings(port: u16) -> MailSettings {

@@ -3,109 +3,21 @@
 //! download the PDF and the calendar entry, scan every page's QR and get in
 //! at a real gate with it. A tampered link gets nothing.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
-use tessera_server::testkit::{slot, ServerProcess, UNLIMITED_CLIENTS_TOML};
-
-struct SmtpSink {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl SmtpSink {
-    fn start(port: u16, dir: &Path) -> SmtpSink {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_sink.py");
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(script)
-            .arg("127.0.0.1")
-            .arg(port.to_string())
-            .arg(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 with aiosmtpd (Debian package python3-aiosmtpd)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready", "SMTP sink did not start");
-        SmtpSink {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn message(&self, n: usize, within: Duration) -> Value {
-        let path = self.dir.join(format!("{n}.json"));
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                return serde_json::from_str(&text).unwrap();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no message {n} within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn scan_pdf(pdf: &Path) -> Vec<Vec<String>> {
-    let dir = tempfile::tempdir().unwrap();
-    let prefix = dir.path().join("page");
-    let out = Command::new("pdftoppm")
-        .args(["-r", "150", "-png"])
-        .arg(pdf)
-        .arg(&prefix)
-        .output()
-        .expect("pdftoppm (poppler-utils)");
-    assert!(out.status.success());
-    let mut pages: Vec<PathBuf> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    pages.sort();
-    pages
-        .iter()
-        .map(|page| {
-            let out = Command::new("zbarimg")
-                .args(["--raw", "-q"])
-                .arg(page)
-                .output()
-                .expect("zbarimg (zbar-tools)");
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .map(|l| l.trim().to_string())
-                .filter(|l| !l.is_empty())
-                .collect()
-        })
-        .collect()
-}
+use serde_json::json;
+use tessera_server::testkit::{
+    free_port, scan_pdf, slot, ServerProcess, SmtpSink, UNLIMITED_CLIENTS_TOML,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_booking_downloads_as_pdf_and_ics_and_arrives_by_email() {
     let dir = tempfile::tempdir().unwrap();
     let inbox = dir.path().join("inbox");
     std::fs::create_dir(&inbox).unwrap();
-    let smtp_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let smtp_port = free_port();
     let sink = SmtpSink::start(smtp_port, &inbox);
     let config = dir.path().join("server.toml");
     std::fs::write(
