@@ -178,6 +178,38 @@ impl ServerProcess {
             .expect("run tessera-server")
     }
 
+    /// One number from the server's database (`SELECT COUNT(*) …`).
+    pub fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
+    }
+
+    /// Waits until `sql` counts `expected`: background work (the refund
+    /// queue, the mailer) gets there in its own time.
+    pub async fn wait_count(&self, what: &str, sql: &str, expected: i64, within: Duration) {
+        wait_for(what, within, || async {
+            (self.count(sql) == expected).then_some(())
+        })
+        .await
+    }
+
+    /// Sets a slot's capacity with the admin command, as an operator would.
+    pub fn set_capacity(&self, slot: SlotId, capacity: u32) {
+        let out = self.cli(&[
+            "capacity",
+            "--db",
+            &self.db_str(),
+            "--slot",
+            &slot.to_string(),
+            "--set",
+            &capacity.to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "capacity {slot} {capacity}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Enrols a gate named `name`; its bearer token.
     pub async fn enrol_gate(&self, name: &str) -> String {
         let (status, gate) = self
@@ -729,4 +761,21 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
+}
+
+/// Polls `probe` until it returns `Some`, or fails after `within`: tests wait
+/// for states, never for fixed times.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

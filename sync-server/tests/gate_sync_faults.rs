@@ -80,10 +80,6 @@ async fn redeem(api: &Api, gate: &Gate, code: &str, scan_id: Uuid) -> (StatusCod
     .unwrap()
 }
 
-fn count(server: &ServerProcess, sql: &str) -> i64 {
-    server.db().query_row(sql, [], |r| r.get(0)).unwrap()
-}
-
 /// Holds sent alongside `work`; every one must be created.
 async fn holds_during<F: std::future::Future>(
     api: &Api,
@@ -138,12 +134,12 @@ async fn a_scan_id_used_twice_is_one_admission_or_a_clear_refusal() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["scans_acked"], json!([twice]));
     assert_eq!(body["conflicts"], 0);
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM scans"), 1);
+    assert_eq!(server.count("SELECT COUNT(*) FROM scans"), 1);
 
     // Sent again in a later body: still one admission.
     let (status, _) = gate_sync(&api, &gate, vec![scan(&server, &a, twice, 60)]).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM scans"), 1);
+    assert_eq!(server.count("SELECT COUNT(*) FROM scans"), 1);
 
     // One scan id for two different admissions in one body: refused, named,
     // nothing stored.
@@ -159,13 +155,13 @@ async fn a_scan_id_used_twice_is_one_admission_or_a_clear_refusal() {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.to_string().contains(&clash.to_string()), "{body}");
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM scans"), 1);
+    assert_eq!(server.count("SELECT COUNT(*) FROM scans"), 1);
 
     // A scan id already stored for ticket A, sent for ticket B: refused.
     let (status, body) = gate_sync(&api, &gate, vec![scan(&server, &b, twice, 10)]).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body.to_string().contains(&twice.to_string()), "{body}");
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM scans"), 1);
+    assert_eq!(server.count("SELECT COUNT(*) FROM scans"), 1);
 
     // Online: one scan id reused across two redeems of different tickets.
     let c = buy(&api, "c", &server).await;
@@ -218,14 +214,12 @@ async fn thousands_of_scans_of_one_ticket_merge_in_one_pass_beside_holds() {
     assert_eq!(body["conflicts"], n);
     assert_eq!(body["scans_acked"].as_array().unwrap().len(), n);
     assert_eq!(
-        count(&server, "SELECT COUNT(*) FROM gate_conflicts"),
+        server.count("SELECT COUNT(*) FROM gate_conflicts"),
         n as i64
     );
     // Every conflict names South's admission, the first, as first.
     assert_eq!(
-        count(
-            &server,
-            &format!("SELECT COUNT(*) FROM gate_conflicts WHERE first_scan = '{earliest}' AND first_gate = 'South gate'")
+        server.count(&format!("SELECT COUNT(*) FROM gate_conflicts WHERE first_scan = '{earliest}' AND first_gate = 'South gate'")
         ),
         n as i64
     );
@@ -247,10 +241,9 @@ async fn thousands_of_scans_of_one_ticket_merge_in_one_pass_beside_holds() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["conflicts"], 1);
     assert_eq!(
-        count(
-            &server,
-            &format!("SELECT COUNT(*) FROM gate_conflicts WHERE first_scan = '{earlier}'")
-        ),
+        server.count(&format!(
+            "SELECT COUNT(*) FROM gate_conflicts WHERE first_scan = '{earlier}'"
+        )),
         n as i64 + 1
     );
 
@@ -260,5 +253,5 @@ async fn thousands_of_scans_of_one_ticket_merge_in_one_pass_beside_holds() {
         .collect();
     let (status, body) = gate_sync(&api, &north, over).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM scans"), n as i64 + 2);
+    assert_eq!(server.count("SELECT COUNT(*) FROM scans"), n as i64 + 2);
 }

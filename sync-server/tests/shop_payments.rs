@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tessera_core::clock::Clock;
 use tessera_server::payments::demo::DemoEvent;
-use tessera_server::testkit::{slot, Api, ServerProcess, UNLIMITED_CLIENTS_TOML};
+use tessera_server::testkit::{slot, wait_for, Api, ServerProcess, UNLIMITED_CLIENTS_TOML};
 
 fn family_with_guides() -> Value {
     json!([
@@ -20,26 +20,6 @@ fn family_with_guides() -> Value {
         {"product_id": "child", "quantity": 1},
         {"product_id": "audio-guide", "quantity": 2}
     ])
-}
-
-/// Polls `f` until it returns `Some`, or fails after `within`.
-async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn count(server: &ServerProcess, sql: &str) -> i64 {
-    server.db().query_row(sql, [], |r| r.get(0)).expect(sql)
 }
 
 async fn supervisor(server: &ServerProcess, api: &Api) -> String {
@@ -141,7 +121,7 @@ async fn a_visitor_pays_on_the_demo_page_gets_a_booking_and_cancels_a_ticket() {
         .unwrap();
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["error"]["code"], "invalid_body");
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM payments"), 0);
+    assert_eq!(server.count("SELECT COUNT(*) FROM payments"), 0);
 
     let (status, checkout) = api.checkout("v1-c", hold_id).await.unwrap();
     assert_eq!(status, StatusCode::CREATED, "{checkout}");
@@ -204,7 +184,7 @@ async fn a_visitor_pays_on_the_demo_page_gets_a_booking_and_cancels_a_ticket() {
     // The page, pressed again, changes nothing.
     let (status, _) = api.demo_pay(redirect, "paid").await.unwrap();
     assert_eq!(status, StatusCode::SEE_OTHER);
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM orders"), 1);
+    assert_eq!(server.count("SELECT COUNT(*) FROM orders"), 1);
 
     let (status, booking) = api.get(&format!("/v1/bookings/{token}")).await.unwrap();
     assert_eq!(status, StatusCode::OK, "{booking}");
@@ -217,8 +197,7 @@ async fn a_visitor_pays_on_the_demo_page_gets_a_booking_and_cancels_a_ticket() {
     assert_eq!(tickets.len(), 5);
     assert!(tickets.iter().all(|t| t["state"] == "valid"));
     assert_eq!(
-        count(
-            &server,
+        server.count(
             "SELECT COUNT(*) FROM mail_outbox WHERE kind = 'booking_confirmed' AND recipient = 'ada@example.org'"
         ),
         1
@@ -307,27 +286,17 @@ async fn a_visitor_pays_on_the_demo_page_gets_a_booking_and_cancels_a_ticket() {
     assert_eq!(api.available(s).await, before - 2);
 
     // The refund is worked by the queue; the visitor is told.
-    wait_for("the refund to go through", Duration::from_secs(20), || async {
-        (count(
-            &server,
-            "SELECT COUNT(*) FROM refunds WHERE status = 'done' AND amount = 1500 AND reason = 'cancelled' AND provider_refund_id IS NOT NULL",
-        ) == 1)
-            .then_some(())
-    })
-    .await;
-    wait_for("the refund's email", Duration::from_secs(20), || async {
-        (count(
-            &server,
+    server.wait_count("the refund to go through", "SELECT COUNT(*) FROM refunds WHERE status = 'done' AND amount = 1500 AND reason = 'cancelled' AND provider_refund_id IS NOT NULL", 1, Duration::from_secs(20)).await;
+    server
+        .wait_count(
+            "the refund's email",
             "SELECT COUNT(*) FROM mail_outbox WHERE kind = 'refund_issued'",
-        ) == 1)
-            .then_some(())
-    })
-    .await;
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
     assert_eq!(
-        count(
-            &server,
-            "SELECT COUNT(*) FROM mail_outbox WHERE kind = 'tickets_cancelled'"
-        ),
+        server.count("SELECT COUNT(*) FROM mail_outbox WHERE kind = 'tickets_cancelled'"),
         1
     );
 
@@ -385,10 +354,7 @@ async fn a_visitor_pays_on_the_demo_page_gets_a_booking_and_cancels_a_ticket() {
         .unwrap();
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(
-        count(
-            &server,
-            "SELECT COUNT(*) FROM mail_outbox WHERE kind = 'resend'"
-        ),
+        server.count("SELECT COUNT(*) FROM mail_outbox WHERE kind = 'resend'"),
         1
     );
 
@@ -473,49 +439,32 @@ async fn a_refund_the_provider_cannot_take_is_retried_and_survives_a_restart() {
         .unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     // The provider is down: the refund stays queued, with the reason.
-    wait_for("a failed attempt", Duration::from_secs(20), || async {
-        (count(
-            &server,
-            "SELECT COUNT(*) FROM refunds WHERE status = 'queued' AND attempts >= 1 AND last_error LIKE '%unavailable%'",
-        ) == 1)
-            .then_some(())
-    })
-    .await;
+    server.wait_count("a failed attempt", "SELECT COUNT(*) FROM refunds WHERE status = 'queued' AND attempts >= 1 AND last_error LIKE '%unavailable%'", 1, Duration::from_secs(20)).await;
     assert_eq!(
-        count(
-            &server,
-            "SELECT COUNT(*) FROM mail_outbox WHERE kind = 'refund_issued'"
-        ),
+        server.count("SELECT COUNT(*) FROM mail_outbox WHERE kind = 'refund_issued'"),
         0
     );
     // The server restarts and the provider is back: the queue pays it.
     server.set_env(&[]);
     server.restart();
-    wait_for(
-        "the refund after the restart",
-        Duration::from_secs(30),
-        || async {
-            (count(
-                &server,
-                "SELECT COUNT(*) FROM refunds WHERE status = 'done' AND amount = 1500",
-            ) == 1)
-                .then_some(())
-        },
-    )
-    .await;
-    wait_for("the refund's email", Duration::from_secs(10), || async {
-        (count(
-            &server,
+    server
+        .wait_count(
+            "the refund after the restart",
+            "SELECT COUNT(*) FROM refunds WHERE status = 'done' AND amount = 1500",
+            1,
+            Duration::from_secs(30),
+        )
+        .await;
+    server
+        .wait_count(
+            "the refund's email",
             "SELECT COUNT(*) FROM mail_outbox WHERE kind = 'refund_issued'",
-        ) == 1)
-            .then_some(())
-    })
-    .await;
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
     assert_eq!(
-        count(
-            &server,
-            "SELECT COUNT(*) FROM refunds WHERE link IS NOT NULL"
-        ),
+        server.count("SELECT COUNT(*) FROM refunds WHERE link IS NOT NULL"),
         0,
         "the link (it carries the token) is not kept once mailed"
     );
@@ -559,8 +508,8 @@ async fn forged_and_replayed_callbacks_change_nothing() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
         assert_eq!(answer["error"]["code"], "bad_signature");
     }
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM webhook_events"), 0);
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM orders"), 0);
+    assert_eq!(server.count("SELECT COUNT(*) FROM webhook_events"), 0);
+    assert_eq!(server.count("SELECT COUNT(*) FROM orders"), 0);
     let (_, st) = api
         .get(&format!("/v1/checkouts/{checkout_id}"))
         .await
@@ -585,12 +534,12 @@ async fn forged_and_replayed_callbacks_change_nothing() {
     assert_eq!(deliver(&api, &body2, &sig2).await.0, StatusCode::OK);
     let (body3, sig3) = signed_event(&server, "evt_3", &payment_id, 3000, "payment.failed");
     assert_eq!(deliver(&api, &body3, &sig3).await.0, StatusCode::OK);
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM orders"), 1);
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM tickets"), 2);
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM refunds"), 0);
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM webhook_events"), 3);
+    assert_eq!(server.count("SELECT COUNT(*) FROM orders"), 1);
+    assert_eq!(server.count("SELECT COUNT(*) FROM tickets"), 2);
+    assert_eq!(server.count("SELECT COUNT(*) FROM refunds"), 0);
+    assert_eq!(server.count("SELECT COUNT(*) FROM webhook_events"), 3);
     assert_eq!(
-        count(&server, "SELECT COUNT(*) FROM mail_outbox"),
+        server.count("SELECT COUNT(*) FROM mail_outbox"),
         1,
         "one confirmation email"
     );
@@ -635,20 +584,7 @@ async fn paid_after_the_hold_ran_out_is_ticketed_if_places_are_left_else_refunde
 
     // No places left: refunded, no ticket, and the queue pays it back.
     let s2 = slot(server.day, "16:30");
-    let out = server.cli(&[
-        "capacity",
-        "--db",
-        &server.db_str(),
-        "--slot",
-        &s2.to_string(),
-        "--set",
-        "2",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.set_capacity(s2, 2);
     wait_for("the capacity change", Duration::from_secs(10), || async {
         (api.available(s2).await == 2).then_some(())
     })
@@ -688,7 +624,7 @@ async fn paid_after_the_hold_ran_out_is_ticketed_if_places_are_left_else_refunde
     assert_eq!(done["state"], "refunded", "{done}");
     assert!(done["booking_token"].is_null());
     assert_eq!(
-        count(&server, "SELECT COUNT(*) FROM orders WHERE channel = 'web'"),
+        server.count("SELECT COUNT(*) FROM orders WHERE channel = 'web'"),
         1,
         "no order for the refunded payment"
     );
@@ -701,17 +637,16 @@ async fn paid_after_the_hold_ran_out_is_ticketed_if_places_are_left_else_refunde
         )
         .unwrap();
     assert_eq!(sold, 2, "never more than capacity");
-    wait_for("the refund", Duration::from_secs(20), || async {
-        (count(
-            &server,
+    server
+        .wait_count(
+            "the refund",
             "SELECT COUNT(*) FROM payments WHERE status = 'refunded' AND amount = 3000",
-        ) == 1)
-            .then_some(())
-    })
-    .await;
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
     assert_eq!(
-        count(
-            &server,
+        server.count(
             "SELECT COUNT(*) FROM refunds WHERE status = 'done' AND reason = 'no_places' AND amount = 3000"
         ),
         1
@@ -757,7 +692,7 @@ async fn cancelling_after_the_deadline_is_refused_and_changes_nothing() {
     let (_, unchanged) = api.get(&format!("/v1/bookings/{token}")).await.unwrap();
     assert_eq!(unchanged, booking);
     assert_eq!(api.available(s).await, available);
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM refunds"), 0);
+    assert_eq!(server.count("SELECT COUNT(*) FROM refunds"), 0);
     // An empty list and a ticket of another booking are refused by name.
     for (ids, code) in [
         (json!([]), "empty"),
@@ -798,7 +733,7 @@ async fn only_a_channel_token_confirms_and_the_day_report_shows_each_channel() {
         .unwrap();
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"]["code"], "unknown_channel");
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM orders"), 0);
+    assert_eq!(server.count("SELECT COUNT(*) FROM orders"), 0);
 
     // A channel confirms: the order carries it.
     let office = server.add_channel("Office de tourisme");
@@ -891,7 +826,7 @@ async fn only_a_channel_token_confirms_and_the_day_report_shows_each_channel() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unknown_channel");
-    assert_eq!(count(&server, "SELECT COUNT(*) FROM orders"), 2);
+    assert_eq!(server.count("SELECT COUNT(*) FROM orders"), 2);
 }
 
 /// 200 visitors race the last 30 places through the whole payment flow:
@@ -908,20 +843,7 @@ async fn two_hundred_visitors_race_the_last_places_through_payment() {
     let server = ServerProcess::start_at("11:05", &["--hold-ttl-secs", "2", "--config", &config]);
     let api = server.api();
     let s = slot(server.day, "15:30");
-    let out = server.cli(&[
-        "capacity",
-        "--db",
-        &server.db_str(),
-        "--slot",
-        &s.to_string(),
-        "--set",
-        &CAPACITY.to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    server.set_capacity(s, CAPACITY as u32);
     wait_for("the capacity change", Duration::from_secs(10), || async {
         (api.available(s).await == CAPACITY as u64).then_some(())
     })
@@ -1027,7 +949,7 @@ async fn two_hundred_visitors_race_the_last_places_through_payment() {
     assert!(orders <= CAPACITY, "{orders} admissions sold of {CAPACITY}");
     assert_eq!(orders, sold);
     assert_eq!(
-        count(&server, "SELECT COUNT(*) FROM tickets"),
+        server.count("SELECT COUNT(*) FROM tickets"),
         orders,
         "one ticket per adult"
     );
@@ -1059,33 +981,30 @@ async fn two_hundred_visitors_race_the_last_places_through_payment() {
         }
     }
     assert_eq!(
-        count(&server, "SELECT COUNT(*) FROM webhook_events"),
+        server.count("SELECT COUNT(*) FROM webhook_events"),
         paid.len() as i64,
         "each event recorded once"
     );
     // The queue pays every refund back.
-    wait_for("every refund", Duration::from_secs(30), || async {
-        (count(
-            &server,
+    server
+        .wait_count(
+            "every refund",
             "SELECT COUNT(*) FROM refunds WHERE status != 'done'",
-        ) == 0)
-            .then_some(())
-    })
-    .await;
+            0,
+            Duration::from_secs(30),
+        )
+        .await;
     assert_eq!(
-        count(
-            &server,
-            "SELECT COUNT(*) FROM payments WHERE status = 'refunded'"
-        ),
+        server.count("SELECT COUNT(*) FROM payments WHERE status = 'refunded'"),
         refunded
     );
 
     // Every callback delivered again: nothing changes.
     let before: (i64, i64, i64, i64) = (
-        count(&server, "SELECT COUNT(*) FROM orders"),
-        count(&server, "SELECT COUNT(*) FROM tickets"),
-        count(&server, "SELECT COUNT(*) FROM refunds"),
-        count(&server, "SELECT COUNT(*) FROM mail_outbox"),
+        server.count("SELECT COUNT(*) FROM orders"),
+        server.count("SELECT COUNT(*) FROM tickets"),
+        server.count("SELECT COUNT(*) FROM refunds"),
+        server.count("SELECT COUNT(*) FROM mail_outbox"),
     );
     let mut seen = HashSet::new();
     for (payment_id, body, _, _) in &paid {
@@ -1097,10 +1016,10 @@ async fn two_hundred_visitors_race_the_last_places_through_payment() {
         assert_eq!(status, StatusCode::OK);
     }
     let after = (
-        count(&server, "SELECT COUNT(*) FROM orders"),
-        count(&server, "SELECT COUNT(*) FROM tickets"),
-        count(&server, "SELECT COUNT(*) FROM refunds"),
-        count(&server, "SELECT COUNT(*) FROM mail_outbox"),
+        server.count("SELECT COUNT(*) FROM orders"),
+        server.count("SELECT COUNT(*) FROM tickets"),
+        server.count("SELECT COUNT(*) FROM refunds"),
+        server.count("SELECT COUNT(*) FROM mail_outbox"),
     );
     assert_eq!(before, after);
     assert_eq!(check(&server), (orders, sold));

@@ -22,23 +22,6 @@ fn server_with_offers(dir: &tempfile::TempDir, offer_seconds: u32) -> ServerProc
     ServerProcess::start_at("11:05", &["--config", &path])
 }
 
-fn set_capacity(server: &ServerProcess, s: SlotId, capacity: u32) {
-    let out = server.cli(&[
-        "capacity",
-        "--db",
-        &server.db_str(),
-        "--slot",
-        &s.to_string(),
-        "--set",
-        &capacity.to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Polls `check` until it returns `Some`, or fails after 20 s.
 async fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -161,7 +144,7 @@ async fn returned_places_go_to_the_first_in_line_whose_party_fits() {
     let mut server = server_with_offers(&dir, 600);
     let api = server.api();
     let s = slot(server.day, "14:00");
-    set_capacity(&server, s, 6);
+    server.set_capacity(s, 6);
     wait_available(&api, s, 6).await;
 
     // Sold out: four places in a checkout, two sold.
@@ -345,7 +328,7 @@ async fn an_unused_offer_passes_to_the_next_in_line_and_raised_capacity_is_offer
     let server = server_with_offers(&dir, 4);
     let api = server.api();
     let s = slot(server.day, "16:00");
-    set_capacity(&server, s, 2);
+    server.set_capacity(s, 2);
     wait_available(&api, s, 2).await;
     let (status, hold) = api
         .hold("h2", s, json!([{"product_id": "adult", "quantity": 2}]))
@@ -401,7 +384,7 @@ async fn an_unused_offer_passes_to_the_next_in_line_and_raised_capacity_is_offer
     // party of 1) is offered it at once.
     let (status, _) = join(&api, "fay", s, "fay@example.org", 1).await;
     assert_eq!(status, StatusCode::CREATED);
-    set_capacity(&server, s, 3);
+    server.set_capacity(s, 3);
     wait_for("fay's offer", || offer_token(&server, "fay@example.org")).await;
     assert_eq!(api.available(s).await, 0);
     assert_within_capacity(&server, s);
@@ -419,7 +402,7 @@ async fn places_a_counter_gives_back_are_offered_and_never_leased_twice() {
     let server = server_with_offers(&dir, 600);
     let api = server.api();
     let s = slot(server.day, "16:30");
-    set_capacity(&server, s, 3);
+    server.set_capacity(s, 3);
     wait_available(&api, s, 3).await;
 
     let signer = tessera_core::ticket_code::TicketSigner::from_seed(0, [7u8; 32]);
@@ -548,7 +531,7 @@ async fn one_address_and_one_client_wait_in_a_bounded_number_of_lines() {
         .collect();
     let mut holds = Vec::new();
     for (i, s) in slots.iter().enumerate() {
-        set_capacity(&server, *s, 1);
+        server.set_capacity(*s, 1);
         wait_available(&api, *s, 1).await;
         let (status, hold) = api
             .hold(
