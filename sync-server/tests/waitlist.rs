@@ -295,18 +295,33 @@ async fn returned_places_go_to_the_first_in_line_whose_party_fits() {
     assert_eq!(api.available(s).await, 0);
     assert_within_capacity(&server, s);
 
-    // Bob's hold is an ordinary checkout: confirmed, it sells 2 places.
-    let (status, order) = api
-        .confirm("c-bob", bob_hold["hold_id"].as_str().unwrap())
+    // Bob's hold is an ordinary checkout: paid, it sells his 2 places.
+    let (status, checkout) = api
+        .checkout("c-bob", bob_hold["hold_id"].as_str().unwrap())
         .await
         .unwrap();
-    if status == StatusCode::CREATED {
-        assert_eq!(order["tickets"].as_array().map(Vec::len), Some(2));
-    } else {
-        // Once anonymous confirmation ends (channel token required), the hold
-        // still stands and still counts against the slot.
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{order}");
-    }
+    assert_eq!(status, StatusCode::CREATED, "{checkout}");
+    let (status, _) = api
+        .demo_pay(checkout["redirect_url"].as_str().unwrap(), "paid")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let done = api
+        .await_checkout(checkout["checkout_id"].as_str().unwrap())
+        .await;
+    assert_eq!(done["state"], "confirmed", "{done}");
+    let (_, booking) = api
+        .get(&format!(
+            "/v1/bookings/{}",
+            done["booking_token"].as_str().unwrap()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        booking["tickets"].as_array().map(Vec::len),
+        Some(2),
+        "{booking}"
+    );
     assert_within_capacity(&server, s);
     let (_, offer) = api.get(&format!("/v1/offers/{carol_token}")).await.unwrap();
     assert_eq!(
