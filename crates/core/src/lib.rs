@@ -4,6 +4,10 @@
 //! pricing a cart, signed ticket codes, the entry rules a gate applies, the
 //! lease arithmetic that keeps online and counter sales inside one capacity,
 //! the CRDT tallies for live availability, and the wire types of the HTTP API.
+//! The server's inventory rules live here too, as decisions over facts a
+//! backend loads: judging a counter's upload (`upload`, `upload::batch`), a
+//! lease's state and its sizing (`leases`), and reconciling reports and
+//! over-capacity flags (`reconcile`). Backends load, call these, and write.
 //! Clocks, files, sockets and randomness stay at the edges: functions here take
 //! `now` and seeds as arguments.
 
@@ -15,11 +19,13 @@ pub mod clock;
 pub mod fixture;
 pub mod ids;
 pub mod inventory;
+pub mod leases;
 pub mod limits;
 pub mod money;
 #[cfg(feature = "openapi")]
 mod openapi;
 pub mod pricing;
+pub mod reconcile;
 pub mod shop;
 pub mod slot;
 pub mod staff;

@@ -8,6 +8,10 @@
 //! and a supervisor sees it with its reason. Only a malformed body (what no
 //! honest counter sends: seqs out of order or range, one id twice) is refused
 //! as a whole.
+//!
+//! The rules for one item live here; `batch` judges a whole body with them.
+
+pub mod batch;
 
 use std::collections::{HashMap, HashSet};
 

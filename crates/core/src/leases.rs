@@ -1,0 +1,448 @@
+//! One counter's lease as the server counts it, and how the server sizes a
+//! slot's leases.
+//!
+//! `inventory` holds the slot-level arithmetic (`SlotLedger`, `LeaseTotals`,
+//! `LeasePolicy`); this module holds what the server knows about one lease
+//! beyond its totals — what was sold from it, what its counter last said it
+//! could still sell, the escrow frozen by a revocation, places kept out of
+//! sale — and every rule that changes those. Each change returns a
+//! `SlotChange`: how the lease's footprint on its slot moved, which the
+//! backend applies to the slot's ledger. Sizing decides, from the slot's
+//! ledger and all its leases, what to grant or recall; the backend writes it.
+//! Nothing here reads a clock or a database: `now` and the facts are inputs.
+
+use std::collections::{BTreeMap, HashSet};
+
+use uuid::Uuid;
+
+use crate::api::sync::LeaseWant;
+use crate::catalogue::Catalogue;
+use crate::inventory::{InventoryError, LeaseDecision, LeasePolicy, LeaseTotals, SlotLedger};
+use crate::slot::SlotId;
+use crate::upload::{self, VoidPlaces};
+
+/// A counter that synced this recently counts as online when leases are sized.
+pub const ONLINE_WINDOW_MS: i64 = 15_000;
+
+/// A lease as the server counts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseState {
+    pub lease_id: Uuid,
+    pub device_id: Uuid,
+    pub slot: SlotId,
+    pub totals: LeaseTotals,
+    /// Admissions of the sales stored from it, minus voids that returned
+    /// their places to it.
+    pub sold: u32,
+    /// What its counter last said it could still sell, read against grants
+    /// and releases it had not heard of.
+    pub unused_reported: u32,
+    /// Set when a supervisor revoked it: what it counts against its slot
+    /// from then on (what was sold from it at the time).
+    pub revoked_escrow: Option<u32>,
+    /// Places a void put back in the counter's lease that the server keeps
+    /// out of sale (the ticket was admitted, or its slot had started).
+    pub kept: u32,
+}
+
+/// What a lease takes from its slot: its escrow, and places on top of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub escrow: u32,
+    pub over_capacity: u32,
+}
+
+/// How one change to a lease moves its slot's ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use = "the slot's ledger must follow the lease"]
+pub struct SlotChange {
+    pub before: Footprint,
+    pub after: Footprint,
+}
+
+impl SlotChange {
+    pub fn is_empty(&self) -> bool {
+        self.before == self.after
+    }
+
+    /// Places back on sale (escrow the lease no longer holds).
+    pub fn returned(&self) -> u32 {
+        self.before.escrow.saturating_sub(self.after.escrow)
+    }
+
+    /// Applies the change to the slot's ledger. A lease's escrow only grows
+    /// through a grant (`SlotLedger::grant_lease`, which checks capacity), so
+    /// a change that would grow it is a bookkeeping error.
+    pub fn apply(&self, ledger: &mut SlotLedger) -> Result<(), InventoryError> {
+        if self.after.escrow > self.before.escrow {
+            return Err(InventoryError::Bookkeeping(
+                "a lease's escrow grew outside a grant",
+            ));
+        }
+        ledger.shrink_lease(self.returned())?;
+        ledger.over_capacity = (ledger.over_capacity + self.after.over_capacity)
+            .saturating_sub(self.before.over_capacity);
+        Ok(())
+    }
+}
+
+/// What counting one stored sale did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SaleCount {
+    /// Admissions of this sale beyond what its revoked lease held: the
+    /// sale's over-capacity flag.
+    pub over: u32,
+    pub slot: SlotChange,
+}
+
+/// What a void did to its lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoidCount {
+    pub slot: SlotChange,
+    /// The places stay out of sale although the counter put them back.
+    pub kept_aside: bool,
+    /// A void on a revoked lease returned places: the over-capacity flags of
+    /// its sales must add up to this (`reconcile::lower_flags`).
+    pub reflag_to: Option<u32>,
+}
+
+impl LeaseState {
+    pub fn new(lease_id: Uuid, device_id: Uuid, slot: SlotId) -> LeaseState {
+        LeaseState {
+            lease_id,
+            device_id,
+            slot,
+            totals: LeaseTotals::default(),
+            sold: 0,
+            unused_reported: 0,
+            revoked_escrow: None,
+            kept: 0,
+        }
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_escrow.is_some()
+    }
+
+    /// Whether `device` holds this lease for `slot`.
+    pub fn belongs_to(&self, device: Uuid, slot: SlotId) -> bool {
+        self.device_id == device && self.slot == slot
+    }
+
+    /// What this lease counts against its slot's capacity.
+    pub fn escrow(&self) -> u32 {
+        self.revoked_escrow.unwrap_or(self.totals.escrow())
+    }
+
+    /// Admissions sold from a revoked lease beyond what it held at revocation.
+    pub fn overflow(&self) -> u32 {
+        self.revoked_escrow
+            .map(|e| self.sold.saturating_sub(e))
+            .unwrap_or(0)
+    }
+
+    /// Places this lease takes from its slot on top of its escrow.
+    pub fn over_capacity(&self) -> u32 {
+        self.overflow() + self.kept
+    }
+
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            escrow: self.escrow(),
+            over_capacity: self.over_capacity(),
+        }
+    }
+
+    /// What the lease can still sell, as far as the server knows: its
+    /// counter's last report, never more than escrow minus the sales already
+    /// uploaded.
+    pub fn unused(&self) -> u32 {
+        self.totals
+            .escrow()
+            .saturating_sub(self.sold)
+            .min(self.unused_reported)
+    }
+
+    /// Adds `n` granted places (the slot's ledger granted them first).
+    pub fn grant(&mut self, n: u32) {
+        self.totals.granted_total += n;
+        self.unused_reported += n;
+    }
+
+    /// A supervisor revokes the lease: it keeps what was sold from it, the
+    /// rest goes back on sale, and whatever it sells later is over capacity.
+    /// Revoking twice changes nothing.
+    pub fn revoke(&mut self) -> SlotChange {
+        let before = self.footprint();
+        if self.revoked_escrow.is_none() {
+            self.revoked_escrow = Some(self.sold);
+        }
+        SlotChange {
+            before,
+            after: self.footprint(),
+        }
+    }
+
+    /// Counts a stored sale of `admissions` against the lease.
+    pub fn count_sale(&mut self, admissions: u32) -> SaleCount {
+        let before = self.footprint();
+        let overflow = self.overflow();
+        self.sold += admissions;
+        SaleCount {
+            over: self.overflow().saturating_sub(overflow),
+            slot: SlotChange {
+                before,
+                after: self.footprint(),
+            },
+        }
+    }
+
+    /// Counts a void of a sale of `admissions` as the server decided its
+    /// places (`upload::void_places`).
+    pub fn count_void(&mut self, places: VoidPlaces, admissions: u32) -> VoidCount {
+        let before = self.footprint();
+        let revoked = self.is_revoked();
+        let mut kept_aside = false;
+        match places {
+            VoidPlaces::Returned => {
+                self.sold = self.sold.saturating_sub(admissions);
+                // A revoked lease sells nothing more: places it no longer
+                // needs go back to the slot, not into its escrow.
+                if let Some(escrow) = self.revoked_escrow {
+                    if self.sold < escrow {
+                        self.revoked_escrow = Some(self.sold);
+                    }
+                }
+            }
+            VoidPlaces::Kept if !revoked => {
+                self.sold = self.sold.saturating_sub(admissions);
+                self.kept += admissions;
+                kept_aside = true;
+            }
+            VoidPlaces::Kept | VoidPlaces::NotReturned => {}
+        }
+        VoidCount {
+            slot: SlotChange {
+                before,
+                after: self.footprint(),
+            },
+            kept_aside,
+            reflag_to: (revoked && places == VoidPlaces::Returned).then(|| self.overflow()),
+        }
+    }
+}
+
+/// Whether a void changes its lease's sold count: the counter put the places
+/// back in its lease (a revoked lease: the server returned them).
+pub fn void_counts_in_lease(places: VoidPlaces, lease_revoked: bool) -> bool {
+    match places {
+        VoidPlaces::Returned => true,
+        VoidPlaces::Kept => !lease_revoked,
+        VoidPlaces::NotReturned => false,
+    }
+}
+
+/// Counters heard from within `ONLINE_WINDOW_MS` of `now_ms`.
+pub fn online_devices<'a>(
+    last_sync: impl IntoIterator<Item = (&'a Uuid, &'a i64)>,
+    now_ms: i64,
+) -> HashSet<Uuid> {
+    last_sync
+        .into_iter()
+        .filter(|(_, at)| now_ms - **at <= ONLINE_WINDOW_MS)
+        .map(|(d, _)| *d)
+        .collect()
+}
+
+/// The slots to size for one counter and what a sale there waits for: the
+/// slots it wants (capped by `upload::cap_need` against the catalogue's
+/// largest ticket and the slot's free places; a slot the server does not have, `free` None, is ignored), and
+/// every slot of its leases that are not revoked (need 0).
+pub fn slots_to_size<'a>(
+    wants: &[LeaseWant],
+    catalogue: &Catalogue,
+    free: impl Fn(&SlotId) -> Option<u32>,
+    own_leases: impl IntoIterator<Item = &'a LeaseState>,
+) -> BTreeMap<SlotId, u32> {
+    let max_admits = catalogue
+        .products
+        .iter()
+        .map(|p| p.admits)
+        .max()
+        .unwrap_or(1);
+    let mut slots = BTreeMap::new();
+    for want in wants {
+        if let Some(free) = free(&want.slot_id) {
+            let need = upload::cap_need(want.need, max_admits, free);
+            slots.insert(want.slot_id, need);
+        }
+    }
+    for lease in own_leases {
+        if !lease.is_revoked() {
+            slots.entry(lease.slot).or_insert(0);
+        }
+    }
+    slots
+}
+
+/// One slot as sizing sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct SlotToSize<'a> {
+    pub device: Uuid,
+    /// Places a sale at this counter is waiting for.
+    pub need: u32,
+    pub ends_at_ms: i64,
+    pub available: u32,
+    /// Every lease of the slot, this counter's included.
+    pub leases: &'a [&'a LeaseState],
+    /// Counters heard from recently, this one included.
+    pub online: &'a HashSet<Uuid>,
+    pub now_ms: i64,
+}
+
+/// What sizing decided for one counter's slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizing {
+    /// The counter's lease for the slot, if it has one (a grant without one
+    /// opens a new lease).
+    pub lease: Option<Uuid>,
+    pub decision: LeaseDecision,
+}
+
+/// Grants and recalls for one counter's slot by the rule in `LeasePolicy`:
+/// the pool is what is free plus what online counters hold unused. Nothing
+/// for a slot that is over or a lease that was revoked.
+pub fn size_slot(policy: &LeasePolicy, slot: &SlotToSize<'_>) -> Option<Sizing> {
+    if slot.now_ms >= slot.ends_at_ms {
+        return None;
+    }
+    let mine = slot.leases.iter().find(|l| l.device_id == slot.device);
+    if mine.is_some_and(|l| l.is_revoked()) {
+        return None;
+    }
+    let unused = mine.map(|l| l.unused()).unwrap_or(0);
+    let pooled: u32 = slot
+        .leases
+        .iter()
+        .filter(|l| !l.is_revoked() && slot.online.contains(&l.device_id))
+        .map(|l| l.unused())
+        .sum();
+    let terminals = slot.online.len().max(1) as u32;
+    let decision = policy.decide(
+        slot.available,
+        slot.available + pooled,
+        terminals,
+        unused,
+        slot.need,
+    );
+    Some(Sizing {
+        lease: mine.map(|l| l.lease_id),
+        decision: LeaseDecision {
+            grant: decision.grant,
+            // Only a lease the counter holds can be recalled.
+            recall: if mine.is_some() { decision.recall } else { 0 },
+        },
+    })
+}
+
+/// Whether a sync records a step of this lease in its history: a lease of
+/// this counter for today or later, or one it reported.
+pub fn steps_in_sync(
+    lease: &LeaseState,
+    device: Uuid,
+    today: jiff::civil::Date,
+    reported: &HashSet<Uuid>,
+) -> bool {
+    lease.device_id == device && (lease.slot.date >= today || reported.contains(&lease.lease_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> SlotId {
+        "2026-12-02T10:00".parse().expect("slot")
+    }
+
+    fn lease(granted: u32) -> LeaseState {
+        let mut l = LeaseState::new(Uuid::from_u64_pair(0, 1), Uuid::from_u64_pair(0, 2), slot());
+        l.grant(granted);
+        l
+    }
+
+    #[test]
+    fn a_late_sale_from_a_revoked_lease_is_over_capacity() {
+        let mut l = lease(10);
+        assert_eq!(l.count_sale(4).over, 0);
+        let change = l.revoke();
+        assert_eq!(change.returned(), 6);
+        let late = l.count_sale(3);
+        assert_eq!(late.over, 3);
+        assert_eq!(late.slot.after.over_capacity, 3);
+        let mut ledger = SlotLedger::with_capacity(20);
+        ledger.grant_lease(10).unwrap();
+        change.apply(&mut ledger).unwrap();
+        late.slot.apply(&mut ledger).unwrap();
+        assert_eq!((ledger.leased, ledger.over_capacity), (4, 3));
+    }
+
+    #[test]
+    fn a_returned_void_on_a_revoked_lease_gives_places_back() {
+        let mut l = lease(10);
+        let _ = l.count_sale(4);
+        let _ = l.revoke();
+        let _ = l.count_sale(2);
+        let v = l.count_void(VoidPlaces::Returned, 3);
+        // sold 3 of an escrow of 4: one place back, no overflow left.
+        assert_eq!(v.slot.returned(), 1);
+        assert_eq!(v.reflag_to, Some(0));
+        assert_eq!(l.over_capacity(), 0);
+    }
+
+    #[test]
+    fn kept_places_sit_on_top_of_the_escrow() {
+        let mut l = lease(10);
+        let _ = l.count_sale(4);
+        let v = l.count_void(VoidPlaces::Kept, 2);
+        assert!(v.kept_aside);
+        assert_eq!(
+            (l.sold, l.kept, l.escrow(), l.over_capacity()),
+            (2, 2, 10, 2)
+        );
+    }
+
+    #[test]
+    fn sizing_recalls_only_an_existing_lease_and_skips_revoked_ones() {
+        let policy = LeasePolicy::default();
+        let online: HashSet<Uuid> = [Uuid::from_u64_pair(0, 2)].into();
+        let mut l = lease(30);
+        l.unused_reported = 30;
+        let leases = [&l];
+        let ask = SlotToSize {
+            device: l.device_id,
+            need: 0,
+            ends_at_ms: 100,
+            available: 0,
+            leases: &leases,
+            online: &online,
+            now_ms: 0,
+        };
+        let s = size_slot(&policy, &ask).expect("sized");
+        // A pool of 30 over one online counter: a target of 3, the rest recalled.
+        assert_eq!(s.decision.recall, 27);
+        assert_eq!(size_slot(&policy, &SlotToSize { now_ms: 100, ..ask }), None);
+        let mut revoked = l.clone();
+        let _ = revoked.revoke();
+        let leases = [&revoked];
+        assert_eq!(
+            size_slot(
+                &policy,
+                &SlotToSize {
+                    leases: &leases,
+                    ..ask
+                }
+            ),
+            None
+        );
+    }
+}
