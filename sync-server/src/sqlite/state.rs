@@ -38,37 +38,9 @@ pub(crate) struct OpenHold {
     pub total: i64,
 }
 
-pub(crate) struct LeaseRow {
-    pub lease_id: Uuid,
-    pub device_id: Uuid,
-    pub slot: SlotId,
-    pub totals: LeaseTotals,
-    pub sold: u32,
-    pub unused_reported: u32,
-    pub revoked_escrow: Option<u32>,
-    /// Places a void put back in the counter's lease that the server keeps
-    /// out of sale (the ticket was admitted, or its slot had started).
-    pub kept: u32,
-}
-
-impl LeaseRow {
-    /// What this lease counts against its slot's capacity.
-    pub fn escrow(&self) -> u32 {
-        self.revoked_escrow.unwrap_or(self.totals.escrow())
-    }
-
-    /// Admissions sold from a revoked lease beyond what it held at revocation.
-    pub fn overflow(&self) -> u32 {
-        self.revoked_escrow
-            .map(|e| self.sold.saturating_sub(e))
-            .unwrap_or(0)
-    }
-
-    /// Places this lease takes from its slot on top of its escrow.
-    pub fn over_capacity(&self) -> u32 {
-        self.overflow() + self.kept
-    }
-}
+/// A lease as the writer holds it: the core's own type, so every rule that
+/// changes a lease is core's.
+pub(crate) type LeaseRow = tessera_core::leases::LeaseState;
 
 pub(crate) struct State {
     pub catalogue: Arc<Catalogue>,
@@ -321,6 +293,12 @@ impl State {
             unsaved_slots: HashSet::new(),
             devices_dirty: true,
         })
+    }
+
+    /// The leases of one slot (lease sizing weighs them all).
+    pub fn leases_of_slot<'a>(&'a self, slot: &SlotId) -> impl Iterator<Item = &'a LeaseRow> + 'a {
+        let slot = *slot;
+        self.leases.values().filter(move |l| l.slot == slot)
     }
 
     pub fn slot_view(&self, id: &SlotId) -> Option<SlotView> {
