@@ -121,6 +121,19 @@ async fn two_processes_racing_for_the_last_places_never_oversell() {
     );
     wait_available(&a.api(), s, 0, "A").await;
     wait_available(&b.api(), s, 0, "B").await;
+
+    // The last line of defence: the database itself refuses a write that
+    // would sell beyond capacity, whoever sends it.
+    let refused = pg.try_psql(
+        "tessera",
+        &format!("UPDATE slots SET sold_online = sold_online + 1 {where_slot}"),
+    );
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("slots_never_oversold")),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -254,6 +267,49 @@ async fn a_sale_on_one_process_shows_in_the_others_availability() {
         .expect("cancel");
     assert!(status.is_success(), "{status}");
     wait_available(&a, s, before - 4, "A (cancelled on B)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_processes_carry_on_after_postgres_restarts() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let a = museum.serve("a", &[]);
+    let b = museum.serve("b", &[]);
+    let (a, b) = (a.api(), b.api());
+    let s = slot(museum.day, "12:00");
+    let before = b.available(s).await;
+
+    // A fast shutdown drops every connection: the writers and listeners of
+    // both processes reconnect by themselves. Until they have, a write may
+    // be answered 503; a client retries with the same key.
+    pg.restart_fast();
+    let hold = wait_for("a hold on A after the restart", WITHIN, || async {
+        match a.hold("after-restart", s, adults(2)).await {
+            Ok((StatusCode::CREATED, body)) => Some(body),
+            Ok((StatusCode::SERVICE_UNAVAILABLE, _)) | Err(_) => None,
+            Ok((status, body)) => panic!("hold after the restart: {status} {body}"),
+        }
+    })
+    .await;
+    // B's listener re-read the slots after reconnecting.
+    wait_available(&b, s, before - 2, "B after the restart").await;
+    let hold_id = hold["hold_id"].as_str().expect("hold id").to_string();
+    let order = wait_for("a confirm on B after the restart", WITHIN, || async {
+        match b.confirm("after-restart-confirm", &hold_id).await {
+            Ok((StatusCode::CREATED, body)) => Some(body),
+            Ok((StatusCode::SERVICE_UNAVAILABLE, _)) | Err(_) => None,
+            Ok((status, body)) => panic!("confirm after the restart: {status} {body}"),
+        }
+    })
+    .await;
+    assert_eq!(
+        order["tickets"].as_array().map(Vec::len),
+        Some(2),
+        "{order}"
+    );
+    assert_eq!(pg.count("SELECT COUNT(*) FROM orders"), 1);
+    let (status, _) = a.get("/healthz").await.expect("healthz");
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -184,30 +184,31 @@ impl PgCluster {
     /// Runs SQL with psql in `database`; what it printed (unaligned, tuples
     /// only).
     pub fn psql(&self, database: &str, sql: &str) -> String {
-        run(
-            Command::new(self.bin.join("psql"))
-                .args([
-                    "-X",
-                    "-q",
-                    "-At",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-h",
-                    "127.0.0.1",
-                ])
-                .args([
-                    "-p",
-                    &self.port.to_string(),
-                    "-U",
-                    "postgres",
-                    "-d",
-                    database,
-                ])
-                .args(["-c", sql]),
-            sql,
-        )
-        .trim()
-        .to_string()
+        self.try_psql(database, sql)
+            .unwrap_or_else(|e| panic!("{sql} failed: {e}"))
+    }
+
+    /// Like [`PgCluster::psql`]; PostgreSQL's error when the SQL fails.
+    pub fn try_psql(&self, database: &str, sql: &str) -> Result<String, String> {
+        let port = self.port.to_string();
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .args(["-p", &port, "-U", "postgres", "-d", database, "-c", sql])
+            .output()
+            .unwrap_or_else(|e| panic!("psql: {e}"));
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
     }
 
     /// One number from the `tessera` database (`SELECT COUNT(*) …`).
