@@ -68,6 +68,9 @@ use crate::store::{
     PaymentRecord, RefundAttempt, Store, Visitor,
 };
 
+/// How long a retry with the same Idempotency-Key gets its first answer.
+const IDEMPOTENCY_KEEP_MS: i64 = 24 * 3600 * 1000;
+
 /// The answer of every method the PostgreSQL backend does not serve yet.
 fn not_yet(what: &str) -> ServiceError {
     ServiceError::refused(
@@ -173,7 +176,8 @@ impl PgStore {
     }
 
     /// Background upkeep: every second a sweep of expired holds (skipped by
-    /// all but one process), hourly slots generated ahead.
+    /// all but one process), hourly slots generated ahead and Idempotency-Key
+    /// records older than a day dropped (as the SQLite backend keeps them).
     pub fn spawn_upkeep(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let store = Arc::clone(self);
         tokio::spawn(async move {
@@ -184,6 +188,9 @@ impl PgStore {
                 if n.is_multiple_of(3600) {
                     if let Err(e) = store.extend_slots().await {
                         tracing::warn!(error = %e, "generating slots ahead failed");
+                    }
+                    if let Err(e) = store.prune_idempotency().await {
+                        tracing::warn!(error = %e, "pruning old idempotency keys failed");
                     }
                 }
                 n += 1;
@@ -218,6 +225,17 @@ impl PgStore {
                 .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops Idempotency-Key records older than a day (outside the writer:
+    /// a long delete must not hold up a batch; any process may run it).
+    async fn prune_idempotency(&self) -> Result<(), PgError> {
+        let client = schema::connect(&self.url).await?;
+        let cutoff = self.clock.now_ms() - IDEMPOTENCY_KEEP_MS;
+        client
+            .execute("DELETE FROM idempotency WHERE created_at < $1", &[&cutoff])
+            .await?;
         Ok(())
     }
 
