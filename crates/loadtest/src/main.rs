@@ -114,6 +114,9 @@ enum Cmd {
         /// Seconds per run.
         #[arg(long, default_value_t = 20)]
         duration: u64,
+        /// group | per-request | both
+        #[arg(long, default_value = "group", value_parser = ["group", "per-request", "both"])]
+        commit: String,
         #[arg(long)]
         json: bool,
     },
@@ -273,12 +276,18 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             clients,
             processes,
             duration,
+            commit,
             json,
         } => {
+            let modes = match commit.as_str() {
+                "both" => vec!["group".to_string(), "per-request".to_string()],
+                m => vec![m.to_string()],
+            };
             let opts = pg_spike::PgSpikeOptions {
                 capacity,
                 clients,
                 processes,
+                modes,
                 duration: Duration::from_secs(duration),
                 server_bin: release_server_binary()?,
             };

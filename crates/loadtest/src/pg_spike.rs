@@ -28,12 +28,16 @@ pub struct PgSpikeOptions {
     pub clients: usize,
     /// Server processes of each run, in order (e.g. 1 then 3).
     pub processes: Vec<usize>,
+    /// Commit modes to run ("group", "per-request"), each with every
+    /// process count.
+    pub modes: Vec<String>,
     pub duration: Duration,
     pub server_bin: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PgSpikeRun {
+    pub commit: String,
     pub processes: usize,
     pub clients: usize,
     pub elapsed_s: f64,
@@ -56,28 +60,31 @@ pub async fn run(opts: &PgSpikeOptions) -> Result<Vec<PgSpikeRun>> {
     // The test kit starts the server binary TESSERA_SERVER_BIN names.
     std::env::set_var("TESSERA_SERVER_BIN", &opts.server_bin);
     let mut runs = Vec::new();
-    for &processes in &opts.processes {
-        eprintln!(
-            "pg-spike: {processes} process(es), {} clients, {} s …",
-            opts.clients,
-            opts.duration.as_secs()
-        );
-        let r = run_one(opts, processes.max(1)).await?;
-        eprintln!(
-            "pg-spike: {processes} process(es): {:.0} admissions/s",
-            r.admissions_per_sec
-        );
-        runs.push(r);
+    for mode in &opts.modes {
+        for &processes in &opts.processes {
+            eprintln!(
+                "pg-spike: commit={mode}, {processes} process(es), {} clients, {} s …",
+                opts.clients,
+                opts.duration.as_secs()
+            );
+            let r = run_one(opts, mode, processes.max(1)).await?;
+            eprintln!(
+                "pg-spike: commit={mode}, {processes} process(es): {:.0} admissions/s",
+                r.admissions_per_sec
+            );
+            runs.push(r);
+        }
     }
     Ok(runs)
 }
 
-async fn run_one(opts: &PgSpikeOptions, processes: usize) -> Result<PgSpikeRun> {
+async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<PgSpikeRun> {
+    let commit = mode.to_string();
     let (pg, museum, servers) = tokio::task::spawn_blocking(move || {
         let pg = PgCluster::start();
         let museum = PgMuseum::init(&pg.url(), "09:00");
         let servers: Vec<_> = (0..processes)
-            .map(|i| museum.serve(&format!("p{i}"), &[]))
+            .map(|i| museum.serve(&format!("p{i}"), &["--commit", &commit]))
             .collect();
         (pg, museum, servers)
     })
@@ -177,6 +184,7 @@ async fn run_one(opts: &PgSpikeOptions, processes: usize) -> Result<PgSpikeRun> 
     drop(servers);
     drop(pg);
     Ok(PgSpikeRun {
+        commit: mode.to_string(),
         processes,
         clients: opts.clients,
         elapsed_s: elapsed,
@@ -196,8 +204,8 @@ pub fn print(runs: &[PgSpikeRun]) {
     println!("PostgreSQL hot-slot spike: hold + confirm of 1 admission, closed loop");
     for r in runs {
         println!(
-            "  {} process(es), {} clients: {:.0} admissions/s over {:.1} s ({} orders)",
-            r.processes, r.clients, r.admissions_per_sec, r.elapsed_s, r.online_orders
+            "  commit={}, {} process(es), {} clients: {:.0} admissions/s over {:.1} s ({} orders)",
+            r.commit, r.processes, r.clients, r.admissions_per_sec, r.elapsed_s, r.online_orders
         );
         println!("    hold    {}", r.hold.line());
         println!("    confirm {}", r.confirm.line());

@@ -62,7 +62,7 @@ use crate::payments::PaymentEvent;
 use crate::reports::DayReport;
 use crate::secrets;
 use crate::sqlite::admin::{LeaseInfo, Revoked};
-use crate::sqlite::StoreConfig;
+use crate::sqlite::{CommitMode, StoreConfig};
 use crate::store::{
     Answer, BookingContext, ChannelInfo, DeviceInfo, DueRefund, EventOutcome, Idem, JoinBounds,
     PaymentRecord, RefundAttempt, Store, Visitor,
@@ -132,7 +132,11 @@ impl PgStore {
             url: url.to_string(),
             env,
             cache: cache.clone(),
-            max_batch: config.max_batch.max(1),
+            // `--commit per-request`: one job per transaction, for comparison.
+            max_batch: match config.commit {
+                CommitMode::Group => config.max_batch.max(1),
+                CommitMode::PerRequest => 1,
+            },
         };
         tokio::spawn(writer.run(rx));
         tokio::spawn(cache::listen(url.to_string(), cache.clone()));
