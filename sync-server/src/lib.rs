@@ -2,7 +2,9 @@
 //! booking API, counter leases and sync, gate validation and reports.
 //!
 //! `store` is the storage trait and `sqlite` its embedded implementation (one
-//! writer thread, group commit); `http` is the axum edge; `config` and `clock`
+//! writer thread, group commit); `postgres` is the backend for several
+//! processes on one database (work in progress: the online path only);
+//! `http` is the axum edge; `config` and `clock`
 //! are what a deployment sets. The binary in `main.rs` only parses arguments.
 
 pub mod config;
@@ -10,6 +12,7 @@ pub mod delivery;
 pub mod error;
 pub mod http;
 pub mod payments;
+pub mod postgres;
 pub mod secrets;
 pub mod sqlite;
 pub mod store;
@@ -44,6 +47,8 @@ pub enum StartError {
     Payments(#[from] payments::ProviderConfigError),
     #[error(transparent)]
     Admin(#[from] sqlite::admin::AdminError),
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -104,23 +109,7 @@ pub async fn start(
     let store = Arc::new(SqliteStore::open(db, config.store_config()?, clock)?);
     let museum = store::Store::catalogue(store.as_ref()).museum.name.clone();
     // Bound first: the default public address names the port we got.
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: config.listen,
-        source,
-    })?;
-    let public_url: Arc<str> = config
-        .shop
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"))
-        .trim_end_matches('/')
-        .into();
+    let (listener, addr, public_url) = bind(config).await?;
     let demo_secret = sqlite::admin::demo_payment_secret(db)?;
     let context = payments::ProviderContext {
         public_url: public_url.to_string(),
@@ -150,21 +139,42 @@ pub async fn start(
     };
     let refunds = tokio::spawn(http::payments::run_refunds(state.clone()));
     let app = router(state, config.max_body_bytes);
+    Ok(run_server(
+        listener,
+        addr,
+        museum,
+        app,
+        config,
+        writer_died,
+        [upkeep, mailer, refunds],
+    ))
+}
+
+/// Serves `app` on `listener` until stopped, or until `writer_died`
+/// resolves: without a writer every write would answer 503, so the server
+/// stops listening instead and lets its owner restart it.
+fn run_server(
+    listener: TcpListener,
+    addr: SocketAddr,
+    museum: String,
+    app: axum::Router,
+    config: &ServerConfig,
+    writer_died: impl std::future::Future<Output = String> + Send + 'static,
+    [upkeep, mailer, refunds]: [tokio::task::JoinHandle<()>; 3],
+) -> RunningServer {
     let (tx, rx) = oneshot::channel::<()>();
     let header_timeout = Duration::from_secs(config.clients.header_read_timeout_secs.max(1));
     let (failed_tx, failed) = watch::channel(None);
     let task = tokio::spawn(serve(listener, app, header_timeout, async move {
         tokio::select! {
             _ = rx => {}
-            // Without a writer every write would answer 503: stop
-            // listening instead and let the owner restart us.
             reason = writer_died => {
                 tracing::error!(%reason, "stopping: the server can no longer take writes");
                 let _ = failed_tx.send(Some(reason));
             }
         }
     }));
-    Ok(RunningServer {
+    RunningServer {
         addr,
         museum,
         shutdown: Some(tx),
@@ -173,7 +183,79 @@ pub async fn start(
         mailer,
         refunds,
         failed,
-    })
+    }
+}
+
+/// Binds `config.listen`: the listener, its address and the address
+/// visitors reach us at (the default names the port we got).
+async fn bind(config: &ServerConfig) -> Result<(TcpListener, SocketAddr, Arc<str>), StartError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let public_url: Arc<str> = config
+        .shop
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .into();
+    Ok((listener, addr, public_url))
+}
+
+/// Connects to PostgreSQL at `url` and serves it on `config.listen` until
+/// stopped. WORK IN PROGRESS: only the online inventory path is served (see
+/// `postgres`); the rest answers 501 `not_on_postgres`.
+pub async fn start_postgres(
+    url: &str,
+    config: &ServerConfig,
+    clock: Clock,
+) -> Result<RunningServer, StartError> {
+    let store = Arc::new(postgres::PgStore::connect(url, config.store_config()?, clock).await?);
+    let museum = store::Store::catalogue(store.as_ref()).museum.name.clone();
+    let (listener, addr, public_url) = bind(config).await?;
+    let demo_secret = store.demo_secret();
+    let context = payments::ProviderContext {
+        public_url: public_url.to_string(),
+        demo_secret: demo_secret.clone(),
+    };
+    let provider = payments::from_config(&config.payments, &context)?;
+    let demo = (provider.name() == payments::demo::NAME)
+        .then(|| Arc::new(payments::demo::DemoProvider::new(demo_secret, &public_url)));
+    let upkeep = store.spawn_upkeep();
+    let writer_died = store.writer_died();
+    let state = AppState {
+        store,
+        clock,
+        entry: config.entry,
+        metrics: metrics_handle(),
+        pins: Default::default(),
+        edge: Arc::new(http::limits::Edge::new(config.clients.clone())),
+        config: Arc::new(config.clone()),
+        payments: provider,
+        demo,
+        public_url,
+    };
+    // No mailer and no refund queue yet: no order on PostgreSQL sends mail
+    // or was paid through the web shop (both come with the outbox).
+    let mailer = tokio::spawn(async {});
+    let refunds = tokio::spawn(async {});
+    let app = router(state, config.max_body_bytes);
+    Ok(run_server(
+        listener,
+        addr,
+        museum,
+        app,
+        config,
+        writer_died,
+        [upkeep, mailer, refunds],
+    ))
 }
 
 /// Accepts connections until `shutdown`, then lets in-flight requests finish.

@@ -10,6 +10,7 @@ use tessera_core::api::devices::Role;
 use tessera_core::clock::{Clock, OFFSET_ENV};
 use tessera_core::slot::SlotId;
 use tessera_server::config::ServerConfig;
+use tessera_server::postgres;
 use tessera_server::sqlite::admin;
 
 // Every request allocates (JSON, SQL, HTTP): under a spike glibc's malloc
@@ -36,8 +37,18 @@ struct Cli {
 enum Command {
     /// Create the database: catalogue, signing key and slots.
     Init {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        /// The SQLite file (the embedded default).
+        #[arg(
+            long,
+            env = "TESSERA_DB",
+            required_unless_present = "database",
+            conflicts_with = "database"
+        )]
+        db: Option<PathBuf>,
+        /// A PostgreSQL database instead (postgres://…; work in progress:
+        /// the online path only).
+        #[arg(long, env = "TESSERA_DATABASE_URL")]
+        database: Option<String>,
         #[arg(long)]
         fixtures: PathBuf,
         /// Days of slots to generate from today (the server keeps extending).
@@ -48,8 +59,13 @@ enum Command {
     Serve {
         #[arg(long)]
         config: Option<PathBuf>,
-        #[arg(long, env = "TESSERA_DB")]
+        #[arg(long, env = "TESSERA_DB", conflicts_with = "database")]
         db: Option<PathBuf>,
+        /// Serve a PostgreSQL database (postgres://…) instead of a SQLite
+        /// file; several processes may serve the same one. Work in progress:
+        /// the online path only, the rest answers 501.
+        #[arg(long, env = "TESSERA_DATABASE_URL")]
+        database: Option<String>,
         #[arg(long, env = "TESSERA_LISTEN")]
         listen: Option<std::net::SocketAddr>,
         #[arg(long, env = "TESSERA_HOLD_TTL_SECS")]
@@ -170,15 +186,31 @@ enum Command {
 enum ChannelAction {
     /// Add a channel and print its token (shown once; only its hash is kept).
     Add {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        #[arg(
+            long,
+            env = "TESSERA_DB",
+            required_unless_present = "database",
+            conflicts_with = "database"
+        )]
+        db: Option<PathBuf>,
+        /// A PostgreSQL database instead (postgres://…).
+        #[arg(long, env = "TESSERA_DATABASE_URL")]
+        database: Option<String>,
         #[arg(long)]
         name: String,
     },
     /// List the channels, revoked ones included.
     List {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        #[arg(
+            long,
+            env = "TESSERA_DB",
+            required_unless_present = "database",
+            conflicts_with = "database"
+        )]
+        db: Option<PathBuf>,
+        /// A PostgreSQL database instead (postgres://…).
+        #[arg(long, env = "TESSERA_DATABASE_URL")]
+        database: Option<String>,
     },
     /// Revoke a channel by name or id: its token stops working; its orders stand.
     Revoke {
@@ -218,23 +250,35 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let clock = Clock::from_env().map_err(anyhow::Error::msg)?;
     match cli.command {
-        Command::Init { db, fixtures, days } => {
+        Command::Init {
+            db,
+            database,
+            fixtures,
+            days,
+        } => {
             let now = clock.now();
             let catalogue_tz = read_tz(&fixtures)?;
             let today = now.to_zoned(catalogue_tz).date();
-            let summary = admin::init(&db, &fixtures, today, days, now)?;
+            let (summary, what) = match (db, database) {
+                (_, Some(url)) => (
+                    block_on(postgres::schema::init(&url, &fixtures, today, days, now))?,
+                    "the PostgreSQL database".to_string(),
+                ),
+                (Some(db), None) => (
+                    admin::init(&db, &fixtures, today, days, now)?,
+                    db.display().to_string(),
+                ),
+                (None, None) => anyhow::bail!("--db FILE or --database postgres://… is needed"),
+            };
             println!(
                 "initialised {} for {}: {} slots from {} over {} days",
-                db.display(),
-                summary.museum,
-                summary.slots,
-                summary.first_day,
-                summary.days
+                what, summary.museum, summary.slots, summary.first_day, summary.days
             );
         }
         Command::Serve {
             config,
             db,
+            database,
             listen,
             hold_ttl_secs,
             commit,
@@ -259,7 +303,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             cfg.payments.fill_from_env();
             init_logging(&cfg.log_format);
-            serve(cfg, clock)?;
+            serve(cfg, database, clock)?;
         }
         Command::Enrol {
             db,
@@ -395,8 +439,16 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Channel { action } => match action {
-            ChannelAction::Add { db, name } => {
-                let token = tessera_server::sqlite::channels::add(&db, &name, clock.now())?;
+            ChannelAction::Add { db, database, name } => {
+                let token = match (db, database) {
+                    (_, Some(url)) => {
+                        block_on(postgres::schema::add_channel(&url, &name, clock.now()))?
+                    }
+                    (Some(db), None) => {
+                        tessera_server::sqlite::channels::add(&db, &name, clock.now())?
+                    }
+                    (None, None) => anyhow::bail!("--db FILE or --database postgres://… is needed"),
+                };
                 println!("{token}");
                 eprintln!(
                     "channel {:?} added; its token is shown this once: confirm holds with \
@@ -404,18 +456,31 @@ fn run(cli: Cli) -> Result<()> {
                     name.trim()
                 );
             }
-            ChannelAction::List { db } => {
-                let list = tessera_server::sqlite::channels::list(&db)?;
+            ChannelAction::List { db, database } => {
+                let list: Vec<(String, String, jiff::Timestamp, Option<jiff::Timestamp>)> =
+                    match (db, database) {
+                        (_, Some(url)) => block_on(postgres::schema::list_channels(&url))?
+                            .into_iter()
+                            .map(|c| (c.channel_id.to_string(), c.name, c.created_at, c.revoked_at))
+                            .collect(),
+                        (Some(db), None) => tessera_server::sqlite::channels::list(&db)?
+                            .into_iter()
+                            .map(|c| (c.channel_id, c.name, c.created_at, c.revoked_at))
+                            .collect(),
+                        (None, None) => {
+                            anyhow::bail!("--db FILE or --database postgres://… is needed")
+                        }
+                    };
                 if list.is_empty() {
                     println!("no channels");
                 }
-                for c in list {
+                for (channel_id, name, created_at, revoked_at) in list {
                     println!(
                         "{}  {:<30} added {}{}",
-                        c.channel_id,
-                        c.name,
-                        c.created_at,
-                        c.revoked_at
+                        channel_id,
+                        name,
+                        created_at,
+                        revoked_at
                             .map(|t| format!("  REVOKED {t}"))
                             .unwrap_or_default()
                     );
@@ -458,11 +523,31 @@ fn read_tz(fixtures: &std::path::Path) -> Result<jiff::tz::TimeZone> {
     Ok(catalogue.time_zone()?)
 }
 
-fn serve(cfg: ServerConfig, clock: Clock) -> Result<()> {
-    let db = cfg
-        .db
-        .clone()
-        .ok_or(tessera_server::config::ConfigError::NoDatabase)?;
+/// Runs one admin command against PostgreSQL on a runtime of its own.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+/// Where `serve` keeps its data: a SQLite file, or a PostgreSQL database
+/// (never logged: its URL may carry a password).
+enum Database {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+fn serve(cfg: ServerConfig, database: Option<String>, clock: Clock) -> Result<()> {
+    let db = match database {
+        Some(url) => Database::Postgres(url),
+        None => Database::Sqlite(
+            cfg.db
+                .clone()
+                .ok_or(tessera_server::config::ConfigError::NoDatabase)?,
+        ),
+    };
     if clock.offset_secs() != 0 {
         tracing::warn!(
             offset_secs = clock.offset_secs(),
@@ -473,11 +558,23 @@ fn serve(cfg: ServerConfig, clock: Clock) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let server = tessera_server::start(&db, &cfg, clock).await?;
+        let server = match &db {
+            Database::Sqlite(path) => tessera_server::start(path, &cfg, clock).await?,
+            Database::Postgres(url) => tessera_server::start_postgres(url, &cfg, clock).await?,
+        };
         // Scripts and tests read this line to find the port.
         println!("{} listening on {}", server.museum, server.url());
         std::io::stdout().flush()?;
-        tracing::info!(addr = %server.addr, db = %db.display(), commit = %cfg.commit, "serving");
+        match &db {
+            Database::Sqlite(path) => {
+                tracing::info!(addr = %server.addr, db = %path.display(), commit = %cfg.commit, "serving")
+            }
+            Database::Postgres(_) => tracing::warn!(
+                addr = %server.addr,
+                "serving PostgreSQL: work in progress, only the online path (holds, confirm, \
+                 availability) is served; the rest answers 501"
+            ),
+        }
         let failure = tokio::select! {
             _ = shutdown_signal() => None,
             reason = server.failed() => Some(reason),

@@ -17,6 +17,10 @@ use tessera_core::slot::SlotId;
 
 use tessera_core::clock::OFFSET_ENV;
 
+/// PostgreSQL: a throw-away cluster and servers on it (`PgCluster`).
+pub mod pg;
+pub use pg::{PgCluster, PgMuseum, PgServer};
+
 /// The server binary: `TESSERA_SERVER_BIN`, else next to the running test's
 /// `deps` directory (where `cargo test --workspace` builds it).
 pub fn server_binary() -> PathBuf {

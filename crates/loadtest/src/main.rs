@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_loadtest::server::release_server_binary;
-use tessera_loadtest::{chaos, drain, gate, shop, spike};
+use tessera_loadtest::{chaos, drain, gate, pg_spike, shop, spike};
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +98,25 @@ enum Cmd {
         /// Places in each of the six entry times visitors buy.
         #[arg(long, default_value_t = 5000)]
         capacity: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The hot-slot spike on PostgreSQL (a throw-away cluster): online
+    /// clients hold + confirm through 1 or more server processes.
+    PgSpike {
+        #[arg(long, default_value_t = 1_000_000)]
+        capacity: u32,
+        #[arg(long, default_value_t = 100)]
+        clients: usize,
+        /// Server processes per run, comma-separated (one run each).
+        #[arg(long, default_value = "1,3", value_delimiter = ',')]
+        processes: Vec<usize>,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// group | per-request | both
+        #[arg(long, default_value = "group", value_parser = ["group", "per-request", "both"])]
+        commit: String,
         #[arg(long)]
         json: bool,
     },
@@ -251,6 +270,34 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 shop::print(&report);
             }
             Ok(shop::violations(&report))
+        }
+        Cmd::PgSpike {
+            capacity,
+            clients,
+            processes,
+            duration,
+            commit,
+            json,
+        } => {
+            let modes = match commit.as_str() {
+                "both" => vec!["group".to_string(), "per-request".to_string()],
+                m => vec![m.to_string()],
+            };
+            let opts = pg_spike::PgSpikeOptions {
+                capacity,
+                clients,
+                processes,
+                modes,
+                duration: Duration::from_secs(duration),
+                server_bin: release_server_binary()?,
+            };
+            let runs = pg_spike::run(&opts).await?;
+            if json {
+                print_json(&runs)?;
+            } else {
+                pg_spike::print(&runs);
+            }
+            Ok(pg_spike::violations(&runs))
         }
         Cmd::Drain { sales, json } => {
             let opts = drain::DrainOptions {

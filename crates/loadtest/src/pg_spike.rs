@@ -1,0 +1,237 @@
+//! `pg-spike`: the hot-slot spike against the PostgreSQL backend, with one
+//! or several server processes on one database. C online clients hold +
+//! confirm one admission at a time on ONE slot (closed loop), spread over the
+//! processes, for a fixed time; then the books are checked in PostgreSQL:
+//! nothing oversold, every 201 stored once.
+//!
+//! The cluster is a throw-away one (the test kit's `PgCluster`: initdb in a
+//! temporary directory, a free loopback port, PostgreSQL's durable defaults);
+//! the server is the release build. Compare with `scripts/pg-hot-row-bench`,
+//! the naive one-transaction-per-admission `UPDATE` driven by pgbench.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use tessera_server::testkit::{slot, PgCluster, PgMuseum};
+use tokio::task::JoinSet;
+
+use crate::client::{http_client, HoldAnswer, Shop};
+use crate::stats::{error_code, transport_code, Errors, Samples, Summary};
+
+#[derive(Clone, Debug)]
+pub struct PgSpikeOptions {
+    pub capacity: u32,
+    pub clients: usize,
+    /// Server processes of each run, in order (e.g. 1 then 3).
+    pub processes: Vec<usize>,
+    /// Commit modes to run ("group", "per-request"), each with every
+    /// process count.
+    pub modes: Vec<String>,
+    pub duration: Duration,
+    pub server_bin: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PgSpikeRun {
+    pub commit: String,
+    pub processes: usize,
+    pub clients: usize,
+    pub elapsed_s: f64,
+    pub online_orders: u64,
+    pub admissions_per_sec: f64,
+    pub hold: Summary,
+    pub confirm: Summary,
+    pub errors: Errors,
+    /// From PostgreSQL after the run.
+    pub pg_sold_online: i64,
+    pub pg_orders: i64,
+    /// Sold + held beyond capacity: must be 0.
+    pub oversold: i64,
+    /// Orders in PostgreSQL minus 201s the clients got: must be 0 (a
+    /// confirm that timed out on the client side would make it positive).
+    pub books_mismatch: i64,
+}
+
+pub async fn run(opts: &PgSpikeOptions) -> Result<Vec<PgSpikeRun>> {
+    // The test kit starts the server binary TESSERA_SERVER_BIN names.
+    std::env::set_var("TESSERA_SERVER_BIN", &opts.server_bin);
+    let mut runs = Vec::new();
+    for mode in &opts.modes {
+        for &processes in &opts.processes {
+            eprintln!(
+                "pg-spike: commit={mode}, {processes} process(es), {} clients, {} s …",
+                opts.clients,
+                opts.duration.as_secs()
+            );
+            let r = run_one(opts, mode, processes.max(1)).await?;
+            eprintln!(
+                "pg-spike: commit={mode}, {processes} process(es): {:.0} admissions/s",
+                r.admissions_per_sec
+            );
+            runs.push(r);
+        }
+    }
+    Ok(runs)
+}
+
+async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<PgSpikeRun> {
+    let commit = mode.to_string();
+    let (pg, museum, servers) = tokio::task::spawn_blocking(move || {
+        let pg = PgCluster::start();
+        let museum = PgMuseum::init(&pg.url(), "09:00");
+        let servers: Vec<_> = (0..processes)
+            .map(|i| museum.serve(&format!("p{i}"), &["--commit", &commit]))
+            .collect();
+        (pg, museum, servers)
+    })
+    .await
+    .context("starting PostgreSQL and the servers")?;
+    let hot = slot(museum.day, "11:00");
+    pg.psql(
+        "tessera",
+        &format!(
+            "UPDATE slots SET capacity = {}, version = version + 1 WHERE slot_id = '{hot}';
+             NOTIFY tessera_changes, 'slots:{hot}'",
+            opts.capacity
+        ),
+    );
+    let http = http_client(opts.clients)?;
+    let shops: Vec<Shop> = servers
+        .iter()
+        .map(|s| Shop::new(http.clone(), &s.url).with_channel(&museum.channel_token))
+        .collect();
+    for shop in &shops {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while shop.available(hot).await? != opts.capacity {
+            if Instant::now() > deadline {
+                bail!("a server did not see the hot slot's capacity");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let orders = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + opts.duration;
+    let mut set = JoinSet::new();
+    for c in 0..opts.clients {
+        let shop = shops[c % shops.len()].clone();
+        let (stop, orders) = (stop.clone(), orders.clone());
+        set.spawn(async move {
+            let (mut hold, mut confirm, mut errors) =
+                (Samples::default(), Samples::default(), Errors::default());
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                n += 1;
+                let key = format!("pgs-{c}-{n}");
+                let t = Instant::now();
+                let answer = shop.hold(&key, hot, "adult", 1).await;
+                hold.push(t.elapsed());
+                let hold_id = match answer {
+                    Ok((201, body)) => match serde_json::from_slice::<HoldAnswer>(&body) {
+                        Ok(h) => h.hold_id,
+                        Err(_) => {
+                            errors.add("hold_unreadable");
+                            continue;
+                        }
+                    },
+                    Ok((status, body)) => {
+                        let code = error_code(status, &body);
+                        if code == "sold_out" {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        errors.add(code);
+                        continue;
+                    }
+                    Err(e) => {
+                        errors.add(transport_code(&e));
+                        continue;
+                    }
+                };
+                let t = Instant::now();
+                let answer = shop.confirm(&format!("{key}-c"), &hold_id).await;
+                confirm.push(t.elapsed());
+                match answer {
+                    Ok((201, _)) => {
+                        orders.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((status, body)) => errors.add(error_code(status, &body)),
+                    Err(e) => errors.add(transport_code(&e)),
+                }
+            }
+            (hold, confirm, errors)
+        });
+    }
+    let (mut hold, mut confirm, mut errors) =
+        (Samples::default(), Samples::default(), Errors::default());
+    while let Some(done) = set.join_next().await {
+        let (h, c, e) = done.context("client task")?;
+        hold.extend(h);
+        confirm.extend(c);
+        errors.merge(e);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let online_orders = orders.load(Ordering::Relaxed);
+    let where_hot = format!("WHERE slot_id = '{hot}'");
+    let pg_sold_online = pg.count(&format!("SELECT sold_online FROM slots {where_hot}"));
+    let held = pg.count(&format!("SELECT held_online FROM slots {where_hot}"));
+    let pg_orders = pg.count(&format!("SELECT COUNT(*) FROM orders {where_hot}"));
+    drop(servers);
+    drop(pg);
+    Ok(PgSpikeRun {
+        commit: mode.to_string(),
+        processes,
+        clients: opts.clients,
+        elapsed_s: elapsed,
+        online_orders,
+        admissions_per_sec: online_orders as f64 / elapsed.max(1e-9),
+        hold: hold.summary(),
+        confirm: confirm.summary(),
+        errors,
+        pg_sold_online,
+        pg_orders,
+        oversold: (pg_sold_online + held - i64::from(opts.capacity)).max(0),
+        books_mismatch: pg_orders - i64::try_from(online_orders).unwrap_or(i64::MAX),
+    })
+}
+
+pub fn print(runs: &[PgSpikeRun]) {
+    println!("PostgreSQL hot-slot spike: hold + confirm of 1 admission, closed loop");
+    for r in runs {
+        println!(
+            "  commit={}, {} process(es), {} clients: {:.0} admissions/s over {:.1} s ({} orders)",
+            r.commit, r.processes, r.clients, r.admissions_per_sec, r.elapsed_s, r.online_orders
+        );
+        println!("    hold    {}", r.hold.line());
+        println!("    confirm {}", r.confirm.line());
+        println!("    errors  {}", r.errors.line());
+        println!(
+            "    books   PostgreSQL sold {} in {} orders; oversold {}; orders without a 201 {}",
+            r.pg_sold_online, r.pg_orders, r.oversold, r.books_mismatch
+        );
+    }
+}
+
+pub fn violations(runs: &[PgSpikeRun]) -> Vec<String> {
+    let mut v = Vec::new();
+    for r in runs {
+        if r.oversold > 0 {
+            v.push(format!(
+                "{} process(es): oversold by {}",
+                r.processes, r.oversold
+            ));
+        }
+        if r.books_mismatch != 0 {
+            v.push(format!(
+                "{} process(es): PostgreSQL has {} orders, clients got {} 201s",
+                r.processes, r.pg_orders, r.online_orders
+            ));
+        }
+    }
+    v
+}

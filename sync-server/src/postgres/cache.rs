@@ -1,0 +1,268 @@
+//! What each process keeps in memory so that reads never wait for the
+//! database: the slots' counts (availability, sellable slots) and the trusted
+//! channels. Every write commits a NOTIFY naming the slots it changed; a
+//! listener task in each process LISTENs, re-reads those rows and keeps the
+//! newest version of each (the `version` column), so one process's sale shows
+//! in every other's availability as soon as its commit is delivered. The
+//! listener re-reads everything when it (re)connects, since notifications
+//! sent while it was away are lost, and every 30 seconds as a backstop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tessera_core::inventory::SlotLedger;
+use tessera_core::slot::{Slot, SlotId};
+use tokio_postgres::{AsyncMessage, GenericClient, NoTls, Row};
+
+use super::schema::{PgError, CHANGES};
+use crate::store::ChannelInfo;
+
+/// A slot as last read from the database.
+#[derive(Clone, Debug)]
+pub struct CachedSlot {
+    pub slot: Slot,
+    pub ledger: SlotLedger,
+    pub version: i64,
+}
+
+#[derive(Default)]
+pub struct Cache {
+    pub slots: RwLock<BTreeMap<SlotId, CachedSlot>>,
+    /// Channels that may confirm, by the SHA-256 of their token.
+    pub channels: RwLock<HashMap<Vec<u8>, ChannelInfo>>,
+}
+
+/// The columns `slot_from_row` reads, for `SELECT`s and `RETURNING`s.
+pub const SLOT_COLUMNS: &str =
+    "slot_id, starts_at, ends_at, window_minutes, capacity, sold_online, held_online, leased, over_capacity, version";
+
+fn count(row: &Row, i: usize) -> u32 {
+    u32::try_from(row.get::<_, i32>(i)).unwrap_or(0)
+}
+
+pub fn slot_from_row(row: &Row) -> Option<CachedSlot> {
+    let id: String = row.get(0);
+    let id: SlotId = id.parse().ok()?;
+    let ledger = SlotLedger {
+        capacity: count(row, 4),
+        sold_online: count(row, 5),
+        held_online: count(row, 6),
+        leased: count(row, 7),
+        over_capacity: count(row, 8),
+    };
+    Some(CachedSlot {
+        slot: Slot {
+            id,
+            window_minutes: u16::try_from(row.get::<_, i32>(3)).ok()?,
+            starts_at: tessera_core::clock::from_ms(row.get(1)),
+            ends_at: tessera_core::clock::from_ms(row.get(2)),
+            capacity: ledger.capacity,
+        },
+        ledger,
+        version: row.get(9),
+    })
+}
+
+impl Cache {
+    /// Keeps each row unless the cache already has a newer version of it
+    /// (a notification and a writer's own answer may arrive in any order).
+    pub fn apply(&self, rows: impl IntoIterator<Item = CachedSlot>) {
+        let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        for row in rows {
+            match slots.get(&row.slot.id) {
+                Some(have) if have.version >= row.version => {}
+                _ => {
+                    slots.insert(row.slot.id, row);
+                }
+            }
+        }
+    }
+
+    pub async fn reload_slots(
+        &self,
+        client: &impl GenericClient,
+        only: Option<&[String]>,
+    ) -> Result<(), PgError> {
+        let rows = match only {
+            Some(ids) => {
+                client
+                    .query(
+                        &format!("SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = ANY($1)"),
+                        &[&ids],
+                    )
+                    .await?
+            }
+            None => {
+                client
+                    .query(&format!("SELECT {SLOT_COLUMNS} FROM slots"), &[])
+                    .await?
+            }
+        };
+        self.apply(rows.iter().filter_map(slot_from_row));
+        Ok(())
+    }
+
+    pub async fn reload_channels(&self, client: &impl GenericClient) -> Result<(), PgError> {
+        let rows = client
+            .query(
+                "SELECT token_hash, channel_id, name FROM channels WHERE revoked_at IS NULL",
+                &[],
+            )
+            .await?;
+        let map = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, Vec<u8>>(0),
+                    ChannelInfo {
+                        channel_id: r.get(1),
+                        name: r.get(2),
+                    },
+                )
+            })
+            .collect();
+        *self.channels.write().unwrap_or_else(|p| p.into_inner()) = map;
+        Ok(())
+    }
+}
+
+/// What a NOTIFY payload asks a process to re-read.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    pub slots: Vec<String>,
+    pub all_slots: bool,
+    pub channels: bool,
+}
+
+/// Payloads are `slots:ID,ID…`, `slots:*` or `channels`.
+pub fn parse_payload(payload: &str, into: &mut Change) {
+    if payload == "channels" {
+        into.channels = true;
+    } else if let Some(ids) = payload.strip_prefix("slots:") {
+        if ids == "*" {
+            into.all_slots = true;
+        } else {
+            into.slots.extend(ids.split(',').map(str::to_string));
+        }
+    } else {
+        // An unknown payload (a newer process?): re-read everything.
+        into.all_slots = true;
+        into.channels = true;
+    }
+}
+
+/// NOTIFY payloads are limited to 8000 bytes: a batch that touched more
+/// slots than fit asks for a full re-read.
+pub fn slots_payload<'a>(ids: impl IntoIterator<Item = &'a SlotId>) -> String {
+    let list: Vec<String> = ids.into_iter().map(ToString::to_string).collect();
+    let joined = list.join(",");
+    if joined.len() > 7000 {
+        "slots:*".into()
+    } else {
+        format!("slots:{joined}")
+    }
+}
+
+/// Runs for the life of the process: LISTEN, re-read what changed, and
+/// reconnect (re-reading everything) whenever the connection is lost.
+pub async fn listen(url: String, cache: Arc<Cache>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listen_once(&url, &cache).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => {
+                tracing::warn!(error = %e, "PostgreSQL listener lost its connection; reconnecting");
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn listen_once(url: &str, cache: &Cache) -> Result<(), PgError> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // The connection delivers notifications as it polls; forward them.
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_string()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "PostgreSQL listener connection failed");
+                    break;
+                }
+            }
+        }
+    });
+    let result = async {
+        client.batch_execute(&format!("LISTEN {CHANGES}")).await?;
+        // Whatever was notified before LISTEN took effect is in these reads.
+        cache.reload_slots(&client, None).await?;
+        cache.reload_channels(&client).await?;
+        let mut backstop = tokio::time::interval(Duration::from_secs(30));
+        backstop.tick().await;
+        loop {
+            let mut change = Change::default();
+            tokio::select! {
+                payload = rx.recv() => {
+                    let Some(payload) = payload else { return Ok(()) };
+                    parse_payload(&payload, &mut change);
+                    // Take whatever else is waiting: one query for all of it.
+                    while let Ok(more) = rx.try_recv() {
+                        parse_payload(&more, &mut change);
+                    }
+                }
+                _ = backstop.tick() => {
+                    change.all_slots = true;
+                    change.channels = true;
+                }
+            }
+            if change.all_slots {
+                cache.reload_slots(&client, None).await?;
+            } else if !change.slots.is_empty() {
+                change.slots.sort_unstable();
+                change.slots.dedup();
+                cache.reload_slots(&client, Some(&change.slots)).await?;
+            }
+            if change.channels {
+                cache.reload_channels(&client).await?;
+            }
+        }
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_name_what_to_reread() {
+        let mut c = Change::default();
+        parse_payload("slots:2026-01-07T10:00,2026-01-07T10:30", &mut c);
+        parse_payload("channels", &mut c);
+        assert_eq!(c.slots.len(), 2);
+        assert!(c.channels && !c.all_slots);
+        let mut c = Change::default();
+        parse_payload("something new", &mut c);
+        assert!(c.all_slots && c.channels);
+    }
+
+    #[test]
+    fn a_batch_touching_many_slots_asks_for_a_full_reread() {
+        let day: jiff::civil::Date = "2026-01-07".parse().unwrap();
+        let ids: Vec<SlotId> = (0..600).map(|m| SlotId::new(day, m).unwrap()).collect();
+        assert_eq!(slots_payload(&ids), "slots:*");
+        assert!(slots_payload(&ids[..3]).starts_with("slots:2026-01-07T"));
+    }
+}

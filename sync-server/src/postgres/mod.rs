@@ -1,0 +1,588 @@
+//! The PostgreSQL store, for several server processes on one database.
+//!
+//! WORK IN PROGRESS. This is the groundwork of issue 11's PostgreSQL backend:
+//! it serves the online inventory path — catalogue, availability, holds,
+//! confirmation by a trusted channel into an order with signed tickets,
+//! cancellation, the expiry of holds, channel tokens, the ticket keys and
+//! health. Every other `Store` method (counters' sync and enrolment, gates,
+//! web payments and bookings, the waiting list, supervisors, reports) answers
+//! 501 `not_on_postgres` until the next steps bring it here; use the SQLite
+//! backend (`--db FILE`) for those.
+//!
+//! How the processes share one inventory:
+//! - each process has one writer task doing group commit (`writer`): many
+//!   jobs, one transaction, a savepoint each, answers after COMMIT;
+//! - places are taken by a conditional UPDATE of the slot row (`online`),
+//!   with a CHECK on the row as the last line of defence;
+//! - an Idempotency-Key is a primary-key row inserted in the job's savepoint,
+//!   so a key is used once across all processes;
+//! - expired holds are swept every second by whichever process holds an
+//!   advisory lock;
+//! - each commit NOTIFYs the slots it changed; every process LISTENs and
+//!   re-reads them into its in-memory view (`cache`), from which
+//!   availability and the sellable check are answered without a query.
+//!
+//! Not yet: TLS to PostgreSQL (NoTls: loopback or a private network only),
+//! a read pool for reports, the mailer's outbox.
+
+pub mod cache;
+mod online;
+pub mod schema;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::civil::Date;
+use tessera_core::admission::EntryPolicy;
+use tessera_core::api::approvals::{Approval, ApprovalRequest};
+use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeyInfo, PublicKeys};
+use tessera_core::api::gate::Redemption;
+use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse};
+use tessera_core::api::online::{Availability, ConfirmRequest, SlotAvailability};
+use tessera_core::api::shop::{Booking, CheckoutStatus, Offer, WaitlistRequest};
+use tessera_core::api::sync::{SyncRequest, SyncResponse};
+use tessera_core::catalogue::Catalogue;
+use tessera_core::clock::Clock;
+use tessera_core::pricing::PricedCart;
+use tessera_core::slot::{Slot, SlotId};
+use tessera_core::staff::StaffMember;
+use tessera_core::ticket_code::{KeyRing, TicketClaims, TicketSigner};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use self::cache::Cache;
+use self::online::{Env, Job, Reply};
+pub use self::schema::PgError;
+use self::writer::{Queued, Writer};
+use crate::error::ServiceError;
+use crate::payments::demo::DemoPayment;
+use crate::payments::PaymentEvent;
+use crate::reports::DayReport;
+use crate::secrets;
+use crate::sqlite::admin::{LeaseInfo, Revoked};
+use crate::sqlite::{CommitMode, StoreConfig};
+use crate::store::{
+    Answer, BookingContext, ChannelInfo, DeviceInfo, DueRefund, EventOutcome, Idem, JoinBounds,
+    PaymentRecord, RefundAttempt, Store, Visitor,
+};
+
+/// How long a retry with the same Idempotency-Key gets its first answer.
+const IDEMPOTENCY_KEEP_MS: i64 = 24 * 3600 * 1000;
+
+/// The answer of every method the PostgreSQL backend does not serve yet.
+fn not_yet(what: &str) -> ServiceError {
+    ServiceError::refused(
+        501,
+        "not_on_postgres",
+        format!(
+            "{what} is not available on the PostgreSQL backend yet (work in progress); \
+             run the server on SQLite (--db FILE) for it"
+        ),
+    )
+}
+
+pub struct PgStore {
+    jobs: mpsc::Sender<Queued>,
+    cache: Arc<Cache>,
+    catalogue: Arc<Catalogue>,
+    keys: (Arc<KeyRing>, Arc<PublicKeys>),
+    clock: Clock,
+    demo_secret: Vec<u8>,
+    url: String,
+    horizon_days: i64,
+}
+
+impl PgStore {
+    /// Connects, migrates, loads the catalogue, keys and slots, and starts
+    /// this process's writer and listener tasks (on the current runtime).
+    pub async fn connect(url: &str, config: StoreConfig, clock: Clock) -> Result<PgStore, PgError> {
+        let mut client = schema::connect(url).await?;
+        schema::migrate(&mut client).await?;
+        let catalogue = Arc::new(schema::load_catalogue(&client).await?);
+        let signer = load_signer(&client).await?;
+        let keys = load_keys(&client).await?;
+        let demo_secret = schema::meta(&client, "demo_payment_secret")
+            .await?
+            .and_then(|hex| {
+                data_encoding::HEXLOWER_PERMISSIVE
+                    .decode(hex.as_bytes())
+                    .ok()
+            })
+            .unwrap_or_default();
+        let horizon_days = schema::meta(&client, "horizon_days")
+            .await?
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(60);
+        let cache = Arc::new(Cache::default());
+        cache.reload_slots(&client, None).await?;
+        cache.reload_channels(&client).await?;
+        drop(client);
+
+        let env = Arc::new(Env {
+            clock,
+            signer,
+            catalogue: catalogue.clone(),
+            hold_ttl_ms: i64::try_from(config.hold_ttl.as_millis()).unwrap_or(i64::MAX),
+            process: format!("pid {} {}", std::process::id(), Uuid::now_v7()),
+        });
+        let (jobs, rx) = mpsc::channel(8192);
+        let writer = Writer {
+            url: url.to_string(),
+            env,
+            cache: cache.clone(),
+            // `--commit per-request`: one job per transaction, for comparison.
+            max_batch: match config.commit {
+                CommitMode::Group => config.max_batch.max(1),
+                CommitMode::PerRequest => 1,
+            },
+        };
+        tokio::spawn(writer.run(rx));
+        tokio::spawn(cache::listen(url.to_string(), cache.clone()));
+        Ok(PgStore {
+            jobs,
+            cache,
+            catalogue,
+            keys,
+            clock,
+            demo_secret,
+            url: url.to_string(),
+            horizon_days,
+        })
+    }
+
+    /// The demo payment provider's secret, made at init.
+    pub fn demo_secret(&self) -> Vec<u8> {
+        self.demo_secret.clone()
+    }
+
+    async fn submit(&self, job: Job) -> Result<Reply, ServiceError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Queued {
+                job,
+                request_id: crate::error::current_request_id(),
+                reply,
+            })
+            .await
+            .map_err(|_| ServiceError::Unavailable)?;
+        rx.await.map_err(|_| ServiceError::Unavailable)?
+    }
+
+    async fn submit_answer(&self, job: Job) -> Result<Answer, ServiceError> {
+        match self.submit(job).await? {
+            Reply::Answer(answer) => Ok(answer),
+            _ => Err(ServiceError::Storage(
+                "the writer answered out of turn".into(),
+            )),
+        }
+    }
+
+    /// Background upkeep: every second a sweep of expired holds (skipped by
+    /// all but one process), hourly slots generated ahead and Idempotency-Key
+    /// records older than a day dropped (as the SQLite backend keeps them).
+    pub fn spawn_upkeep(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let store = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                if n.is_multiple_of(3600) {
+                    if let Err(e) = store.extend_slots().await {
+                        tracing::warn!(error = %e, "generating slots ahead failed");
+                    }
+                    if let Err(e) = store.prune_idempotency().await {
+                        tracing::warn!(error = %e, "pruning old idempotency keys failed");
+                    }
+                }
+                n += 1;
+                match store.submit(Job::Sweep).await {
+                    Ok(Reply::Swept(n)) if n > 0 => {
+                        tracing::debug!(holds = n, "released expired holds")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "sweeping expired holds failed"),
+                }
+            }
+        })
+    }
+
+    /// Keeps `horizon_days` of slots ahead (any process; a slot inserted by
+    /// another first is skipped), and tells every process to re-read.
+    async fn extend_slots(&self) -> Result<(), PgError> {
+        let today = self
+            .clock
+            .now()
+            .to_zoned(
+                self.catalogue
+                    .time_zone()
+                    .map_err(|e| PgError::BadCatalogue(e.to_string()))?,
+            )
+            .date();
+        let mut client = schema::connect(&self.url).await?;
+        let tx = client.transaction().await?;
+        let added = schema::ensure_slots(&tx, &self.catalogue, today, self.horizon_days).await?;
+        if added > 0 {
+            tx.execute("SELECT pg_notify($1, 'slots:*')", &[&schema::CHANGES])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Drops Idempotency-Key records older than a day (outside the writer:
+    /// a long delete must not hold up a batch; any process may run it).
+    async fn prune_idempotency(&self) -> Result<(), PgError> {
+        let client = schema::connect(&self.url).await?;
+        let cutoff = self.clock.now_ms() - IDEMPOTENCY_KEEP_MS;
+        client
+            .execute("DELETE FROM idempotency WHERE created_at < $1", &[&cutoff])
+            .await?;
+        Ok(())
+    }
+
+    /// Resolves with a reason if the writer's task ends (a panic); never
+    /// while it runs, also while PostgreSQL is away (it reconnects).
+    pub fn writer_died(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let jobs = self.jobs.clone();
+        async move {
+            jobs.closed().await;
+            "the PostgreSQL writer task ended".to_string()
+        }
+    }
+}
+
+async fn load_signer(client: &impl GenericClient) -> Result<TicketSigner, PgError> {
+    let row = client
+        .query_opt(
+            "SELECT key_id, secret_seed FROM signing_keys
+             WHERE owner = 'server' AND secret_seed IS NOT NULL AND revoked_at IS NULL
+             ORDER BY key_id DESC LIMIT 1",
+            &[],
+        )
+        .await?
+        .ok_or(PgError::NoSigningKey)?;
+    let key_id = u32::try_from(row.get::<_, i32>(0)).map_err(|_| PgError::NoSigningKey)?;
+    let seed: [u8; 32] = row
+        .get::<_, Vec<u8>>(1)
+        .try_into()
+        .map_err(|_| PgError::NoSigningKey)?;
+    Ok(TicketSigner::from_seed(key_id, seed))
+}
+
+async fn load_keys(
+    client: &impl GenericClient,
+) -> Result<(Arc<KeyRing>, Arc<PublicKeys>), PgError> {
+    let rows = client
+        .query(
+            "SELECT key_id, public_key, owner, device_id, revoked_at IS NOT NULL
+             FROM signing_keys ORDER BY key_id",
+            &[],
+        )
+        .await?;
+    let mut ring = KeyRing::new();
+    let mut list = Vec::new();
+    for row in &rows {
+        let Ok(key_id) = u32::try_from(row.get::<_, i32>(0)) else {
+            continue;
+        };
+        let Ok(bytes) = <[u8; 32]>::try_from(row.get::<_, Vec<u8>>(1)) else {
+            tracing::warn!(key_id, "stored public key is not 32 bytes; skipped");
+            continue;
+        };
+        let revoked: bool = row.get(4);
+        if ring.insert(key_id, bytes, revoked).is_err() {
+            tracing::warn!(
+                key_id,
+                "stored public key is not a valid Ed25519 key; skipped"
+            );
+            continue;
+        }
+        list.push(PublicKeyInfo {
+            key_id,
+            public_key: data_encoding::HEXLOWER.encode(&bytes),
+            owner: row.get(2),
+            device_id: row.get(3),
+            revoked,
+        });
+    }
+    Ok((Arc::new(ring), Arc::new(PublicKeys { keys: list })))
+}
+
+impl Store for PgStore {
+    fn catalogue(&self) -> Arc<Catalogue> {
+        self.catalogue.clone()
+    }
+
+    /// From this process's view of the slots, which every commit of every
+    /// process refreshes through NOTIFY (see `cache`). Holds whose time is
+    /// up count as held until the next sweep (within a second).
+    fn availability(&self, date: Date) -> Result<Availability, ServiceError> {
+        let now = self.clock.now_ms();
+        let from = SlotId::new(date, 0).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let slots = self.cache.slots.read().unwrap_or_else(|p| p.into_inner());
+        let list = slots
+            .range(from..)
+            .take_while(|(id, _)| id.date == date)
+            .map(|(id, v)| {
+                let past = now >= v.slot.ends_at.as_millisecond();
+                SlotAvailability {
+                    slot_id: *id,
+                    starts_at: v.slot.starts_at,
+                    ends_at: v.slot.ends_at,
+                    capacity: v.ledger.capacity,
+                    available: if past { 0 } else { v.ledger.available() },
+                    // Counters are not on PostgreSQL yet: online sales only.
+                    sold: v.ledger.sold_online,
+                    past,
+                }
+            })
+            .collect();
+        Ok(Availability {
+            date,
+            museum: self.catalogue.museum.name.clone(),
+            time_zone: self.catalogue.museum.time_zone.clone(),
+            closed: self.catalogue.is_closed(date),
+            slots: list,
+        })
+    }
+
+    fn sellable_slot(&self, slot: SlotId) -> Result<Slot, ServiceError> {
+        let slots = self.cache.slots.read().unwrap_or_else(|p| p.into_inner());
+        let Some(view) = slots.get(&slot) else {
+            if self.catalogue.is_closed(slot.date) {
+                return Err(ServiceError::MuseumClosed(slot.date.to_string()));
+            }
+            return Err(ServiceError::UnknownSlot(slot.to_string()));
+        };
+        if self.clock.now_ms() >= view.slot.ends_at.as_millisecond() {
+            return Err(ServiceError::SlotPast(slot.to_string()));
+        }
+        Ok(view.slot.clone())
+    }
+
+    async fn create_hold(
+        &self,
+        idem: Idem,
+        slot: SlotId,
+        cart: PricedCart,
+    ) -> Result<Answer, ServiceError> {
+        self.submit_answer(Job::CreateHold { idem, slot, cart })
+            .await
+    }
+
+    async fn confirm_hold(
+        &self,
+        idem: Idem,
+        hold: Uuid,
+        request: ConfirmRequest,
+        channel: ChannelInfo,
+    ) -> Result<Answer, ServiceError> {
+        self.submit_answer(Job::ConfirmHold {
+            idem,
+            hold,
+            request,
+            channel: channel.name,
+        })
+        .await
+    }
+
+    fn authenticate_channel(&self, token: &str) -> Option<ChannelInfo> {
+        let hash = secrets::hash(token);
+        self.cache
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
+            .cloned()
+    }
+
+    async fn begin_checkout(
+        &self,
+        _idem: Idem,
+        _hold: Uuid,
+        _visitor: Visitor,
+        _provider: String,
+    ) -> Result<Answer, ServiceError> {
+        Err(not_yet("paying through the web shop"))
+    }
+
+    async fn payment_started(
+        &self,
+        _payment_id: String,
+        _provider_ref: String,
+        _redirect_url: String,
+    ) -> Result<PaymentRecord, ServiceError> {
+        Err(not_yet("paying through the web shop"))
+    }
+
+    async fn checkout_status(&self, _checkout_id: String) -> Result<CheckoutStatus, ServiceError> {
+        Err(not_yet("a checkout's status"))
+    }
+
+    async fn payment_event(
+        &self,
+        _provider: String,
+        _event: PaymentEvent,
+        _context: BookingContext,
+    ) -> Result<EventOutcome, ServiceError> {
+        Err(not_yet("a payment provider's callback"))
+    }
+
+    async fn due_refunds(&self, _limit: usize) -> Result<Vec<DueRefund>, ServiceError> {
+        // No checkouts, so no refunds: nothing is due.
+        Ok(Vec::new())
+    }
+
+    async fn refund_attempted(
+        &self,
+        _refund_id: String,
+        _attempt: RefundAttempt,
+        _context: BookingContext,
+    ) -> Result<(), ServiceError> {
+        Err(not_yet("refunds"))
+    }
+
+    async fn booking(
+        &self,
+        _token: String,
+        _context: BookingContext,
+    ) -> Result<Booking, ServiceError> {
+        Err(not_yet("\"my booking\""))
+    }
+
+    async fn cancel_booking(
+        &self,
+        _idem: Idem,
+        _token: String,
+        _tickets: Vec<Uuid>,
+        _context: BookingContext,
+    ) -> Result<Answer, ServiceError> {
+        Err(not_yet("cancelling a booking"))
+    }
+
+    async fn resend_booking(
+        &self,
+        _token: String,
+        _context: BookingContext,
+    ) -> Result<(), ServiceError> {
+        Err(not_yet("resending a booking's email"))
+    }
+
+    async fn demo_payment(&self, _payment_id: String) -> Result<Option<DemoPayment>, ServiceError> {
+        Err(not_yet("the demo payment page"))
+    }
+
+    async fn cancel_hold(&self, hold: Uuid) -> Result<(), ServiceError> {
+        self.submit(Job::CancelHold { hold }).await.map(|_| ())
+    }
+
+    async fn enrol(&self, _request: EnrolRequest) -> Result<Enrolled, ServiceError> {
+        Err(not_yet("enrolling a device"))
+    }
+
+    /// No devices on PostgreSQL yet: every device token is unknown (401).
+    fn authenticate(&self, _token: &str) -> Option<DeviceInfo> {
+        None
+    }
+
+    fn public_keys(&self) -> PublicKeys {
+        self.keys.1.as_ref().clone()
+    }
+
+    fn keyring(&self) -> Arc<KeyRing> {
+        self.keys.0.clone()
+    }
+
+    async fn redeem(
+        &self,
+        _gate: DeviceInfo,
+        _claims: TicketClaims,
+        _scan_id: Option<Uuid>,
+        _entry: EntryPolicy,
+    ) -> Result<Redemption, ServiceError> {
+        Err(not_yet("redeeming tickets at a gate"))
+    }
+
+    async fn sync(
+        &self,
+        _device: DeviceInfo,
+        _request: SyncRequest,
+    ) -> Result<SyncResponse, ServiceError> {
+        Err(not_yet("counter sync"))
+    }
+
+    async fn gate_sync(
+        &self,
+        _gate: DeviceInfo,
+        _request: GateSyncRequest,
+        _entry: EntryPolicy,
+    ) -> Result<GateSyncResponse, ServiceError> {
+        Err(not_yet("gate sync"))
+    }
+
+    fn supervisors(&self) -> Vec<StaffMember> {
+        Vec::new()
+    }
+
+    async fn begin_pin_attempt(&self, _device: Uuid) -> Result<(), ServiceError> {
+        Err(not_yet("supervisor PINs"))
+    }
+
+    async fn pin_succeeded(&self, _device: Uuid) -> Result<(), ServiceError> {
+        Err(not_yet("supervisor PINs"))
+    }
+
+    async fn create_approval(
+        &self,
+        _device: Uuid,
+        _request: ApprovalRequest,
+        _approved_by: String,
+    ) -> Result<Approval, ServiceError> {
+        Err(not_yet("supervisor approvals"))
+    }
+
+    async fn day_report(&self, _date: Date) -> Result<DayReport, ServiceError> {
+        Err(not_yet("the day report"))
+    }
+
+    async fn leases(&self, _date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
+        Err(not_yet("counter leases"))
+    }
+
+    async fn revoke_lease(&self, _lease: Uuid, _actor: String) -> Result<Revoked, ServiceError> {
+        Err(not_yet("revoking a lease"))
+    }
+
+    async fn join_waitlist(
+        &self,
+        _idem: Idem,
+        _request: WaitlistRequest,
+        _bounds: JoinBounds,
+    ) -> Result<Answer, ServiceError> {
+        Err(not_yet("the waiting list"))
+    }
+
+    async fn offer(&self, _token: String) -> Result<Offer, ServiceError> {
+        Err(not_yet("waiting-list offers"))
+    }
+
+    async fn take_offer(
+        &self,
+        _idem: Idem,
+        _token: String,
+        _cart: PricedCart,
+    ) -> Result<Answer, ServiceError> {
+        Err(not_yet("waiting-list offers"))
+    }
+
+    /// True while the writer reaches PostgreSQL and commits.
+    async fn healthy(&self) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.submit(Job::Ping)).await,
+            Ok(Ok(_))
+        )
+    }
+}

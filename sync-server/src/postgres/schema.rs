@@ -1,0 +1,272 @@
+//! Connecting, migrating and the operator commands that work on a PostgreSQL
+//! database directly: `init` and the trusted channels. Like the SQLite admin
+//! commands they may run while servers serve the database; a change they make
+//! is announced with NOTIFY so that every process reloads it.
+
+use jiff::civil::Date;
+use jiff::Timestamp;
+use tessera_core::catalogue::Catalogue;
+use tessera_core::ids::new_id;
+use tessera_core::ticket_code::TicketSigner;
+use tokio_postgres::{Client, GenericClient, NoTls};
+
+use crate::secrets;
+use crate::sqlite::admin::{parse_fixtures, InitSummary};
+use crate::sqlite::channels::WEB;
+
+mod embedded {
+    refinery::embed_migrations!("src/postgres/migrations");
+}
+
+/// The channel every process LISTENs on; a payload names what changed
+/// (see `super::cache::Change`).
+pub const CHANGES: &str = "tessera_changes";
+
+/// Taken (per session) while migrating, so that several processes starting
+/// at once migrate one after another.
+const MIGRATION_LOCK: i64 = 0x7465_7373_6d69_6772; // "tessmigr"
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("PostgreSQL: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+    #[error("migrating the PostgreSQL schema: {0}")]
+    Migrate(#[from] refinery::Error),
+    #[error("the database is not initialised: run `tessera-server init --database …` first")]
+    NotInitialised,
+    #[error("the database is already initialised")]
+    AlreadyInitialised,
+    #[error("the stored catalogue does not load: {0}")]
+    BadCatalogue(String),
+    #[error("fixtures file {path}: {message}")]
+    Fixtures { path: String, message: String },
+    #[error("{0}")]
+    Channel(String),
+    #[error("no server signing key in the database")]
+    NoSigningKey,
+}
+
+/// Connects one client; its connection runs on a task of its own. TLS is not
+/// wired yet (loopback and private networks only; see the module docs).
+pub async fn connect(url: &str) -> Result<Client, PgError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Applies the migrations in `postgres/migrations` that are not applied yet.
+pub async fn migrate(client: &mut Client) -> Result<(), PgError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = embedded::migrations::runner()
+        .set_migration_table_name("schema_history")
+        .run_async(client)
+        .await;
+    // Unlocked whatever happened: the session may live on (init, tests).
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    result?;
+    Ok(())
+}
+
+/// Creates the museum in an empty database: catalogue, the server's signing
+/// key, a demo payment secret and slots for `days` days from `today`.
+pub async fn init(
+    url: &str,
+    fixtures: &std::path::Path,
+    today: Date,
+    days: i64,
+    now: Timestamp,
+) -> Result<InitSummary, PgError> {
+    let fixtures_error = |message: String| PgError::Fixtures {
+        path: fixtures.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(fixtures).map_err(|e| fixtures_error(e.to_string()))?;
+    let (catalogue, staff) = parse_fixtures(&text).map_err(fixtures_error)?;
+    catalogue
+        .validate()
+        .map_err(|e| fixtures_error(e.to_string()))?;
+    if !staff.is_empty() {
+        // Staff PINs serve counters and supervisors, which are not on
+        // PostgreSQL yet; they are loaded when those are.
+        tracing::info!(
+            staff = staff.len(),
+            "staff in the fixtures are not loaded on PostgreSQL yet"
+        );
+    }
+    let mut client = connect(url).await?;
+    migrate(&mut client).await?;
+    let tx = client.transaction().await?;
+    let exists = tx
+        .query_opt("SELECT 1 FROM meta WHERE key = 'catalogue' FOR UPDATE", &[])
+        .await?;
+    if exists.is_some() {
+        return Err(PgError::AlreadyInitialised);
+    }
+    let json = serde_json::to_string(&catalogue).map_err(|e| fixtures_error(e.to_string()))?;
+    let meta: [(&str, String); 4] = [
+        ("catalogue", json),
+        ("catalogue_version", "1".into()),
+        ("horizon_days", days.to_string()),
+        (
+            "demo_payment_secret",
+            data_encoding::HEXLOWER.encode(&secrets::random_bytes::<32>()),
+        ),
+    ];
+    for (key, value) in &meta {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2)",
+            &[key, value],
+        )
+        .await?;
+    }
+    let signer = TicketSigner::from_seed(1, secrets::random_bytes::<32>());
+    tx.execute(
+        "INSERT INTO signing_keys (key_id, owner, public_key, secret_seed, created_at) VALUES (1, 'server', $1, $2, $3)",
+        &[&signer.public_key().to_vec(), &signer.seed().to_vec(), &now.as_millisecond()],
+    )
+    .await?;
+    let slots = ensure_slots(&tx, &catalogue, today, days).await?;
+    tx.commit().await?;
+    Ok(InitSummary {
+        museum: catalogue.museum.name,
+        slots,
+        first_day: today,
+        days,
+    })
+}
+
+/// Inserts the slots of `[from, from + days)` that do not exist yet (any
+/// process may run it; a slot another process inserted first is skipped).
+pub async fn ensure_slots(
+    client: &impl GenericClient,
+    catalogue: &Catalogue,
+    from: Date,
+    days: i64,
+) -> Result<usize, PgError> {
+    let insert = client
+        .prepare(
+            "INSERT INTO slots (slot_id, date, starts_at, ends_at, window_minutes, capacity)
+             VALUES ($1, $2::text::date, $3, $4, $5, $6) ON CONFLICT (slot_id) DO NOTHING",
+        )
+        .await?;
+    let mut added = 0;
+    for offset in 0..days.max(0) {
+        let Ok(date) = from.checked_add(jiff::Span::new().days(offset)) else {
+            break;
+        };
+        let Ok(slots) = catalogue.slots_on(date) else {
+            continue;
+        };
+        for s in slots {
+            let capacity = i32::try_from(s.capacity).unwrap_or(i32::MAX);
+            added += client
+                .execute(
+                    &insert,
+                    &[
+                        &s.id.to_string(),
+                        &date.to_string(),
+                        &s.starts_at.as_millisecond(),
+                        &s.ends_at.as_millisecond(),
+                        &i32::from(s.window_minutes),
+                        &capacity,
+                    ],
+                )
+                .await? as usize;
+        }
+    }
+    Ok(added)
+}
+
+pub async fn load_catalogue(client: &impl GenericClient) -> Result<Catalogue, PgError> {
+    let row = client
+        .query_opt("SELECT value FROM meta WHERE key = 'catalogue'", &[])
+        .await?
+        .ok_or(PgError::NotInitialised)?;
+    let json: String = row.get(0);
+    let catalogue: Catalogue =
+        serde_json::from_str(&json).map_err(|e| PgError::BadCatalogue(e.to_string()))?;
+    catalogue
+        .validate()
+        .map_err(|e| PgError::BadCatalogue(e.to_string()))?;
+    Ok(catalogue)
+}
+
+pub async fn meta(client: &impl GenericClient, key: &str) -> Result<Option<String>, PgError> {
+    Ok(client
+        .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Adds a trusted channel; returns its token (shown once, only its hash is
+/// kept). Running servers pick it up through NOTIFY.
+pub async fn add_channel(url: &str, name: &str, now: Timestamp) -> Result<String, PgError> {
+    let name = name.trim();
+    tessera_core::limits::text("name", name, tessera_core::limits::CHANNEL_NAME_CHARS)
+        .map_err(|e| PgError::Channel(e.to_string()))?;
+    if name.eq_ignore_ascii_case(WEB) || name.eq_ignore_ascii_case("anonymous") {
+        return Err(PgError::Channel(format!(
+            "{name:?} is reserved for the web shop's own orders; choose another name"
+        )));
+    }
+    let mut client = connect(url).await?;
+    load_catalogue(&client).await?;
+    let tx = client.transaction().await?;
+    let token = secrets::new_channel_token();
+    let inserted = tx
+        .execute(
+            "INSERT INTO channels (channel_id, name, token_hash, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO NOTHING",
+            &[&new_id(), &name, &secrets::hash(&token), &now.as_millisecond()],
+        )
+        .await?;
+    if inserted == 0 {
+        return Err(PgError::Channel(format!(
+            "a channel named {name:?} exists already (revoked ones keep their name: their orders still carry it)"
+        )));
+    }
+    tx.execute(
+        "INSERT INTO audit_log (at, actor, action, detail) VALUES ($1, 'admin', 'channel_add', $2)",
+        &[&now.as_millisecond(), &format!("{name:?}")],
+    )
+    .await?;
+    tx.execute("SELECT pg_notify($1, 'channels')", &[&CHANGES])
+        .await?;
+    tx.commit().await?;
+    Ok(token)
+}
+
+/// A channel as `channel list` shows it.
+pub struct ChannelLine {
+    pub channel_id: uuid::Uuid,
+    pub name: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+pub async fn list_channels(url: &str) -> Result<Vec<ChannelLine>, PgError> {
+    let client = connect(url).await?;
+    let rows = client
+        .query(
+            "SELECT channel_id, name, created_at, revoked_at FROM channels ORDER BY created_at",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ChannelLine {
+            channel_id: r.get(0),
+            name: r.get(1),
+            created_at: tessera_core::clock::from_ms(r.get(2)),
+            revoked_at: r.get::<_, Option<i64>>(3).map(tessera_core::clock::from_ms),
+        })
+        .collect())
+}

@@ -1,0 +1,240 @@
+//! Group commit on PostgreSQL, one writer task per process.
+//!
+//! The writer owns one connection. It takes every job waiting (up to
+//! `max_batch`), opens one transaction, runs each job under its own
+//! SAVEPOINT, sends one NOTIFY naming the slots the batch changed, commits,
+//! and only then answers each job. A job that fails (or refuses, leaving
+//! nothing worth keeping) rolls back to its savepoint alone; the others
+//! commit. A deadlock or serialization failure — two processes' batches
+//! taking the same rows in different orders — aborts the whole transaction:
+//! the batch is run again from the start (every job is written to be re-run,
+//! its ids drawn afresh), a few times, before its jobs are answered 503.
+//! A lost connection answers the batch 503 and reconnects: if the COMMIT
+//! had reached the server, a client retrying with its Idempotency-Key gets
+//! the committed answer.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_core::slot::SlotId;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Transaction};
+
+use super::cache::{slots_payload, Cache, CachedSlot};
+use super::online::{self, Env, Job, JobError, Reply};
+use super::schema::{connect, CHANGES};
+use crate::error::ServiceError;
+
+/// How often a batch that lost a deadlock or a serialization conflict runs
+/// again before its jobs are answered 503.
+const BATCH_ATTEMPTS: u32 = 8;
+
+pub struct Queued {
+    pub job: Job,
+    /// The request's id, for the log line of a job that fails.
+    pub request_id: Option<String>,
+    pub reply: oneshot::Sender<Result<Reply, ServiceError>>,
+}
+
+/// What one job did inside the batch, before the commit.
+pub struct Done {
+    pub reply: Result<Reply, ServiceError>,
+    /// Keep the job's writes (RELEASE) or drop them (ROLLBACK TO).
+    pub keep: bool,
+    pub slots: Vec<CachedSlot>,
+}
+
+impl Done {
+    pub fn keep(reply: Reply, slots: Vec<CachedSlot>) -> Done {
+        Done {
+            reply: Ok(reply),
+            keep: true,
+            slots,
+        }
+    }
+
+    pub fn discard(reply: Result<Reply, ServiceError>) -> Done {
+        Done {
+            reply,
+            keep: false,
+            slots: Vec::new(),
+        }
+    }
+}
+
+/// Why a batch did not commit.
+enum BatchError {
+    /// Deadlock or serialization failure: run it again.
+    Conflict(tokio_postgres::Error),
+    /// The connection (or the database) is gone.
+    Connection(tokio_postgres::Error),
+}
+
+fn classify(e: tokio_postgres::Error) -> BatchError {
+    match e.code() {
+        Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED => BatchError::Conflict(e),
+        Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE => BatchError::Conflict(e),
+        _ => BatchError::Connection(e),
+    }
+}
+
+fn is_conflict(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+pub struct Writer {
+    pub url: String,
+    pub env: Arc<Env>,
+    pub cache: Arc<Cache>,
+    pub max_batch: usize,
+}
+
+impl Writer {
+    pub async fn run(self, mut jobs: mpsc::Receiver<Queued>) {
+        let mut client: Option<Client> = None;
+        let mut backoff = Duration::from_millis(50);
+        while let Some(first) = jobs.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match jobs.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            let conn = match client.as_mut().filter(|c| !c.is_closed()) {
+                Some(c) => c,
+                None => match connect(&self.url).await {
+                    Ok(c) => {
+                        backoff = Duration::from_millis(50);
+                        client.insert(c)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the writer cannot reach PostgreSQL");
+                        answer_all(batch, || ServiceError::Unavailable);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                },
+            };
+            metrics::histogram!("tessera_pg_batch_jobs").record(batch.len() as f64);
+            self.commit_batch(conn, batch).await;
+            if client.as_ref().is_some_and(Client::is_closed) {
+                client = None;
+            }
+        }
+    }
+
+    async fn commit_batch(&self, client: &mut Client, batch: Vec<Queued>) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.run_batch(client, &batch).await {
+                Ok(done) => {
+                    let mut changed = Vec::new();
+                    let mut answers = Vec::with_capacity(done.len());
+                    for d in done {
+                        changed.extend(d.slots);
+                        answers.push(d.reply);
+                    }
+                    // Our own answers first: a visitor who was just
+                    // answered 201 sees it in this process's availability.
+                    self.cache.apply(changed);
+                    for (queued, answer) in batch.into_iter().zip(answers) {
+                        let _ = queued.reply.send(answer);
+                    }
+                    return;
+                }
+                Err(BatchError::Conflict(e)) if attempt < BATCH_ATTEMPTS => {
+                    metrics::counter!("tessera_pg_batch_retries_total").increment(1);
+                    tracing::debug!(error = %e, attempt, jobs = batch.len(), "batch lost a conflict; running it again");
+                    // Out of step with the other process before trying again.
+                    let jitter = u64::from(crate::secrets::random_bytes::<1>()[0]) % 20;
+                    tokio::time::sleep(Duration::from_millis(attempt as u64 * 5 + jitter)).await;
+                }
+                Err(BatchError::Conflict(e)) => {
+                    tracing::warn!(error = %e, jobs = batch.len(), "batch kept losing conflicts; answered 503");
+                    answer_all(batch, || ServiceError::Unavailable);
+                    return;
+                }
+                Err(BatchError::Connection(e)) => {
+                    tracing::warn!(error = %e, jobs = batch.len(), "batch failed on the connection; answered 503");
+                    answer_all(batch, || ServiceError::Unavailable);
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn run_batch(
+        &self,
+        client: &mut Client,
+        jobs: &[Queued],
+    ) -> Result<Vec<Done>, BatchError> {
+        let mut tx = client.transaction().await.map_err(classify)?;
+        let now_ms = self.env.clock.now_ms();
+        let mut done = Vec::with_capacity(jobs.len());
+        let mut dirty: BTreeSet<SlotId> = BTreeSet::new();
+        for job in jobs {
+            let d = self.run_job(&mut tx, job, now_ms).await?;
+            if d.keep {
+                dirty.extend(d.slots.iter().map(|s| s.slot.id));
+            }
+            done.push(d);
+        }
+        if !dirty.is_empty() {
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&CHANGES, &slots_payload(&dirty)],
+            )
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(done)
+    }
+
+    /// One job under its own savepoint.
+    async fn run_job(
+        &self,
+        tx: &mut Transaction<'_>,
+        queued: &Queued,
+        now_ms: i64,
+    ) -> Result<Done, BatchError> {
+        let job = &queued.job;
+        let sp = tx.savepoint("job").await.map_err(classify)?;
+        match online::run(&sp, &self.env, job, now_ms).await {
+            Ok(done) if done.keep => {
+                sp.commit().await.map_err(classify)?;
+                Ok(done)
+            }
+            Ok(done) => {
+                sp.rollback().await.map_err(classify)?;
+                Ok(done)
+            }
+            Err(JobError::Pg(e)) if is_conflict(&e) => Err(BatchError::Conflict(e)),
+            Err(JobError::Pg(e)) if e.is_closed() => Err(BatchError::Connection(e)),
+            Err(e) => {
+                // A bug or a broken constraint (the oversell CHECK, say):
+                // this job changes nothing; the batch goes on.
+                let request_id = queued
+                    .request_id
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+                tracing::error!(error = %e, %request_id, ?job, "a job failed in PostgreSQL; rolled back alone");
+                sp.rollback().await.map_err(classify)?;
+                Ok(Done::discard(Err(ServiceError::Internal { request_id })))
+            }
+        }
+    }
+}
+
+fn answer_all(batch: Vec<Queued>, error: impl Fn() -> ServiceError) {
+    for q in batch {
+        let _ = q.reply.send(Err(error()));
+    }
+}

@@ -1,0 +1,332 @@
+//! The PostgreSQL backend's online path, with two real server processes on
+//! one throw-away cluster: the last places of a slot raced from both are
+//! never oversold and every 201 has its order exactly once; one
+//! Idempotency-Key sent to both processes makes one hold and one order; an
+//! expired hold is released once whichever process sweeps; a sale on one
+//! process shows in the other's availability; what is not on PostgreSQL yet
+//! answers 501 with a reason.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tessera_core::slot::SlotId;
+use tessera_server::testkit::{slot, wait_for, Api, PgCluster, PgMuseum};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// Sets a slot's capacity in the database, as an operator's SQL would, and
+/// tells the processes (there is no `capacity --database` command yet).
+fn set_capacity(pg: &PgCluster, s: SlotId, capacity: u32) {
+    pg.psql(
+        "tessera",
+        &format!(
+            "UPDATE slots SET capacity = {capacity}, version = version + 1 WHERE slot_id = '{s}';
+             NOTIFY tessera_changes, 'slots:{s}'"
+        ),
+    );
+}
+
+async fn wait_available(api: &Api, s: SlotId, expected: u64, who: &str) {
+    wait_for(
+        &format!("{who} to show {expected} places left in {s}"),
+        WITHIN,
+        || async { (api.available(s).await == expected).then_some(()) },
+    )
+    .await
+}
+
+fn adults(n: u32) -> Value {
+    json!([{"product_id": "adult", "quantity": n}])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_racing_for_the_last_places_never_oversell() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let a = museum.serve("a", &[]);
+    let b = museum.serve("b", &[]);
+    let s = slot(museum.day, "11:00");
+    set_capacity(&pg, s, 12);
+    wait_available(&a.api(), s, 12, "A").await;
+    wait_available(&b.api(), s, 12, "B").await;
+
+    // 80 visitors for 12 places, half on each process; each confirms on
+    // the other process than the one that held.
+    let mut tasks = Vec::new();
+    for i in 0..80 {
+        let (hold_on, confirm_on) = if i % 2 == 0 {
+            (a.api(), b.api())
+        } else {
+            (b.api(), a.api())
+        };
+        tasks.push(tokio::spawn(async move {
+            let (status, hold) = hold_on
+                .hold(&format!("h-{i}"), s, adults(1))
+                .await
+                .expect("hold");
+            if status != StatusCode::CREATED {
+                assert_eq!(status, StatusCode::CONFLICT, "{hold}");
+                assert_eq!(hold["error"]["code"], "sold_out", "{hold}");
+                return None;
+            }
+            let hold_id = hold["hold_id"].as_str().expect("hold id").to_string();
+            let (status, order) = confirm_on
+                .confirm(&format!("c-{i}"), &hold_id)
+                .await
+                .expect("confirm");
+            assert_eq!(status, StatusCode::CREATED, "{order}");
+            Some(order)
+        }));
+    }
+    let mut orders = Vec::new();
+    for t in tasks {
+        if let Some(order) = t.await.expect("visitor task") {
+            orders.push(order);
+        }
+    }
+
+    assert_eq!(orders.len(), 12, "every place sold, none twice");
+    let ids: HashSet<String> = orders
+        .iter()
+        .map(|o| o["order_id"].as_str().expect("order id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 12, "each 201 names its own order");
+    for id in &ids {
+        assert_eq!(
+            pg.count(&format!(
+                "SELECT COUNT(*) FROM orders WHERE order_id = '{id}'"
+            )),
+            1,
+            "order {id} stored once"
+        );
+    }
+    let where_slot = format!("WHERE slot_id = '{s}'");
+    assert_eq!(
+        pg.count(&format!("SELECT COUNT(*) FROM orders {where_slot}")),
+        12
+    );
+    assert_eq!(
+        pg.count(&format!("SELECT COUNT(*) FROM tickets {where_slot}")),
+        12
+    );
+    assert_eq!(
+        pg.count(&format!("SELECT sold_online FROM slots {where_slot}")),
+        12
+    );
+    assert_eq!(
+        pg.count(&format!("SELECT held_online FROM slots {where_slot}")),
+        0
+    );
+    wait_available(&a.api(), s, 0, "A").await;
+    wait_available(&b.api(), s, 0, "B").await;
+
+    // The last line of defence: the database itself refuses a write that
+    // would sell beyond capacity, whoever sends it.
+    let refused = pg.try_psql(
+        "tessera",
+        &format!("UPDATE slots SET sold_online = sold_online + 1 {where_slot}"),
+    );
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("slots_never_oversold")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_sent_to_both_processes_makes_one_order() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let a = museum.serve("a", &[]);
+    let b = museum.serve("b", &[]);
+    let (a, b) = (a.api(), b.api());
+    let s = slot(museum.day, "14:00");
+
+    // The same hold request with one key, to both at once: one hold.
+    let (first, second) = tokio::join!(
+        a.hold("same-hold", s, adults(2)),
+        b.hold("same-hold", s, adults(2))
+    );
+    let (first, second) = (first.expect("hold on A"), second.expect("hold on B"));
+    assert_eq!(first.0, StatusCode::CREATED, "{}", first.1);
+    assert_eq!(second.0, StatusCode::CREATED, "{}", second.1);
+    assert_eq!(first.1["hold_id"], second.1["hold_id"]);
+    assert_eq!(pg.count("SELECT COUNT(*) FROM holds"), 1);
+    let hold_id = first.1["hold_id"].as_str().expect("hold id").to_string();
+
+    // The same confirm with one key, to both at once: one order.
+    let (first, second) = tokio::join!(
+        a.confirm("same-confirm", &hold_id),
+        b.confirm("same-confirm", &hold_id)
+    );
+    let (first, second) = (first.expect("confirm on A"), second.expect("confirm on B"));
+    assert_eq!(first.0, StatusCode::CREATED, "{}", first.1);
+    assert_eq!(second.0, StatusCode::CREATED, "{}", second.1);
+    assert_eq!(first.1["order_id"], second.1["order_id"]);
+    assert_eq!(first.1["tickets"], second.1["tickets"]);
+    assert_eq!(pg.count("SELECT COUNT(*) FROM orders"), 1);
+    assert_eq!(pg.count("SELECT COUNT(*) FROM tickets"), 2);
+
+    // A retry later, on either process, replays; the key with another
+    // request is refused.
+    let (status, again) = b.confirm("same-confirm", &hold_id).await.expect("retry");
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(again["order_id"], first.1["order_id"]);
+    let (status, reused) = a.hold("same-hold", s, adults(3)).await.expect("reused key");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reused}");
+    assert_eq!(pg.count("SELECT COUNT(*) FROM orders"), 1);
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT sold_online FROM slots WHERE slot_id = '{s}'"
+        )),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_hold_is_released_once_whichever_process_sweeps() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let a = museum.serve("a", &["--hold-ttl-secs", "1"]);
+    let b = museum.serve("b", &["--hold-ttl-secs", "1"]);
+    let (a, b) = (a.api(), b.api());
+    let s = slot(museum.day, "15:00");
+    set_capacity(&pg, s, 10);
+    wait_available(&a, s, 10, "A").await;
+    wait_available(&b, s, 10, "B").await;
+
+    let (status, on_a) = a.hold("exp-a", s, adults(3)).await.expect("hold on A");
+    assert_eq!(status, StatusCode::CREATED, "{on_a}");
+    let (status, on_b) = b.hold("exp-b", s, adults(2)).await.expect("hold on B");
+    assert_eq!(status, StatusCode::CREATED, "{on_b}");
+
+    wait_for("both holds to be swept", WITHIN, || async {
+        (pg.count("SELECT COUNT(*) FROM holds WHERE status = 'expired'") == 2).then_some(())
+    })
+    .await;
+    let where_slot = format!("WHERE slot_id = '{s}'");
+    assert_eq!(
+        pg.count(&format!("SELECT held_online FROM slots {where_slot}")),
+        0
+    );
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM holds WHERE released_by IS NOT NULL"),
+        2,
+        "each hold names the process that released it"
+    );
+    wait_available(&a, s, 10, "A").await;
+    wait_available(&b, s, 10, "B").await;
+
+    // Confirming an expired hold, on the other process, gives nothing back twice.
+    let hold_id = on_a["hold_id"].as_str().expect("hold id");
+    let (status, refused) = b.confirm("exp-confirm", hold_id).await.expect("confirm");
+    assert_eq!(status, StatusCode::GONE, "{refused}");
+    assert_eq!(
+        pg.count(&format!("SELECT held_online FROM slots {where_slot}")),
+        0
+    );
+    assert_eq!(a.available(s).await, 10);
+    assert_eq!(pg.count("SELECT COUNT(*) FROM orders"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sale_on_one_process_shows_in_the_others_availability() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let a = museum.serve("a", &[]);
+    let b = museum.serve("b", &[]);
+    let (a, b) = (a.api(), b.api());
+    let s = slot(museum.day, "16:00");
+    let before = b.available(s).await;
+    assert!(before >= 4, "the demo slot has room");
+
+    let (status, hold) = a.hold("sale-hold", s, adults(4)).await.expect("hold");
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    wait_available(&b, s, before - 4, "B (held on A)").await;
+    let hold_id = hold["hold_id"].as_str().expect("hold id");
+    let (status, order) = a.confirm("sale-confirm", hold_id).await.expect("confirm");
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    wait_available(&b, s, before - 4, "B (sold on A)").await;
+    let availability = b.availability(museum.day).await;
+    let sold = availability["slots"]
+        .as_array()
+        .and_then(|list| list.iter().find(|x| x["slot_id"] == s.to_string()))
+        .map(|x| x["sold"].clone());
+    assert_eq!(sold, Some(json!(4)), "{availability}");
+
+    // Cancelling a hold on B gives its places back on A.
+    let (status, hold) = b.hold("cancel-hold", s, adults(2)).await.expect("hold");
+    assert_eq!(status, StatusCode::CREATED, "{hold}");
+    wait_available(&a, s, before - 6, "A (held on B)").await;
+    let (status, _) = b
+        .cancel(hold["hold_id"].as_str().expect("hold id"))
+        .await
+        .expect("cancel");
+    assert!(status.is_success(), "{status}");
+    wait_available(&a, s, before - 4, "A (cancelled on B)").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn both_processes_carry_on_after_postgres_restarts() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let a = museum.serve("a", &[]);
+    let b = museum.serve("b", &[]);
+    let (a, b) = (a.api(), b.api());
+    let s = slot(museum.day, "12:00");
+    let before = b.available(s).await;
+
+    // A fast shutdown drops every connection: the writers and listeners of
+    // both processes reconnect by themselves. Until they have, a write may
+    // be answered 503; a client retries with the same key.
+    pg.restart_fast();
+    let hold = wait_for("a hold on A after the restart", WITHIN, || async {
+        match a.hold("after-restart", s, adults(2)).await {
+            Ok((StatusCode::CREATED, body)) => Some(body),
+            Ok((StatusCode::SERVICE_UNAVAILABLE, _)) | Err(_) => None,
+            Ok((status, body)) => panic!("hold after the restart: {status} {body}"),
+        }
+    })
+    .await;
+    // B's listener re-read the slots after reconnecting.
+    wait_available(&b, s, before - 2, "B after the restart").await;
+    let hold_id = hold["hold_id"].as_str().expect("hold id").to_string();
+    let order = wait_for("a confirm on B after the restart", WITHIN, || async {
+        match b.confirm("after-restart-confirm", &hold_id).await {
+            Ok((StatusCode::CREATED, body)) => Some(body),
+            Ok((StatusCode::SERVICE_UNAVAILABLE, _)) | Err(_) => None,
+            Ok((status, body)) => panic!("confirm after the restart: {status} {body}"),
+        }
+    })
+    .await;
+    assert_eq!(
+        order["tickets"].as_array().map(Vec::len),
+        Some(2),
+        "{order}"
+    );
+    assert_eq!(pg.count("SELECT COUNT(*) FROM orders"), 1);
+    let (status, _) = a.get("/healthz").await.expect("healthz");
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_not_on_postgres_yet_says_so() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let a = museum.serve("a", &[]);
+    let (status, body) = a
+        .api()
+        .enrol("ABCD-EFGH-JKMN", "Counter 1", None)
+        .await
+        .expect("enrol");
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
+    assert_eq!(body["error"]["code"], "not_on_postgres", "{body}");
+    let (status, health) = a.api().get("/healthz").await.expect("healthz");
+    assert_eq!(status, StatusCode::OK, "{health}");
+    let (status, keys) = a.api().get("/v1/keys").await.expect("keys");
+    assert_eq!(status, StatusCode::OK, "{keys}");
+    assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
+}
