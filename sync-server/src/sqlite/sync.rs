@@ -792,10 +792,16 @@ fn apply(
             .totals
             .granted_total
             .saturating_sub(report.granted_total);
+        let unused_before = lease.unused_reported;
         lease.unused_reported = report
             .unused
             .saturating_add(heard_of)
             .saturating_sub(released_after - report.released_total);
+        // A report that changes nothing (a settled lease, a quiet one)
+        // writes nothing.
+        if released_after == lease.totals.released_total && lease.unused_reported == unused_before {
+            continue;
+        }
         let delta = released_after - lease.totals.released_total;
         lease.totals.released_total = released_after;
         let slot = lease.slot;
@@ -1411,7 +1417,29 @@ fn respond(
         slots,
         tallies,
         quarantined: quarantined_of(ctx, &device.device_id.to_string())?,
+        settled_leases: settled_leases(ctx.state, device, now),
     })
+}
+
+/// The counter's leases whose slot is over and that nothing can change any
+/// more: all the counter did not sell given back, every sale received (the
+/// escrow is what was sold), or revoked by a supervisor.
+fn settled_leases(state: &State, device: &DeviceInfo, now: i64) -> Vec<Uuid> {
+    state
+        .leases
+        .values()
+        .filter(|l| l.device_id == device.device_id)
+        .filter(|l| {
+            state
+                .slots
+                .get(&l.slot)
+                .is_some_and(|s| now >= s.slot.ends_at.as_millisecond())
+        })
+        .filter(|l| {
+            l.revoked_escrow.is_some() || (l.unused_reported == 0 && l.totals.escrow() <= l.sold)
+        })
+        .map(|l| l.lease_id)
+        .collect()
 }
 
 pub(crate) fn availability_of(
