@@ -2,12 +2,13 @@
 //! `tessera-server` binary as a child process on a loopback port over a fresh
 //! SQLite file, drives it with online clients (HTTP) and real counter/gate
 //! terminals (`tessera-terminal`, each with its own SQLite file), and reports
-//! figures and invariant checks. Scenarios: `spike`, `chaos`, `gate`, `drain`, `shop`.
+//! figures and invariant checks. Scenarios: `spike`, `chaos`, `gate`, `drain`, `shop`, `history`.
 
 pub mod chaos;
 pub mod client;
 pub mod drain;
 pub mod gate;
+pub mod history;
 pub mod proxy;
 pub mod server;
 pub mod shop;
