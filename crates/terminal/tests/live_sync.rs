@@ -24,9 +24,9 @@ fn move_clock(server: &mut ServerProcess, c: &mut Counter, day: jiff::civil::Dat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settled_lease_drops_out_of_the_sync_once_both_ends_agree() {
-    let mut server = ServerProcess::start_at("16:40", &[]);
+    let mut server = ServerProcess::start_at("16:35", &[]);
     let day = server.day;
-    let s = slot(day, "17:00");
+    let s = slot(day, "16:30");
     let mut c = counter(&server, "Counter 1").await;
     assert!(lease_left(&c.t, s) >= 2);
     c.t.sell(card_sale(s, &[("adult", 2)])).await.unwrap();
