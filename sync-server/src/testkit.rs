@@ -85,7 +85,59 @@ pub struct ServerProcess {
     pub channel_token: String,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The `tessera-server` this process runs (and its admin commands).
+    binary: PathBuf,
+    /// Extra TOML for `--config`, written beside the database.
+    config_toml: Option<String>,
     child: Option<Child>,
+}
+
+/// How to start a [`ServerProcess`] when the defaults of
+/// [`ServerProcess::start_at`] do not fit (load harnesses: a release binary,
+/// a config of their own, errors instead of panics).
+#[derive(Clone, Debug)]
+pub struct Launch {
+    pub binary: PathBuf,
+    /// Local time on `day` the server's clock reads at start ("11:05").
+    pub local: String,
+    /// The day the clock stands on; [`test_day`] if `None`.
+    pub day: Option<Date>,
+    /// Arguments added to `serve` (e.g. `--commit per-request`).
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// TOML for `--config`; the per-client limits are lifted in any case
+    /// (one loopback address plays every visitor).
+    pub config_toml: Option<String>,
+    /// Days of slots `init` generates.
+    pub init_days: u32,
+    /// A sales channel made at init (its token in `channel_token`).
+    pub channel: String,
+}
+
+impl Launch {
+    pub fn new(binary: PathBuf) -> Launch {
+        Launch {
+            binary,
+            local: "11:05".into(),
+            day: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            config_toml: None,
+            init_days: 14,
+            channel: TEST_CHANNEL.into(),
+        }
+    }
+}
+
+/// The clock offset (seconds) that makes "now" read `local` on `day` in Paris.
+pub fn offset_for(day: Date, local: &str) -> Result<i64, String> {
+    let target: Timestamp = format!("{day}T{local}:00")
+        .parse::<jiff::civil::DateTime>()
+        .map_err(|e| format!("local time {local:?}: {e}"))?
+        .to_zoned(paris())
+        .map_err(|e| format!("{day} {local} in Paris: {e}"))?
+        .timestamp();
+    Ok(target.duration_since(Timestamp::now()).as_secs())
 }
 
 impl ServerProcess {
@@ -98,15 +150,25 @@ impl ServerProcess {
     /// Like [`ServerProcess::start_at`], with extra environment for `serve`
     /// (e.g. `TESSERA_TEST_FAILPOINTS`).
     pub fn start_with_env(local: &str, extra_args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
-        let day = test_day();
-        let target: Timestamp = format!("{day}T{local}:00")
-            .parse::<jiff::civil::DateTime>()
-            .expect("local time")
-            .to_zoned(paris())
-            .expect("exists in Paris")
-            .timestamp();
-        let offset_secs = target.duration_since(Timestamp::now()).as_secs();
-        let dir = tempfile::tempdir().expect("temp dir");
+        let mut launch = Launch::new(server_binary());
+        launch.local = local.to_string();
+        launch.args = extra_args.iter().map(|s| s.to_string()).collect();
+        launch.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::launch(launch).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Initialises a database and starts a server as `launch` says; an error
+    /// (with the server's words) instead of a panic.
+    pub fn launch(launch: Launch) -> Result<ServerProcess, String> {
+        let day = launch.day.unwrap_or_else(test_day);
+        let offset_secs = offset_for(day, &launch.local)?;
+        let dir = tempfile::Builder::new()
+            .prefix("tessera-server-")
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
         let db = dir.path().join("server.db");
         let mut me = ServerProcess {
             dir,
@@ -115,30 +177,64 @@ impl ServerProcess {
             url: String::new(),
             day,
             channel_token: String::new(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extra_args: launch.args,
+            env: launch.env,
+            binary: launch.binary,
+            config_toml: launch.config_toml,
             child: None,
         };
-        let out = me.cli(&[
+        me.cli_ok(&[
             "init",
             "--db",
             &me.db_str(),
             "--fixtures",
             &demo_fixture().display().to_string(),
             "--days",
-            "14",
-        ]);
-        assert!(
-            out.status.success(),
-            "init failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        me.channel_token = me.add_channel(TEST_CHANNEL);
-        me.spawn(None);
-        me
+            &launch.init_days.to_string(),
+        ])?;
+        me.channel_token = me.cli_ok(&[
+            "channel",
+            "add",
+            "--db",
+            &me.db_str(),
+            "--name",
+            &launch.channel,
+        ])?;
+        me.try_spawn(None)?;
+        Ok(me)
+    }
+
+    /// Runs an admin command; its trimmed standard output, or an error with
+    /// its standard error.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(&self.binary)
+            .args(args)
+            .env(OFFSET_ENV, self.offset_secs.to_string())
+            .env("TESSERA_LOG", "error")
+            .output()
+            .map_err(|e| format!("running {}: {e}", self.binary.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "tessera-server {} failed: {}",
+                args.first().unwrap_or(&""),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// The clock every process of this server reads (terminals too).
+    pub fn clock(&self) -> tessera_core::clock::Clock {
+        tessera_core::clock::Clock::with_offset_secs(self.offset_secs)
+    }
+
+    /// Moves this server's clock (and its admin commands') so that it reads
+    /// `local` on `day`; takes effect at the next (re)start, since a running
+    /// process keeps its offset. How a harness walks a server through days.
+    pub fn set_clock(&mut self, day: Date, local: &str) -> Result<(), String> {
+        self.offset_secs = offset_for(day, local)?;
+        self.day = day;
+        Ok(())
     }
 
     /// Adds a sales channel; its token.
@@ -175,7 +271,7 @@ impl ServerProcess {
 
     /// Runs a `tessera-server` subcommand with this server's clock.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(server_binary())
+        Command::new(&self.binary)
             .args(args)
             .env(OFFSET_ENV, self.offset_secs.to_string())
             .output()
@@ -247,14 +343,14 @@ impl ServerProcess {
     }
 
     /// Starts `serve`, on the previous port when restarting.
-    fn spawn(&mut self, port: Option<u16>) {
+    fn try_spawn(&mut self, port: Option<u16>) -> Result<(), String> {
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("server.log"))
-            .expect("log file");
-        let mut command = Command::new(server_binary());
+            .map_err(|e| format!("log file: {e}"))?;
+        let mut command = Command::new(&self.binary);
         command
             .args(["serve", "--db", &self.db_str(), "--listen", &listen])
             .args(&self.extra_args);
@@ -262,7 +358,11 @@ impl ServerProcess {
         // limits off, unless the test brings its own config.
         if !self.extra_args.iter().any(|a| a == "--config") {
             let path = self.dir.path().join("testkit.toml");
-            std::fs::write(&path, UNLIMITED_CLIENTS_TOML).expect("write test config");
+            let toml = format!(
+                "{}\n{UNLIMITED_CLIENTS_TOML}",
+                self.config_toml.as_deref().unwrap_or("")
+            );
+            std::fs::write(&path, toml).map_err(|e| format!("write test config: {e}"))?;
             command.arg("--config").arg(path);
         }
         let mut child = command
@@ -272,8 +372,8 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .expect("spawn tessera-server");
-        let stdout = child.stdout.take().expect("stdout");
+            .map_err(|e| format!("spawn {}: {e}", self.binary.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
@@ -283,16 +383,19 @@ impl ServerProcess {
             // Keep draining so the child never blocks on a full pipe.
             for _ in lines {}
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("server did not start; log: {}", self.log()));
-        let url = line
-            .split_whitespace()
-            .last()
-            .expect("listening line ends with the URL")
-            .to_string();
-        self.url = url;
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("server did not start; log: {}", self.log()));
+        };
+        let Some(url) = line.split_whitespace().last() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("unexpected first line from the server: {line:?}"));
+        };
+        self.url = url.to_string();
         self.child = Some(child);
+        Ok(())
     }
 
     pub fn log(&self) -> String {
@@ -344,18 +447,30 @@ impl ServerProcess {
 
     /// Starts again on the same file and port.
     pub fn restart(&mut self) {
+        if let Err(e) = self.try_restart() {
+            panic!("{e}");
+        }
+    }
+
+    /// [`ServerProcess::restart`], with an error instead of a panic.
+    pub fn try_restart(&mut self) -> Result<(), String> {
         self.kill();
         let port = self.port();
         // The port may linger briefly after a kill; retry a few times.
+        let mut last = String::new();
         for attempt in 0..20 {
-            let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.spawn(Some(port))));
-            if result.is_ok() {
-                return;
+            match self.try_spawn(Some(port)) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
             }
             std::thread::sleep(Duration::from_millis(100 * (attempt + 1)));
         }
-        panic!("server did not restart; log: {}", self.log());
+        Err(format!("server did not restart: {last}"))
+    }
+
+    /// Whether `serve` is running (not killed, not exited).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// A read connection to the server's database, for checking what is stored.

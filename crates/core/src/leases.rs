@@ -124,6 +124,16 @@ impl LeaseState {
         self.revoked_escrow.is_some()
     }
 
+    /// Whether nothing can change this lease any more, once its slot is
+    /// over: a supervisor revoked it, or the counter gave back all it did not
+    /// sell and every sale reached the server (the escrow is what was sold).
+    /// Both ends then stop carrying it in syncs.
+    pub fn is_settled(&self, slot_over: bool) -> bool {
+        slot_over
+            && (self.is_revoked()
+                || (self.unused_reported == 0 && self.totals.escrow() <= self.sold))
+    }
+
     /// Whether `device` holds this lease for `slot`.
     pub fn belongs_to(&self, device: Uuid, slot: SlotId) -> bool {
         self.device_id == device && self.slot == slot

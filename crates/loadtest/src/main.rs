@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_loadtest::server::release_server_binary;
-use tessera_loadtest::{chaos, drain, gate, pg_spike, shop, spike};
+use tessera_loadtest::{chaos, drain, gate, history, pg_spike, shop, spike};
 
 #[derive(Parser)]
 #[command(
@@ -124,6 +124,28 @@ enum Cmd {
     Drain {
         #[arg(long, default_value_t = 10_000)]
         sales: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A year of history through the real APIs (one restart per day), then
+    /// sync, hold+confirm, availability, day report and start-up on the
+    /// first day vs the last.
+    History {
+        /// Open days of history.
+        #[arg(long, default_value_t = 320)]
+        days: usize,
+        /// Online orders booked each day (for the coming week).
+        #[arg(long, default_value_t = 600)]
+        orders_per_day: usize,
+        /// Sales each of the three counters makes each day.
+        #[arg(long, default_value_t = 40)]
+        counter_sales_per_day: usize,
+        /// Syncs per counter in each probe.
+        #[arg(long, default_value_t = 100)]
+        probe_syncs: usize,
+        /// Online hold + confirm pairs in each probe.
+        #[arg(long, default_value_t = 200)]
+        probe_orders: usize,
         #[arg(long)]
         json: bool,
     },
@@ -311,6 +333,30 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 drain::print(&report);
             }
             Ok(drain::violations(&report))
+        }
+        Cmd::History {
+            days,
+            orders_per_day,
+            counter_sales_per_day,
+            probe_syncs,
+            probe_orders,
+            json,
+        } => {
+            let opts = history::HistoryOptions {
+                days: days.max(1),
+                orders_per_day,
+                counter_sales_per_day,
+                probe_syncs: probe_syncs.max(1),
+                probe_orders,
+                server_bin: release_server_binary()?,
+            };
+            let report = history::run(&opts).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                history::print(&report);
+            }
+            Ok(history::violations(&report))
         }
     }
 }

@@ -1,19 +1,18 @@
-//! The real `tessera-server` as a child process: a fresh database in a
-//! temporary directory, the demo museum loaded, served on a loopback port,
-//! with every process's clock shifted to a known opening hour (a Wednesday at
-//! least a week ahead, 11:05 in Paris) so runs do not depend on the wall clock.
+//! The real `tessera-server` as a child process, through the test kit's
+//! `ServerProcess`: a fresh database in a temporary directory, the demo
+//! museum loaded, served on a loopback port, with every process's clock
+//! shifted to a known opening hour (a Wednesday at least a week ahead, 11:05
+//! in Paris) so runs do not depend on the wall clock. This file only finds
+//! the release binary and turns the kit's errors into `anyhow`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use jiff::civil::Date;
-use jiff::Timestamp;
-use tessera_core::clock::{Clock, OFFSET_ENV};
+use tessera_core::clock::Clock;
 use tessera_core::slot::SlotId;
-use tessera_server::testkit::{demo_fixture, paris, test_day};
+use tessera_server::testkit::{Launch, ServerProcess};
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
@@ -88,6 +87,10 @@ pub struct ServerOptions {
     pub config_toml: Option<String>,
     /// Local time on the test day that the shifted clocks read at start.
     pub local_time: String,
+    /// The day the clocks stand on at start; the testkit's test day if `None`.
+    pub day: Option<Date>,
+    /// Days of slots `init` generates.
+    pub init_days: u32,
 }
 
 impl ServerOptions {
@@ -97,12 +100,16 @@ impl ServerOptions {
             commit: "group".into(),
             config_toml: None,
             local_time: "11:05".into(),
+            day: None,
+            init_days: 14,
         }
     }
 }
 
+/// The server under load: the test kit's [`ServerProcess`] (one copy of the
+/// process-spawning code), with the figures the scenarios read kept as
+/// fields and errors as `anyhow` instead of panics.
 pub struct Server {
-    pub dir: tempfile::TempDir,
     pub db: PathBuf,
     pub offset_secs: i64,
     pub day: Date,
@@ -110,105 +117,62 @@ pub struct Server {
     pub port: u16,
     /// A sales channel's token (made at start): online confirms need one.
     pub channel_token: String,
-    options: ServerOptions,
-    child: Option<Child>,
+    process: ServerProcess,
 }
 
 impl Server {
     /// `init` a fresh database and `serve` it on 127.0.0.1:0.
     pub fn start(options: ServerOptions) -> Result<Server> {
-        let day = test_day();
-        let target: Timestamp = format!("{day}T{}:00", options.local_time)
-            .parse::<jiff::civil::DateTime>()
-            .context("local time")?
-            .to_zoned(paris())
-            .context("local time exists in Paris")?
-            .timestamp();
-        let offset_secs = target.duration_since(Timestamp::now()).as_secs();
-        let dir = tempfile::Builder::new()
-            .prefix("tessera-loadtest-")
-            .tempdir()
-            .context("temp dir")?;
-        let db = dir.path().join("server.db");
+        let mut launch = Launch::new(options.binary);
+        launch.local = options.local_time;
+        launch.day = options.day;
+        launch.args = vec!["--commit".into(), options.commit];
+        launch.config_toml = options.config_toml;
+        launch.init_days = options.init_days;
+        launch.channel = "Load test".into();
+        let process = ServerProcess::launch(launch).map_err(|e| anyhow!(e))?;
         let mut me = Server {
-            dir,
-            db,
-            offset_secs,
-            day,
+            db: process.db.clone(),
+            offset_secs: process.offset_secs,
+            day: process.day,
             url: String::new(),
             port: 0,
-            channel_token: String::new(),
-            options,
-            child: None,
+            channel_token: process.channel_token.clone(),
+            process,
         };
-        let fixture = demo_fixture();
-        let db_str = me.db_str();
-        me.cli_ok(&[
-            "init",
-            "--db",
-            &db_str,
-            "--fixtures",
-            &fixture.display().to_string(),
-            "--days",
-            "14",
-        ])?;
-        me.channel_token =
-            me.cli_ok(&["channel", "add", "--db", &db_str, "--name", "Load test"])?;
-        // The harness plays thousands of visitors from one loopback address.
-        let toml = format!(
-            "{}\n{}",
-            me.options.config_toml.as_deref().unwrap_or(""),
-            tessera_server::testkit::UNLIMITED_CLIENTS_TOML
-        );
-        std::fs::write(me.dir.path().join("server.toml"), toml)?;
-        me.spawn(0)?;
+        me.refresh();
         Ok(me)
     }
 
+    /// Copies what a (re)start may have changed.
+    fn refresh(&mut self) {
+        self.url = self.process.url.clone();
+        self.port = self.process.port();
+        self.offset_secs = self.process.offset_secs;
+        self.day = self.process.day;
+    }
+
     pub fn clock(&self) -> Clock {
-        Clock::with_offset_secs(self.offset_secs)
+        self.process.clock()
     }
 
     pub fn db_str(&self) -> String {
-        self.db.display().to_string()
+        self.process.db_str()
     }
 
     pub fn slot(&self, hhmm: &str) -> SlotId {
-        format!("{}T{hhmm}", self.day)
-            .parse()
-            .expect("valid slot id")
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("server.log")
+        tessera_server::testkit::slot(self.day, hhmm)
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let text = self.process.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// Runs a `tessera-server` subcommand on this server's clock.
-    pub fn cli(&self, args: &[&str]) -> Result<Output> {
-        Command::new(&self.options.binary)
-            .args(args)
-            .env(OFFSET_ENV, self.offset_secs.to_string())
-            .env("TESSERA_LOG", "error")
-            .output()
-            .with_context(|| format!("running {}", self.options.binary.display()))
-    }
-
-    fn cli_ok(&self, args: &[&str]) -> Result<String> {
-        let out = self.cli(args)?;
-        if !out.status.success() {
-            bail!(
-                "tessera-server {} failed: {}",
-                args.first().unwrap_or(&""),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    /// Runs a `tessera-server` subcommand on this server's clock; its output.
+    pub fn cli_ok(&self, args: &[&str]) -> Result<String> {
+        self.process.cli_ok(args).map_err(|e| anyhow!(e))
     }
 
     pub fn set_capacity(&self, slot: SlotId, capacity: u32) -> Result<()> {
@@ -231,86 +195,27 @@ impl Server {
         self.cli_ok(&["enrol", "--db", &db, "--role", role, "--name", name])
     }
 
-    fn spawn(&mut self, port: u16) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())?;
-        let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(&self.options.binary);
-        cmd.args(["serve", "--db", &self.db_str(), "--listen", &listen])
-            .args(["--commit", &self.options.commit]);
-        cmd.arg("--config").arg(self.dir.path().join("server.toml"));
-        let mut child = cmd
-            .env(OFFSET_ENV, self.offset_secs.to_string())
-            .env("TESSERA_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", self.options.binary.display()))?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            // Keep draining so the child never blocks on a full pipe.
-            for _ in lines {}
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("server did not start; log:\n{}", self.log_tail());
-            }
-        };
-        let url = line
-            .split_whitespace()
-            .last()
-            .ok_or_else(|| anyhow!("unexpected first line from the server: {line:?}"))?
-            .to_string();
-        self.port = url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| anyhow!("no port in {url:?}"))?;
-        self.url = url;
-        self.child = Some(child);
-        Ok(())
-    }
-
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_running()
     }
 
     /// SIGKILL: no shutdown code runs; only what was fsynced survives.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts again on the same file and the same port.
     pub fn restart(&mut self) -> Result<()> {
-        self.kill();
-        let port = self.port;
-        let started = Instant::now();
-        let mut attempt = 0u64;
-        loop {
-            match self.spawn(port) {
-                Ok(()) => return Ok(()),
-                Err(e) if started.elapsed() > Duration::from_secs(20) => {
-                    return Err(e.context("server did not restart within 20 s"))
-                }
-                Err(_) => {
-                    attempt += 1;
-                    std::thread::sleep(Duration::from_millis(50 * attempt.min(10)));
-                }
-            }
-        }
+        self.process.try_restart().map_err(|e| anyhow!(e))?;
+        self.refresh();
+        Ok(())
+    }
+
+    /// Restarts with every clock reading `local` on `day`: how the history
+    /// benchmark walks one database through a year.
+    pub fn restart_at(&mut self, day: Date, local: &str) -> Result<()> {
+        self.process.set_clock(day, local).map_err(|e| anyhow!(e))?;
+        self.restart()
     }
 
     /// A read connection to the server's database, for checking what is stored.
@@ -321,11 +226,5 @@ impl Server {
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
         Ok(conn)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
     }
 }

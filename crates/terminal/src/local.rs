@@ -22,6 +22,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0002_gate.sql")),
         M::up(include_str!("../migrations/0003_quarantine.sql")),
         M::up(include_str!("../migrations/0004_staff.sql")),
+        M::up(include_str!("../migrations/0005_live_sync.sql")),
     ])
 }
 

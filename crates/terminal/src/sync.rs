@@ -16,6 +16,7 @@ use tessera_core::clock::from_ms;
 use tessera_core::money::{Currency, Money};
 use tessera_core::pricing::PricedLine;
 use tessera_core::slot::SlotId;
+use uuid::Uuid;
 
 use crate::error::TerminalError;
 use crate::local::{self, keys, Identity};
@@ -41,13 +42,16 @@ pub(crate) fn acked_seq(conn: &Connection) -> Result<u64, TerminalError> {
 fn settle_closed_slots(conn: &Connection, now_ms: i64) -> Result<(), TerminalError> {
     conn.execute(
         "UPDATE leases SET released_total = granted_total - sold
-         WHERE revoked = 0 AND granted_total - released_total - sold > 0
+         WHERE settled = 0 AND revoked = 0 AND granted_total - released_total - sold > 0
            AND slot_id IN (SELECT slot_id FROM slots WHERE ends_at <= ?1)",
         params![now_ms],
     )?;
     Ok(())
 }
 
+/// One sync's body. Everything in it is live: sales and voids not yet
+/// acknowledged, leases not yet settled with the server, tallies of today's
+/// and later slots. Its size does not grow with the days behind the counter.
 pub(crate) fn build_request(
     conn: &mut Connection,
     identity: &Identity,
@@ -57,148 +61,14 @@ pub(crate) fn build_request(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     settle_closed_slots(&tx, now.as_millisecond())?;
     let acked = acked_seq(&tx)?;
-    let mut sales;
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT sale_id, terminal_seq, lease_id, slot_id, shift_id, cashier, created_at, lines, total, currency,
-                    admissions, payment_method, tendered, change, catalogue_version
-             FROM sales WHERE terminal_seq > ?1 ORDER BY terminal_seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![acked, BATCH as i64], |r| {
-            let lines: Vec<PricedLine> =
-                serde_json::from_str(&r.get::<_, String>(7)?).map_err(|e| bad_column(7, e))?;
-            let currency = Currency::new(&r.get::<_, String>(9)?).map_err(|e| bad_column(9, e))?;
-            let method: String = r.get(11)?;
-            let total: i64 = r.get(8)?;
-            Ok(SaleRecord {
-                sale_id: parse_uuid(&r.get::<_, String>(0)?)?,
-                terminal_seq: r.get(1)?,
-                lease_id: parse_uuid(&r.get::<_, String>(2)?)?,
-                slot_id: parse_slot(&r.get::<_, String>(3)?)?,
-                shift_id: parse_uuid(&r.get::<_, String>(4)?)?,
-                cashier: r.get(5)?,
-                created_at: from_ms(r.get(6)?),
-                lines,
-                total: Money::new(total, currency),
-                admissions: r.get(10)?,
-                payment: Payment {
-                    method: if method == "card" {
-                        PaymentMethod::Card
-                    } else {
-                        PaymentMethod::Cash
-                    },
-                    amount: total,
-                    tendered: r.get(12)?,
-                    change: r.get(13)?,
-                },
-                tickets: Vec::new(),
-                catalogue_version: r.get(14)?,
-            })
-        })?;
-        sales = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-    }
-    {
-        let mut stmt =
-            tx.prepare_cached("SELECT ticket_id, product_id, admits, code FROM tickets WHERE sale_id = ?1 ORDER BY rowid")?;
-        for sale in &mut sales {
-            sale.tickets = stmt
-                .query_map(params![sale.sale_id.to_string()], |r| {
-                    Ok(SoldTicket {
-                        ticket_id: parse_uuid(&r.get::<_, String>(0)?)?,
-                        product_id: r.get(1)?,
-                        admits: r.get(2)?,
-                        code: r.get(3)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-        }
-    }
+    let mut sales = outbox_sales(&tx, acked)?;
+    attach_tickets(&tx, &mut sales)?;
     let max_sent = sales.last().map(|s| s.terminal_seq).unwrap_or(acked);
-
-    let voids = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT void_id, sale_id, after_seq, at, shift_id, approved_by, reason, returned_to_lease, refund, refund_method,
-                    approval_id
-             FROM voids WHERE uploaded = 0 AND after_seq <= ?1 ORDER BY after_seq, at",
-        )?;
-        let rows = stmt.query_map(params![max_sent], |r| {
-            let shift: Option<String> = r.get(4)?;
-            let method: String = r.get(9)?;
-            let approval: Option<String> = r.get(10)?;
-            Ok(VoidRecord {
-                void_id: parse_uuid(&r.get::<_, String>(0)?)?,
-                sale_id: parse_uuid(&r.get::<_, String>(1)?)?,
-                after_seq: r.get(2)?,
-                at: from_ms(r.get(3)?),
-                shift_id: shift.as_deref().map(parse_uuid).transpose()?,
-                approved_by: r.get(5)?,
-                approval_id: approval.as_deref().map(parse_uuid).transpose()?,
-                reason: r.get(6)?,
-                returned_to_lease: r.get(7)?,
-                refund: r.get(8)?,
-                refund_method: if method == "card" {
-                    PaymentMethod::Card
-                } else {
-                    PaymentMethod::Cash
-                },
-            })
-        })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-
-    let leases = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT lease_id, slot_id, granted_total, released_total, sold, revoked FROM leases",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let granted: u32 = r.get(2)?;
-            let released: u32 = r.get(3)?;
-            let sold: u32 = r.get(4)?;
-            let revoked: bool = r.get(5)?;
-            Ok(LeaseReport {
-                lease_id: parse_uuid(&r.get::<_, String>(0)?)?,
-                slot_id: parse_slot(&r.get::<_, String>(1)?)?,
-                granted_total: granted,
-                released_total: released,
-                unused: if revoked {
-                    0
-                } else {
-                    granted.saturating_sub(released).saturating_sub(sold)
-                },
-            })
-        })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-
-    // Ask to be kept supplied for every slot of today still on sale, and for
-    // whatever a waiting sale needs.
-    let mut wants: BTreeMap<SlotId, u32> = BTreeMap::new();
-    {
-        let mut stmt =
-            tx.prepare_cached("SELECT slot_id FROM slots WHERE ends_at > ?1 ORDER BY slot_id")?;
-        for slot in stmt.query_map(params![now.as_millisecond()], |r| {
-            parse_slot(&r.get::<_, String>(0)?)
-        })? {
-            let slot = slot?;
-            if slot.date == today {
-                wants.insert(slot, 0);
-            }
-        }
-        // A customer who walked away should not keep places escrowed here.
-        tx.execute(
-            "DELETE FROM wants WHERE created_at < ?1",
-            params![now.as_millisecond() - WANT_TTL_MS],
-        )?;
-        let mut stmt = tx.prepare_cached("SELECT slot_id, need FROM wants")?;
-        for row in stmt.query_map([], |r| {
-            Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, u32>(1)?))
-        })? {
-            let (slot, need) = row?;
-            wants.insert(slot, need);
-        }
-    }
-
-    let own_tallies = own_tallies(&tx, max_sent)?;
+    let voids = unsent_voids(&tx, max_sent)?;
+    let leases = live_leases(&tx)?;
+    let wants = wants(&tx, now, today)?;
+    let first_live = SlotId::new(today, 0).map_err(|e| TerminalError::Storage(e.to_string()))?;
+    let own_tallies = own_tallies_since(&tx, max_sent, first_live)?;
     let shifts = shifts::unsent(&tx)?;
     let last_seq: u64 = tx.query_row(
         "SELECT COALESCE(MAX(terminal_seq), 0) FROM sales",
@@ -219,10 +89,7 @@ pub(crate) fn build_request(
         sales,
         voids,
         leases,
-        wants: wants
-            .into_iter()
-            .map(|(slot_id, need)| LeaseWant { slot_id, need })
-            .collect(),
+        wants,
         own_tallies,
         shifts,
         last_seq,
@@ -230,33 +97,229 @@ pub(crate) fn build_request(
     })
 }
 
-/// This counter's running totals per slot, covering sales up to `max_seq`
-/// and the voids that go with them: exactly what the server will have.
-pub(crate) fn own_tallies(
+fn payment_method(text: &str) -> PaymentMethod {
+    if text == "card" {
+        PaymentMethod::Card
+    } else {
+        PaymentMethod::Cash
+    }
+}
+
+/// The outbox: sales after `acked`, oldest first, one batch at most.
+fn outbox_sales(conn: &Connection, acked: u64) -> Result<Vec<SaleRecord>, TerminalError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT sale_id, terminal_seq, lease_id, slot_id, shift_id, cashier, created_at, lines, total, currency,
+                admissions, payment_method, tendered, change, catalogue_version
+         FROM sales WHERE terminal_seq > ?1 ORDER BY terminal_seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![acked, BATCH as i64], |r| {
+        let lines: Vec<PricedLine> =
+            serde_json::from_str(&r.get::<_, String>(7)?).map_err(|e| bad_column(7, e))?;
+        let currency = Currency::new(&r.get::<_, String>(9)?).map_err(|e| bad_column(9, e))?;
+        let total: i64 = r.get(8)?;
+        Ok(SaleRecord {
+            sale_id: parse_uuid(&r.get::<_, String>(0)?)?,
+            terminal_seq: r.get(1)?,
+            lease_id: parse_uuid(&r.get::<_, String>(2)?)?,
+            slot_id: parse_slot(&r.get::<_, String>(3)?)?,
+            shift_id: parse_uuid(&r.get::<_, String>(4)?)?,
+            cashier: r.get(5)?,
+            created_at: from_ms(r.get(6)?),
+            lines,
+            total: Money::new(total, currency),
+            admissions: r.get(10)?,
+            payment: Payment {
+                method: payment_method(&r.get::<_, String>(11)?),
+                amount: total,
+                tendered: r.get(12)?,
+                change: r.get(13)?,
+            },
+            tickets: Vec::new(),
+            catalogue_version: r.get(14)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+fn attach_tickets(conn: &Connection, sales: &mut [SaleRecord]) -> Result<(), TerminalError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ticket_id, product_id, admits, code FROM tickets WHERE sale_id = ?1 ORDER BY rowid",
+    )?;
+    for sale in sales {
+        sale.tickets = stmt
+            .query_map(params![sale.sale_id.to_string()], |r| {
+                Ok(SoldTicket {
+                    ticket_id: parse_uuid(&r.get::<_, String>(0)?)?,
+                    product_id: r.get(1)?,
+                    admits: r.get(2)?,
+                    code: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+    }
+    Ok(())
+}
+
+/// Voids not yet acknowledged whose sale goes (or went) up no later than
+/// this round.
+fn unsent_voids(conn: &Connection, max_sent: u64) -> Result<Vec<VoidRecord>, TerminalError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT void_id, sale_id, after_seq, at, shift_id, approved_by, reason, returned_to_lease, refund, refund_method,
+                approval_id
+         FROM voids WHERE uploaded = 0 AND after_seq <= ?1 ORDER BY after_seq, at",
+    )?;
+    let rows = stmt.query_map(params![max_sent], |r| {
+        let shift: Option<String> = r.get(4)?;
+        let approval: Option<String> = r.get(10)?;
+        Ok(VoidRecord {
+            void_id: parse_uuid(&r.get::<_, String>(0)?)?,
+            sale_id: parse_uuid(&r.get::<_, String>(1)?)?,
+            after_seq: r.get(2)?,
+            at: from_ms(r.get(3)?),
+            shift_id: shift.as_deref().map(parse_uuid).transpose()?,
+            approved_by: r.get(5)?,
+            approval_id: approval.as_deref().map(parse_uuid).transpose()?,
+            reason: r.get(6)?,
+            returned_to_lease: r.get(7)?,
+            refund: r.get(8)?,
+            refund_method: payment_method(&r.get::<_, String>(9)?),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Leases not yet settled with the server: open ones, and closed ones until
+/// the server has confirmed what they came to (`settled_leases`).
+fn live_leases(conn: &Connection) -> Result<Vec<LeaseReport>, TerminalError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT lease_id, slot_id, granted_total, released_total, sold, revoked FROM leases
+         WHERE settled = 0 ORDER BY slot_id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let granted: u32 = r.get(2)?;
+        let released: u32 = r.get(3)?;
+        let sold: u32 = r.get(4)?;
+        let revoked: bool = r.get(5)?;
+        Ok(LeaseReport {
+            lease_id: parse_uuid(&r.get::<_, String>(0)?)?,
+            slot_id: parse_slot(&r.get::<_, String>(1)?)?,
+            granted_total: granted,
+            released_total: released,
+            unused: if revoked {
+                0
+            } else {
+                granted.saturating_sub(released).saturating_sub(sold)
+            },
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Asks to be kept supplied for every slot of today still on sale, and for
+/// whatever a waiting sale needs.
+fn wants(
+    conn: &Connection,
+    now: Timestamp,
+    today: jiff::civil::Date,
+) -> Result<Vec<LeaseWant>, TerminalError> {
+    let mut wants: BTreeMap<SlotId, u32> = BTreeMap::new();
+    let first = SlotId::new(today, 0).map_err(|e| TerminalError::Storage(e.to_string()))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT slot_id FROM slots WHERE slot_id >= ?1 AND ends_at > ?2 ORDER BY slot_id",
+    )?;
+    for slot in stmt.query_map(params![first.to_string(), now.as_millisecond()], |r| {
+        parse_slot(&r.get::<_, String>(0)?)
+    })? {
+        let slot = slot?;
+        if slot.date == today {
+            wants.insert(slot, 0);
+        }
+    }
+    // A customer who walked away should not keep places escrowed here.
+    conn.execute(
+        "DELETE FROM wants WHERE created_at < ?1",
+        params![now.as_millisecond() - WANT_TTL_MS],
+    )?;
+    let mut stmt = conn.prepare_cached("SELECT slot_id, need FROM wants")?;
+    for row in stmt.query_map([], |r| {
+        Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, u32>(1)?))
+    })? {
+        let (slot, need) = row?;
+        wants.insert(slot, need);
+    }
+    Ok(wants
+        .into_iter()
+        .map(|(slot_id, need)| LeaseWant { slot_id, need })
+        .collect())
+}
+
+/// This counter's running totals per slot from `first` on, covering sales
+/// up to `max_seq` and the voids that go with them: exactly what the server
+/// will have. The server derives every tally from the uploads it stored and
+/// only compares the counter's word with it, so leaving past slots out
+/// changes no total; it keeps the body and the sums it costs the size of a
+/// day, not of the counter's life.
+pub(crate) fn own_tallies_since(
     conn: &Connection,
     max_seq: u64,
+    first: SlotId,
+) -> Result<BTreeMap<SlotId, ActorTally>, TerminalError> {
+    own_tallies_of(conn, max_seq, &first.to_string())
+}
+
+/// Slot ids sort by date as text (`YYYY-MM-DDTHH:MM`).
+fn own_tallies_of(
+    conn: &Connection,
+    max_seq: u64,
+    first: &str,
 ) -> Result<BTreeMap<SlotId, ActorTally>, TerminalError> {
     let mut out: BTreeMap<SlotId, ActorTally> = BTreeMap::new();
     let mut stmt = conn.prepare_cached(
-        "SELECT slot_id, SUM(admissions) FROM sales WHERE terminal_seq <= ?1 GROUP BY slot_id",
+        "SELECT slot_id, SUM(admissions) FROM sales
+         WHERE slot_id >= ?2 AND terminal_seq <= ?1 GROUP BY slot_id",
     )?;
-    for row in stmt.query_map(params![max_seq], |r| {
+    for row in stmt.query_map(params![max_seq, first], |r| {
         Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, u64>(1)?))
     })? {
         let (slot, sold) = row?;
         out.entry(slot).or_default().sold = sold;
     }
     let mut stmt = conn.prepare_cached(
-        "SELECT s.slot_id, SUM(s.admissions) FROM voids v JOIN sales s ON s.sale_id = v.sale_id
-         WHERE v.returned_to_lease = 1 AND v.after_seq <= ?1 GROUP BY s.slot_id",
+        "SELECT s.slot_id, SUM(s.admissions) FROM sales s JOIN voids v ON v.sale_id = s.sale_id
+         WHERE s.slot_id >= ?2 AND v.returned_to_lease = 1 AND v.after_seq <= ?1 GROUP BY s.slot_id",
     )?;
-    for row in stmt.query_map(params![max_seq], |r| {
+    for row in stmt.query_map(params![max_seq, first], |r| {
         Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, u64>(1)?))
     })? {
         let (slot, voided) = row?;
         out.entry(slot).or_default().voided = voided;
     }
     Ok(out)
+}
+
+/// Marks settled the leases the server holds as settled, where this counter
+/// agrees: the slot is over, nothing is left to sell or give back (or the
+/// lease was revoked), and every sale and void from it was acknowledged.
+/// Those leases are not reported any more.
+fn mark_settled(
+    conn: &Connection,
+    settled: &[Uuid],
+    acked: u64,
+    now_ms: i64,
+) -> Result<(), TerminalError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE leases SET settled = 1
+         WHERE lease_id = ?1 AND settled = 0
+           AND (revoked = 1 OR granted_total - released_total - sold <= 0)
+           AND slot_id IN (SELECT slot_id FROM slots WHERE ends_at <= ?2)
+           AND NOT EXISTS (SELECT 1 FROM sales s WHERE s.lease_id = leases.lease_id AND s.terminal_seq > ?3)
+           AND NOT EXISTS (SELECT 1 FROM voids v JOIN sales s ON s.sale_id = v.sale_id
+                           WHERE s.lease_id = leases.lease_id AND v.uploaded = 0)",
+    )?;
+    for id in settled {
+        stmt.execute(params![id.to_string(), now_ms, acked])?;
+    }
+    Ok(())
 }
 
 /// What applying an answer changed.
@@ -288,6 +351,15 @@ pub(crate) fn apply_response(
         }
     }
     shifts::mark_uploaded(&tx, &response.shifts_acked)?;
+    mark_settled(
+        &tx,
+        &response.settled_leases,
+        acked,
+        response
+            .server_time
+            .as_millisecond()
+            .min(now.as_millisecond()),
+    )?;
 
     for grant in &response.leases {
         let existing = lease_for(&tx, grant.slot_id)?;

@@ -62,6 +62,25 @@ impl Vat {
     }
 }
 
+/// The slot ids of one day, as a range the slot-id indexes can serve (a
+/// `LIKE 'date%'` pattern cannot use them: SQLite's LIKE ignores case, the
+/// indexes do not).
+pub(crate) struct SlotRange {
+    pub from: String,
+    pub to: String,
+}
+
+impl SlotRange {
+    /// Slot ids read `YYYY-MM-DDTHH:MM`: every one of `date` sorts from
+    /// `YYYY-MM-DDT` up to, not including, `YYYY-MM-DDU`.
+    pub fn of(date: Date) -> SlotRange {
+        SlotRange {
+            from: format!("{date}T"),
+            to: format!("{date}U"),
+        }
+    }
+}
+
 pub fn day_report(
     conn: &Connection,
     catalogue: &Catalogue,
@@ -82,7 +101,7 @@ pub fn day_report(
         .map_err(|e| ReportError::Data(e.to_string()))?
         .timestamp()
         .as_millisecond();
-    let slot_prefix = format!("{date}T%");
+    let slot_prefix = SlotRange::of(date);
 
     let (online, online_channels) = online_channel(conn, start, end)?;
     let mut channels = vec![online];
@@ -125,13 +144,13 @@ pub fn day_report(
 }
 
 /// Where the entries of the day's waiting lists stand.
-fn waitlist(conn: &Connection, slot_prefix: &str) -> Result<WaitlistReport, ReportError> {
+fn waitlist(conn: &Connection, slot_prefix: &SlotRange) -> Result<WaitlistReport, ReportError> {
     let mut report = WaitlistReport::default();
     let mut stmt = conn.prepare(
         "SELECT state, COUNT(*), COALESCE(SUM(party), 0) FROM waitlist
-         WHERE slot_id LIKE ?1 GROUP BY state",
+         WHERE slot_id >= ?1 AND slot_id < ?2 GROUP BY state",
     )?;
-    let rows = stmt.query_map(params![slot_prefix], |r| {
+    let rows = stmt.query_map(params![slot_prefix.from, slot_prefix.to], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, u32>(1)?,
@@ -490,7 +509,7 @@ fn shifts(
 fn missing(
     conn: &Connection,
     counters: &[(String, String)],
-    slot_prefix: &str,
+    slot_prefix: &SlotRange,
     start: i64,
     end: i64,
 ) -> Result<Missing, ReportError> {
@@ -550,10 +569,10 @@ fn missing(
     let mut stmt = conn.prepare(
         "SELECT d.name, l.lease_id, l.slot_id, l.granted_total - l.released_total, l.sold, s.last_sync_at
          FROM leases l JOIN devices d ON d.device_id = l.device_id LEFT JOIN device_sync s ON s.device_id = l.device_id
-         WHERE l.slot_id LIKE ?1 AND l.revoked_at IS NULL AND l.granted_total - l.released_total > l.sold
+         WHERE l.slot_id >= ?1 AND l.slot_id < ?2 AND l.revoked_at IS NULL AND l.granted_total - l.released_total > l.sold
          ORDER BY l.slot_id, d.name",
     )?;
-    let rows = stmt.query_map(params![slot_prefix], |r| {
+    let rows = stmt.query_map(params![slot_prefix.from, slot_prefix.to], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -578,9 +597,9 @@ fn missing(
 
     let mut stmt = conn.prepare(
         "SELECT d.name, s.sale_id, s.terminal_seq, s.slot_id, s.over_capacity FROM sales s JOIN devices d ON d.device_id = s.device_id
-         WHERE s.slot_id LIKE ?1 AND s.over_capacity > 0 ORDER BY s.slot_id",
+         WHERE s.slot_id >= ?1 AND s.slot_id < ?2 AND s.over_capacity > 0 ORDER BY s.slot_id",
     )?;
-    let rows = stmt.query_map(params![slot_prefix], |r| {
+    let rows = stmt.query_map(params![slot_prefix.from, slot_prefix.to], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -602,7 +621,7 @@ fn missing(
     Ok(m)
 }
 
-fn slots(conn: &Connection, slot_prefix: &str) -> Result<Vec<SlotLine>, ReportError> {
+fn slots(conn: &Connection, slot_prefix: &SlotRange) -> Result<Vec<SlotLine>, ReportError> {
     let mut stmt = conn.prepare(
         "SELECT s.slot_id, s.capacity, s.sold_online,
                 (SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE slot_id = s.slot_id)
@@ -611,9 +630,9 @@ fn slots(conn: &Connection, slot_prefix: &str) -> Result<Vec<SlotLine>, ReportEr
                 (SELECT COALESCE(SUM(admits), 0) FROM redemptions WHERE slot_id = s.slot_id),
                 (SELECT COALESCE(SUM(over_capacity), 0) FROM sales WHERE slot_id = s.slot_id),
                 (SELECT COALESCE(SUM(kept), 0) FROM leases WHERE slot_id = s.slot_id)
-         FROM slots s WHERE s.slot_id LIKE ?1 ORDER BY s.slot_id",
+         FROM slots s WHERE s.slot_id >= ?1 AND s.slot_id < ?2 ORDER BY s.slot_id",
     )?;
-    let rows = stmt.query_map(params![slot_prefix], |r| {
+    let rows = stmt.query_map(params![slot_prefix.from, slot_prefix.to], |r| {
         let online: i64 = r.get(2)?;
         let counter: i64 = r.get(3)?;
         let admitted: i64 = r.get(4)?;
@@ -631,12 +650,12 @@ fn slots(conn: &Connection, slot_prefix: &str) -> Result<Vec<SlotLine>, ReportEr
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-fn conflicts(conn: &Connection, slot_prefix: &str) -> Result<Vec<ConflictLine>, ReportError> {
+fn conflicts(conn: &Connection, slot_prefix: &SlotRange) -> Result<Vec<ConflictLine>, ReportError> {
     let mut stmt = conn.prepare(
         "SELECT ticket_id, slot_id, first_gate, first_at, second_gate, second_at FROM gate_conflicts
-         WHERE slot_id LIKE ?1 ORDER BY first_at",
+         WHERE slot_id >= ?1 AND slot_id < ?2 ORDER BY first_at",
     )?;
-    let rows = stmt.query_map(params![slot_prefix], |r| {
+    let rows = stmt.query_map(params![slot_prefix.from, slot_prefix.to], |r| {
         Ok(ConflictLine {
             ticket_id: r.get(0)?,
             slot_id: r.get(1)?,
@@ -651,7 +670,7 @@ fn conflicts(conn: &Connection, slot_prefix: &str) -> Result<Vec<ConflictLine>, 
 
 fn quarantine(
     conn: &Connection,
-    slot_prefix: &str,
+    slot_prefix: &SlotRange,
     start: i64,
     end: i64,
 ) -> Result<Vec<QuarantineLine>, ReportError> {
@@ -660,10 +679,10 @@ fn quarantine(
                 q.device_at, q.received_at, q.body
          FROM quarantine q LEFT JOIN devices d ON d.device_id = q.device_id
          WHERE q.resolved_at IS NULL
-           AND (q.slot_id LIKE ?1 OR (q.received_at >= ?2 AND q.received_at < ?3))
+           AND ((q.slot_id >= ?1 AND q.slot_id < ?2) OR (q.received_at >= ?3 AND q.received_at < ?4))
          ORDER BY q.received_at, q.terminal_seq",
     )?;
-    let rows = stmt.query_map(params![slot_prefix, start, end], |r| {
+    let rows = stmt.query_map(params![slot_prefix.from, slot_prefix.to, start, end], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,

@@ -310,9 +310,9 @@ pub fn leases(db: &Path, date: Date) -> Result<Vec<LeaseInfo>, AdminError> {
                 l.revoked_at IS NOT NULL, s.last_sync_at
          FROM leases l JOIN devices d ON d.device_id = l.device_id
          LEFT JOIN device_sync s ON s.device_id = l.device_id
-         WHERE l.slot_id LIKE ?1 ORDER BY l.slot_id, d.name",
+         WHERE l.slot_id >= ?1 AND l.slot_id < ?2 ORDER BY l.slot_id, d.name",
     )?;
-    let rows = stmt.query_map(params![format!("{date}T%")], |r| {
+    let rows = stmt.query_map(params![format!("{date}T"), format!("{date}U")], |r| {
         Ok(LeaseInfo {
             lease_id: r.get(0)?,
             device: r.get(1)?,

@@ -53,6 +53,7 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0011_mail_outbox.sql")),
         M::up(include_str!("../../migrations/0012_waitlist.sql")),
         M::up(include_str!("../../migrations/0013_waitlist_bounds.sql")),
+        M::up(include_str!("../../migrations/0014_history_indexes.sql")),
     ])
 }
 

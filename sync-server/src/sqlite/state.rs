@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use jiff::tz::TimeZone;
 use rusqlite::{params, Connection, OptionalExtension};
 use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
+use tessera_core::api::sync::SyncRequest;
 use tessera_core::catalogue::Catalogue;
 use tessera_core::inventory::{LeaseTotals, SlotLedger};
 use tessera_core::pricing::PricedLine;
@@ -49,7 +50,7 @@ pub(crate) struct State {
     pub holds: HashMap<Uuid, OpenHold>,
     pub expiry: BTreeSet<(i64, Uuid)>,
     pub signer: TicketSigner,
-    pub leases: HashMap<Uuid, LeaseRow>,
+    pub leases: Leases,
     pub tallies: Tallies,
     pub catalogue_version: u64,
     /// Cashiers' verifiers: what counters receive with every sync.
@@ -145,111 +146,150 @@ pub(crate) fn expire_due_holds(conn: &Connection, now_ms: i64) -> rusqlite::Resu
     )
 }
 
+/// The leases the writer keeps in memory, with an index from each slot to its
+/// leases so that sizing a slot never walks every lease of every slot.
+///
+/// Whenever a slot is in memory, all its leases are too (its ledger counts
+/// their escrow); a lease's slot never changes after it is granted.
+#[derive(Default)]
+pub(crate) struct Leases {
+    rows: HashMap<Uuid, LeaseRow>,
+    by_slot: HashMap<SlotId, Vec<Uuid>>,
+}
+
+impl Leases {
+    pub fn get(&self, id: &Uuid) -> Option<&LeaseRow> {
+        self.rows.get(id)
+    }
+
+    pub fn get_mut(&mut self, id: &Uuid) -> Option<&mut LeaseRow> {
+        self.rows.get_mut(id)
+    }
+
+    pub fn contains_key(&self, id: &Uuid) -> bool {
+        self.rows.contains_key(id)
+    }
+
+    pub fn insert(&mut self, id: Uuid, lease: LeaseRow) -> Option<LeaseRow> {
+        let slot = lease.slot;
+        let before = self.rows.insert(id, lease);
+        match &before {
+            Some(old) if old.slot == slot => {}
+            Some(old) => {
+                let old_slot = old.slot;
+                self.unindex(old_slot, id);
+                self.by_slot.entry(slot).or_default().push(id);
+            }
+            None => self.by_slot.entry(slot).or_default().push(id),
+        }
+        before
+    }
+
+    fn unindex(&mut self, slot: SlotId, id: Uuid) {
+        if let Some(ids) = self.by_slot.get_mut(&slot) {
+            ids.retain(|l| *l != id);
+            if ids.is_empty() {
+                self.by_slot.remove(&slot);
+            }
+        }
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &LeaseRow> + '_ {
+        self.rows.values()
+    }
+
+    /// The leases of one slot, through the index.
+    pub fn of_slot<'a>(&'a self, slot: &SlotId) -> impl Iterator<Item = &'a LeaseRow> + 'a {
+        self.by_slot
+            .get(slot)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.rows.get(id))
+    }
+}
+
+/// Leases whose slot is over are "settled" once the counter has given back
+/// all it did not sell and every sale has arrived: nothing about them can
+/// change the inventory any more. Those of older slots stay in the database
+/// only; this is the SQL side of that test (a partial index of migration
+/// 0014 has the same condition, so the search for the others is cheap).
+const UNSETTLED_SQL: &str =
+    "revoked_escrow IS NULL AND (granted_total - released_total > sold OR unused_reported > 0)";
+
+const LEASE_COLUMNS: &str = "lease_id, device_id, slot_id, granted_total, released_total, sold, unused_reported, revoked_escrow, kept";
+
+fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeaseRow> {
+    Ok(LeaseRow {
+        lease_id: parse_uuid(&r.get::<_, String>(0)?)?,
+        device_id: parse_uuid(&r.get::<_, String>(1)?)?,
+        slot: parse_slot(&r.get::<_, String>(2)?)?,
+        totals: LeaseTotals {
+            granted_total: r.get(3)?,
+            released_total: r.get(4)?,
+        },
+        sold: r.get(5)?,
+        unused_reported: r.get(6)?,
+        revoked_escrow: r.get(7)?,
+        kept: r.get(8)?,
+    })
+}
+
+const SLOT_COLUMNS: &str = "slot_id, starts_at, ends_at, window_minutes, capacity, sold_online";
+
+fn slot_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRow> {
+    let id = parse_slot(&r.get::<_, String>(0)?)?;
+    Ok(SlotRow {
+        slot: Slot {
+            id,
+            starts_at: from_ms(r.get(1)?),
+            ends_at: from_ms(r.get(2)?),
+            window_minutes: r.get(3)?,
+            capacity: r.get(4)?,
+        },
+        ledger: SlotLedger {
+            capacity: r.get(4)?,
+            sold_online: r.get(5)?,
+            ..SlotLedger::default()
+        },
+    })
+}
+
+fn hold_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Uuid, OpenHold)> {
+    let lines: String = r.get(4)?;
+    Ok((
+        parse_uuid(&r.get::<_, String>(0)?)?,
+        OpenHold {
+            slot: parse_slot(&r.get::<_, String>(1)?)?,
+            admissions: r.get(2)?,
+            expires_ms: r.get(3)?,
+            lines: serde_json::from_str(&lines).unwrap_or_default(),
+            total: r.get(5)?,
+        },
+    ))
+}
+
+/// The first slot the writer keeps in memory: yesterday's. Today's are on
+/// sale; yesterday's still get late counter reports and are what a counter
+/// whose clock runs a little behind calls "today". Older ones load on demand.
+pub(crate) fn first_live_slot(tz: &TimeZone, now_ms: i64) -> Result<SlotId, OpenError> {
+    let today = tz.to_datetime(from_ms(now_ms)).date();
+    let yesterday = today
+        .yesterday()
+        .map_err(|e| OpenError::BadCatalogue(e.to_string()))?;
+    SlotId::new(yesterday, 0).map_err(|e| OpenError::BadCatalogue(e.to_string()))
+}
+
 impl State {
+    /// Loads what is live: slots from yesterday on, every slot that still has
+    /// an unsettled lease or an open hold, all leases of those slots, open
+    /// holds. The cost does not grow with the days behind the museum.
     pub fn load(conn: &Connection, now_ms: i64) -> Result<State, OpenError> {
         let catalogue = load_catalogue(conn)?;
         let tz = catalogue
             .time_zone()
             .map_err(|e| OpenError::BadCatalogue(e.to_string()))?;
         expire_due_holds(conn, now_ms)?;
-
-        let mut slots = BTreeMap::new();
-        let mut stmt = conn.prepare(
-            "SELECT slot_id, starts_at, ends_at, window_minutes, capacity, sold_online FROM slots",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let id = parse_slot(&r.get::<_, String>(0)?)?;
-            Ok(SlotRow {
-                slot: Slot {
-                    id,
-                    starts_at: from_ms(r.get(1)?),
-                    ends_at: from_ms(r.get(2)?),
-                    window_minutes: r.get(3)?,
-                    capacity: r.get(4)?,
-                },
-                ledger: SlotLedger {
-                    capacity: r.get(4)?,
-                    sold_online: r.get(5)?,
-                    ..SlotLedger::default()
-                },
-            })
-        })?;
-        for row in rows {
-            let row = row?;
-            slots.insert(row.slot.id, row);
-        }
-
-        let mut holds = HashMap::new();
-        let mut expiry = BTreeSet::new();
-        let mut stmt = conn.prepare(
-            "SELECT hold_id, slot_id, admissions, expires_at, lines, total FROM holds WHERE status = 'held'",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            let lines: String = r.get(4)?;
-            Ok((
-                parse_uuid(&r.get::<_, String>(0)?)?,
-                OpenHold {
-                    slot: parse_slot(&r.get::<_, String>(1)?)?,
-                    admissions: r.get(2)?,
-                    expires_ms: r.get(3)?,
-                    lines: serde_json::from_str(&lines).unwrap_or_default(),
-                    total: r.get(5)?,
-                },
-            ))
-        })?;
-        for row in rows {
-            let (id, hold) = row?;
-            if let Some(s) = slots.get_mut(&hold.slot) {
-                s.ledger.held_online += hold.admissions;
-            }
-            expiry.insert((hold.expires_ms, id));
-            holds.insert(id, hold);
-        }
-
-        let mut leases = HashMap::new();
-        let mut stmt = conn.prepare(
-            "SELECT lease_id, device_id, slot_id, granted_total, released_total, sold, unused_reported, revoked_escrow, kept FROM leases",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(LeaseRow {
-                lease_id: parse_uuid(&r.get::<_, String>(0)?)?,
-                device_id: parse_uuid(&r.get::<_, String>(1)?)?,
-                slot: parse_slot(&r.get::<_, String>(2)?)?,
-                totals: LeaseTotals {
-                    granted_total: r.get(3)?,
-                    released_total: r.get(4)?,
-                },
-                sold: r.get(5)?,
-                unused_reported: r.get(6)?,
-                revoked_escrow: r.get(7)?,
-                kept: r.get(8)?,
-            })
-        })?;
-        for row in rows {
-            let lease = row?;
-            if let Some(s) = slots.get_mut(&lease.slot) {
-                s.ledger.leased += lease.escrow();
-                s.ledger.over_capacity += lease.over_capacity();
-            }
-            leases.insert(lease.lease_id, lease);
-        }
-
-        let mut tallies = Tallies::default();
-        let mut stmt = conn.prepare("SELECT slot_id, state FROM tallies")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, String>(1)?))
-        })?;
-        for row in rows {
-            let (slot, json) = row?;
-            match serde_json::from_str(&json) {
-                Ok(tally) => {
-                    tallies.0.insert(slot, tally);
-                }
-                Err(e) => {
-                    tracing::warn!(%slot, error = %e, "unreadable tally; it rebuilds as devices sync")
-                }
-            }
-        }
+        let first = first_live_slot(&tz, now_ms)?;
 
         let (key_id, seed): (u32, Vec<u8>) = conn.query_row(
             "SELECT key_id, secret_seed FROM signing_keys WHERE owner = 'server' AND secret_seed IS NOT NULL AND revoked_at IS NULL ORDER BY key_id DESC LIMIT 1",
@@ -273,32 +313,187 @@ impl State {
 
         let idempotency = IdempotencyIndex::load_configured(conn, now_ms)?;
 
-        let dirty_slots = slots.keys().copied().collect();
-        Ok(State {
+        let mut state = State {
             catalogue: Arc::new(catalogue),
             tz,
-            slots,
-            holds,
-            expiry,
+            slots: BTreeMap::new(),
+            holds: HashMap::new(),
+            expiry: BTreeSet::new(),
             signer: TicketSigner::from_seed(key_id, seed),
-            leases,
-            tallies,
+            leases: Leases::default(),
+            tallies: Tallies::default(),
             catalogue_version,
             staff,
             supervisors,
             keys: load_keys(conn)?,
             idempotency,
             last_sync: HashMap::new(),
-            dirty_slots,
+            dirty_slots: HashSet::new(),
             unsaved_slots: HashSet::new(),
             devices_dirty: true,
-        })
+        };
+        state.load_live(conn, first)?;
+        state.dirty_slots = state.slots.keys().copied().collect();
+        Ok(state)
     }
 
-    /// The leases of one slot (lease sizing weighs them all).
+    fn load_live(&mut self, conn: &Connection, first: SlotId) -> rusqlite::Result<()> {
+        let first = first.to_string();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id >= ?1"
+        ))?;
+        for row in stmt.query_map(params![first], slot_row)? {
+            let row = row?;
+            self.slots.insert(row.slot.id, row);
+        }
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {LEASE_COLUMNS} FROM leases WHERE slot_id >= ?1"
+        ))?;
+        for lease in stmt.query_map(params![first], lease_row)? {
+            self.add_lease(lease?);
+        }
+        let mut stmt = conn.prepare("SELECT slot_id, state FROM tallies WHERE slot_id >= ?1")?;
+        let rows = stmt.query_map(params![first], |r| {
+            Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, String>(1)?))
+        })?;
+        for row in rows {
+            let (slot, json) = row?;
+            self.add_tally(slot, &json);
+        }
+        // Older slots that still matter: a lease a counter has not settled
+        // (it may have been offline since), or an open hold.
+        let mut older: BTreeSet<SlotId> = BTreeSet::new();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT DISTINCT slot_id FROM leases WHERE slot_id < ?1 AND {UNSETTLED_SQL}"
+        ))?;
+        for slot in stmt.query_map(params![first], |r| parse_slot(&r.get::<_, String>(0)?))? {
+            older.insert(slot?);
+        }
+        let mut stmt = conn.prepare(
+            "SELECT hold_id, slot_id, admissions, expires_at, lines, total FROM holds WHERE status = 'held'",
+        )?;
+        let holds = stmt
+            .query_map([], hold_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        older.extend(holds.iter().map(|(_, h)| h.slot));
+        for slot in older {
+            self.ensure_slot(conn, slot)?;
+        }
+        for (id, hold) in holds {
+            if let Some(s) = self.slots.get_mut(&hold.slot) {
+                s.ledger.held_online += hold.admissions;
+            }
+            self.expiry.insert((hold.expires_ms, id));
+            self.holds.insert(id, hold);
+        }
+        Ok(())
+    }
+
+    fn add_lease(&mut self, lease: LeaseRow) {
+        if let Some(s) = self.slots.get_mut(&lease.slot) {
+            s.ledger.leased += lease.escrow();
+            s.ledger.over_capacity += lease.over_capacity();
+        }
+        self.leases.insert(lease.lease_id, lease);
+    }
+
+    fn add_tally(&mut self, slot: SlotId, json: &str) {
+        match serde_json::from_str(json) {
+            Ok(tally) => {
+                self.tallies.0.insert(slot, tally);
+            }
+            Err(e) => {
+                tracing::warn!(%slot, error = %e, "unreadable tally; it rebuilds as devices sync")
+            }
+        }
+    }
+
+    /// Brings an older slot into memory with all its leases and its tally,
+    /// for what still concerns it (a late upload, a lease report). Open holds
+    /// are loaded by `load` only: a hold is never for a slot that is over.
+    /// `false` if the database has no such slot.
+    pub fn ensure_slot(&mut self, conn: &Connection, slot: SlotId) -> rusqlite::Result<bool> {
+        if self.slots.contains_key(&slot) {
+            return Ok(true);
+        }
+        let id = slot.to_string();
+        let row = conn
+            .prepare_cached(&format!(
+                "SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = ?1"
+            ))?
+            .query_row(params![id], slot_row)
+            .optional()?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        self.slots.insert(slot, row);
+        let leases = conn
+            .prepare_cached(&format!(
+                "SELECT {LEASE_COLUMNS} FROM leases WHERE slot_id = ?1"
+            ))?
+            .query_map(params![id], lease_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for lease in leases {
+            self.add_lease(lease);
+        }
+        let tally: Option<String> = conn
+            .prepare_cached("SELECT state FROM tallies WHERE slot_id = ?1")?
+            .query_row(params![id], |r| r.get(0))
+            .optional()?;
+        if let Some(json) = tally {
+            self.add_tally(slot, &json);
+        }
+        self.dirty_slots.insert(slot);
+        Ok(true)
+    }
+
+    /// Brings into memory every older slot and lease a counter's upload
+    /// names (its sales' leases and slots, the sales its voids cancel, the
+    /// leases it reports), so a late upload is judged exactly as it would
+    /// have been on its day.
+    pub fn ensure_for_sync(
+        &mut self,
+        conn: &Connection,
+        request: &SyncRequest,
+    ) -> rusqlite::Result<()> {
+        let mut slots: BTreeSet<SlotId> = BTreeSet::new();
+        slots.extend(request.sales.iter().map(|s| s.slot_id));
+        slots.extend(request.leases.iter().map(|l| l.slot_id));
+        let mut lease_ids: BTreeSet<Uuid> = BTreeSet::new();
+        lease_ids.extend(request.sales.iter().map(|s| s.lease_id));
+        lease_ids.extend(request.leases.iter().map(|l| l.lease_id));
+        {
+            let mut stmt = conn.prepare_cached("SELECT slot_id FROM leases WHERE lease_id = ?1")?;
+            for id in lease_ids.iter().filter(|id| !self.leases.contains_key(id)) {
+                let slot: Option<String> = stmt
+                    .query_row(params![id.to_string()], |r| r.get(0))
+                    .optional()?;
+                if let Some(slot) = slot {
+                    slots.insert(parse_slot(&slot)?);
+                }
+            }
+        }
+        {
+            let mut stmt = conn.prepare_cached("SELECT slot_id FROM sales WHERE sale_id = ?1")?;
+            for v in &request.voids {
+                let slot: Option<String> = stmt
+                    .query_row(params![v.sale_id.to_string()], |r| r.get(0))
+                    .optional()?;
+                if let Some(slot) = slot {
+                    slots.insert(parse_slot(&slot)?);
+                }
+            }
+        }
+        for slot in slots {
+            self.ensure_slot(conn, slot)?;
+        }
+        Ok(())
+    }
+
+    /// The leases of one slot, found through the index (lease sizing weighs
+    /// them all).
     pub fn leases_of_slot<'a>(&'a self, slot: &SlotId) -> impl Iterator<Item = &'a LeaseRow> + 'a {
-        let slot = *slot;
-        self.leases.values().filter(move |l| l.slot == slot)
+        self.leases.of_slot(slot)
     }
 
     pub fn slot_view(&self, id: &SlotId) -> Option<SlotView> {
@@ -440,5 +635,58 @@ impl Shared {
                 Arc::new(PublicKeys { keys: vec![] }),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(slot: SlotId) -> LeaseRow {
+        LeaseRow {
+            lease_id: tessera_core::ids::new_id(),
+            device_id: tessera_core::ids::new_id(),
+            slot,
+            totals: LeaseTotals::default(),
+            sold: 0,
+            unused_reported: 0,
+            revoked_escrow: None,
+            kept: 0,
+        }
+    }
+
+    #[test]
+    fn a_slots_leases_are_found_through_the_index() {
+        let day: jiff::civil::Date = "2026-12-09".parse().unwrap();
+        let (a, b) = (
+            SlotId::new(day, 600).unwrap(),
+            SlotId::new(day, 630).unwrap(),
+        );
+        let mut leases = Leases::default();
+        let mut of_a = Vec::new();
+        for slot in [a, b, a, b, a] {
+            let l = lease(slot);
+            if slot == a {
+                of_a.push(l.lease_id);
+            }
+            leases.insert(l.lease_id, l);
+        }
+        // Replacing a row keeps one index entry.
+        let again = lease(a);
+        let id = of_a[0];
+        leases.insert(
+            id,
+            LeaseRow {
+                lease_id: id,
+                ..again
+            },
+        );
+        let mut found: Vec<Uuid> = leases.of_slot(&a).map(|l| l.lease_id).collect();
+        found.sort();
+        of_a.sort();
+        assert_eq!(found, of_a);
+        assert_eq!(leases.of_slot(&b).count(), 2);
+        let other = SlotId::new(day, 660).unwrap();
+        assert_eq!(leases.of_slot(&other).count(), 0);
     }
 }

@@ -785,6 +785,7 @@ fn fold_reports(ctx: &mut Ctx<'_>, request: &SyncRequest) -> Result<(), Fatal> {
         let Some(lease) = ctx.state.leases.get_mut(&report.lease_id) else {
             continue;
         };
+        let before = (lease.totals.released_total, lease.unused_reported);
         let change = reconcile::fold_report(lease, report);
         let (slot, released, unused) = (
             lease.slot,
@@ -792,6 +793,11 @@ fn fold_reports(ctx: &mut Ctx<'_>, request: &SyncRequest) -> Result<(), Fatal> {
             lease.unused_reported,
         );
         follow_lease(ctx.state, slot, change)?;
+        // A report that changes nothing (a settled lease, a quiet one)
+        // writes nothing: a counter's sync costs what is live, not its past.
+        if before == (released, unused) {
+            continue;
+        }
         ctx.tx
             .prepare_cached(
                 "UPDATE leases SET released_total = ?2, unused_reported = ?3 WHERE lease_id = ?1",
@@ -1166,6 +1172,7 @@ fn respond(
         slots,
         tallies,
         quarantined: quarantined_of(ctx, &device.device_id.to_string())?,
+        settled_leases: settled_leases(ctx.state, device, now),
     })
 }
 
@@ -1191,6 +1198,25 @@ fn lease_grants(
         .collect();
     leases.sort_by_key(|l| l.slot_id);
     leases
+}
+
+/// The counter's leases whose slot is over and that nothing can change any
+/// more: all the counter did not sell given back, every sale received (the
+/// escrow is what was sold), or revoked by a supervisor.
+fn settled_leases(state: &State, device: &DeviceInfo, now: i64) -> Vec<Uuid> {
+    state
+        .leases
+        .values()
+        .filter(|l| l.device_id == device.device_id)
+        .filter(|l| {
+            let over = state
+                .slots
+                .get(&l.slot)
+                .is_some_and(|s| now >= s.slot.ends_at.as_millisecond());
+            l.is_settled(over)
+        })
+        .map(|l| l.lease_id)
+        .collect()
 }
 
 pub(crate) fn availability_of(

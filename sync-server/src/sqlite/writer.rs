@@ -478,6 +478,11 @@ fn rebuild(
     now_ms: i64,
 ) -> Result<(), Fatal> {
     let mut fresh = State::load(tx, now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    // Older slots an earlier job loaded on demand must stay, or their
+    // unsaved counts would never be written.
+    for (id, _, _) in &undo.slots {
+        fresh.ensure_slot(tx, *id)?;
+    }
     fresh.last_sync = std::mem::take(&mut state.last_sync);
     fresh.unsaved_slots.clear();
     undo.restore(&mut fresh);

@@ -29,15 +29,18 @@ pub struct SyncRequest {
     pub sales: Vec<SaleRecord>,
     #[serde(default)]
     pub voids: Vec<VoidRecord>,
-    /// Every lease the terminal holds, with what it has given back.
+    /// The terminal's leases that are open or that the server has not yet
+    /// confirmed settled (`SyncResponse::settled_leases`), with what it has
+    /// given back.
     #[serde(default)]
     pub leases: Vec<LeaseReport>,
     /// Slots the terminal wants (more) places in.
     #[serde(default)]
     pub wants: Vec<LeaseWant>,
     /// The terminal's own running totals per slot, covering exactly the
-    /// sales and voids it has sent (now or before). The server folds them
-    /// into its CRDT tallies under this device's actor.
+    /// sales and voids it has sent (now or before), for today's and later
+    /// slots only. The server derives each tally from the uploads it stored
+    /// and compares these with them; a slot left out changes no total.
     #[serde(default)]
     pub own_tallies: BTreeMap<SlotId, ActorTally>,
     /// Closed shifts (Z reports) not yet acknowledged.
@@ -236,6 +239,14 @@ pub struct SyncResponse {
     /// uploads behind them go on.
     #[serde(default)]
     pub quarantined: Vec<Quarantined>,
+    /// This counter's leases the server holds as settled: their slot is
+    /// over, every place not sold was given back, every sale has arrived
+    /// (or a supervisor revoked the lease). A counter that agrees marks
+    /// them settled and stops reporting them, so a sync carries only live
+    /// leases however long the counter has been selling. Older servers do
+    /// not send it; a counter then keeps reporting, as before.
+    #[serde(default)]
+    pub settled_leases: Vec<Uuid>,
 }
 
 /// One upload kept aside for a supervisor.

@@ -458,10 +458,10 @@ impl Terminal {
         let conn = self.db();
         let mut tallies: Tallies = local::get(&conn, keys::TALLIES)?.unwrap_or_default();
         let me = self.inner.identity.device_id.to_string();
-        for (slot, t) in sync::own_tallies(&conn, i64::MAX as u64)? {
+        let from = SlotId::new(today, 0).map_err(|e| TerminalError::Storage(e.to_string()))?;
+        for (slot, t) in sync::own_tallies_since(&conn, i64::MAX as u64, from)? {
             tallies.set_actor(&me, slot, t.sold, t.voided);
         }
-        let from = SlotId::new(today, 0).map_err(|e| TerminalError::Storage(e.to_string()))?;
         let mut stmt = conn.prepare_cached(
             "SELECT s.slot_id, s.starts_at, s.ends_at, s.capacity, s.as_of,
                     COALESCE(CASE WHEN l.revoked = 1 THEN 0 ELSE l.granted_total - l.released_total - l.sold END, 0)

@@ -1,0 +1,491 @@
+//! `history`: does a request cost more when the museum has a year behind it?
+//!
+//! One database is walked through `days` open days (320 by default) through
+//! the real APIs, with the real server binary and real counter terminals:
+//! every morning the server is restarted with its clock (and the counters')
+//! set to 09:10 that day (`ServerProcess::set_clock`: a process keeps its
+//! clock offset, so a new day is a restart), each of three counters opens a
+//! shift, syncs (which settles yesterday's leases and takes today's), sells
+//! from its leases, syncs and closes its shift, and the web shop books
+//! `orders_per_day` online orders (hold + confirm through a trusted channel)
+//! spread over the next week. Nothing is written to the database behind the
+//! server's back.
+//!
+//! After the first day and after the last, the same probe runs at 11:00:
+//! server start-up (restart to listening), `/v1/sync` as a counter sees it
+//! (three counters syncing back to back), hold + confirm at low load while
+//! they sync, availability of the day, and the day report built from the
+//! database. Each figure of the last day is compared with the first day's.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use jiff::civil::Date;
+use serde::Serialize;
+use tessera_core::catalogue::Catalogue;
+use tessera_core::slot::SlotId;
+use tessera_terminal::Terminal;
+
+use crate::client::{card_sale, enrol_counter, http_client, Counter, Shop};
+use crate::server::{Server, ServerOptions};
+use crate::stats::{Samples, Summary};
+
+#[derive(Clone, Debug)]
+pub struct HistoryOptions {
+    /// Open days of history.
+    pub days: usize,
+    /// Online orders booked each day (spread over the next seven days).
+    pub orders_per_day: usize,
+    /// Sales each of the three counters makes each day.
+    pub counter_sales_per_day: usize,
+    /// Syncs each counter makes in a probe.
+    pub probe_syncs: usize,
+    /// Online hold + confirm pairs in a probe.
+    pub probe_orders: usize,
+    pub server_bin: PathBuf,
+}
+
+const COUNTERS: usize = 3;
+/// A figure of the last day within this share of the first day's counts as flat.
+const FLAT: f64 = 0.20;
+/// Differences below this (ms) are timer noise on a shared machine, not growth.
+const NOISE_MS: f64 = 0.5;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Probe {
+    pub day: String,
+    pub day_number: usize,
+    pub startup: Summary,
+    pub sync: Summary,
+    pub hold_confirm: Summary,
+    pub availability: Summary,
+    pub day_report: Summary,
+    /// Leases a counter still reports (not yet settled with the server).
+    pub leases_reported: i64,
+    /// Leases the counter ever held.
+    pub leases_held: i64,
+    pub db_bytes: u64,
+    pub orders: i64,
+    pub counter_sales: i64,
+    pub server_leases: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub figure: String,
+    pub first_p50_ms: f64,
+    pub last_p50_ms: f64,
+    pub first_p99_ms: f64,
+    pub last_p99_ms: f64,
+    pub within: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct HistoryReport {
+    pub scenario: &'static str,
+    pub days: usize,
+    pub orders_per_day: usize,
+    pub counter_sales_per_day: usize,
+    pub seed_seconds: f64,
+    pub first: Probe,
+    pub last: Probe,
+    pub comparisons: Vec<Comparison>,
+}
+
+pub async fn run(opts: &HistoryOptions) -> Result<HistoryReport> {
+    let mut options = ServerOptions::new(opts.server_bin.clone());
+    options.local_time = "09:10".into();
+    let mut server = Server::start(options)?;
+    let catalogue = catalogue_of(&server)?;
+    let mut counters = Vec::new();
+    for i in 0..COUNTERS {
+        let c = enrol_counter(&server, &server.url, &format!("Counter {}", i + 1)).await?;
+        c.t.close_shift(20_000)
+            .await
+            .context("closing the first shift")?;
+        counters.push(c);
+    }
+    let shop = Shop::new(http_client(16)?, &server.url).with_channel(&server.channel_token);
+
+    let started = Instant::now();
+    let mut day = server.day;
+    let mut first = None;
+    let mut done = 0;
+    while done < opts.days {
+        if catalogue.is_closed(day) || !has_slots(&server, day)? {
+            day = day.tomorrow()?;
+            continue;
+        }
+        done += 1;
+        server.restart_at(day, "09:10")?;
+        let shop = shop_for(&shop, &server);
+        seed_day(opts, &server, &shop, &mut counters, day, done).await?;
+        if done == 1 {
+            first = Some(probe(opts, &mut server, &mut counters, day, done).await?);
+        }
+        if done % 20 == 0 {
+            eprintln!(
+                "history: {done} days seeded ({day}), {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        day = day.tomorrow()?;
+    }
+    let seed_seconds = started.elapsed().as_secs_f64();
+    let last_day = day.yesterday()?;
+    let last = probe(opts, &mut server, &mut counters, last_day, done).await?;
+    let first = first.ok_or_else(|| anyhow!("no open day"))?;
+    let comparisons = compare(&first, &last);
+    Ok(HistoryReport {
+        scenario: "history",
+        days: done,
+        orders_per_day: opts.orders_per_day,
+        counter_sales_per_day: opts.counter_sales_per_day,
+        seed_seconds,
+        first,
+        last,
+        comparisons,
+    })
+}
+
+fn catalogue_of(server: &Server) -> Result<Catalogue> {
+    let json: String =
+        server
+            .read_db()?
+            .query_row("SELECT value FROM meta WHERE key = 'catalogue'", [], |r| {
+                r.get(0)
+            })?;
+    Ok(serde_json::from_str(&json)?)
+}
+
+fn has_slots(server: &Server, day: Date) -> Result<bool> {
+    let n: i64 = server.read_db()?.query_row(
+        "SELECT COUNT(*) FROM slots WHERE date = ?1",
+        [day.to_string()],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+fn slots_between(server: &Server, from: Date, to: Date) -> Result<Vec<SlotId>> {
+    let conn = server.read_db()?;
+    let mut stmt =
+        conn.prepare("SELECT slot_id FROM slots WHERE date >= ?1 AND date <= ?2 ORDER BY slot_id")?;
+    let rows = stmt.query_map([from.to_string(), to.to_string()], |r| {
+        r.get::<_, String>(0)
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row?.parse().map_err(|e| anyhow!("slot id: {e}"))?);
+    }
+    Ok(out)
+}
+
+/// The shop client, pointed at the server's current address.
+fn shop_for(shop: &Shop, server: &Server) -> Shop {
+    let mut s = shop.clone();
+    s.base = server.url.trim_end_matches('/').to_string();
+    s
+}
+
+/// Reopens each counter on the server's current clock (a terminal reads its
+/// clock offset once, like the server).
+fn reopen(server: &Server, counters: &mut [Counter]) -> Result<()> {
+    for c in counters.iter_mut() {
+        c.t = Terminal::open_with_clock(c.dir.path(), server.clock())
+            .map_err(|e| anyhow!("reopening a counter: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn seed_day(
+    opts: &HistoryOptions,
+    server: &Server,
+    shop: &Shop,
+    counters: &mut [Counter],
+    day: Date,
+    n: usize,
+) -> Result<()> {
+    reopen(server, counters)?;
+    let today = slots_between(server, day, day)?;
+    let week = slots_between(
+        server,
+        day.tomorrow()?,
+        day.checked_add(jiff::Span::new().days(7))?,
+    )?;
+    // Online: bookings for the coming week, as a shop takes them.
+    let online = {
+        let shop = shop.clone();
+        let orders = opts.orders_per_day;
+        tokio::spawn(async move { book(&shop, &week, orders, &format!("d{n}")).await })
+    };
+    let mut sellers = Vec::new();
+    for c in counters.iter() {
+        let t = c.t.clone();
+        let today = today.clone();
+        let sales = opts.counter_sales_per_day;
+        sellers.push(tokio::spawn(
+            async move { sell_day(&t, &today, sales).await },
+        ));
+    }
+    for s in sellers {
+        s.await??;
+    }
+    online.await??;
+    Ok(())
+}
+
+/// Books `orders` online orders over `slots` with 8 concurrent visitors.
+async fn book(shop: &Shop, slots: &[SlotId], orders: usize, tag: &str) -> Result<()> {
+    if slots.is_empty() || orders == 0 {
+        return Ok(());
+    }
+    let slots = Arc::new(slots.to_vec());
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let shop = shop.clone();
+        let slots = Arc::clone(&slots);
+        let tag = tag.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while i < orders {
+                let slot = slots[(i * 7) % slots.len()];
+                let quantity = 1 + (i % 2) as u32;
+                // A sold-out slot is an answer, not a failure of the run.
+                let _ = shop.buy(&format!("{tag}-{i}"), slot, quantity).await;
+                i += 8;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(())
+}
+
+/// One counter's day: open a shift, take leases, sell, upload, close.
+async fn sell_day(t: &Terminal, today: &[SlotId], sales: usize) -> Result<()> {
+    t.open_shift("1111", 20_000)
+        .map_err(|e| anyhow!("opening a shift: {e}"))?;
+    t.sync_now()
+        .await
+        .map_err(|e| anyhow!("morning sync: {e}"))?;
+    let mut sold = 0;
+    let mut tries = 0;
+    while sold < sales && tries < sales * 4 && !today.is_empty() {
+        let slot = today[tries % today.len()];
+        tries += 1;
+        if t.sell(card_sale(slot, 1 + (tries % 2) as u32))
+            .await
+            .is_ok()
+        {
+            sold += 1;
+        }
+    }
+    t.sync_now()
+        .await
+        .map_err(|e| anyhow!("upload sync: {e}"))?;
+    t.close_shift(20_000)
+        .await
+        .map_err(|e| anyhow!("closing a shift: {e}"))?;
+    t.sync_now()
+        .await
+        .map_err(|e| anyhow!("closing sync: {e}"))?;
+    Ok(())
+}
+
+/// The figures of one day, at 11:00.
+async fn probe(
+    opts: &HistoryOptions,
+    server: &mut Server,
+    counters: &mut [Counter],
+    day: Date,
+    n: usize,
+) -> Result<Probe> {
+    let mut startup = Samples::default();
+    for _ in 0..5 {
+        let t = Instant::now();
+        server.restart_at(day, "11:00")?;
+        startup.push(t.elapsed());
+    }
+    reopen(server, counters)?;
+    let shop = Shop::new(http_client(4)?, &server.url).with_channel(&server.channel_token);
+    for c in counters.iter() {
+        c.t.open_shift("1111", 20_000)
+            .map_err(|e| anyhow!("opening a shift: {e}"))?;
+        c.t.sync_now()
+            .await
+            .map_err(|e| anyhow!("warm-up sync: {e}"))?;
+    }
+
+    // Three counters sync back to back while one visitor books.
+    let mut loops = Vec::new();
+    for c in counters.iter() {
+        let t = c.t.clone();
+        let rounds = opts.probe_syncs;
+        loops.push(tokio::spawn(async move {
+            let mut s = Samples::default();
+            for _ in 0..rounds {
+                let at = Instant::now();
+                t.sync_now().await.map_err(|e| anyhow!("sync: {e}"))?;
+                s.push(at.elapsed());
+            }
+            Ok::<_, anyhow::Error>(s)
+        }));
+    }
+    let later: Vec<SlotId> = slots_between(server, day, day)?
+        .into_iter()
+        .filter(|s| s.hhmm().as_str() >= "14:00")
+        .collect();
+    let mut hold_confirm = Samples::default();
+    for i in 0..opts.probe_orders {
+        if later.is_empty() {
+            break;
+        }
+        let at = Instant::now();
+        let _ = shop
+            .buy(&format!("probe{n}-{i}"), later[i % later.len()], 1)
+            .await;
+        hold_confirm.push(at.elapsed());
+    }
+    let mut sync = Samples::default();
+    for l in loops {
+        sync.extend(l.await??);
+    }
+
+    let http = http_client(1)?;
+    let mut availability = Samples::default();
+    for _ in 0..300 {
+        let at = Instant::now();
+        http.get(format!("{}/v1/availability?date={day}", server.url))
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        availability.push(at.elapsed());
+    }
+
+    let catalogue = catalogue_of(server)?;
+    let conn = server.read_db()?;
+    let now = server.clock().now();
+    let mut report = Samples::default();
+    for _ in 0..20 {
+        let at = Instant::now();
+        tessera_server::reports::day_report(&conn, &catalogue, day, now)
+            .map_err(|e| anyhow!("day report: {e}"))?;
+        report.push(at.elapsed());
+    }
+
+    for c in counters.iter() {
+        c.t.close_shift(20_000)
+            .await
+            .map_err(|e| anyhow!("closing a shift: {e}"))?;
+        c.t.sync_now()
+            .await
+            .map_err(|e| anyhow!("closing sync: {e}"))?;
+    }
+    let (leases_reported, leases_held) = {
+        let t = rusqlite::Connection::open_with_flags(
+            counters[0].dir.path().join("terminal.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )?;
+        (
+            t.query_row("SELECT COUNT(*) FROM leases WHERE settled = 0", [], |r| {
+                r.get(0)
+            })?,
+            t.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))?,
+        )
+    };
+    let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+    Ok(Probe {
+        day: day.to_string(),
+        day_number: n,
+        startup: startup.summary(),
+        sync: sync.summary(),
+        hold_confirm: hold_confirm.summary(),
+        availability: availability.summary(),
+        day_report: report.summary(),
+        leases_reported,
+        leases_held,
+        db_bytes: std::fs::metadata(&server.db).map(|m| m.len()).unwrap_or(0),
+        orders: count("SELECT COUNT(*) FROM orders")?,
+        counter_sales: count("SELECT COUNT(*) FROM sales")?,
+        server_leases: count("SELECT COUNT(*) FROM leases")?,
+    })
+}
+
+fn compare(first: &Probe, last: &Probe) -> Vec<Comparison> {
+    let pairs = [
+        ("server start-up", &first.startup, &last.startup),
+        ("sync (3 counters back to back)", &first.sync, &last.sync),
+        (
+            "hold + confirm (low load)",
+            &first.hold_confirm,
+            &last.hold_confirm,
+        ),
+        (
+            "availability of the day",
+            &first.availability,
+            &last.availability,
+        ),
+        ("day report", &first.day_report, &last.day_report),
+    ];
+    pairs
+        .into_iter()
+        .map(|(name, a, b)| Comparison {
+            figure: name.to_string(),
+            first_p50_ms: a.p50_ms,
+            last_p50_ms: b.p50_ms,
+            first_p99_ms: a.p99_ms,
+            last_p99_ms: b.p99_ms,
+            within: b.p50_ms <= a.p50_ms * (1.0 + FLAT) || b.p50_ms - a.p50_ms < NOISE_MS,
+        })
+        .collect()
+}
+
+pub fn print(r: &HistoryReport) {
+    println!(
+        "== history: {} open days, {} online orders/day, {} counters x {} sales/day (seeded in {:.0} s)",
+        r.days, r.orders_per_day, COUNTERS, r.counter_sales_per_day, r.seed_seconds
+    );
+    for p in [&r.first, &r.last] {
+        println!(
+            "   day {:>3} ({}): db {:.1} MB, {} orders, {} counter sales, {} leases; a counter reports {} of its {} leases",
+            p.day_number,
+            p.day,
+            p.db_bytes as f64 / 1e6,
+            p.orders,
+            p.counter_sales,
+            p.server_leases,
+            p.leases_reported,
+            p.leases_held
+        );
+    }
+    println!(
+        "   {:<32} {:>15} {:>15}   {:>15} {:>15}   within 20 %",
+        "figure", "day 1 p50", "last p50", "day 1 p99", "last p99"
+    );
+    for c in &r.comparisons {
+        println!(
+            "   {:<32} {:>12.2} ms {:>12.2} ms   {:>12.2} ms {:>12.2} ms   {}",
+            c.figure,
+            c.first_p50_ms,
+            c.last_p50_ms,
+            c.first_p99_ms,
+            c.last_p99_ms,
+            if c.within { "yes" } else { "NO" }
+        );
+    }
+    println!(
+        "-- a figure is within when its last-day p50 is at most 20 % above day 1's (or less than {NOISE_MS} ms above)"
+    );
+}
+
+/// Growth is reported, not treated as a broken invariant: benchmarks print
+/// figures, tests assert behaviour.
+pub fn violations(_r: &HistoryReport) -> Vec<String> {
+    Vec::new()
+}
