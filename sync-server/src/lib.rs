@@ -8,6 +8,7 @@
 pub mod config;
 pub mod delivery;
 pub mod error;
+mod failpoint;
 pub mod http;
 pub mod payments;
 pub mod secrets;

@@ -14,7 +14,9 @@ use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys, Role};
 use tessera_core::api::gate::Redemption;
 use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse};
 use tessera_core::api::online::{Availability, ConfirmRequest};
+use tessera_core::api::report::DayReport;
 use tessera_core::api::shop::{Booking, Language, Offer, WaitlistRequest};
+use tessera_core::api::supervisor::{LeaseInfo, Revoked};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::money::Money;
@@ -25,8 +27,6 @@ use tessera_core::ticket_code::{KeyRing, TicketClaims};
 use uuid::Uuid;
 
 use crate::error::ServiceError;
-use crate::reports::DayReport;
-use crate::sqlite::admin::{LeaseInfo, Revoked};
 
 /// An enrolled device, as its bearer token identifies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +98,42 @@ pub struct PaymentRecord {
     pub language: Language,
     pub provider: String,
     pub redirect_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentEventKind {
+    /// Money was captured.
+    Paid,
+    /// The session expired or the payment failed: nothing was taken.
+    Failed,
+}
+
+/// A verified callback: it came from the provider and was not altered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentEvent {
+    /// The provider's event id: the same event delivered twice has one id.
+    pub event_id: String,
+    /// Our `PaymentRequest::payment_id`, as the provider echoed it.
+    pub payment_id: String,
+    /// What a refund must name (Stripe: the payment intent `pi_…`).
+    pub refund_ref: Option<String>,
+    pub kind: PaymentEventKind,
+    /// The amount captured, when the event says.
+    pub amount: Option<Money>,
+}
+
+/// What the demo page shows about a payment.
+#[derive(Clone, Debug)]
+pub struct DemoPayment {
+    pub payment_id: String,
+    pub checkout_id: String,
+    pub hold_id: Uuid,
+    pub amount: Money,
+    pub status: String,
+    pub language: Language,
+    pub museum: String,
+    /// Local date and time of the entry, e.g. `2026-12-09 10:00`.
+    pub entry: String,
 }
 
 /// What a verified payment event did.
@@ -202,7 +238,7 @@ pub trait Store: Send + Sync + 'static {
     fn payment_event(
         &self,
         provider: String,
-        event: crate::payments::PaymentEvent,
+        event: PaymentEvent,
         context: BookingContext,
     ) -> impl Future<Output = Result<EventOutcome, ServiceError>> + Send;
 
@@ -246,7 +282,7 @@ pub trait Store: Send + Sync + 'static {
     fn demo_payment(
         &self,
         payment_id: String,
-    ) -> impl Future<Output = Result<Option<crate::payments::demo::DemoPayment>, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Option<DemoPayment>, ServiceError>> + Send;
 
     fn cancel_hold(&self, hold: Uuid) -> impl Future<Output = Result<(), ServiceError>> + Send;
 
@@ -352,4 +388,47 @@ pub trait Store: Send + Sync + 'static {
 
     /// True while the writer runs and the database answers.
     fn healthy(&self) -> impl Future<Output = bool> + Send;
+}
+
+/// One mail waiting to be sent.
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    pub mail_id: String,
+    pub kind: String,
+    pub recipient: String,
+    pub language: String,
+    pub payload: String,
+    pub attempts: u32,
+    pub created_at: i64,
+}
+
+/// The mail outbox as the mailer works through it (rows are queued by the
+/// store itself, in the transaction of what causes the mail). Apart from
+/// [`Store`] so that a backend can serve requests before it sends mail.
+pub trait MailOutbox: Store {
+    /// Unsent mails due at `now_ms`, oldest due first.
+    fn due_mail(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<OutboxRow>, ServiceError>> + Send;
+
+    /// Mails not yet sent nor given up on.
+    fn queued_mail(&self) -> impl Future<Output = Result<u64, ServiceError>> + Send;
+
+    /// The mail went out: its payload, which carries secret links, is blanked.
+    fn mail_sent(
+        &self,
+        mail_id: String,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// The mail could not go out: tried again at `retry_at`, or never
+    /// (`None`: given up, payload blanked).
+    fn mail_failed(
+        &self,
+        mail_id: String,
+        error: String,
+        retry_at: Option<i64>,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }

@@ -28,7 +28,7 @@ pub async fn availability<S: Store>(
     State(app): State<AppState<S>>,
     Query(q): Query<DateQuery>,
 ) -> Result<Json<Availability>, ServiceError> {
-    crate::sqlite::failpoint::panic_if("availability_handler");
+    crate::failpoint::panic_if("availability_handler");
     let text = q.date.ok_or_else(|| {
         ServiceError::BadRequest("query parameter date=YYYY-MM-DD is required".into())
     })?;

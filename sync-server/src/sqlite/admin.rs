@@ -8,6 +8,7 @@ use jiff::civil::Date;
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tessera_core::api::devices::Role;
+pub use tessera_core::api::supervisor::{LeaseInfo, Revoked};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::inventory::{InventoryError, SlotLedger};
 use tessera_core::slot::SlotId;
@@ -290,18 +291,6 @@ pub fn audit(
     Ok(())
 }
 
-/// A lease as an operator sees it.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct LeaseInfo {
-    pub lease_id: String,
-    pub device: String,
-    pub slot_id: String,
-    pub escrow: u32,
-    pub sold: u32,
-    pub revoked: bool,
-    pub last_sync_at: Option<i64>,
-}
-
 /// Leases of a day's slots, by slot then device.
 pub fn leases(db: &Path, date: Date) -> Result<Vec<LeaseInfo>, AdminError> {
     let conn = schema::open(db)?;
@@ -324,19 +313,6 @@ pub fn leases(db: &Path, date: Date) -> Result<Vec<LeaseInfo>, AdminError> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-}
-
-/// What revoking a lease did.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Revoked {
-    pub lease_id: String,
-    pub device: String,
-    pub slot_id: String,
-    /// Places the server knew were sold from it when revoked.
-    pub sold: u32,
-    /// Places back on sale.
-    pub returned: u32,
-    pub already_revoked: bool,
 }
 
 /// Revokes a lease of a counter that is not coming back: what it had not

@@ -973,7 +973,7 @@ pub(crate) fn resend(ctx: &mut Ctx<'_>, token: &str, context: &BookingContext) -
 pub(crate) fn demo_payment(
     ctx: &mut Ctx<'_>,
     payment_id: &str,
-) -> Outcome<Option<crate::payments::demo::DemoPayment>> {
+) -> Outcome<Option<crate::store::DemoPayment>> {
     let row: Option<(String, String, i64, String, String, String, String)> = ctx
         .tx
         .prepare_cached(
@@ -998,7 +998,7 @@ pub(crate) fn demo_payment(
     };
     let currency = Currency::new(&currency).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
     let slot = parse_slot(&slot)?;
-    Ok(Ok(Some(crate::payments::demo::DemoPayment {
+    Ok(Ok(Some(crate::store::DemoPayment {
         payment_id: payment_id.to_string(),
         checkout_id,
         hold_id: parse_uuid(&hold_id)?,

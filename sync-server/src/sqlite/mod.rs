@@ -47,13 +47,12 @@ use self::state::{Shared, State};
 pub use self::writer::CommitMode;
 use self::writer::{Ctx, Fatal, Job, Writer};
 use crate::error::{ServiceError, WaitlistError};
-use crate::payments::demo::DemoPayment;
 use crate::payments::PaymentEvent;
 use crate::reports::DayReport;
 use crate::secrets;
 use crate::store::{
-    Answer, BookingContext, ChannelInfo, DeviceInfo, DueRefund, EventOutcome, Idem, JoinBounds,
-    PaymentRecord, RefundAttempt, Store, Visitor,
+    Answer, BookingContext, ChannelInfo, DemoPayment, DeviceInfo, DueRefund, EventOutcome, Idem,
+    JoinBounds, PaymentRecord, RefundAttempt, Store, Visitor,
 };
 use tessera_core::api::shop::{Booking, CheckoutStatus};
 use tessera_core::clock::Clock;
