@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::civil::Date;
 use jiff::Timestamp;
@@ -19,6 +20,7 @@ use tessera_core::api::shop::{Booking, Language, Offer, WaitlistRequest};
 use tessera_core::api::supervisor::{LeaseInfo, Revoked};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
+use tessera_core::inventory::LeasePolicy;
 use tessera_core::money::Money;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
@@ -27,6 +29,44 @@ use tessera_core::ticket_code::{KeyRing, TicketClaims};
 use uuid::Uuid;
 
 use crate::error::ServiceError;
+
+/// How writes are committed: many requests per transaction and fsync (group
+/// commit, the default), or one each (the reference the benchmarks compare).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    Group,
+    PerRequest,
+}
+
+/// Idempotency-Key records a store keeps in memory by default.
+pub const DEFAULT_IDEMPOTENCY_KEYS_IN_MEMORY: usize = 200_000;
+
+/// What a deployment sets for any backend (`crate::config` builds it).
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub hold_ttl: Duration,
+    pub commit: CommitMode,
+    /// Most jobs one group commit takes.
+    pub max_batch: usize,
+    pub lease_policy: LeasePolicy,
+    /// Idempotency-Key records kept in memory (see `idempotency`).
+    pub idempotency_keys_in_memory: usize,
+    /// How long a waiting-list offer holds its places.
+    pub offer_ttl: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            hold_ttl: Duration::from_secs(600),
+            commit: CommitMode::Group,
+            max_batch: 512,
+            lease_policy: LeasePolicy::default(),
+            idempotency_keys_in_memory: DEFAULT_IDEMPOTENCY_KEYS_IN_MEMORY,
+            offer_ttl: Duration::from_secs(30 * 60),
+        }
+    }
+}
 
 /// An enrolled device, as its bearer token identifies it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -32,11 +32,11 @@ use super::online::{closed_hold_error, issue_order, release, take_open_hold, Ord
 use super::state::{parse_slot, parse_uuid, OpenHold};
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
-use crate::payments::{PaymentEvent, PaymentEventKind};
 use crate::secrets;
 use crate::store::{
     BookingContext, DueRefund, EventOutcome, PaymentRecord, RefundAttempt, Visitor,
 };
+use crate::store::{PaymentEvent, PaymentEventKind};
 
 type Outcome<T> = Result<Result<T, ServiceError>, Fatal>;
 

@@ -44,44 +44,19 @@ use self::admin::{LeaseInfo, Revoked};
 use self::idempotency::idempotent;
 pub use self::schema::OpenError;
 use self::state::{Shared, State};
-pub use self::writer::CommitMode;
+// Settings of any backend; re-exported where they were first defined.
 use self::writer::{Ctx, Fatal, Job, Writer};
 use crate::error::{ServiceError, WaitlistError};
-use crate::payments::PaymentEvent;
 use crate::reports::DayReport;
 use crate::secrets;
+use crate::store::PaymentEvent;
 use crate::store::{
     Answer, BookingContext, ChannelInfo, DemoPayment, DeviceInfo, DueRefund, EventOutcome, Idem,
     JoinBounds, PaymentRecord, RefundAttempt, Store, Visitor,
 };
+pub use crate::store::{CommitMode, StoreConfig};
 use tessera_core::api::shop::{Booking, CheckoutStatus};
 use tessera_core::clock::Clock;
-
-#[derive(Clone, Debug)]
-pub struct StoreConfig {
-    pub hold_ttl: Duration,
-    pub commit: CommitMode,
-    /// Most jobs one group commit takes.
-    pub max_batch: usize,
-    pub lease_policy: LeasePolicy,
-    /// Idempotency-Key records kept in memory (see `idempotency`).
-    pub idempotency_keys_in_memory: usize,
-    /// How long a waiting-list offer holds its places.
-    pub offer_ttl: Duration,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            hold_ttl: Duration::from_secs(600),
-            commit: CommitMode::Group,
-            max_batch: 512,
-            lease_policy: LeasePolicy::default(),
-            idempotency_keys_in_memory: idempotency::DEFAULT_KEYS_IN_MEMORY,
-            offer_ttl: Duration::from_secs(30 * 60),
-        }
-    }
-}
 
 /// Whether the writer thread still runs.
 #[derive(Clone, Debug, PartialEq, Eq)]

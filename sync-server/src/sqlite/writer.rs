@@ -149,12 +149,6 @@ where
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommitMode {
-    Group,
-    PerRequest,
-}
-
 /// Batches in a row that may fail to commit before the writer gives up: a
 /// storage that refuses every commit is better restarted (and noticed) than
 /// left answering 503.
