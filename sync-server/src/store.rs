@@ -1,6 +1,38 @@
 //! The storage trait the HTTP layer talks to. One implementation today
 //! (embedded SQLite with group commit, `crate::sqlite`); a PostgreSQL backend
 //! for several server processes would implement the same trait.
+//!
+//! Everything a caller of the seam sees is defined here or in
+//! `tessera_core::api` (wire and report types) and `tessera_core::ids`: this
+//! module imports no backend, so a backend can depend on it and not the
+//! other way round.
+//!
+//! ## Errors: what belongs to the seam and what to HTTP
+//!
+//! The methods answer [`ServiceError`] today, which is HTTP's error (it maps
+//! to a status and an error code). It mixes three kinds that a
+//! backend-neutral seam should keep apart:
+//!
+//! - **Refusals decided by the rules** (sold out, unknown slot, slot past,
+//!   hold expired or cancelled, pricing and waiting-list refusals, an
+//!   Idempotency-Key reused for another request): they are answers, not
+//!   failures, committed with the rest of a batch. They belong to core's
+//!   error enums (`PricingError`, `JoinRefusal`, …) and pass through the
+//!   seam unchanged, whichever backend decided them.
+//! - **Storage failures** (the writer or the database is gone, a commit
+//!   failed, a row is unreadable): the seam's own error, with no SQL in it.
+//!   A backend's internal errors (`sqlite::writer::Fatal`, the outer `Result`
+//!   of a job's nested `Result<Result<…>>`: the job's savepoint was rolled
+//!   back) become one of these at the seam and never cross it as they are.
+//!   HTTP answers them 503 (or 500 for corrupt data).
+//! - **Input and access checks** (malformed JSON, a body too large, a
+//!   missing Idempotency-Key, an unknown token, a wrong role): HTTP's alone.
+//!   They are decided before a store is called and never come out of one.
+//!
+//! So the intended shape is `Result<T, StoreError>` with
+//! `StoreError::{Refused(core refusal), Unavailable, Storage(String)}`, and
+//! `impl From<StoreError> for ServiceError` at the edge. Not done yet: the
+//! rename touches every backend job at once.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +52,7 @@ use tessera_core::api::shop::{Booking, Language, Offer, WaitlistRequest};
 use tessera_core::api::supervisor::{LeaseInfo, Revoked};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
+use tessera_core::ids::{DeviceId, HoldId, LeaseId, TicketId};
 use tessera_core::inventory::LeasePolicy;
 use tessera_core::money::Money;
 use tessera_core::pricing::PricedCart;
@@ -74,6 +107,12 @@ pub struct DeviceInfo {
     pub device_id: Uuid,
     pub role: Role,
     pub name: String,
+}
+
+impl DeviceInfo {
+    pub fn id(&self) -> DeviceId {
+        DeviceId(self.device_id)
+    }
 }
 
 /// The Idempotency-Key of a write and a hash of what was asked under it.
@@ -241,7 +280,7 @@ pub trait Store: Send + Sync + 'static {
     fn confirm_hold(
         &self,
         idem: Idem,
-        hold: Uuid,
+        hold: HoldId,
         request: ConfirmRequest,
         channel: ChannelInfo,
     ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
@@ -254,7 +293,7 @@ pub trait Store: Send + Sync + 'static {
     fn begin_checkout(
         &self,
         idem: Idem,
-        hold: Uuid,
+        hold: HoldId,
         visitor: Visitor,
         provider: String,
     ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
@@ -307,7 +346,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         idem: Idem,
         token: String,
-        tickets: Vec<Uuid>,
+        tickets: Vec<TicketId>,
         context: BookingContext,
     ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
 
@@ -324,7 +363,7 @@ pub trait Store: Send + Sync + 'static {
         payment_id: String,
     ) -> impl Future<Output = Result<Option<DemoPayment>, ServiceError>> + Send;
 
-    fn cancel_hold(&self, hold: Uuid) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    fn cancel_hold(&self, hold: HoldId) -> impl Future<Output = Result<(), ServiceError>> + Send;
 
     fn enrol(
         &self,
@@ -372,16 +411,19 @@ pub trait Store: Send + Sync + 'static {
     /// PIN is checked); refused while the device is locked out.
     fn begin_pin_attempt(
         &self,
-        device: Uuid,
+        device: DeviceId,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
 
     /// The device typed a right supervisor PIN: its count starts again.
-    fn pin_succeeded(&self, device: Uuid) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    fn pin_succeeded(
+        &self,
+        device: DeviceId,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
 
     /// Records a verified supervisor's one-use approval for `device`.
     fn create_approval(
         &self,
-        device: Uuid,
+        device: DeviceId,
         request: ApprovalRequest,
         approved_by: String,
     ) -> impl Future<Output = Result<Approval, ServiceError>> + Send;
@@ -401,7 +443,7 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a dead counter's lease (logged with `actor`).
     fn revoke_lease(
         &self,
-        lease: Uuid,
+        lease: LeaseId,
         actor: String,
     ) -> impl Future<Output = Result<Revoked, ServiceError>> + Send;
 

@@ -8,8 +8,8 @@ use axum::Json;
 use serde::Deserialize;
 use tessera_core::api::approvals::{ApprovalRequest, SUPERVISOR_PIN};
 use tessera_core::api::devices::Role;
+use tessera_core::ids::LeaseId;
 use tessera_core::slot::parse_date;
-use uuid::Uuid;
 
 use super::extract::{ApiJson, Device, Path, Query, Supervisor};
 use super::AppState;
@@ -87,8 +87,9 @@ pub async fn revoke_lease<S: Store>(
     Supervisor(who): Supervisor,
     Path(lease): Path<String>,
 ) -> Result<Response, ServiceError> {
-    let id =
-        Uuid::parse_str(&lease).map_err(|_| ServiceError::NotFound(format!("no lease {lease}")))?;
+    let id: LeaseId = lease
+        .parse()
+        .map_err(|_| ServiceError::NotFound(format!("no lease {lease}")))?;
     let done = app.store.revoke_lease(id, who).await?;
     Ok(Json(done).into_response())
 }
@@ -117,7 +118,7 @@ pub async fn approve<S: Store>(
     let request = body.value;
     let approval = app
         .store
-        .create_approval(device.device_id, request, staff.name.clone())
+        .create_approval(device.id(), request, staff.name.clone())
         .await?;
     tracing::info!(
         action = request.action(),

@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tessera_core::api::devices::Role;
 pub use tessera_core::api::supervisor::{LeaseInfo, Revoked};
 use tessera_core::catalogue::Catalogue;
+use tessera_core::ids::LeaseId;
 use tessera_core::inventory::{InventoryError, SlotLedger};
 use tessera_core::slot::SlotId;
 use tessera_core::ticket_code::TicketSigner;
@@ -149,7 +150,7 @@ pub fn ensure_slots(
         };
         for s in slots {
             added += insert.execute(params![
-                s.id.to_string(),
+                s.id,
                 date.to_string(),
                 s.starts_at.as_millisecond(),
                 s.ends_at.as_millisecond(),
@@ -223,21 +224,21 @@ pub fn ledger_from_rows(
     let row: Option<(u32, u32)> = conn
         .query_row(
             "SELECT capacity, sold_online FROM slots WHERE slot_id = ?1",
-            params![slot.to_string()],
+            params![slot],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
     let (capacity, sold_online) = row.ok_or_else(|| AdminError::UnknownSlot(slot.to_string()))?;
     let held_online: u32 = conn.query_row(
         "SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = ?1 AND status = 'held' AND expires_at > ?2",
-        params![slot.to_string(), now_ms],
+        params![slot, now_ms],
         |r| r.get(0),
     )?;
     let (leased, over): (u32, u32) = conn.query_row(
         "SELECT COALESCE(SUM(COALESCE(revoked_escrow, granted_total - released_total)), 0),
                 COALESCE(SUM(kept + CASE WHEN revoked_escrow IS NOT NULL AND sold > revoked_escrow THEN sold - revoked_escrow ELSE 0 END), 0)
          FROM leases WHERE slot_id = ?1",
-        params![slot.to_string()],
+        params![slot],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok(SlotLedger {
@@ -264,7 +265,7 @@ pub fn set_capacity(
     ledger.set_capacity(capacity)?;
     tx.execute(
         "UPDATE slots SET capacity = ?2 WHERE slot_id = ?1",
-        params![slot.to_string(), capacity],
+        params![slot, capacity],
     )?;
     audit(
         &tx,
@@ -324,6 +325,9 @@ pub fn revoke_lease(
     actor: &str,
     now: Timestamp,
 ) -> Result<Revoked, AdminError> {
+    let lease_id: LeaseId = lease_id
+        .parse()
+        .map_err(|_| AdminError::UnknownLease(lease_id.to_string()))?;
     let mut conn = schema::open(db)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let revoked = revoke_lease_in(&tx, lease_id, actor, now)?;
@@ -334,11 +338,11 @@ pub fn revoke_lease(
 /// The revocation itself, inside the caller's transaction.
 pub(crate) fn revoke_lease_in(
     tx: &Connection,
-    lease_id: &str,
+    lease_id: LeaseId,
     actor: &str,
     now: Timestamp,
 ) -> Result<Revoked, AdminError> {
-    let row: Option<(String, String, u32, u32, Option<i64>)> = tx
+    let row: Option<(String, SlotId, u32, u32, Option<i64>)> = tx
         .query_row(
             "SELECT d.name, l.slot_id, l.granted_total - l.released_total, l.sold, l.revoked_at
              FROM leases l JOIN devices d ON d.device_id = l.device_id WHERE l.lease_id = ?1",
@@ -350,7 +354,7 @@ pub(crate) fn revoke_lease_in(
         row.ok_or_else(|| AdminError::UnknownLease(lease_id.to_string()))?;
     if revoked_at.is_some() {
         return Ok(Revoked {
-            lease_id: lease_id.to_string(),
+            lease_id,
             device,
             slot_id,
             sold,
@@ -371,7 +375,7 @@ pub(crate) fn revoke_lease_in(
         &format!("lease {lease_id} of {device:?} for {slot_id}: {escrow} escrowed, {sold} reported sold, {returned} back on sale"),
     )?;
     Ok(Revoked {
-        lease_id: lease_id.to_string(),
+        lease_id,
         device,
         slot_id,
         sold,

@@ -11,6 +11,7 @@ pub mod idempotency;
 mod online;
 pub mod outbox;
 pub mod schema;
+mod sql;
 mod staff;
 mod state;
 mod sync;
@@ -57,6 +58,7 @@ use crate::store::{
 pub use crate::store::{CommitMode, StoreConfig};
 use tessera_core::api::shop::{Booking, CheckoutStatus};
 use tessera_core::clock::Clock;
+use tessera_core::ids::{DeviceId, HoldId, LeaseId, TicketId};
 
 /// Whether the writer thread still runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -291,13 +293,13 @@ impl Store for SqliteStore {
     async fn confirm_hold(
         &self,
         idem: Idem,
-        hold: Uuid,
+        hold: HoldId,
         request: ConfirmRequest,
         channel: ChannelInfo,
     ) -> Result<Answer, ServiceError> {
         self.submit(move |ctx| {
             idempotent(ctx, &idem, |ctx| {
-                online::confirm_hold(ctx, hold, request, &channel.name)
+                online::confirm_hold(ctx, hold.0, request, &channel.name)
             })
         })
         .await
@@ -316,13 +318,13 @@ impl Store for SqliteStore {
     async fn begin_checkout(
         &self,
         idem: Idem,
-        hold: Uuid,
+        hold: HoldId,
         visitor: Visitor,
         provider: String,
     ) -> Result<Answer, ServiceError> {
         self.submit(move |ctx| {
             idempotent(ctx, &idem, |ctx| {
-                checkout::begin_checkout(ctx, hold, visitor, provider)
+                checkout::begin_checkout(ctx, hold.0, visitor, provider)
             })
         })
         .await
@@ -383,9 +385,10 @@ impl Store for SqliteStore {
         &self,
         idem: Idem,
         token: String,
-        tickets: Vec<Uuid>,
+        tickets: Vec<TicketId>,
         context: BookingContext,
     ) -> Result<Answer, ServiceError> {
+        let tickets: Vec<Uuid> = tickets.into_iter().map(Uuid::from).collect();
         self.submit(move |ctx| {
             idempotent(ctx, &idem, |ctx| {
                 checkout::cancel(ctx, &token, &tickets, &context)
@@ -408,8 +411,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn cancel_hold(&self, hold: Uuid) -> Result<(), ServiceError> {
-        self.submit(move |ctx| online::cancel_hold(ctx, hold)).await
+    async fn cancel_hold(&self, hold: HoldId) -> Result<(), ServiceError> {
+        self.submit(move |ctx| online::cancel_hold(ctx, hold.0))
+            .await
     }
 
     async fn enrol(&self, request: EnrolRequest) -> Result<Enrolled, ServiceError> {
@@ -489,26 +493,26 @@ impl Store for SqliteStore {
             .clone()
     }
 
-    async fn begin_pin_attempt(&self, device: Uuid) -> Result<(), ServiceError> {
-        self.submit(move |ctx| staff::begin_attempt(ctx, device))
+    async fn begin_pin_attempt(&self, device: DeviceId) -> Result<(), ServiceError> {
+        self.submit(move |ctx| staff::begin_attempt(ctx, device.0))
             .await
     }
 
-    async fn pin_succeeded(&self, device: Uuid) -> Result<(), ServiceError> {
-        self.submit(move |ctx| Ok(Ok(staff::attempt_succeeded(ctx, device)?)))
+    async fn pin_succeeded(&self, device: DeviceId) -> Result<(), ServiceError> {
+        self.submit(move |ctx| Ok(Ok(staff::attempt_succeeded(ctx, device.0)?)))
             .await
     }
 
     async fn create_approval(
         &self,
-        device: Uuid,
+        device: DeviceId,
         request: ApprovalRequest,
         approved_by: String,
     ) -> Result<Approval, ServiceError> {
         self.submit(move |ctx| {
             Ok(Ok(staff::create_approval(
                 ctx,
-                device,
+                device.0,
                 request,
                 approved_by,
             )?))
@@ -539,10 +543,10 @@ impl Store for SqliteStore {
         .map_err(|_| ServiceError::Unavailable)?
     }
 
-    async fn revoke_lease(&self, lease: Uuid, actor: String) -> Result<Revoked, ServiceError> {
+    async fn revoke_lease(&self, lease: LeaseId, actor: String) -> Result<Revoked, ServiceError> {
         self.submit(move |ctx| {
             let now = tessera_core::clock::from_ms(ctx.now_ms);
-            match admin::revoke_lease_in(ctx.tx, &lease.to_string(), &actor, now) {
+            match admin::revoke_lease_in(ctx.tx, lease, &actor, now) {
                 Ok(done) => {
                     Writer::reload_in(ctx)?;
                     Ok(Ok(done))

@@ -17,6 +17,7 @@ pub use super::supervisor::QuarantinedUpload;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct DayReport {
     pub date: Date,
     pub museum: String,
@@ -49,6 +50,7 @@ pub struct DayReport {
 /// Entries and the admissions they asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct WaitlistCount {
     pub entries: u32,
     pub admissions: u32,
@@ -57,6 +59,7 @@ pub struct WaitlistCount {
 /// The day's waiting lists, by where each entry stands now.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct WaitlistReport {
     /// Still in line.
     pub waiting: WaitlistCount,
@@ -72,6 +75,7 @@ pub struct WaitlistReport {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct OnlineChannelLine {
     /// `web`, a trusted channel's name, or `anonymous` (orders confirmed
     /// before channels existed).
@@ -87,6 +91,7 @@ pub struct OnlineChannelLine {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct RefundsSummary {
     /// Refunds queued that day, by state: `queued` (being worked), `done`,
     /// `failed` (the provider refused; see `needs_attention`).
@@ -101,6 +106,7 @@ pub struct RefundsSummary {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct RefundCount {
     pub key: String,
     pub count: u32,
@@ -109,6 +115,7 @@ pub struct RefundCount {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct RefundLine {
     pub refund_id: String,
     pub payment_id: String,
@@ -120,6 +127,7 @@ pub struct RefundLine {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct QuarantineLine {
     pub counter: String,
     pub device_id: Uuid,
@@ -140,6 +148,7 @@ pub struct QuarantineLine {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ChannelReport {
     pub channel: String,
     pub device_id: Option<Uuid>,
@@ -158,6 +167,7 @@ pub struct ChannelReport {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct VatRow {
     pub rate_bp: u32,
     pub label: String,
@@ -168,6 +178,7 @@ pub struct VatRow {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PaymentRow {
     /// cash, card (counters) or online (the web shop's payment provider).
     pub method: String,
@@ -178,6 +189,7 @@ pub struct PaymentRow {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ShiftLine {
     pub counter: String,
     pub shift_id: Uuid,
@@ -198,6 +210,7 @@ pub struct ShiftLine {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Missing {
     pub counters: Vec<CounterUploads>,
     pub leases_held: Vec<LeaseHeld>,
@@ -206,6 +219,7 @@ pub struct Missing {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct CounterUploads {
     pub counter: String,
     pub device_id: Uuid,
@@ -222,6 +236,7 @@ pub struct CounterUploads {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LeaseHeld {
     pub counter: String,
     pub lease_id: Uuid,
@@ -234,6 +249,7 @@ pub struct LeaseHeld {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct OverCapacity {
     pub counter: String,
     pub sale_id: Uuid,
@@ -244,6 +260,7 @@ pub struct OverCapacity {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SlotLine {
     pub slot_id: String,
     pub capacity: u32,
@@ -259,6 +276,7 @@ pub struct SlotLine {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ConflictLine {
     pub ticket_id: String,
     pub slot_id: String,

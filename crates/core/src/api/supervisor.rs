@@ -5,15 +5,18 @@
 use serde::{Deserialize, Serialize};
 
 use super::sync::{SaleRecord, ShiftRecord, VoidRecord};
+use crate::ids::LeaseId;
+use crate::slot::SlotId;
 
 /// A lease as an operator sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LeaseInfo {
-    pub lease_id: String,
+    pub lease_id: LeaseId,
     /// The counter's name.
     pub device: String,
-    pub slot_id: String,
+    pub slot_id: SlotId,
     /// Places the lease holds now (what it was granted less what it gave back).
     pub escrow: u32,
     pub sold: u32,
@@ -25,11 +28,12 @@ pub struct LeaseInfo {
 /// What revoking a lease did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Revoked {
-    pub lease_id: String,
+    pub lease_id: LeaseId,
     /// The counter's name.
     pub device: String,
-    pub slot_id: String,
+    pub slot_id: SlotId,
     /// Places the server knew were sold from it when revoked.
     pub sold: u32,
     /// Places back on sale.
@@ -43,6 +47,7 @@ pub struct Revoked {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub enum QuarantinedUpload {
     Sale(SaleRecord),
     Void(VoidRecord),
