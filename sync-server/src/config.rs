@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tessera_core::admission::EntryPolicy;
 use tessera_core::inventory::LeasePolicy;
 
-use crate::sqlite::{CommitMode, StoreConfig};
+use crate::store::{CommitMode, StoreConfig};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]

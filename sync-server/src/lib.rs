@@ -10,6 +10,7 @@
 pub mod config;
 pub mod delivery;
 pub mod error;
+mod failpoint;
 pub mod http;
 pub mod payments;
 pub mod postgres;

@@ -1,9 +1,42 @@
 //! The storage trait the HTTP layer talks to. One implementation today
 //! (embedded SQLite with group commit, `crate::sqlite`); a PostgreSQL backend
 //! for several server processes would implement the same trait.
+//!
+//! Everything a caller of the seam sees is defined here or in
+//! `tessera_core::api` (wire and report types) and `tessera_core::ids`: this
+//! module imports no backend, so a backend can depend on it and not the
+//! other way round.
+//!
+//! ## Errors: what belongs to the seam and what to HTTP
+//!
+//! The methods answer [`ServiceError`] today, which is HTTP's error (it maps
+//! to a status and an error code). It mixes three kinds that a
+//! backend-neutral seam should keep apart:
+//!
+//! - **Refusals decided by the rules** (sold out, unknown slot, slot past,
+//!   hold expired or cancelled, pricing and waiting-list refusals, an
+//!   Idempotency-Key reused for another request): they are answers, not
+//!   failures, committed with the rest of a batch. They belong to core's
+//!   error enums (`PricingError`, `JoinRefusal`, …) and pass through the
+//!   seam unchanged, whichever backend decided them.
+//! - **Storage failures** (the writer or the database is gone, a commit
+//!   failed, a row is unreadable): the seam's own error, with no SQL in it.
+//!   A backend's internal errors (`sqlite::writer::Fatal`, the outer `Result`
+//!   of a job's nested `Result<Result<…>>`: the job's savepoint was rolled
+//!   back) become one of these at the seam and never cross it as they are.
+//!   HTTP answers them 503 (or 500 for corrupt data).
+//! - **Input and access checks** (malformed JSON, a body too large, a
+//!   missing Idempotency-Key, an unknown token, a wrong role): HTTP's alone.
+//!   They are decided before a store is called and never come out of one.
+//!
+//! So the intended shape is `Result<T, StoreError>` with
+//! `StoreError::{Refused(core refusal), Unavailable, Storage(String)}`, and
+//! `impl From<StoreError> for ServiceError` at the edge. Not done yet: the
+//! rename touches every backend job at once.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::civil::Date;
 use jiff::Timestamp;
@@ -14,9 +47,13 @@ use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys, Role};
 use tessera_core::api::gate::Redemption;
 use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse};
 use tessera_core::api::online::{Availability, ConfirmRequest};
+use tessera_core::api::report::DayReport;
 use tessera_core::api::shop::{Booking, Language, Offer, WaitlistRequest};
+use tessera_core::api::supervisor::{LeaseInfo, Revoked};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
+use tessera_core::ids::{DeviceId, HoldId, LeaseId, TicketId};
+use tessera_core::inventory::LeasePolicy;
 use tessera_core::money::Money;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
@@ -25,8 +62,44 @@ use tessera_core::ticket_code::{KeyRing, TicketClaims};
 use uuid::Uuid;
 
 use crate::error::ServiceError;
-use crate::reports::DayReport;
-use crate::sqlite::admin::{LeaseInfo, Revoked};
+
+/// How writes are committed: many requests per transaction and fsync (group
+/// commit, the default), or one each (the reference the benchmarks compare).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitMode {
+    Group,
+    PerRequest,
+}
+
+/// Idempotency-Key records a store keeps in memory by default.
+pub const DEFAULT_IDEMPOTENCY_KEYS_IN_MEMORY: usize = 200_000;
+
+/// What a deployment sets for any backend (`crate::config` builds it).
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub hold_ttl: Duration,
+    pub commit: CommitMode,
+    /// Most jobs one group commit takes.
+    pub max_batch: usize,
+    pub lease_policy: LeasePolicy,
+    /// Idempotency-Key records kept in memory (see `idempotency`).
+    pub idempotency_keys_in_memory: usize,
+    /// How long a waiting-list offer holds its places.
+    pub offer_ttl: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            hold_ttl: Duration::from_secs(600),
+            commit: CommitMode::Group,
+            max_batch: 512,
+            lease_policy: LeasePolicy::default(),
+            idempotency_keys_in_memory: DEFAULT_IDEMPOTENCY_KEYS_IN_MEMORY,
+            offer_ttl: Duration::from_secs(30 * 60),
+        }
+    }
+}
 
 /// An enrolled device, as its bearer token identifies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +107,12 @@ pub struct DeviceInfo {
     pub device_id: Uuid,
     pub role: Role,
     pub name: String,
+}
+
+impl DeviceInfo {
+    pub fn id(&self) -> DeviceId {
+        DeviceId(self.device_id)
+    }
 }
 
 /// The Idempotency-Key of a write and a hash of what was asked under it.
@@ -98,6 +177,42 @@ pub struct PaymentRecord {
     pub language: Language,
     pub provider: String,
     pub redirect_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PaymentEventKind {
+    /// Money was captured.
+    Paid,
+    /// The session expired or the payment failed: nothing was taken.
+    Failed,
+}
+
+/// A verified callback: it came from the provider and was not altered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentEvent {
+    /// The provider's event id: the same event delivered twice has one id.
+    pub event_id: String,
+    /// Our `PaymentRequest::payment_id`, as the provider echoed it.
+    pub payment_id: String,
+    /// What a refund must name (Stripe: the payment intent `pi_…`).
+    pub refund_ref: Option<String>,
+    pub kind: PaymentEventKind,
+    /// The amount captured, when the event says.
+    pub amount: Option<Money>,
+}
+
+/// What the demo page shows about a payment.
+#[derive(Clone, Debug)]
+pub struct DemoPayment {
+    pub payment_id: String,
+    pub checkout_id: String,
+    pub hold_id: Uuid,
+    pub amount: Money,
+    pub status: String,
+    pub language: Language,
+    pub museum: String,
+    /// Local date and time of the entry, e.g. `2026-12-09 10:00`.
+    pub entry: String,
 }
 
 /// What a verified payment event did.
@@ -165,7 +280,7 @@ pub trait Store: Send + Sync + 'static {
     fn confirm_hold(
         &self,
         idem: Idem,
-        hold: Uuid,
+        hold: HoldId,
         request: ConfirmRequest,
         channel: ChannelInfo,
     ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
@@ -178,7 +293,7 @@ pub trait Store: Send + Sync + 'static {
     fn begin_checkout(
         &self,
         idem: Idem,
-        hold: Uuid,
+        hold: HoldId,
         visitor: Visitor,
         provider: String,
     ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
@@ -202,7 +317,7 @@ pub trait Store: Send + Sync + 'static {
     fn payment_event(
         &self,
         provider: String,
-        event: crate::payments::PaymentEvent,
+        event: PaymentEvent,
         context: BookingContext,
     ) -> impl Future<Output = Result<EventOutcome, ServiceError>> + Send;
 
@@ -231,7 +346,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         idem: Idem,
         token: String,
-        tickets: Vec<Uuid>,
+        tickets: Vec<TicketId>,
         context: BookingContext,
     ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
 
@@ -246,9 +361,9 @@ pub trait Store: Send + Sync + 'static {
     fn demo_payment(
         &self,
         payment_id: String,
-    ) -> impl Future<Output = Result<Option<crate::payments::demo::DemoPayment>, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Option<DemoPayment>, ServiceError>> + Send;
 
-    fn cancel_hold(&self, hold: Uuid) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    fn cancel_hold(&self, hold: HoldId) -> impl Future<Output = Result<(), ServiceError>> + Send;
 
     fn enrol(
         &self,
@@ -296,16 +411,19 @@ pub trait Store: Send + Sync + 'static {
     /// PIN is checked); refused while the device is locked out.
     fn begin_pin_attempt(
         &self,
-        device: Uuid,
+        device: DeviceId,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
 
     /// The device typed a right supervisor PIN: its count starts again.
-    fn pin_succeeded(&self, device: Uuid) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    fn pin_succeeded(
+        &self,
+        device: DeviceId,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
 
     /// Records a verified supervisor's one-use approval for `device`.
     fn create_approval(
         &self,
-        device: Uuid,
+        device: DeviceId,
         request: ApprovalRequest,
         approved_by: String,
     ) -> impl Future<Output = Result<Approval, ServiceError>> + Send;
@@ -325,7 +443,7 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a dead counter's lease (logged with `actor`).
     fn revoke_lease(
         &self,
-        lease: Uuid,
+        lease: LeaseId,
         actor: String,
     ) -> impl Future<Output = Result<Revoked, ServiceError>> + Send;
 
@@ -352,4 +470,47 @@ pub trait Store: Send + Sync + 'static {
 
     /// True while the writer runs and the database answers.
     fn healthy(&self) -> impl Future<Output = bool> + Send;
+}
+
+/// One mail waiting to be sent.
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    pub mail_id: String,
+    pub kind: String,
+    pub recipient: String,
+    pub language: String,
+    pub payload: String,
+    pub attempts: u32,
+    pub created_at: i64,
+}
+
+/// The mail outbox as the mailer works through it (rows are queued by the
+/// store itself, in the transaction of what causes the mail). Apart from
+/// [`Store`] so that a backend can serve requests before it sends mail.
+pub trait MailOutbox: Store {
+    /// Unsent mails due at `now_ms`, oldest due first.
+    fn due_mail(
+        &self,
+        now_ms: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<OutboxRow>, ServiceError>> + Send;
+
+    /// Mails not yet sent nor given up on.
+    fn queued_mail(&self) -> impl Future<Output = Result<u64, ServiceError>> + Send;
+
+    /// The mail went out: its payload, which carries secret links, is blanked.
+    fn mail_sent(
+        &self,
+        mail_id: String,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// The mail could not go out: tried again at `retry_at`, or never
+    /// (`None`: given up, payload blanked).
+    fn mail_failed(
+        &self,
+        mail_id: String,
+        error: String,
+        retry_at: Option<i64>,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }

@@ -3,13 +3,28 @@
 // crates/terminal/src/views.rs. Screens never call `invoke` themselves, so a
 // fake backend can stand in for the app in unit tests and in a browser.
 
+// Wire types rendered from the Rust types (ts-rs; see
+// crates/core/tests/ts_bindings.rs): never edited by hand. Regenerate with
+//   TESSERA_WRITE_TS=1 cargo test -p tessera-core --test ts_bindings
+import type { CartLine, PaymentMethod, PricedLine, Role, StaffRole, VatSplit } from "./generated";
+export type {
+  CartLine,
+  ChannelReport,
+  DayReport,
+  LeaseId,
+  LeaseInfo,
+  PaymentMethod,
+  PricedLine,
+  Revoked,
+  Role,
+  StaffRole,
+  VatSplit,
+} from "./generated";
+
 export type Timestamp = string; // RFC 3339, UTC
 export type Uuid = string;
 /** "2026-12-02T10:00" (museum local time). */
 export type SlotId = string;
-export type Role = "counter" | "gate" | "supervisor";
-export type StaffRole = "cashier" | "supervisor";
-export type PaymentMethod = "cash" | "card";
 
 export interface ShiftView {
   shift_id: Uuid;
@@ -58,29 +73,6 @@ export interface ProductView {
   vat_bp: number;
   admits: number;
   requires_membership: boolean;
-}
-
-export interface CartLine {
-  product_id: string;
-  quantity: number;
-  membership_numbers?: string[];
-}
-
-export interface VatSplit {
-  gross: number;
-  net: number;
-  tax: number;
-}
-
-export interface PricedLine {
-  product_id: string;
-  name: string;
-  quantity: number;
-  unit_price: number;
-  vat_bp: number;
-  amounts: VatSplit;
-  admits_each: number;
-  membership_numbers?: string[];
 }
 
 export interface VatLine {

@@ -28,9 +28,13 @@ pub mod pricing;
 pub mod reconcile;
 pub mod shop;
 pub mod slot;
+#[cfg(feature = "sql")]
+mod sql;
 pub mod staff;
 pub mod tally;
 pub mod ticket_code;
+#[cfg(feature = "ts")]
+mod ts;
 pub mod upload;
 pub mod vat;
 pub mod waitlist;

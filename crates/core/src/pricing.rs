@@ -11,6 +11,7 @@ use crate::vat::{split_gross, RateBp, VatBreakdown, VatSplit};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct CartLine {
     pub product_id: String,
     pub quantity: u32,
@@ -21,6 +22,7 @@ pub struct CartLine {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct PricedLine {
     pub product_id: String,
     pub name: String,

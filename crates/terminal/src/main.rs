@@ -1,15 +1,18 @@
 //! `tessera-terminal`: the counter engine from the command line, for headless
 //! counters, scripts and tests. Every command works on one data directory.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use tessera_core::api::gate::RedeemResult;
 use tessera_core::money::format_minor;
 use tessera_core::pricing::CartLine;
 use tessera_core::slot::SlotId;
-use tessera_terminal::views::{PaymentRequest, PrintOutcome, SaleRequest, ScanView, ShiftReport};
+use tessera_terminal::views::{
+    PaymentRequest, PrintOutcome, SaleRequest, SaleView, ScanView, ShiftReport,
+};
 use tessera_terminal::Terminal;
 use tokio::io::AsyncBufReadExt;
 use uuid::Uuid;
@@ -217,10 +220,10 @@ fn show_scan(v: &ScanView, json: bool) -> Result<()> {
     };
     let mode = if v.offline { " [OFFLINE]" } else { "" };
     match v.result {
-        tessera_core::api::gate::RedeemResult::Admitted => {
+        RedeemResult::Admitted => {
             println!("ADMIT  {what}{mode}  ({} today)", v.admitted_today)
         }
-        tessera_core::api::gate::RedeemResult::Denied => {
+        RedeemResult::Denied => {
             println!("DENY   {}  {what}{mode}", v.message)
         }
     }
@@ -276,228 +279,283 @@ fn show_report(r: &ShiftReport) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let dir = cli.data;
-    if let Command::Enrol { server, code, name } = &cli.command {
-        let t = Terminal::enrol(&dir, server, code, name).await?;
-        println!(
-            "enrolled as {} \"{}\" ({})",
-            t.role().as_str(),
-            t.name(),
-            t.device_id()
-        );
-        return Ok(());
+    let Cli {
+        data,
+        json,
+        command,
+    } = cli;
+    if let Command::Enrol { server, code, name } = &command {
+        return enrol(&data, server, code, name).await;
     }
-    let t = Terminal::open(&dir)?;
-    match cli.command {
+    let t = Terminal::open(&data)?;
+    match command {
         Command::Enrol { .. } => unreachable!("handled above"),
-        Command::Status => {
-            let status = t.status()?;
-            let slots = t.slots_today().unwrap_or_default();
-            if cli.json {
-                return print_json(&serde_json::json!({"status": status, "slots": slots}));
-            }
-            println!(
-                "{} — {} — {}",
-                status.device_name,
-                if status.online { "ONLINE" } else { "OFFLINE" },
-                status.museum
-            );
-            println!(
-                "waiting to upload: {} sales, {} voids, {} shift reports; last sync {}",
-                status.pending_sales,
-                status.pending_voids,
-                status.pending_shifts,
-                status
-                    .last_sync_at
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| "never".into())
-            );
-            if let Some(e) = &status.last_sync_error {
-                println!("last sync failed: {e}");
-            }
-            if let Some(s) = &status.shift {
-                println!(
-                    "shift open: {} since {}, float {}",
-                    s.cashier,
-                    s.opened_at,
-                    format_minor(s.float)
-                );
-            }
-            for s in slots {
-                println!(
-                    "  {}  this counter can sell {:>3}   left in museum {:>4}/{}{}",
-                    s.slot_id,
-                    s.lease_left,
-                    s.remaining,
-                    s.capacity,
-                    if s.closed { "  (closed)" } else { "" }
-                );
-            }
-        }
+        Command::Status => status(&t, json),
         Command::Sell {
             slot,
             items,
             members,
             pay,
             printer,
-        } => {
-            if let Some(p) = printer {
-                t.set_printer(&p)?;
-            }
-            let slot_id: SlotId = slot.parse()?;
-            let request = SaleRequest {
-                slot_id,
-                items: parse_items(&items, &members)?,
-                payment: parse_payment(&pay)?,
-            };
-            let done = t.sell(request).await?;
-            if cli.json {
-                return print_json(&done);
-            }
-            let s = &done.sale;
-            println!("sale #{} {} for {}", s.terminal_seq, s.sale_id, s.slot_id);
-            for l in &s.lines {
-                println!(
-                    "  {} x {:<40} {}",
-                    l.quantity,
-                    l.name,
-                    format_minor(l.amounts.gross)
-                );
-            }
-            println!("  total {} {}", format_minor(s.total), s.currency);
-            if let (Some(tendered), Some(change)) = (s.tendered, s.change) {
-                println!(
-                    "  cash {}  change {}",
-                    format_minor(tendered),
-                    format_minor(change)
-                );
-            }
-            for ticket in &s.tickets {
-                println!("  ticket {} {}", ticket.product_id, ticket.code);
-            }
-            println!("{}", print_outcome(&done.printed));
-        }
-        Command::Sync => {
-            let summary = t.sync_now().await?;
-            if cli.json {
-                return print_json(&summary);
-            }
-            println!(
-                "synced: {} sales uploaded, acknowledged up to #{}, {} waiting; {} places granted, {} returned",
-                summary.uploaded_sales, summary.acked_seq, summary.pending_sales, summary.leases_granted, summary.places_returned
-            );
-        }
-        Command::Run => {
-            println!("syncing {} in the background; Ctrl-C to stop", t.name());
-            let handle = t.spawn_sync_loop();
-            tokio::signal::ctrl_c().await?;
-            handle.abort();
-        }
-        Command::Shift { action } => match action {
-            ShiftAction::Open { float, pin } => {
-                let shift = t.open_shift(&pin, float)?;
-                println!(
-                    "shift open for {} with a float of {}",
-                    shift.cashier,
-                    format_minor(shift.float)
-                );
-            }
-            ShiftAction::Close { counted } => {
-                let z = t.close_shift(counted).await?;
-                if cli.json {
-                    return print_json(&z);
-                }
-                show_report(&z);
-            }
-        },
-        Command::Report { kind, print } => {
-            let report = if kind == "x" {
-                t.x_report()?
-            } else {
-                t.last_z_report()?
-                    .context("no shift has been closed on this terminal yet")?
-            };
-            if print {
-                println!("{}", print_outcome(&t.print_report(&report).await?));
-            }
-            if cli.json {
-                return print_json(&report);
-            }
-            show_report(&report);
-        }
+        } => sell(&t, &slot, &items, &members, &pay, printer.as_deref(), json).await,
+        Command::Sync => sync_once(&t, json).await,
+        Command::Run => sync_until_stopped(&t).await,
+        Command::Shift { action } => shift(&t, action, json).await,
+        Command::Report { kind, print } => report(&t, &kind, print, json).await,
         Command::Void {
             sale,
             supervisor_pin,
             reason,
-        } => {
-            let id = Uuid::parse_str(sale.trim())
-                .with_context(|| format!("{sale:?} is not a sale id"))?;
-            let done = t.void(id, &supervisor_pin, &reason).await?;
+        } => void(&t, &sale, &supervisor_pin, &reason).await,
+        Command::Sales => sales(&t, json),
+        Command::Reprint { sale } => {
+            println!("{}", print_outcome(&t.reprint(sale_id(&sale)?).await?));
+            Ok(())
+        }
+        Command::Scan { code: Some(code) } => scan_one(&t, &code, json).await,
+        Command::Scan { code: None } => scan_stdin(&t, json).await,
+        Command::Printer { spec, test } => printer(&t, &spec, test).await,
+    }
+}
+
+async fn enrol(dir: &Path, server: &str, code: &str, name: &str) -> Result<()> {
+    let t = Terminal::enrol(dir, server, code, name).await?;
+    println!(
+        "enrolled as {} \"{}\" ({})",
+        t.role().as_str(),
+        t.name(),
+        t.device_id()
+    );
+    Ok(())
+}
+
+fn status(t: &Terminal, json: bool) -> Result<()> {
+    let status = t.status()?;
+    let slots = t.slots_today().unwrap_or_default();
+    if json {
+        return print_json(&serde_json::json!({"status": status, "slots": slots}));
+    }
+    println!(
+        "{} — {} — {}",
+        status.device_name,
+        if status.online { "ONLINE" } else { "OFFLINE" },
+        status.museum
+    );
+    println!(
+        "waiting to upload: {} sales, {} voids, {} shift reports; last sync {}",
+        status.pending_sales,
+        status.pending_voids,
+        status.pending_shifts,
+        status
+            .last_sync_at
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "never".into())
+    );
+    if let Some(e) = &status.last_sync_error {
+        println!("last sync failed: {e}");
+    }
+    if let Some(s) = &status.shift {
+        println!(
+            "shift open: {} since {}, float {}",
+            s.cashier,
+            s.opened_at,
+            format_minor(s.float)
+        );
+    }
+    for s in slots {
+        println!(
+            "  {}  this counter can sell {:>3}   left in museum {:>4}/{}{}",
+            s.slot_id,
+            s.lease_left,
+            s.remaining,
+            s.capacity,
+            if s.closed { "  (closed)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+async fn sell(
+    t: &Terminal,
+    slot: &str,
+    items: &[String],
+    members: &[String],
+    pay: &str,
+    printer: Option<&str>,
+    json: bool,
+) -> Result<()> {
+    if let Some(p) = printer {
+        t.set_printer(p)?;
+    }
+    let slot_id: SlotId = slot.parse()?;
+    let request = SaleRequest {
+        slot_id,
+        items: parse_items(items, members)?,
+        payment: parse_payment(pay)?,
+    };
+    let done = t.sell(request).await?;
+    if json {
+        return print_json(&done);
+    }
+    show_sale(&done.sale);
+    println!("{}", print_outcome(&done.printed));
+    Ok(())
+}
+
+fn show_sale(s: &SaleView) {
+    println!("sale #{} {} for {}", s.terminal_seq, s.sale_id, s.slot_id);
+    for l in &s.lines {
+        println!(
+            "  {} x {:<40} {}",
+            l.quantity,
+            l.name,
+            format_minor(l.amounts.gross)
+        );
+    }
+    println!("  total {} {}", format_minor(s.total), s.currency);
+    if let (Some(tendered), Some(change)) = (s.tendered, s.change) {
+        println!(
+            "  cash {}  change {}",
+            format_minor(tendered),
+            format_minor(change)
+        );
+    }
+    for ticket in &s.tickets {
+        println!("  ticket {} {}", ticket.product_id, ticket.code);
+    }
+}
+
+async fn sync_once(t: &Terminal, json: bool) -> Result<()> {
+    let summary = t.sync_now().await?;
+    if json {
+        return print_json(&summary);
+    }
+    println!(
+        "synced: {} sales uploaded, acknowledged up to #{}, {} waiting; {} places granted, {} returned",
+        summary.uploaded_sales, summary.acked_seq, summary.pending_sales, summary.leases_granted, summary.places_returned
+    );
+    Ok(())
+}
+
+async fn sync_until_stopped(t: &Terminal) -> Result<()> {
+    println!("syncing {} in the background; Ctrl-C to stop", t.name());
+    let handle = t.spawn_sync_loop();
+    tokio::signal::ctrl_c().await?;
+    handle.abort();
+    Ok(())
+}
+
+async fn shift(t: &Terminal, action: ShiftAction, json: bool) -> Result<()> {
+    match action {
+        ShiftAction::Open { float, pin } => {
+            let shift = t.open_shift(&pin, float)?;
             println!(
-                "voided {}: refund {} by {}{}; approved by {}",
-                done.sale_id,
-                format_minor(done.refund),
-                done.refund_method.as_str(),
-                if done.returned_to_lease {
-                    ", places back on sale"
-                } else {
-                    ""
-                },
-                done.approved_by
+                "shift open for {} with a float of {}",
+                shift.cashier,
+                format_minor(shift.float)
             );
         }
-        Command::Sales => {
-            let sales = t.sales_today()?;
-            if cli.json {
-                return print_json(&sales);
+        ShiftAction::Close { counted } => {
+            let z = t.close_shift(counted).await?;
+            if json {
+                return print_json(&z);
             }
-            for s in sales {
-                println!(
-                    "#{:<4} {} {} {:>8} {} {}{}",
-                    s.terminal_seq,
-                    s.sale_id,
-                    s.slot_label,
-                    format_minor(s.total),
-                    s.payment_method.as_str(),
-                    if s.uploaded { "uploaded" } else { "waiting" },
-                    if s.voided { " VOIDED" } else { "" }
-                );
-            }
+            show_report(&z);
         }
-        Command::Reprint { sale } => {
-            let id = Uuid::parse_str(sale.trim())
-                .with_context(|| format!("{sale:?} is not a sale id"))?;
-            println!("{}", print_outcome(&t.reprint(id).await?));
-        }
-        Command::Scan { code } => match code {
-            Some(code) => {
-                let view = t.scan(&code).await?;
-                show_scan(&view, cli.json)?;
-                if view.result != tessera_core::api::gate::RedeemResult::Admitted {
-                    std::process::exit(2);
-                }
-            }
-            None => {
-                let _sync = t.spawn_sync_loop();
-                let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-                while let Some(line) = lines.next_line().await? {
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    match t.scan(&line).await {
-                        Ok(view) => show_scan(&view, cli.json)?,
-                        Err(e) => eprintln!("error: {e}"),
-                    }
-                }
-            }
+    }
+    Ok(())
+}
+
+async fn report(t: &Terminal, kind: &str, print: bool, json: bool) -> Result<()> {
+    let report = if kind == "x" {
+        t.x_report()?
+    } else {
+        t.last_z_report()?
+            .context("no shift has been closed on this terminal yet")?
+    };
+    if print {
+        println!("{}", print_outcome(&t.print_report(&report).await?));
+    }
+    if json {
+        return print_json(&report);
+    }
+    show_report(&report);
+    Ok(())
+}
+
+fn sale_id(text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text.trim()).with_context(|| format!("{text:?} is not a sale id"))
+}
+
+async fn void(t: &Terminal, sale: &str, supervisor_pin: &str, reason: &str) -> Result<()> {
+    let done = t.void(sale_id(sale)?, supervisor_pin, reason).await?;
+    println!(
+        "voided {}: refund {} by {}{}; approved by {}",
+        done.sale_id,
+        format_minor(done.refund),
+        done.refund_method.as_str(),
+        if done.returned_to_lease {
+            ", places back on sale"
+        } else {
+            ""
         },
-        Command::Printer { spec, test } => {
-            t.set_printer(&spec)?;
-            println!("printer set to {spec}");
-            if test {
-                println!("{}", print_outcome(&t.test_print().await?));
-            }
+        done.approved_by
+    );
+    Ok(())
+}
+
+fn sales(t: &Terminal, json: bool) -> Result<()> {
+    let sales = t.sales_today()?;
+    if json {
+        return print_json(&sales);
+    }
+    for s in sales {
+        println!(
+            "#{:<4} {} {} {:>8} {} {}{}",
+            s.terminal_seq,
+            s.sale_id,
+            s.slot_label,
+            format_minor(s.total),
+            s.payment_method.as_str(),
+            if s.uploaded { "uploaded" } else { "waiting" },
+            if s.voided { " VOIDED" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// One code from the command line; exits 2 unless it admits, for scripts.
+async fn scan_one(t: &Terminal, code: &str, json: bool) -> Result<()> {
+    let view = t.scan(code).await?;
+    show_scan(&view, json)?;
+    if view.result != RedeemResult::Admitted {
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+/// Codes from standard input, one per line (a keyboard-wedge scanner), with
+/// the sync loop running beside.
+async fn scan_stdin(t: &Terminal, json: bool) -> Result<()> {
+    let _sync = t.spawn_sync_loop();
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.trim().is_empty() {
+            continue;
         }
+        match t.scan(&line).await {
+            Ok(view) => show_scan(&view, json)?,
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+    Ok(())
+}
+
+async fn printer(t: &Terminal, spec: &str, test: bool) -> Result<()> {
+    t.set_printer(spec)?;
+    println!("printer set to {spec}");
+    if test {
+        println!("{}", print_outcome(&t.test_print().await?));
     }
     Ok(())
 }

@@ -116,86 +116,151 @@ pub(crate) fn commit_sale(
     request: &SaleRequest,
 ) -> Result<SaleView, TerminalError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (shift_id, cashier): (String, String) = tx
-        .query_row(
-            "SELECT shift_id, cashier FROM shifts WHERE closed_at IS NULL",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .ok_or(TerminalError::NoShift)?;
+    let (shift_id, cashier) = open_shift(&tx)?;
     let slot_id = request.slot_id;
-    let slot =
-        slot_row(&tx, slot_id)?.ok_or_else(|| TerminalError::UnknownSlot(slot_id.to_string()))?;
-    let now_ms = ctx.now.as_millisecond();
-    if now_ms >= slot.ends_at {
-        return Err(TerminalError::SlotClosed(slot_id.hhmm()));
-    }
+    let slot = sellable_slot(&tx, slot_id, ctx.now)?;
     let priced = price_cart(
         ctx.catalogue,
         &request.items,
         Channel::Counter,
         CartLimits::COUNTER,
     )?;
-    let lease = lease_for(&tx, slot_id)?;
-    let left = lease.as_ref().map(LocalLease::left).unwrap_or(0);
-    if priced.admissions > left {
-        return Err(TerminalError::NotEnoughPlaces {
-            slot: slot_id.hhmm(),
-            left,
-            requested: priced.admissions,
-        });
-    }
-    let Some(lease) = lease else {
-        return Err(TerminalError::NotEnoughPlaces {
-            slot: slot_id.hhmm(),
-            left: 0,
-            requested: priced.admissions,
-        });
-    };
+    let lease = lease_with_room(&tx, slot_id, priced.admissions)?;
     let total = priced.total.amount;
-    let (method, tendered, change) = match &request.payment {
-        PaymentRequest::Cash { tendered } => {
-            if *tendered < total || *tendered < 0 {
-                return Err(TerminalError::NotEnoughCash {
-                    tendered: format_minor(*tendered),
-                    total: format_minor(total),
-                });
-            }
-            if *tendered > total + 100_000 {
-                return Err(TerminalError::Invalid(format!(
-                    "{} handed over for {}: check the amount",
-                    format_minor(*tendered),
-                    format_minor(total)
-                )));
-            }
-            (
-                PaymentMethod::Cash,
-                Some(*tendered),
-                Some(*tendered - total),
-            )
-        }
-        PaymentRequest::Card => (PaymentMethod::Card, None, None),
-    };
+    let paid = take_payment(&request.payment, total)?;
     let seq: u64 = tx.query_row(
         "SELECT COALESCE(MAX(terminal_seq), 0) + 1 FROM sales",
         [],
         |r| r.get(0),
     )?;
-    let sale_id = new_id();
+    let sale = SaleView {
+        sale_id: new_id(),
+        terminal_seq: seq,
+        slot_id,
+        slot_label: slot_id.hhmm(),
+        created_at: ctx.now,
+        cashier,
+        vat: vat_lines(&priced.lines),
+        tickets: sign_tickets(ctx.signer, slot_id, slot.window_minutes, &priced.lines)?,
+        lines: priced.lines,
+        total,
+        currency: priced.total.currency.to_string(),
+        admissions: priced.admissions,
+        payment_method: paid.method,
+        tendered: paid.tendered,
+        change: paid.change,
+        voided: false,
+        uploaded: false,
+    };
+    write_sale(&tx, &sale, &shift_id, lease.lease_id)?;
+    tx.commit()?;
+    Ok(sale)
+}
+
+/// The open shift's id and cashier: no sale without one.
+fn open_shift(tx: &Connection) -> Result<(String, String), TerminalError> {
+    tx.query_row(
+        "SELECT shift_id, cashier FROM shifts WHERE closed_at IS NULL",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?
+    .ok_or(TerminalError::NoShift)
+}
+
+/// The slot, if this terminal knows it and it has not ended.
+fn sellable_slot(
+    tx: &Connection,
+    slot_id: SlotId,
+    now: Timestamp,
+) -> Result<SlotRow, TerminalError> {
+    let slot =
+        slot_row(tx, slot_id)?.ok_or_else(|| TerminalError::UnknownSlot(slot_id.to_string()))?;
+    if now.as_millisecond() >= slot.ends_at {
+        return Err(TerminalError::SlotClosed(slot_id.hhmm()));
+    }
+    Ok(slot)
+}
+
+/// The slot's lease, if it still has `admissions` places for this counter.
+fn lease_with_room(
+    tx: &Connection,
+    slot_id: SlotId,
+    admissions: u32,
+) -> Result<LocalLease, TerminalError> {
+    let lease = lease_for(tx, slot_id)?;
+    let left = lease.as_ref().map(LocalLease::left).unwrap_or(0);
+    match lease {
+        Some(lease) if admissions <= left => Ok(lease),
+        _ => Err(TerminalError::NotEnoughPlaces {
+            slot: slot_id.hhmm(),
+            left,
+            requested: admissions,
+        }),
+    }
+}
+
+/// How the visitor paid: the method, and for cash what was handed over and
+/// the change due.
+struct Paid {
+    method: PaymentMethod,
+    tendered: Option<i64>,
+    change: Option<i64>,
+}
+
+/// Checks the payment against the total: cash must cover it, and an amount
+/// far above it is taken for a typing slip.
+fn take_payment(payment: &PaymentRequest, total: i64) -> Result<Paid, TerminalError> {
+    match payment {
+        PaymentRequest::Cash { tendered } => {
+            let tendered = *tendered;
+            if tendered < total || tendered < 0 {
+                return Err(TerminalError::NotEnoughCash {
+                    tendered: format_minor(tendered),
+                    total: format_minor(total),
+                });
+            }
+            if tendered > total + 100_000 {
+                return Err(TerminalError::Invalid(format!(
+                    "{} handed over for {}: check the amount",
+                    format_minor(tendered),
+                    format_minor(total)
+                )));
+            }
+            Ok(Paid {
+                method: PaymentMethod::Cash,
+                tendered: Some(tendered),
+                change: Some(tendered - total),
+            })
+        }
+        PaymentRequest::Card => Ok(Paid {
+            method: PaymentMethod::Card,
+            tendered: None,
+            change: None,
+        }),
+    }
+}
+
+/// One signed ticket per admission product in the lines, with this
+/// terminal's key.
+fn sign_tickets(
+    signer: &TicketSigner,
+    slot_id: SlotId,
+    window_minutes: u16,
+    lines: &[PricedLine],
+) -> Result<Vec<TicketView>, TerminalError> {
     let mut tickets = Vec::new();
-    for line in &priced.lines {
+    for line in lines {
         for _ in 0..line.quantity {
             let claims = TicketClaims {
-                key_id: ctx.signer.key_id,
+                key_id: signer.key_id,
                 ticket_id: new_id(),
                 slot: slot_id,
-                window_minutes: slot.window_minutes,
+                window_minutes,
                 admits: line.admits_each,
                 product_id: line.product_id.clone(),
             };
-            let code = ctx
-                .signer
+            let code = signer
                 .sign(&claims)
                 .map_err(|e| TerminalError::Invalid(e.to_string()))?;
             tickets.push(TicketView {
@@ -207,71 +272,61 @@ pub(crate) fn commit_sale(
             });
         }
     }
+    Ok(tickets)
+}
+
+/// Writes the sale and its tickets, takes its places from the lease, and
+/// forgets the slot's pending want (the lease covered it).
+fn write_sale(
+    tx: &Connection,
+    sale: &SaleView,
+    shift_id: &str,
+    lease_id: Uuid,
+) -> Result<(), TerminalError> {
     tx.execute(
         "INSERT INTO sales (sale_id, terminal_seq, lease_id, slot_id, shift_id, cashier, created_at, lines, total, currency,
                             admissions, payment_method, tendered, change, catalogue_version)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
                  COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'catalogue_version'), 0))",
         params![
-            sale_id.to_string(),
-            seq,
-            lease.lease_id.to_string(),
-            slot_id.to_string(),
+            sale.sale_id.to_string(),
+            sale.terminal_seq,
+            lease_id.to_string(),
+            sale.slot_id.to_string(),
             shift_id,
-            cashier,
-            now_ms,
-            serde_json::to_string(&priced.lines)?,
-            total,
-            priced.total.currency.as_str(),
-            priced.admissions,
-            method.as_str(),
-            tendered,
-            change
+            sale.cashier,
+            sale.created_at.as_millisecond(),
+            serde_json::to_string(&sale.lines)?,
+            sale.total,
+            sale.currency,
+            sale.admissions,
+            sale.payment_method.as_str(),
+            sale.tendered,
+            sale.change
         ],
     )?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO tickets (ticket_id, sale_id, slot_id, product_id, admits, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
-        for t in &tickets {
-            insert.execute(params![
-                t.ticket_id.to_string(),
-                sale_id.to_string(),
-                slot_id.to_string(),
-                t.product_id,
-                t.admits,
-                t.code
-            ])?;
-        }
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO tickets (ticket_id, sale_id, slot_id, product_id, admits, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for t in &sale.tickets {
+        insert.execute(params![
+            t.ticket_id.to_string(),
+            sale.sale_id.to_string(),
+            sale.slot_id.to_string(),
+            t.product_id,
+            t.admits,
+            t.code
+        ])?;
     }
     tx.execute(
         "UPDATE leases SET sold = sold + ?2 WHERE lease_id = ?1",
-        params![lease.lease_id.to_string(), priced.admissions],
+        params![lease_id.to_string(), sale.admissions],
     )?;
     tx.execute(
         "DELETE FROM wants WHERE slot_id = ?1",
-        params![slot_id.to_string()],
+        params![sale.slot_id.to_string()],
     )?;
-    tx.commit()?;
-    Ok(SaleView {
-        sale_id,
-        terminal_seq: seq,
-        slot_id,
-        slot_label: slot_id.hhmm(),
-        created_at: ctx.now,
-        cashier,
-        vat: vat_lines(&priced.lines),
-        lines: priced.lines,
-        total,
-        currency: priced.total.currency.to_string(),
-        admissions: priced.admissions,
-        payment_method: method,
-        tendered,
-        change,
-        tickets,
-        voided: false,
-        uploaded: false,
-    })
+    Ok(())
 }
 
 /// Remembers that a sale is waiting for `need` places in `slot`, so the next

@@ -21,9 +21,7 @@ use super::email::{self, ComposeError, Museum};
 use super::text::MailKind;
 use crate::config::MailSettings;
 use crate::error::ServiceError;
-use crate::sqlite::outbox::OutboxRow;
-use crate::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::store::{MailOutbox, OutboxRow};
 
 /// The SMTP password, better given here than in the config file.
 pub const PASSWORD_ENV: &str = "TESSERA_SMTP_PASSWORD";
@@ -57,8 +55,8 @@ pub struct Round {
     pub given_up: u32,
 }
 
-pub struct Mailer {
-    store: Arc<SqliteStore>,
+pub struct Mailer<S> {
+    store: Arc<S>,
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: String,
     museum: Museum,
@@ -70,12 +68,9 @@ pub fn retry_delay_ms(attempts: u32) -> i64 {
     (FIRST_DELAY_MS << doublings).min(MAX_DELAY_MS)
 }
 
-impl Mailer {
+impl<S: MailOutbox> Mailer<S> {
     /// `None` when no SMTP host is configured.
-    pub fn new(
-        store: Arc<SqliteStore>,
-        settings: &MailSettings,
-    ) -> Result<Option<Mailer>, MailerError> {
+    pub fn new(store: Arc<S>, settings: &MailSettings) -> Result<Option<Mailer<S>>, MailerError> {
         let Some(host) = settings
             .smtp_host
             .as_deref()
@@ -184,8 +179,8 @@ struct Failure {
 
 /// Starts the mailer beside the server; with no SMTP host it says once how
 /// many mails wait and stops.
-pub fn spawn(
-    store: Arc<SqliteStore>,
+pub fn spawn<S: MailOutbox>(
+    store: Arc<S>,
     settings: MailSettings,
     clock: Clock,
 ) -> tokio::task::JoinHandle<()> {

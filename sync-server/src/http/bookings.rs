@@ -9,6 +9,8 @@ use axum::Json;
 use tessera_core::api::shop::{Booking, CancelRequest};
 use tessera_core::limits;
 
+use tessera_core::ids::TicketId;
+
 use super::extract::{ApiJson, IdempotencyKey, Path};
 use super::AppState;
 use crate::error::ServiceError;
@@ -50,7 +52,13 @@ pub async fn cancel<S: Store>(
     body: ApiJson<CancelRequest>,
 ) -> Result<Response, ServiceError> {
     let token = token(text)?;
-    let tickets = body.value.ticket_ids.clone();
+    let tickets: Vec<TicketId> = body
+        .value
+        .ticket_ids
+        .iter()
+        .copied()
+        .map(TicketId)
+        .collect();
     limits::count(
         "ticket_ids",
         tickets.len(),

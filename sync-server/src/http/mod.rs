@@ -2,6 +2,7 @@
 //! input, call the domain in `tessera-core` and the `Store`, nothing more.
 
 mod bookings;
+mod demo_page;
 mod devices;
 pub(crate) mod extract;
 mod gate;
@@ -167,8 +168,8 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         )
         .route(
             "/pay/demo/{payment_id}",
-            get(crate::payments::demo::show::<S>)
-                .post(crate::payments::demo::complete::<S>)
+            get(demo_page::show::<S>)
+                .post(demo_page::complete::<S>)
                 .layer(writes),
         )
         .route(

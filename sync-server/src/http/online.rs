@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use tessera_core::api::online::{Availability, ConfirmRequest, HoldRequest};
+use tessera_core::ids::HoldId;
 use tessera_core::pricing::{price_cart, CartLimits, Channel};
 use tessera_core::slot::parse_date;
 use uuid::Uuid;
@@ -28,7 +29,7 @@ pub async fn availability<S: Store>(
     State(app): State<AppState<S>>,
     Query(q): Query<DateQuery>,
 ) -> Result<Json<Availability>, ServiceError> {
-    crate::sqlite::failpoint::panic_if("availability_handler");
+    crate::failpoint::panic_if("availability_handler");
     let text = q.date.ok_or_else(|| {
         ServiceError::BadRequest("query parameter date=YYYY-MM-DD is required".into())
     })?;
@@ -111,8 +112,9 @@ pub(super) fn made_hold(body: &serde_json::Value) -> Option<(Uuid, i64)> {
     Some((hold, expires.as_millisecond()))
 }
 
-fn parse_hold_id(text: &str) -> Result<Uuid, ServiceError> {
-    Uuid::parse_str(text).map_err(|_| ServiceError::UnknownHold(text.chars().take(64).collect()))
+pub(super) fn parse_hold_id(text: &str) -> Result<HoldId, ServiceError> {
+    text.parse()
+        .map_err(|_| ServiceError::UnknownHold(text.chars().take(64).collect()))
 }
 
 #[utoipa::path(post, path = "/v1/holds/{hold_id}/confirm", tag = "channel", summary = "A trusted channel (partner site, tourist office) turns a hold into an order with signed tickets", security(("channel_token" = [])), params(("hold_id" = String, Path, format = Uuid, description = "The hold's id"), super::openapi::IdempotencyKeyHeader), request_body = tessera_core::api::online::ConfirmRequest, responses((status = 201, description = "The order and its tickets, sold by the channel; a retry with the same Idempotency-Key returns this answer again", body = tessera_core::api::online::Order, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 401, description = "channel_token_required (no Authorization: Bearer), unknown_channel (unknown or revoked token)", body = tessera_core::api::ErrorBody), (status = 404, description = "unknown_hold", body = tessera_core::api::ErrorBody), (status = 409, description = "hold_cancelled, already_confirmed (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 410, description = "hold_expired: its places were released (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 422, description = "invalid_body (payment_reference, email), idempotency_key_reused", body = tessera_core::api::ErrorBody)))]
@@ -147,7 +149,7 @@ pub async fn confirm_hold<S: Store>(
     let first = app.store.confirm_hold(idem, hold, request, channel).await?;
     // Confirmed, or closed for good: it no longer holds anyone's places.
     if matches!(first.status, 201 | 409 | 410) {
-        app.edge.holds.release(hold);
+        app.edge.holds.release(hold.0);
     }
     Ok(answer(first))
 }
@@ -159,6 +161,6 @@ pub async fn cancel_hold<S: Store>(
 ) -> Result<StatusCode, ServiceError> {
     let hold = parse_hold_id(&hold_id)?;
     app.store.cancel_hold(hold).await?;
-    app.edge.holds.release(hold);
+    app.edge.holds.release(hold.0);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -66,8 +66,7 @@ pub async fn checkout<S: Store>(
     key: IdempotencyKey,
     body: ApiJson<CheckoutRequest>,
 ) -> Result<Response, ServiceError> {
-    let hold = uuid::Uuid::parse_str(&hold_id)
-        .map_err(|_| ServiceError::UnknownHold(hold_id.chars().take(64).collect()))?;
+    let hold = super::online::parse_hold_id(&hold_id)?;
     let request = body.value.clone();
     if !request.accept_terms {
         return Err(ServiceError::refused(

@@ -38,7 +38,7 @@ impl PinGuard {
         device: &DeviceInfo,
         pin: &str,
     ) -> Result<StaffMember, ServiceError> {
-        store.begin_pin_attempt(device.device_id).await?;
+        store.begin_pin_attempt(device.id()).await?;
         let pin = pin.trim().to_string();
         let found = if check_pin(&pin).is_err() {
             None
@@ -56,7 +56,7 @@ impl PinGuard {
         };
         match found {
             Some(staff) if staff.may_approve() => {
-                store.pin_succeeded(device.device_id).await?;
+                store.pin_succeeded(device.id()).await?;
                 Ok(staff)
             }
             _ => {

@@ -8,8 +8,8 @@ use axum::Json;
 use serde::Deserialize;
 use tessera_core::api::approvals::{ApprovalRequest, SUPERVISOR_PIN};
 use tessera_core::api::devices::Role;
+use tessera_core::ids::LeaseId;
 use tessera_core::slot::parse_date;
-use uuid::Uuid;
 
 use super::extract::{ApiJson, Device, Path, Query, Supervisor};
 use super::AppState;
@@ -30,7 +30,7 @@ fn date_of(text: Option<String>) -> Result<jiff::civil::Date, ServiceError> {
     parse_date(&text).map_err(|e| ServiceError::BadRequest(e.to_string()))
 }
 
-#[utoipa::path(get, path = "/v1/reports/day", tag = "supervisor", summary = "The day's reconciliation: channels, cash drawers, everything missing, slots, gate conflicts", security(("device_token" = []), ("device_token" = [], "supervisor_pin" = [])), params(("date" = String, Query, format = Date, description = "Museum day, YYYY-MM-DD"), ("format" = Option<String>, Query, description = "json (default), csv or text")), responses((status = 200, description = "The report", content((crate::reports::DayReport = "application/json"), (String = "text/csv"), (String = "text/plain"))), (status = 400, description = "date or format missing or malformed (bad_request)", body = tessera_core::api::ErrorBody), (status = 422, description = "date out of range (invalid_body)", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/reports/day", tag = "supervisor", summary = "The day's reconciliation: channels, cash drawers, everything missing, slots, gate conflicts", security(("device_token" = []), ("device_token" = [], "supervisor_pin" = [])), params(("date" = String, Query, format = Date, description = "Museum day, YYYY-MM-DD"), ("format" = Option<String>, Query, description = "json (default), csv or text")), responses((status = 200, description = "The report", content((tessera_core::api::report::DayReport = "application/json"), (String = "text/csv"), (String = "text/plain"))), (status = 400, description = "date or format missing or malformed (bad_request)", body = tessera_core::api::ErrorBody), (status = 422, description = "date out of range (invalid_body)", body = tessera_core::api::ErrorBody)))]
 pub async fn day_report<S: Store>(
     State(app): State<AppState<S>>,
     Supervisor(who): Supervisor,
@@ -71,7 +71,7 @@ pub struct DateQuery {
     date: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/leases", tag = "supervisor", summary = "The counters' leases of one day", security(("device_token" = []), ("device_token" = [], "supervisor_pin" = [])), params(("date" = String, Query, format = Date, description = "Museum day, YYYY-MM-DD")), responses((status = 200, description = "Leases by slot, then counter", body = Vec<crate::sqlite::admin::LeaseInfo>), (status = 400, description = "date missing or malformed (bad_request)", body = tessera_core::api::ErrorBody), (status = 422, description = "date out of range (invalid_body)", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/leases", tag = "supervisor", summary = "The counters' leases of one day", security(("device_token" = []), ("device_token" = [], "supervisor_pin" = [])), params(("date" = String, Query, format = Date, description = "Museum day, YYYY-MM-DD")), responses((status = 200, description = "Leases by slot, then counter", body = Vec<tessera_core::api::supervisor::LeaseInfo>), (status = 400, description = "date missing or malformed (bad_request)", body = tessera_core::api::ErrorBody), (status = 422, description = "date out of range (invalid_body)", body = tessera_core::api::ErrorBody)))]
 pub async fn leases<S: Store>(
     State(app): State<AppState<S>>,
     Supervisor(_): Supervisor,
@@ -81,14 +81,15 @@ pub async fn leases<S: Store>(
     Ok(Json(app.store.leases(date).await?).into_response())
 }
 
-#[utoipa::path(post, path = "/v1/leases/{lease_id}/revoke", tag = "supervisor", summary = "Revoke a lost counter's lease: its unsold places go back on sale", security(("device_token" = []), ("device_token" = [], "supervisor_pin" = [])), params(("lease_id" = String, Path, format = Uuid, description = "The lease's id")), responses((status = 200, description = "Revoked (or already revoked)", body = crate::sqlite::admin::Revoked), (status = 404, description = "not_found: no such lease", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/leases/{lease_id}/revoke", tag = "supervisor", summary = "Revoke a lost counter's lease: its unsold places go back on sale", security(("device_token" = []), ("device_token" = [], "supervisor_pin" = [])), params(("lease_id" = String, Path, format = Uuid, description = "The lease's id")), responses((status = 200, description = "Revoked (or already revoked)", body = tessera_core::api::supervisor::Revoked), (status = 404, description = "not_found: no such lease", body = tessera_core::api::ErrorBody)))]
 pub async fn revoke_lease<S: Store>(
     State(app): State<AppState<S>>,
     Supervisor(who): Supervisor,
     Path(lease): Path<String>,
 ) -> Result<Response, ServiceError> {
-    let id =
-        Uuid::parse_str(&lease).map_err(|_| ServiceError::NotFound(format!("no lease {lease}")))?;
+    let id: LeaseId = lease
+        .parse()
+        .map_err(|_| ServiceError::NotFound(format!("no lease {lease}")))?;
     let done = app.store.revoke_lease(id, who).await?;
     Ok(Json(done).into_response())
 }
@@ -117,7 +118,7 @@ pub async fn approve<S: Store>(
     let request = body.value;
     let approval = app
         .store
-        .create_approval(device.device_id, request, staff.name.clone())
+        .create_approval(device.id(), request, staff.name.clone())
         .await?;
     tracing::info!(
         action = request.action(),

@@ -5,27 +5,20 @@
 //! HMAC-SHA256(secret, "<t>.<body>")>`), and hands it to the same function
 //! that `POST /v1/payments/demo/webhook` uses: the whole flow, signature check
 //! and exactly-once confirmation included, runs for real in tests and demos.
+//! The page itself is HTTP's (`crate::http::demo_page`).
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use futures_util::future::BoxFuture;
 use hmac::{Hmac, KeyInit, Mac};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use tessera_core::api::shop::Language;
-use tessera_core::money::{format_minor, Currency, Money};
+use tessera_core::money::{Currency, Money};
 
 use super::{
     PaymentError, PaymentEvent, PaymentEventKind, PaymentProvider, PaymentRequest, RefundRequest,
     Refunded, StartedPayment,
 };
-use crate::delivery::email::html_escape;
-use crate::http::AppState;
-use crate::store::Store;
 
 pub const NAME: &str = "demo";
 pub const SIGNATURE_HEADER: &str = "tessera-signature";
@@ -183,7 +176,7 @@ impl PaymentProvider for DemoProvider {
     ) -> BoxFuture<'a, Result<Refunded, PaymentError>> {
         Box::pin(async move {
             // Tests stand in for a provider that is down (testkit builds only).
-            if crate::sqlite::failpoint::hit("demo_refund").is_err() {
+            if crate::failpoint::hit("demo_refund").is_err() {
                 return Err(PaymentError::Unavailable(
                     "demo provider made unavailable by a test".into(),
                 ));
@@ -196,283 +189,6 @@ impl PaymentProvider for DemoProvider {
             })
         })
     }
-}
-
-/// What the demo page shows about a payment.
-#[derive(Clone, Debug)]
-pub struct DemoPayment {
-    pub payment_id: String,
-    pub checkout_id: String,
-    pub hold_id: uuid::Uuid,
-    pub amount: Money,
-    pub status: String,
-    pub language: Language,
-    pub museum: String,
-    /// Local date and time of the entry, e.g. `2026-12-09 10:00`.
-    pub entry: String,
-}
-
-struct PageQuery {
-    lang: Option<String>,
-}
-
-fn amount_text(m: Money, lang: Language) -> String {
-    let plain = format_minor(m.amount);
-    match lang {
-        Language::Fr => format!("{} {}", plain.replace('.', ","), symbol(m.currency)),
-        Language::En => format!("{}{}", symbol(m.currency), plain),
-    }
-}
-
-fn symbol(c: Currency) -> String {
-    match c.as_str() {
-        "EUR" => "€".into(),
-        "GBP" => "£".into(),
-        "USD" => "$".into(),
-        other => format!("{other} "),
-    }
-}
-
-struct Words {
-    title: &'static str,
-    banner: &'static str,
-    explain: &'static str,
-    pay: &'static str,
-    cancel: &'static str,
-    done: &'static str,
-    back: &'static str,
-    other: &'static str,
-    missing: &'static str,
-}
-
-fn words(lang: Language) -> Words {
-    match lang {
-        Language::Fr => Words {
-            title: "Paiement (démo)",
-            banner: "DÉMO — aucun argent ne circule",
-            explain: "Cette page remplace un vrai prestataire de paiement. « Payer » confirme la commande comme le ferait un paiement réussi ; aucune carte n'est demandée ni débitée.",
-            pay: "Payer",
-            cancel: "Annuler",
-            done: "Ce paiement est déjà traité.",
-            back: "Retour à la commande",
-            other: "English",
-            missing: "Paiement introuvable.",
-        },
-        Language::En => Words {
-            title: "Payment (demo)",
-            banner: "DEMO — no money moves",
-            explain: "This page stands in for a real payment provider. “Pay” confirms the order as a successful payment would; no card is asked for or charged.",
-            pay: "Pay",
-            cancel: "Cancel",
-            done: "This payment has already been dealt with.",
-            back: "Back to your order",
-            other: "Français",
-            missing: "No such payment.",
-        },
-    }
-}
-
-fn page(lang: Language, body: &str) -> String {
-    let w = words(lang);
-    format!(
-        "<!doctype html>\n<html lang=\"{code}\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title><style>\
-         body{{font-family:system-ui,sans-serif;margin:0;background:#f6f4ef;color:#1d1d1f}}\
-         .banner{{background:#8a1c00;color:#fff;font-weight:700;font-size:1.25rem;padding:1rem;text-align:center;letter-spacing:.03em}}\
-         .banner p{{margin:0}}\
-         main{{max-width:28rem;margin:2rem auto;padding:0 1rem}}\
-         .amount{{font-size:2.5rem;font-weight:700;margin:.5rem 0}}\
-         .actions{{display:flex;gap:1rem;margin-top:1.5rem}}\
-         button{{font-size:1.125rem;padding:.9rem 1.6rem;border-radius:.5rem;border:2px solid #1d1d1f;cursor:pointer;min-height:48px}}\
-         button.pay{{background:#1d1d1f;color:#fff}} button.cancel{{background:#fff;color:#1d1d1f}}\
-         button:focus-visible,a:focus-visible{{outline:3px solid #0a58ca;outline-offset:3px}}\
-         a{{color:#0a4fa8}}</style></head><body>\
-         <header class=\"banner\"><p>{banner}</p></header><main>{body}</main></body></html>\n",
-        code = lang.code(),
-        title = w.title,
-        banner = w.banner,
-    )
-}
-
-fn html(status: StatusCode, text: String) -> Response {
-    let mut r = (status, text).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r
-}
-
-fn pick_language(q: &PageQuery, fallback: Language) -> Language {
-    match q.lang.as_deref() {
-        Some("fr") => Language::Fr,
-        Some("en") => Language::En,
-        _ => fallback,
-    }
-}
-
-async fn lookup<S: Store>(app: &AppState<S>, payment_id: &str) -> Option<DemoPayment> {
-    if !crate::secrets::is_url_id(crate::secrets::PAYMENT_PREFIX, payment_id) {
-        return None;
-    }
-    app.store
-        .demo_payment(payment_id.to_string())
-        .await
-        .ok()
-        .flatten()
-}
-
-/// `GET /pay/demo/{payment_id}`: the payment page.
-#[utoipa::path(get, path = "/pay/demo/{payment_id}", tag = "payments", summary = "The demo provider's payment page (HTML; no money moves)", params(("payment_id" = String, Path, description = "The payment's id, from the checkout's redirect_url"), ("lang" = Option<String>, Query, description = "fr or en (default: the checkout's language)")), responses((status = 200, description = "The page", content_type = "text/html"), (status = 404, description = "No such payment", content_type = "text/html")))]
-pub async fn show<S: Store>(
-    State(app): State<AppState<S>>,
-    payment_id: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
-) -> Response {
-    // A page, not an API: whatever is wrong with the address is "no such
-    // payment", in HTML.
-    let q = PageQuery {
-        lang: query.as_deref().and_then(|q| {
-            q.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == "lang")
-                .map(|(_, v)| v.to_string())
-        }),
-    };
-    let payment_id = payment_id.map(|Path(p)| p).unwrap_or_default();
-    let Some(p) = lookup(&app, &payment_id).await else {
-        let lang = pick_language(&q, Language::En);
-        let w = words(lang);
-        return html(
-            StatusCode::NOT_FOUND,
-            page(lang, &format!("<h1>{}</h1>", w.missing)),
-        );
-    };
-    let lang = pick_language(&q, p.language);
-    let w = words(lang);
-    let other = match lang {
-        Language::Fr => "en",
-        Language::En => "fr",
-    };
-    let (success, _) = super::return_urls(&app.public_url, &p.checkout_id, p.hold_id);
-    let action = if p.status == "pending" {
-        format!(
-            "<form method=\"post\" action=\"/pay/demo/{id}\">\
-             <div class=\"actions\">\
-             <button class=\"pay\" type=\"submit\" name=\"outcome\" value=\"paid\" autofocus>{pay}</button>\
-             <button class=\"cancel\" type=\"submit\" name=\"outcome\" value=\"cancel\">{cancel}</button>\
-             </div></form>",
-            id = html_escape(&p.payment_id),
-            pay = w.pay,
-            cancel = w.cancel,
-        )
-    } else {
-        format!(
-            "<p>{}</p><p><a href=\"{}\">{}</a></p>",
-            w.done,
-            html_escape(&success),
-            w.back
-        )
-    };
-    let body = format!(
-        "<h1>{title}</h1><p>{museum}<br>{entry}</p>\
-         <p class=\"amount\">{amount}</p><p>{explain}</p>{action}\
-         <p><a href=\"/pay/demo/{id}?lang={other}\" lang=\"{other}\">{other_name}</a></p>",
-        title = w.title,
-        museum = html_escape(&p.museum),
-        entry = html_escape(&p.entry),
-        amount = html_escape(&amount_text(p.amount, lang)),
-        explain = w.explain,
-        id = html_escape(&p.payment_id),
-        other_name = w.other,
-    );
-    html(StatusCode::OK, page(lang, &body))
-}
-
-/// `POST /pay/demo/{payment_id}` with form `outcome=paid|cancel`: signs the
-/// event, runs it through the webhook path, and sends the visitor back.
-#[utoipa::path(post, path = "/pay/demo/{payment_id}", tag = "payments", summary = "Complete or abandon a demo payment (form outcome=paid|cancel)", params(("payment_id" = String, Path, description = "The payment's id")), request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "outcome=paid or outcome=cancel"), responses((status = 303, description = "Back to the shop: its return page (paid) or its checkout page (cancel)"), (status = 404, description = "No such payment", content_type = "text/html"), (status = 400, description = "outcome missing or not paid/cancel", content_type = "text/html"), (status = 429, description = "rate_limited: too many requests from this client", body = tessera_core::api::ErrorBody)))]
-pub async fn complete<S: Store>(
-    State(app): State<AppState<S>>,
-    payment_id: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let payment_id = payment_id.map(|Path(p)| p).unwrap_or_default();
-    let body = body.unwrap_or_default();
-    let Some(p) = lookup(&app, &payment_id).await else {
-        let w = words(Language::En);
-        return html(
-            StatusCode::NOT_FOUND,
-            page(Language::En, &format!("<h1>{}</h1>", w.missing)),
-        );
-    };
-    let outcome = std::str::from_utf8(&body)
-        .ok()
-        .and_then(|form| {
-            form.split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == "outcome")
-                .map(|(_, v)| v.to_string())
-        })
-        .unwrap_or_default();
-    let kind = match outcome.as_str() {
-        "paid" => "payment.succeeded",
-        "cancel" => "payment.failed",
-        _ => {
-            return html(
-                StatusCode::BAD_REQUEST,
-                page(p.language, "<h1>outcome must be paid or cancel</h1>"),
-            )
-        }
-    };
-    let (success, cancel) = super::return_urls(&app.public_url, &p.checkout_id, p.hold_id);
-    let Some(demo) = app.demo.as_ref() else {
-        // The server takes payments elsewhere: this page cannot complete one.
-        return html(
-            StatusCode::NOT_FOUND,
-            page(
-                p.language,
-                &format!("<h1>{}</h1>", words(p.language).missing),
-            ),
-        );
-    };
-    let event = DemoEvent {
-        id: format!(
-            "evt_demo_{}",
-            data_encoding::BASE32_NOPAD
-                .encode(&crate::secrets::random_bytes::<15>())
-                .to_lowercase()
-        ),
-        kind: kind.into(),
-        payment_id: p.payment_id.clone(),
-        amount: p.amount.amount,
-        currency: p.amount.currency.to_string(),
-    };
-    let body = match serde_json::to_vec(&event) {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "demo event did not serialize");
-            return html(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                page(p.language, "<h1>error</h1>"),
-            );
-        }
-    };
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&demo.sign(&body, app.clock.now())) {
-        headers.insert(SIGNATURE_HEADER, v);
-    }
-    if let Err(e) = crate::http::payments::process_webhook(&app, NAME, &headers, &body).await {
-        tracing::error!(error = %e, payment = %p.payment_id, "demo payment event failed");
-        return e.into_response();
-    }
-    let to = if outcome == "paid" { success } else { cancel };
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(&to) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
 }
 
 #[cfg(test)]

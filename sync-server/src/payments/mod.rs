@@ -44,27 +44,8 @@ pub struct StartedPayment {
     pub redirect_url: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PaymentEventKind {
-    /// Money was captured.
-    Paid,
-    /// The session expired or the payment failed: nothing was taken.
-    Failed,
-}
-
-/// A verified callback: it came from the provider and was not altered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PaymentEvent {
-    /// The provider's event id: the same event delivered twice has one id.
-    pub event_id: String,
-    /// Our `PaymentRequest::payment_id`, as the provider echoed it.
-    pub payment_id: String,
-    /// What a refund must name (Stripe: the payment intent `pi_…`).
-    pub refund_ref: Option<String>,
-    pub kind: PaymentEventKind,
-    /// The amount captured, when the event says.
-    pub amount: Option<Money>,
-}
+// The store applies these events, so they are the store seam's types.
+pub use crate::store::{PaymentEvent, PaymentEventKind};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RefundRequest {

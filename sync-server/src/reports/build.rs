@@ -700,6 +700,9 @@ fn quarantine(
     for row in rows {
         let (counter, device, kind, item, seq, slot_id, reason, device_at, received_at, body) =
             row?;
+        // Stored by the server from a parsed body, so it parses; if it
+        // somehow does not, the reason still shows.
+        let body = super::quarantined_upload(&kind, &body);
         out.push(QuarantineLine {
             counter,
             device_id: uuid(&device)?,
@@ -710,9 +713,7 @@ fn quarantine(
             reason,
             device_at: device_at.map(from_ms),
             received_at: from_ms(received_at),
-            // Stored by the server from a parsed body, so it parses; if it
-            // somehow does not, the reason still shows.
-            body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+            body,
         });
     }
     Ok(out)

@@ -8,7 +8,9 @@ use jiff::civil::Date;
 use jiff::Timestamp;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tessera_core::api::devices::Role;
+pub use tessera_core::api::supervisor::{LeaseInfo, Revoked};
 use tessera_core::catalogue::Catalogue;
+use tessera_core::ids::LeaseId;
 use tessera_core::inventory::{InventoryError, SlotLedger};
 use tessera_core::slot::SlotId;
 use tessera_core::ticket_code::TicketSigner;
@@ -148,7 +150,7 @@ pub fn ensure_slots(
         };
         for s in slots {
             added += insert.execute(params![
-                s.id.to_string(),
+                s.id,
                 date.to_string(),
                 s.starts_at.as_millisecond(),
                 s.ends_at.as_millisecond(),
@@ -222,21 +224,21 @@ pub fn ledger_from_rows(
     let row: Option<(u32, u32)> = conn
         .query_row(
             "SELECT capacity, sold_online FROM slots WHERE slot_id = ?1",
-            params![slot.to_string()],
+            params![slot],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
     let (capacity, sold_online) = row.ok_or_else(|| AdminError::UnknownSlot(slot.to_string()))?;
     let held_online: u32 = conn.query_row(
         "SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = ?1 AND status = 'held' AND expires_at > ?2",
-        params![slot.to_string(), now_ms],
+        params![slot, now_ms],
         |r| r.get(0),
     )?;
     let (leased, over): (u32, u32) = conn.query_row(
         "SELECT COALESCE(SUM(COALESCE(revoked_escrow, granted_total - released_total)), 0),
                 COALESCE(SUM(kept + CASE WHEN revoked_escrow IS NOT NULL AND sold > revoked_escrow THEN sold - revoked_escrow ELSE 0 END), 0)
          FROM leases WHERE slot_id = ?1",
-        params![slot.to_string()],
+        params![slot],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok(SlotLedger {
@@ -263,7 +265,7 @@ pub fn set_capacity(
     ledger.set_capacity(capacity)?;
     tx.execute(
         "UPDATE slots SET capacity = ?2 WHERE slot_id = ?1",
-        params![slot.to_string(), capacity],
+        params![slot, capacity],
     )?;
     audit(
         &tx,
@@ -290,18 +292,6 @@ pub fn audit(
     Ok(())
 }
 
-/// A lease as an operator sees it.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct LeaseInfo {
-    pub lease_id: String,
-    pub device: String,
-    pub slot_id: String,
-    pub escrow: u32,
-    pub sold: u32,
-    pub revoked: bool,
-    pub last_sync_at: Option<i64>,
-}
-
 /// Leases of a day's slots, by slot then device.
 pub fn leases(db: &Path, date: Date) -> Result<Vec<LeaseInfo>, AdminError> {
     let conn = schema::open(db)?;
@@ -326,19 +316,6 @@ pub fn leases(db: &Path, date: Date) -> Result<Vec<LeaseInfo>, AdminError> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// What revoking a lease did.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-pub struct Revoked {
-    pub lease_id: String,
-    pub device: String,
-    pub slot_id: String,
-    /// Places the server knew were sold from it when revoked.
-    pub sold: u32,
-    /// Places back on sale.
-    pub returned: u32,
-    pub already_revoked: bool,
-}
-
 /// Revokes a lease of a counter that is not coming back: what it had not
 /// reported sold goes back on sale. A sale from it that still arrives is
 /// accepted and reported as over capacity. Logged in `audit_log`.
@@ -348,6 +325,9 @@ pub fn revoke_lease(
     actor: &str,
     now: Timestamp,
 ) -> Result<Revoked, AdminError> {
+    let lease_id: LeaseId = lease_id
+        .parse()
+        .map_err(|_| AdminError::UnknownLease(lease_id.to_string()))?;
     let mut conn = schema::open(db)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let revoked = revoke_lease_in(&tx, lease_id, actor, now)?;
@@ -358,11 +338,11 @@ pub fn revoke_lease(
 /// The revocation itself, inside the caller's transaction.
 pub(crate) fn revoke_lease_in(
     tx: &Connection,
-    lease_id: &str,
+    lease_id: LeaseId,
     actor: &str,
     now: Timestamp,
 ) -> Result<Revoked, AdminError> {
-    let row: Option<(String, String, u32, u32, Option<i64>)> = tx
+    let row: Option<(String, SlotId, u32, u32, Option<i64>)> = tx
         .query_row(
             "SELECT d.name, l.slot_id, l.granted_total - l.released_total, l.sold, l.revoked_at
              FROM leases l JOIN devices d ON d.device_id = l.device_id WHERE l.lease_id = ?1",
@@ -374,7 +354,7 @@ pub(crate) fn revoke_lease_in(
         row.ok_or_else(|| AdminError::UnknownLease(lease_id.to_string()))?;
     if revoked_at.is_some() {
         return Ok(Revoked {
-            lease_id: lease_id.to_string(),
+            lease_id,
             device,
             slot_id,
             sold,
@@ -395,7 +375,7 @@ pub(crate) fn revoke_lease_in(
         &format!("lease {lease_id} of {device:?} for {slot_id}: {escrow} escrowed, {sold} reported sold, {returned} back on sale"),
     )?;
     Ok(Revoked {
-        lease_id: lease_id.to_string(),
+        lease_id,
         device,
         slot_id,
         sold,

@@ -29,14 +29,15 @@ use tessera_core::tally::ONLINE_ACTOR;
 use uuid::Uuid;
 
 use super::online::{closed_hold_error, issue_order, release, take_open_hold, OrderMeta};
-use super::state::{parse_slot, parse_uuid, OpenHold};
+use super::sql::{parse_slot, parse_uuid, Column, Text};
+use super::state::OpenHold;
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
-use crate::payments::{PaymentEvent, PaymentEventKind};
 use crate::secrets;
 use crate::store::{
     BookingContext, DueRefund, EventOutcome, PaymentRecord, RefundAttempt, Visitor,
 };
+use crate::store::{PaymentEvent, PaymentEventKind};
 
 type Outcome<T> = Result<Result<T, ServiceError>, Fatal>;
 
@@ -90,7 +91,7 @@ pub(crate) fn begin_checkout(
         .execute(params![
             payment_id,
             checkout_id,
-            hold_id.to_string(),
+            Text(&hold_id),
             provider,
             total,
             currency.as_str(),
@@ -130,8 +131,8 @@ fn load_record(ctx: &Ctx<'_>, payment_id: &str) -> Result<Option<PaymentRecord>,
                 PaymentRecord {
                     payment_id: r.get(0)?,
                     checkout_id: r.get(1)?,
-                    hold_id: parse_uuid(&r.get::<_, String>(2)?)?,
-                    slot_id: parse_slot(&r.get::<_, String>(3)?)?,
+                    hold_id: r.uuid(2)?,
+                    slot_id: r.get::<_, SlotId>(3)?,
                     amount: Money::new(r.get(4)?, museum_currency),
                     hold_expires_at: from_ms(r.get(6)?),
                     email: r.get(7)?,
@@ -233,7 +234,7 @@ fn load_payment(
         .query_row(params![payment_id, provider], |r| {
             Ok(PaymentRow {
                 payment_id: r.get(0)?,
-                hold_id: parse_uuid(&r.get::<_, String>(1)?)?,
+                hold_id: r.uuid(1)?,
                 status: r.get(2)?,
                 amount: r.get(3)?,
                 currency: r.get(4)?,
@@ -372,7 +373,7 @@ fn paid(
         .prepare_cached(
             "UPDATE payments SET status = 'paid', order_id = ?2, booking_token = ?3 WHERE payment_id = ?1",
         )?
-        .execute(params![payment.payment_id, order.order_id.to_string(), token])?;
+        .execute(params![payment.payment_id, Text(&order.order_id), token])?;
     let Some(b) = load_booking(ctx, order.order_id, booking)? else {
         return Err(Fatal::Bookkeeping(
             "an order just written is missing".into(),
@@ -397,7 +398,7 @@ fn rehold(ctx: &mut Ctx<'_>, hold_id: Uuid) -> Result<Result<OpenHold, NoOrder>,
         .prepare_cached(
             "SELECT slot_id, admissions, lines, total, status FROM holds WHERE hold_id = ?1",
         )?
-        .query_row(params![hold_id.to_string()], |r| {
+        .query_row(params![Text(&hold_id)], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
@@ -609,7 +610,7 @@ fn queue_refund_notice(
     let slot: Option<String> = ctx
         .tx
         .prepare_cached("SELECT slot_id FROM holds WHERE hold_id = ?1")?
-        .query_row(params![payment.hold_id.to_string()], |r| r.get(0))
+        .query_row(params![Text(&payment.hold_id)], |r| r.get(0))
         .optional()?;
     let Some(slot) = slot else {
         return Ok(());
@@ -653,7 +654,7 @@ fn queue_mail(ctx: &Ctx<'_>, kind: &str, booking: &Booking, link: &str) -> Resul
             booking.email,
             booking.language.code(),
             payload.to_string(),
-            booking.order_id.to_string(),
+            Text(&booking.order_id),
             ctx.now_ms
         ])?;
     Ok(())
@@ -687,9 +688,9 @@ fn ticket_rows(
                 EXISTS (SELECT 1 FROM redemptions r WHERE r.ticket_id = t.ticket_id)
          FROM tickets t WHERE t.order_id = ?1 ORDER BY t.rowid",
     )?;
-    let rows = stmt.query_map(params![order_id.to_string()], |r| {
+    let rows = stmt.query_map(params![Text(&order_id)], |r| {
         Ok((
-            parse_uuid(&r.get::<_, String>(0)?)?,
+            r.uuid(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, u8>(2)?,
             r.get::<_, String>(3)?,
@@ -758,7 +759,7 @@ pub(crate) fn load_booking(
                     o.refunded, o.created_at, o.lines, s.starts_at, s.ends_at
              FROM orders o JOIN slots s ON s.slot_id = o.slot_id WHERE o.order_id = ?1",
         )?
-        .query_row(params![order_id.to_string()], |r| {
+        .query_row(params![Text(&order_id)], |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
@@ -863,7 +864,7 @@ pub(crate) fn cancel(
             "SELECT o.slot_id, o.lines, o.payment_id, o.currency, s.starts_at
              FROM orders o JOIN slots s ON s.slot_id = o.slot_id WHERE o.order_id = ?1",
         )?
-        .query_row(params![order_id.to_string()], |r| {
+        .query_row(params![Text(&order_id)], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
@@ -911,7 +912,7 @@ pub(crate) fn cancel(
     }
     ctx.tx
         .prepare_cached("UPDATE orders SET refunded = refunded + ?2 WHERE order_id = ?1")?
-        .execute(params![order_id.to_string(), plan.refund])?;
+        .execute(params![Text(&order_id), plan.refund])?;
     let booking_link = link(context, token);
     if let Some(payment_id) = payment_id {
         if plan.refund > 0 {
@@ -953,7 +954,7 @@ pub(crate) fn resend(ctx: &mut Ctx<'_>, token: &str, context: &BookingContext) -
             "SELECT COUNT(*) FROM mail_outbox WHERE order_id = ?1 AND kind = 'resend' AND created_at > ?2",
         )?
         .query_row(
-            params![order_id.to_string(), ctx.now_ms - 24 * 3600 * 1000],
+            params![Text(&order_id), ctx.now_ms - 24 * 3600 * 1000],
             |r| r.get(0),
         )?;
     if recent >= RESENDS_PER_DAY {
@@ -973,7 +974,7 @@ pub(crate) fn resend(ctx: &mut Ctx<'_>, token: &str, context: &BookingContext) -
 pub(crate) fn demo_payment(
     ctx: &mut Ctx<'_>,
     payment_id: &str,
-) -> Outcome<Option<crate::payments::demo::DemoPayment>> {
+) -> Outcome<Option<crate::store::DemoPayment>> {
     let row: Option<(String, String, i64, String, String, String, String)> = ctx
         .tx
         .prepare_cached(
@@ -998,7 +999,7 @@ pub(crate) fn demo_payment(
     };
     let currency = Currency::new(&currency).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
     let slot = parse_slot(&slot)?;
-    Ok(Ok(Some(crate::payments::demo::DemoPayment {
+    Ok(Ok(Some(crate::store::DemoPayment {
         payment_id: payment_id.to_string(),
         checkout_id,
         hold_id: parse_uuid(&hold_id)?,

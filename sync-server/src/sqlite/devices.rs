@@ -5,6 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use tessera_core::api::devices::{EnrolRequest, Enrolled, Role};
 use tessera_core::ids::new_id;
 
+use super::sql::Text;
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
 use crate::secrets;
@@ -69,7 +70,7 @@ pub(crate) fn enrol(
             )?;
             ctx.tx.execute(
                 "INSERT INTO signing_keys (key_id, owner, device_id, public_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![next, name, device_id.to_string(), key.to_vec(), ctx.now_ms],
+                params![next, name, Text(&device_id), key.to_vec(), ctx.now_ms],
             )?;
             Some(next)
         }
@@ -77,11 +78,11 @@ pub(crate) fn enrol(
     };
     ctx.tx.execute(
         "INSERT INTO devices (device_id, role, name, token_hash, key_id, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![device_id.to_string(), role.as_str(), name, secrets::hash(&token), key_id, ctx.now_ms],
+        params![Text(&device_id), role.as_str(), name, secrets::hash(&token), key_id, ctx.now_ms],
     )?;
     ctx.tx.execute(
         "UPDATE enrolment_codes SET used_at = ?2, device_id = ?3 WHERE code_hash = ?1",
-        params![code_hash, ctx.now_ms, device_id.to_string()],
+        params![code_hash, ctx.now_ms, Text(&device_id)],
     )?;
     ctx.state.devices_dirty = true;
     tracing::info!(%device_id, role = role.as_str(), name = %name, device_says = %request.name, "device enrolled");

@@ -30,6 +30,7 @@ use tessera_core::slot::SlotId;
 use tessera_core::ticket_code::{decode_unverified, CodeError, KeyRing, TicketClaims};
 use uuid::Uuid;
 
+use super::sql::Text;
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
 use crate::store::DeviceInfo;
@@ -202,7 +203,7 @@ fn known_scan(
         .prepare_cached(
             "SELECT ticket_id, gate_device, scanned_at, gate_name FROM scans WHERE scan_id = ?1",
         )?
-        .query_row(params![scan_id.to_string()], |r| {
+        .query_row(params![Text(&scan_id)], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?)
@@ -472,7 +473,7 @@ pub(crate) fn gate_sync(
         let rows = stmt.query_map(params![from.to_string()], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(super::state::parse_uuid(&row?)?);
+            out.push(super::sql::parse_uuid(&row?)?);
         }
         out
     };

@@ -26,7 +26,7 @@ use crate::store::{Answer, Idem};
 
 /// About 10 MB of memory (see docs/BENCHMARKS.md): far more keys than a
 /// museum's day of online checkouts.
-pub const DEFAULT_KEYS_IN_MEMORY: usize = 200_000;
+pub const DEFAULT_KEYS_IN_MEMORY: usize = crate::store::DEFAULT_IDEMPOTENCY_KEYS_IN_MEMORY;
 const MIN_KEYS_IN_MEMORY: usize = 16;
 
 /// Process-wide because the writer rebuilds its state (and this index) from

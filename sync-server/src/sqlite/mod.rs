@@ -11,6 +11,7 @@ pub mod idempotency;
 mod online;
 pub mod outbox;
 pub mod schema;
+mod sql;
 mod staff;
 mod state;
 mod sync;
@@ -44,45 +45,20 @@ use self::admin::{LeaseInfo, Revoked};
 use self::idempotency::idempotent;
 pub use self::schema::OpenError;
 use self::state::{Shared, State};
-pub use self::writer::CommitMode;
+// Settings of any backend; re-exported where they were first defined.
 use self::writer::{Ctx, Fatal, Job, Writer};
 use crate::error::{ServiceError, WaitlistError};
-use crate::payments::demo::DemoPayment;
-use crate::payments::PaymentEvent;
 use crate::reports::DayReport;
 use crate::secrets;
+use crate::store::PaymentEvent;
 use crate::store::{
-    Answer, BookingContext, ChannelInfo, DeviceInfo, DueRefund, EventOutcome, Idem, JoinBounds,
-    PaymentRecord, RefundAttempt, Store, Visitor,
+    Answer, BookingContext, ChannelInfo, DemoPayment, DeviceInfo, DueRefund, EventOutcome, Idem,
+    JoinBounds, PaymentRecord, RefundAttempt, Store, Visitor,
 };
+pub use crate::store::{CommitMode, StoreConfig};
 use tessera_core::api::shop::{Booking, CheckoutStatus};
 use tessera_core::clock::Clock;
-
-#[derive(Clone, Debug)]
-pub struct StoreConfig {
-    pub hold_ttl: Duration,
-    pub commit: CommitMode,
-    /// Most jobs one group commit takes.
-    pub max_batch: usize,
-    pub lease_policy: LeasePolicy,
-    /// Idempotency-Key records kept in memory (see `idempotency`).
-    pub idempotency_keys_in_memory: usize,
-    /// How long a waiting-list offer holds its places.
-    pub offer_ttl: Duration,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            hold_ttl: Duration::from_secs(600),
-            commit: CommitMode::Group,
-            max_batch: 512,
-            lease_policy: LeasePolicy::default(),
-            idempotency_keys_in_memory: idempotency::DEFAULT_KEYS_IN_MEMORY,
-            offer_ttl: Duration::from_secs(30 * 60),
-        }
-    }
-}
+use tessera_core::ids::{DeviceId, HoldId, LeaseId, TicketId};
 
 /// Whether the writer thread still runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -317,13 +293,13 @@ impl Store for SqliteStore {
     async fn confirm_hold(
         &self,
         idem: Idem,
-        hold: Uuid,
+        hold: HoldId,
         request: ConfirmRequest,
         channel: ChannelInfo,
     ) -> Result<Answer, ServiceError> {
         self.submit(move |ctx| {
             idempotent(ctx, &idem, |ctx| {
-                online::confirm_hold(ctx, hold, request, &channel.name)
+                online::confirm_hold(ctx, hold.0, request, &channel.name)
             })
         })
         .await
@@ -342,13 +318,13 @@ impl Store for SqliteStore {
     async fn begin_checkout(
         &self,
         idem: Idem,
-        hold: Uuid,
+        hold: HoldId,
         visitor: Visitor,
         provider: String,
     ) -> Result<Answer, ServiceError> {
         self.submit(move |ctx| {
             idempotent(ctx, &idem, |ctx| {
-                checkout::begin_checkout(ctx, hold, visitor, provider)
+                checkout::begin_checkout(ctx, hold.0, visitor, provider)
             })
         })
         .await
@@ -409,9 +385,10 @@ impl Store for SqliteStore {
         &self,
         idem: Idem,
         token: String,
-        tickets: Vec<Uuid>,
+        tickets: Vec<TicketId>,
         context: BookingContext,
     ) -> Result<Answer, ServiceError> {
+        let tickets: Vec<Uuid> = tickets.into_iter().map(Uuid::from).collect();
         self.submit(move |ctx| {
             idempotent(ctx, &idem, |ctx| {
                 checkout::cancel(ctx, &token, &tickets, &context)
@@ -434,8 +411,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn cancel_hold(&self, hold: Uuid) -> Result<(), ServiceError> {
-        self.submit(move |ctx| online::cancel_hold(ctx, hold)).await
+    async fn cancel_hold(&self, hold: HoldId) -> Result<(), ServiceError> {
+        self.submit(move |ctx| online::cancel_hold(ctx, hold.0))
+            .await
     }
 
     async fn enrol(&self, request: EnrolRequest) -> Result<Enrolled, ServiceError> {
@@ -519,26 +497,26 @@ impl Store for SqliteStore {
             .clone()
     }
 
-    async fn begin_pin_attempt(&self, device: Uuid) -> Result<(), ServiceError> {
-        self.submit(move |ctx| staff::begin_attempt(ctx, device))
+    async fn begin_pin_attempt(&self, device: DeviceId) -> Result<(), ServiceError> {
+        self.submit(move |ctx| staff::begin_attempt(ctx, device.0))
             .await
     }
 
-    async fn pin_succeeded(&self, device: Uuid) -> Result<(), ServiceError> {
-        self.submit(move |ctx| Ok(Ok(staff::attempt_succeeded(ctx, device)?)))
+    async fn pin_succeeded(&self, device: DeviceId) -> Result<(), ServiceError> {
+        self.submit(move |ctx| Ok(Ok(staff::attempt_succeeded(ctx, device.0)?)))
             .await
     }
 
     async fn create_approval(
         &self,
-        device: Uuid,
+        device: DeviceId,
         request: ApprovalRequest,
         approved_by: String,
     ) -> Result<Approval, ServiceError> {
         self.submit(move |ctx| {
             Ok(Ok(staff::create_approval(
                 ctx,
-                device,
+                device.0,
                 request,
                 approved_by,
             )?))
@@ -569,10 +547,10 @@ impl Store for SqliteStore {
         .map_err(|_| ServiceError::Unavailable)?
     }
 
-    async fn revoke_lease(&self, lease: Uuid, actor: String) -> Result<Revoked, ServiceError> {
+    async fn revoke_lease(&self, lease: LeaseId, actor: String) -> Result<Revoked, ServiceError> {
         self.submit(move |ctx| {
             let now = tessera_core::clock::from_ms(ctx.now_ms);
-            match admin::revoke_lease_in(ctx.tx, &lease.to_string(), &actor, now) {
+            match admin::revoke_lease_in(ctx.tx, lease, &actor, now) {
                 Ok(done) => {
                     Writer::reload_in(ctx)?;
                     Ok(Ok(done))

@@ -12,6 +12,7 @@ use tessera_core::tally::ONLINE_ACTOR;
 use tessera_core::ticket_code::TicketClaims;
 use uuid::Uuid;
 
+use super::sql::Text;
 use super::state::OpenHold;
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
@@ -40,8 +41,8 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'held')",
         )?
         .execute(params![
-            hold_id.to_string(),
-            slot_id.to_string(),
+            Text(&hold_id),
+            Text(&slot_id),
             cart.admissions,
             lines_json,
             cart.total.amount,
@@ -80,7 +81,7 @@ pub(crate) fn closed_hold_error(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<ServiceE
         .prepare_cached(
             "SELECT h.status, o.order_id FROM holds h LEFT JOIN orders o ON o.hold_id = h.hold_id WHERE h.hold_id = ?1",
         )?
-        .query_row(params![hold_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![Text(&hold_id)], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let id = hold_id.to_string();
     Ok(match row {
@@ -101,7 +102,7 @@ pub(crate) fn release(ctx: &mut Ctx<'_>, hold_id: Uuid, status: &str) -> Result<
         ctx.state.expiry.remove(&(hold.expires_ms, hold_id));
         ctx.tx
             .prepare_cached("UPDATE holds SET status = ?2 WHERE hold_id = ?1")?
-            .execute(params![hold_id.to_string(), status])?;
+            .execute(params![Text(&hold_id), status])?;
         if let Some(row) = ctx.state.slots.get_mut(&hold.slot) {
             row.ledger.release_hold(hold.admissions)?;
         }
@@ -242,9 +243,9 @@ pub(crate) fn issue_order(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
-        order_id.to_string(),
-        hold_id.to_string(),
-        slot_id.to_string(),
+        Text(&order_id),
+        Text(&hold_id),
+        Text(&slot_id),
         hold.admissions,
         hold.total,
         currency.as_str(),
@@ -260,7 +261,7 @@ pub(crate) fn issue_order(
         meta.reference
     ])?;
     tx.prepare_cached("UPDATE holds SET status = 'confirmed' WHERE hold_id = ?1")?
-        .execute(params![hold_id.to_string()])?;
+        .execute(params![Text(&hold_id)])?;
     // The slot's sold_online column and its tally are written once per batch
     // (`Writer::flush`), not once per order: on a hot slot that is hundreds
     // of row updates saved per commit.
@@ -272,12 +273,12 @@ pub(crate) fn issue_order(
         )?;
         for (t, (price, vat_bp)) in tickets.iter().zip(&prices) {
             insert.execute(params![
-                t.ticket_id.to_string(),
-                slot_id.to_string(),
+                Text(&t.ticket_id),
+                Text(&slot_id),
                 t.product_id,
                 t.admits,
                 t.code,
-                order_id.to_string(),
+                Text(&order_id),
                 ctx.state.signer.key_id,
                 price,
                 vat_bp

@@ -1,6 +1,6 @@
 //! The mail outbox (migration 0011): rows are written in the same
 //! transaction as what causes the mail ([`enqueue`]), and worked through by
-//! the mailer (`crate::delivery::mailer`).
+//! the mailer (`crate::delivery::mailer`) through [`MailOutbox`].
 //!
 //! The mailer reads and writes the outbox through the writer's own jobs
 //! rather than a connection of its own: any commit from another connection
@@ -13,18 +13,7 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use crate::error::ServiceError;
-
-/// One mail waiting to be sent.
-#[derive(Clone, Debug)]
-pub struct OutboxRow {
-    pub mail_id: String,
-    pub kind: String,
-    pub recipient: String,
-    pub language: String,
-    pub payload: String,
-    pub attempts: u32,
-    pub created_at: i64,
-}
+use crate::store::{MailOutbox, OutboxRow};
 
 /// Queues a mail inside the caller's transaction, due at once. `payload`
 /// is the JSON of `crate::delivery::email::MailPayload`.
@@ -58,9 +47,8 @@ pub fn enqueue(
 /// Never due again: how a mail that was given up on is parked.
 pub const NEVER: i64 = i64::MAX;
 
-impl SqliteStore {
-    /// Unsent mails due at `now_ms`, oldest due first.
-    pub async fn due_mail(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxRow>, ServiceError> {
+impl MailOutbox for SqliteStore {
+    async fn due_mail(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxRow>, ServiceError> {
         self.submit(move |ctx| {
             let mut stmt = ctx.tx.prepare_cached(
                 "SELECT mail_id, kind, recipient, language, payload, attempts, created_at
@@ -86,8 +74,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Mails not yet sent nor given up on.
-    pub async fn queued_mail(&self) -> Result<u64, ServiceError> {
+    async fn queued_mail(&self) -> Result<u64, ServiceError> {
         self.submit(move |ctx| {
             let n: i64 = ctx.tx.query_row(
                 "SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL AND next_attempt_at < ?1",
@@ -99,9 +86,7 @@ impl SqliteStore {
         .await
     }
 
-    /// The mail went out: its payload, which carries secret links, is
-    /// blanked.
-    pub async fn mail_sent(&self, mail_id: String, now_ms: i64) -> Result<(), ServiceError> {
+    async fn mail_sent(&self, mail_id: String, now_ms: i64) -> Result<(), ServiceError> {
         self.submit(move |ctx| {
             ctx.tx.execute(
                 "UPDATE mail_outbox SET sent_at = ?2, payload = '', last_error = NULL,
@@ -114,9 +99,7 @@ impl SqliteStore {
         .await
     }
 
-    /// The mail could not go out: tried again at `retry_at`, or never
-    /// (`None`: given up, payload blanked).
-    pub async fn mail_failed(
+    async fn mail_failed(
         &self,
         mail_id: String,
         error: String,

@@ -12,6 +12,7 @@ use tessera_core::staff::{
 use uuid::Uuid;
 
 use super::admin::AdminError;
+use super::sql::Text;
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
 use crate::secrets;
@@ -135,7 +136,7 @@ pub(crate) fn begin_attempt(
 pub(crate) fn attempt_succeeded(ctx: &mut Ctx<'_>, device: Uuid) -> Result<(), Fatal> {
     ctx.tx
         .prepare_cached("DELETE FROM pin_attempts WHERE device_id = ?1")?
-        .execute(params![device.to_string()])?;
+        .execute(params![Text(&device)])?;
     Ok(())
 }
 
@@ -154,8 +155,8 @@ pub(crate) fn create_approval(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
-            approval_id.to_string(),
-            device.to_string(),
+            Text(&approval_id),
+            Text(&device),
             request.action(),
             request.subject().to_string(),
             approved_by,
@@ -221,7 +222,7 @@ pub(crate) fn use_for_void(tx: &Transaction<'_>, v: &VoidRecord) -> Result<Optio
     tx.prepare_cached(
         "UPDATE approvals SET used_by = ?2 WHERE approval_id = ?1 AND used_by IS NULL",
     )?
-    .execute(params![approval.to_string(), v.void_id.to_string()])?;
+    .execute(params![approval.to_string(), Text(&v.void_id)])?;
     Ok(tx
         .prepare_cached("SELECT approved_by FROM approvals WHERE approval_id = ?1")?
         .query_row(params![approval.to_string()], |r| r.get(0))

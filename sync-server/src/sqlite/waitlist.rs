@@ -26,7 +26,8 @@ use tessera_core::waitlist::{check_join, offers, Waiting};
 use uuid::Uuid;
 
 use super::online::{create_hold, release};
-use super::state::{parse_slot, parse_uuid, OpenHold};
+use super::sql::{parse_uuid, Text};
+use super::state::OpenHold;
 use super::writer::{Ctx, Fatal};
 use crate::error::{ServiceError, WaitlistError};
 use crate::secrets;
@@ -69,7 +70,7 @@ fn position(ctx: &Ctx<'_>, slot: SlotId, seq: i64) -> Result<u32, Fatal> {
         .prepare_cached(
             "SELECT COUNT(*) FROM waitlist WHERE slot_id = ?1 AND seq <= ?2 AND state IN ('waiting', 'offered')",
         )?
-        .query_row(params![slot.to_string(), seq], |r| r.get(0))?)
+        .query_row(params![Text(&slot), seq], |r| r.get(0))?)
 }
 
 /// Joins a slot's line. The same address joining the same slot again gets
@@ -91,7 +92,7 @@ pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest, bounds: &JoinBou
             "SELECT seq, entry_id, party FROM waitlist
              WHERE slot_id = ?1 AND lower(email) = lower(?2) AND state IN ('waiting', 'offered')",
         )?
-        .query_row(params![slot_id.to_string(), request.email], |r| {
+        .query_row(params![Text(&slot_id), request.email], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
@@ -134,8 +135,8 @@ pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest, bounds: &JoinBou
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
-            entry_id.to_string(),
-            slot_id.to_string(),
+            Text(&entry_id),
+            Text(&slot_id),
             request.email,
             request.party,
             request.language.code(),
@@ -178,7 +179,7 @@ fn offer_row(ctx: &Ctx<'_>, hash: &[u8]) -> Result<Option<OfferRow>, Fatal> {
             let hold: Option<String> = r.get(4)?;
             Ok(OfferRow {
                 seq: r.get(0)?,
-                slot: parse_slot(&r.get::<_, String>(1)?)?,
+                slot: r.get::<_, SlotId>(1)?,
                 party: r.get(2)?,
                 state: r.get(3)?,
                 hold: hold.as_deref().map(parse_uuid).transpose()?,
@@ -207,7 +208,7 @@ pub(crate) fn read_offer(
                 _ => OfferState::Expired,
             };
             Ok(Offer {
-                slot_id: parse_slot(&r.get::<_, String>(0)?)?,
+                slot_id: r.get::<_, SlotId>(0)?,
                 party: r.get(1)?,
                 expires_at: from_ms(expires_ms),
                 state,
@@ -301,7 +302,7 @@ pub(crate) fn offer_returned_places(
             .prepare_cached(
                 "SELECT seq, party FROM waitlist WHERE state = 'waiting' AND slot_id = ?1 ORDER BY seq",
             )?
-            .query_map(params![slot.to_string()], |r| {
+            .query_map(params![Text(&slot)], |r| {
                 Ok(Waiting {
                     id: r.get(0)?,
                     party: r.get(1)?,
@@ -386,8 +387,8 @@ fn make_offer(
              VALUES (?1, ?2, ?3, '[]', 0, ?4, ?5, ?6, 'held')",
         )?
         .execute(params![
-            hold_id.to_string(),
-            slot.to_string(),
+            Text(&hold_id),
+            Text(&slot),
             entry.party,
             currency.as_str(),
             ctx.now_ms,
@@ -416,7 +417,7 @@ fn make_offer(
         .execute(params![
             entry.id,
             secrets::hash(&token),
-            hold_id.to_string(),
+            Text(&hold_id),
             ctx.now_ms,
             expires_ms
         ])?;

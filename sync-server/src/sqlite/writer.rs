@@ -30,6 +30,7 @@ use tessera_core::tally::SlotTally;
 use tokio::sync::{mpsc, oneshot};
 
 use super::failpoint;
+use super::sql::Text;
 use super::state::{Shared, State};
 use crate::error::ServiceError;
 use tessera_core::clock::Clock;
@@ -147,12 +148,6 @@ where
     fn request_id(&self) -> Option<&str> {
         self.request_id.as_deref()
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommitMode {
-    Group,
-    PerRequest,
 }
 
 /// Batches in a row that may fail to commit before the writer gives up: a
@@ -498,7 +493,7 @@ fn flush(tx: &Transaction<'_>, state: &mut State) -> Result<(), Fatal> {
             continue;
         };
         tx.prepare_cached("UPDATE slots SET sold_online = ?2 WHERE slot_id = ?1")?
-            .execute(params![slot.to_string(), row.ledger.sold_online])?;
+            .execute(params![Text(&slot), row.ledger.sold_online])?;
         if let Some(tally) = state.tallies.0.get(&slot) {
             let json =
                 serde_json::to_string(tally).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
@@ -506,7 +501,7 @@ fn flush(tx: &Transaction<'_>, state: &mut State) -> Result<(), Fatal> {
                 "INSERT INTO tallies (slot_id, state) VALUES (?1, ?2)
                  ON CONFLICT (slot_id) DO UPDATE SET state = excluded.state",
             )?
-            .execute(params![slot.to_string(), json])?;
+            .execute(params![Text(&slot), json])?;
         }
     }
     Ok(())
@@ -522,7 +517,7 @@ fn sweep_expired_holds(tx: &Transaction<'_>, state: &mut State, now_ms: i64) -> 
             tx.prepare_cached(
                 "UPDATE holds SET status = 'expired' WHERE hold_id = ?1 AND status = 'held'",
             )?
-            .execute(params![hold_id.to_string()])?;
+            .execute(params![Text(&hold_id)])?;
             if let Some(row) = state.slots.get_mut(&hold.slot) {
                 // Runs before every batch, outside any job: an inconsistent
                 // count here must not fail every batch (and, after a restart

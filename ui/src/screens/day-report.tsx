@@ -1,114 +1,16 @@
 // The server's day reconciliation laid out for a supervisor: channels side by
 // side with a total, the cash drawers, then every difference by name
 // (missing uploads, leases still held, sales over capacity, double entries).
-// Shapes follow sync-server/src/reports/mod.rs; anything else falls back to
-// the generic view so a newer server never leaves the screen blank.
+// Shapes are the generated wire types (tessera_core::api::report); anything
+// else falls back to the generic view so a newer server never leaves the
+// screen blank.
 import type { ComponentChildren } from "preact";
 import { formatTime } from "../format";
 import { formatMoney } from "../money";
+import type { ChannelReport, DayReport, LeaseInfo } from "../api";
 import { ReportValue } from "./report-view";
 
-interface PaymentRow {
-  method: string;
-  sales: number;
-  refunds: number;
-  net: number;
-}
-interface VatRow {
-  label: string;
-  net: number;
-  tax: number;
-  gross: number;
-}
-interface ChannelReport {
-  channel: string;
-  sales_count: number;
-  voids_count: number;
-  admissions: number;
-  gross_sales: number;
-  refunds: number;
-  net_takings: number;
-  vat: VatRow[];
-  payments: PaymentRow[];
-}
-interface ShiftLine {
-  counter: string;
-  cashier: string;
-  opened_at: string;
-  closed_at: string | null;
-  float: number;
-  expected_cash: number | null;
-  counted_cash: number | null;
-  over_short: number | null;
-  z_received: boolean;
-  not_uploaded_cash?: number | null;
-}
-interface CounterUploads {
-  counter: string;
-  acked_seq: number;
-  highest_seq_received: number;
-  reported_seq: number;
-  last_sync_at: string | null;
-  problem: string;
-}
-interface LeaseHeld {
-  counter: string;
-  lease_id: string;
-  slot_id: string;
-  escrow: number;
-  sold: number;
-  unsold: number;
-  last_sync_at: string | null;
-}
-interface OverCapacity {
-  counter: string;
-  terminal_seq: number;
-  slot_id: string;
-  admissions_over: number;
-}
-interface SlotLine {
-  slot_id: string;
-  capacity: number;
-  sold_online: number;
-  sold_counter: number;
-  admitted: number;
-  no_shows: number;
-  over_capacity: number;
-}
-interface ConflictLine {
-  ticket_id: string;
-  slot_id: string;
-  first_gate: string;
-  first_at: string;
-  second_gate: string;
-  second_at: string;
-}
-interface QuarantineLine {
-  counter: string;
-  kind: string;
-  item_id: string;
-  terminal_seq: number | null;
-  slot_id: string | null;
-  reason: string;
-  device_at: string | null;
-  received_at: string;
-}
-export interface DayReport {
-  date: string;
-  museum: string;
-  currency: string;
-  generated_at: string;
-  channels: ChannelReport[];
-  total: ChannelReport;
-  shifts: ShiftLine[];
-  missing: { counters: CounterUploads[]; leases_held: LeaseHeld[]; over_capacity: OverCapacity[] };
-  slots: SlotLine[];
-  conflicts: ConflictLine[];
-  /** Uploads the server could not accept, held for a supervisor (older servers send none). */
-  quarantine?: QuarantineLine[];
-  /** Set by the server when the report's own sums disagree. */
-  does_not_add_up?: string | null;
-}
+export type { DayReport };
 
 export function isDayReport(v: unknown): v is DayReport {
   const r = v as Partial<DayReport> | null;
@@ -435,16 +337,6 @@ export function DayReportView({ report, onRevoke }: { report: unknown; onRevoke:
       </Section>
     </div>
   );
-}
-
-interface LeaseInfo {
-  lease_id: string;
-  device: string;
-  slot_id: string;
-  escrow: number;
-  sold: number;
-  revoked: boolean;
-  last_sync_at: number | null;
 }
 
 function isLeaseList(v: unknown): v is LeaseInfo[] {

@@ -6,7 +6,9 @@ pub mod devices;
 pub mod gate;
 pub mod gate_sync;
 pub mod online;
+pub mod report;
 pub mod shop;
+pub mod supervisor;
 pub mod sync;
 
 use serde::{Deserialize, Serialize};
