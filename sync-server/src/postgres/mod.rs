@@ -57,16 +57,17 @@ use self::online::{Env, Job, Reply};
 pub use self::schema::PgError;
 use self::writer::{Queued, Writer};
 use crate::error::ServiceError;
-use crate::payments::demo::DemoPayment;
 use crate::payments::PaymentEvent;
 use crate::reports::DayReport;
 use crate::secrets;
-use crate::sqlite::admin::{LeaseInfo, Revoked};
 use crate::sqlite::{CommitMode, StoreConfig};
+use crate::store::DemoPayment;
 use crate::store::{
     Answer, BookingContext, ChannelInfo, DeviceInfo, DueRefund, EventOutcome, Idem, JoinBounds,
     PaymentRecord, RefundAttempt, Store, Visitor,
 };
+use tessera_core::api::supervisor::{LeaseInfo, Revoked};
+use tessera_core::ids::{DeviceId, HoldId, LeaseId, TicketId};
 
 /// How long a retry with the same Idempotency-Key gets its first answer.
 const IDEMPOTENCY_KEEP_MS: i64 = 24 * 3600 * 1000;
@@ -376,13 +377,13 @@ impl Store for PgStore {
     async fn confirm_hold(
         &self,
         idem: Idem,
-        hold: Uuid,
+        hold: HoldId,
         request: ConfirmRequest,
         channel: ChannelInfo,
     ) -> Result<Answer, ServiceError> {
         self.submit_answer(Job::ConfirmHold {
             idem,
-            hold,
+            hold: hold.as_uuid(),
             request,
             channel: channel.name,
         })
@@ -402,7 +403,7 @@ impl Store for PgStore {
     async fn begin_checkout(
         &self,
         _idem: Idem,
-        _hold: Uuid,
+        _hold: HoldId,
         _visitor: Visitor,
         _provider: String,
     ) -> Result<Answer, ServiceError> {
@@ -457,7 +458,7 @@ impl Store for PgStore {
         &self,
         _idem: Idem,
         _token: String,
-        _tickets: Vec<Uuid>,
+        _tickets: Vec<TicketId>,
         _context: BookingContext,
     ) -> Result<Answer, ServiceError> {
         Err(not_yet("cancelling a booking"))
@@ -475,8 +476,12 @@ impl Store for PgStore {
         Err(not_yet("the demo payment page"))
     }
 
-    async fn cancel_hold(&self, hold: Uuid) -> Result<(), ServiceError> {
-        self.submit(Job::CancelHold { hold }).await.map(|_| ())
+    async fn cancel_hold(&self, hold: HoldId) -> Result<(), ServiceError> {
+        self.submit(Job::CancelHold {
+            hold: hold.as_uuid(),
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn enrol(&self, _request: EnrolRequest) -> Result<Enrolled, ServiceError> {
@@ -527,17 +532,17 @@ impl Store for PgStore {
         Vec::new()
     }
 
-    async fn begin_pin_attempt(&self, _device: Uuid) -> Result<(), ServiceError> {
+    async fn begin_pin_attempt(&self, _device: DeviceId) -> Result<(), ServiceError> {
         Err(not_yet("supervisor PINs"))
     }
 
-    async fn pin_succeeded(&self, _device: Uuid) -> Result<(), ServiceError> {
+    async fn pin_succeeded(&self, _device: DeviceId) -> Result<(), ServiceError> {
         Err(not_yet("supervisor PINs"))
     }
 
     async fn create_approval(
         &self,
-        _device: Uuid,
+        _device: DeviceId,
         _request: ApprovalRequest,
         _approved_by: String,
     ) -> Result<Approval, ServiceError> {
@@ -552,7 +557,7 @@ impl Store for PgStore {
         Err(not_yet("counter leases"))
     }
 
-    async fn revoke_lease(&self, _lease: Uuid, _actor: String) -> Result<Revoked, ServiceError> {
+    async fn revoke_lease(&self, _lease: LeaseId, _actor: String) -> Result<Revoked, ServiceError> {
         Err(not_yet("revoking a lease"))
     }
 
