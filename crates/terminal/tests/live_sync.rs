@@ -105,6 +105,59 @@ async fn a_settled_lease_drops_out_of_the_sync_once_both_ends_agree() {
     );
 }
 
+/// A grant whose answer the counter never got (the connection dropped after
+/// the server committed it) is still given back after the slot is over: the
+/// server names the counter's past leases it still reports, the counter
+/// learns of the grant, returns it, and the lease settles. Without that the
+/// lease would be carried in every sync for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_the_counter_never_heard_of_is_returned_after_its_slot_and_the_lease_settles() {
+    let mut server = ServerProcess::start_at("16:35", &[]);
+    let day = server.day;
+    let s = slot(day, "16:30");
+    let mut c = counter(&server, "Counter 2").await;
+    assert!(lease_left(&c.t, s) >= 2);
+    c.t.sell(card_sale(s, &[("adult", 2)])).await.unwrap();
+    c.t.sync_now().await.unwrap();
+    let leases = terminal_count(&c, "SELECT COUNT(*) FROM leases");
+
+    // The counter is next online two days later (a Friday: open), and one
+    // place of a grant on the past day never reached it.
+    let later = day.tomorrow().unwrap().tomorrow().unwrap();
+    move_clock(&mut server, &mut c, later, "11:05");
+    let conn = rusqlite::Connection::open(c.dir.path().join("terminal.db")).expect("open");
+    let forgotten = conn
+        .execute(
+            "UPDATE leases SET granted_total = granted_total - 1
+             WHERE lease_id = (SELECT lease_id FROM leases
+                               WHERE granted_total - 1 >= sold + released_total LIMIT 1)",
+            [],
+        )
+        .expect("forget a grant");
+    assert_eq!(forgotten, 1, "a lease with a place to spare");
+    drop(conn);
+
+    for _ in 0..3 {
+        c.t.sync_now().await.unwrap();
+    }
+    assert_eq!(
+        terminal_count(&c, "SELECT COUNT(*) FROM leases WHERE settled = 1"),
+        leases,
+        "every lease of the past day settles, the one with the unheard grant included"
+    );
+    assert_eq!(
+        server_count(
+            &server,
+            &format!(
+                "SELECT COUNT(*) FROM leases WHERE granted_total - released_total != sold
+                 AND slot_id < '{later}'"
+            )
+        ),
+        0,
+        "every unsold place of the past day, the unheard grant's included, is back on the server's books"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_sale_from_a_revoked_lease_of_a_past_day_is_kept_and_flagged() {
     let mut server = ServerProcess::start_at("11:05", &[]);

@@ -461,12 +461,8 @@ impl Store for SqliteStore {
         request: SyncRequest,
     ) -> Result<SyncResponse, ServiceError> {
         let policy = self.lease_policy;
-        self.submit(move |ctx| {
-            // Older slots and leases the upload names are only on disk.
-            ctx.state.ensure_for_sync(ctx.tx, &request)?;
-            sync::sync(ctx, &device, request, policy)
-        })
-        .await
+        self.submit(move |ctx| sync::sync(ctx, &device, request, policy))
+            .await
     }
 
     async fn gate_sync(

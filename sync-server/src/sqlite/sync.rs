@@ -81,6 +81,9 @@ pub(crate) fn sync(
     if let Err(e) = upload::normalise_body(&mut request) {
         return Ok(Err(refuse(e.to_string())));
     }
+    // Older slots and leases the upload names are only on disk; loaded only
+    // for the body's own device, once the body is known to be well formed.
+    ctx.state.ensure_for_sync(ctx.tx, &request)?;
     let catalogue_version_seen = request.catalogue_version;
     let plan = match judge(ctx, device, &request)? {
         Ok(plan) => plan,
@@ -92,6 +95,7 @@ pub(crate) fn sync(
     Ok(Ok(respond(
         ctx,
         device,
+        &request,
         acks,
         recalls,
         catalogue_version_seen,
@@ -1129,6 +1133,7 @@ fn quarantined_of(ctx: &Ctx<'_>, dev: &str) -> Result<Vec<Quarantined>, Fatal> {
 fn respond(
     ctx: &Ctx<'_>,
     device: &DeviceInfo,
+    request: &SyncRequest,
     acks: Acks,
     recalls: HashMap<Uuid, u32>,
     catalogue_version_seen: u64,
@@ -1138,7 +1143,8 @@ fn respond(
     let horizon_end = today
         .tomorrow()
         .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
-    let leases = lease_grants(ctx.state, device.device_id, today, &recalls);
+    let reported: HashSet<Uuid> = request.leases.iter().map(|l| l.lease_id).collect();
+    let leases = lease_grants(ctx.state, device.device_id, today, &reported, &recalls);
     let mut slots = Vec::new();
     let mut tallies = Tallies::default();
     for (id, row) in ctx
@@ -1176,17 +1182,23 @@ fn respond(
     })
 }
 
-/// This counter's leases for today and later, as the answer tells them.
+/// This counter's leases for today and later, as the answer tells them, and
+/// any older one it still reports: a grant whose answer was lost before the
+/// slot's day ended would otherwise never reach the counter, which could then
+/// never give it back, and the lease would never settle.
 fn lease_grants(
     state: &State,
     device: Uuid,
     today: jiff::civil::Date,
+    reported: &HashSet<Uuid>,
     recalls: &HashMap<Uuid, u32>,
 ) -> Vec<LeaseGrant> {
     let mut leases: Vec<LeaseGrant> = state
         .leases
         .values()
-        .filter(|l| l.device_id == device && l.slot.date >= today)
+        .filter(|l| {
+            l.device_id == device && (l.slot.date >= today || reported.contains(&l.lease_id))
+        })
         .map(|l| LeaseGrant {
             lease_id: l.lease_id,
             slot_id: l.slot,
