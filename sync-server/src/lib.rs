@@ -114,30 +114,16 @@ pub async fn start(
     let demo_secret = sqlite::admin::demo_payment_secret(db)?;
     let context = payments::ProviderContext {
         public_url: public_url.to_string(),
-        demo_secret: demo_secret.clone(),
+        demo_secret,
     };
     // Emailed links need the address visitors reach us at, which may only
     // be known now (port 0); upkeep, which can make waiting-list offers,
     // starts once it is set.
     store.set_public_url(&public_url);
-    let provider = payments::from_config(&config.payments, &context)?;
-    let demo = (provider.name() == payments::demo::NAME)
-        .then(|| Arc::new(payments::demo::DemoProvider::new(demo_secret, &public_url)));
     let upkeep = store.spawn_upkeep();
     let mailer = delivery::mailer::spawn(store.clone(), config.mail.clone(), clock);
     let writer_died = store.writer_died();
-    let state = AppState {
-        store,
-        clock,
-        entry: config.entry,
-        metrics: metrics_handle(),
-        pins: Default::default(),
-        edge: Arc::new(http::limits::Edge::new(config.clients.clone())),
-        config: Arc::new(config.clone()),
-        payments: provider,
-        demo,
-        public_url,
-    };
+    let state = app_state(store, config, clock, context, public_url)?;
     let refunds = tokio::spawn(http::payments::run_refunds(state.clone()));
     let app = router(state, config.max_body_bytes);
     Ok(run_server(
@@ -210,6 +196,37 @@ async fn bind(config: &ServerConfig) -> Result<(TcpListener, SocketAddr, Arc<str
     Ok((listener, addr, public_url))
 }
 
+/// What every request handler shares, over either backend: the payment
+/// provider the configuration names (and the demo provider's page when it
+/// is the demo), limits, metrics and the public address.
+fn app_state<S: store::Store>(
+    store: Arc<S>,
+    config: &ServerConfig,
+    clock: Clock,
+    context: payments::ProviderContext,
+    public_url: Arc<str>,
+) -> Result<AppState<S>, StartError> {
+    let provider = payments::from_config(&config.payments, &context)?;
+    let demo = (provider.name() == payments::demo::NAME).then(|| {
+        Arc::new(payments::demo::DemoProvider::new(
+            context.demo_secret,
+            &public_url,
+        ))
+    });
+    Ok(AppState {
+        store,
+        clock,
+        entry: config.entry,
+        metrics: metrics_handle(),
+        pins: Default::default(),
+        edge: Arc::new(http::limits::Edge::new(config.clients.clone())),
+        config: Arc::new(config.clone()),
+        payments: provider,
+        demo,
+        public_url,
+    })
+}
+
 /// Connects to PostgreSQL at `url` and serves it on `config.listen` until
 /// stopped. WORK IN PROGRESS: only the online inventory path is served (see
 /// `postgres`); the rest answers 501 `not_on_postgres`.
@@ -224,25 +241,11 @@ pub async fn start_postgres(
     let demo_secret = store.demo_secret();
     let context = payments::ProviderContext {
         public_url: public_url.to_string(),
-        demo_secret: demo_secret.clone(),
+        demo_secret,
     };
-    let provider = payments::from_config(&config.payments, &context)?;
-    let demo = (provider.name() == payments::demo::NAME)
-        .then(|| Arc::new(payments::demo::DemoProvider::new(demo_secret, &public_url)));
     let upkeep = store.spawn_upkeep();
     let writer_died = store.writer_died();
-    let state = AppState {
-        store,
-        clock,
-        entry: config.entry,
-        metrics: metrics_handle(),
-        pins: Default::default(),
-        edge: Arc::new(http::limits::Edge::new(config.clients.clone())),
-        config: Arc::new(config.clone()),
-        payments: provider,
-        demo,
-        public_url,
-    };
+    let state = app_state(store, config, clock, context, public_url)?;
     // No mailer and no refund queue yet: no order on PostgreSQL sends mail
     // or was paid through the web shop (both come with the outbox).
     let mailer = tokio::spawn(async {});
