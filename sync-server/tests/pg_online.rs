@@ -330,3 +330,98 @@ async fn what_is_not_on_postgres_yet_says_so() {
     assert_eq!(status, StatusCode::OK, "{keys}");
     assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
 }
+
+/// A batch's jobs are one pipelined call each: a job whose call fails in
+/// the database is rolled back alone and answered 500, every other job of
+/// the same batches commits; a refusal worth keeping is answered the same on
+/// a retry with its key, and a sold-out is decided afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_failing_in_the_database_fails_alone_and_refusals_replay() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let a = museum.serve("a", &[]);
+    let b = museum.serve("b", &["--hold-ttl-secs", "1"]);
+    let api = a.api();
+    let s = slot(museum.day, "14:00");
+    set_capacity(&pg, s, 40);
+    wait_available(&api, s, 40, "A").await;
+    // A fault only a hold of 7 places meets, as a broken row or a bug would.
+    pg.psql(
+        "tessera",
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.admissions = 7 THEN RAISE EXCEPTION 'poisoned hold'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER poison BEFORE INSERT ON holds FOR EACH ROW EXECUTE FUNCTION poison();",
+    );
+
+    let mut tasks = Vec::new();
+    for i in 0..30u32 {
+        let api = api.clone();
+        let (key, n) = if i == 15 {
+            ("poisoned".to_string(), 7)
+        } else {
+            (format!("good-{i}"), 1)
+        };
+        tasks.push(tokio::spawn(async move {
+            let reply = api.hold(&key, s, adults(n)).await.expect("hold");
+            (n, reply)
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        let (n, (status, body)) = t.await.expect("visitor task");
+        if n == 7 {
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+            assert!(body["error"]["request_id"].is_string(), "{body}");
+        } else {
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            created += 1;
+        }
+    }
+    assert_eq!(created, 29);
+    let where_slot = format!("WHERE slot_id = '{s}'");
+    assert_eq!(
+        pg.count(&format!("SELECT held_online FROM slots {where_slot}")),
+        29,
+        "the failed job took no places"
+    );
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM holds WHERE admissions = 7"),
+        0
+    );
+
+    // The failure was not recorded under its key: once the fault is gone,
+    // the same request with the same key is served.
+    pg.psql("tessera", "DROP TRIGGER poison ON holds");
+    let (status, body) = api.hold("poisoned", s, adults(7)).await.expect("hold");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Sold out is not final: the same key is decided again after places
+    // come back.
+    let (status, body) = api.hold("later", s, adults(5)).await.expect("hold");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "sold_out", "{body}");
+    set_capacity(&pg, s, 45);
+    wait_available(&api, s, 9, "A").await;
+    let (status, body) = api.hold("later", s, adults(5)).await.expect("hold");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // A hold that ran out (on B, whose holds last a second) is refused with
+    // 410, and that answer is kept: a retry with the key gets the same.
+    let api = b.api();
+    let (status, body) = api.hold("short", s, adults(1)).await.expect("hold");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let hold_id = body["hold_id"].as_str().expect("hold id").to_string();
+    wait_for("the hold to run out", WITHIN, || async {
+        (pg.count(&format!(
+            "SELECT COUNT(*) FROM holds WHERE hold_id = '{hold_id}' AND status <> 'held'"
+        )) == 1)
+            .then_some(())
+    })
+    .await;
+    let (status, first) = api.confirm("too-late", &hold_id).await.expect("confirm");
+    assert_eq!(status, StatusCode::GONE, "{first}");
+    let (status, again) = api.confirm("too-late", &hold_id).await.expect("confirm");
+    assert_eq!(status, StatusCode::GONE, "{again}");
+    assert_eq!(first, again);
+    assert_eq!(pg.count("SELECT COUNT(*) FROM orders"), 0);
+}

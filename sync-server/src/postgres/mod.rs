@@ -11,7 +11,8 @@
 //!
 //! How the processes share one inventory:
 //! - each process has one writer task doing group commit (`writer`): many
-//!   jobs, one transaction, a savepoint each, answers after COMMIT;
+//!   jobs, one transaction, one pipelined function call each (a
+//!   subtransaction in the database), answers after COMMIT;
 //! - places are taken by a conditional UPDATE of the slot row (`online`),
 //!   with a CHECK on the row as the last line of defence;
 //! - an Idempotency-Key is a primary-key row inserted in the job's savepoint,
@@ -86,6 +87,11 @@ fn not_yet(what: &str) -> ServiceError {
 
 pub struct PgStore {
     jobs: mpsc::Sender<Queued>,
+    env: Arc<Env>,
+    /// A connection for the reads a request makes before its job (the hold
+    /// a confirmation signs tickets for); queries from many requests are
+    /// pipelined on it. Reconnected when it drops.
+    reader: std::sync::RwLock<Option<Arc<tokio_postgres::Client>>>,
     cache: Arc<Cache>,
     catalogue: Arc<Catalogue>,
     keys: (Arc<KeyRing>, Arc<PublicKeys>),
@@ -131,7 +137,7 @@ impl PgStore {
         let (jobs, rx) = mpsc::channel(8192);
         let writer = Writer {
             url: url.to_string(),
-            env,
+            env: env.clone(),
             cache: cache.clone(),
             // `--commit per-request`: one job per transaction, for comparison.
             max_batch: match config.commit {
@@ -143,6 +149,8 @@ impl PgStore {
         tokio::spawn(cache::listen(url.to_string(), cache.clone()));
         Ok(PgStore {
             jobs,
+            env,
+            reader: std::sync::RwLock::new(None),
             cache,
             catalogue,
             keys,
@@ -169,6 +177,36 @@ impl PgStore {
             .await
             .map_err(|_| ServiceError::Unavailable)?;
         rx.await.map_err(|_| ServiceError::Unavailable)?
+    }
+
+    async fn reader(&self) -> Result<Arc<tokio_postgres::Client>, ServiceError> {
+        let have = self
+            .reader
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|c| !c.is_closed());
+        if let Some(client) = have {
+            return Ok(client);
+        }
+        let client = Arc::new(schema::connect(&self.url).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot reach PostgreSQL for a read");
+            ServiceError::Unavailable
+        })?);
+        *self.reader.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn stored_hold(&self, hold: Uuid) -> Result<Option<online::StoredHold>, ServiceError> {
+        let client = self.reader().await?;
+        let row = client
+            .query_opt(online::STORED_HOLD, &[&hold])
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "reading a hold failed");
+                ServiceError::Unavailable
+            })?;
+        Ok(row.as_ref().map(online::StoredHold::from_row))
     }
 
     async fn submit_answer(&self, job: Job) -> Result<Answer, ServiceError> {
@@ -370,8 +408,8 @@ impl Store for PgStore {
         slot: SlotId,
         cart: PricedCart,
     ) -> Result<Answer, ServiceError> {
-        self.submit_answer(Job::CreateHold { idem, slot, cart })
-            .await
+        let job = online::prepare_hold(&self.env, &idem, slot, &cart)?;
+        self.submit_answer(Job::CreateHold(Box::new(job))).await
     }
 
     async fn confirm_hold(
@@ -381,13 +419,18 @@ impl Store for PgStore {
         request: ConfirmRequest,
         channel: ChannelInfo,
     ) -> Result<Answer, ServiceError> {
-        self.submit_answer(Job::ConfirmHold {
-            idem,
-            hold: hold.as_uuid(),
-            request,
-            channel: channel.name,
-        })
-        .await
+        let stored = self.stored_hold(hold.as_uuid()).await?;
+        let job = online::prepare_confirm(
+            &self.env,
+            online::ConfirmInput {
+                idem: &idem,
+                hold_id: hold.as_uuid(),
+                request: &request,
+                channel: channel.name,
+                stored,
+            },
+        )?;
+        self.submit_answer(Job::ConfirmHold(Box::new(job))).await
     }
 
     fn authenticate_channel(&self, token: &str) -> Option<ChannelInfo> {

@@ -1,8 +1,12 @@
-//! The online path's jobs, each run by the writer inside a batch under its own
-//! savepoint (see `writer`). Capacity is decided by PostgreSQL: a hold is a
-//! conditional UPDATE of its slot row that only matches while the places are
-//! free, so no process reads a count and writes it back. Every job may be run
-//! again if its batch loses a conflict, so ids are drawn inside the job.
+//! The online path's jobs. Holds and confirmations are prepared by the
+//! request's task (ids, expiry, the answer's body, the tickets signed) and
+//! reach the writer as ONE call each of a database function (migration V2)
+//! that claims the Idempotency-Key, decides and writes; the writer pipelines
+//! a batch's calls (see `writer`). Capacity is decided by PostgreSQL: a hold
+//! is a conditional UPDATE of its slot row that only matches while the
+//! places are free, so no process reads a count and writes it back. Every
+//! job may be run again if its batch loses a conflict: nothing in a job
+//! depends on what an earlier attempt did.
 
 use std::fmt;
 
@@ -15,7 +19,7 @@ use tessera_core::money::Money;
 use tessera_core::pricing::{PricedCart, PricedLine};
 use tessera_core::slot::SlotId;
 use tessera_core::ticket_code::{CodeError, TicketClaims, TicketSigner};
-use tokio_postgres::Transaction;
+use tokio_postgres::{Client, Statement, Transaction};
 use uuid::Uuid;
 
 use super::cache::{slot_from_row, CachedSlot, SLOT_COLUMNS};
@@ -38,17 +42,8 @@ pub struct Env {
 }
 
 pub enum Job {
-    CreateHold {
-        idem: Idem,
-        slot: SlotId,
-        cart: PricedCart,
-    },
-    ConfirmHold {
-        idem: Idem,
-        hold: Uuid,
-        request: ConfirmRequest,
-        channel: String,
-    },
+    CreateHold(Box<HoldJob>),
+    ConfirmHold(Box<ConfirmJob>),
     CancelHold {
         hold: Uuid,
     },
@@ -61,8 +56,8 @@ pub enum Job {
 impl fmt::Debug for Job {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self {
-            Job::CreateHold { .. } => "create_hold",
-            Job::ConfirmHold { .. } => "confirm_hold",
+            Job::CreateHold(_) => "create_hold",
+            Job::ConfirmHold(_) => "confirm_hold",
             Job::CancelHold { .. } => "cancel_hold",
             Job::Sweep => "sweep",
             Job::Ping => "ping",
@@ -71,25 +66,18 @@ impl fmt::Debug for Job {
     }
 }
 
+impl Job {
+    /// One pipelined function call (the rest run one after another, each
+    /// under its own savepoint).
+    pub fn is_one_call(&self) -> bool {
+        matches!(self, Job::CreateHold(_) | Job::ConfirmHold(_))
+    }
+}
+
 pub enum Reply {
     Answer(Answer),
     Done,
     Swept(u64),
-}
-
-/// What a job decided, and the slot rows it changed.
-struct Outcome {
-    result: Result<(u16, serde_json::Value), ServiceError>,
-    slots: Vec<CachedSlot>,
-}
-
-impl Outcome {
-    fn refused(e: ServiceError) -> Outcome {
-        Outcome {
-            result: Err(e),
-            slots: Vec::new(),
-        }
-    }
 }
 
 /// Why a job could not run to a decision.
@@ -104,160 +92,47 @@ pub enum JobError {
 
 type PgResult<T> = Result<T, JobError>;
 
-pub async fn run(tx: &Transaction<'_>, env: &Env, job: &Job, now_ms: i64) -> PgResult<Done> {
-    match job {
-        Job::CreateHold { idem, slot, cart } => {
-            if let Some(replayed) = claim_key(tx, idem, now_ms).await? {
-                return Ok(replayed);
-            }
-            let outcome = create_hold(tx, env, *slot, cart, now_ms).await?;
-            record(tx, idem, outcome).await
-        }
-        Job::ConfirmHold {
-            idem,
-            hold,
-            request,
-            channel,
-        } => {
-            if let Some(replayed) = claim_key(tx, idem, now_ms).await? {
-                return Ok(replayed);
-            }
-            let outcome = confirm_hold(tx, env, *hold, request, channel, now_ms).await?;
-            record(tx, idem, outcome).await
-        }
-        Job::CancelHold { hold } => cancel_hold(tx, env, *hold).await,
-        Job::Sweep => sweep(tx, env, now_ms).await,
-        Job::Ping => {
-            tx.execute("SELECT 1", &[]).await?;
-            Ok(Done::keep(Reply::Done, Vec::new()))
+/// The key a job claims, hashed as it is stored.
+pub struct Key {
+    pub hash: Vec<u8>,
+    pub request: Vec<u8>,
+}
+
+impl Key {
+    fn of(idem: &Idem) -> Key {
+        Key {
+            hash: crate::secrets::hash(&idem.key),
+            request: idem.request_hash.clone(),
         }
     }
 }
 
-/// Claims an Idempotency-Key for this job, or answers from its first use.
-/// The key's row is inserted first: a job in another process holding the
-/// same key makes this insert wait for that commit, then replay its answer.
-/// A refusal not worth replaying rolls the savepoint back, key row included.
-async fn claim_key(tx: &Transaction<'_>, idem: &Idem, now_ms: i64) -> PgResult<Option<Done>> {
-    let key = crate::secrets::hash(&idem.key);
-    let claimed = tx
-        .query_opt(
-            "INSERT INTO idempotency (key_hash, request_hash, status, body, created_at)
-             VALUES ($1, $2, 0, 'null', $3) ON CONFLICT (key_hash) DO NOTHING RETURNING 1",
-            &[&key, &idem.request_hash, &now_ms],
-        )
-        .await?;
-    if claimed.is_some() {
-        return Ok(None);
-    }
-    let first = tx
-        .query_opt(
-            "SELECT request_hash, status, body FROM idempotency WHERE key_hash = $1",
-            &[&key],
-        )
-        .await?;
-    let Some(first) = first else {
-        // Only a concurrent prune could get here: let the client retry.
-        return Ok(Some(Done::discard(Err(ServiceError::Unavailable))));
-    };
-    if first.get::<_, Vec<u8>>(0) != idem.request_hash {
-        return Ok(Some(Done::discard(Err(ServiceError::IdempotencyKeyReused))));
-    }
-    metrics::counter!("tessera_idempotent_replays_total").increment(1);
-    let status = u16::try_from(first.get::<_, i16>(1)).unwrap_or(500);
-    Ok(Some(Done::discard(Ok(Reply::Answer(Answer {
-        status,
-        body: first.get(2),
-        replayed: true,
-    })))))
+/// A checkout hold, ready for `tessera_take_hold`.
+pub struct HoldJob {
+    pub key: Key,
+    pub now_ms: i64,
+    pub slot: SlotId,
+    pub admissions: i32,
+    pub hold_id: Uuid,
+    pub expires_ms: i64,
+    pub lines: serde_json::Value,
+    pub total: i64,
+    pub currency: String,
+    /// The 201 answer, stored with the key in the same call.
+    pub body: serde_json::Value,
 }
 
-/// Answers worth replaying: the request ran and nothing a retry does can
-/// change its answer (the same rule as the SQLite backend's).
-fn worth_recording(e: &ServiceError) -> bool {
-    e.is_final_outcome() && !matches!(e, ServiceError::SoldOut { .. })
-}
-
-async fn record(tx: &Transaction<'_>, idem: &Idem, outcome: Outcome) -> PgResult<Done> {
-    let (status, body) = match outcome.result {
-        Ok(answer) => answer,
-        Err(e) if worth_recording(&e) => (e.status(), e.body()),
-        Err(e) => return Ok(Done::discard(Err(e))),
-    };
-    tx.execute(
-        "UPDATE idempotency SET status = $2, body = $3 WHERE key_hash = $1",
-        &[
-            &crate::secrets::hash(&idem.key),
-            &i16::try_from(status).unwrap_or(500),
-            &body,
-        ],
-    )
-    .await?;
-    Ok(Done::keep(
-        Reply::Answer(Answer {
-            status,
-            body,
-            replayed: false,
-        }),
-        outcome.slots,
-    ))
-}
-
-fn slot_row(row: &tokio_postgres::Row) -> PgResult<CachedSlot> {
-    // Rows come from our own schema; a slot id that does not parse means a
-    // hand-edited database, which this job must not paper over.
-    slot_from_row(row).ok_or_else(|| JobError::Bookkeeping("a slot row does not parse".into()))
-}
-
-async fn create_hold(
-    tx: &Transaction<'_>,
+pub fn prepare_hold(
     env: &Env,
+    idem: &Idem,
     slot_id: SlotId,
     cart: &PricedCart,
-    now_ms: i64,
-) -> PgResult<Outcome> {
-    let n = i32::try_from(cart.admissions).unwrap_or(i32::MAX);
-    let id = slot_id.to_string();
-    // The decision: the row only changes while the places are free.
-    let taken = tx
-        .query_opt(
-            &format!(
-                "UPDATE slots SET held_online = held_online + $2::integer, version = version + 1
-                 WHERE slot_id = $1 AND ends_at > $3
-                   AND sold_online::bigint + held_online + leased + over_capacity + $2::integer <= capacity
-                 RETURNING {SLOT_COLUMNS}"
-            ),
-            &[&id, &n, &now_ms],
-        )
-        .await?;
-    let Some(taken) = taken else {
-        return Ok(Outcome::refused(
-            why_not_held(tx, env, slot_id, cart.admissions, now_ms).await?,
-        ));
-    };
-    let slot = slot_row(&taken)?;
+) -> Result<HoldJob, ServiceError> {
+    let admissions = i32::try_from(cart.admissions)
+        .map_err(|_| ServiceError::BadRequest("too many admissions in one hold".into()))?;
+    let now_ms = env.clock.now_ms();
     let hold_id = new_id();
-    let expires_ms = now_ms + env.hold_ttl_ms;
-    let lines = match serde_json::to_value(&cart.lines) {
-        Ok(v) => v,
-        Err(e) => return Ok(Outcome::refused(ServiceError::Storage(e.to_string()))),
-    };
-    tx.execute(
-        "INSERT INTO holds (hold_id, slot_id, admissions, lines, total, currency, created_at, expires_at, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'held')",
-        &[
-            &hold_id,
-            &id,
-            &n,
-            &lines,
-            &cart.total.amount,
-            &cart.total.currency.as_str(),
-            &now_ms,
-            &expires_ms,
-        ],
-    )
-    .await?;
-    metrics::counter!("tessera_holds_created_total").increment(1);
+    let expires_ms = now_ms.saturating_add(env.hold_ttl_ms);
     let hold = Hold {
         hold_id,
         slot_id,
@@ -266,160 +141,150 @@ async fn create_hold(
         admissions: cart.admissions,
         lines: cart.lines.clone(),
     };
-    Ok(Outcome {
-        result: Ok((201, json!(hold))),
-        slots: vec![slot],
+    let lines =
+        serde_json::to_value(&cart.lines).map_err(|e| ServiceError::Storage(e.to_string()))?;
+    Ok(HoldJob {
+        key: Key::of(idem),
+        now_ms,
+        slot: slot_id,
+        admissions,
+        hold_id,
+        expires_ms,
+        lines,
+        total: cart.total.amount,
+        currency: cart.total.currency.as_str().to_string(),
+        body: json!(hold),
     })
 }
 
-/// Why the conditional update matched no row.
-async fn why_not_held(
-    tx: &Transaction<'_>,
-    env: &Env,
-    slot_id: SlotId,
-    requested: u32,
-    now_ms: i64,
-) -> PgResult<ServiceError> {
-    let row = tx
-        .query_opt(
-            &format!("SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = $1"),
-            &[&slot_id.to_string()],
-        )
-        .await?;
-    let Some(row) = row else {
-        if env.catalogue.is_closed(slot_id.date) {
-            return Ok(ServiceError::MuseumClosed(slot_id.date.to_string()));
+/// A hold as stored, read before its confirmation reaches the writer so the
+/// tickets are signed in the request's task, not in the writer.
+pub struct StoredHold {
+    pub slot_id: String,
+    pub admissions: i32,
+    pub lines: serde_json::Value,
+    pub total: i64,
+    pub window_minutes: i32,
+}
+
+pub const STORED_HOLD: &str = "SELECT h.slot_id, h.admissions, h.lines, h.total, s.window_minutes
+     FROM holds h JOIN slots s ON s.slot_id = h.slot_id WHERE h.hold_id = $1";
+
+impl StoredHold {
+    pub fn from_row(row: &tokio_postgres::Row) -> StoredHold {
+        StoredHold {
+            slot_id: row.get(0),
+            admissions: row.get(1),
+            lines: row.get(2),
+            total: row.get(3),
+            window_minutes: row.get(4),
         }
-        return Ok(ServiceError::UnknownSlot(slot_id.to_string()));
-    };
-    let slot = slot_row(&row)?;
-    if now_ms >= slot.slot.ends_at.as_millisecond() {
-        return Ok(ServiceError::SlotPast(slot_id.to_string()));
     }
-    metrics::counter!("tessera_sold_out_total").increment(1);
-    Ok(ServiceError::SoldOut {
-        requested,
-        available: slot.ledger.available(),
-    })
 }
 
-async fn confirm_hold(
-    tx: &Transaction<'_>,
-    env: &Env,
-    hold_id: Uuid,
-    request: &ConfirmRequest,
-    channel: &str,
-    now_ms: i64,
-) -> PgResult<Outcome> {
-    // Only an open, unexpired hold turns into an order; a second process
-    // confirming the same hold waits for this row and then finds it taken.
-    let hold = tx
-        .query_opt(
-            "UPDATE holds SET status = 'confirmed'
-             WHERE hold_id = $1 AND status = 'held' AND expires_at > $2
-             RETURNING slot_id, admissions, lines, total",
-            &[&hold_id, &now_ms],
-        )
-        .await?;
-    let Some(hold) = hold else {
-        return closed_hold(tx, env, hold_id, true).await;
-    };
-    let slot_id: String = hold.get(0);
-    let admissions: i32 = hold.get(1);
-    let total: i64 = hold.get(3);
-    let lines: Vec<PricedLine> = match serde_json::from_value(hold.get(2)) {
-        Ok(lines) => lines,
-        Err(e) => {
-            return Ok(Outcome::refused(ServiceError::Storage(format!(
-                "hold {hold_id} has unreadable lines: {e}"
-            ))))
-        }
-    };
-    let moved = tx
-        .query_one(
-            &format!(
-                "UPDATE slots SET held_online = held_online - $2, sold_online = sold_online + $2,
-                                  version = version + 1
-                 WHERE slot_id = $1 RETURNING {SLOT_COLUMNS}"
-            ),
-            &[&slot_id, &admissions],
-        )
-        .await?;
-    let slot = slot_row(&moved)?;
-    let tickets = match issue_tickets(&env.signer, &slot, &lines) {
-        Ok(t) => t,
-        Err(e) => return Ok(Outcome::refused(ServiceError::Storage(e.to_string()))),
-    };
+/// A confirmation, ready for `tessera_confirm_hold`: the order's id and
+/// answer, and its tickets signed, one column per field.
+pub struct ConfirmJob {
+    pub key: Key,
+    pub now_ms: i64,
+    pub hold_id: Uuid,
+    /// What the tickets were signed for; empty when the hold was not found.
+    pub slot: String,
+    pub admissions: i32,
+    pub order_id: Uuid,
+    pub payment_reference: String,
+    pub email: Option<String>,
+    pub channel: String,
+    pub reference: String,
+    pub body: serde_json::Value,
+    pub tickets: TicketColumns,
+    pub key_id: i32,
+}
+
+#[derive(Default)]
+pub struct TicketColumns {
+    pub ids: Vec<Uuid>,
+    pub products: Vec<String>,
+    pub admits: Vec<i32>,
+    pub codes: Vec<String>,
+    pub prices: Vec<i64>,
+    pub vat_bp: Vec<i32>,
+}
+
+pub struct ConfirmInput<'a> {
+    pub idem: &'a Idem,
+    pub hold_id: Uuid,
+    pub request: &'a ConfirmRequest,
+    pub channel: String,
+    /// The hold as read just before; `None` if it was not found (the call
+    /// still runs, to answer by the key's first use or say why not).
+    pub stored: Option<StoredHold>,
+}
+
+pub fn prepare_confirm(env: &Env, input: ConfirmInput<'_>) -> Result<ConfirmJob, ServiceError> {
+    let now_ms = env.clock.now_ms();
     let order_id = new_id();
     let currency = env.catalogue.museum.currency;
-    let reference = crate::secrets::new_reference();
-    tx.execute(
-        "INSERT INTO orders (order_id, hold_id, slot_id, admissions, total, currency, lines,
-                             payment_reference, email, channel, reference, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        &[
-            &order_id,
-            &hold_id,
-            &slot_id,
-            &admissions,
-            &total,
-            &currency.as_str(),
-            &hold.get::<_, serde_json::Value>(2),
-            &request.payment_reference,
-            &request.email,
-            &channel,
-            &reference,
-            &now_ms,
-        ],
-    )
-    .await?;
-    let insert = tx
-        .prepare(
-            "INSERT INTO tickets (ticket_id, order_id, slot_id, product_id, admits, code, channel, key_id, price, vat_bp)
-             VALUES ($1, $2, $3, $4, $5, $6, 'online', $7, $8, $9)",
-        )
-        .await?;
-    let key_id = i32::try_from(env.signer.key_id).unwrap_or(i32::MAX);
+    let mut job = ConfirmJob {
+        key: Key::of(input.idem),
+        now_ms,
+        hold_id: input.hold_id,
+        slot: String::new(),
+        admissions: 0,
+        order_id,
+        payment_reference: input.request.payment_reference.clone(),
+        email: input.request.email.clone(),
+        channel: input.channel,
+        reference: crate::secrets::new_reference(),
+        body: serde_json::Value::Null,
+        tickets: TicketColumns::default(),
+        key_id: i32::try_from(env.signer.key_id).unwrap_or(i32::MAX),
+    };
+    let Some(stored) = input.stored else {
+        return Ok(job);
+    };
+    let bad = |what: String| ServiceError::Storage(format!("hold {}: {what}", input.hold_id));
+    let slot_id: SlotId = stored
+        .slot_id
+        .parse()
+        .map_err(|_| bad("its slot id does not parse".into()))?;
+    let window_minutes = u16::try_from(stored.window_minutes)
+        .map_err(|_| bad("its slot's window is out of range".into()))?;
+    let lines: Vec<PricedLine> =
+        serde_json::from_value(stored.lines).map_err(|e| bad(format!("unreadable lines: {e}")))?;
+    let tickets = issue_tickets(&env.signer, slot_id, window_minutes, &lines)
+        .map_err(|e| ServiceError::Storage(e.to_string()))?;
     for (t, price, vat_bp) in &tickets {
-        tx.execute(
-            &insert,
-            &[
-                &t.ticket_id,
-                &order_id,
-                &slot_id,
-                &t.product_id,
-                &i32::from(t.admits),
-                &t.code,
-                &key_id,
-                price,
-                &i32::try_from(*vat_bp).unwrap_or(i32::MAX),
-            ],
-        )
-        .await?;
+        job.tickets.ids.push(t.ticket_id);
+        job.tickets.products.push(t.product_id.clone());
+        job.tickets.admits.push(i32::from(t.admits));
+        job.tickets.codes.push(t.code.clone());
+        job.tickets.prices.push(*price);
+        job.tickets
+            .vat_bp
+            .push(i32::try_from(*vat_bp).unwrap_or(i32::MAX));
     }
-    metrics::counter!("tessera_orders_total").increment(1);
-    metrics::counter!("tessera_admissions_sold_total", "channel" => "online")
-        .increment(u64::try_from(admissions).unwrap_or(0));
     let order = Order {
         order_id,
-        hold_id,
-        slot_id: slot.slot.id,
-        total: Money::new(total, currency),
-        payment_reference: request.payment_reference.clone(),
+        hold_id: input.hold_id,
+        slot_id,
+        total: Money::new(stored.total, currency),
+        payment_reference: input.request.payment_reference.clone(),
         created_at: from_ms(now_ms),
         tickets: tickets.into_iter().map(|(t, _, _)| t).collect(),
     };
-    Ok(Outcome {
-        result: Ok((201, json!(order))),
-        slots: vec![slot],
-    })
+    job.slot = stored.slot_id;
+    job.admissions = stored.admissions;
+    job.body = json!(order);
+    Ok(job)
 }
 
 /// One signed ticket per unit of every line, with its price and VAT rate,
 /// signed by the server's key with core's ticket code.
 fn issue_tickets(
     signer: &TicketSigner,
-    slot: &CachedSlot,
+    slot: SlotId,
+    window_minutes: u16,
     lines: &[PricedLine],
 ) -> Result<Vec<(IssuedTicket, i64, u32)>, CodeError> {
     let mut tickets = Vec::new();
@@ -428,8 +293,8 @@ fn issue_tickets(
             let claims = TicketClaims {
                 key_id: signer.key_id,
                 ticket_id: new_id(),
-                slot: slot.slot.id,
-                window_minutes: slot.slot.window_minutes,
+                slot,
+                window_minutes,
                 admits: line.admits_each,
                 product_id: line.product_id.clone(),
             };
@@ -438,7 +303,7 @@ fn issue_tickets(
                 IssuedTicket {
                     ticket_id: claims.ticket_id,
                     product_id: claims.product_id,
-                    slot_id: slot.slot.id,
+                    slot_id: slot,
                     admits: claims.admits,
                     code,
                 },
@@ -450,44 +315,309 @@ fn issue_tickets(
     Ok(tickets)
 }
 
-/// Why a hold is not open; an open hold whose time is up is released here
-/// (`release_expired`), once, whichever process gets to it first.
-async fn closed_hold(
-    tx: &Transaction<'_>,
-    env: &Env,
-    hold_id: Uuid,
-    release_expired: bool,
-) -> PgResult<Outcome> {
-    let row = tx
-        .query_opt(
-            "SELECT h.status, h.slot_id, h.admissions, o.order_id
-             FROM holds h LEFT JOIN orders o ON o.hold_id = h.hold_id WHERE h.hold_id = $1",
-            &[&hold_id],
-        )
-        .await?;
-    let id = hold_id.to_string();
-    let Some(row) = row else {
-        return Ok(Outcome::refused(ServiceError::UnknownHold(id)));
-    };
-    let status: String = row.get(0);
-    Ok(match status.as_str() {
-        "confirmed" => Outcome::refused(ServiceError::HoldAlreadyConfirmed {
-            hold: id,
-            order: row
-                .get::<_, Option<Uuid>>(3)
-                .map(|o| o.to_string())
-                .unwrap_or_default(),
-        }),
-        "cancelled" => Outcome::refused(ServiceError::HoldCancelled(id)),
-        "held" if release_expired => {
-            let slots = release(tx, env, hold_id, "expired").await?;
-            Outcome {
-                result: Err(ServiceError::HoldExpired(id)),
-                slots,
+/// The writer's statements, prepared once per connection.
+pub struct Statements {
+    take_hold: Statement,
+    confirm_hold: Statement,
+    record: Statement,
+    forget: Statement,
+}
+
+impl Statements {
+    pub async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
+        Ok(Statements {
+            take_hold: client
+                .prepare("SELECT * FROM tessera_take_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+                .await?,
+            confirm_hold: client
+                .prepare(
+                    "SELECT * FROM tessera_confirm_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                                                        $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                )
+                .await?,
+            record: client
+                .prepare("UPDATE idempotency SET status = $2, body = $3 WHERE key_hash = $1")
+                .await?,
+            forget: client
+                .prepare("DELETE FROM idempotency WHERE key_hash = $1")
+                .await?,
+        })
+    }
+}
+
+/// What a job's function call answered (type `tessera_job_answer`).
+struct CallAnswer {
+    slot: Option<CachedSlot>,
+    outcome: String,
+    status: Option<i16>,
+    body: Option<serde_json::Value>,
+    order_id: Option<Uuid>,
+}
+
+impl CallAnswer {
+    fn from_row(row: &tokio_postgres::Row) -> PgResult<CallAnswer> {
+        let slot = match row.get::<_, Option<String>>(0) {
+            Some(_) => Some(slot_row(row)?),
+            None => None,
+        };
+        Ok(CallAnswer {
+            slot,
+            outcome: row.get::<_, Option<String>>(10).unwrap_or_default(),
+            status: row.get(11),
+            body: row.get(12),
+            order_id: row.get(13),
+        })
+    }
+}
+
+/// How a call's outcome ends for the job.
+enum Settled {
+    /// Answered from what the call stored or found (done, replay, a
+    /// failure rolled back in the call).
+    Final(Done),
+    /// Refused after claiming the key: record the refusal's answer under it,
+    /// or forget the key, by `worth_recording`.
+    Refused(ServiceError, Vec<CachedSlot>),
+}
+
+/// The outcomes both calls share.
+fn common_outcome(call: &mut CallAnswer, what: &str) -> Option<Settled> {
+    Some(match call.outcome.as_str() {
+        // The call stored the job's prepared answer; the caller fills the
+        // same body in.
+        "done" => Settled::Final(Done::keep(
+            Reply::Answer(Answer {
+                status: 201,
+                body: serde_json::Value::Null,
+                replayed: false,
+            }),
+            call.slot.take().into_iter().collect(),
+        )),
+        "replay" => {
+            metrics::counter!("tessera_idempotent_replays_total").increment(1);
+            let status = call
+                .status
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(500);
+            Settled::Final(Done::discard(Ok(Reply::Answer(Answer {
+                status,
+                body: call.body.take().unwrap_or(serde_json::Value::Null),
+                replayed: true,
+            }))))
+        }
+        "key_reused" => Settled::Final(Done::discard(Err(ServiceError::IdempotencyKeyReused))),
+        // The same key twice in one batch, the first not answered yet.
+        "pending" => Settled::Final(Done::discard(Err(ServiceError::Unavailable))),
+        "failed" => {
+            let request_id = uuid::Uuid::now_v7().simple().to_string();
+            let message = call.body.take().unwrap_or(serde_json::Value::Null);
+            tracing::error!(%message, %request_id, job = what, "a job failed in PostgreSQL; rolled back alone");
+            Settled::Final(Done::discard(Err(ServiceError::Internal { request_id })))
+        }
+        _ => return None,
+    })
+}
+
+fn hold_outcome(env: &Env, job: &HoldJob, mut call: CallAnswer) -> PgResult<Settled> {
+    if let Some(settled) = common_outcome(&mut call, "create_hold") {
+        return Ok(match settled {
+            Settled::Final(mut done) => {
+                if let Ok(Reply::Answer(a)) = &mut done.reply {
+                    if !a.replayed {
+                        metrics::counter!("tessera_holds_created_total").increment(1);
+                        a.body = job.body.clone();
+                    }
+                }
+                Settled::Final(done)
+            }
+            other => other,
+        });
+    }
+    let slot_id = job.slot;
+    let error = match call.outcome.as_str() {
+        "unknown_slot" if env.catalogue.is_closed(slot_id.date) => {
+            ServiceError::MuseumClosed(slot_id.date.to_string())
+        }
+        "unknown_slot" => ServiceError::UnknownSlot(slot_id.to_string()),
+        "past" => ServiceError::SlotPast(slot_id.to_string()),
+        "sold_out" => {
+            metrics::counter!("tessera_sold_out_total").increment(1);
+            ServiceError::SoldOut {
+                requested: u32::try_from(job.admissions).unwrap_or(0),
+                available: call.slot.as_ref().map_or(0, |s| s.ledger.available()),
             }
         }
-        _ => Outcome::refused(ServiceError::HoldExpired(id)),
-    })
+        other => {
+            return Err(JobError::Bookkeeping(format!(
+                "tessera_take_hold answered {other:?}"
+            )))
+        }
+    };
+    Ok(Settled::Refused(error, Vec::new()))
+}
+
+fn confirm_outcome(job: &ConfirmJob, mut call: CallAnswer) -> PgResult<Settled> {
+    if let Some(settled) = common_outcome(&mut call, "confirm_hold") {
+        return Ok(match settled {
+            Settled::Final(mut done) => {
+                if let Ok(Reply::Answer(a)) = &mut done.reply {
+                    if !a.replayed {
+                        metrics::counter!("tessera_orders_total").increment(1);
+                        metrics::counter!("tessera_admissions_sold_total", "channel" => "online")
+                            .increment(u64::try_from(job.admissions).unwrap_or(0));
+                        a.body = job.body.clone();
+                    }
+                }
+                Settled::Final(done)
+            }
+            other => other,
+        });
+    }
+    let id = job.hold_id.to_string();
+    let error = match call.outcome.as_str() {
+        "unknown_hold" => ServiceError::UnknownHold(id),
+        "confirmed" => ServiceError::HoldAlreadyConfirmed {
+            hold: id,
+            order: call.order_id.map(|o| o.to_string()).unwrap_or_default(),
+        },
+        "cancelled" => ServiceError::HoldCancelled(id),
+        "expired" => ServiceError::HoldExpired(id),
+        // Read before it existed; the client's retry finds it.
+        "stale" => ServiceError::Unavailable,
+        other => {
+            return Err(JobError::Bookkeeping(format!(
+                "tessera_confirm_hold answered {other:?}"
+            )))
+        }
+    };
+    // An expired hold released by this call gave its places back.
+    Ok(Settled::Refused(
+        error,
+        call.slot.take().into_iter().collect(),
+    ))
+}
+
+/// Runs a hold or a confirmation as one call (plus, for a refusal, one
+/// statement recording or forgetting its key). Sends its call on the first
+/// poll, so a batch's calls pipeline.
+pub async fn run_call(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    env: &Env,
+    job: &Job,
+) -> PgResult<Done> {
+    let (key, settled) = match job {
+        Job::CreateHold(h) => {
+            let row = tx
+                .query_one(
+                    &st.take_hold,
+                    &[
+                        &h.key.hash,
+                        &h.key.request,
+                        &h.now_ms,
+                        &h.slot.to_string(),
+                        &h.admissions,
+                        &h.hold_id,
+                        &h.expires_ms,
+                        &h.lines,
+                        &h.total,
+                        &h.currency,
+                        &h.body,
+                    ],
+                )
+                .await?;
+            (&h.key, hold_outcome(env, h, CallAnswer::from_row(&row)?)?)
+        }
+        Job::ConfirmHold(c) => {
+            let row = tx
+                .query_one(
+                    &st.confirm_hold,
+                    &[
+                        &c.key.hash,
+                        &c.key.request,
+                        &c.now_ms,
+                        &env.process,
+                        &c.hold_id,
+                        &c.slot,
+                        &c.admissions,
+                        &c.order_id,
+                        &c.payment_reference,
+                        &c.email,
+                        &c.channel,
+                        &c.reference,
+                        &c.body,
+                        &c.tickets.ids,
+                        &c.tickets.products,
+                        &c.tickets.admits,
+                        &c.tickets.codes,
+                        &c.tickets.prices,
+                        &c.tickets.vat_bp,
+                        &c.key_id,
+                    ],
+                )
+                .await?;
+            (&c.key, confirm_outcome(c, CallAnswer::from_row(&row)?)?)
+        }
+        _ => {
+            return Err(JobError::Bookkeeping(
+                "only holds and confirmations are one call".into(),
+            ))
+        }
+    };
+    match settled {
+        Settled::Final(done) => Ok(done),
+        Settled::Refused(e, slots) if worth_recording(&e) => {
+            let (status, body) = (e.status(), e.body());
+            tx.execute(
+                &st.record,
+                &[&key.hash, &i16::try_from(status).unwrap_or(500), &body],
+            )
+            .await?;
+            Ok(Done::keep(
+                Reply::Answer(Answer {
+                    status,
+                    body,
+                    replayed: false,
+                }),
+                slots,
+            ))
+        }
+        Settled::Refused(e, slots) => {
+            tx.execute(&st.forget, &[&key.hash]).await?;
+            Ok(Done {
+                reply: Err(e),
+                keep: !slots.is_empty(),
+                slots,
+            })
+        }
+    }
+}
+
+/// The jobs that are not one call, one after another.
+pub async fn run(tx: &Transaction<'_>, env: &Env, job: &Job, now_ms: i64) -> PgResult<Done> {
+    match job {
+        Job::CancelHold { hold } => cancel_hold(tx, env, *hold).await,
+        Job::Sweep => sweep(tx, env, now_ms).await,
+        Job::Ping => {
+            tx.execute("SELECT 1", &[]).await?;
+            Ok(Done::keep(Reply::Done, Vec::new()))
+        }
+        Job::CreateHold(_) | Job::ConfirmHold(_) => Err(JobError::Bookkeeping(
+            "holds and confirmations run as one call".into(),
+        )),
+    }
+}
+
+/// Answers worth replaying: the request ran and nothing a retry does can
+/// change its answer (the same rule as the SQLite backend's).
+fn worth_recording(e: &ServiceError) -> bool {
+    e.is_final_outcome() && !matches!(e, ServiceError::SoldOut { .. })
+}
+
+fn slot_row(row: &tokio_postgres::Row) -> PgResult<CachedSlot> {
+    // Rows come from our own schema; a slot id that does not parse means a
+    // hand-edited database, which this job must not paper over.
+    slot_from_row(row).ok_or_else(|| JobError::Bookkeeping("a slot row does not parse".into()))
 }
 
 /// Gives an open hold's places back; nothing if it is no longer open.
@@ -497,26 +627,15 @@ async fn release(
     hold_id: Uuid,
     status: &str,
 ) -> PgResult<Vec<CachedSlot>> {
-    let hold = tx
-        .query_opt(
-            "UPDATE holds SET status = $2, released_by = $3
-             WHERE hold_id = $1 AND status = 'held' RETURNING slot_id, admissions",
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {SLOT_COLUMNS} FROM tessera_release_hold($1, $2, $3) WHERE slot_id IS NOT NULL"
+            ),
             &[&hold_id, &status, &env.process],
         )
         .await?;
-    let Some(hold) = hold else {
-        return Ok(Vec::new());
-    };
-    let row = tx
-        .query_one(
-            &format!(
-                "UPDATE slots SET held_online = held_online - $2, version = version + 1
-                 WHERE slot_id = $1 RETURNING {SLOT_COLUMNS}"
-            ),
-            &[&hold.get::<_, String>(0), &hold.get::<_, i32>(1)],
-        )
-        .await?;
-    Ok(vec![slot_row(&row)?])
+    rows.iter().map(slot_row).collect()
 }
 
 async fn cancel_hold(tx: &Transaction<'_>, env: &Env, hold_id: Uuid) -> PgResult<Done> {
@@ -525,15 +644,28 @@ async fn cancel_hold(tx: &Transaction<'_>, env: &Env, hold_id: Uuid) -> PgResult
         metrics::counter!("tessera_holds_cancelled_total").increment(1);
         return Ok(Done::keep(Reply::Done, slots));
     }
-    let outcome = closed_hold(tx, env, hold_id, false).await?;
-    Ok(match outcome.result {
-        // Cancelling twice, or cancelling what already expired, is done.
-        Err(ServiceError::HoldCancelled(_) | ServiceError::HoldExpired(_)) => {
-            Done::discard(Ok(Reply::Done))
-        }
-        Err(other) => Done::discard(Err(other)),
-        Ok(_) => Done::discard(Ok(Reply::Done)),
-    })
+    let row = tx
+        .query_opt(
+            "SELECT h.status, o.order_id
+             FROM holds h LEFT JOIN orders o ON o.hold_id = h.hold_id WHERE h.hold_id = $1",
+            &[&hold_id],
+        )
+        .await?;
+    let id = hold_id.to_string();
+    // Cancelling twice, or cancelling what already expired, is done.
+    Ok(
+        match row.as_ref().map(|r| r.get::<_, String>(0)).as_deref() {
+            None => Done::discard(Err(ServiceError::UnknownHold(id))),
+            Some("confirmed") => Done::discard(Err(ServiceError::HoldAlreadyConfirmed {
+                hold: id,
+                order: row
+                    .and_then(|r| r.get::<_, Option<Uuid>>(1))
+                    .map(|o| o.to_string())
+                    .unwrap_or_default(),
+            })),
+            Some(_) => Done::discard(Ok(Reply::Done)),
+        },
+    )
 }
 
 /// Releases every open hold whose time is up. One process at a time: the

@@ -1,11 +1,15 @@
 //! Group commit on PostgreSQL, one writer task per process.
 //!
 //! The writer owns one connection. It takes every job waiting (up to
-//! `max_batch`), opens one transaction, runs each job under its own
-//! SAVEPOINT, sends one NOTIFY naming the slots the batch changed, commits,
-//! and only then answers each job. A job that fails (or refuses, leaving
-//! nothing worth keeping) rolls back to its savepoint alone; the others
-//! commit. A deadlock or serialization failure — two processes' batches
+//! `max_batch`) and opens one transaction. Holds and confirmations are one
+//! function call each (see `online` and migration V2): the writer sends all
+//! of them without waiting for any answer (tokio-postgres pipelines queries
+//! polled together), so a batch costs a few round trips, not a few per job.
+//! Each call is its own subtransaction in the database: a job that fails
+//! rolls back alone, and the others commit. The rare other jobs (cancel,
+//! sweep, ping) then run one after another under a SAVEPOINT each. One
+//! NOTIFY names the slots the batch changed; then COMMIT, and only then is
+//! each job answered. A deadlock or serialization failure — two processes' batches
 //! taking the same rows in different orders — aborts the whole transaction:
 //! the batch is run again from the start (every job is written to be re-run,
 //! its ids drawn afresh), a few times, before its jobs are answered 503.
@@ -23,7 +27,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 
 use super::cache::{slots_payload, Cache, CachedSlot};
-use super::online::{self, Env, Job, JobError, Reply};
+use super::online::{self, Env, Job, JobError, Reply, Statements};
 use super::schema::{connect, CHANGES};
 use crate::error::ServiceError;
 
@@ -95,7 +99,7 @@ pub struct Writer {
 
 impl Writer {
     pub async fn run(self, mut jobs: mpsc::Receiver<Queued>) {
-        let mut client: Option<Client> = None;
+        let mut client: Option<(Client, Statements)> = None;
         let mut backoff = Duration::from_millis(50);
         while let Some(first) = jobs.recv().await {
             let mut batch = vec![first];
@@ -105,9 +109,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let conn = match client.as_mut().filter(|c| !c.is_closed()) {
+            let conn = match client.as_mut().filter(|(c, _)| !c.is_closed()) {
                 Some(c) => c,
-                None => match connect(&self.url).await {
+                None => match connect_prepared(&self.url).await {
                     Ok(c) => {
                         backoff = Duration::from_millis(50);
                         client.insert(c)
@@ -122,18 +126,18 @@ impl Writer {
                 },
             };
             metrics::histogram!("tessera_pg_batch_jobs").record(batch.len() as f64);
-            self.commit_batch(conn, batch).await;
-            if client.as_ref().is_some_and(Client::is_closed) {
+            self.commit_batch(&mut conn.0, &conn.1, batch).await;
+            if client.as_ref().is_some_and(|(c, _)| c.is_closed()) {
                 client = None;
             }
         }
     }
 
-    async fn commit_batch(&self, client: &mut Client, batch: Vec<Queued>) {
+    async fn commit_batch(&self, client: &mut Client, st: &Statements, batch: Vec<Queued>) {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.run_batch(client, &batch).await {
+            match self.run_batch(client, st, &batch).await {
                 Ok(done) => {
                     let mut changed = Vec::new();
                     let mut answers = Vec::with_capacity(done.len());
@@ -173,19 +177,49 @@ impl Writer {
     async fn run_batch(
         &self,
         client: &mut Client,
+        st: &Statements,
         jobs: &[Queued],
     ) -> Result<Vec<Done>, BatchError> {
         let mut tx = client.transaction().await.map_err(classify)?;
         let now_ms = self.env.clock.now_ms();
-        let mut done = Vec::with_capacity(jobs.len());
-        let mut dirty: BTreeSet<SlotId> = BTreeSet::new();
-        for job in jobs {
-            let d = self.run_job(&mut tx, job, now_ms).await?;
-            if d.keep {
-                dirty.extend(d.slots.iter().map(|s| s.slot.id));
+        let mut done: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
+        let calls = jobs
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| q.job.is_one_call())
+            .map(|(i, q)| {
+                let tx = &tx;
+                async move { (i, online::run_call(tx, st, &self.env, &q.job).await) }
+            });
+        let answers = futures_util::future::join_all(calls).await;
+        let mut failure: Option<tokio_postgres::Error> = None;
+        for (i, answer) in answers {
+            match answer {
+                Ok(d) => done[i] = Some(d),
+                // After one error the transaction is aborted and every later
+                // statement fails too; the conflict (if any) is what counts.
+                Err(JobError::Pg(e)) => {
+                    if failure.as_ref().is_none_or(|f| !is_conflict(f)) {
+                        failure = Some(e);
+                    }
+                }
+                Err(e) => done[i] = Some(self.job_failed(&jobs[i], &e)),
             }
-            done.push(d);
         }
+        if let Some(e) = failure {
+            return Err(classify(e));
+        }
+        for (i, queued) in jobs.iter().enumerate() {
+            if done[i].is_none() {
+                done[i] = Some(self.run_job(&mut tx, queued, now_ms).await?);
+            }
+        }
+        let done: Vec<Done> = done.into_iter().flatten().collect();
+        let dirty: BTreeSet<SlotId> = done
+            .iter()
+            .filter(|d| d.keep)
+            .flat_map(|d| d.slots.iter().map(|s| s.slot.id))
+            .collect();
         if !dirty.is_empty() {
             tx.execute(
                 "SELECT pg_notify($1, $2)",
@@ -221,16 +255,26 @@ impl Writer {
             Err(e) => {
                 // A bug or a broken constraint (the oversell CHECK, say):
                 // this job changes nothing; the batch goes on.
-                let request_id = queued
-                    .request_id
-                    .clone()
-                    .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
-                tracing::error!(error = %e, %request_id, ?job, "a job failed in PostgreSQL; rolled back alone");
                 sp.rollback().await.map_err(classify)?;
-                Ok(Done::discard(Err(ServiceError::Internal { request_id })))
+                Ok(self.job_failed(queued, &e))
             }
         }
     }
+
+    fn job_failed(&self, queued: &Queued, e: &JobError) -> Done {
+        let request_id = queued
+            .request_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+        tracing::error!(error = %e, %request_id, job = ?queued.job, "a job failed in PostgreSQL; rolled back alone");
+        Done::discard(Err(ServiceError::Internal { request_id }))
+    }
+}
+
+async fn connect_prepared(url: &str) -> Result<(Client, Statements), crate::postgres::PgError> {
+    let client = connect(url).await?;
+    let st = Statements::prepare(&client).await?;
+    Ok((client, st))
 }
 
 fn answer_all(batch: Vec<Queued>, error: impl Fn() -> ServiceError) {
