@@ -52,6 +52,20 @@ pub struct Footprint {
     pub over_capacity: u32,
 }
 
+impl Footprint {
+    /// What a slot's leases take from it together: the slot ledger's
+    /// `leased` and `over_capacity` by the leases alone.
+    pub fn of<'a>(leases: impl IntoIterator<Item = &'a LeaseState>) -> Footprint {
+        leases
+            .into_iter()
+            .map(LeaseState::footprint)
+            .fold(Footprint::default(), |sum, f| Footprint {
+                escrow: sum.escrow + f.escrow,
+                over_capacity: sum.over_capacity + f.over_capacity,
+            })
+    }
+}
+
 /// How one change to a lease moves its slot's ledger.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[must_use = "the slot's ledger must follow the lease"]

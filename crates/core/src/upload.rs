@@ -422,6 +422,56 @@ pub fn cap_need(need: u32, max_admits_per_ticket: u8, free: u32) -> u32 {
     need.min(one_sale).min(free)
 }
 
+/// An approval as the server stored it when a supervisor's PIN matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredApproval {
+    pub device_id: Uuid,
+    /// `ApprovalRequest::action`.
+    pub action: String,
+    /// `ApprovalRequest::subject`.
+    pub subject: Uuid,
+    pub approved_by: String,
+    /// The void that used it, once one did.
+    pub used_by: Option<Uuid>,
+}
+
+/// Whether an uploaded void may be applied: it carries an approval this
+/// server issued to this very counter for voiding this very sale, not used
+/// by another void (the same void sent again may use it again). `Ok`: the
+/// approver to record; `Err`: why the void is refused.
+pub fn check_void_approval(
+    device: Uuid,
+    void: &VoidRecord,
+    stored: Option<&StoredApproval>,
+) -> Result<String, String> {
+    let Some(approval) = void.approval_id else {
+        return Err(format!(
+            "void {} carries no supervisor approval from the server",
+            void.void_id
+        ));
+    };
+    let Some(stored) = stored else {
+        return Err(format!(
+            "void {}: approval {approval} was not issued by this server",
+            void.void_id
+        ));
+    };
+    let bound = crate::api::approvals::ApprovalRequest::Void {
+        sale_id: void.sale_id,
+    };
+    if stored.device_id != device
+        || stored.action != bound.action()
+        || stored.subject != bound.subject()
+        || stored.used_by.is_some_and(|u| u != void.void_id)
+    {
+        return Err(format!(
+            "void {}: approval {approval} does not approve voiding sale {} from this counter",
+            void.void_id, void.sale_id
+        ));
+    }
+    Ok(stored.approved_by.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,5 +709,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    fn approved(device: Uuid, sale: Uuid) -> StoredApproval {
+        StoredApproval {
+            device_id: device,
+            action: "void".into(),
+            subject: sale,
+            approved_by: "Sam".into(),
+            used_by: None,
+        }
+    }
+
+    #[test]
+    fn a_void_needs_the_approval_issued_for_that_sale_on_that_counter() {
+        let (device, sale, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let mut void = VoidRecord {
+            void_id: Uuid::now_v7(),
+            sale_id: sale,
+            after_seq: 1,
+            at: jiff::Timestamp::UNIX_EPOCH,
+            shift_id: None,
+            approved_by: "whoever the counter says".into(),
+            approval_id: None,
+            reason: "wrong ticket".into(),
+            returned_to_lease: true,
+            refund: 1500,
+            refund_method: PaymentMethod::Cash,
+        };
+        let stored = approved(device, sale);
+        assert!(
+            check_void_approval(device, &void, Some(&stored)).is_err(),
+            "no approval id"
+        );
+        void.approval_id = Some(Uuid::now_v7());
+        assert!(
+            check_void_approval(device, &void, None).is_err(),
+            "not issued here"
+        );
+        assert_eq!(
+            check_void_approval(device, &void, Some(&stored)),
+            Ok("Sam".into())
+        );
+        assert!(
+            check_void_approval(other, &void, Some(&stored)).is_err(),
+            "another counter"
+        );
+        let for_other_sale = approved(device, other);
+        assert!(check_void_approval(device, &void, Some(&for_other_sale)).is_err());
+        let used_elsewhere = StoredApproval {
+            used_by: Some(Uuid::now_v7()),
+            ..stored.clone()
+        };
+        assert!(check_void_approval(device, &void, Some(&used_elsewhere)).is_err());
+        let used_by_this = StoredApproval {
+            used_by: Some(void.void_id),
+            ..stored
+        };
+        assert_eq!(
+            check_void_approval(device, &void, Some(&used_by_this)),
+            Ok("Sam".into()),
+            "the same void sent again"
+        );
     }
 }

@@ -663,13 +663,13 @@ fn check(
         ));
     }
     let now_ms = server.clock().now_ms();
-    let (held, escrow): (u64, u64) = db.query_row(
-        "SELECT
-            (SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = ?1 AND status = 'held' AND expires_at > ?2),
-            (SELECT COALESCE(SUM(COALESCE(revoked_escrow, granted_total - released_total)), 0) FROM leases WHERE slot_id = ?1)",
+    let held: u64 = db.query_row(
+        "SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = ?1 AND status = 'held' AND expires_at > ?2",
         rusqlite::params![slot_s, now_ms],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| r.get(0),
     )?;
+    // What the leases take, by core's lease rules over the stored rows.
+    let escrow = u64::from(tessera_server::sqlite::slot_footprint(&db, &slot)?.escrow);
     report.escrow_overcommit = (sold_online + held + escrow).saturating_sub(capacity);
     if report.escrow_overcommit > 0 {
         violations.push(format!(

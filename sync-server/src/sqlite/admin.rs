@@ -12,11 +12,13 @@ pub use tessera_core::api::supervisor::{LeaseInfo, Revoked};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::ids::LeaseId;
 use tessera_core::inventory::{InventoryError, SlotLedger};
+use tessera_core::leases::Footprint;
 use tessera_core::slot::SlotId;
 use tessera_core::ticket_code::TicketSigner;
 
 use super::schema::{self, OpenError};
-use super::state::{expire_due_holds, load_catalogue};
+use super::sql::Text;
+use super::state::{expire_due_holds, lease_in, leases_of_slot_in, load_catalogue};
 use crate::secrets;
 
 #[derive(Debug, thiserror::Error)]
@@ -234,19 +236,13 @@ pub fn ledger_from_rows(
         params![slot, now_ms],
         |r| r.get(0),
     )?;
-    let (leased, over): (u32, u32) = conn.query_row(
-        "SELECT COALESCE(SUM(COALESCE(revoked_escrow, granted_total - released_total)), 0),
-                COALESCE(SUM(kept + CASE WHEN revoked_escrow IS NOT NULL AND sold > revoked_escrow THEN sold - revoked_escrow ELSE 0 END), 0)
-         FROM leases WHERE slot_id = ?1",
-        params![slot],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let leases = Footprint::of(&leases_of_slot_in(conn, slot)?);
     Ok(SlotLedger {
         capacity,
         sold_online,
         held_online,
-        leased,
-        over_capacity: over,
+        leased: leases.escrow,
+        over_capacity: leases.over_capacity,
     })
 }
 
@@ -296,24 +292,36 @@ pub fn audit(
 pub fn leases(db: &Path, date: Date) -> Result<Vec<LeaseInfo>, AdminError> {
     let conn = schema::open(db)?;
     let mut stmt = conn.prepare(
-        "SELECT l.lease_id, d.name, l.slot_id, COALESCE(l.revoked_escrow, l.granted_total - l.released_total), l.sold,
-                l.revoked_at IS NOT NULL, s.last_sync_at
+        "SELECT l.lease_id, d.name, l.revoked_at IS NOT NULL, s.last_sync_at
          FROM leases l JOIN devices d ON d.device_id = l.device_id
          LEFT JOIN device_sync s ON s.device_id = l.device_id
          WHERE l.slot_id >= ?1 AND l.slot_id < ?2 ORDER BY l.slot_id, d.name",
     )?;
-    let rows = stmt.query_map(params![format!("{date}T"), format!("{date}U")], |r| {
-        Ok(LeaseInfo {
-            lease_id: r.get(0)?,
-            device: r.get(1)?,
-            slot_id: r.get(2)?,
-            escrow: r.get(3)?,
-            sold: r.get(4)?,
-            revoked: r.get(5)?,
-            last_sync_at: r.get(6)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    let rows = stmt
+        .query_map(params![format!("{date}T"), format!("{date}U")], |r| {
+            Ok((
+                r.get::<_, LeaseId>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+                r.get::<_, Option<i64>>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (lease_id, device, revoked, last_sync_at) in rows {
+        let lease = lease_in(&conn, lease_id)?
+            .ok_or_else(|| AdminError::UnknownLease(lease_id.to_string()))?;
+        out.push(LeaseInfo {
+            lease_id,
+            device,
+            slot_id: lease.slot,
+            escrow: lease.escrow(),
+            sold: lease.sold,
+            revoked,
+            last_sync_at,
+        });
+    }
+    Ok(out)
 }
 
 /// Revokes a lease of a counter that is not coming back: what it had not
@@ -342,31 +350,31 @@ pub(crate) fn revoke_lease_in(
     actor: &str,
     now: Timestamp,
 ) -> Result<Revoked, AdminError> {
-    let row: Option<(String, SlotId, u32, u32, Option<i64>)> = tx
-        .query_row(
-            "SELECT d.name, l.slot_id, l.granted_total - l.released_total, l.sold, l.revoked_at
-             FROM leases l JOIN devices d ON d.device_id = l.device_id WHERE l.lease_id = ?1",
-            params![lease_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .optional()?;
-    let (device, slot_id, escrow, sold, revoked_at) =
-        row.ok_or_else(|| AdminError::UnknownLease(lease_id.to_string()))?;
-    if revoked_at.is_some() {
+    let mut lease =
+        lease_in(tx, lease_id)?.ok_or_else(|| AdminError::UnknownLease(lease_id.to_string()))?;
+    let device: String = tx.query_row(
+        "SELECT name FROM devices WHERE device_id = ?1",
+        params![Text(&lease.device_id)],
+        |r| r.get(0),
+    )?;
+    let slot_id = lease.slot;
+    if lease.is_revoked() {
         return Ok(Revoked {
             lease_id,
             device,
             slot_id,
-            sold,
+            sold: lease.sold,
             returned: 0,
             already_revoked: true,
         });
     }
+    let escrow = lease.escrow();
+    let change = lease.revoke();
     tx.execute(
-        "UPDATE leases SET revoked_at = ?2, revoked_escrow = sold WHERE lease_id = ?1",
-        params![lease_id, now.as_millisecond()],
+        "UPDATE leases SET revoked_at = ?2, revoked_escrow = ?3 WHERE lease_id = ?1",
+        params![lease_id, now.as_millisecond(), lease.revoked_escrow],
     )?;
-    let returned = escrow.saturating_sub(sold);
+    let (sold, returned) = (lease.sold, change.returned());
     audit(
         tx,
         now,

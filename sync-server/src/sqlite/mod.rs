@@ -44,6 +44,7 @@ use uuid::Uuid;
 use self::admin::{LeaseInfo, Revoked};
 use self::idempotency::idempotent;
 pub use self::schema::OpenError;
+pub use self::state::slot_footprint;
 use self::state::{Shared, State};
 // Settings of any backend; re-exported where they were first defined.
 use self::writer::{Ctx, Fatal, Job, Writer};

@@ -9,10 +9,11 @@ use tessera_core::staff::{
     for_counters, minutes_left, Attempts, KdfCost, PinVerifier, StaffFixture, StaffMember,
     StaffRole, SALT_BYTES,
 };
+use tessera_core::upload::{check_void_approval, StoredApproval};
 use uuid::Uuid;
 
 use super::admin::AdminError;
-use super::sql::Text;
+use super::sql::{parse_uuid, Text};
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
 use crate::secrets;
@@ -170,47 +171,36 @@ pub(crate) fn create_approval(
     })
 }
 
-/// Whether `v`, uploaded by `device`, carries an approval this server issued
-/// to that device for voiding that very sale, not yet used by another void.
-/// `Ok(Ok(name))`: the approver as the server knows them; `Ok(Err(reason))`:
-/// the void must not be applied.
+/// Whether `v`, uploaded by `device`, may be applied: loads the approval it
+/// names and asks core's rule (`check_void_approval`). `Ok(Ok(name))`: the
+/// approver as the server knows them; `Ok(Err(reason))`: the void must not
+/// be applied.
 pub(crate) fn check_void(
     tx: &Transaction<'_>,
     device: Uuid,
     v: &VoidRecord,
 ) -> Result<Result<String, String>, Fatal> {
-    let Some(approval) = v.approval_id else {
-        return Ok(Err(format!(
-            "void {} carries no supervisor approval from the server",
-            v.void_id
-        )));
+    let stored = match v.approval_id {
+        None => None,
+        Some(approval) => tx
+            .prepare_cached(
+                "SELECT device_id, action, subject, approved_by, used_by FROM approvals WHERE approval_id = ?1",
+            )?
+            .query_row(params![approval.to_string()], |r| {
+                Ok(StoredApproval {
+                    device_id: parse_uuid(&r.get::<_, String>(0)?)?,
+                    action: r.get(1)?,
+                    subject: parse_uuid(&r.get::<_, String>(2)?)?,
+                    approved_by: r.get(3)?,
+                    used_by: r
+                        .get::<_, Option<String>>(4)?
+                        .map(|u| parse_uuid(&u))
+                        .transpose()?,
+                })
+            })
+            .optional()?,
     };
-    let row: Option<(String, String, String, String, Option<String>)> = tx
-        .prepare_cached(
-            "SELECT device_id, action, subject, approved_by, used_by FROM approvals WHERE approval_id = ?1",
-        )?
-        .query_row(params![approval.to_string()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .optional()?;
-    let Some((dev, action, subject, approved_by, used_by)) = row else {
-        return Ok(Err(format!(
-            "void {}: approval {approval} was not issued by this server",
-            v.void_id
-        )));
-    };
-    let void_id = v.void_id.to_string();
-    if dev != device.to_string()
-        || action != "void"
-        || subject != v.sale_id.to_string()
-        || used_by.as_deref().is_some_and(|u| u != void_id)
-    {
-        return Ok(Err(format!(
-            "void {}: approval {approval} does not approve voiding sale {} from this counter",
-            v.void_id, v.sale_id
-        )));
-    }
-    Ok(Ok(approved_by))
+    Ok(check_void_approval(device, v, stored.as_ref()))
 }
 
 /// Marks the approval used by this void (after [`check_void`] passed) and

@@ -10,7 +10,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
 use tessera_core::api::sync::SyncRequest;
 use tessera_core::catalogue::Catalogue;
+use tessera_core::ids::LeaseId;
 use tessera_core::inventory::{LeaseTotals, SlotLedger};
+use tessera_core::leases::Footprint;
 use tessera_core::pricing::PricedLine;
 use tessera_core::slot::{Slot, SlotId};
 use tessera_core::staff::StaffMember;
@@ -126,17 +128,7 @@ fn db_name(conn: &Connection) -> String {
     conn.path().unwrap_or("database").to_string()
 }
 
-pub(crate) fn parse_uuid(text: &str) -> rusqlite::Result<Uuid> {
-    Uuid::parse_str(text).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
-
-pub(crate) fn parse_slot(text: &str) -> rusqlite::Result<SlotId> {
-    text.parse::<SlotId>().map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })
-}
+pub(crate) use super::sql::{parse_slot, parse_uuid};
 
 /// Marks holds whose time is up as expired, so every later count agrees.
 pub(crate) fn expire_due_holds(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
@@ -232,6 +224,34 @@ fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeaseRow> {
         revoked_escrow: r.get(7)?,
         kept: r.get(8)?,
     })
+}
+
+/// Every lease of one slot, as stored (live or settled).
+pub(crate) fn leases_of_slot_in(
+    conn: &Connection,
+    slot: &SlotId,
+) -> rusqlite::Result<Vec<LeaseRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {LEASE_COLUMNS} FROM leases WHERE slot_id = ?1"
+    ))?
+    .query_map(params![slot], lease_row)?
+    .collect()
+}
+
+/// One lease, as stored.
+pub(crate) fn lease_in(conn: &Connection, lease: LeaseId) -> rusqlite::Result<Option<LeaseRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {LEASE_COLUMNS} FROM leases WHERE lease_id = ?1"
+    ))?
+    .query_row(params![lease], lease_row)
+    .optional()
+}
+
+/// What a slot's stored leases take from it (escrow and over capacity), by
+/// core's lease rules: for checks that read the database, not the writer's
+/// state.
+pub fn slot_footprint(conn: &Connection, slot: &SlotId) -> rusqlite::Result<Footprint> {
+    Ok(Footprint::of(&leases_of_slot_in(conn, slot)?))
 }
 
 const SLOT_COLUMNS: &str = "slot_id, starts_at, ends_at, window_minutes, capacity, sold_online";
@@ -427,13 +447,7 @@ impl State {
             return Ok(false);
         };
         self.slots.insert(slot, row);
-        let leases = conn
-            .prepare_cached(&format!(
-                "SELECT {LEASE_COLUMNS} FROM leases WHERE slot_id = ?1"
-            ))?
-            .query_map(params![id], lease_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for lease in leases {
+        for lease in leases_of_slot_in(conn, &slot)? {
             self.add_lease(lease);
         }
         let tally: Option<String> = conn
