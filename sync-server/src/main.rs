@@ -173,8 +173,16 @@ enum Command {
     },
     /// Change a slot's capacity (also while the server runs).
     Capacity {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        #[arg(
+            long,
+            env = "TESSERA_DB",
+            required_unless_present = "database",
+            conflicts_with = "database"
+        )]
+        db: Option<PathBuf>,
+        /// A PostgreSQL database instead (postgres://…).
+        #[arg(long, env = "TESSERA_DATABASE_URL")]
+        database: Option<String>,
         #[arg(long)]
         slot: String,
         #[arg(long)]
@@ -491,9 +499,23 @@ fn run(cli: Cli) -> Result<()> {
                 println!("channel {name:?} revoked: its token no longer confirms holds; its orders stand");
             }
         },
-        Command::Capacity { db, slot, set } => {
+        Command::Capacity {
+            db,
+            database,
+            slot,
+            set,
+        } => {
             let slot: SlotId = slot.parse()?;
-            let (ledger, before) = admin::set_capacity(&db, &slot, set, clock.now())?;
+            let (ledger, before) = match (db, database) {
+                (_, Some(url)) => block_on(postgres::schema::set_capacity(
+                    &url,
+                    &slot,
+                    set,
+                    clock.now(),
+                ))?,
+                (Some(db), None) => admin::set_capacity(&db, &slot, set, clock.now())?,
+                (None, None) => anyhow::bail!("--db FILE or --database postgres://… is needed"),
+            };
             println!(
                 "slot {slot}: capacity {before} -> {set} ({} sold online, {} held, {} leased to counters, \
                  {} sold by revoked counters beyond their leases, {} now available)",

@@ -16,15 +16,22 @@ use tessera_server::testkit::{slot, wait_for, Api, PgCluster, PgMuseum};
 
 const WITHIN: Duration = Duration::from_secs(30);
 
-/// Sets a slot's capacity in the database, as an operator's SQL would, and
-/// tells the processes (there is no `capacity --database` command yet).
-fn set_capacity(pg: &PgCluster, s: SlotId, capacity: u32) {
-    pg.psql(
-        "tessera",
-        &format!(
-            "UPDATE slots SET capacity = {capacity}, version = version + 1 WHERE slot_id = '{s}';
-             NOTIFY tessera_changes, 'slots:{s}'"
-        ),
+/// Sets a slot's capacity with the operator's command (`capacity
+/// --database`); the running processes follow through NOTIFY.
+fn set_capacity(museum: &PgMuseum, s: SlotId, capacity: u32) {
+    let out = museum.cli(&[
+        "capacity",
+        "--database",
+        &museum.database_url,
+        "--slot",
+        &s.to_string(),
+        "--set",
+        &capacity.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "capacity failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
@@ -48,7 +55,7 @@ async fn two_processes_racing_for_the_last_places_never_oversell() {
     let a = museum.serve("a", &[]);
     let b = museum.serve("b", &[]);
     let s = slot(museum.day, "11:00");
-    set_capacity(&pg, s, 12);
+    set_capacity(&museum, s, 12);
     wait_available(&a.api(), s, 12, "A").await;
     wait_available(&b.api(), s, 12, "B").await;
 
@@ -194,7 +201,7 @@ async fn an_expired_hold_is_released_once_whichever_process_sweeps() {
     let b = museum.serve("b", &["--hold-ttl-secs", "1"]);
     let (a, b) = (a.api(), b.api());
     let s = slot(museum.day, "15:00");
-    set_capacity(&pg, s, 10);
+    set_capacity(&museum, s, 10);
     wait_available(&a, s, 10, "A").await;
     wait_available(&b, s, 10, "B").await;
 
@@ -343,7 +350,7 @@ async fn a_job_failing_in_the_database_fails_alone_and_refusals_replay() {
     let b = museum.serve("b", &["--hold-ttl-secs", "1"]);
     let api = a.api();
     let s = slot(museum.day, "14:00");
-    set_capacity(&pg, s, 40);
+    set_capacity(&museum, s, 40);
     wait_available(&api, s, 40, "A").await;
     // A fault only a hold of 7 places meets, as a broken row or a bug would.
     pg.psql(
@@ -388,6 +395,23 @@ async fn a_job_failing_in_the_database_fails_alone_and_refusals_replay() {
         pg.count("SELECT COUNT(*) FROM holds WHERE admissions = 7"),
         0
     );
+    // The operator cannot take away places that are held.
+    let out = museum.cli(&[
+        "capacity",
+        "--database",
+        &museum.database_url,
+        "--slot",
+        &s.to_string(),
+        "--set",
+        "20",
+    ]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("29"), "{said}");
+    assert_eq!(
+        pg.count(&format!("SELECT capacity FROM slots {where_slot}")),
+        40
+    );
 
     // The failure was not recorded under its key: once the fault is gone,
     // the same request with the same key is served.
@@ -400,7 +424,7 @@ async fn a_job_failing_in_the_database_fails_alone_and_refusals_replay() {
     let (status, body) = api.hold("later", s, adults(5)).await.expect("hold");
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "sold_out", "{body}");
-    set_capacity(&pg, s, 45);
+    set_capacity(&museum, s, 45);
     wait_available(&api, s, 9, "A").await;
     let (status, body) = api.hold("later", s, adults(5)).await.expect("hold");
     assert_eq!(status, StatusCode::CREATED, "{body}");

@@ -6,7 +6,8 @@
 //! the CRDT tallies for live availability, and the wire types of the HTTP API.
 //! The server's inventory rules live here too, as decisions over facts a
 //! backend loads: judging a counter's upload (`upload`, `upload::batch`), a
-//! lease's state and its sizing (`leases`), and reconciling reports and
+//! lease's state and its sizing (`leases`), the counter's side of a lease
+//! (`counter_lease`), and reconciling reports and
 //! over-capacity flags (`reconcile`). Backends load, call these, and write.
 //! Clocks, files, sockets and randomness stay at the edges: functions here take
 //! `now` and seeds as arguments.
@@ -16,6 +17,7 @@ pub mod api;
 pub mod booking;
 pub mod catalogue;
 pub mod clock;
+pub mod counter_lease;
 pub mod fixture;
 pub mod ids;
 pub mod inventory;

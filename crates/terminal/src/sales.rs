@@ -7,7 +7,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tessera_core::api::sync::PaymentMethod;
 use tessera_core::catalogue::Catalogue;
 use tessera_core::clock::from_ms;
+use tessera_core::counter_lease::CounterLease;
 use tessera_core::ids::new_id;
+use tessera_core::inventory::LeaseTotals;
 use tessera_core::money::format_minor;
 use tessera_core::pricing::{price_cart, CartLimits, Channel, PricedLine};
 use tessera_core::slot::SlotId;
@@ -36,43 +38,49 @@ pub(crate) fn parse_slot(text: &str) -> rusqlite::Result<SlotId> {
     })
 }
 
-/// A lease as this terminal sees it.
-pub(crate) struct LocalLease {
-    pub lease_id: Uuid,
-    pub granted_total: u32,
-    pub released_total: u32,
-    pub sold: u32,
-    pub revoked: bool,
-}
-
-impl LocalLease {
-    /// Places this counter can still sell without asking anyone.
-    pub fn left(&self) -> u32 {
-        if self.revoked {
-            return 0;
-        }
-        self.granted_total
-            .saturating_sub(self.released_total)
-            .saturating_sub(self.sold)
-    }
-}
-
+/// The slot's lease as this counter holds it.
 pub(crate) fn lease_for(
     conn: &Connection,
     slot: SlotId,
-) -> Result<Option<LocalLease>, TerminalError> {
+) -> Result<Option<CounterLease>, TerminalError> {
     Ok(conn
-        .prepare_cached("SELECT lease_id, granted_total, released_total, sold, revoked FROM leases WHERE slot_id = ?1")?
-        .query_row(params![slot.to_string()], |r| {
-            Ok(LocalLease {
-                lease_id: parse_uuid(&r.get::<_, String>(0)?)?,
-                granted_total: r.get(1)?,
-                released_total: r.get(2)?,
-                sold: r.get(3)?,
-                revoked: r.get(4)?,
-            })
-        })
+        .prepare_cached(&format!(
+            "SELECT {LEASE_COLUMNS} FROM leases WHERE slot_id = ?1"
+        ))?
+        .query_row(params![slot.to_string()], lease_row)
         .optional()?)
+}
+
+pub(crate) const LEASE_COLUMNS: &str =
+    "lease_id, slot_id, granted_total, released_total, sold, revoked";
+
+pub(crate) fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CounterLease> {
+    Ok(CounterLease {
+        lease_id: parse_uuid(&r.get::<_, String>(0)?)?,
+        slot: parse_slot(&r.get::<_, String>(1)?)?,
+        totals: LeaseTotals {
+            granted_total: r.get(2)?,
+            released_total: r.get(3)?,
+        },
+        sold: r.get(4)?,
+        revoked: r.get(5)?,
+    })
+}
+
+/// Writes back what a rule changed in a lease (its totals, sold, revoked).
+pub(crate) fn store_lease(conn: &Connection, lease: &CounterLease) -> Result<(), TerminalError> {
+    conn.prepare_cached(
+        "UPDATE leases SET granted_total = ?2, released_total = ?3, sold = ?4, revoked = ?5
+         WHERE lease_id = ?1",
+    )?
+    .execute(params![
+        lease.lease_id.to_string(),
+        lease.totals.granted_total,
+        lease.totals.released_total,
+        lease.sold,
+        lease.revoked
+    ])?;
+    Ok(())
 }
 
 pub(crate) fn vat_lines(lines: &[PricedLine]) -> Vec<VatLine> {
@@ -125,7 +133,7 @@ pub(crate) fn commit_sale(
         Channel::Counter,
         CartLimits::COUNTER,
     )?;
-    let lease = lease_with_room(&tx, slot_id, priced.admissions)?;
+    let mut lease = lease_with_room(&tx, slot_id, priced.admissions)?;
     let total = priced.total.amount;
     let paid = take_payment(&request.payment, total)?;
     let seq: u64 = tx.query_row(
@@ -152,7 +160,14 @@ pub(crate) fn commit_sale(
         voided: false,
         uploaded: false,
     };
-    write_sale(&tx, &sale, &shift_id, lease.lease_id)?;
+    lease
+        .sell(sale.admissions)
+        .map_err(|_| TerminalError::NotEnoughPlaces {
+            slot: slot_id.hhmm(),
+            left: lease.left(),
+            requested: sale.admissions,
+        })?;
+    write_sale(&tx, &sale, &shift_id, &lease)?;
     tx.commit()?;
     Ok(sale)
 }
@@ -187,11 +202,11 @@ fn lease_with_room(
     tx: &Connection,
     slot_id: SlotId,
     admissions: u32,
-) -> Result<LocalLease, TerminalError> {
+) -> Result<CounterLease, TerminalError> {
     let lease = lease_for(tx, slot_id)?;
-    let left = lease.as_ref().map(LocalLease::left).unwrap_or(0);
+    let left = lease.as_ref().map(CounterLease::left).unwrap_or(0);
     match lease {
-        Some(lease) if admissions <= left => Ok(lease),
+        Some(lease) if lease.covers(admissions) => Ok(lease),
         _ => Err(TerminalError::NotEnoughPlaces {
             slot: slot_id.hhmm(),
             left,
@@ -281,7 +296,7 @@ fn write_sale(
     tx: &Connection,
     sale: &SaleView,
     shift_id: &str,
-    lease_id: Uuid,
+    lease: &CounterLease,
 ) -> Result<(), TerminalError> {
     tx.execute(
         "INSERT INTO sales (sale_id, terminal_seq, lease_id, slot_id, shift_id, cashier, created_at, lines, total, currency,
@@ -291,7 +306,7 @@ fn write_sale(
         params![
             sale.sale_id.to_string(),
             sale.terminal_seq,
-            lease_id.to_string(),
+            lease.lease_id.to_string(),
             sale.slot_id.to_string(),
             shift_id,
             sale.cashier,
@@ -318,10 +333,7 @@ fn write_sale(
             t.code
         ])?;
     }
-    tx.execute(
-        "UPDATE leases SET sold = sold + ?2 WHERE lease_id = ?1",
-        params![lease_id.to_string(), sale.admissions],
-    )?;
+    store_lease(tx, lease)?;
     tx.execute(
         "DELETE FROM wants WHERE slot_id = ?1",
         params![sale.slot_id.to_string()],
@@ -515,10 +527,16 @@ pub(crate) fn void_sale(
         params![sale_id.to_string()],
     )?;
     if returned {
-        tx.execute(
-            "UPDATE leases SET sold = MAX(sold - ?2, 0) WHERE lease_id = ?1",
-            params![lease_id, admissions],
-        )?;
+        let lease = tx
+            .prepare_cached(&format!(
+                "SELECT {LEASE_COLUMNS} FROM leases WHERE lease_id = ?1"
+            ))?
+            .query_row(params![lease_id], lease_row)
+            .optional()?;
+        if let Some(mut lease) = lease {
+            lease.void_back(admissions);
+            store_lease(&tx, &lease)?;
+        }
     }
     tx.commit()?;
     Ok(VoidDone {

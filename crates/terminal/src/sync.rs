@@ -6,13 +6,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tessera_core::api::sync::{
     ActorTally, LeaseReport, LeaseWant, OpenShift, Payment, PaymentMethod, SaleRecord, SoldTicket,
     SyncRequest, SyncResponse, VoidRecord,
 };
 use tessera_core::api::ErrorBody;
 use tessera_core::clock::from_ms;
+use tessera_core::counter_lease::CounterLease;
 use tessera_core::money::{Currency, Money};
 use tessera_core::pricing::PricedLine;
 use tessera_core::slot::SlotId;
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use crate::error::TerminalError;
 use crate::local::{self, keys, Identity};
-use crate::sales::{lease_for, parse_slot, parse_uuid};
+use crate::sales::{lease_for, lease_row, parse_slot, parse_uuid, store_lease, LEASE_COLUMNS};
 use crate::shifts;
 
 fn bad_column<E: std::error::Error + Send + Sync + 'static>(i: usize, e: E) -> rusqlite::Error {
@@ -40,12 +41,18 @@ pub(crate) fn acked_seq(conn: &Connection) -> Result<u64, TerminalError> {
 /// Gives back what is unsold in leases whose entry window is over: nobody can
 /// sell those places any more, and the server's books should say so.
 fn settle_closed_slots(conn: &Connection, now_ms: i64) -> Result<(), TerminalError> {
-    conn.execute(
-        "UPDATE leases SET released_total = granted_total - sold
-         WHERE settled = 0 AND revoked = 0 AND granted_total - released_total - sold > 0
-           AND slot_id IN (SELECT slot_id FROM slots WHERE ends_at <= ?1)",
-        params![now_ms],
-    )?;
+    let over = conn
+        .prepare_cached(&format!(
+            "SELECT {LEASE_COLUMNS} FROM leases
+             WHERE settled = 0 AND slot_id IN (SELECT slot_id FROM slots WHERE ends_at <= ?1)"
+        ))?
+        .query_map(params![now_ms], lease_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for mut lease in over {
+        if lease.give_back_unsold() > 0 {
+            store_lease(conn, &lease)?;
+        }
+    }
     Ok(())
 }
 
@@ -191,28 +198,13 @@ fn unsent_voids(conn: &Connection, max_sent: u64) -> Result<Vec<VoidRecord>, Ter
 /// Leases not yet settled with the server: open ones, and closed ones until
 /// the server has confirmed what they came to (`settled_leases`).
 fn live_leases(conn: &Connection) -> Result<Vec<LeaseReport>, TerminalError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT lease_id, slot_id, granted_total, released_total, sold, revoked FROM leases
-         WHERE settled = 0 ORDER BY slot_id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        let granted: u32 = r.get(2)?;
-        let released: u32 = r.get(3)?;
-        let sold: u32 = r.get(4)?;
-        let revoked: bool = r.get(5)?;
-        Ok(LeaseReport {
-            lease_id: parse_uuid(&r.get::<_, String>(0)?)?,
-            slot_id: parse_slot(&r.get::<_, String>(1)?)?,
-            granted_total: granted,
-            released_total: released,
-            unused: if revoked {
-                0
-            } else {
-                granted.saturating_sub(released).saturating_sub(sold)
-            },
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {LEASE_COLUMNS} FROM leases WHERE settled = 0 ORDER BY slot_id"
+    ))?;
+    let rows = stmt.query_map([], lease_row)?;
+    Ok(rows
+        .map(|lease| lease.map(|l| l.report()))
+        .collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 /// Asks to be kept supplied for every slot of today still on sale, and for
@@ -310,14 +302,21 @@ fn mark_settled(
     let mut stmt = conn.prepare_cached(
         "UPDATE leases SET settled = 1
          WHERE lease_id = ?1 AND settled = 0
-           AND (revoked = 1 OR granted_total - released_total - sold <= 0)
            AND slot_id IN (SELECT slot_id FROM slots WHERE ends_at <= ?2)
            AND NOT EXISTS (SELECT 1 FROM sales s WHERE s.lease_id = leases.lease_id AND s.terminal_seq > ?3)
            AND NOT EXISTS (SELECT 1 FROM voids v JOIN sales s ON s.sale_id = v.sale_id
                            WHERE s.lease_id = leases.lease_id AND v.uploaded = 0)",
     )?;
+    let mut lease_of = conn.prepare_cached(&format!(
+        "SELECT {LEASE_COLUMNS} FROM leases WHERE lease_id = ?1"
+    ))?;
     for id in settled {
-        stmt.execute(params![id.to_string(), now_ms, acked])?;
+        let lease = lease_of
+            .query_row(params![id.to_string()], lease_row)
+            .optional()?;
+        if lease.is_some_and(|l| l.is_spent()) {
+            stmt.execute(params![id.to_string(), now_ms, acked])?;
+        }
     }
     Ok(())
 }
@@ -362,54 +361,50 @@ pub(crate) fn apply_response(
     )?;
 
     for grant in &response.leases {
-        let existing = lease_for(&tx, grant.slot_id)?;
-        match existing {
+        let done = match lease_for(&tx, grant.slot_id)? {
             None => {
+                let (lease, done) = CounterLease::first_grant(grant);
                 tx.execute(
                     "INSERT INTO leases (lease_id, slot_id, granted_total, released_total, sold, revoked) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
                     params![
-                        grant.lease_id.to_string(),
-                        grant.slot_id.to_string(),
-                        grant.granted_total,
-                        grant.released_total,
-                        grant.revoked
+                        lease.lease_id.to_string(),
+                        lease.slot.to_string(),
+                        lease.totals.granted_total,
+                        lease.totals.released_total,
+                        lease.revoked
                     ],
                 )?;
-                applied.granted += grant.granted_total.saturating_sub(grant.released_total);
+                done
             }
-            Some(lease) => {
-                if lease.lease_id != grant.lease_id {
-                    tracing::warn!(slot = %grant.slot_id, "server names another lease for this slot; keeping ours");
+            Some(mut lease) => match lease.apply_grant(grant) {
+                Ok(done) => {
+                    store_lease(&tx, &lease)?;
+                    done
+                }
+                Err(e) => {
+                    tracing::warn!(slot = %grant.slot_id, error = %e, "keeping this counter's lease");
                     continue;
                 }
-                let granted = lease.granted_total.max(grant.granted_total);
-                let released = lease.released_total.max(grant.released_total);
-                applied.granted += granted - lease.granted_total;
-                tx.execute(
-                    "UPDATE leases SET granted_total = ?2, released_total = ?3, revoked = ?4 WHERE lease_id = ?1",
-                    params![lease.lease_id.to_string(), granted, released, lease.revoked || grant.revoked],
-                )?;
-            }
-        }
-        if grant.recall > 0 && !grant.revoked {
-            if let Some(lease) = lease_for(&tx, grant.slot_id)? {
-                let give = grant.recall.min(lease.left());
-                if give > 0 {
-                    tx.execute(
-                        "UPDATE leases SET released_total = released_total + ?2 WHERE lease_id = ?1",
-                        params![lease.lease_id.to_string(), give],
-                    )?;
-                    applied.returned += give;
-                }
-            }
-        }
+            },
+        };
+        applied.granted += done.granted;
+        applied.returned += done.returned;
     }
     // A want is met once the lease covers it.
-    tx.execute(
-        "DELETE FROM wants WHERE need <= (SELECT granted_total - released_total - sold FROM leases l
-                                          WHERE l.slot_id = wants.slot_id AND l.revoked = 0)",
-        [],
-    )?;
+    let wants = tx
+        .prepare_cached("SELECT slot_id, need FROM wants")?
+        .query_map([], |r| {
+            Ok((parse_slot(&r.get::<_, String>(0)?)?, r.get::<_, u32>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (slot, need) in wants {
+        if lease_for(&tx, slot)?.is_some_and(|l| l.covers(need)) {
+            tx.execute(
+                "DELETE FROM wants WHERE slot_id = ?1",
+                params![slot.to_string()],
+            )?;
+        }
+    }
     if let Some(catalogue) = &response.catalogue {
         local::set(&tx, keys::CATALOGUE, catalogue)?;
         local::set(&tx, keys::CATALOGUE_VERSION, &response.catalogue_version)?;

@@ -44,6 +44,10 @@ pub enum PgError {
     Channel(String),
     #[error("no server signing key in the database")]
     NoSigningKey,
+    #[error("no slot {0}")]
+    UnknownSlot(String),
+    #[error(transparent)]
+    Inventory(#[from] tessera_core::inventory::InventoryError),
 }
 
 /// Connects one client; its connection runs on a task of its own. TLS is not
@@ -242,6 +246,56 @@ pub async fn add_channel(url: &str, name: &str, now: Timestamp) -> Result<String
         .await?;
     tx.commit().await?;
     Ok(token)
+}
+
+/// Changes a slot's capacity (an operator's command); refuses, by core's
+/// rule, to go below what is sold, held or leased. The slot's row is locked
+/// for the change, so a hold committing meanwhile in any process is counted;
+/// running servers re-read the row through NOTIFY. The ledger after, and
+/// the capacity before.
+pub async fn set_capacity(
+    url: &str,
+    slot: &tessera_core::slot::SlotId,
+    capacity: u32,
+    now: Timestamp,
+) -> Result<(tessera_core::inventory::SlotLedger, u32), PgError> {
+    use super::cache::{slot_from_row, SLOT_COLUMNS};
+    let mut client = connect(url).await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            &format!("SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = $1 FOR UPDATE"),
+            &[&slot.to_string()],
+        )
+        .await?
+        .ok_or_else(|| PgError::UnknownSlot(slot.to_string()))?;
+    let mut ledger = slot_from_row(&row)
+        .ok_or_else(|| PgError::UnknownSlot(slot.to_string()))?
+        .ledger;
+    let before = ledger.capacity;
+    ledger.set_capacity(capacity)?;
+    let stored = i32::try_from(capacity)
+        .map_err(|_| PgError::Channel(format!("capacity {capacity} is out of range")))?;
+    tx.execute(
+        "UPDATE slots SET capacity = $2, version = version + 1 WHERE slot_id = $1",
+        &[&slot.to_string(), &stored],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO audit_log (at, actor, action, detail) VALUES ($1, 'admin', 'capacity', $2)",
+        &[
+            &now.as_millisecond(),
+            &format!("{slot}: {before} -> {capacity}"),
+        ],
+    )
+    .await?;
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANGES, &format!("slots:{slot}")],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((ledger, before))
 }
 
 /// A channel as `channel list` shows it.

@@ -463,10 +463,8 @@ impl Terminal {
             tallies.set_actor(&me, slot, t.sold, t.voided);
         }
         let mut stmt = conn.prepare_cached(
-            "SELECT s.slot_id, s.starts_at, s.ends_at, s.capacity, s.as_of,
-                    COALESCE(CASE WHEN l.revoked = 1 THEN 0 ELSE l.granted_total - l.released_total - l.sold END, 0)
-             FROM slots s LEFT JOIN leases l ON l.slot_id = s.slot_id
-             WHERE s.slot_id >= ?1 ORDER BY s.slot_id",
+            "SELECT slot_id, starts_at, ends_at, capacity, as_of
+             FROM slots WHERE slot_id >= ?1 ORDER BY slot_id",
         )?;
         let rows = stmt.query_map(params![from.to_string()], |r| {
             Ok((
@@ -475,15 +473,15 @@ impl Terminal {
                 r.get::<_, i64>(2)?,
                 r.get::<_, u32>(3)?,
                 r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (slot_id, starts, ends, capacity, as_of, left) = row?;
+            let (slot_id, starts, ends, capacity, as_of) = row?;
             if slot_id.date != today {
                 continue;
             }
+            let left = sales::lease_for(&conn, slot_id)?.map_or(0, |l| l.left());
             let sold = tallies.net(&slot_id).min(u64::from(capacity)) as u32;
             let closed = now.as_millisecond() >= ends;
             out.push(SlotStatus {
@@ -492,7 +490,7 @@ impl Terminal {
                 starts_at: tessera_core::clock::from_ms(starts),
                 ends_at: tessera_core::clock::from_ms(ends),
                 capacity,
-                lease_left: if closed { 0 } else { left.max(0) as u32 },
+                lease_left: if closed { 0 } else { left },
                 remaining: capacity - sold,
                 as_of: Some(tessera_core::clock::from_ms(as_of)),
                 closed,
