@@ -338,9 +338,9 @@ async fn what_is_not_on_postgres_yet_says_so() {
     assert_eq!(keys["keys"].as_array().map(Vec::len), Some(1), "{keys}");
 }
 
-/// A batch's jobs are one pipelined call each: a job whose call fails in
-/// the database is rolled back alone and answered 500, every other job of
-/// the same batches commits; a refusal worth keeping is answered the same on
+/// A batch is decided together; when that fails, its jobs run again one
+/// database call each, so a job whose call fails in the database is rolled
+/// back alone and answered 500, and every other job of its batch commits; a refusal worth keeping is answered the same on
 /// a retry with its key, and a sold-out is decided afresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_failing_in_the_database_fails_alone_and_refusals_replay() {
@@ -385,6 +385,12 @@ async fn a_job_failing_in_the_database_fails_alone_and_refusals_replay() {
         }
     }
     assert_eq!(created, 29);
+    // The batch holding it was decided together first, then one call each.
+    assert!(
+        a.log().contains("running its jobs one call each"),
+        "{}",
+        a.log()
+    );
     let where_slot = format!("WHERE slot_id = '{s}'");
     assert_eq!(
         pg.count(&format!("SELECT held_online FROM slots {where_slot}")),

@@ -26,6 +26,7 @@
 //! Not yet: TLS to PostgreSQL (NoTls: loopback or a private network only),
 //! a read pool for reports, the mailer's outbox.
 
+mod batch;
 pub mod cache;
 mod online;
 pub mod schema;

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 
+use super::batch;
 use super::cache::{slots_payload, Cache, CachedSlot};
 use super::online::{self, Env, Job, JobError, Reply, Statements};
 use super::schema::{connect, CHANGES};
@@ -68,8 +69,21 @@ impl Done {
     }
 }
 
+/// How a batch's holds and confirmations run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Decided together, a few multi-row statements for the whole batch
+    /// (`batch`).
+    Together,
+    /// One database call each (`online::run_call`).
+    OneByOne,
+}
+
 /// Why a batch did not commit.
 enum BatchError {
+    /// Deciding the batch together failed (not a conflict): run it again
+    /// one call per job.
+    OneByOne(JobError),
     /// Deadlock or serialization failure: run it again.
     Conflict(tokio_postgres::Error),
     /// The connection (or the database) is gone.
@@ -135,9 +149,10 @@ impl Writer {
 
     async fn commit_batch(&self, client: &mut Client, st: &Statements, batch: Vec<Queued>) {
         let mut attempt = 0;
+        let mut mode = Mode::Together;
         loop {
             attempt += 1;
-            match self.run_batch(client, st, &batch).await {
+            match self.run_batch(client, st, &batch, mode).await {
                 Ok(done) => {
                     let mut changed = Vec::new();
                     let mut answers = Vec::with_capacity(done.len());
@@ -152,6 +167,15 @@ impl Writer {
                         let _ = queued.reply.send(answer);
                     }
                     return;
+                }
+                Err(BatchError::OneByOne(e)) => {
+                    // Rolled back (the transaction is dropped); the same jobs
+                    // again, one call each, so that the one at fault fails
+                    // alone.
+                    metrics::counter!("tessera_pg_batch_one_by_one_total").increment(1);
+                    tracing::warn!(error = %e, jobs = batch.len(), "deciding a batch together failed; running its jobs one call each");
+                    mode = Mode::OneByOne;
+                    attempt -= 1;
                 }
                 Err(BatchError::Conflict(e)) if attempt < BATCH_ATTEMPTS => {
                     metrics::counter!("tessera_pg_batch_retries_total").increment(1);
@@ -179,35 +203,31 @@ impl Writer {
         client: &mut Client,
         st: &Statements,
         jobs: &[Queued],
+        mode: Mode,
     ) -> Result<Vec<Done>, BatchError> {
         let mut tx = client.transaction().await.map_err(classify)?;
         let now_ms = self.env.clock.now_ms();
         let mut done: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
-        let calls = jobs
+        let calls: Vec<(usize, &Job)> = jobs
             .iter()
             .enumerate()
             .filter(|(_, q)| q.job.is_one_call())
-            .map(|(i, q)| {
-                let tx = &tx;
-                async move { (i, online::run_call(tx, st, &self.env, &q.job).await) }
-            });
-        let answers = futures_util::future::join_all(calls).await;
-        let mut failure: Option<tokio_postgres::Error> = None;
-        for (i, answer) in answers {
-            match answer {
-                Ok(d) => done[i] = Some(d),
-                // After one error the transaction is aborted and every later
-                // statement fails too; the conflict (if any) is what counts.
-                Err(JobError::Pg(e)) => {
-                    if failure.as_ref().is_none_or(|f| !is_conflict(f)) {
-                        failure = Some(e);
+            .map(|(i, q)| (i, &q.job))
+            .collect();
+        if !calls.is_empty() {
+            let answers = match mode {
+                Mode::Together => match batch::run(&tx, &self.env, &calls, now_ms).await {
+                    Ok(answers) => answers,
+                    Err(JobError::Pg(e)) if is_conflict(&e) || e.is_closed() => {
+                        return Err(classify(e))
                     }
-                }
-                Err(e) => done[i] = Some(self.job_failed(&jobs[i], &e)),
+                    Err(e) => return Err(BatchError::OneByOne(e)),
+                },
+                Mode::OneByOne => self.one_call_each(&tx, st, jobs, &calls).await?,
+            };
+            for (i, d) in answers {
+                done[i] = Some(d);
             }
-        }
-        if let Some(e) = failure {
-            return Err(classify(e));
         }
         for (i, queued) in jobs.iter().enumerate() {
             if done[i].is_none() {
@@ -217,7 +237,6 @@ impl Writer {
         let done: Vec<Done> = done.into_iter().flatten().collect();
         let dirty: BTreeSet<SlotId> = done
             .iter()
-            .filter(|d| d.keep)
             .flat_map(|d| d.slots.iter().map(|s| s.slot.id))
             .collect();
         if !dirty.is_empty() {
@@ -230,6 +249,42 @@ impl Writer {
         }
         tx.commit().await.map_err(classify)?;
         Ok(done)
+    }
+
+    /// Each hold and confirmation as one call of its own (a subtransaction
+    /// in the database), pipelined: the way a batch runs when deciding it
+    /// together failed, so that a job failing fails alone.
+    async fn one_call_each(
+        &self,
+        tx: &Transaction<'_>,
+        st: &Statements,
+        jobs: &[Queued],
+        calls: &[(usize, &Job)],
+    ) -> Result<Vec<(usize, Done)>, BatchError> {
+        let answers =
+            futures_util::future::join_all(calls.iter().map(|(i, job)| async move {
+                (*i, online::run_call(tx, st, &self.env, job).await)
+            }))
+            .await;
+        let mut out = Vec::with_capacity(answers.len());
+        let mut failure: Option<tokio_postgres::Error> = None;
+        for (i, answer) in answers {
+            match answer {
+                Ok(d) => out.push((i, d)),
+                // After one error the transaction is aborted and every later
+                // statement fails too; the conflict (if any) is what counts.
+                Err(JobError::Pg(e)) => {
+                    if failure.as_ref().is_none_or(|f| !is_conflict(f)) {
+                        failure = Some(e);
+                    }
+                }
+                Err(e) => out.push((i, self.job_failed(&jobs[i], &e))),
+            }
+        }
+        match failure {
+            Some(e) => Err(classify(e)),
+            None => Ok(out),
+        }
     }
 
     /// One job under its own savepoint.
