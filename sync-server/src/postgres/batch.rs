@@ -22,6 +22,7 @@
 //! (`online::run_call`), where a job that fails does so alone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::LazyLock;
 
 use futures_util::future::try_join_all;
 use serde_json::Value;
@@ -32,12 +33,58 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::cache::{slot_from_row, CachedSlot, SLOT_COLUMNS};
-use super::online::{ConfirmJob, Env, HoldJob, Job, JobError, Key, Reply};
+use super::online::{ConfirmJob, Env, HoldJob, Job, JobError, Key, Reply, Statements};
 use super::writer::Done;
 use crate::error::ServiceError;
 use crate::store::Answer;
 
 type PgResult<T> = Result<T, JobError>;
+
+const CLAIM: &str = "INSERT INTO idempotency (key_hash, request_hash, status, body, created_at)
+     SELECT k, r, 0, 'null'::jsonb, c FROM unnest($1::bytea[], $2::bytea[], $3::bigint[]) AS t(k, r, c)
+     ON CONFLICT (key_hash) DO NOTHING RETURNING key_hash";
+const FIRST_USE: &str =
+    "SELECT key_hash, request_hash, status, body FROM idempotency WHERE key_hash = ANY($1)";
+static LOCK: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = ANY($1) ORDER BY slot_id FOR UPDATE")
+});
+const CONFIRM: &str = "UPDATE holds h SET status = 'confirmed'
+     FROM unnest($1::uuid[], $2::text[], $3::integer[]) AS v(id, slot, n)
+     WHERE h.hold_id = v.id AND h.slot_id = v.slot AND h.admissions = v.n
+       AND h.status = 'held' AND h.expires_at > $4
+     RETURNING h.hold_id";
+const EXPIRE: &str = "UPDATE holds SET status = 'expired', released_by = $3
+     WHERE hold_id = ANY($1) AND status = 'held' AND expires_at <= $2
+     RETURNING hold_id, slot_id, admissions";
+const STATE: &str = "SELECT h.hold_id, h.status, h.expires_at, o.order_id
+     FROM holds h LEFT JOIN orders o ON o.hold_id = h.hold_id WHERE h.hold_id = ANY($1)";
+const SLOTS: &str =
+    "UPDATE slots s SET held_online = v.held, sold_online = v.sold, version = s.version + 1
+     FROM unnest($1::text[], $2::integer[], $3::integer[]) AS v(id, held, sold)
+     WHERE s.slot_id = v.id";
+const HOLDS: &str = "INSERT INTO holds (hold_id, slot_id, admissions, lines, total, currency, created_at, expires_at, status)
+     SELECT id, slot, n, lines, total, currency, created, expires, 'held'
+     FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::jsonb[], $5::bigint[], $6::text[],
+                 $7::bigint[], $8::bigint[])
+          AS t(id, slot, n, lines, total, currency, created, expires)";
+const ORDERS: &str =
+    "INSERT INTO orders (order_id, hold_id, slot_id, admissions, total, currency, lines,
+                         payment_reference, email, channel, reference, created_at)
+     SELECT v.id, h.hold_id, h.slot_id, h.admissions, h.total, h.currency, h.lines,
+            v.payment, v.email, v.channel, v.reference, v.created
+     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                 $7::bigint[])
+          AS v(id, hold, payment, email, channel, reference, created)
+     JOIN holds h ON h.hold_id = v.hold";
+const TICKETS: &str = "INSERT INTO tickets (ticket_id, order_id, slot_id, product_id, admits, code, channel, key_id, price, vat_bp)
+     SELECT id, o, slot, product, admits, code, 'online', key_id, price, vat
+     FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::integer[], $6::text[],
+                 $7::integer[], $8::bigint[], $9::integer[])
+          AS t(id, o, slot, product, admits, code, key_id, price, vat)";
+const RECORD: &str = "UPDATE idempotency i SET status = v.status, body = v.body
+     FROM unnest($1::bytea[], $2::smallint[], $3::jsonb[]) AS v(k, status, body)
+     WHERE i.key_hash = v.k";
+const FORGET: &str = "DELETE FROM idempotency WHERE key_hash = ANY($1)";
 
 /// What the batch decided for one job, before the writes.
 enum Decision {
@@ -55,12 +102,13 @@ enum Decision {
 /// batch and the jobs), answering each.
 pub async fn run(
     tx: &Transaction<'_>,
+    st: &Statements,
     env: &Env,
     jobs: &[(usize, &Job)],
     now_ms: i64,
 ) -> PgResult<Vec<(usize, Done)>> {
     let mut decided: Vec<Option<Decision>> = jobs.iter().map(|_| None).collect();
-    claim_keys(tx, jobs, &mut decided).await?;
+    claim_keys(tx, st, jobs, &mut decided).await?;
 
     let holds: Vec<(usize, &HoldJob)> = pick(jobs, &decided, |j| match j {
         Job::CreateHold(h) => Some(h.as_ref()),
@@ -71,10 +119,10 @@ pub async fn run(
         _ => None,
     });
 
-    let mut slots = lock_slots(tx, &holds, &confirms).await?;
+    let mut slots = lock_slots(tx, st, &holds, &confirms).await?;
     let before: BTreeMap<SlotId, SlotLedger> =
         slots.iter().map(|(id, s)| (*id, s.ledger)).collect();
-    confirm_holds(tx, env, &confirms, now_ms, &mut slots, &mut decided).await?;
+    confirm_holds(tx, st, env, &confirms, now_ms, &mut slots, &mut decided).await?;
     for (n, hold) in &holds {
         decided[*n] = Some(decide_hold(env, hold, now_ms, &mut slots)?);
     }
@@ -87,7 +135,7 @@ pub async fn run(
             s
         })
         .collect();
-    write(tx, jobs, &holds, &confirms, &changed, &decided).await?;
+    write(tx, st, jobs, &holds, &confirms, &changed, &decided).await?;
     Ok(answer(jobs, decided, changed))
 }
 
@@ -114,6 +162,7 @@ fn pick<'a, T>(
 
 async fn claim_keys(
     tx: &Transaction<'_>,
+    st: &Statements,
     jobs: &[(usize, &Job)],
     decided: &mut [Option<Decision>],
 ) -> PgResult<()> {
@@ -138,12 +187,7 @@ async fn claim_keys(
         });
     }
     let claimed: HashSet<Vec<u8>> = tx
-        .query(
-            "INSERT INTO idempotency (key_hash, request_hash, status, body, created_at)
-             SELECT k, r, 0, 'null'::jsonb, c FROM unnest($1::bytea[], $2::bytea[], $3::bigint[]) AS t(k, r, c)
-             ON CONFLICT (key_hash) DO NOTHING RETURNING key_hash",
-            &[&hashes, &requests, &created],
-        )
+        .query(&st.get(tx, CLAIM).await?, &[&hashes, &requests, &created])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -156,10 +200,7 @@ async fn claim_keys(
         return Ok(());
     }
     let first: HashMap<Vec<u8>, (Vec<u8>, i16, Value)> = tx
-        .query(
-            "SELECT key_hash, request_hash, status, body FROM idempotency WHERE key_hash = ANY($1)",
-            &[&used],
-        )
+        .query(&st.get(tx, FIRST_USE).await?, &[&used])
         .await?
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
@@ -192,6 +233,7 @@ async fn claim_keys(
 /// Locks the rows of every slot the batch touches, in slot order.
 async fn lock_slots(
     tx: &Transaction<'_>,
+    st: &Statements,
     holds: &[(usize, &HoldJob)],
     confirms: &[(usize, &ConfirmJob)],
 ) -> PgResult<BTreeMap<SlotId, CachedSlot>> {
@@ -207,14 +249,7 @@ async fn lock_slots(
     if ids.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let rows = tx
-        .query(
-            &format!(
-                "SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = ANY($1) ORDER BY slot_id FOR UPDATE"
-            ),
-            &[&ids],
-        )
-        .await?;
+    let rows = tx.query(&st.get(tx, LOCK.as_str()).await?, &[&ids]).await?;
     rows.iter()
         .map(|r| {
             slot_from_row(r)
@@ -228,6 +263,7 @@ async fn lock_slots(
 /// and says why the others are refused.
 async fn confirm_holds(
     tx: &Transaction<'_>,
+    st: &Statements,
     env: &Env,
     confirms: &[(usize, &ConfirmJob)],
     now_ms: i64,
@@ -253,11 +289,7 @@ async fn confirm_holds(
         HashSet::new()
     } else {
         tx.query(
-            "UPDATE holds h SET status = 'confirmed'
-             FROM unnest($1::uuid[], $2::text[], $3::integer[]) AS v(id, slot, n)
-             WHERE h.hold_id = v.id AND h.slot_id = v.slot AND h.admissions = v.n
-               AND h.status = 'held' AND h.expires_at > $4
-             RETURNING h.hold_id",
+            &st.get(tx, CONFIRM).await?,
             &[&ids, &slot_ids, &counts, &now_ms],
         )
         .await?
@@ -291,23 +323,14 @@ async fn confirm_holds(
         .map(|(_, c)| c.hold_id)
         .collect();
     let released: HashMap<Uuid, (String, i32)> = tx
-        .query(
-            "UPDATE holds SET status = 'expired', released_by = $3
-             WHERE hold_id = ANY($1) AND status = 'held' AND expires_at <= $2
-             RETURNING hold_id, slot_id, admissions",
-            &[&due, &now_ms, &env.process],
-        )
+        .query(&st.get(tx, EXPIRE).await?, &[&due, &now_ms, &env.process])
         .await?
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
     let ids: Vec<Uuid> = others.iter().map(|(_, c)| c.hold_id).collect();
     let state: HashMap<Uuid, (String, i64, Option<Uuid>)> = tx
-        .query(
-            "SELECT h.hold_id, h.status, h.expires_at, o.order_id
-             FROM holds h LEFT JOIN orders o ON o.hold_id = h.hold_id WHERE h.hold_id = ANY($1)",
-            &[&ids],
-        )
+        .query(&st.get(tx, STATE).await?, &[&ids])
         .await?
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
@@ -397,6 +420,7 @@ fn worth_recording(e: &ServiceError) -> bool {
 /// Every write of the batch, one multi-row statement each, sent together.
 async fn write(
     tx: &Transaction<'_>,
+    st: &Statements,
     jobs: &[(usize, &Job)],
     holds: &[(usize, &HoldJob)],
     confirms: &[(usize, &ConfirmJob)],
@@ -454,64 +478,32 @@ async fn write(
         }
     }
 
-    let mut writes: Vec<(&str, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
+    let mut writes: Vec<(&'static str, Vec<&(dyn ToSql + Sync)>)> = Vec::new();
     if !slot_ids.is_empty() {
-        writes.push((
-            "UPDATE slots s SET held_online = v.held, sold_online = v.sold, version = s.version + 1
-             FROM unnest($1::text[], $2::integer[], $3::integer[]) AS v(id, held, sold)
-             WHERE s.slot_id = v.id",
-            vec![&slot_ids, &held, &sold],
-        ));
+        writes.push((SLOTS, vec![&slot_ids, &held, &sold]));
     }
     if !taken.is_empty() {
-        writes.push((
-            "INSERT INTO holds (hold_id, slot_id, admissions, lines, total, currency, created_at, expires_at, status)
-             SELECT id, slot, n, lines, total, currency, created, expires, 'held'
-             FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::jsonb[], $5::bigint[], $6::text[],
-                         $7::bigint[], $8::bigint[])
-                  AS t(id, slot, n, lines, total, currency, created, expires)",
-            hold_cols.params(),
-        ));
+        writes.push((HOLDS, hold_cols.params()));
     }
     if !confirmed.is_empty() {
-        writes.push((
-            "INSERT INTO orders (order_id, hold_id, slot_id, admissions, total, currency, lines,
-                                 payment_reference, email, channel, reference, created_at)
-             SELECT v.id, h.hold_id, h.slot_id, h.admissions, h.total, h.currency, h.lines,
-                    v.payment, v.email, v.channel, v.reference, v.created
-             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::bigint[])
-                  AS v(id, hold, payment, email, channel, reference, created)
-             JOIN holds h ON h.hold_id = v.hold",
-            order_cols.params(),
-        ));
-        writes.push((
-            "INSERT INTO tickets (ticket_id, order_id, slot_id, product_id, admits, code, channel, key_id, price, vat_bp)
-             SELECT id, o, slot, product, admits, code, 'online', key_id, price, vat
-             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::integer[], $6::text[],
-                         $7::integer[], $8::bigint[], $9::integer[])
-                  AS t(id, o, slot, product, admits, code, key_id, price, vat)",
-            ticket_cols.params(),
-        ));
+        writes.push((ORDERS, order_cols.params()));
+        writes.push((TICKETS, ticket_cols.params()));
     }
     if !keys.is_empty() {
-        writes.push((
-            "UPDATE idempotency i SET status = v.status, body = v.body
-             FROM unnest($1::bytea[], $2::smallint[], $3::jsonb[]) AS v(k, status, body)
-             WHERE i.key_hash = v.k",
-            vec![&keys, &statuses, &bodies],
-        ));
+        writes.push((RECORD, vec![&keys, &statuses, &bodies]));
     }
     if !forget.is_empty() {
-        writes.push((
-            "DELETE FROM idempotency WHERE key_hash = ANY($1)",
-            vec![&forget],
-        ));
+        writes.push((FORGET, vec![&forget]));
+    }
+    let mut prepared = Vec::with_capacity(writes.len());
+    for (sql, _) in &writes {
+        prepared.push(st.get(tx, sql).await?);
     }
     try_join_all(
         writes
             .iter()
-            .map(|(sql, params)| tx.execute(*sql, params.as_slice())),
+            .zip(&prepared)
+            .map(|((_, params), statement)| tx.execute(statement, params.as_slice())),
     )
     .await?;
     Ok(())

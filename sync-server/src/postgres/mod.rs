@@ -86,13 +86,20 @@ fn not_yet(what: &str) -> ServiceError {
     )
 }
 
+/// The reading connection and its one prepared statement.
+#[derive(Clone)]
+struct Reader {
+    client: Arc<tokio_postgres::Client>,
+    stored_hold: tokio_postgres::Statement,
+}
+
 pub struct PgStore {
     jobs: mpsc::Sender<Queued>,
     env: Arc<Env>,
     /// A connection for the reads a request makes before its job (the hold
     /// a confirmation signs tickets for); queries from many requests are
     /// pipelined on it. Reconnected when it drops.
-    reader: std::sync::RwLock<Option<Arc<tokio_postgres::Client>>>,
+    reader: std::sync::RwLock<Option<Reader>>,
     cache: Arc<Cache>,
     catalogue: Arc<Catalogue>,
     keys: (Arc<KeyRing>, Arc<PublicKeys>),
@@ -180,28 +187,40 @@ impl PgStore {
         rx.await.map_err(|_| ServiceError::Unavailable)?
     }
 
-    async fn reader(&self) -> Result<Arc<tokio_postgres::Client>, ServiceError> {
+    async fn reader(&self) -> Result<Reader, ServiceError> {
         let have = self
             .reader
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .filter(|c| !c.is_closed());
-        if let Some(client) = have {
-            return Ok(client);
+            .filter(|r| !r.client.is_closed());
+        if let Some(reader) = have {
+            return Ok(reader);
         }
-        let client = Arc::new(schema::connect(&self.url).await.map_err(|e| {
+        let unavailable = |e: &dyn std::fmt::Display| {
             tracing::warn!(error = %e, "cannot reach PostgreSQL for a read");
             ServiceError::Unavailable
-        })?);
-        *self.reader.write().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
-        Ok(client)
+        };
+        let client = schema::connect(&self.url)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let stored_hold = client
+            .prepare(online::STORED_HOLD)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let reader = Reader {
+            client: Arc::new(client),
+            stored_hold,
+        };
+        *self.reader.write().unwrap_or_else(|p| p.into_inner()) = Some(reader.clone());
+        Ok(reader)
     }
 
     async fn stored_hold(&self, hold: Uuid) -> Result<Option<online::StoredHold>, ServiceError> {
-        let client = self.reader().await?;
-        let row = client
-            .query_opt(online::STORED_HOLD, &[&hold])
+        let reader = self.reader().await?;
+        let row = reader
+            .client
+            .query_opt(&reader.stored_hold, &[&hold])
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "reading a hold failed");

@@ -321,6 +321,9 @@ pub struct Statements {
     confirm_hold: Statement,
     record: Statement,
     forget: Statement,
+    /// The batch's statements (`batch`), prepared on first use: parsing and
+    /// planning each once per connection, not once per batch.
+    cached: std::sync::Mutex<std::collections::HashMap<&'static str, Statement>>,
 }
 
 impl Statements {
@@ -341,7 +344,31 @@ impl Statements {
             forget: client
                 .prepare("DELETE FROM idempotency WHERE key_hash = $1")
                 .await?,
+            cached: Default::default(),
         })
+    }
+
+    /// `sql` prepared on this connection (once).
+    pub async fn get(
+        &self,
+        tx: &Transaction<'_>,
+        sql: &'static str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        let have = self
+            .cached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(statement) = have {
+            return Ok(statement);
+        }
+        let statement = tx.prepare(sql).await?;
+        self.cached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sql, statement.clone());
+        Ok(statement)
     }
 }
 

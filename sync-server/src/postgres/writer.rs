@@ -216,7 +216,7 @@ impl Writer {
             .collect();
         if !calls.is_empty() {
             let answers = match mode {
-                Mode::Together => match batch::run(&tx, &self.env, &calls, now_ms).await {
+                Mode::Together => match batch::run(&tx, st, &self.env, &calls, now_ms).await {
                     Ok(answers) => answers,
                     Err(JobError::Pg(e)) if is_conflict(&e) || e.is_closed() => {
                         return Err(classify(e))
