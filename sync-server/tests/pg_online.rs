@@ -455,3 +455,49 @@ async fn a_job_failing_in_the_database_fails_alone_and_refusals_replay() {
     assert_eq!(first, again);
     assert_eq!(pg.count("SELECT COUNT(*) FROM orders"), 0);
 }
+
+/// With no server running to sweep them, holds whose time is up still count
+/// for nothing when the operator lowers a slot's capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capacity_command_releases_holds_that_ran_out() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    // Long enough that the server is gone before the hold runs out.
+    let mut a = museum.serve("a", &["--hold-ttl-secs", "3"]);
+    let s = slot(museum.day, "16:00");
+    set_capacity(&museum, s, 10);
+    wait_available(&a.api(), s, 10, "A").await;
+    let (status, body) = a.api().hold("left", s, adults(6)).await.expect("hold");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    a.kill();
+
+    let lower = |to: u32| {
+        museum.cli(&[
+            "capacity",
+            "--database",
+            &museum.database_url,
+            "--slot",
+            &s.to_string(),
+            "--set",
+            &to.to_string(),
+        ])
+    };
+    // Refused while the hold runs, accepted once it has run out.
+    wait_for("the hold to run out", WITHIN, || async {
+        lower(5).status.success().then_some(())
+    })
+    .await;
+    let where_slot = format!("WHERE slot_id = '{s}'");
+    assert_eq!(
+        pg.count(&format!("SELECT held_online FROM slots {where_slot}")),
+        0
+    );
+    assert_eq!(
+        pg.count(&format!("SELECT capacity FROM slots {where_slot}")),
+        5
+    );
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM holds WHERE status = 'expired' AND released_by = 'capacity command'"),
+        1
+    );
+}

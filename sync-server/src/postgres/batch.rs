@@ -6,7 +6,9 @@
 //!    NOTHING (a key another transaction holds makes it wait for that
 //!    commit); keys already used answer from their first use.
 //! 2. Lock the batch's slot rows, in slot order so that two processes'
-//!    batches queue instead of deadlocking (`SELECT … FOR UPDATE`).
+//!    batches queue instead of deadlocking (`SELECT … FOR UPDATE`); the
+//!    sweep and cancellations take slot rows first too, in transactions of
+//!    their own (`writer`).
 //! 3. Turn the confirmed holds into orders' places in one conditional
 //!    UPDATE (only open, unexpired holds match), release the expired ones
 //!    the batch names, and learn why the others are refused.
@@ -166,11 +168,12 @@ async fn claim_keys(
     jobs: &[(usize, &Job)],
     decided: &mut [Option<Decision>],
 ) -> PgResult<()> {
-    let mut seen = HashSet::new();
-    let (mut hashes, mut requests, mut created) = (Vec::new(), Vec::new(), Vec::new());
+    // In key order, so that two processes claiming the same keys (one
+    // request sent to both) queue instead of deadlocking.
+    let mut claims: BTreeMap<&[u8], (&[u8], i64)> = BTreeMap::new();
     for (n, (_, job)) in jobs.iter().enumerate() {
         let Some(key) = key_of(job) else { continue };
-        if !seen.insert(key.hash.clone()) {
+        if claims.contains_key(key.hash.as_slice()) {
             // The same key twice in one batch: the retry finds the first's
             // answer.
             decided[n] = Some(Decision::Answered(Done::discard(Err(
@@ -178,14 +181,16 @@ async fn claim_keys(
             ))));
             continue;
         }
-        hashes.push(key.hash.clone());
-        requests.push(key.request.clone());
-        created.push(match job {
+        let created = match job {
             Job::CreateHold(h) => h.now_ms,
             Job::ConfirmHold(c) => c.now_ms,
             _ => 0,
-        });
+        };
+        claims.insert(&key.hash, (&key.request, created));
     }
+    let hashes: Vec<Vec<u8>> = claims.keys().map(|k| k.to_vec()).collect();
+    let requests: Vec<Vec<u8>> = claims.values().map(|(r, _)| r.to_vec()).collect();
+    let created: Vec<i64> = claims.values().map(|(_, c)| *c).collect();
     let claimed: HashSet<Vec<u8>> = tx
         .query(&st.get(tx, CLAIM).await?, &[&hashes, &requests, &created])
         .await?

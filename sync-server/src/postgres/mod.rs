@@ -100,6 +100,9 @@ pub struct PgStore {
     /// a confirmation signs tickets for); queries from many requests are
     /// pipelined on it. Reconnected when it drops.
     reader: std::sync::RwLock<Option<Reader>>,
+    /// One reconnect at a time: after a restart of PostgreSQL, the requests
+    /// waiting for a read share one new connection.
+    reconnecting: tokio::sync::Mutex<()>,
     cache: Arc<Cache>,
     catalogue: Arc<Catalogue>,
     keys: (Arc<KeyRing>, Arc<PublicKeys>),
@@ -159,6 +162,7 @@ impl PgStore {
             jobs,
             env,
             reader: std::sync::RwLock::new(None),
+            reconnecting: tokio::sync::Mutex::new(()),
             cache,
             catalogue,
             keys,
@@ -187,14 +191,20 @@ impl PgStore {
         rx.await.map_err(|_| ServiceError::Unavailable)?
     }
 
-    async fn reader(&self) -> Result<Reader, ServiceError> {
-        let have = self
-            .reader
+    fn open_reader(&self) -> Option<Reader> {
+        self.reader
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .filter(|r| !r.client.is_closed());
-        if let Some(reader) = have {
+            .filter(|r| !r.client.is_closed())
+    }
+
+    async fn reader(&self) -> Result<Reader, ServiceError> {
+        if let Some(reader) = self.open_reader() {
+            return Ok(reader);
+        }
+        let _one_at_a_time = self.reconnecting.lock().await;
+        if let Some(reader) = self.open_reader() {
             return Ok(reader);
         }
         let unavailable = |e: &dyn std::fmt::Display| {

@@ -272,13 +272,27 @@ pub async fn set_capacity(
     let mut ledger = slot_from_row(&row)
         .ok_or_else(|| PgError::UnknownSlot(slot.to_string()))?
         .ledger;
+    // Holds whose time is up count for nothing, swept or not (no server may
+    // be running to sweep them).
+    let expired: i64 = tx
+        .query_one(
+            "WITH expired AS (
+                 UPDATE holds SET status = 'expired', released_by = 'capacity command'
+                 WHERE slot_id = $1 AND status = 'held' AND expires_at <= $2 RETURNING admissions)
+             SELECT COALESCE(SUM(admissions), 0) FROM expired",
+            &[&slot.to_string(), &now.as_millisecond()],
+        )
+        .await?
+        .get(0);
+    ledger.release_hold(u32::try_from(expired).unwrap_or(u32::MAX))?;
     let before = ledger.capacity;
     ledger.set_capacity(capacity)?;
     let stored = i32::try_from(capacity)
         .map_err(|_| PgError::Channel(format!("capacity {capacity} is out of range")))?;
+    let held = i32::try_from(ledger.held_online).unwrap_or(i32::MAX);
     tx.execute(
-        "UPDATE slots SET capacity = $2, version = version + 1 WHERE slot_id = $1",
-        &[&slot.to_string(), &stored],
+        "UPDATE slots SET capacity = $2, held_online = $3, version = version + 1 WHERE slot_id = $1",
+        &[&slot.to_string(), &stored, &held],
     )
     .await?;
     tx.execute(

@@ -140,7 +140,19 @@ impl Writer {
                 },
             };
             metrics::histogram!("tessera_pg_batch_jobs").record(batch.len() as f64);
-            self.commit_batch(&mut conn.0, &conn.1, batch).await;
+            // Sweeps and cancellations lock hold rows before slot rows; in
+            // the batch's transaction, after its slots were locked in order,
+            // they would make two processes' writers wait for each other.
+            // They run after it, each in a transaction of its own.
+            let (together, apart): (Vec<Queued>, Vec<Queued>) = batch
+                .into_iter()
+                .partition(|q| !matches!(q.job, Job::Sweep | Job::CancelHold { .. }));
+            if !together.is_empty() {
+                self.commit_batch(&mut conn.0, &conn.1, together).await;
+            }
+            for queued in apart {
+                self.commit_batch(&mut conn.0, &conn.1, vec![queued]).await;
+            }
             if client.as_ref().is_some_and(|(c, _)| c.is_closed()) {
                 client = None;
             }

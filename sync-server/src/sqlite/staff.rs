@@ -13,7 +13,7 @@ use tessera_core::upload::{check_void_approval, StoredApproval};
 use uuid::Uuid;
 
 use super::admin::AdminError;
-use super::sql::{parse_uuid, Text};
+use super::sql::Text;
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
 use crate::secrets;
@@ -187,18 +187,25 @@ pub(crate) fn check_void(
                 "SELECT device_id, action, subject, approved_by, used_by FROM approvals WHERE approval_id = ?1",
             )?
             .query_row(params![approval.to_string()], |r| {
-                Ok(StoredApproval {
-                    device_id: parse_uuid(&r.get::<_, String>(0)?)?,
-                    action: r.get(1)?,
-                    subject: parse_uuid(&r.get::<_, String>(2)?)?,
-                    approved_by: r.get(3)?,
-                    used_by: r
-                        .get::<_, Option<String>>(4)?
-                        .map(|u| parse_uuid(&u))
-                        .transpose()?,
+                // A row whose ids do not read (hand-edited) approves nothing:
+                // this void is refused, the rest of the upload goes on.
+                let id = |i: usize| -> rusqlite::Result<Option<Uuid>> {
+                    Ok(r.get::<_, Option<String>>(i)?
+                        .and_then(|t| Uuid::parse_str(&t).ok()))
+                };
+                Ok(match (id(0)?, id(2)?) {
+                    (Some(device_id), Some(subject)) => Some(StoredApproval {
+                        device_id,
+                        action: r.get(1)?,
+                        subject,
+                        approved_by: r.get(3)?,
+                        used_by: id(4)?,
+                    }),
+                    _ => None,
                 })
             })
-            .optional()?,
+            .optional()?
+            .flatten(),
     };
     Ok(check_void_approval(device, v, stored.as_ref()))
 }
