@@ -3,14 +3,16 @@
 //! SQLite file, drives it with online clients (HTTP) and real counter/gate
 //! terminals (`tessera-terminal`, each with its own SQLite file), and reports
 //! figures and invariant checks. Scenarios: `spike`, `chaos`, `gate`, `drain`, `shop`,
-//! `history` (a year of open days through the real APIs) and `pg-spike` (the hot
-//! slot on PostgreSQL, several server processes).
+//! `history` (a year of open days through the real APIs), `pg-spike` (the hot
+//! slot on PostgreSQL, several server processes) and `pg-chaos` (the online
+//! path on PostgreSQL while processes and the database are restarted).
 
 pub mod chaos;
 pub mod client;
 pub mod drain;
 pub mod gate;
 pub mod history;
+pub mod pg_chaos;
 pub mod pg_spike;
 pub mod proxy;
 pub mod server;

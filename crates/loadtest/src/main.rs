@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_loadtest::server::release_server_binary;
-use tessera_loadtest::{chaos, drain, gate, history, pg_spike, shop, spike};
+use tessera_loadtest::{chaos, drain, gate, history, pg_chaos, pg_spike, shop, spike};
 
 #[derive(Parser)]
 #[command(
@@ -117,6 +117,24 @@ enum Cmd {
         /// group | per-request | both
         #[arg(long, default_value = "group", value_parser = ["group", "per-request", "both"])]
         commit: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The online path on PostgreSQL under faults: three processes, one
+    /// SIGKILLed and restarted twice, PostgreSQL restarted; then the books.
+    PgChaos {
+        #[arg(long, default_value_t = 400)]
+        capacity: u32,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        #[arg(long, default_value_t = 20261202)]
+        seed: u64,
+        /// Seconds the faults are spread over.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Share of requests sent to two processes at once.
+        #[arg(long, default_value_t = 0.1)]
+        duplicate_rate: f64,
         #[arg(long)]
         json: bool,
     },
@@ -320,6 +338,31 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 pg_spike::print(&runs);
             }
             Ok(pg_spike::violations(&runs))
+        }
+        Cmd::PgChaos {
+            capacity,
+            clients,
+            seed,
+            duration,
+            duplicate_rate,
+            json,
+        } => {
+            let opts = pg_chaos::PgChaosOptions {
+                capacity,
+                clients,
+                seed,
+                duration: Duration::from_secs(duration),
+                duplicate_rate: duplicate_rate.clamp(0.0, 1.0),
+                server_bin: release_server_binary()?,
+                sabotage: false,
+            };
+            let report = pg_chaos::run(&opts).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                pg_chaos::print(&report);
+            }
+            Ok(report.violations.clone())
         }
         Cmd::Drain { sales, json } => {
             let opts = drain::DrainOptions {
