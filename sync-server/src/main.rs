@@ -33,22 +33,45 @@ struct Cli {
     command: Command,
 }
 
+/// Where an admin command works: the SQLite file (the embedded default) or
+/// a PostgreSQL database.
+#[derive(clap::Args)]
+struct Storage {
+    /// The SQLite file.
+    #[arg(
+        long,
+        env = "TESSERA_DB",
+        required_unless_present = "database",
+        conflicts_with = "database"
+    )]
+    db: Option<PathBuf>,
+    /// A PostgreSQL database instead (postgres://…; a preview: see
+    /// docs/POSTGRES.md for what runs on it).
+    #[arg(long, env = "TESSERA_DATABASE_URL")]
+    database: Option<String>,
+}
+
+enum Backend {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Storage {
+    fn backend(self) -> Result<Backend> {
+        match (self.db, self.database) {
+            (_, Some(url)) => Ok(Backend::Postgres(url)),
+            (Some(db), None) => Ok(Backend::Sqlite(db)),
+            (None, None) => anyhow::bail!("--db FILE or --database postgres://… is needed"),
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create the database: catalogue, signing key and slots.
     Init {
-        /// The SQLite file (the embedded default).
-        #[arg(
-            long,
-            env = "TESSERA_DB",
-            required_unless_present = "database",
-            conflicts_with = "database"
-        )]
-        db: Option<PathBuf>,
-        /// A PostgreSQL database instead (postgres://…; work in progress:
-        /// the online path only).
-        #[arg(long, env = "TESSERA_DATABASE_URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        store: Storage,
         #[arg(long)]
         fixtures: PathBuf,
         /// Days of slots to generate from today (the server keeps extending).
@@ -173,16 +196,8 @@ enum Command {
     },
     /// Change a slot's capacity (also while the server runs).
     Capacity {
-        #[arg(
-            long,
-            env = "TESSERA_DB",
-            required_unless_present = "database",
-            conflicts_with = "database"
-        )]
-        db: Option<PathBuf>,
-        /// A PostgreSQL database instead (postgres://…).
-        #[arg(long, env = "TESSERA_DATABASE_URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        store: Storage,
         #[arg(long)]
         slot: String,
         #[arg(long)]
@@ -194,31 +209,15 @@ enum Command {
 enum ChannelAction {
     /// Add a channel and print its token (shown once; only its hash is kept).
     Add {
-        #[arg(
-            long,
-            env = "TESSERA_DB",
-            required_unless_present = "database",
-            conflicts_with = "database"
-        )]
-        db: Option<PathBuf>,
-        /// A PostgreSQL database instead (postgres://…).
-        #[arg(long, env = "TESSERA_DATABASE_URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        store: Storage,
         #[arg(long)]
         name: String,
     },
     /// List the channels, revoked ones included.
     List {
-        #[arg(
-            long,
-            env = "TESSERA_DB",
-            required_unless_present = "database",
-            conflicts_with = "database"
-        )]
-        db: Option<PathBuf>,
-        /// A PostgreSQL database instead (postgres://…).
-        #[arg(long, env = "TESSERA_DATABASE_URL")]
-        database: Option<String>,
+        #[command(flatten)]
+        store: Storage,
     },
     /// Revoke a channel by name or id: its token stops working; its orders stand.
     Revoke {
@@ -259,24 +258,22 @@ fn run(cli: Cli) -> Result<()> {
     let clock = Clock::from_env().map_err(anyhow::Error::msg)?;
     match cli.command {
         Command::Init {
-            db,
-            database,
+            store,
             fixtures,
             days,
         } => {
             let now = clock.now();
             let catalogue_tz = read_tz(&fixtures)?;
             let today = now.to_zoned(catalogue_tz).date();
-            let (summary, what) = match (db, database) {
-                (_, Some(url)) => (
+            let (summary, what) = match store.backend()? {
+                Backend::Postgres(url) => (
                     block_on(postgres::schema::init(&url, &fixtures, today, days, now))?,
                     "the PostgreSQL database".to_string(),
                 ),
-                (Some(db), None) => (
+                Backend::Sqlite(db) => (
                     admin::init(&db, &fixtures, today, days, now)?,
                     db.display().to_string(),
                 ),
-                (None, None) => anyhow::bail!("--db FILE or --database postgres://… is needed"),
             };
             println!(
                 "initialised {} for {}: {} slots from {} over {} days",
@@ -447,15 +444,14 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Channel { action } => match action {
-            ChannelAction::Add { db, database, name } => {
-                let token = match (db, database) {
-                    (_, Some(url)) => {
+            ChannelAction::Add { store, name } => {
+                let token = match store.backend()? {
+                    Backend::Postgres(url) => {
                         block_on(postgres::schema::add_channel(&url, &name, clock.now()))?
                     }
-                    (Some(db), None) => {
+                    Backend::Sqlite(db) => {
                         tessera_server::sqlite::channels::add(&db, &name, clock.now())?
                     }
-                    (None, None) => anyhow::bail!("--db FILE or --database postgres://… is needed"),
                 };
                 println!("{token}");
                 eprintln!(
@@ -464,20 +460,17 @@ fn run(cli: Cli) -> Result<()> {
                     name.trim()
                 );
             }
-            ChannelAction::List { db, database } => {
+            ChannelAction::List { store } => {
                 let list: Vec<(String, String, jiff::Timestamp, Option<jiff::Timestamp>)> =
-                    match (db, database) {
-                        (_, Some(url)) => block_on(postgres::schema::list_channels(&url))?
+                    match store.backend()? {
+                        Backend::Postgres(url) => block_on(postgres::schema::list_channels(&url))?
                             .into_iter()
                             .map(|c| (c.channel_id.to_string(), c.name, c.created_at, c.revoked_at))
                             .collect(),
-                        (Some(db), None) => tessera_server::sqlite::channels::list(&db)?
+                        Backend::Sqlite(db) => tessera_server::sqlite::channels::list(&db)?
                             .into_iter()
                             .map(|c| (c.channel_id, c.name, c.created_at, c.revoked_at))
                             .collect(),
-                        (None, None) => {
-                            anyhow::bail!("--db FILE or --database postgres://… is needed")
-                        }
                     };
                 if list.is_empty() {
                     println!("no channels");
@@ -499,22 +492,16 @@ fn run(cli: Cli) -> Result<()> {
                 println!("channel {name:?} revoked: its token no longer confirms holds; its orders stand");
             }
         },
-        Command::Capacity {
-            db,
-            database,
-            slot,
-            set,
-        } => {
+        Command::Capacity { store, slot, set } => {
             let slot: SlotId = slot.parse()?;
-            let (ledger, before) = match (db, database) {
-                (_, Some(url)) => block_on(postgres::schema::set_capacity(
+            let (ledger, before) = match store.backend()? {
+                Backend::Postgres(url) => block_on(postgres::schema::set_capacity(
                     &url,
                     &slot,
                     set,
                     clock.now(),
                 ))?,
-                (Some(db), None) => admin::set_capacity(&db, &slot, set, clock.now())?,
-                (None, None) => anyhow::bail!("--db FILE or --database postgres://… is needed"),
+                Backend::Sqlite(db) => admin::set_capacity(&db, &slot, set, clock.now())?,
             };
             println!(
                 "slot {slot}: capacity {before} -> {set} ({} sold online, {} held, {} leased to counters, \

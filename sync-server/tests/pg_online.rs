@@ -16,18 +16,23 @@ use tessera_server::testkit::{slot, wait_for, Api, PgCluster, PgMuseum};
 
 const WITHIN: Duration = Duration::from_secs(30);
 
-/// Sets a slot's capacity with the operator's command (`capacity
-/// --database`); the running processes follow through NOTIFY.
-fn set_capacity(museum: &PgMuseum, s: SlotId, capacity: u32) {
-    let out = museum.cli(&[
+/// The operator's `capacity --database` command.
+fn capacity(museum: &PgMuseum, s: SlotId, to: u32) -> std::process::Output {
+    museum.cli(&[
         "capacity",
         "--database",
         &museum.database_url,
         "--slot",
         &s.to_string(),
         "--set",
-        &capacity.to_string(),
-    ]);
+        &to.to_string(),
+    ])
+}
+
+/// Sets a slot's capacity with the operator's command; the running
+/// processes follow through NOTIFY.
+fn set_capacity(museum: &PgMuseum, s: SlotId, to: u32) {
+    let out = capacity(museum, s, to);
     assert!(
         out.status.success(),
         "capacity failed: {}",
@@ -402,15 +407,7 @@ async fn a_job_failing_in_the_database_fails_alone_and_refusals_replay() {
         0
     );
     // The operator cannot take away places that are held.
-    let out = museum.cli(&[
-        "capacity",
-        "--database",
-        &museum.database_url,
-        "--slot",
-        &s.to_string(),
-        "--set",
-        "20",
-    ]);
+    let out = capacity(&museum, s, 20);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("29"), "{said}");
@@ -471,20 +468,9 @@ async fn the_capacity_command_releases_holds_that_ran_out() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     a.kill();
 
-    let lower = |to: u32| {
-        museum.cli(&[
-            "capacity",
-            "--database",
-            &museum.database_url,
-            "--slot",
-            &s.to_string(),
-            "--set",
-            &to.to_string(),
-        ])
-    };
     // Refused while the hold runs, accepted once it has run out.
     wait_for("the hold to run out", WITHIN, || async {
-        lower(5).status.success().then_some(())
+        capacity(&museum, s, 5).status.success().then_some(())
     })
     .await;
     let where_slot = format!("WHERE slot_id = '{s}'");
