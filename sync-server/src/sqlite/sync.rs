@@ -35,6 +35,7 @@ use tessera_core::upload::batch::{
 use tessera_core::upload::{self, LeaseEvent, LeaseStep, VoidPlaces};
 use uuid::Uuid;
 
+use super::sql::Text;
 use super::state::{parse_slot, parse_uuid, LeaseRow, State};
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
@@ -269,7 +270,7 @@ fn device_keyring(ctx: &Ctx<'_>, device: Uuid) -> Result<KeyRing, Fatal> {
         .prepare_cached(
             "SELECT k.key_id, k.public_key FROM devices d JOIN signing_keys k ON k.key_id = d.key_id WHERE d.device_id = ?1",
         )?
-        .query_row(params![device.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![Text(&device)], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let mut ring = KeyRing::new();
     if let Some((id, bytes)) = key {
@@ -353,7 +354,7 @@ fn stored_tickets(ctx: &Ctx<'_>, sale: &SaleRecord) -> Result<HashSet<Uuid>, Fat
         .prepare_cached("SELECT 1 FROM tickets WHERE ticket_id = ?1")?;
     let mut stored = HashSet::new();
     for t in &sale.tickets {
-        if stmt.exists(params![t.ticket_id.to_string()])? {
+        if stmt.exists(params![Text(&t.ticket_id)])? {
             stored.insert(t.ticket_id);
         }
     }
@@ -367,7 +368,7 @@ fn void_known(ctx: &Ctx<'_>, void_id: Uuid) -> Result<bool, Fatal> {
         .prepare_cached(
             "SELECT 1 FROM counter_voids WHERE void_id = ?1 UNION ALL SELECT 1 FROM quarantine WHERE item_id = ?1",
         )?
-        .exists(params![void_id.to_string()])?)
+        .exists(params![Text(&void_id)])?)
 }
 
 /// Whether a gate admitted any of these tickets, online or offline, as far as
@@ -377,7 +378,7 @@ fn admitted(ctx: &Ctx<'_>, tickets: &[Uuid]) -> Result<bool, Fatal> {
         .tx
         .prepare_cached("SELECT 1 FROM scans WHERE ticket_id = ?1 LIMIT 1")?;
     for t in tickets {
-        if scans.exists(params![t.to_string()])? {
+        if scans.exists(params![Text(&t)])? {
             return Ok(true);
         }
     }
@@ -385,7 +386,7 @@ fn admitted(ctx: &Ctx<'_>, tickets: &[Uuid]) -> Result<bool, Fatal> {
         .tx
         .prepare_cached("SELECT 1 FROM redemptions WHERE ticket_id = ?1")?;
     for t in tickets {
-        if redemptions.exists(params![t.to_string()])? {
+        if redemptions.exists(params![Text(&t)])? {
             return Ok(true);
         }
     }
@@ -399,7 +400,7 @@ fn stored_void_target(ctx: &Ctx<'_>, dev: &str, sale_id: Uuid) -> Result<VoidTar
         .prepare_cached(
             "SELECT lease_id, slot_id, admissions, total, voided_at FROM sales WHERE sale_id = ?1 AND device_id = ?2",
         )?
-        .query_row(params![sale_id.to_string(), dev], |r| {
+        .query_row(params![Text(&sale_id), dev], |r| {
             Ok((
                 parse_uuid(&r.get::<_, String>(0)?)?,
                 parse_slot(&r.get::<_, String>(1)?)?,
@@ -424,7 +425,7 @@ fn stored_void_target(ctx: &Ctx<'_>, dev: &str, sale_id: Uuid) -> Result<VoidTar
         .prepare_cached(
             "SELECT terminal_seq FROM quarantine WHERE item_id = ?1 AND device_id = ?2 AND kind = 'sale'",
         )?
-        .query_row(params![sale_id.to_string(), dev], |r| r.get(0))
+        .query_row(params![Text(&sale_id), dev], |r| r.get(0))
         .optional()?;
     Ok(match quarantined {
         Some(seq) => VoidTarget::Quarantined(seq),
@@ -437,7 +438,7 @@ fn tickets_of(ctx: &Ctx<'_>, sale_id: Uuid) -> Result<Vec<Uuid>, Fatal> {
         .tx
         .prepare_cached("SELECT ticket_id FROM tickets WHERE sale_id = ?1")?;
     let tickets = stmt
-        .query_map(params![sale_id.to_string()], |r| {
+        .query_map(params![Text(&sale_id)], |r| {
             parse_uuid(&r.get::<_, String>(0)?)
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -450,7 +451,7 @@ fn lease_steps(ctx: &Ctx<'_>, lease: Uuid) -> Result<Vec<LeaseStep>, Fatal> {
         "SELECT after_seq, granted_total, released_total FROM lease_history WHERE lease_id = ?1",
     )?;
     let steps = stmt
-        .query_map(params![lease.to_string()], |r| {
+        .query_map(params![Text(&lease)], |r| {
             Ok(LeaseStep {
                 after_seq: r.get(0)?,
                 totals: LeaseTotals {
@@ -613,12 +614,12 @@ fn write_sale(ctx: &mut Ctx<'_>, dev: &str, sale: &SaleRecord, over: u32) -> Res
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?
         .execute(params![
-            sale.sale_id.to_string(),
+            Text(&sale.sale_id),
             dev,
             sale.terminal_seq,
-            sale.lease_id.to_string(),
-            sale.slot_id.to_string(),
-            sale.shift_id.to_string(),
+            Text(&sale.lease_id),
+            sale.slot_id,
+            Text(&sale.shift_id),
             sale.cashier,
             sale.created_at.as_millisecond(),
             ctx.now_ms,
@@ -633,7 +634,7 @@ fn write_sale(ctx: &mut Ctx<'_>, dev: &str, sale: &SaleRecord, over: u32) -> Res
         ])?;
     ctx.tx
         .prepare_cached("UPDATE leases SET sold = sold + ?2 WHERE lease_id = ?1")?
-        .execute(params![sale.lease_id.to_string(), sale.admissions])?;
+        .execute(params![Text(&sale.lease_id), sale.admissions])?;
     Ok(())
 }
 
@@ -644,12 +645,12 @@ fn write_tickets(ctx: &mut Ctx<'_>, key_id: Option<u32>, sale: &SaleRecord) -> R
     )?;
     for t in &sale.tickets {
         insert.execute(params![
-            t.ticket_id.to_string(),
-            sale.slot_id.to_string(),
+            Text(&t.ticket_id),
+            sale.slot_id,
             t.product_id,
             t.admits,
             t.code,
-            sale.sale_id.to_string(),
+            Text(&sale.sale_id),
             key_id
         ])?;
     }
@@ -680,7 +681,7 @@ fn store_void(
         .prepare_cached(
             "UPDATE leases SET sold = ?2, kept = ?3, revoked_escrow = ?4 WHERE lease_id = ?1",
         )?
-        .execute(params![vp.lease.to_string(), sold, kept, revoked_escrow])?;
+        .execute(params![Text(&vp.lease), sold, kept, revoked_escrow])?;
     if let Some(overflow) = counted.reflag_to {
         reflag(ctx, vp.lease, v.sale_id, overflow)?;
     }
@@ -699,12 +700,12 @@ fn write_void(ctx: &mut Ctx<'_>, dev: &str, v: &VoidRecord, returned: bool) -> R
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
-            v.void_id.to_string(),
-            v.sale_id.to_string(),
+            Text(&v.void_id),
+            Text(&v.sale_id),
             dev,
             v.after_seq,
             v.at.as_millisecond(),
-            v.shift_id.map(|s| s.to_string()),
+            v.shift_id.map(Text),
             approved_by,
             v.reason,
             v.returned_to_lease,
@@ -717,10 +718,10 @@ fn write_void(ctx: &mut Ctx<'_>, dev: &str, v: &VoidRecord, returned: bool) -> R
     // counter_voids.at.
     ctx.tx
         .prepare_cached("UPDATE sales SET voided_at = ?2 WHERE sale_id = ?1")?
-        .execute(params![v.sale_id.to_string(), now])?;
+        .execute(params![Text(&v.sale_id), now])?;
     ctx.tx
         .prepare_cached("UPDATE tickets SET voided_at = ?2 WHERE sale_id = ?1")?
-        .execute(params![v.sale_id.to_string(), now])?;
+        .execute(params![Text(&v.sale_id), now])?;
     Ok(())
 }
 
@@ -732,7 +733,7 @@ fn reflag(ctx: &mut Ctx<'_>, lease: Uuid, voided_sale: Uuid, overflow: u32) -> R
         .prepare_cached(
             "SELECT sale_id, over_capacity FROM sales WHERE lease_id = ?1 AND over_capacity > 0 ORDER BY terminal_seq DESC",
         )?
-        .query_map(params![lease.to_string()], |r| {
+        .query_map(params![Text(&lease)], |r| {
             Ok((parse_uuid(&r.get::<_, String>(0)?)?, r.get(1)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -740,7 +741,7 @@ fn reflag(ctx: &mut Ctx<'_>, lease: Uuid, voided_sale: Uuid, overflow: u32) -> R
         .tx
         .prepare_cached("UPDATE sales SET over_capacity = ?2 WHERE sale_id = ?1")?;
     for (sale, over) in reconcile::lower_flags(&flagged, voided_sale, overflow) {
-        update.execute(params![sale.to_string(), over])?;
+        update.execute(params![Text(&sale), over])?;
     }
     Ok(())
 }
@@ -769,11 +770,11 @@ fn write_quarantine(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
-                q.id.to_string(),
+                Text(&q.id),
                 q.kind,
                 dev,
                 q.seq,
-                q.slot.map(|s| s.to_string()),
+                q.slot,
                 q.reason,
                 q.body,
                 q.device_at,
@@ -806,7 +807,7 @@ fn fold_reports(ctx: &mut Ctx<'_>, request: &SyncRequest) -> Result<(), Fatal> {
             .prepare_cached(
                 "UPDATE leases SET released_total = ?2, unused_reported = ?3 WHERE lease_id = ?1",
             )?
-            .execute(params![report.lease_id.to_string(), released, unused])?;
+            .execute(params![Text(&report.lease_id), released, unused])?;
     }
     Ok(())
 }
@@ -852,7 +853,7 @@ fn tally_of(ctx: &Ctx<'_>, dev: &str, slot: SlotId) -> Result<ActorTally, Fatal>
                     (SELECT COALESCE(SUM(s.admissions), 0) FROM counter_voids v JOIN sales s ON s.sale_id = v.sale_id
                       WHERE v.device_id = ?1 AND s.slot_id = ?2 AND v.places_returned = 1)",
         )?
-        .query_row(params![dev, slot.to_string()], |r| {
+        .query_row(params![dev, slot], |r| {
             Ok(ActorTally {
                 sold: r.get(0)?,
                 voided: r.get(1)?,
@@ -875,7 +876,7 @@ fn write_shifts(
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             )?
             .execute(params![
-                s.shift_id.to_string(),
+                Text(&s.shift_id),
                 dev,
                 s.cashier,
                 s.opened_at.as_millisecond(),
@@ -1041,7 +1042,7 @@ fn grant(ctx: &mut Ctx<'_>, device: Uuid, slot: SlotId, sizing: Sizing) -> Resul
     }
     ctx.tx
         .prepare_cached("UPDATE leases SET granted_total = granted_total + ?2, unused_reported = unused_reported + ?2 WHERE lease_id = ?1")?
-        .execute(params![lease_id.to_string(), n])?;
+        .execute(params![Text(&lease_id), n])?;
     ctx.state.dirty_slots.insert(slot);
     metrics::counter!("tessera_lease_grants_total").increment(1);
     Ok(())
@@ -1054,7 +1055,7 @@ fn open_lease(ctx: &mut Ctx<'_>, device: Uuid, slot: SlotId) -> Result<Uuid, Fat
             "INSERT INTO leases (lease_id, device_id, slot_id, granted_total, released_total, created_at)
              VALUES (?1, ?2, ?3, 0, 0, ?4)",
         )?
-        .execute(params![id.to_string(), device.to_string(), slot.to_string(), ctx.now_ms])?;
+        .execute(params![Text(&id), Text(&device), slot, ctx.now_ms])?;
     ctx.state
         .leases
         .insert(id, LeaseState::new(id, device, slot));
@@ -1085,7 +1086,7 @@ fn record_lease_steps(
                     "INSERT INTO lease_history (lease_id, after_seq, granted_total, released_total) VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![
-                    lease.to_string(),
+                    Text(&lease),
                     after_seq,
                     totals.granted_total,
                     totals.released_total
@@ -1102,7 +1103,7 @@ fn last_step(ctx: &Ctx<'_>, lease: Uuid) -> Result<Option<LeaseTotals>, Fatal> {
             "SELECT granted_total, released_total FROM lease_history WHERE lease_id = ?1
              ORDER BY after_seq DESC, rowid DESC LIMIT 1",
         )?
-        .query_row(params![lease.to_string()], |r| {
+        .query_row(params![Text(&lease)], |r| {
             Ok(LeaseTotals {
                 granted_total: r.get(0)?,
                 released_total: r.get(1)?,
