@@ -94,7 +94,7 @@ pub fn init(
     )?;
     tx.execute(
         "INSERT INTO meta (key, value) VALUES ('horizon_days', ?1)",
-        params![days.to_string()],
+        params![Text(&days)],
     )?;
     let signer = TicketSigner::from_seed(1, secrets::random_bytes::<32>());
     tx.execute(
@@ -153,7 +153,7 @@ pub fn ensure_slots(
         for s in slots {
             added += insert.execute(params![
                 s.id,
-                date.to_string(),
+                Text(&date),
                 s.starts_at.as_millisecond(),
                 s.ends_at.as_millisecond(),
                 s.window_minutes,

@@ -471,7 +471,7 @@ fn queue_refund(
         .execute(params![
             refund_id,
             payment.payment_id,
-            order_id.map(|o| o.to_string()),
+            order_id.map(Text),
             amount,
             payment.currency,
             reason,
@@ -894,7 +894,7 @@ pub(crate) fn cancel(
             "UPDATE tickets SET voided_at = ?2, cancelled_at = ?2 WHERE ticket_id = ?1 AND voided_at IS NULL",
         )?;
         for t in &plan.tickets {
-            void.execute(params![t.to_string(), ctx.now_ms])?;
+            void.execute(params![Text(&t), ctx.now_ms])?;
         }
     }
     if plan.admissions > 0 {

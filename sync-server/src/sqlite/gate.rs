@@ -470,7 +470,7 @@ pub(crate) fn gate_sync(
         let mut stmt = ctx.tx.prepare_cached(
             "SELECT ticket_id FROM tickets WHERE voided_at IS NOT NULL AND slot_id >= ?1",
         )?;
-        let rows = stmt.query_map(params![from.to_string()], |r| r.get::<_, String>(0))?;
+        let rows = stmt.query_map(params![Text(&from)], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for row in rows {
             out.push(super::sql::parse_uuid(&row?)?);

@@ -186,7 +186,7 @@ pub(crate) fn check_void(
             .prepare_cached(
                 "SELECT device_id, action, subject, approved_by, used_by FROM approvals WHERE approval_id = ?1",
             )?
-            .query_row(params![approval.to_string()], |r| {
+            .query_row(params![Text(&approval)], |r| {
                 // A row whose ids do not read (hand-edited) approves nothing:
                 // this void is refused, the rest of the upload goes on.
                 let id = |i: usize| -> rusqlite::Result<Option<Uuid>> {
@@ -219,10 +219,10 @@ pub(crate) fn use_for_void(tx: &Transaction<'_>, v: &VoidRecord) -> Result<Optio
     tx.prepare_cached(
         "UPDATE approvals SET used_by = ?2 WHERE approval_id = ?1 AND used_by IS NULL",
     )?
-    .execute(params![approval.to_string(), Text(&v.void_id)])?;
+    .execute(params![Text(&approval), Text(&v.void_id)])?;
     Ok(tx
         .prepare_cached("SELECT approved_by FROM approvals WHERE approval_id = ?1")?
-        .query_row(params![approval.to_string()], |r| r.get(0))
+        .query_row(params![Text(&approval)], |r| r.get(0))
         .optional()?)
 }
 

@@ -128,7 +128,7 @@ fn db_name(conn: &Connection) -> String {
     conn.path().unwrap_or("database").to_string()
 }
 
-pub(crate) use super::sql::{parse_slot, parse_uuid};
+pub(crate) use super::sql::{parse_slot, parse_uuid, Text};
 
 /// Marks holds whose time is up as expired, so every later count agrees.
 pub(crate) fn expire_due_holds(conn: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
@@ -480,7 +480,7 @@ impl State {
             let mut stmt = conn.prepare_cached("SELECT slot_id FROM leases WHERE lease_id = ?1")?;
             for id in lease_ids.iter().filter(|id| !self.leases.contains_key(id)) {
                 let slot: Option<String> = stmt
-                    .query_row(params![id.to_string()], |r| r.get(0))
+                    .query_row(params![Text(&id)], |r| r.get(0))
                     .optional()?;
                 if let Some(slot) = slot {
                     slots.insert(parse_slot(&slot)?);
@@ -491,7 +491,7 @@ impl State {
             let mut stmt = conn.prepare_cached("SELECT slot_id FROM sales WHERE sale_id = ?1")?;
             for v in &request.voids {
                 let slot: Option<String> = stmt
-                    .query_row(params![v.sale_id.to_string()], |r| r.get(0))
+                    .query_row(params![Text(&v.sale_id)], |r| r.get(0))
                     .optional()?;
                 if let Some(slot) = slot {
                     slots.insert(parse_slot(&slot)?);
