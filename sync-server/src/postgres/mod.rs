@@ -11,12 +11,13 @@
 //!
 //! How the processes share one inventory:
 //! - each process has one writer task doing group commit (`writer`): many
-//!   jobs, one transaction, one pipelined function call each (a
-//!   subtransaction in the database), answers after COMMIT;
-//! - places are taken by a conditional UPDATE of the slot row (`online`),
-//!   with a CHECK on the row as the last line of defence;
-//! - an Idempotency-Key is a primary-key row inserted in the job's savepoint,
-//!   so a key is used once across all processes;
+//!   jobs, one transaction, answers after COMMIT;
+//! - a batch's holds and confirmations are decided together over the slot
+//!   rows it locks (`FOR UPDATE`, in slot order) by core's ledger rules
+//!   (`batch`), with a CHECK on the row as the last line of defence; a batch
+//!   that fails runs again one conditional call per job (`online`);
+//! - an Idempotency-Key is a primary-key row inserted by the job's
+//!   transaction, so a key is used once across all processes;
 //! - expired holds are swept every second by whichever process holds an
 //!   advisory lock;
 //! - each commit NOTIFYs the slots it changed; every process LISTENs and

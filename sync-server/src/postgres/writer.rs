@@ -1,18 +1,19 @@
 //! Group commit on PostgreSQL, one writer task per process.
 //!
 //! The writer owns one connection. It takes every job waiting (up to
-//! `max_batch`) and opens one transaction. Holds and confirmations are one
-//! function call each (see `online` and migration V2): the writer sends all
-//! of them without waiting for any answer (tokio-postgres pipelines queries
-//! polled together), so a batch costs a few round trips, not a few per job.
-//! Each call is its own subtransaction in the database: a job that fails
-//! rolls back alone, and the others commit. The rare other jobs (cancel,
-//! sweep, ping) then run one after another under a SAVEPOINT each. One
-//! NOTIFY names the slots the batch changed; then COMMIT, and only then is
-//! each job answered. A deadlock or serialization failure — two processes' batches
-//! taking the same rows in different orders — aborts the whole transaction:
-//! the batch is run again from the start (every job is written to be re-run,
-//! its ids drawn afresh), a few times, before its jobs are answered 503.
+//! `max_batch`) and opens one transaction. The batch's holds and
+//! confirmations are decided together (`batch`): a few multi-row statements
+//! whatever the batch's size, over the slot rows it locks in slot order. If
+//! that fails for any reason but a conflict, the transaction is dropped and
+//! the same jobs run again one database function call each (`online`,
+//! migration V2), pipelined (tokio-postgres sends queries polled together
+//! without waiting); each call is its own subtransaction, so the job at
+//! fault fails alone and the others commit. One NOTIFY names the slots the
+//! batch changed; then COMMIT, and only then is each job answered. Sweeps
+//! and cancellations run afterwards, each in a transaction of its own that
+//! takes its slot rows first. A deadlock or serialization failure aborts
+//! the whole transaction: the batch is run again from the start (every job
+//! is written to be re-run), a few times, before its jobs are answered 503.
 //! A lost connection answers the batch 503 and reconnects: if the COMMIT
 //! had reached the server, a client retrying with its Idempotency-Key gets
 //! the committed answer.
