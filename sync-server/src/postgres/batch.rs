@@ -35,7 +35,9 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::cache::{slot_from_row, CachedSlot, SLOT_COLUMNS};
-use super::online::{ConfirmJob, Env, HoldJob, Job, JobError, Key, Reply, Statements};
+use super::online::{
+    worth_recording, ConfirmJob, Env, HoldJob, Job, JobError, Key, Reply, Statements,
+};
 use super::writer::Done;
 use crate::error::ServiceError;
 use crate::store::Answer;
@@ -415,11 +417,6 @@ fn decide_hold(
             })
         }
     })
-}
-
-/// Answers worth replaying (the rule of `online` and the SQLite backend).
-fn worth_recording(e: &ServiceError) -> bool {
-    e.is_final_outcome() && !matches!(e, ServiceError::SoldOut { .. })
 }
 
 /// Every write of the batch, one multi-row statement each, sent together.

@@ -645,7 +645,7 @@ pub async fn run(tx: &Transaction<'_>, env: &Env, job: &Job, now_ms: i64) -> PgR
 
 /// Answers worth replaying: the request ran and nothing a retry does can
 /// change its answer (the same rule as the SQLite backend's).
-fn worth_recording(e: &ServiceError) -> bool {
+pub(super) fn worth_recording(e: &ServiceError) -> bool {
     e.is_final_outcome() && !matches!(e, ServiceError::SoldOut { .. })
 }
 
