@@ -61,6 +61,8 @@ pub struct PgChaosReport {
     pub orders_without_answer: u64,
     /// Two answers to one Idempotency-Key that differ.
     pub inconsistent_answers: u64,
+    /// Requests no live process answered within a minute of retries.
+    pub unanswered: u64,
     pub violations: Vec<String>,
     pub passed: bool,
 }
@@ -93,7 +95,12 @@ struct Ctx {
     /// Every answered order id, once per 201 a client kept.
     orders: Mutex<Vec<String>>,
     inconsistent: AtomicU64,
+    unanswered: AtomicU64,
 }
+
+/// How long a request is retried before the run counts it unanswered (a
+/// violation) instead of hanging.
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
 
 impl Ctx {
     fn shop(&self, url: &str) -> Shop {
@@ -108,7 +115,12 @@ impl Ctx {
         F: Fn(Shop) -> Fut,
         Fut: std::future::Future<Output = Result<Raw, reqwest::Error>>,
     {
+        let deadline = Instant::now() + ANSWER_WITHIN;
         loop {
+            if Instant::now() > deadline {
+                self.unanswered.fetch_add(1, Ordering::Relaxed);
+                return (599, Vec::new());
+            }
             let Some(url) = self.pool.pick(rng) else {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
@@ -202,6 +214,7 @@ pub async fn run(opts: &PgChaosOptions) -> Result<PgChaosReport> {
         errors: Mutex::new(Errors::default()),
         orders: Mutex::new(Vec::new()),
         inconsistent: AtomicU64::new(0),
+        unanswered: AtomicU64::new(0),
     });
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -389,8 +402,16 @@ fn check(
             .count() as u64
             + times.values().filter(|n| **n > 1).count() as u64,
         inconsistent_answers: ctx.inconsistent.load(Ordering::Relaxed),
+        unanswered: ctx.unanswered.load(Ordering::Relaxed),
         ..PgChaosReport::default()
     };
+    if r.unanswered > 0 {
+        r.violations.push(format!(
+            "{} requests no process answered within {} s",
+            r.unanswered,
+            ANSWER_WITHIN.as_secs()
+        ));
+    }
     if r.oversold > 0 {
         r.violations.push(format!(
             "OVERSOLD: {sold} sold + {held} held > capacity {}",
@@ -433,8 +454,8 @@ pub fn print(r: &PgChaosReport) {
         r.online_orders, r.pg_orders, r.pg_sold_online, r.pg_held_online
     );
     println!(
-        "  oversold {}  lost {}  stored without an answer {}  inconsistent answers {}",
-        r.oversold, r.lost_orders, r.orders_without_answer, r.inconsistent_answers
+        "  oversold {}  lost {}  stored without an answer {}  inconsistent answers {}  unanswered {}",
+        r.oversold, r.lost_orders, r.orders_without_answer, r.inconsistent_answers, r.unanswered
     );
     println!("  errors seen (then retried) {}", r.errors.line());
     for v in &r.violations {
