@@ -102,8 +102,8 @@ enum Command {
     },
     /// Print a one-time enrolment code for a new device.
     Enrol {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: Storage,
         /// counter | gate | supervisor
         #[arg(long)]
         role: String,
@@ -132,8 +132,6 @@ enum Command {
         #[arg(long, default_value = "operator")]
         by: String,
     },
-    /// Revoke a lost or stolen device: its token stops working and gates
-    /// refuse the tickets it signed.
     /// Mark a counter upload held in quarantine as dealt with, with a note;
     /// it leaves the day report's open list and the counter's count.
     ResolveQuarantine {
@@ -148,9 +146,11 @@ enum Command {
         #[arg(long, default_value = "operator")]
         by: String,
     },
+    /// Revoke a lost or stolen device: its token stops working and gates
+    /// refuse the tickets it signed.
     RevokeDevice {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: Storage,
         /// Device id or name.
         #[arg(long)]
         device: String,
@@ -160,8 +160,8 @@ enum Command {
     /// Set a staff member's PIN, read from standard input (never the command
     /// line, which other users can see); with --role, adds a new member.
     SetPin {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: Storage,
         #[arg(long)]
         name: String,
         /// cashier | supervisor (needed to add someone; changes the role otherwise)
@@ -311,7 +311,7 @@ fn run(cli: Cli) -> Result<()> {
             serve(cfg, database, clock)?;
         }
         Command::Enrol {
-            db,
+            store,
             role,
             name,
             valid_hours,
@@ -319,7 +319,18 @@ fn run(cli: Cli) -> Result<()> {
             let role = Role::parse(&role).context("role must be counter, gate or supervisor")?;
             let name = name.trim();
             tessera_core::limits::text("name", name, tessera_core::limits::DEVICE_NAME_CHARS)?;
-            let code = admin::create_enrolment_code(&db, role, name, clock.now(), valid_hours)?;
+            let code = match store.backend()? {
+                Backend::Postgres(url) => block_on(postgres::devices::create_enrolment_code(
+                    &url,
+                    role,
+                    name,
+                    clock.now(),
+                    valid_hours,
+                ))?,
+                Backend::Sqlite(db) => {
+                    admin::create_enrolment_code(&db, role, name, clock.now(), valid_hours)?
+                }
+            };
             println!("{code}");
             eprintln!(
                 "one-time enrolment code for {} \"{}\", valid {} hours",
@@ -371,11 +382,24 @@ fn run(cli: Cli) -> Result<()> {
                 id.trim()
             );
         }
-        Command::RevokeDevice { db, device, by } => {
-            let name = admin::revoke_device(&db, device.trim(), &by, clock.now())?;
+        Command::RevokeDevice { store, device, by } => {
+            let name = match store.backend()? {
+                Backend::Postgres(url) => block_on(postgres::devices::revoke_device(
+                    &url,
+                    device.trim(),
+                    &by,
+                    clock.now(),
+                ))?,
+                Backend::Sqlite(db) => admin::revoke_device(&db, device.trim(), &by, clock.now())?,
+            };
             println!("revoked {name:?}: its token no longer works; gates refuse its tickets after their next sync");
         }
-        Command::SetPin { db, name, role, by } => {
+        Command::SetPin {
+            store,
+            name,
+            role,
+            by,
+        } => {
             let role = match role.as_deref().map(str::trim) {
                 None => None,
                 Some("cashier") => Some(tessera_core::staff::StaffRole::Cashier),
@@ -386,7 +410,17 @@ fn run(cli: Cli) -> Result<()> {
             std::io::stdin()
                 .read_line(&mut pin)
                 .context("reading the PIN from standard input")?;
-            let done = admin::set_pin(&db, &name, role, &pin, &by, clock.now())?;
+            let done = match store.backend()? {
+                Backend::Postgres(url) => block_on(postgres::devices::set_pin(
+                    &url,
+                    &name,
+                    role,
+                    &pin,
+                    &by,
+                    clock.now(),
+                ))?,
+                Backend::Sqlite(db) => admin::set_pin(&db, &name, role, &pin, &by, clock.now())?,
+            };
             let what = match done {
                 admin::PinSet::Added => "added",
                 admin::PinSet::Changed => "PIN changed",

@@ -1,9 +1,11 @@
-//! Credentials: device tokens and one-time enrolment codes. Only their SHA-256
-//! hashes are stored, so a copy of the database does not let anyone in, and
-//! they are never written to logs.
+//! Credentials: device tokens, one-time enrolment codes and staff PIN
+//! verifiers. Tokens and codes are stored only as SHA-256 hashes, PINs only
+//! as Argon2id verifiers, so a copy of the database does not let anyone in;
+//! none is ever written to logs.
 
 use data_encoding::BASE32_NOPAD;
 use sha2::{Digest, Sha256};
+use tessera_core::staff::{KdfCost, StaffFixture, StaffMember, SALT_BYTES};
 
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buf = [0u8; N];
@@ -136,6 +138,40 @@ pub fn normalize_enrolment_code(code: &str) -> Option<String> {
 
 /// Characters in an enrolment code, separators left out.
 const ENROLMENT_CODE_LEN: usize = 12;
+
+/// Set to `1` only in test suites: PIN verifiers are then made with
+/// [`KdfCost::INSECURE_TEST_ONLY`], which an offline search breaks at once.
+pub const INSECURE_TEST_KDF_ENV: &str = "TESSERA_INSECURE_TEST_PIN_KDF";
+
+/// The cost new PIN verifiers are made with.
+pub fn pin_cost() -> KdfCost {
+    if std::env::var(INSECURE_TEST_KDF_ENV).is_ok_and(|v| v == "1") {
+        tracing::warn!("{INSECURE_TEST_KDF_ENV}=1: PIN verifiers made with test-only cost");
+        KdfCost::INSECURE_TEST_ONLY
+    } else {
+        KdfCost::DEFAULT
+    }
+}
+
+/// Makes the verifier of a fixture's staff member (fresh random salt).
+pub fn member_from_fixture(
+    fixture: &StaffFixture,
+    cost: KdfCost,
+) -> Result<StaffMember, tessera_core::staff::StaffError> {
+    let salt = random_bytes::<SALT_BYTES>();
+    StaffMember::new(&fixture.name, fixture.role, fixture.pin.trim(), &salt, cost)
+}
+
+/// A counter's Ed25519 public key from its 64 hex digits; `None` for bytes
+/// that are not a point on the curve or a small-order point (which would let
+/// anyone forge "signed" tickets), refused at enrolment, not at the gate.
+pub fn parse_public_key(hex: &str) -> Option<[u8; 32]> {
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex.trim().as_bytes())
+        .ok()?;
+    let key: [u8; 32] = bytes.try_into().ok()?;
+    tessera_core::ticket_code::is_strong_public_key(&key).then_some(key)
+}
 
 #[cfg(test)]
 mod tests {

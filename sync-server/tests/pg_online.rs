@@ -334,11 +334,30 @@ async fn what_is_not_on_postgres_yet_says_so() {
     let pg = PgCluster::start();
     let museum = PgMuseum::init(&pg.url(), "09:00");
     let a = museum.serve("a", &[]);
+    let out = museum.cli(&[
+        "enrol",
+        "--database",
+        &museum.database_url,
+        "--role",
+        "gate",
+        "--name",
+        "Gate 1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (status, gate) = a.api().enrol(&code, "Gate 1", None).await.expect("enrol");
+    assert_eq!(status, StatusCode::CREATED, "{gate}");
+    let token = gate["token"].as_str().expect("token");
     let (status, body) = a
         .api()
-        .enrol("ABCD-EFGH-JKMN", "Counter 1", None)
+        .post_raw(
+            "/v1/gate/sync",
+            &[("authorization", &format!("Bearer {token}"))],
+            &json!({"device_id": gate["device_id"], "catalogue_version": 1, "scans": []})
+                .to_string(),
+        )
         .await
-        .expect("enrol");
+        .expect("gate sync");
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
     assert_eq!(body["error"]["code"], "not_on_postgres", "{body}");
     let (status, health) = a.api().get("/healthz").await.expect("healthz");

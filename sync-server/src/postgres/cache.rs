@@ -1,6 +1,7 @@
 //! What each process keeps in memory so that reads never wait for the
-//! database: the slots' counts (availability, sellable slots) and the trusted
-//! channels. Every write commits a NOTIFY naming the slots it changed; a
+//! database: the slots' counts (availability, sellable slots), the trusted
+//! channels, the enrolled devices and ticket keys, and the staff's PIN
+//! verifiers. Every write commits a NOTIFY naming the slots it changed; a
 //! listener task in each process LISTENs, re-reads those rows and keeps the
 //! newest version of each (the `version` column), so one process's sale shows
 //! in every other's availability as soon as its commit is delivered. The
@@ -16,8 +17,12 @@ use tessera_core::inventory::SlotLedger;
 use tessera_core::slot::{Slot, SlotId};
 use tokio_postgres::{AsyncMessage, GenericClient, NoTls, Row};
 
+use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
+use tessera_core::staff::{for_counters, PinVerifier, StaffMember, StaffRole};
+use tessera_core::ticket_code::KeyRing;
+
 use super::schema::{PgError, CHANGES};
-use crate::store::ChannelInfo;
+use crate::store::{ChannelInfo, DeviceInfo};
 
 /// A slot as last read from the database.
 #[derive(Clone, Debug)]
@@ -27,11 +32,41 @@ pub struct CachedSlot {
     pub version: i64,
 }
 
+/// Every ticket key the gates and the server check against: the server's
+/// and each counter's certified key, revoked ones marked.
+#[derive(Clone)]
+pub struct Keys {
+    pub ring: Arc<KeyRing>,
+    pub public: Arc<PublicKeys>,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys {
+            ring: Arc::new(KeyRing::new()),
+            public: Arc::new(PublicKeys { keys: Vec::new() }),
+        }
+    }
+}
+
+/// The staff as counters and the server need them.
+#[derive(Clone, Default)]
+pub struct Staff {
+    /// What counters get at sync (cashiers and supervisors who sell).
+    pub for_counters: Vec<StaffMember>,
+    /// Whose PIN approves a void (checked here, never sent to devices).
+    pub supervisors: Vec<StaffMember>,
+}
+
 #[derive(Default)]
 pub struct Cache {
     pub slots: RwLock<BTreeMap<SlotId, CachedSlot>>,
     /// Channels that may confirm, by the SHA-256 of their token.
     pub channels: RwLock<HashMap<Vec<u8>, ChannelInfo>>,
+    /// Enrolled, unrevoked devices by the SHA-256 of their token.
+    pub devices: RwLock<HashMap<Vec<u8>, DeviceInfo>>,
+    pub keys: RwLock<Keys>,
+    pub staff: RwLock<Staff>,
 }
 
 /// The columns `slot_from_row` reads, for `SELECT`s and `RETURNING`s.
@@ -126,6 +161,126 @@ impl Cache {
         *self.channels.write().unwrap_or_else(|p| p.into_inner()) = map;
         Ok(())
     }
+
+    /// Devices and the ticket keys they were certified with (a revocation
+    /// takes both away).
+    pub async fn reload_devices(&self, client: &impl GenericClient) -> Result<(), PgError> {
+        let rows = client
+            .query(
+                "SELECT token_hash, device_id, role, name FROM devices WHERE revoked_at IS NULL",
+                &[],
+            )
+            .await?;
+        let mut map = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let role: String = r.get(2);
+            let Some(role) = Role::parse(&role) else {
+                tracing::warn!(role = %role, "device with an unknown role; skipped");
+                continue;
+            };
+            map.insert(
+                r.get::<_, Vec<u8>>(0),
+                DeviceInfo {
+                    device_id: r.get(1),
+                    role,
+                    name: r.get(3),
+                },
+            );
+        }
+        *self.devices.write().unwrap_or_else(|p| p.into_inner()) = map;
+        let keys = load_keys(client).await?;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        Ok(())
+    }
+
+    pub async fn reload_staff(&self, client: &impl GenericClient) -> Result<(), PgError> {
+        let rows = client
+            .query(
+                "SELECT name, role, pin_verifier FROM staff ORDER BY name",
+                &[],
+            )
+            .await?;
+        let mut all = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let name: String = r.get(0);
+            let role = if r.get::<_, String>(1) == "supervisor" {
+                StaffRole::Supervisor
+            } else {
+                StaffRole::Cashier
+            };
+            match PinVerifier::parse(r.get(2)) {
+                Ok(pin_verifier) => all.push(StaffMember {
+                    name,
+                    role,
+                    pin_verifier,
+                }),
+                // Names only: a verifier never goes to the log.
+                Err(_) => tracing::warn!(
+                    staff = %name,
+                    "unusable PIN verifier: this member cannot sign in until the PIN is set again"
+                ),
+            }
+        }
+        let staff = Staff {
+            for_counters: for_counters(&all),
+            supervisors: all.iter().filter(|s| s.may_approve()).cloned().collect(),
+        };
+        *self.staff.write().unwrap_or_else(|p| p.into_inner()) = staff;
+        Ok(())
+    }
+
+    pub fn keys(&self) -> Keys {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Everything a process keeps, re-read (at start and when the listener
+    /// reconnects).
+    pub async fn reload_all(&self, client: &impl GenericClient) -> Result<(), PgError> {
+        self.reload_slots(client, None).await?;
+        self.reload_channels(client).await?;
+        self.reload_devices(client).await?;
+        self.reload_staff(client).await
+    }
+}
+
+async fn load_keys(client: &impl GenericClient) -> Result<Keys, PgError> {
+    let rows = client
+        .query(
+            "SELECT key_id, public_key, owner, device_id, revoked_at IS NOT NULL
+             FROM signing_keys ORDER BY key_id",
+            &[],
+        )
+        .await?;
+    let mut ring = KeyRing::new();
+    let mut list = Vec::new();
+    for row in &rows {
+        let Ok(key_id) = u32::try_from(row.get::<_, i32>(0)) else {
+            continue;
+        };
+        let Ok(bytes) = <[u8; 32]>::try_from(row.get::<_, Vec<u8>>(1)) else {
+            tracing::warn!(key_id, "stored public key is not 32 bytes; skipped");
+            continue;
+        };
+        let revoked: bool = row.get(4);
+        if ring.insert(key_id, bytes, revoked).is_err() {
+            tracing::warn!(
+                key_id,
+                "stored public key is not a valid Ed25519 key; skipped"
+            );
+            continue;
+        }
+        list.push(PublicKeyInfo {
+            key_id,
+            public_key: data_encoding::HEXLOWER.encode(&bytes),
+            owner: row.get(2),
+            device_id: row.get(3),
+            revoked,
+        });
+    }
+    Ok(Keys {
+        ring: Arc::new(ring),
+        public: Arc::new(PublicKeys { keys: list }),
+    })
 }
 
 /// What a NOTIFY payload asks a process to re-read.
@@ -134,12 +289,35 @@ pub struct Change {
     pub slots: Vec<String>,
     pub all_slots: bool,
     pub channels: bool,
+    pub devices: bool,
+    pub staff: bool,
 }
 
-/// Payloads are `slots:ID,ID…`, `slots:*` or `channels`.
+impl Change {
+    fn everything() -> Change {
+        Change {
+            slots: Vec::new(),
+            all_slots: true,
+            channels: true,
+            devices: true,
+            staff: true,
+        }
+    }
+}
+
+/// NOTIFY payload: devices or ticket keys changed (enrolment, revocation).
+pub const DEVICES_CHANGED: &str = "devices";
+/// NOTIFY payload: a staff member's PIN or role changed.
+pub const STAFF_CHANGED: &str = "staff";
+
+/// Payloads are `slots:ID,ID…`, `slots:*`, `channels`, `devices` or `staff`.
 pub fn parse_payload(payload: &str, into: &mut Change) {
     if payload == "channels" {
         into.channels = true;
+    } else if payload == DEVICES_CHANGED {
+        into.devices = true;
+    } else if payload == STAFF_CHANGED {
+        into.staff = true;
     } else if let Some(ids) = payload.strip_prefix("slots:") {
         if ids == "*" {
             into.all_slots = true;
@@ -148,8 +326,9 @@ pub fn parse_payload(payload: &str, into: &mut Change) {
         }
     } else {
         // An unknown payload (a newer process?): re-read everything.
-        into.all_slots = true;
-        into.channels = true;
+        let slots = std::mem::take(&mut into.slots);
+        *into = Change::everything();
+        into.slots = slots;
     }
 }
 
@@ -205,8 +384,7 @@ async fn listen_once(url: &str, cache: &Cache) -> Result<(), PgError> {
     let result = async {
         client.batch_execute(&format!("LISTEN {CHANGES}")).await?;
         // Whatever was notified before LISTEN took effect is in these reads.
-        cache.reload_slots(&client, None).await?;
-        cache.reload_channels(&client).await?;
+        cache.reload_all(&client).await?;
         let mut backstop = tokio::time::interval(Duration::from_secs(30));
         backstop.tick().await;
         loop {
@@ -220,10 +398,7 @@ async fn listen_once(url: &str, cache: &Cache) -> Result<(), PgError> {
                         parse_payload(&more, &mut change);
                     }
                 }
-                _ = backstop.tick() => {
-                    change.all_slots = true;
-                    change.channels = true;
-                }
+                _ = backstop.tick() => change = Change::everything(),
             }
             if change.all_slots {
                 cache.reload_slots(&client, None).await?;
@@ -234,6 +409,12 @@ async fn listen_once(url: &str, cache: &Cache) -> Result<(), PgError> {
             }
             if change.channels {
                 cache.reload_channels(&client).await?;
+            }
+            if change.devices {
+                cache.reload_devices(&client).await?;
+            }
+            if change.staff {
+                cache.reload_staff(&client).await?;
             }
         }
     }
@@ -252,10 +433,14 @@ mod tests {
         parse_payload("slots:2026-01-07T10:00,2026-01-07T10:30", &mut c);
         parse_payload("channels", &mut c);
         assert_eq!(c.slots.len(), 2);
-        assert!(c.channels && !c.all_slots);
+        assert!(c.channels && !c.all_slots && !c.devices && !c.staff);
+        let mut c = Change::default();
+        parse_payload(DEVICES_CHANGED, &mut c);
+        parse_payload(STAFF_CHANGED, &mut c);
+        assert!(c.devices && c.staff && !c.channels && !c.all_slots);
         let mut c = Change::default();
         parse_payload("something new", &mut c);
-        assert!(c.all_slots && c.channels);
+        assert!(c.all_slots && c.channels && c.devices && c.staff);
     }
 
     #[test]

@@ -29,6 +29,7 @@
 
 mod batch;
 pub mod cache;
+pub mod devices;
 mod online;
 pub mod schema;
 mod writer;
@@ -39,7 +40,7 @@ use std::time::Duration;
 use jiff::civil::Date;
 use tessera_core::admission::EntryPolicy;
 use tessera_core::api::approvals::{Approval, ApprovalRequest};
-use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeyInfo, PublicKeys};
+use tessera_core::api::devices::{EnrolRequest, Enrolled, PublicKeys};
 use tessera_core::api::gate::Redemption;
 use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse};
 use tessera_core::api::online::{Availability, ConfirmRequest, SlotAvailability};
@@ -87,6 +88,20 @@ fn not_yet(what: &str) -> ServiceError {
     )
 }
 
+/// How a failed statement is answered: 503 when PostgreSQL is out of reach
+/// (the client retries), 500 when it refused the statement.
+fn db_failure(what: &'static str) -> impl Fn(tokio_postgres::Error) -> ServiceError + Copy {
+    move |e| {
+        if e.as_db_error().is_some() {
+            tracing::error!(error = %e, "{what} failed in PostgreSQL");
+            ServiceError::Storage(format!("{what} failed"))
+        } else {
+            tracing::warn!(error = %e, "{what}: PostgreSQL out of reach");
+            ServiceError::Unavailable
+        }
+    }
+}
+
 /// The reading connection and its one prepared statement.
 #[derive(Clone)]
 struct Reader {
@@ -106,7 +121,6 @@ pub struct PgStore {
     reconnecting: tokio::sync::Mutex<()>,
     cache: Arc<Cache>,
     catalogue: Arc<Catalogue>,
-    keys: (Arc<KeyRing>, Arc<PublicKeys>),
     clock: Clock,
     demo_secret: Vec<u8>,
     url: String,
@@ -121,7 +135,6 @@ impl PgStore {
         schema::migrate(&mut client).await?;
         let catalogue = Arc::new(schema::load_catalogue(&client).await?);
         let signer = load_signer(&client).await?;
-        let keys = load_keys(&client).await?;
         let demo_secret = schema::meta(&client, "demo_payment_secret")
             .await?
             .and_then(|hex| {
@@ -135,8 +148,7 @@ impl PgStore {
             .and_then(|d| d.parse().ok())
             .unwrap_or(60);
         let cache = Arc::new(Cache::default());
-        cache.reload_slots(&client, None).await?;
-        cache.reload_channels(&client).await?;
+        cache.reload_all(&client).await?;
         drop(client);
 
         let env = Arc::new(Env {
@@ -166,7 +178,6 @@ impl PgStore {
             reconnecting: tokio::sync::Mutex::new(()),
             cache,
             catalogue,
-            keys,
             clock,
             demo_secret,
             url: url.to_string(),
@@ -190,6 +201,27 @@ impl PgStore {
             .await
             .map_err(|_| ServiceError::Unavailable)?;
         rx.await.map_err(|_| ServiceError::Unavailable)?
+    }
+
+    /// A connection of its own for a low-volume write in a transaction of
+    /// its own (enrolment, PIN attempts, approvals).
+    async fn side(&self) -> Result<tokio_postgres::Client, ServiceError> {
+        schema::connect(&self.url).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot reach PostgreSQL");
+            ServiceError::Unavailable
+        })
+    }
+
+    /// Re-reads the devices and keys into this process's view now (the
+    /// listener does it too, when the NOTIFY arrives).
+    async fn reload_devices(&self) {
+        let reloaded = match self.reader().await {
+            Ok(reader) => self.cache.reload_devices(reader.client.as_ref()).await,
+            Err(_) => return,
+        };
+        if let Err(e) = reloaded {
+            tracing::warn!(error = %e, "re-reading devices failed; the listener will");
+        }
     }
 
     fn open_reader(&self) -> Option<Reader> {
@@ -340,45 +372,6 @@ async fn load_signer(client: &impl GenericClient) -> Result<TicketSigner, PgErro
         .try_into()
         .map_err(|_| PgError::NoSigningKey)?;
     Ok(TicketSigner::from_seed(key_id, seed))
-}
-
-async fn load_keys(
-    client: &impl GenericClient,
-) -> Result<(Arc<KeyRing>, Arc<PublicKeys>), PgError> {
-    let rows = client
-        .query(
-            "SELECT key_id, public_key, owner, device_id, revoked_at IS NOT NULL
-             FROM signing_keys ORDER BY key_id",
-            &[],
-        )
-        .await?;
-    let mut ring = KeyRing::new();
-    let mut list = Vec::new();
-    for row in &rows {
-        let Ok(key_id) = u32::try_from(row.get::<_, i32>(0)) else {
-            continue;
-        };
-        let Ok(bytes) = <[u8; 32]>::try_from(row.get::<_, Vec<u8>>(1)) else {
-            tracing::warn!(key_id, "stored public key is not 32 bytes; skipped");
-            continue;
-        };
-        let revoked: bool = row.get(4);
-        if ring.insert(key_id, bytes, revoked).is_err() {
-            tracing::warn!(
-                key_id,
-                "stored public key is not a valid Ed25519 key; skipped"
-            );
-            continue;
-        }
-        list.push(PublicKeyInfo {
-            key_id,
-            public_key: data_encoding::HEXLOWER.encode(&bytes),
-            owner: row.get(2),
-            device_id: row.get(3),
-            revoked,
-        });
-    }
-    Ok((Arc::new(ring), Arc::new(PublicKeys { keys: list })))
 }
 
 impl Store for PgStore {
@@ -558,21 +551,39 @@ impl Store for PgStore {
         .map(|_| ())
     }
 
-    async fn enrol(&self, _request: EnrolRequest) -> Result<Enrolled, ServiceError> {
-        Err(not_yet("enrolling a device"))
+    async fn enrol(&self, request: EnrolRequest) -> Result<Enrolled, ServiceError> {
+        let now_ms = self.clock.now_ms();
+        let failed = db_failure("enrolling a device");
+        let mut client = self.side().await?;
+        let tx = client.transaction().await.map_err(failed)?;
+        let enrolled = devices::enrol(&tx, &request, now_ms)
+            .await
+            .map_err(failed)??;
+        tx.commit().await.map_err(failed)?;
+        // This process knows the device at once; the others when the
+        // commit's NOTIFY reaches them (milliseconds).
+        self.reload_devices().await;
+        Ok(enrolled)
     }
 
-    /// No devices on PostgreSQL yet: every device token is unknown (401).
-    fn authenticate(&self, _token: &str) -> Option<DeviceInfo> {
-        None
+    /// From this process's view of the devices, which enrolments and
+    /// revocations in any process refresh through NOTIFY.
+    fn authenticate(&self, token: &str) -> Option<DeviceInfo> {
+        let hash = secrets::hash(token);
+        self.cache
+            .devices
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
+            .cloned()
     }
 
     fn public_keys(&self) -> PublicKeys {
-        self.keys.1.as_ref().clone()
+        self.cache.keys().public.as_ref().clone()
     }
 
     fn keyring(&self) -> Arc<KeyRing> {
-        self.keys.0.clone()
+        self.cache.keys().ring
     }
 
     async fn redeem(
@@ -603,24 +614,47 @@ impl Store for PgStore {
     }
 
     fn supervisors(&self) -> Vec<StaffMember> {
-        Vec::new()
+        self.cache
+            .staff
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .supervisors
+            .clone()
     }
 
-    async fn begin_pin_attempt(&self, _device: DeviceId) -> Result<(), ServiceError> {
-        Err(not_yet("supervisor PINs"))
+    async fn begin_pin_attempt(&self, device: DeviceId) -> Result<(), ServiceError> {
+        let now_ms = self.clock.now_ms();
+        let failed = db_failure("counting a PIN attempt");
+        let mut client = self.side().await?;
+        let tx = client.transaction().await.map_err(failed)?;
+        devices::begin_attempt(&tx, device.0, now_ms)
+            .await
+            .map_err(failed)??;
+        tx.commit().await.map_err(failed)
     }
 
-    async fn pin_succeeded(&self, _device: DeviceId) -> Result<(), ServiceError> {
-        Err(not_yet("supervisor PINs"))
+    async fn pin_succeeded(&self, device: DeviceId) -> Result<(), ServiceError> {
+        let client = self.side().await?;
+        devices::attempt_succeeded(&client, device.0)
+            .await
+            .map_err(db_failure("resetting PIN attempts"))
     }
 
     async fn create_approval(
         &self,
-        _device: DeviceId,
-        _request: ApprovalRequest,
-        _approved_by: String,
+        device: DeviceId,
+        request: ApprovalRequest,
+        approved_by: String,
     ) -> Result<Approval, ServiceError> {
-        Err(not_yet("supervisor approvals"))
+        let failed = db_failure("recording an approval");
+        let now_ms = self.clock.now_ms();
+        let mut client = self.side().await?;
+        let tx = client.transaction().await.map_err(failed)?;
+        let approval = devices::create_approval(&tx, device.0, request, approved_by, now_ms)
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        Ok(approval)
     }
 
     async fn day_report(&self, _date: Date) -> Result<DayReport, ServiceError> {

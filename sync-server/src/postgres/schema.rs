@@ -42,6 +42,9 @@ pub enum PgError {
     Fixtures { path: String, message: String },
     #[error("{0}")]
     Channel(String),
+    /// A staff or device command refused (unknown name, PIN in use, …).
+    #[error("{0}")]
+    Staff(String),
     #[error("no server signing key in the database")]
     NoSigningKey,
     #[error("no slot {0}")]
@@ -97,14 +100,6 @@ pub async fn init(
     catalogue
         .validate()
         .map_err(|e| fixtures_error(e.to_string()))?;
-    if !staff.is_empty() {
-        // Staff PINs serve counters and supervisors, which are not on
-        // PostgreSQL yet; they are loaded when those are.
-        tracing::info!(
-            staff = staff.len(),
-            "staff in the fixtures are not loaded on PostgreSQL yet"
-        );
-    }
     let mut client = connect(url).await?;
     migrate(&mut client).await?;
     let tx = client.transaction().await?;
@@ -116,7 +111,7 @@ pub async fn init(
     }
     let json = serde_json::to_string(&catalogue).map_err(|e| fixtures_error(e.to_string()))?;
     let meta: [(&str, String); 4] = [
-        ("catalogue", json),
+        ("catalogue", json.clone()),
         ("catalogue_version", "1".into()),
         ("horizon_days", days.to_string()),
         (
@@ -137,6 +132,12 @@ pub async fn init(
         &[&signer.public_key().to_vec(), &signer.seed().to_vec(), &now.as_millisecond()],
     )
     .await?;
+    tx.execute(
+        "INSERT INTO catalogue_versions (version, catalogue) VALUES (1, $1)",
+        &[&json],
+    )
+    .await?;
+    super::devices::insert_staff(&tx, &staff).await?;
     let slots = ensure_slots(&tx, &catalogue, today, days).await?;
     tx.commit().await?;
     Ok(InitSummary {

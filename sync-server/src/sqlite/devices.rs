@@ -46,7 +46,7 @@ pub(crate) fn enrol(
                     "a counter must send its Ed25519 public key (public_key, 64 hex digits)".into(),
                 )))
             }
-            (Role::Counter, Some(hex)) => match parse_public_key(hex) {
+            (Role::Counter, Some(hex)) => match secrets::parse_public_key(hex) {
                 Some(k) => Some(k),
                 None => return Ok(Err(ServiceError::InvalidBody(
                     "public_key must be a valid, full-order Ed25519 public key in 64 hex digits"
@@ -92,14 +92,4 @@ pub(crate) fn enrol(
         token,
         key_id,
     }))
-}
-
-fn parse_public_key(hex: &str) -> Option<[u8; 32]> {
-    let bytes = data_encoding::HEXLOWER_PERMISSIVE
-        .decode(hex.trim().as_bytes())
-        .ok()?;
-    let key: [u8; 32] = bytes.try_into().ok()?;
-    // Reject bytes that are not a point on the curve, or a small-order point
-    // (which would let anyone forge "signed" tickets), now, not at the gate.
-    tessera_core::ticket_code::is_strong_public_key(&key).then_some(key)
 }

@@ -6,8 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tessera_core::api::approvals::{Approval, ApprovalRequest};
 use tessera_core::api::sync::VoidRecord;
 use tessera_core::staff::{
-    for_counters, minutes_left, Attempts, KdfCost, PinVerifier, StaffFixture, StaffMember,
-    StaffRole, SALT_BYTES,
+    for_counters, minutes_left, Attempts, PinVerifier, StaffFixture, StaffMember, StaffRole,
 };
 use tessera_core::upload::{check_void_approval, StoredApproval};
 use uuid::Uuid;
@@ -16,30 +15,8 @@ use super::admin::AdminError;
 use super::sql::Text;
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
-use crate::secrets;
 
-/// Set to `1` only in test suites: PIN verifiers are then made with
-/// [`KdfCost::INSECURE_TEST_ONLY`], which an offline search breaks at once.
-pub const INSECURE_TEST_KDF_ENV: &str = "TESSERA_INSECURE_TEST_PIN_KDF";
-
-/// The cost new verifiers are made with.
-pub fn pin_cost() -> KdfCost {
-    if std::env::var(INSECURE_TEST_KDF_ENV).is_ok_and(|v| v == "1") {
-        tracing::warn!("{INSECURE_TEST_KDF_ENV}=1: PIN verifiers made with test-only cost");
-        KdfCost::INSECURE_TEST_ONLY
-    } else {
-        KdfCost::DEFAULT
-    }
-}
-
-/// Makes the verifier of a fixture's staff member (fresh random salt).
-pub fn member_from_fixture(
-    fixture: &StaffFixture,
-    cost: KdfCost,
-) -> Result<StaffMember, tessera_core::staff::StaffError> {
-    let salt = secrets::random_bytes::<SALT_BYTES>();
-    StaffMember::new(&fixture.name, fixture.role, fixture.pin.trim(), &salt, cost)
-}
+pub use crate::secrets::{member_from_fixture, pin_cost};
 
 pub fn insert(conn: &Connection, member: &StaffMember) -> rusqlite::Result<()> {
     conn.execute(
@@ -340,7 +317,7 @@ mod tests {
                 role: StaffRole::Cashier,
                 pin: "1111".into(),
             },
-            KdfCost::INSECURE_TEST_ONLY,
+            tessera_core::staff::KdfCost::INSECURE_TEST_ONLY,
         )
         .unwrap();
         insert(&conn, &member).unwrap();
