@@ -481,15 +481,23 @@ impl Step<'_, '_> {
             )
             .await?;
         let captured = event.amount.map(|m| m.amount).unwrap_or(payment.amount);
-        let mismatch = event.amount.is_some_and(|m| {
-            m.amount != payment.amount || m.currency.as_str() != payment.currency
-        });
+        let mismatch = event
+            .amount
+            .is_some_and(|m| m.amount != payment.amount || m.currency.as_str() != payment.currency);
         if mismatch {
             tracing::error!(payment = %payment.payment_id, captured, expected = payment.amount,
                 "provider captured another amount than the order's; refunding it, no tickets issued");
             self.release(hold_id, "cancelled").await?;
-            queue_refund(self.tx, &payment, None, captured, "amount_mismatch", None, self.now_ms)
-                .await?;
+            queue_refund(
+                self.tx,
+                &payment,
+                None,
+                captured,
+                "amount_mismatch",
+                None,
+                self.now_ms,
+            )
+            .await?;
             self.refund_notice(&payment, captured, "amount_mismatch", booking)
                 .await?;
             self.set_status(&payment.payment_id, "refunding").await?;
@@ -518,8 +526,16 @@ impl Step<'_, '_> {
             tracing::warn!(payment = %payment.payment_id, %hold_id, reason = why.reason(),
                 "paid, but no order can be issued; the payment is queued for a refund");
             metrics::counter!("tessera_paid_without_places_total").increment(1);
-            queue_refund(self.tx, &payment, None, captured, why.reason(), None, self.now_ms)
-                .await?;
+            queue_refund(
+                self.tx,
+                &payment,
+                None,
+                captured,
+                why.reason(),
+                None,
+                self.now_ms,
+            )
+            .await?;
             self.refund_notice(&payment, captured, why.reason(), booking)
                 .await?;
             self.set_status(&payment.payment_id, "refunding").await?;
@@ -588,8 +604,7 @@ impl Step<'_, '_> {
     ) -> PgResult<Uuid> {
         let slot = self.slot(&hold.slot)?;
         let (slot_id, window) = (slot.slot.id, slot.slot.window_minutes);
-        let tickets =
-            issue_tickets(&self.env.signer, slot_id, window, &hold.lines).map_err(bad)?;
+        let tickets = issue_tickets(&self.env.signer, slot_id, window, &hold.lines).map_err(bad)?;
         let order_id = new_id();
         let currency = self.env.catalogue.museum.currency;
         self.tx
@@ -618,7 +633,14 @@ impl Step<'_, '_> {
             )
             .await?;
         let key_id = i32::try_from(self.env.signer.key_id).map_err(bad)?;
-        let mut cols = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut cols = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
         for (t, price, vat_bp) in &tickets {
             cols.0.push(t.ticket_id);
             cols.1.push(t.product_id.clone());

@@ -584,7 +584,11 @@ impl Store for PgStore {
         })
     }
 
-    async fn booking(&self, token: String, context: BookingContext) -> Result<Booking, ServiceError> {
+    async fn booking(
+        &self,
+        token: String,
+        context: BookingContext,
+    ) -> Result<Booking, ServiceError> {
         let env = &self.env;
         in_transaction!(self, "booking", |tx, _changes| {
             checkout::booking(&tx, env, &token, &context).await

@@ -108,7 +108,8 @@ impl MailOutbox for PgStore {
     }
 
     async fn queued_mail(&self) -> Result<u64, ServiceError> {
-        in_transaction!(self, "queued_mail", |tx, _changes| async {
+        in_transaction!(self, "queued_mail", |tx, _changes| {
+            async {
             let n: i64 = tx
                 .query_one(
                     "SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL AND next_attempt_at < $1",
@@ -118,7 +119,8 @@ impl MailOutbox for PgStore {
                 .get(0);
             Ok::<_, super::online::JobError>(Ok(u64::try_from(n).unwrap_or(0)))
         }
-        .await)
+        .await
+        })
     }
 
     async fn mail_sent(&self, mail_id: String, now_ms: i64) -> Result<(), ServiceError> {

@@ -85,9 +85,13 @@ impl Changes {
         if self.slots.is_empty() {
             return Ok(());
         }
-        let ids: std::collections::BTreeSet<SlotId> = self.slots.iter().map(|s| s.slot.id).collect();
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &slots_payload(&ids)])
-            .await?;
+        let ids: std::collections::BTreeSet<SlotId> =
+            self.slots.iter().map(|s| s.slot.id).collect();
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANGES, &slots_payload(&ids)],
+        )
+        .await?;
         Ok(())
     }
 }

@@ -144,8 +144,8 @@ pub(super) async fn join(
         return Ok(Err(too_many("this network address", bounds.per_client)));
     }
     let entry_id = new_id();
-    let party_i32 = i32::try_from(request.party)
-        .map_err(|_| bad(format!("a party of {}", request.party)))?;
+    let party_i32 =
+        i32::try_from(request.party).map_err(|_| bad(format!("a party of {}", request.party)))?;
     let seq: i64 = tx
         .query_one(
             "INSERT INTO waitlist (entry_id, slot_id, email, party, language, created_at, client_tag)
