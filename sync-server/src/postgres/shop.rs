@@ -289,7 +289,7 @@ pub(super) async fn change_slot(
     slot: &mut CachedSlot,
     rule: impl FnOnce(&mut SlotLedger) -> Result<(), InventoryError>,
 ) -> PgResult<Result<(), InventoryError>> {
-    let mut ledger = slot.ledger.clone();
+    let mut ledger = slot.ledger;
     if let Err(e) = rule(&mut ledger) {
         return Ok(Err(e));
     }
