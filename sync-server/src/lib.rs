@@ -3,7 +3,8 @@
 //!
 //! `store` is the storage trait and `sqlite` its embedded implementation (one
 //! writer thread, group commit); `postgres` is the backend for several
-//! processes on one database (work in progress: the online path only);
+//! processes on one database (work in progress: the online path and the
+//! web shop);
 //! `http` is the axum edge; `config` and `clock`
 //! are what a deployment sets. The binary in `main.rs` only parses arguments.
 

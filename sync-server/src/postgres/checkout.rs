@@ -1224,7 +1224,7 @@ pub(super) async fn demo_payment(
 pub(super) async fn forget_unclaimed_tokens(tx: &Transaction<'_>, now_ms: i64) -> Outcome<()> {
     tx.execute(
         "UPDATE payments SET booking_token = NULL
-         WHERE booking_token IS NOT NULL AND paid_at < $1",
+         WHERE booking_token IS NOT NULL AND COALESCE(paid_at, created_at) <= $1",
         &[&(now_ms - UNCLAIMED_TOKEN_MS)],
     )
     .await?;
