@@ -3,7 +3,8 @@
 //!
 //! `store` is the storage trait and `sqlite` its embedded implementation (one
 //! writer thread, group commit); `postgres` is the backend for several
-//! processes on one database (work in progress: the online path only);
+//! processes on one database (work in progress: the online path and the
+//! web shop);
 //! `http` is the axum edge; `config` and `clock`
 //! are what a deployment sets. The binary in `main.rs` only parses arguments.
 
@@ -228,8 +229,9 @@ fn app_state<S: store::Store>(
 }
 
 /// Connects to PostgreSQL at `url` and serves it on `config.listen` until
-/// stopped. WORK IN PROGRESS: only the online inventory path is served (see
-/// `postgres`); the rest answers 501 `not_on_postgres`.
+/// stopped. WORK IN PROGRESS: the online inventory path and the web shop
+/// (payments, bookings, mail, the waiting list) are served (see `postgres`);
+/// the rest answers 501 `not_on_postgres`.
 pub async fn start_postgres(
     url: &str,
     config: &ServerConfig,
@@ -243,13 +245,15 @@ pub async fn start_postgres(
         public_url: public_url.to_string(),
         demo_secret,
     };
+    // As on SQLite: offers made by upkeep's sweep need the public address.
+    store.set_public_url(&public_url);
     let upkeep = store.spawn_upkeep();
+    // Every process runs a mailer and a refund task; they claim their rows
+    // (see `postgres::outbox` and `postgres::checkout::due_refunds`).
+    let mailer = delivery::mailer::spawn(store.clone(), config.mail.clone(), clock);
     let writer_died = store.writer_died();
     let state = app_state(store, config, clock, context, public_url)?;
-    // No mailer and no refund queue yet: no order on PostgreSQL sends mail
-    // or was paid through the web shop (both come with the outbox).
-    let mailer = tokio::spawn(async {});
-    let refunds = tokio::spawn(async {});
+    let refunds = tokio::spawn(http::payments::run_refunds(state.clone()));
     let app = router(state, config.max_body_bytes);
     Ok(run_server(
         listener,

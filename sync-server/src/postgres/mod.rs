@@ -1,13 +1,16 @@
 //! The PostgreSQL store, for several server processes on one database.
 //!
-//! WORK IN PROGRESS. This is the groundwork of issue 11's PostgreSQL backend:
-//! it serves the online inventory path — catalogue, availability, holds,
-//! confirmation by a trusted channel into an order with signed tickets,
-//! cancellation, the expiry of holds, channel tokens, the ticket keys and
-//! health. Every other `Store` method (counters' sync and enrolment, gates,
-//! web payments and bookings, the waiting list, supervisors, reports) answers
-//! 501 `not_on_postgres` until the next steps bring it here; use the SQLite
-//! backend (`--db FILE`) for those.
+//! WORK IN PROGRESS. This is issue 11's PostgreSQL backend: it serves the
+//! online inventory path — catalogue, availability, holds, confirmation by a
+//! trusted channel into an order with signed tickets, cancellation, the
+//! expiry of holds, channel tokens, the ticket keys and health — and the
+//! visitor web shop: payments and their provider callbacks, refunds, "my
+//! booking", the mail outbox and the waiting list (`checkout`, `outbox`,
+//! `waitlist`, each write in a transaction of its own: see `shop`), and
+//! devices and staff: enrolment, device tokens, the supervisor-PIN lockout
+//! and approvals (`devices`). Every other `Store` method (counters' sync,
+//! gates, leases, reports) answers 501 `not_on_postgres` until the next
+//! steps bring it here; use the SQLite backend (`--db FILE`) for those.
 //!
 //! How the processes share one inventory:
 //! - each process has one writer task doing group commit (`writer`): many
@@ -25,13 +28,17 @@
 //!   availability and the sellable check are answered without a query.
 //!
 //! Not yet: TLS to PostgreSQL (NoTls: loopback or a private network only),
-//! a read pool for reports, the mailer's outbox.
+//! a read pool for reports.
 
 mod batch;
 pub mod cache;
+mod checkout;
 pub mod devices;
 mod online;
+pub mod outbox;
 pub mod schema;
+mod shop;
+mod waitlist;
 mod writer;
 
 use std::sync::Arc;
@@ -59,8 +66,9 @@ use uuid::Uuid;
 use self::cache::Cache;
 use self::online::{Env, Job, Reply};
 pub use self::schema::PgError;
+use self::shop::{claim_key, in_transaction, settle_key, ShopConn};
 use self::writer::{Queued, Writer};
-use crate::error::ServiceError;
+use crate::error::{ServiceError, WaitlistError};
 use crate::payments::PaymentEvent;
 use crate::reports::DayReport;
 use crate::secrets;
@@ -125,6 +133,9 @@ pub struct PgStore {
     demo_secret: Vec<u8>,
     url: String,
     horizon_days: i64,
+    /// The web shop's connection (payments, bookings, mail, the waiting
+    /// list): see `shop`.
+    shop: ShopConn,
 }
 
 impl PgStore {
@@ -157,6 +168,8 @@ impl PgStore {
             catalogue: catalogue.clone(),
             hold_ttl_ms: i64::try_from(config.hold_ttl.as_millis()).unwrap_or(i64::MAX),
             process: format!("pid {} {}", std::process::id(), Uuid::now_v7()),
+            offer_ms: i64::try_from(config.offer_ttl.as_millis()).unwrap_or(i64::MAX),
+            public_url: std::sync::RwLock::new(String::new()),
         });
         let (jobs, rx) = mpsc::channel(8192);
         let writer = Writer {
@@ -182,7 +195,18 @@ impl PgStore {
             demo_secret,
             url: url.to_string(),
             horizon_days,
+            shop: ShopConn::new(url),
         })
+    }
+
+    /// Where visitors reach the shop, for links in emails (waiting-list
+    /// offers): set once the server listens, before upkeep starts.
+    pub fn set_public_url(&self, url: &str) {
+        *self
+            .env
+            .public_url
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = url.trim_end_matches('/').to_string();
     }
 
     /// The demo payment provider's secret, made at init.
@@ -297,6 +321,14 @@ impl PgStore {
                     }
                     if let Err(e) = store.prune_idempotency().await {
                         tracing::warn!(error = %e, "pruning old idempotency keys failed");
+                    }
+                    let now_ms = store.clock.now_ms();
+                    let forgot: Result<(), ServiceError> =
+                        in_transaction!(store, "forget_tokens", |tx, _changes| {
+                            checkout::forget_unclaimed_tokens(&tx, now_ms).await
+                        });
+                    if let Err(e) = forgot {
+                        tracing::warn!(error = %e, "forgetting unclaimed booking tokens failed");
                     }
                 }
                 n += 1;
@@ -469,78 +501,133 @@ impl Store for PgStore {
 
     async fn begin_checkout(
         &self,
-        _idem: Idem,
-        _hold: HoldId,
-        _visitor: Visitor,
-        _provider: String,
+        idem: Idem,
+        hold: HoldId,
+        visitor: Visitor,
+        provider: String,
     ) -> Result<Answer, ServiceError> {
-        Err(not_yet("paying through the web shop"))
+        let now_ms = self.clock.now_ms();
+        let env = &self.env;
+        in_transaction!(self, "begin_checkout", |tx, changes| {
+            match claim_key(&tx, &idem, now_ms).await? {
+                Some(answer) => Ok(answer),
+                None => {
+                    let outcome = checkout::begin_checkout(
+                        &tx,
+                        env,
+                        &mut changes,
+                        hold.as_uuid(),
+                        visitor.clone(),
+                        provider.clone(),
+                    )
+                    .await?;
+                    settle_key(&tx, &idem, outcome).await
+                }
+            }
+        })
     }
 
     async fn payment_started(
         &self,
-        _payment_id: String,
-        _provider_ref: String,
-        _redirect_url: String,
+        payment_id: String,
+        provider_ref: String,
+        redirect_url: String,
     ) -> Result<PaymentRecord, ServiceError> {
-        Err(not_yet("paying through the web shop"))
+        in_transaction!(self, "payment_started", |tx, _changes| {
+            checkout::payment_started(&tx, &payment_id, &provider_ref, &redirect_url).await
+        })
     }
 
-    async fn checkout_status(&self, _checkout_id: String) -> Result<CheckoutStatus, ServiceError> {
-        Err(not_yet("a checkout's status"))
+    async fn checkout_status(&self, checkout_id: String) -> Result<CheckoutStatus, ServiceError> {
+        in_transaction!(self, "checkout_status", |tx, _changes| {
+            checkout::checkout_status(&tx, &checkout_id).await
+        })
     }
 
     async fn payment_event(
         &self,
-        _provider: String,
-        _event: PaymentEvent,
-        _context: BookingContext,
+        provider: String,
+        event: PaymentEvent,
+        context: BookingContext,
     ) -> Result<EventOutcome, ServiceError> {
-        Err(not_yet("a payment provider's callback"))
+        let env = &self.env;
+        in_transaction!(self, "payment_event", |tx, changes| {
+            checkout::apply_event(&tx, env, &mut changes, &provider, &event, &context).await
+        })
     }
 
-    async fn due_refunds(&self, _limit: usize) -> Result<Vec<DueRefund>, ServiceError> {
-        // No checkouts, so no refunds: nothing is due.
-        Ok(Vec::new())
+    async fn due_refunds(&self, limit: usize) -> Result<Vec<DueRefund>, ServiceError> {
+        let now_ms = self.clock.now_ms();
+        in_transaction!(self, "due_refunds", |tx, _changes| {
+            checkout::due_refunds(&tx, now_ms, limit).await
+        })
     }
 
     async fn refund_attempted(
         &self,
-        _refund_id: String,
-        _attempt: RefundAttempt,
-        _context: BookingContext,
+        refund_id: String,
+        attempt: RefundAttempt,
+        context: BookingContext,
     ) -> Result<(), ServiceError> {
-        Err(not_yet("refunds"))
+        let Ok(refund_id) = Uuid::parse_str(&refund_id) else {
+            return Ok(());
+        };
+        let env = &self.env;
+        in_transaction!(self, "refund_attempted", |tx, _changes| {
+            checkout::refund_attempted(&tx, env, refund_id, attempt.clone(), &context).await
+        })
     }
 
     async fn booking(
         &self,
-        _token: String,
-        _context: BookingContext,
+        token: String,
+        context: BookingContext,
     ) -> Result<Booking, ServiceError> {
-        Err(not_yet("\"my booking\""))
+        let env = &self.env;
+        in_transaction!(self, "booking", |tx, _changes| {
+            checkout::booking(&tx, env, &token, &context).await
+        })
     }
 
     async fn cancel_booking(
         &self,
-        _idem: Idem,
-        _token: String,
-        _tickets: Vec<TicketId>,
-        _context: BookingContext,
+        idem: Idem,
+        token: String,
+        tickets: Vec<TicketId>,
+        context: BookingContext,
     ) -> Result<Answer, ServiceError> {
-        Err(not_yet("cancelling a booking"))
+        let tickets: Vec<Uuid> = tickets.into_iter().map(Uuid::from).collect();
+        let now_ms = self.clock.now_ms();
+        let env = &self.env;
+        in_transaction!(self, "cancel_booking", |tx, changes| {
+            match claim_key(&tx, &idem, now_ms).await? {
+                Some(answer) => Ok(answer),
+                None => {
+                    let outcome =
+                        checkout::cancel(&tx, env, &mut changes, &token, &tickets, &context)
+                            .await?;
+                    settle_key(&tx, &idem, outcome).await
+                }
+            }
+        })
     }
 
     async fn resend_booking(
         &self,
-        _token: String,
-        _context: BookingContext,
+        token: String,
+        context: BookingContext,
     ) -> Result<(), ServiceError> {
-        Err(not_yet("resending a booking's email"))
+        let env = &self.env;
+        in_transaction!(self, "resend_booking", |tx, _changes| {
+            checkout::resend(&tx, env, &token, &context).await
+        })
     }
 
-    async fn demo_payment(&self, _payment_id: String) -> Result<Option<DemoPayment>, ServiceError> {
-        Err(not_yet("the demo payment page"))
+    async fn demo_payment(&self, payment_id: String) -> Result<Option<DemoPayment>, ServiceError> {
+        let env = &self.env;
+        in_transaction!(self, "demo_payment", |tx, _changes| {
+            checkout::demo_payment(&tx, env, &payment_id).await
+        })
     }
 
     async fn cancel_hold(&self, hold: HoldId) -> Result<(), ServiceError> {
@@ -671,24 +758,56 @@ impl Store for PgStore {
 
     async fn join_waitlist(
         &self,
-        _idem: Idem,
-        _request: WaitlistRequest,
-        _bounds: JoinBounds,
+        idem: Idem,
+        request: WaitlistRequest,
+        bounds: JoinBounds,
     ) -> Result<Answer, ServiceError> {
-        Err(not_yet("the waiting list"))
+        let now_ms = self.clock.now_ms();
+        let env = &self.env;
+        in_transaction!(self, "join_waitlist", |tx, _changes| {
+            match claim_key(&tx, &idem, now_ms).await? {
+                Some(answer) => Ok(answer),
+                None => {
+                    let outcome = waitlist::join(&tx, env, request.clone(), &bounds).await?;
+                    settle_key(&tx, &idem, outcome).await
+                }
+            }
+        })
     }
 
-    async fn offer(&self, _token: String) -> Result<Offer, ServiceError> {
-        Err(not_yet("waiting-list offers"))
+    async fn offer(&self, token: String) -> Result<Offer, ServiceError> {
+        let hash = waitlist::token_hash(&token).ok_or(WaitlistError::UnknownOffer)?;
+        let now_ms = self.clock.now_ms();
+        let reader = self.reader().await?;
+        match waitlist::read_offer(reader.client.as_ref(), &hash, now_ms).await {
+            Ok(Some(offer)) => Ok(offer),
+            Ok(None) => Err(WaitlistError::UnknownOffer.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading an offer failed");
+                Err(ServiceError::Unavailable)
+            }
+        }
     }
 
     async fn take_offer(
         &self,
-        _idem: Idem,
-        _token: String,
-        _cart: PricedCart,
+        idem: Idem,
+        token: String,
+        cart: PricedCart,
     ) -> Result<Answer, ServiceError> {
-        Err(not_yet("waiting-list offers"))
+        let hash = waitlist::token_hash(&token).ok_or(WaitlistError::UnknownOffer)?;
+        let now_ms = self.clock.now_ms();
+        let env = &self.env;
+        in_transaction!(self, "take_offer", |tx, changes| {
+            match claim_key(&tx, &idem, now_ms).await? {
+                Some(answer) => Ok(answer),
+                None => {
+                    let outcome =
+                        waitlist::take_offer(&tx, env, &mut changes, &hash, cart.clone()).await?;
+                    settle_key(&tx, &idem, outcome).await
+                }
+            }
+        })
     }
 
     /// True while the writer reaches PostgreSQL and commits.

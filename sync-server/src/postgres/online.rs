@@ -39,6 +39,11 @@ pub struct Env {
     pub hold_ttl_ms: i64,
     /// Names this process in what it writes for audits (`released_by`).
     pub process: String,
+    /// How long a waiting-list offer keeps its places.
+    pub offer_ms: i64,
+    /// The shop's address for emailed links (offers), known once the
+    /// server listens (`PgStore::set_public_url`).
+    pub public_url: std::sync::RwLock<String>,
 }
 
 pub enum Job {
@@ -252,6 +257,11 @@ pub fn prepare_confirm(env: &Env, input: ConfirmInput<'_>) -> Result<ConfirmJob,
         .map_err(|_| bad("its slot's window is out of range".into()))?;
     let lines: Vec<PricedLine> =
         serde_json::from_value(stored.lines).map_err(|e| bad(format!("unreadable lines: {e}")))?;
+    // A hold with no lines keeps places for a waiting-list offer: only the
+    // offer's link turns it into a checkout (`waitlist::take_offer`).
+    if lines.is_empty() {
+        return Err(ServiceError::UnknownHold(input.hold_id.to_string()));
+    }
     let tickets = issue_tickets(&env.signer, slot_id, window_minutes, &lines)
         .map_err(|e| ServiceError::Storage(e.to_string()))?;
     for (t, price, vat_bp) in &tickets {
@@ -281,7 +291,7 @@ pub fn prepare_confirm(env: &Env, input: ConfirmInput<'_>) -> Result<ConfirmJob,
 
 /// One signed ticket per unit of every line, with its price and VAT rate,
 /// signed by the server's key with core's ticket code.
-fn issue_tickets(
+pub(super) fn issue_tickets(
     signer: &TicketSigner,
     slot: SlotId,
     window_minutes: u16,
@@ -631,7 +641,7 @@ pub async fn run_call(
 /// The jobs that are not one call, one after another.
 pub async fn run(tx: &Transaction<'_>, env: &Env, job: &Job, now_ms: i64) -> PgResult<Done> {
     match job {
-        Job::CancelHold { hold } => cancel_hold(tx, env, *hold).await,
+        Job::CancelHold { hold } => cancel_hold(tx, env, *hold, now_ms).await,
         Job::Sweep => sweep(tx, env, now_ms).await,
         Job::Ping => {
             tx.execute("SELECT 1", &[]).await?;
@@ -673,16 +683,37 @@ async fn release(
     rows.iter().map(slot_row).collect()
 }
 
-async fn cancel_hold(tx: &Transaction<'_>, env: &Env, hold_id: Uuid) -> PgResult<Done> {
+async fn cancel_hold(
+    tx: &Transaction<'_>,
+    env: &Env,
+    hold_id: Uuid,
+    now_ms: i64,
+) -> PgResult<Done> {
     // Its slot's row first, as every batch takes it, then the hold's.
     tx.execute(
         "SELECT 1 FROM slots WHERE slot_id = (SELECT slot_id FROM holds WHERE hold_id = $1) FOR UPDATE",
         &[&hold_id],
     )
     .await?;
-    let slots = release(tx, env, hold_id, "cancelled").await?;
+    // A waiting-list offer's places are not the caller's to give back.
+    let offer: Option<bool> = tx
+        .query_opt(
+            "SELECT lines = '[]'::jsonb FROM holds WHERE hold_id = $1 AND status = 'held'",
+            &[&hold_id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if offer == Some(true) {
+        return Ok(Done::discard(Err(ServiceError::UnknownHold(
+            hold_id.to_string(),
+        ))));
+    }
+    let mut slots = release(tx, env, hold_id, "cancelled").await?;
     if !slots.is_empty() {
         metrics::counter!("tessera_holds_cancelled_total").increment(1);
+        // The places go to the slot's waiting line before anyone sees them free.
+        let ids: Vec<String> = slots.iter().map(|s| s.slot.id.to_string()).collect();
+        slots.extend(super::waitlist::offer_contained(tx, env, now_ms, Some(&ids)).await?);
         return Ok(Done::keep(Reply::Done, slots));
     }
     let row = tx
@@ -721,10 +752,14 @@ async fn sweep(tx: &Transaction<'_>, env: &Env, now_ms: i64) -> PgResult<Done> {
     if !locked {
         return Ok(Done::discard(Ok(Reply::Swept(0))));
     }
-    // The slot rows first, in slot order, as every batch takes them.
+    // The slot rows first, in slot order, as every batch takes them: those
+    // of the holds due and those with a waiting line (their offers are made
+    // and closed below, in this transaction, so places the sweep frees are
+    // offered before anyone sees them free).
     tx.execute(
         "SELECT 1 FROM slots WHERE slot_id IN (
-             SELECT slot_id FROM holds WHERE status = 'held' AND expires_at <= $1)
+             SELECT slot_id FROM holds WHERE status = 'held' AND expires_at <= $1
+             UNION SELECT slot_id FROM waitlist WHERE state IN ('waiting', 'offered'))
          ORDER BY slot_id FOR UPDATE",
         &[&now_ms],
     )
@@ -761,5 +796,6 @@ async fn sweep(tx: &Transaction<'_>, env: &Env, now_ms: i64) -> PgResult<Done> {
     if released > 0 {
         metrics::counter!("tessera_holds_expired_total").increment(released);
     }
+    slots.extend(super::waitlist::offer_contained(tx, env, now_ms, None).await?);
     Ok(Done::keep(Reply::Swept(released), slots))
 }

@@ -317,9 +317,17 @@ impl PgMuseum {
 
     /// Starts one more server process on the database (`name` names its log).
     pub fn serve(&self, name: &str, extra_args: &[&str]) -> PgServer {
+        self.serve_with(name, "", extra_args)
+    }
+
+    /// Like [`PgMuseum::serve`], with `config` (TOML sections such as
+    /// `[mail]` or `[waitlist]`) added to the test configuration.
+    pub fn serve_with(&self, name: &str, config: &str, extra_args: &[&str]) -> PgServer {
         let log = self.dir.path().join(format!("{name}.log"));
-        let config = self.dir.path().join("testkit.toml");
-        std::fs::write(&config, UNLIMITED_CLIENTS_TOML).expect("write test config");
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, format!("{UNLIMITED_CLIENTS_TOML}\n{config}\n"))
+            .expect("write test config");
+        let config = path;
         let mut child = Command::new(server_binary())
             .args(["serve", "--database", &self.database_url])
             .args(["--listen", "127.0.0.1:0"])
