@@ -462,6 +462,22 @@ impl ServerProcess {
         row.remove(0)
     }
 
+    /// The one row `sql` selects, as `N` integers:
+    /// `let [sold, held] = server.numbers(…);`.
+    pub fn numbers<const N: usize>(&self, sql: &str) -> [i64; N] {
+        let row = self.query_row(sql);
+        let numbers: Vec<i64> = row
+            .iter()
+            .map(|cell| {
+                cell.parse()
+                    .unwrap_or_else(|_| panic!("{sql}: {cell:?} is not an integer ({row:?})"))
+            })
+            .collect();
+        numbers
+            .try_into()
+            .unwrap_or_else(|got: Vec<i64>| panic!("{sql}: {} columns, not {N}", got.len()))
+    }
+
     /// One number from the server's store (`SELECT COUNT(*) …`).
     pub fn count(&self, sql: &str) -> i64 {
         let cell = self.query_one(sql);
