@@ -1,7 +1,16 @@
 //! Test harness (feature `testkit`): a real `tessera-server` process on a
-//! loopback port over a temporary SQLite file, the demo museum loaded, and the
+//! loopback port over a temporary database, the demo museum loaded, and the
 //! clock shifted to a known opening hour so tests do not depend on when they run;
 //! and the real parts mail tests read back: an SMTP sink, a PDF's QR codes.
+//!
+//! The backend matrix: `TESSERA_TEST_BACKEND=sqlite` (the default) serves a
+//! SQLite file in a temporary directory; `TESSERA_TEST_BACKEND=postgres` gives
+//! every [`ServerProcess`] a throw-away PostgreSQL cluster of its own
+//! ([`PgCluster`]) and serves it with `--database URL`. Tests reach the store
+//! through backend-neutral helpers ([`ServerProcess::store_args`],
+//! [`ServerProcess::admin`], [`ServerProcess::count`],
+//! [`ServerProcess::query`], [`ServerProcess::execute`]); a test that is
+//! about SQLite itself says so with [`skip_unless_sqlite`].
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -20,6 +29,73 @@ use tessera_core::clock::OFFSET_ENV;
 /// PostgreSQL: a throw-away cluster and servers on it (`PgCluster`).
 pub mod pg;
 pub use pg::{PgCluster, PgMuseum, PgServer};
+
+/// The switch of the backend matrix: which store every [`ServerProcess`]
+/// serves.
+pub const BACKEND_ENV: &str = "TESSERA_TEST_BACKEND";
+
+/// What [`ServerProcess::query`] answers for an SQL NULL (on both backends).
+pub const NULL: &str = "<NULL>";
+
+/// The store a test server serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the server's temporary directory (the default).
+    Sqlite,
+    /// A PostgreSQL cluster of the server's own, served with `--database`.
+    Postgres,
+}
+
+impl Backend {
+    /// Reads [`BACKEND_ENV`]: `sqlite` (or unset, or empty) or `postgres`.
+    pub fn from_env() -> Result<Backend, String> {
+        match std::env::var(BACKEND_ENV) {
+            Err(std::env::VarError::NotPresent) => Ok(Backend::Sqlite),
+            Err(e) => Err(format!("{BACKEND_ENV}: {e}")),
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "" | "sqlite" => Ok(Backend::Sqlite),
+                "postgres" | "postgresql" => Ok(Backend::Postgres),
+                other => Err(format!(
+                    "{BACKEND_ENV}={other:?}: must be `sqlite` (the default) or `postgres`"
+                )),
+            },
+        }
+    }
+
+    pub fn is_sqlite(self) -> bool {
+        self == Backend::Sqlite
+    }
+
+    pub fn is_postgres(self) -> bool {
+        self == Backend::Postgres
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// The backend this test run is on ([`BACKEND_ENV`]); panics on a value that
+/// names no backend, so a typo never silently tests SQLite twice.
+pub fn backend() -> Backend {
+    Backend::from_env().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// For a test that is about SQLite itself (its WAL file, its writer's
+/// internals, its file permissions…): on another backend, prints
+/// `skipped on PostgreSQL: <reason>` and returns `true`, so the test reads
+/// `if testkit::skip_unless_sqlite("inspects the WAL file") { return; }`.
+pub fn skip_unless_sqlite(reason: &str) -> bool {
+    let backend = backend();
+    if backend.is_sqlite() {
+        return false;
+    }
+    eprintln!("skipped on {}: {reason}", backend.name());
+    true
+}
 
 /// The server binary: `TESSERA_SERVER_BIN`, else next to the running test's
 /// `deps` directory (where `cargo test --workspace` builds it).
@@ -76,7 +152,10 @@ pub const TEST_CHANNEL: &str = "Test partner";
 
 pub struct ServerProcess {
     pub dir: tempfile::TempDir,
+    /// The SQLite file (on PostgreSQL: where it would be; nothing is there).
     pub db: PathBuf,
+    /// The store this server serves.
+    pub backend: Backend,
     pub offset_secs: i64,
     pub url: String,
     pub day: Date,
@@ -89,7 +168,14 @@ pub struct ServerProcess {
     binary: PathBuf,
     /// Extra TOML for `--config`, written beside the database.
     config_toml: Option<String>,
+    /// What follows `--db` or `--database` in every command: the file, or
+    /// the cluster's URL.
+    store: String,
     child: Option<Child>,
+    /// On PostgreSQL, the server's own cluster: it outlives kills and
+    /// restarts of `serve`, and stops when this drops (after `serve`: see
+    /// `Drop`).
+    pg: Option<PgCluster>,
 }
 
 /// How to start a [`ServerProcess`] when the defaults of
@@ -112,6 +198,9 @@ pub struct Launch {
     pub init_days: u32,
     /// A sales channel made at init (its token in `channel_token`).
     pub channel: String,
+    /// The store to serve; [`backend`] (the `TESSERA_TEST_BACKEND` switch)
+    /// unless a harness pins one.
+    pub backend: Backend,
 }
 
 impl Launch {
@@ -125,6 +214,7 @@ impl Launch {
             config_toml: None,
             init_days: 14,
             channel: TEST_CHANNEL.into(),
+            backend: backend(),
         }
     }
 }
@@ -170,9 +260,18 @@ impl ServerProcess {
             .tempdir()
             .map_err(|e| format!("temp dir: {e}"))?;
         let db = dir.path().join("server.db");
+        let pg = match launch.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgCluster::start()),
+        };
+        let store = match &pg {
+            None => db.display().to_string(),
+            Some(cluster) => cluster.url(),
+        };
         let mut me = ServerProcess {
             dir,
             db,
+            backend: launch.backend,
             offset_secs,
             url: String::new(),
             day,
@@ -181,25 +280,18 @@ impl ServerProcess {
             env: launch.env,
             binary: launch.binary,
             config_toml: launch.config_toml,
+            store,
             child: None,
+            pg,
         };
-        me.cli_ok(&[
+        me.admin_ok(&[
             "init",
-            "--db",
-            &me.db_str(),
             "--fixtures",
             &demo_fixture().display().to_string(),
             "--days",
             &launch.init_days.to_string(),
         ])?;
-        me.channel_token = me.cli_ok(&[
-            "channel",
-            "add",
-            "--db",
-            &me.db_str(),
-            "--name",
-            &launch.channel,
-        ])?;
+        me.channel_token = me.admin_ok(&["channel", "add", "--name", &launch.channel])?;
         me.try_spawn(None)?;
         Ok(me)
     }
@@ -239,7 +331,7 @@ impl ServerProcess {
 
     /// Adds a sales channel; its token.
     pub fn add_channel(&self, name: &str) -> String {
-        let out = self.cli(&["channel", "add", "--db", &self.db_str(), "--name", name]);
+        let out = self.admin(&["channel", "add", "--name", name]);
         assert!(
             out.status.success(),
             "channel add failed: {}",
@@ -251,14 +343,7 @@ impl ServerProcess {
     /// The demo payment provider's signer, with this server's secret: what
     /// a test needs to deliver (or forge) payment callbacks itself.
     pub fn demo_signer(&self) -> crate::payments::demo::DemoProvider {
-        let hex: String = self
-            .db()
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'demo_payment_secret'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("demo secret");
+        let hex = self.query_one("SELECT value FROM meta WHERE key = 'demo_payment_secret'");
         let secret = data_encoding::HEXLOWER_PERMISSIVE
             .decode(hex.as_bytes())
             .expect("hex secret");
@@ -278,9 +363,126 @@ impl ServerProcess {
             .expect("run tessera-server")
     }
 
-    /// One number from the server's database (`SELECT COUNT(*) …`).
+    /// Where admin commands find this server's store: `["--db", FILE]` on
+    /// SQLite, `["--database", URL]` on PostgreSQL.
+    pub fn store_args(&self) -> [&str; 2] {
+        let flag = match self.backend {
+            Backend::Sqlite => "--db",
+            Backend::Postgres => "--database",
+        };
+        [flag, &self.store]
+    }
+
+    /// `args` (subcommand first) followed by [`ServerProcess::store_args`].
+    fn with_store<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        all.extend(self.store_args());
+        all
+    }
+
+    /// Runs an admin command on this server's store (`args`, then
+    /// [`ServerProcess::store_args`]) with this server's clock.
+    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        self.cli(&self.with_store(args))
+    }
+
+    /// [`ServerProcess::admin`]: its trimmed standard output, or an error
+    /// with its standard error.
+    pub fn admin_ok(&self, args: &[&str]) -> Result<String, String> {
+        self.cli_ok(&self.with_store(args))
+    }
+
+    /// The PostgreSQL database's URL (`None` on SQLite).
+    pub fn database_url(&self) -> Option<String> {
+        self.pg.as_ref().map(PgCluster::url)
+    }
+
+    /// The server's own PostgreSQL cluster (`None` on SQLite).
+    pub fn pg(&self) -> Option<&PgCluster> {
+        self.pg.as_ref()
+    }
+
+    /// Runs `sql` (one or more statements, no results) on the server's
+    /// store: a test's own setup or sabotage. Write it to run on both
+    /// backends.
+    pub fn execute(&self, sql: &str) {
+        if let Err(e) = self.try_execute(sql) {
+            panic!("{sql}: {e}");
+        }
+    }
+
+    /// [`ServerProcess::execute`], with the database's error instead of a
+    /// panic.
+    pub fn try_execute(&self, sql: &str) -> Result<(), String> {
+        match &self.pg {
+            Some(cluster) => cluster.query(sql).map(drop),
+            None => self.db().execute_batch(sql).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The rows `sql` selects from the server's store, every cell as text
+    /// (integers in decimal, text as is, blobs as `\x` and lowercase hex,
+    /// SQL NULL as [`NULL`]). Write the SQL to run on both backends: ids are
+    /// `uuid` on PostgreSQL (compare with `'…'` literals, select them as
+    /// `CAST(id AS TEXT)` or let them print), booleans print `t`/`f` there
+    /// (select `CASE WHEN … THEN 1 ELSE 0 END`), and SQLite-only functions
+    /// are out.
+    pub fn query(&self, sql: &str) -> Vec<Vec<String>> {
+        self.try_query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// [`ServerProcess::query`], with the database's error instead of a
+    /// panic.
+    pub fn try_query(&self, sql: &str) -> Result<Vec<Vec<String>>, String> {
+        let rows = match &self.pg {
+            Some(cluster) => cluster.query(sql)?,
+            None => sqlite_query(&self.db(), sql).map_err(|e| e.to_string())?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|cell| cell.unwrap_or_else(|| NULL.to_string()))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// The one row `sql` selects (panics on none or several).
+    pub fn query_row(&self, sql: &str) -> Vec<String> {
+        let mut rows = self.query(sql);
+        assert_eq!(rows.len(), 1, "{sql}: expected one row, got {rows:?}");
+        rows.remove(0)
+    }
+
+    /// The one cell of the one row `sql` selects.
+    pub fn query_one(&self, sql: &str) -> String {
+        let mut row = self.query_row(sql);
+        assert_eq!(row.len(), 1, "{sql}: expected one column, got {row:?}");
+        row.remove(0)
+    }
+
+    /// The one row `sql` selects, as `N` integers:
+    /// `let [sold, held] = server.numbers(…);`.
+    pub fn numbers<const N: usize>(&self, sql: &str) -> [i64; N] {
+        let row = self.query_row(sql);
+        let numbers: Vec<i64> = row
+            .iter()
+            .map(|cell| {
+                cell.parse()
+                    .unwrap_or_else(|_| panic!("{sql}: {cell:?} is not an integer ({row:?})"))
+            })
+            .collect();
+        numbers
+            .try_into()
+            .unwrap_or_else(|got: Vec<i64>| panic!("{sql}: {} columns, not {N}", got.len()))
+    }
+
+    /// One number from the server's store (`SELECT COUNT(*) …`).
     pub fn count(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
+        let cell = self.query_one(sql);
+        cell.parse()
+            .unwrap_or_else(|_| panic!("{sql} answered {cell:?}, not a number"))
     }
 
     /// Waits until `sql` counts `expected`: background work (the refund
@@ -294,10 +496,8 @@ impl ServerProcess {
 
     /// Sets a slot's capacity with the admin command, as an operator would.
     pub fn set_capacity(&self, slot: SlotId, capacity: u32) {
-        let out = self.cli(&[
+        let out = self.admin(&[
             "capacity",
-            "--db",
-            &self.db_str(),
             "--slot",
             &slot.to_string(),
             "--set",
@@ -325,15 +525,7 @@ impl ServerProcess {
     }
 
     pub fn enrolment_code(&self, role: &str, name: &str) -> String {
-        let out = self.cli(&[
-            "enrol",
-            "--db",
-            &self.db_str(),
-            "--role",
-            role,
-            "--name",
-            name,
-        ]);
+        let out = self.admin(&["enrol", "--role", role, "--name", name]);
         assert!(
             out.status.success(),
             "enrol failed: {}",
@@ -352,7 +544,9 @@ impl ServerProcess {
             .map_err(|e| format!("log file: {e}"))?;
         let mut command = Command::new(&self.binary);
         command
-            .args(["serve", "--db", &self.db_str(), "--listen", &listen])
+            .arg("serve")
+            .args(self.store_args())
+            .args(["--listen", &listen])
             .args(&self.extra_args);
         // Tests play many visitors from one loopback address: per-client
         // limits off, unless the test brings its own config.
@@ -473,8 +667,17 @@ impl ServerProcess {
         self.child.is_some()
     }
 
-    /// A read connection to the server's database, for checking what is stored.
+    /// A connection to the server's SQLite file, for tests that are about
+    /// SQLite itself (everything else: [`ServerProcess::query`] and
+    /// friends). Panics on PostgreSQL: such a test starts with
+    /// [`skip_unless_sqlite`].
     pub fn db(&self) -> rusqlite::Connection {
+        assert!(
+            self.backend.is_sqlite(),
+            "ServerProcess::db() opens the SQLite file, and this server runs on {}: \
+             use query/count/execute, or skip the test with testkit::skip_unless_sqlite(reason)",
+            self.backend.name()
+        );
         let conn = rusqlite::Connection::open(&self.db).expect("open db");
         conn.busy_timeout(Duration::from_secs(10))
             .expect("busy timeout");
@@ -489,8 +692,46 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        // `serve` first, then (as the fields drop) its PostgreSQL cluster.
         self.kill();
+        // A failing test shows what the server said (its directory goes).
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- last lines of the server's log ({}):\n{}",
+                self.backend.name(),
+                lines[lines.len().saturating_sub(30)..].join("\n")
+            );
+        }
     }
+}
+
+/// Every row of `sql` on SQLite, cells as text (`None`: NULL), in the shape
+/// PostgreSQL's text protocol gives.
+fn sqlite_query(
+    conn: &rusqlite::Connection,
+    sql: &str,
+) -> rusqlite::Result<Vec<Vec<Option<String>>>> {
+    use rusqlite::types::ValueRef;
+    let mut stmt = conn.prepare(sql)?;
+    let columns = stmt.column_count();
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut cells = Vec::with_capacity(columns);
+        for i in 0..columns {
+            cells.push(match row.get_ref(i)? {
+                ValueRef::Null => None,
+                ValueRef::Integer(n) => Some(n.to_string()),
+                ValueRef::Real(x) => Some(x.to_string()),
+                ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(b) => Some(format!("\\x{}", data_encoding::HEXLOWER.encode(b))),
+            });
+        }
+        out.push(cells);
+    }
+    Ok(out)
 }
 
 /// A thin HTTP client for the server's API, returning status and JSON.

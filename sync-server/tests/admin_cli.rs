@@ -22,15 +22,7 @@ async fn capacity_changes_reach_the_running_server_and_never_go_below_what_is_so
         .unwrap();
     assert_eq!(status, StatusCode::CREATED);
 
-    let refused = server.cli(&[
-        "capacity",
-        "--db",
-        &server.db_str(),
-        "--slot",
-        &s.to_string(),
-        "--set",
-        "5",
-    ]);
+    let refused = server.admin(&["capacity", "--slot", &s.to_string(), "--set", "5"]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("10 places are taken"), "{err}");
@@ -44,15 +36,7 @@ async fn capacity_changes_reach_the_running_server_and_never_go_below_what_is_so
         "a refused change changes nothing"
     );
 
-    let ok = server.cli(&[
-        "capacity",
-        "--db",
-        &server.db_str(),
-        "--slot",
-        &s.to_string(),
-        "--set",
-        "60",
-    ]);
+    let ok = server.admin(&["capacity", "--slot", &s.to_string(), "--set", "60"]);
     assert!(
         ok.status.success(),
         "{}",
@@ -68,23 +52,10 @@ async fn capacity_changes_reach_the_running_server_and_never_go_below_what_is_so
     }
     assert_eq!(seen, 50, "the running server picked up the new capacity");
 
-    let bad_slot = server.cli(&[
-        "capacity",
-        "--db",
-        &server.db_str(),
-        "--slot",
-        "someday",
-        "--set",
-        "60",
-    ]);
+    let bad_slot = server.admin(&["capacity", "--slot", "someday", "--set", "60"]);
     assert!(!bad_slot.status.success());
-    let audit: u32 = server
-        .db()
-        .query_row(
-            "SELECT COUNT(*) FROM audit_log WHERE action = 'capacity'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(audit, 1);
+    assert_eq!(
+        server.count("SELECT COUNT(*) FROM audit_log WHERE action = 'capacity'"),
+        1
+    );
 }

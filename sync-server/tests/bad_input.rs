@@ -164,10 +164,7 @@ async fn bad_bookings_are_refused_and_change_nothing() {
     assert_eq!(status, StatusCode::NO_CONTENT);
 
     assert_eq!(api.availability(day).await, before, "nothing changed");
-    let orders: u32 = server
-        .db()
-        .query_row("SELECT COUNT(*) FROM orders", [], |r| r.get(0))
-        .unwrap();
+    let orders = server.count("SELECT COUNT(*) FROM orders");
     assert_eq!(orders, 0);
 }
 
@@ -202,9 +199,6 @@ async fn devices_need_a_valid_token_and_a_code_works_once() {
         .await
         .unwrap();
     assert_error(&bad_key, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
-    let devices: u32 = server
-        .db()
-        .query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0))
-        .unwrap();
+    let devices = server.count("SELECT COUNT(*) FROM devices");
     assert_eq!(devices, 1, "only the gate enrolled");
 }

@@ -56,16 +56,11 @@ async fn orders_answered_201_survive_a_kill_during_a_burst() {
     );
 
     server.restart();
-    let db = server.db();
     for order in &confirmed {
         let id = order["order_id"].as_str().unwrap();
-        let stored: u32 = db
-            .query_row(
-                "SELECT COUNT(*) FROM tickets WHERE order_id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let stored = server.count(&format!(
+            "SELECT COUNT(*) FROM tickets WHERE order_id = '{id}'"
+        ));
         assert_eq!(
             stored as usize,
             order["tickets"].as_array().unwrap().len(),
@@ -73,17 +68,13 @@ async fn orders_answered_201_survive_a_kill_during_a_burst() {
         );
     }
     for s in &slots {
-        let (capacity, sold, by_orders, by_tickets, held): (u32, u32, u32, u32, u32) = db
-            .query_row(
-                "SELECT capacity, sold_online,
-                        (SELECT COALESCE(SUM(admissions), 0) FROM orders WHERE slot_id = ?1),
-                        (SELECT COALESCE(SUM(admits), 0) FROM tickets WHERE slot_id = ?1 AND channel = 'online'),
-                        (SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = ?1 AND status = 'held')
-                 FROM slots WHERE slot_id = ?1",
-                [s.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )
-            .unwrap();
+        let [capacity, sold, by_orders, by_tickets, held] = server.numbers(&format!(
+            "SELECT capacity, sold_online,
+                    (SELECT COALESCE(SUM(admissions), 0) FROM orders WHERE slot_id = '{s}'),
+                    (SELECT COALESCE(SUM(admits), 0) FROM tickets WHERE slot_id = '{s}' AND channel = 'online'),
+                    (SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = '{s}' AND status = 'held')
+             FROM slots WHERE slot_id = '{s}'"
+        ));
         assert_eq!(sold, by_orders);
         assert_eq!(sold, by_tickets);
         assert!(
@@ -91,9 +82,7 @@ async fn orders_answered_201_survive_a_kill_during_a_burst() {
             "{s}: {sold} sold + {held} held > {capacity}"
         );
     }
-    let total_sold: u32 = db
-        .query_row("SELECT SUM(sold_online) FROM slots", [], |r| r.get(0))
-        .unwrap();
+    let total_sold = server.count("SELECT SUM(sold_online) FROM slots");
     assert!(
         total_sold < 9 * 120,
         "the kill came mid-burst, not after a sell-out ({total_sold} sold)"
@@ -101,21 +90,12 @@ async fn orders_answered_201_survive_a_kill_during_a_burst() {
     // Availability after restart matches the database, and sales go on.
     let api = server.api();
     let s = slots[0];
-    let sold: u32 = db
-        .query_row(
-            "SELECT sold_online FROM slots WHERE slot_id = ?1",
-            [s.to_string()],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let held: u32 = db
-        .query_row(
-            "SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = ?1 AND status = 'held'",
-            [s.to_string()],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(api.available(s).await, u64::from(120 - sold - held));
+    let [sold, held] = server.numbers(&format!(
+        "SELECT sold_online,
+                (SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = '{s}' AND status = 'held')
+         FROM slots WHERE slot_id = '{s}'"
+    ));
+    assert_eq!(api.available(s).await as i64, 120 - sold - held);
     let (status, _) = api
         .buy(
             "after",

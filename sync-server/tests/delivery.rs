@@ -25,7 +25,8 @@ use tessera_server::delivery::pdf::tickets_pdf;
 use tessera_server::sqlite::outbox::enqueue;
 use tessera_server::sqlite::{SqliteStore, StoreConfig};
 use tessera_server::testkit::{
-    demo_fixture, free_port, paris, scan_pdf, slot, ServerProcess, SmtpSink, UNLIMITED_CLIENTS_TOML,
+    self, demo_fixture, free_port, paris, scan_pdf, slot, ServerProcess, SmtpSink,
+    UNLIMITED_CLIENTS_TOML,
 };
 use uuid::Uuid;
 
@@ -131,15 +132,13 @@ async fn every_qr_in_the_pdf_scans_to_a_code_the_gate_admits() {
 
     // The server's own key signs, as it does for online orders: what the
     // PDF carries must be exactly what the gates accept.
-    let (key_id, seed): (u32, Vec<u8>) = server
-        .db()
-        .query_row(
-            "SELECT key_id, secret_seed FROM signing_keys WHERE owner = 'server' AND secret_seed IS NOT NULL",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+    let key = server.query_row(
+        "SELECT key_id, secret_seed FROM signing_keys WHERE owner = 'server' AND secret_seed IS NOT NULL",
+    );
+    let seed = data_encoding::HEXLOWER
+        .decode(key[1].trim_start_matches("\\x").as_bytes())
         .unwrap();
-    let signer = TicketSigner::from_seed(key_id, seed.try_into().unwrap());
+    let signer = TicketSigner::from_seed(key[0].parse().unwrap(), seed.try_into().unwrap());
     let s = slot(server.day, "11:00");
     let (a1, c1) = sign(&signer, s, "adult", 1);
     let (a2, c2) = sign(&signer, s, "adult", 1);
@@ -289,6 +288,30 @@ fn queue(
     let tx = conn.transaction().unwrap();
     let id = enqueue(&tx, kind, recipient, language, payload, None, now_ms).unwrap();
     tx.commit().unwrap();
+    id
+}
+
+/// [`queue`] on a test server's store, whichever backend it is: the row
+/// `enqueue` writes, with SQL both backends take.
+fn queue_on(
+    server: &ServerProcess,
+    kind: &str,
+    recipient: &str,
+    language: &str,
+    payload: &str,
+    now_ms: i64,
+) -> String {
+    let id = Uuid::now_v7().to_string();
+    let text = |s: &str| s.replace('\'', "''");
+    server.execute(&format!(
+        "INSERT INTO mail_outbox (mail_id, kind, recipient, language, payload, order_id,
+                                  created_at, attempts, next_attempt_at)
+         VALUES ('{id}', '{}', '{}', '{}', '{}', NULL, {now_ms}, 0, {now_ms})",
+        text(kind),
+        text(recipient),
+        text(language),
+        text(payload)
+    ));
     id
 }
 
@@ -619,8 +642,8 @@ async fn the_server_process_runs_the_mailer() {
         )],
     );
     // As the confirming transaction does: a row in the outbox, nothing else.
-    queue(
-        &server.db,
+    queue_on(
+        &server,
         "booking_confirmed",
         "zoe@example.org",
         "fr",
@@ -649,13 +672,19 @@ async fn without_an_smtp_host_mails_stay_queued_and_the_log_says_so() {
     // and leaves the outbox alone.
     let server = ServerProcess::start_at("11:05", &[]);
     let now = Clock::with_offset_secs(server.offset_secs).now_ms();
-    let id = queue(&server.db, "resend", "zoe@example.org", "en", "{}", now);
+    let id = queue_on(&server, "resend", "zoe@example.org", "en", "{}", now);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !server.log().contains("no SMTP host configured") {
         assert!(Instant::now() < deadline, "log: {}", server.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(server.log().matches("no SMTP host configured").count(), 1);
-    let r = row(&server.db, &id);
-    assert!(!r.sent && r.attempts == 0 && r.last_error.is_none());
+    assert_eq!(
+        server.query_row(&format!(
+            "SELECT CASE WHEN sent_at IS NULL THEN 0 ELSE 1 END, attempts, last_error
+             FROM mail_outbox WHERE mail_id = '{id}'"
+        )),
+        ["0", "0", testkit::NULL],
+        "unsent, never tried"
+    );
 }

@@ -81,10 +81,7 @@ async fn gate_admits_once_and_explains_every_refusal() {
     let (_, again) = api.redeem(&gate_token, &code.to_lowercase()).await.unwrap();
     assert_eq!(again["reason"], "already_used");
 
-    let redemptions: u32 = server
-        .db()
-        .query_row("SELECT COUNT(*) FROM redemptions", [], |r| r.get(0))
-        .unwrap();
+    let redemptions = server.count("SELECT COUNT(*) FROM redemptions");
     assert_eq!(redemptions, 2);
 }
 

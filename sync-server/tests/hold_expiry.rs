@@ -37,16 +37,18 @@ async fn an_expired_hold_returns_its_capacity_and_cannot_be_confirmed() {
     assert_eq!(body["error"]["code"], "hold_expired");
 
     // The background sweep also records it, so the database agrees.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (status_text, orders): (String, u32) = server
-        .db()
-        .query_row(
-            "SELECT status, (SELECT COUNT(*) FROM orders) FROM holds WHERE hold_id = ?1",
-            [hold["hold_id"].as_str().unwrap()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+    let hold_id = hold["hold_id"].as_str().unwrap();
+    server
+        .wait_count(
+            "the sweep to mark the hold expired",
+            &format!(
+                "SELECT COUNT(*) FROM holds WHERE hold_id = '{hold_id}' AND status = 'expired'"
+            ),
+            1,
+            Duration::from_secs(10),
         )
-        .unwrap();
-    assert_eq!((status_text.as_str(), orders), ("expired", 0));
+        .await;
+    assert_eq!(server.count("SELECT COUNT(*) FROM orders"), 0);
     assert_eq!(api.available(s).await, 120);
 }
 
@@ -64,14 +66,15 @@ async fn an_expired_hold_is_swept_without_any_request() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::CREATED);
-    tokio::time::sleep(Duration::from_millis(3000)).await;
-    let status_text: String = server
-        .db()
-        .query_row(
-            "SELECT status FROM holds WHERE hold_id = ?1",
-            [hold["hold_id"].as_str().unwrap()],
-            |r| r.get(0),
+    let hold_id = hold["hold_id"].as_str().unwrap();
+    server
+        .wait_count(
+            "the sweep to mark the hold expired",
+            &format!(
+                "SELECT COUNT(*) FROM holds WHERE hold_id = '{hold_id}' AND status = 'expired'"
+            ),
+            1,
+            Duration::from_secs(10),
         )
-        .unwrap();
-    assert_eq!(status_text, "expired");
+        .await;
 }

@@ -202,14 +202,8 @@ async fn a_visitor_pays_on_the_demo_page_gets_a_booking_and_cancels_a_ticket() {
         ),
         1
     );
-    let payload: String = server
-        .db()
-        .query_row(
-            "SELECT payload FROM mail_outbox WHERE kind = 'booking_confirmed'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let payload =
+        server.query_one("SELECT payload FROM mail_outbox WHERE kind = 'booking_confirmed'");
     let payload: Value = serde_json::from_str(&payload).unwrap();
     assert_eq!(
         payload["link"],
@@ -359,14 +353,9 @@ async fn a_visitor_pays_on_the_demo_page_gets_a_booking_and_cancels_a_ticket() {
     );
 
     // Tallies still equal the orders: online sold minus cancelled.
-    let sold_online: i64 = server
-        .db()
-        .query_row(
-            "SELECT sold_online FROM slots WHERE slot_id = ?1",
-            [s.to_string()],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let sold_online = server.count(&format!(
+        "SELECT sold_online FROM slots WHERE slot_id = '{s}'"
+    ));
     assert_eq!(sold_online, 0);
     let av = api.availability(s.date).await;
     let line = av["slots"]
@@ -405,14 +394,7 @@ async fn a_visitor_pays_on_the_demo_page_gets_a_booking_and_cancels_a_ticket() {
 }
 
 fn gate_device(server: &ServerProcess) -> String {
-    server
-        .db()
-        .query_row(
-            "SELECT device_id FROM devices WHERE role = 'gate'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
+    server.query_one("SELECT device_id FROM devices WHERE role = 'gate'")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,14 +610,9 @@ async fn paid_after_the_hold_ran_out_is_ticketed_if_places_are_left_else_refunde
         1,
         "no order for the refunded payment"
     );
-    let sold: i64 = server
-        .db()
-        .query_row(
-            "SELECT sold_online FROM slots WHERE slot_id = ?1",
-            [s2.to_string()],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let sold = server.count(&format!(
+        "SELECT sold_online FROM slots WHERE slot_id = '{s2}'"
+    ));
     assert_eq!(sold, 2, "never more than capacity");
     server
         .wait_count(
@@ -652,15 +629,10 @@ async fn paid_after_the_hold_ran_out_is_ticketed_if_places_are_left_else_refunde
         1
     );
     // The visitor is told by email too: the return page may never be seen.
-    let (kind, payload): (String, String) = server
-        .db()
-        .query_row(
-            "SELECT kind, payload FROM mail_outbox WHERE kind = 'payment_refunded'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    let payload: Value = serde_json::from_str(&payload).unwrap();
+    let row =
+        server.query_row("SELECT kind, payload FROM mail_outbox WHERE kind = 'payment_refunded'");
+    let (kind, payload) = (&row[0], &row[1]);
+    let payload: Value = serde_json::from_str(payload).unwrap();
     assert_eq!(kind, "payment_refunded");
     assert_eq!(payload["refund"]["reason"], "no_places", "{payload}");
     assert_eq!(payload["refund"]["amount"]["amount"], 3000, "{payload}");
@@ -747,10 +719,7 @@ async fn only_a_channel_token_confirms_and_the_day_report_shows_each_channel() {
     })
     .await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
-    let channel: String = server
-        .db()
-        .query_row("SELECT channel FROM orders", [], |r| r.get(0))
-        .unwrap();
+    let channel = server.query_one("SELECT channel FROM orders");
     assert_eq!(channel, "Office de tourisme");
 
     // And a web sale beside it.
@@ -794,14 +763,7 @@ async fn only_a_channel_token_confirms_and_the_day_report_shows_each_channel() {
     assert!(text.contains("Office de tourisme"), "{text}");
 
     // Revoked: the token stops working; the order stands.
-    let out = server.cli(&[
-        "channel",
-        "revoke",
-        "--db",
-        &server.db_str(),
-        "--name",
-        "Office de tourisme",
-    ]);
+    let out = server.admin(&["channel", "revoke", "--name", "Office de tourisme"]);
     assert!(
         out.status.success(),
         "{}",
@@ -928,21 +890,10 @@ async fn two_hundred_visitors_race_the_last_places_through_payment() {
     assert!(!paid.is_empty());
 
     let check = |server: &ServerProcess| {
-        let db = server.db();
-        let orders: i64 = db
-            .query_row(
-                "SELECT COALESCE(SUM(admissions), 0) FROM orders WHERE slot_id = ?1",
-                [s.to_string()],
-                |r| r.get(0),
-            )
-            .unwrap();
-        let sold: i64 = db
-            .query_row(
-                "SELECT sold_online FROM slots WHERE slot_id = ?1",
-                [s.to_string()],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let [orders, sold] = server.numbers(&format!(
+            "SELECT (SELECT COALESCE(SUM(admissions), 0) FROM orders WHERE slot_id = '{s}'),
+                    (SELECT sold_online FROM slots WHERE slot_id = '{s}')"
+        ));
         (orders, sold)
     };
     let (orders, sold) = check(&server);
@@ -954,20 +905,19 @@ async fn two_hundred_visitors_race_the_last_places_through_payment() {
         "one ticket per adult"
     );
     // Every paid payment: exactly one of an order or a refund.
-    let db = server.db();
-    let mut stmt = db
-        .prepare(
+    let rows: HashMap<String, (String, i64, i64)> = server
+        .query(
             "SELECT p.payment_id, p.status,
                     (SELECT COUNT(*) FROM orders o WHERE o.payment_id = p.payment_id),
                     (SELECT COUNT(*) FROM refunds r WHERE r.payment_id = p.payment_id)
              FROM payments p",
         )
-        .unwrap();
-    let rows: HashMap<String, (String, i64, i64)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .into_iter()
+        .map(|r| {
+            let n = |i: usize| r[i].parse::<i64>().unwrap();
+            (r[0].clone(), (r[1].clone(), n(2), n(3)))
+        })
+        .collect();
     let mut refunded = 0;
     for (payment_id, _, _, _) in &paid {
         let (status, orders, refunds) = &rows[payment_id];

@@ -72,15 +72,14 @@ async fn take(api: &Api, key: &str, token: &str, items: Value) -> (StatusCode, V
 
 /// The token in the offer mailed to `email`, once it is queued.
 fn offer_token(server: &ServerProcess, email: &str) -> Option<String> {
-    let payload: Option<String> = server
-        .db()
-        .query_row(
-            "SELECT payload FROM mail_outbox WHERE kind = 'waitlist_offer' AND recipient = ?1",
-            [email],
-            |r| r.get(0),
-        )
-        .ok();
-    let payload: Value = serde_json::from_str(&payload?).ok()?;
+    let payload = server
+        .query(&format!(
+            "SELECT payload FROM mail_outbox WHERE kind = 'waitlist_offer' AND recipient = '{email}'"
+        ))
+        .into_iter()
+        .next()?
+        .remove(0);
+    let payload: Value = serde_json::from_str(&payload).ok()?;
     let link = payload["link"].as_str()?;
     assert!(
         link.starts_with(&format!("{}/offer/", server.url)),
@@ -91,29 +90,19 @@ fn offer_token(server: &ServerProcess, email: &str) -> Option<String> {
 }
 
 fn entry_state(server: &ServerProcess, email: &str) -> String {
-    server
-        .db()
-        .query_row(
-            "SELECT state FROM waitlist WHERE email = ?1 ORDER BY seq DESC LIMIT 1",
-            [email],
-            |r| r.get(0),
-        )
-        .expect("entry")
+    server.query_one(&format!(
+        "SELECT state FROM waitlist WHERE email = '{email}' ORDER BY seq DESC LIMIT 1"
+    ))
 }
 
 /// Held (checkouts and offers) plus sold online plus leased, from the
 /// database, never above capacity.
 fn assert_within_capacity(server: &ServerProcess, s: SlotId) {
-    let (capacity, sold, held): (u32, u32, u32) = server
-        .db()
-        .query_row(
-            "SELECT capacity, sold_online,
-                    (SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = ?1 AND status = 'held')
-             FROM slots WHERE slot_id = ?1",
-            [s.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .expect("slot row");
+    let [capacity, sold, held] = server.numbers(&format!(
+        "SELECT capacity, sold_online,
+                (SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = '{s}' AND status = 'held')
+         FROM slots WHERE slot_id = '{s}'"
+    ));
     assert!(
         sold + held <= capacity,
         "{sold} sold + {held} held > capacity {capacity}"
@@ -121,10 +110,8 @@ fn assert_within_capacity(server: &ServerProcess, s: SlotId) {
 }
 
 fn report(server: &ServerProcess) -> Value {
-    let out = server.cli(&[
+    let out = server.admin(&[
         "report",
-        "--db",
-        &server.db_str(),
         "--date",
         &server.day.to_string(),
         "--format",
@@ -175,10 +162,7 @@ async fn returned_places_go_to_the_first_in_line_whose_party_fits() {
     let past = slot(server.day, "10:00");
     let (status, body) = join(&api, "past", past, "late@example.org", 2).await;
     assert_eq!(body["error"]["code"], "slot_past", "{status} {body}");
-    let count: u32 = server
-        .db()
-        .query_row("SELECT COUNT(*) FROM waitlist", [], |r| r.get(0))
-        .unwrap();
+    let count = server.count("SELECT COUNT(*) FROM waitlist");
     assert_eq!(count, 0);
 
     // The line, in order of arrival.
@@ -250,14 +234,8 @@ async fn returned_places_go_to_the_first_in_line_whose_party_fits() {
     }
 
     // The offer's hold is not a checkout anyone can confirm or cancel.
-    let offer_hold: String = server
-        .db()
-        .query_row(
-            "SELECT offer_hold_id FROM waitlist WHERE email = 'bob@example.org'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let offer_hold =
+        server.query_one("SELECT offer_hold_id FROM waitlist WHERE email = 'bob@example.org'");
     let (status, body) = api.confirm("c-offer", &offer_hold).await.unwrap();
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, _) = api.cancel(&offer_hold).await.unwrap();
@@ -476,10 +454,8 @@ async fn places_a_counter_gives_back_are_offered_and_never_leased_twice() {
 
     // A supervisor revokes the counter's lease (nothing sold from it): its
     // places come back and the first in line is offered one at once.
-    let out = server.cli(&[
+    let out = server.admin(&[
         "revoke-lease",
-        "--db",
-        &server.db_str(),
         "--lease",
         lease["lease_id"].as_str().unwrap(),
     ]);
@@ -505,15 +481,11 @@ async fn places_a_counter_gives_back_are_offered_and_never_leased_twice() {
                 .sum()
         })
         .unwrap_or(0);
-    let (sold, held): (u64, u64) = server
-        .db()
-        .query_row(
-            "SELECT sold_online, (SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = ?1 AND status = 'held')
-             FROM slots WHERE slot_id = ?1",
-            [s.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let [sold, held] = server.numbers(&format!(
+        "SELECT sold_online, (SELECT COALESCE(SUM(admissions), 0) FROM holds WHERE slot_id = '{s}' AND status = 'held')
+         FROM slots WHERE slot_id = '{s}'"
+    ));
+    let (sold, held) = (sold as u64, held as u64);
     assert_eq!(held, 1, "gil's offer holds one place");
     assert!(
         sold + held + leased <= 3,
@@ -559,12 +531,7 @@ async fn one_address_and_one_client_wait_in_a_bounded_number_of_lines() {
         assert_eq!(status, StatusCode::CREATED, "{hold}");
         holds.push(hold["hold_id"].as_str().unwrap().to_string());
     }
-    let entries = |server: &ServerProcess| -> u32 {
-        server
-            .db()
-            .query_row("SELECT COUNT(*) FROM waitlist", [], |r| r.get(0))
-            .unwrap()
-    };
+    let entries = |server: &ServerProcess| server.count("SELECT COUNT(*) FROM waitlist");
 
     let (status, body) = join(&api, "ana-0", slots[0], "ana@example.org", 1).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");

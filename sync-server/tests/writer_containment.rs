@@ -111,19 +111,9 @@ async fn holds_survive_failing_jobs(action: &str) {
 
     // The holds took their places, the failed jobs nothing.
     assert_eq!(api.available(s).await, before - holds);
-    let held: u32 = server
-        .db()
-        .query_row(
-            "SELECT COUNT(*) FROM holds WHERE status = 'held'",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
-    assert_eq!(u64::from(held), holds);
-    let devices: u32 = server
-        .db()
-        .query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0))
-        .expect("count");
+    let held = server.count("SELECT COUNT(*) FROM holds WHERE status = 'held'");
+    assert_eq!(held as u64, holds);
+    let devices = server.count("SELECT COUNT(*) FROM devices");
     assert_eq!(devices, 0);
 
     // Still healthy and selling; every failure is in the log by its id.

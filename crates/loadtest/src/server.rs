@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Result};
 use jiff::civil::Date;
 use tessera_core::clock::Clock;
 use tessera_core::slot::SlotId;
-use tessera_server::testkit::{Launch, ServerProcess};
+use tessera_server::testkit::{Backend, Launch, ServerProcess};
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
@@ -175,12 +175,20 @@ impl Server {
         self.process.cli_ok(args).map_err(|e| anyhow!(e))
     }
 
+    /// Runs an admin command on this server's store (`--db FILE` or
+    /// `--database URL` appended, as the test kit's backend switch says).
+    pub fn admin_ok(&self, args: &[&str]) -> Result<String> {
+        self.process.admin_ok(args).map_err(|e| anyhow!(e))
+    }
+
+    /// The store this server serves (`TESSERA_TEST_BACKEND`).
+    pub fn backend(&self) -> Backend {
+        self.process.backend
+    }
+
     pub fn set_capacity(&self, slot: SlotId, capacity: u32) -> Result<()> {
-        let db = self.db_str();
-        self.cli_ok(&[
+        self.admin_ok(&[
             "capacity",
-            "--db",
-            &db,
             "--slot",
             &slot.to_string(),
             "--set",
@@ -191,8 +199,7 @@ impl Server {
 
     /// A one-time enrolment code for a counter or a gate.
     pub fn enrolment_code(&self, role: &str, name: &str) -> Result<String> {
-        let db = self.db_str();
-        self.cli_ok(&["enrol", "--db", &db, "--role", role, "--name", name])
+        self.admin_ok(&["enrol", "--role", role, "--name", name])
     }
 
     pub fn is_running(&self) -> bool {

@@ -60,14 +60,9 @@ async fn a_fast_gate_clock_is_read_in_server_time_and_the_first_gate_is_named_fi
     right_cable.cut(CutMode::Refuse);
     fast_cable.heal();
     fast.t.sync_now().await.unwrap();
-    let (at, device_at, received_at): (i64, i64, i64) = server
-        .db()
-        .query_row(
-            "SELECT scanned_at, device_at, received_at FROM scans WHERE gate_name = 'Fast gate'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let [at, device_at, received_at] = server.numbers(
+        "SELECT scanned_at, device_at, received_at FROM scans WHERE gate_name = 'Fast gate'",
+    );
     assert!(
         at <= received_at,
         "stored in the server's future: {at} > {received_at}"
@@ -87,24 +82,12 @@ async fn a_fast_gate_clock_is_read_in_server_time_and_the_first_gate_is_named_fi
     right_cable.heal();
     right.t.sync_now().await.unwrap();
 
-    let (first_gate, second_gate, first_at, second_at, first_device_at): (
-        String,
-        String,
-        i64,
-        i64,
-        i64,
-    ) = server
-        .db()
-        .query_row(
-            "SELECT first_gate, second_gate, first_at, second_at, first_device_at FROM gate_conflicts",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .unwrap();
     assert_eq!(
-        (first_gate.as_str(), second_gate.as_str()),
-        ("Fast gate", "Right gate")
+        server.query_row("SELECT first_gate, second_gate FROM gate_conflicts"),
+        ["Fast gate", "Right gate"]
     );
+    let [first_at, second_at, first_device_at] =
+        server.numbers("SELECT first_at, second_at, first_device_at FROM gate_conflicts");
     assert!(first_at < second_at);
     assert_eq!(first_device_at, device_at);
 

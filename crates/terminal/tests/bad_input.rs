@@ -286,14 +286,9 @@ async fn bad_sync_bodies_are_refused_and_change_nothing() {
         let id = body.sales[0].sale_id.to_string();
         let (status, reply) = send(token_a.clone(), serde_json::to_string(&body).unwrap()).await;
         assert_eq!(status, StatusCode::OK, "{reply}");
-        let stored: String = server
-            .db()
-            .query_row(
-                "SELECT reason FROM quarantine WHERE item_id = ?1",
-                [&id],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let stored = server.query_one(&format!(
+            "SELECT reason FROM quarantine WHERE item_id = '{id}'"
+        ));
         assert!(stored.contains(reason), "expected {reason:?} in {stored:?}");
     }
     let mut unknown_slot = good.clone();

@@ -249,13 +249,7 @@ async fn the_day_report_names_every_difference_and_adds_up() {
     assert!(csv.contains("takings,total,net,"));
 
     // The CLI prints the same day and checks its own arithmetic.
-    let out = server.cli(&[
-        "report",
-        "--db",
-        &server.db_str(),
-        "--date",
-        &server.day.to_string(),
-    ]);
+    let out = server.admin(&["report", "--date", &server.day.to_string()]);
     assert!(
         out.status.success(),
         "{}",
@@ -331,10 +325,7 @@ async fn supervisor_endpoints_refuse_the_wrong_credentials_and_change_nothing() 
         .await
         .unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let lease: String = server
-        .db()
-        .query_row("SELECT lease_id FROM leases LIMIT 1", [], |r| r.get(0))
-        .unwrap();
+    let lease = server.query_one("SELECT lease_id FROM leases LIMIT 1");
     let (status, _) = api
         .post_raw(
             &format!("/v1/leases/{lease}/revoke"),

@@ -62,22 +62,12 @@ async fn a_settled_lease_drops_out_of_the_sync_once_both_ends_agree() {
 
     // A counter still on the old protocol keeps reporting a settled lease:
     // it is accepted and changes nothing.
-    let lease_id: String = server
-        .db()
-        .query_row(
-            "SELECT lease_id FROM leases WHERE slot_id = ?1",
-            [s.to_string()],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let (granted, released): (u32, u32) = server
-        .db()
-        .query_row(
-            "SELECT granted_total, released_total FROM leases WHERE lease_id = ?1",
-            [&lease_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let lease_id = server.query_one(&format!(
+        "SELECT lease_id FROM leases WHERE slot_id = '{s}'"
+    ));
+    let [granted, released] = server.numbers(&format!(
+        "SELECT granted_total, released_total FROM leases WHERE lease_id = '{lease_id}'"
+    ));
     let token = token_of(&c);
     let device = c.t.device_id();
     let body: tessera_core::api::sync::SyncRequest = serde_json::from_value(serde_json::json!({
@@ -167,23 +157,10 @@ async fn a_late_sale_from_a_revoked_lease_of_a_past_day_is_kept_and_flagged() {
     assert!(lease_left(&c.t, s) >= 2);
     // Sold while cut off; the server never hears of it that day.
     let late = c.t.sell(card_sale(s, &[("adult", 2)])).await.unwrap();
-    let lease_id: String = server
-        .db()
-        .query_row(
-            "SELECT lease_id FROM leases WHERE slot_id = ?1",
-            [s.to_string()],
-            |r| r.get(0),
-        )
-        .unwrap();
-    let out = server.cli(&[
-        "revoke-lease",
-        "--db",
-        &server.db_str(),
-        "--lease",
-        &lease_id,
-        "--by",
-        "Inès",
-    ]);
+    let lease_id = server.query_one(&format!(
+        "SELECT lease_id FROM leases WHERE slot_id = '{s}'"
+    ));
+    let out = server.admin(&["revoke-lease", "--lease", &lease_id, "--by", "Inès"]);
     assert!(
         out.status.success(),
         "{}",
@@ -195,14 +172,10 @@ async fn a_late_sale_from_a_revoked_lease_of_a_past_day_is_kept_and_flagged() {
     let later = day.tomorrow().unwrap().tomorrow().unwrap();
     move_clock(&mut server, &mut c, later, "11:05");
     c.t.sync_now().await.unwrap();
-    let (stored, over): (i64, i64) = server
-        .db()
-        .query_row(
-            "SELECT COUNT(*), COALESCE(SUM(over_capacity), 0) FROM sales WHERE sale_id = ?1",
-            [late.sale.sale_id.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let [stored, over] = server.numbers(&format!(
+        "SELECT COUNT(*), COALESCE(SUM(over_capacity), 0) FROM sales WHERE sale_id = '{}'",
+        late.sale.sale_id
+    ));
     assert_eq!((stored, over), (1, 2), "kept, never lost, and flagged");
     assert_eq!(
         server_count(

@@ -56,14 +56,9 @@ async fn an_offline_counter_sells_exactly_its_lease() {
     assert_eq!(summary.acked_seq, u64::from(lease));
     assert_eq!(summary.pending_sales, 0);
     // Once, and contiguous: seqs 1..=lease, nothing else.
-    let (count, min, max, distinct): (i64, i64, i64, i64) = server
-        .db()
-        .query_row(
-            "SELECT COUNT(*), MIN(terminal_seq), MAX(terminal_seq), COUNT(DISTINCT terminal_seq) FROM sales",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .unwrap();
+    let [count, min, max, distinct] = server.numbers(
+        "SELECT COUNT(*), MIN(terminal_seq), MAX(terminal_seq), COUNT(DISTINCT terminal_seq) FROM sales",
+    );
     assert_eq!(
         (count, min, max, distinct),
         (i64::from(lease), 1, i64::from(lease), i64::from(lease))

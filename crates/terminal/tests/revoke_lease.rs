@@ -23,13 +23,7 @@ async fn revoking_a_dead_counters_lease_returns_its_places_and_flags_late_sales(
     let late = dead.t.sell(card_sale(s, &[("adult", 2)])).await.unwrap();
 
     // The supervisor gives up on it.
-    let out = server.cli(&[
-        "leases",
-        "--db",
-        &server.db_str(),
-        "--date",
-        &server.day.to_string(),
-    ]);
+    let out = server.admin(&["leases", "--date", &server.day.to_string()]);
     let listing = String::from_utf8_lossy(&out.stdout);
     let line = listing
         .lines()
@@ -37,15 +31,7 @@ async fn revoking_a_dead_counters_lease_returns_its_places_and_flags_late_sales(
         .expect("lease listed");
     assert!(line.contains("Counter 9"), "{listing}");
     let lease_id = line.split_whitespace().next().unwrap();
-    let out = server.cli(&[
-        "revoke-lease",
-        "--db",
-        &server.db_str(),
-        "--lease",
-        lease_id,
-        "--by",
-        "Inès",
-    ]);
+    let out = server.admin(&["revoke-lease", "--lease", lease_id, "--by", "Inès"]);
     assert!(
         out.status.success(),
         "{}",
@@ -83,14 +69,10 @@ async fn revoking_a_dead_counters_lease_returns_its_places_and_flags_late_sales(
     // The counter comes back: its sale is kept and flagged, and it learns the
     // lease is gone.
     dead.t.sync_now().await.unwrap();
-    let (stored, over): (i64, i64) = server
-        .db()
-        .query_row(
-            "SELECT COUNT(*), COALESCE(SUM(over_capacity), 0) FROM sales WHERE sale_id = ?1",
-            [late.sale.sale_id.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let [stored, over] = server.numbers(&format!(
+        "SELECT COUNT(*), COALESCE(SUM(over_capacity), 0) FROM sales WHERE sale_id = '{}'",
+        late.sale.sale_id
+    ));
     assert_eq!((stored, over), (1, 2));
     assert_eq!(lease_left(&dead.t, s), 0);
     let err = dead

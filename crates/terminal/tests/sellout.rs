@@ -24,10 +24,8 @@ async fn online_and_three_counters_sell_a_slot_to_exactly_its_capacity() {
     std::env::set_var("TESSERA_SYNC_INTERVAL_MS", "100");
     let server = ServerProcess::start_at("11:05", &[]);
     let s = slot(server.day, "15:30");
-    let out = server.cli(&[
+    let out = server.admin(&[
         "capacity",
-        "--db",
-        &server.db_str(),
         "--slot",
         &s.to_string(),
         "--set",
@@ -119,14 +117,9 @@ async fn online_and_three_counters_sell_a_slot_to_exactly_its_capacity() {
         "exactly the capacity was sold"
     );
 
-    let (db_online, db_counter): (i64, i64) = server
-        .db()
-        .query_row(
-            "SELECT sold_online, (SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE slot_id = ?1) FROM slots WHERE slot_id = ?1",
-            [s.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let [db_online, db_counter] = server.numbers(&format!(
+        "SELECT sold_online, (SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE slot_id = '{s}') FROM slots WHERE slot_id = '{s}'"
+    ));
     assert_eq!(
         (db_online, db_counter),
         (online_sold, counter_sold),

@@ -50,18 +50,14 @@ async fn counters_keep_selling_through_server_kills() {
         "counters sold throughout: {sold_locally:?}"
     );
 
-    let db = server.db();
     for (i, c) in counters.iter().enumerate() {
         let local = c.t.sales_today().unwrap();
-        let (count, admissions, max_seq, acked): (i64, i64, i64, i64) = db
-            .query_row(
-                "SELECT COUNT(*), COALESCE(SUM(admissions), 0), COALESCE(MAX(terminal_seq), 0),
-                        (SELECT acked_seq FROM device_sync WHERE device_id = ?1)
-                 FROM sales WHERE device_id = ?1",
-                [c.t.device_id().to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .unwrap();
+        let device = c.t.device_id();
+        let [count, admissions, max_seq, acked] = server.numbers(&format!(
+            "SELECT COUNT(*), COALESCE(SUM(admissions), 0), COALESCE(MAX(terminal_seq), 0),
+                    (SELECT acked_seq FROM device_sync WHERE device_id = '{device}')
+             FROM sales WHERE device_id = '{device}'"
+        ));
         assert_eq!(count as usize, local.len(), "counter {i}: every sale once");
         assert_eq!(admissions, i64::from(sold_locally[i]));
         assert_eq!(
@@ -69,15 +65,13 @@ async fn counters_keep_selling_through_server_kills() {
             (count, count),
             "counter {i}: seq 1..=n, contiguous"
         );
-        let server_ids: HashSet<String> = {
-            let mut st = db
-                .prepare("SELECT sale_id FROM sales WHERE device_id = ?1")
-                .unwrap();
-            st.query_map([c.t.device_id().to_string()], |r| r.get(0))
-                .unwrap()
-                .map(|r| r.unwrap())
-                .collect()
-        };
+        let server_ids: HashSet<String> = server
+            .query(&format!(
+                "SELECT sale_id FROM sales WHERE device_id = '{device}'"
+            ))
+            .into_iter()
+            .map(|mut row| row.remove(0))
+            .collect();
         let local_ids: HashSet<String> = local.iter().map(|s| s.sale_id.to_string()).collect();
         assert_eq!(server_ids, local_ids);
     }
@@ -86,13 +80,9 @@ async fn counters_keep_selling_through_server_kills() {
     assert_eq!(tickets, distinct);
     // The invariant held throughout: nothing oversold.
     for s in &slots {
-        let (capacity, online, counter): (i64, i64, i64) = db
-            .query_row(
-                "SELECT capacity, sold_online, (SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE slot_id = ?1) FROM slots WHERE slot_id = ?1",
-                [s.to_string()],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .unwrap();
+        let [capacity, online, counter] = server.numbers(&format!(
+            "SELECT capacity, sold_online, (SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE slot_id = '{s}') FROM slots WHERE slot_id = '{s}'"
+        ));
         assert!(online + counter <= capacity);
     }
 }

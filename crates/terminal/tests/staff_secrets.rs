@@ -237,10 +237,7 @@ async fn the_supervisor_pin_lockout_survives_a_server_restart() {
         "still locked: {body}"
     );
     // Every supervisor action from this counter, revoking leases included.
-    let lease: String = server
-        .db()
-        .query_row("SELECT lease_id FROM leases LIMIT 1", [], |r| r.get(0))
-        .unwrap();
+    let lease = server.query_one("SELECT lease_id FROM leases LIMIT 1");
     let err =
         c.t.revoke_lease("9999", lease.parse().unwrap())
             .await
@@ -307,7 +304,8 @@ fn cheap_test_verifiers_need_an_explicit_setting() {
 fn set_pin(server: &ServerProcess, name: &str, role: Option<&str>, pin: &str) -> (bool, String) {
     use std::io::Write;
     let mut cmd = std::process::Command::new(tessera_server::testkit::server_binary());
-    cmd.args(["set-pin", "--db", &server.db_str(), "--name", name]);
+    cmd.args(["set-pin", "--name", name])
+        .args(server.store_args());
     if let Some(role) = role {
         cmd.args(["--role", role]);
     }

@@ -136,14 +136,10 @@ async fn a_sale_the_server_cannot_accept_is_quarantined_not_retried() {
     assert_eq!(status.needs_supervisor, 1);
     assert_eq!(status.pending_sales, 0);
     assert_eq!(server_count(&server, "SELECT COUNT(*) FROM sales"), 2);
-    let reason: String = server
-        .db()
-        .query_row(
-            "SELECT reason FROM quarantine WHERE item_id = ?1 AND kind = 'sale'",
-            [ids[1].to_string()],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let reason = server.query_one(&format!(
+        "SELECT reason FROM quarantine WHERE item_id = '{}' AND kind = 'sale'",
+        ids[1]
+    ));
     assert!(reason.contains("differs from the catalogue"), "{reason}");
 
     // Syncing again sends nothing twice and changes nothing.
@@ -160,12 +156,9 @@ async fn a_sale_the_server_cannot_accept_is_quarantined_not_retried() {
 
     // A supervisor deals with it (refunds the visitor, say) and says so: it
     // leaves the open list and, at the next sync, the counter's count.
-    let db = server.db_str();
     let id = ids[1].to_string();
-    let out = server.cli(&[
+    let out = server.admin(&[
         "resolve-quarantine",
-        "--db",
-        &db,
         "--id",
         &id,
         "--note",
@@ -178,15 +171,7 @@ async fn a_sale_the_server_cannot_accept_is_quarantined_not_retried() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let again = server.cli(&[
-        "resolve-quarantine",
-        "--db",
-        &db,
-        "--id",
-        &id,
-        "--note",
-        "x",
-    ]);
+    let again = server.admin(&["resolve-quarantine", "--id", &id, "--note", "x"]);
     assert!(!again.status.success(), "resolved twice");
     let summary = c.t.sync_now().await.unwrap();
     assert_eq!(summary.needs_supervisor, 0);
@@ -197,17 +182,11 @@ async fn a_sale_the_server_cannot_accept_is_quarantined_not_retried() {
         Some(0),
         "{report}"
     );
-    let (by, note): (String, String) = server
-        .db()
-        .query_row(
-            "SELECT resolved_by, resolution FROM quarantine WHERE item_id = ?1",
-            [&id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
     assert_eq!(
-        (by.as_str(), note.as_str()),
-        ("Inès", "refunded 15.00 at the desk")
+        server.query_row(&format!(
+            "SELECT resolved_by, resolution FROM quarantine WHERE item_id = '{id}'"
+        )),
+        ["Inès", "refunded 15.00 at the desk"]
     );
 }
 
@@ -320,15 +299,10 @@ async fn a_void_cannot_resell_an_admitted_visitors_place() {
     let line = slot_line(&report, &s.to_string());
     assert_eq!(line["sold_counter"], 1, "{line}");
     assert_eq!(line["admitted"], 1, "{line}");
-    let (returned, kept): (i64, i64) = server
-        .db()
-        .query_row(
-            "SELECT v.places_returned, l.kept FROM counter_voids v JOIN sales x ON x.sale_id = v.sale_id
-             JOIN leases l ON l.lease_id = x.lease_id",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let [returned, kept] = server.numbers(
+        "SELECT v.places_returned, l.kept FROM counter_voids v JOIN sales x ON x.sale_id = v.sale_id
+         JOIN leases l ON l.lease_id = x.lease_id",
+    );
     assert_eq!((returned, kept), (0, 1));
     // Everything the slot has promised: leases, plus the admitted visitor.
     let escrow = server_count(
@@ -359,24 +333,12 @@ async fn voids_on_a_revoked_lease_return_places_and_lower_flags() {
     c.t.sync_now().await.unwrap();
     let late = c.t.sell(card_sale(s, &[("adult", 1)])).await.unwrap();
 
-    let (lease_id, escrow): (String, u32) = server
-        .db()
-        .query_row(
-            "SELECT lease_id, granted_total - released_total FROM leases WHERE slot_id = ?1",
-            [s.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let row = server.query_row(&format!(
+        "SELECT lease_id, granted_total - released_total FROM leases WHERE slot_id = '{s}'"
+    ));
+    let (lease_id, escrow): (String, u32) = (row[0].clone(), row[1].parse().unwrap());
     let available_before = server.api().available(s).await;
-    let out = server.cli(&[
-        "revoke-lease",
-        "--db",
-        &server.db_str(),
-        "--lease",
-        &lease_id,
-        "--by",
-        "Inès",
-    ]);
+    let out = server.admin(&["revoke-lease", "--lease", &lease_id, "--by", "Inès"]);
     assert!(
         out.status.success(),
         "{}",

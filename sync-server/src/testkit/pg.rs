@@ -211,6 +211,27 @@ impl PgCluster {
         }
     }
 
+    /// Runs `sql` (one or more statements) in the `tessera` database over
+    /// the simple query protocol: the rows of every statement, each cell in
+    /// PostgreSQL's text form (`None`: NULL), or PostgreSQL's error. Works
+    /// from sync code and inside a test's tokio runtime alike (the client
+    /// runs on a thread and runtime of its own).
+    pub fn query(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let url = self.url();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| format!("tokio runtime: {e}"))?;
+                    runtime.block_on(simple_query(&url, sql))
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
     /// One number from the `tessera` database (`SELECT COUNT(*) …`).
     pub fn count(&self, sql: &str) -> i64 {
         let text = self.psql("tessera", sql);
@@ -230,6 +251,31 @@ impl PgCluster {
         );
         self.pg_ctl_start();
     }
+}
+
+async fn simple_query(url: &str, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let describe = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    };
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(describe)?;
+    let driver = tokio::spawn(connection);
+    let messages = client.simple_query(sql).await.map_err(describe)?;
+    drop(client);
+    let _ = driver.await;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
 }
 
 impl Drop for PgCluster {

@@ -65,9 +65,9 @@ pub fn lease_left(t: &Terminal, slot: SlotId) -> u32 {
         .unwrap_or(0)
 }
 
-/// Counts in the server's database.
+/// Counts in the server's database (either backend).
 pub fn server_count(server: &ServerProcess, sql: &str) -> i64 {
-    server.db().query_row(sql, [], |r| r.get(0)).expect("count")
+    server.count(sql)
 }
 
 /// The device token, read from the terminal's own database (tests only: it
