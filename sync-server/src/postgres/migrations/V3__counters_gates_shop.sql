@@ -377,3 +377,8 @@ CREATE INDEX waitlist_offers_due ON waitlist (offer_expires_at) WHERE state = 'o
 CREATE INDEX waitlist_by_client ON waitlist (client_tag) WHERE state IN ('waiting', 'offered');
 CREATE INDEX waitlist_by_email ON waitlist (lower(email)) WHERE state IN ('waiting', 'offered');
 CREATE INDEX waitlist_by_slot ON waitlist (slot_id);
+
+-- Add-ons (the audio guide) are tickets that admit nobody: V1 wrongly asked
+-- every ticket to admit someone.
+ALTER TABLE tickets DROP CONSTRAINT tickets_admits_check;
+ALTER TABLE tickets ADD CONSTRAINT tickets_admits_check CHECK (admits >= 0);
