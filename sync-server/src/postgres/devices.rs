@@ -425,7 +425,7 @@ pub async fn revoke_device(
         Some(_) => Vec::new(),
         None => {
             tx.query(
-                "SELECT device_id, name, key_id, revoked_at IS NULL FROM devices
+                "SELECT device_id, name, key_id, revoked_at IS NULL, role, enrolled_at FROM devices
                  WHERE name = $1 ORDER BY enrolled_at FOR UPDATE",
                 &[&device],
             )
@@ -439,10 +439,22 @@ pub async fn revoke_device(
         (None, [], Some(last)) => last,
         (None, [], None) => return Err(PgError::Staff(format!("no device {device:?}"))),
         (None, several, _) => {
+            let list: Vec<String> = several
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} ({}, enrolled {})",
+                        r.get::<_, Uuid>(0),
+                        r.get::<_, String>(4),
+                        tessera_core::clock::from_ms(r.get(5))
+                    )
+                })
+                .collect();
             return Err(PgError::Staff(format!(
-                "{} devices in service are named {device:?}; give the device id",
-                several.len()
-            )))
+                "{} devices in service are named {device:?}: {}; give the device id",
+                several.len(),
+                list.join(", ")
+            )));
         }
     };
     let id: Uuid = row.get(0);
