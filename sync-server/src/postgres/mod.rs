@@ -30,8 +30,10 @@
 mod batch;
 pub mod cache;
 pub mod devices;
+pub mod leases;
 mod online;
 pub mod schema;
+mod sync;
 mod writer;
 
 use std::sync::Arc;
@@ -125,6 +127,8 @@ pub struct PgStore {
     demo_secret: Vec<u8>,
     url: String,
     horizon_days: i64,
+    /// Counters' sync rounds: transactions of their own (see `sync`).
+    counters: sync::Counters,
 }
 
 impl PgStore {
@@ -147,9 +151,20 @@ impl PgStore {
             .await?
             .and_then(|d| d.parse().ok())
             .unwrap_or(60);
+        let catalogue_version = schema::meta(&client, "catalogue_version")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         let cache = Arc::new(Cache::default());
         cache.reload_all(&client).await?;
         drop(client);
+        let counters = sync::Counters::new(
+            url,
+            catalogue.clone(),
+            catalogue_version,
+            config.lease_policy,
+            cache.clone(),
+        )?;
 
         let env = Arc::new(Env {
             clock,
@@ -182,6 +197,7 @@ impl PgStore {
             demo_secret,
             url: url.to_string(),
             horizon_days,
+            counters,
         })
     }
 
@@ -386,6 +402,11 @@ impl Store for PgStore {
         let now = self.clock.now_ms();
         let from = SlotId::new(date, 0).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         let slots = self.cache.slots.read().unwrap_or_else(|p| p.into_inner());
+        let counter_sold = self
+            .cache
+            .counter_sold
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let list = slots
             .range(from..)
             .take_while(|(id, _)| id.date == date)
@@ -397,8 +418,12 @@ impl Store for PgStore {
                     ends_at: v.slot.ends_at,
                     capacity: v.ledger.capacity,
                     available: if past { 0 } else { v.ledger.available() },
-                    // Counters are not on PostgreSQL yet: online sales only.
-                    sold: v.ledger.sold_online,
+                    // Online sales and the counters' net sales (their
+                    // tallies), as SQLite's tallies count both.
+                    sold: v
+                        .ledger
+                        .sold_online
+                        .saturating_add(counter_sold.get(id).copied().unwrap_or(0)),
                     past,
                 }
             })
@@ -596,12 +621,14 @@ impl Store for PgStore {
         Err(not_yet("redeeming tickets at a gate"))
     }
 
+    /// A round in a transaction of its own, outside the online writer's
+    /// group commit (see `sync`).
     async fn sync(
         &self,
-        _device: DeviceInfo,
-        _request: SyncRequest,
+        device: DeviceInfo,
+        request: SyncRequest,
     ) -> Result<SyncResponse, ServiceError> {
-        Err(not_yet("counter sync"))
+        self.counters.sync(&self.clock, &device, request).await
     }
 
     async fn gate_sync(
@@ -661,12 +688,33 @@ impl Store for PgStore {
         Err(not_yet("the day report"))
     }
 
-    async fn leases(&self, _date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
-        Err(not_yet("counter leases"))
+    async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
+        let client = self.side().await?;
+        leases::leases_on(&client, date).await.map_err(|e| {
+            tracing::error!(error = %e, "listing leases failed");
+            ServiceError::Storage("listing leases failed".into())
+        })
     }
 
-    async fn revoke_lease(&self, _lease: LeaseId, _actor: String) -> Result<Revoked, ServiceError> {
-        Err(not_yet("revoking a lease"))
+    async fn revoke_lease(&self, lease: LeaseId, actor: String) -> Result<Revoked, ServiceError> {
+        let failed = |e: leases::LeaseError| {
+            tracing::error!(error = %e, "revoking a lease failed");
+            ServiceError::Storage("revoking a lease failed".into())
+        };
+        let mut client = self.side().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db_failure("revoking a lease"))?;
+        let done = leases::revoke_in(&tx, lease, &actor, self.clock.now())
+            .await
+            .map_err(failed)?;
+        let Some((revoked, slot)) = done else {
+            return Err(ServiceError::NotFound(format!("no lease {lease}")));
+        };
+        tx.commit().await.map_err(db_failure("revoking a lease"))?;
+        self.cache.apply(slot);
+        Ok(revoked)
     }
 
     async fn join_waitlist(
