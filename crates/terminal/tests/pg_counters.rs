@@ -269,3 +269,218 @@ async fn counters_on_two_processes_and_online_buyers_sell_out_a_slot_and_never_o
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_sent_to_both_processes_at_once_stores_each_sale_once() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let (a, b) = (museum.serve("a", &[]), museum.serve("b", &[]));
+    let s = slot(museum.day, "15:00");
+    let c = counter(&museum, &a, "Desk 1").await;
+    assert!(lease_left(&c.t, s) >= 5, "{}", lease_left(&c.t, s));
+    // Offline, five sales.
+    for _ in 0..5 {
+        c.t.sell(adults(s, 1)).await.expect("sell from the lease");
+    }
+    let token = token_of(&c);
+    // The proxy (or a retry after a lost answer) sends the same round to
+    // both processes at once: each answers, one stores, one recognises.
+    let (api_a, api_b) = (a.api(), b.api());
+    let ((status_a, body_a), (status_b, body_b)) = tokio::join!(
+        post_round(&api_a, &token, &c),
+        post_round(&api_b, &token, &c)
+    );
+    assert_eq!(status_a, StatusCode::OK, "{body_a}");
+    assert_eq!(status_b, StatusCode::OK, "{body_b}");
+    for body in [&body_a, &body_b] {
+        assert_eq!(body["acked_seq"], 5, "{body}");
+    }
+    let stored = [&body_a, &body_b].map(|b| b["sales_stored"].as_u64().unwrap_or(99));
+    let repeats = [&body_a, &body_b].map(|b| b["sales_duplicate"].as_u64().unwrap_or(99));
+    assert_eq!(stored.iter().sum::<u64>(), 5, "{body_a} {body_b}");
+    assert_eq!(repeats.iter().sum::<u64>(), 5, "{body_a} {body_b}");
+    assert_eq!(pg.count("SELECT COUNT(*) FROM sales"), 5);
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM tickets WHERE sale_id IS NOT NULL"),
+        5
+    );
+    assert_eq!(
+        pg.count("SELECT COALESCE(SUM(sold), 0) FROM leases"),
+        5,
+        "the lease counts each sale once"
+    );
+    // The counter's own next round changes nothing more.
+    round(&c.t).await;
+    assert_eq!(c.t.status().expect("status").pending_sales, 0);
+    assert_eq!(pg.count("SELECT COUNT(*) FROM sales"), 5);
+    // Both processes count the five, online and through the tallies.
+    let online = pg.count(&format!(
+        "SELECT sold_online FROM slots WHERE slot_id = '{s}'"
+    ));
+    assert_eq!(online, 0);
+    for (api, who) in [(a.api(), "A"), (b.api(), "B")] {
+        wait_for(
+            &format!("{who} to count the counter's sales"),
+            WITHIN,
+            || async { (shown(&api, s).await.1 == 5).then_some(()) },
+        )
+        .await;
+    }
+    let tally = pg.count(&format!(
+        "SELECT COUNT(*) FROM tallies WHERE slot_id = '{s}'"
+    ));
+    assert_eq!(tally, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_lease_returns_its_places_and_a_late_sale_from_it_is_flagged() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let (a, b) = (museum.serve("a", &[]), museum.serve("b", &[]));
+    let s = slot(museum.day, "16:00");
+    set_capacity(&museum, s, 30);
+    let dead = counter(&museum, &a, "Counter 9").await;
+    let lease = lease_left(&dead.t, s);
+    assert!(lease >= 2, "{lease}");
+    let before = shown(&b.api(), s).await.0;
+    // Offline, unseen by any process, the counter sells 2 places.
+    let late = dead.t.sell(adults(s, 2)).await.expect("sell");
+
+    // The supervisor gives up on it, with the operator's commands.
+    let listing = admin(&museum, &["leases", "--date", &museum.day.to_string()]);
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&s.to_string()))
+        .unwrap_or_else(|| panic!("lease listed: {listing}"));
+    assert!(line.contains("Counter 9"), "{listing}");
+    let lease_id = line.split_whitespace().next().expect("lease id");
+    let out = admin(
+        &museum,
+        &["revoke-lease", "--lease", lease_id, "--by", "Inès"],
+    );
+    assert!(
+        out.contains(&format!("{lease} places back on sale")),
+        "{out}"
+    );
+    // Both processes sell those places at once.
+    for (api, who) in [(a.api(), "A"), (b.api(), "B")] {
+        wait_for(
+            &format!("{who} to offer the revoked places"),
+            WITHIN,
+            || async { (shown(&api, s).await.0 == before + u64::from(lease)).then_some(()) },
+        )
+        .await;
+    }
+    let rest = (before + u64::from(lease)) as u32;
+    let mut bought = 0;
+    while bought < rest {
+        let n = (rest - bought).min(20);
+        let (status, body) = b
+            .api()
+            .buy(
+                &format!("sell-out-{bought}"),
+                s,
+                json!([{"product_id": "adult", "quantity": n}]),
+            )
+            .await
+            .expect("buy");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        bought += n;
+    }
+    assert_eq!(shown(&b.api(), s).await.0, 0);
+
+    // The counter comes back through the other process: its sale is kept
+    // and flagged, and it learns the lease is gone.
+    round(&dead.t).await;
+    let flagged = pg.count(&format!(
+        "SELECT over_capacity FROM sales WHERE sale_id = '{}'",
+        late.sale.sale_id
+    ));
+    assert_eq!(flagged, 2);
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT over_capacity FROM slots WHERE slot_id = '{s}'"
+        )),
+        2
+    );
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT sold_online + held_online + leased FROM slots WHERE slot_id = '{s}'"
+        )),
+        30,
+        "within capacity; the late sale is over it, named, not hidden in it"
+    );
+    assert_eq!(lease_left(&dead.t, s), 0);
+    let err = dead.t.sell(adults(s, 1)).await.expect_err("nothing left");
+    assert!(err.to_string().contains("only 0 places left"), "{err}");
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM audit_log WHERE action = 'revoke_lease' AND actor = 'Inès'"),
+        1
+    );
+    // Revoking again changes nothing.
+    let again = admin(
+        &museum,
+        &["revoke-lease", "--lease", lease_id, "--by", "Inès"],
+    );
+    assert!(again.contains("already revoked"), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_void_approved_by_a_supervisor_gives_its_places_back() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let (a, b) = (museum.serve("a", &[]), museum.serve("b", &[]));
+    let s = slot(museum.day, "15:30");
+    let c = counter(&museum, &a, "Desk 3").await;
+    assert!(lease_left(&c.t, s) >= 2);
+    let sold = c.t.sell(adults(s, 2)).await.expect("sell");
+    round(&c.t).await;
+    for (api, who) in [(a.api(), "A"), (b.api(), "B")] {
+        wait_for(&format!("{who} to count the sale"), WITHIN, || async {
+            (shown(&api, s).await.1 == 2).then_some(())
+        })
+        .await;
+    }
+    // The supervisor's PIN is checked by the server; the void's round goes
+    // to the other process than the sale's.
+    c.t.void(sold.sale.sale_id, "9999", "visitor changed their mind")
+        .await
+        .expect("void");
+    let (status, body) = post_round(&b.api(), &token_of(&c), &c).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["voids_acked"].as_array().map(Vec::len),
+        Some(1),
+        "{body}"
+    );
+    assert_eq!(
+        pg.count(
+            "SELECT COUNT(*) FROM counter_voids WHERE places_returned = 1 AND approved_by = 'Inès'"
+        ),
+        1
+    );
+    assert_eq!(pg.count("SELECT COALESCE(SUM(sold), 0) FROM leases"), 0);
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM approvals WHERE used_by IS NOT NULL"),
+        1
+    );
+    // The counter's own round acknowledges it again and its lease has the
+    // two places back; both processes count the sale no more.
+    round(&c.t).await;
+    assert_eq!(c.t.status().expect("status").pending_voids, 0);
+    // Nothing sold from the lease any more: all it holds is the counter's to
+    // sell, as the counter and the server both count it.
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT granted_total - released_total - sold FROM leases WHERE slot_id = '{s}'"
+        )),
+        i64::from(lease_left(&c.t, s))
+    );
+    for (api, who) in [(a.api(), "A"), (b.api(), "B")] {
+        wait_for(&format!("{who} to count the void"), WITHIN, || async {
+            (shown(&api, s).await.1 == 0).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(sold_in_pg(&pg, s), (0, 0));
+}
