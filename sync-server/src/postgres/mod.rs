@@ -4,7 +4,9 @@
 //! it serves the online inventory path — catalogue, availability, holds,
 //! confirmation by a trusted channel into an order with signed tickets,
 //! cancellation, the expiry of holds, channel tokens, the ticket keys and
-//! health. Every other `Store` method (counters' sync and enrolment, gates,
+//! health; devices and staff (`devices`); counters' sync, leases and their
+//! revocation (`sync`, `leases`: rounds in transactions of their own, see
+//! there). Every other `Store` method (gates,
 //! web payments and bookings, the waiting list, supervisors, reports) answers
 //! 501 `not_on_postgres` until the next steps bring it here; use the SQLite
 //! backend (`--db FILE`) for those.
