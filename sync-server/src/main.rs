@@ -115,8 +115,8 @@ enum Command {
     },
     /// List the counters' leases of a day.
     Leases {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: Storage,
         /// YYYY-MM-DD (default: today in the museum's zone)
         #[arg(long)]
         date: Option<String>,
@@ -124,8 +124,8 @@ enum Command {
     /// Revoke the lease of a counter that is not coming back (its unsold
     /// places go back on sale; late sales from it are flagged).
     RevokeLease {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: Storage,
         #[arg(long)]
         lease: String,
         /// Who decided, for the audit log.
@@ -135,8 +135,8 @@ enum Command {
     /// Mark a counter upload held in quarantine as dealt with, with a note;
     /// it leaves the day report's open list and the counter's count.
     ResolveQuarantine {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: Storage,
         /// The sale's, void's or shift's id, as the day report lists it.
         #[arg(long)]
         id: String,
@@ -345,12 +345,20 @@ fn run(cli: Cli) -> Result<()> {
                 valid_hours
             );
         }
-        Command::Leases { db, date } => {
-            let date = match date {
-                Some(d) => tessera_core::slot::parse_date(&d)?,
-                None => clock.now().to_zoned(museum_tz(&db)?).date(),
+        Command::Leases { store, date } => {
+            let backend = store.backend()?;
+            let date = match (date, &backend) {
+                (Some(d), _) => tessera_core::slot::parse_date(&d)?,
+                (None, Backend::Sqlite(db)) => clock.now().to_zoned(museum_tz(db)?).date(),
+                (None, Backend::Postgres(url)) => clock
+                    .now()
+                    .to_zoned(block_on(postgres::leases::museum_tz(url))?)
+                    .date(),
             };
-            let leases = admin::leases(&db, date)?;
+            let leases = match &backend {
+                Backend::Sqlite(db) => admin::leases(db, date)?,
+                Backend::Postgres(url) => block_on(postgres::leases::leases(url, date))?,
+            };
             if leases.is_empty() {
                 println!("no leases on {date}");
             }
@@ -366,8 +374,16 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::RevokeLease { db, lease, by } => {
-            let r = admin::revoke_lease(&db, lease.trim(), &by, clock.now())?;
+        Command::RevokeLease { store, lease, by } => {
+            let r = match store.backend()? {
+                Backend::Sqlite(db) => admin::revoke_lease(&db, lease.trim(), &by, clock.now())?,
+                Backend::Postgres(url) => block_on(postgres::leases::revoke_lease(
+                    &url,
+                    lease.trim(),
+                    &by,
+                    clock.now(),
+                ))?,
+            };
             if r.already_revoked {
                 println!(
                     "lease {} of {} for {} was already revoked",
@@ -380,9 +396,23 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::ResolveQuarantine { db, id, note, by } => {
-            let kind =
-                admin::resolve_quarantine(&db, id.trim(), note.trim(), by.trim(), clock.now())?;
+        Command::ResolveQuarantine {
+            store,
+            id,
+            note,
+            by,
+        } => {
+            let (id, note, by) = (id.trim(), note.trim(), by.trim());
+            let kind = match store.backend()? {
+                Backend::Sqlite(db) => admin::resolve_quarantine(&db, id, note, by, clock.now())?,
+                Backend::Postgres(url) => block_on(postgres::leases::resolve_quarantine(
+                    &url,
+                    id,
+                    note,
+                    by,
+                    clock.now(),
+                ))?,
+            };
             println!(
                 "{kind} {} resolved; its counter's count drops at its next sync",
                 id.trim()

@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tessera_core::inventory::SlotLedger;
 use tessera_core::slot::{Slot, SlotId};
+use tessera_core::tally::SlotTally;
 use tokio_postgres::{AsyncMessage, GenericClient, NoTls, Row};
 
 use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
@@ -67,6 +68,9 @@ pub struct Cache {
     pub devices: RwLock<HashMap<Vec<u8>, DeviceInfo>>,
     pub keys: RwLock<Keys>,
     pub staff: RwLock<Staff>,
+    /// Counters' net admissions per slot (their tallies), re-read with the
+    /// slot rows a NOTIFY names.
+    pub counter_sold: RwLock<HashMap<SlotId, u32>>,
 }
 
 /// The columns `slot_from_row` reads, for `SELECT`s and `RETURNING`s.
@@ -136,6 +140,44 @@ impl Cache {
             }
         };
         self.apply(rows.iter().filter_map(slot_from_row));
+        self.reload_counter_sold(client, only).await
+    }
+
+    async fn reload_counter_sold(
+        &self,
+        client: &impl GenericClient,
+        only: Option<&[String]>,
+    ) -> Result<(), PgError> {
+        let rows = match only {
+            Some(ids) => {
+                client
+                    .query(
+                        "SELECT slot_id, state FROM tallies WHERE slot_id = ANY($1)",
+                        &[&ids],
+                    )
+                    .await?
+            }
+            None => {
+                client
+                    .query("SELECT slot_id, state FROM tallies", &[])
+                    .await?
+            }
+        };
+        let mut read = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let (Ok(id), Ok(tally)) = (
+                row.get::<_, String>(0).parse::<SlotId>(),
+                serde_json::from_str::<SlotTally>(row.get(1)),
+            ) else {
+                continue;
+            };
+            read.insert(id, u32::try_from(tally.net()).unwrap_or(u32::MAX));
+        }
+        let mut sold = self.counter_sold.write().unwrap_or_else(|p| p.into_inner());
+        if only.is_none() {
+            sold.clear();
+        }
+        sold.extend(read);
         Ok(())
     }
 

@@ -3,14 +3,16 @@
 //! WORK IN PROGRESS. This is issue 11's PostgreSQL backend: it serves the
 //! online inventory path — catalogue, availability, holds, confirmation by a
 //! trusted channel into an order with signed tickets, cancellation, the
-//! expiry of holds, channel tokens, the ticket keys and health — and the
-//! visitor web shop: payments and their provider callbacks, refunds, "my
-//! booking", the mail outbox and the waiting list (`checkout`, `outbox`,
-//! `waitlist`, each write in a transaction of its own: see `shop`), and
-//! devices and staff: enrolment, device tokens, the supervisor-PIN lockout
-//! and approvals (`devices`). Every other `Store` method (counters' sync,
-//! gates, leases, reports) answers 501 `not_on_postgres` until the next
-//! steps bring it here; use the SQLite backend (`--db FILE`) for those.
+//! expiry of holds, channel tokens, the ticket keys and health; the visitor
+//! web shop: payments and their provider callbacks, refunds, "my booking",
+//! the mail outbox and the waiting list (`checkout`, `outbox`, `waitlist`,
+//! each write in a transaction of its own: see `shop`); devices and staff:
+//! enrolment, device tokens, the supervisor-PIN lockout and approvals
+//! (`devices`); counters' sync, leases and their revocation (`sync`,
+//! `leases`: rounds in transactions of their own, see there). Every other
+//! `Store` method (gates, the day report) answers 501 `not_on_postgres`
+//! until the next step brings it here; use the SQLite backend (`--db FILE`)
+//! for those.
 //!
 //! How the processes share one inventory:
 //! - each process has one writer task doing group commit (`writer`): many
@@ -34,10 +36,12 @@ mod batch;
 pub mod cache;
 mod checkout;
 pub mod devices;
+pub mod leases;
 mod online;
 pub mod outbox;
 pub mod schema;
 mod shop;
+mod sync;
 mod waitlist;
 mod writer;
 
@@ -136,6 +140,8 @@ pub struct PgStore {
     /// The web shop's connection (payments, bookings, mail, the waiting
     /// list): see `shop`.
     shop: ShopConn,
+    /// Counters' sync rounds: transactions of their own (see `sync`).
+    counters: sync::Counters,
 }
 
 impl PgStore {
@@ -158,9 +164,20 @@ impl PgStore {
             .await?
             .and_then(|d| d.parse().ok())
             .unwrap_or(60);
+        let catalogue_version = schema::meta(&client, "catalogue_version")
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         let cache = Arc::new(Cache::default());
         cache.reload_all(&client).await?;
         drop(client);
+        let counters = sync::Counters::new(
+            url,
+            catalogue.clone(),
+            catalogue_version,
+            config.lease_policy,
+            cache.clone(),
+        )?;
 
         let env = Arc::new(Env {
             clock,
@@ -196,6 +213,7 @@ impl PgStore {
             url: url.to_string(),
             horizon_days,
             shop: ShopConn::new(url),
+            counters,
         })
     }
 
@@ -418,6 +436,11 @@ impl Store for PgStore {
         let now = self.clock.now_ms();
         let from = SlotId::new(date, 0).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
         let slots = self.cache.slots.read().unwrap_or_else(|p| p.into_inner());
+        let counter_sold = self
+            .cache
+            .counter_sold
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let list = slots
             .range(from..)
             .take_while(|(id, _)| id.date == date)
@@ -429,8 +452,12 @@ impl Store for PgStore {
                     ends_at: v.slot.ends_at,
                     capacity: v.ledger.capacity,
                     available: if past { 0 } else { v.ledger.available() },
-                    // Counters are not on PostgreSQL yet: online sales only.
-                    sold: v.ledger.sold_online,
+                    // Online sales and the counters' net sales (their
+                    // tallies), as SQLite's tallies count both.
+                    sold: v
+                        .ledger
+                        .sold_online
+                        .saturating_add(counter_sold.get(id).copied().unwrap_or(0)),
                     past,
                 }
             })
@@ -683,12 +710,14 @@ impl Store for PgStore {
         Err(not_yet("redeeming tickets at a gate"))
     }
 
+    /// A round in a transaction of its own, outside the online writer's
+    /// group commit (see `sync`).
     async fn sync(
         &self,
-        _device: DeviceInfo,
-        _request: SyncRequest,
+        device: DeviceInfo,
+        request: SyncRequest,
     ) -> Result<SyncResponse, ServiceError> {
-        Err(not_yet("counter sync"))
+        self.counters.sync(&self.clock, &device, request).await
     }
 
     async fn gate_sync(
@@ -748,12 +777,33 @@ impl Store for PgStore {
         Err(not_yet("the day report"))
     }
 
-    async fn leases(&self, _date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
-        Err(not_yet("counter leases"))
+    async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
+        let client = self.side().await?;
+        leases::leases_on(&client, date).await.map_err(|e| {
+            tracing::error!(error = %e, "listing leases failed");
+            ServiceError::Storage("listing leases failed".into())
+        })
     }
 
-    async fn revoke_lease(&self, _lease: LeaseId, _actor: String) -> Result<Revoked, ServiceError> {
-        Err(not_yet("revoking a lease"))
+    async fn revoke_lease(&self, lease: LeaseId, actor: String) -> Result<Revoked, ServiceError> {
+        let failed = |e: leases::LeaseError| {
+            tracing::error!(error = %e, "revoking a lease failed");
+            ServiceError::Storage("revoking a lease failed".into())
+        };
+        let mut client = self.side().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(db_failure("revoking a lease"))?;
+        let done = leases::revoke_in(&tx, lease, &actor, self.clock.now())
+            .await
+            .map_err(failed)?;
+        let Some((revoked, slot)) = done else {
+            return Err(ServiceError::NotFound(format!("no lease {lease}")));
+        };
+        tx.commit().await.map_err(db_failure("revoking a lease"))?;
+        self.cache.apply(slot);
+        Ok(revoked)
     }
 
     async fn join_waitlist(
