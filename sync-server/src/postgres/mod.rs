@@ -33,6 +33,7 @@ pub mod devices;
 mod gate;
 mod online;
 mod pool;
+pub mod report;
 pub mod schema;
 mod writer;
 
@@ -693,8 +694,18 @@ impl Store for PgStore {
         Ok(approval)
     }
 
-    async fn day_report(&self, _date: Date) -> Result<DayReport, ServiceError> {
-        Err(not_yet("the day report"))
+    /// Read from one snapshot on a pooled connection, outside the writer.
+    async fn day_report(&self, date: Date) -> Result<DayReport, ServiceError> {
+        let mut client = self.pool.get().await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot reach PostgreSQL for a report");
+            ServiceError::Unavailable
+        })?;
+        report::day_report(&mut client, &self.catalogue, date, self.clock.now())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, %date, "the day report failed");
+                ServiceError::Storage(e.to_string())
+            })
     }
 
     async fn leases(&self, _date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
