@@ -367,7 +367,7 @@ async fn the_day_report_is_the_same_from_the_command_and_from_either_process_and
     wait_known(&b, &supervisor, "B").await;
 
     // Orders on both processes, in two entry times.
-    let orders = vec![
+    let orders = [
         buy(&a, "o1", slot(museum.day, "11:00"), 3).await,
         buy(&b, "o2", slot(museum.day, "11:00"), 1).await,
         {

@@ -4,7 +4,7 @@
 //! Idempotency-Key sent to both processes makes one hold and one order; an
 //! expired hold is released once whichever process sweeps; a sale on one
 //! process shows in the other's availability; what is not on PostgreSQL yet
-//! answers 501 with a reason.
+//! ("my booking") answers 501 with a reason.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -334,30 +334,14 @@ async fn what_is_not_on_postgres_yet_says_so() {
     let pg = PgCluster::start();
     let museum = PgMuseum::init(&pg.url(), "09:00");
     let a = museum.serve("a", &[]);
-    let out = museum.cli(&[
-        "enrol",
-        "--database",
-        &museum.database_url,
-        "--role",
-        "gate",
-        "--name",
-        "Gate 1",
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (status, gate) = a.api().enrol(&code, "Gate 1", None).await.expect("enrol");
-    assert_eq!(status, StatusCode::CREATED, "{gate}");
-    let token = gate["token"].as_str().expect("token");
+    // "My booking" (the web shop's part) is not ported yet; gates and the
+    // day report are (tests/pg_gates.rs).
+    let token = "a".repeat(tessera_server::secrets::LINK_TOKEN_CHARS);
     let (status, body) = a
         .api()
-        .post_raw(
-            "/v1/gate/sync",
-            &[("authorization", &format!("Bearer {token}"))],
-            &json!({"device_id": gate["device_id"], "catalogue_version": 1, "scans": []})
-                .to_string(),
-        )
+        .get(&format!("/v1/bookings/{token}"))
         .await
-        .expect("gate sync");
+        .expect("my booking");
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
     assert_eq!(body["error"]["code"], "not_on_postgres", "{body}");
     let (status, health) = a.api().get("/healthz").await.expect("healthz");

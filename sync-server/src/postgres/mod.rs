@@ -4,10 +4,11 @@
 //! it serves the online inventory path — catalogue, availability, holds,
 //! confirmation by a trusted channel into an order with signed tickets,
 //! cancellation, the expiry of holds, channel tokens, the ticket keys and
-//! health. Every other `Store` method (counters' sync and enrolment, gates,
-//! web payments and bookings, the waiting list, supervisors, reports) answers
-//! 501 `not_on_postgres` until the next steps bring it here; use the SQLite
-//! backend (`--db FILE`) for those.
+//! health; devices and staff (`devices`); gates (`gate`: a ticket admitted
+//! once across processes) and the day report (`report`). Every other
+//! `Store` method (counters' sync, web payments and bookings, the waiting
+//! list) answers 501 `not_on_postgres` until the next steps bring it here;
+//! use the SQLite backend (`--db FILE`) for those.
 //!
 //! How the processes share one inventory:
 //! - each process has one writer task doing group commit (`writer`): many
