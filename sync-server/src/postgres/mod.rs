@@ -1,18 +1,17 @@
 //! The PostgreSQL store, for several server processes on one database.
 //!
-//! WORK IN PROGRESS. This is issue 11's PostgreSQL backend: it serves the
-//! online inventory path — catalogue, availability, holds, confirmation by a
-//! trusted channel into an order with signed tickets, cancellation, the
-//! expiry of holds, channel tokens, the ticket keys and health; the visitor
-//! web shop: payments and their provider callbacks, refunds, "my booking",
-//! the mail outbox and the waiting list (`checkout`, `outbox`, `waitlist`,
-//! each write in a transaction of its own: see `shop`); devices and staff:
-//! enrolment, device tokens, the supervisor-PIN lockout and approvals
-//! (`devices`); counters' sync, leases and their revocation (`sync`,
-//! `leases`: rounds in transactions of their own, see there). Every other
-//! `Store` method (gates, the day report) answers 501 `not_on_postgres`
-//! until the next step brings it here; use the SQLite backend (`--db FILE`)
-//! for those.
+//! This is issue 11's PostgreSQL backend. It serves everything the SQLite
+//! backend does: the online inventory path — catalogue, availability, holds,
+//! confirmation by a trusted channel into an order with signed tickets,
+//! cancellation, the expiry of holds, channel tokens, the ticket keys and
+//! health; the visitor web shop: payments and their provider callbacks,
+//! refunds, "my booking", the mail outbox and the waiting list (`checkout`,
+//! `outbox`, `waitlist`, each write in a transaction of its own: see
+//! `shop`); devices and staff: enrolment, device tokens, the supervisor-PIN
+//! lockout and approvals (`devices`); counters' sync, leases and their
+//! revocation (`sync`, `leases`: rounds in transactions of their own, see
+//! there); gates (`gate`: a ticket admitted once across processes) and the
+//! day report (`report`).
 //!
 //! How the processes share one inventory:
 //! - each process has one writer task doing group commit (`writer`): many
@@ -36,9 +35,12 @@ mod batch;
 pub mod cache;
 mod checkout;
 pub mod devices;
+mod gate;
 pub mod leases;
 mod online;
 pub mod outbox;
+mod pool;
+pub mod report;
 pub mod schema;
 mod shop;
 mod sync;
@@ -88,17 +90,8 @@ use tessera_core::ids::{DeviceId, HoldId, LeaseId, TicketId};
 /// How long a retry with the same Idempotency-Key gets its first answer.
 const IDEMPOTENCY_KEEP_MS: i64 = 24 * 3600 * 1000;
 
-/// The answer of every method the PostgreSQL backend does not serve yet.
-fn not_yet(what: &str) -> ServiceError {
-    ServiceError::refused(
-        501,
-        "not_on_postgres",
-        format!(
-            "{what} is not available on the PostgreSQL backend yet (work in progress); \
-             run the server on SQLite (--db FILE) for it"
-        ),
-    )
-}
+/// Connections one process keeps for gates and reports.
+const POOL_SIZE: usize = 4;
 
 /// How a failed statement is answered: 503 when PostgreSQL is out of reach
 /// (the client retries), 500 when it refused the statement.
@@ -142,6 +135,8 @@ pub struct PgStore {
     shop: ShopConn,
     /// Counters' sync rounds: transactions of their own (see `sync`).
     counters: sync::Counters,
+    /// Connections for gates and reports, outside the writer (`pool`).
+    pool: pool::Pool,
 }
 
 impl PgStore {
@@ -214,6 +209,7 @@ impl PgStore {
             horizon_days,
             shop: ShopConn::new(url),
             counters,
+            pool: pool::Pool::new(url, POOL_SIZE),
         })
     }
 
@@ -393,6 +389,12 @@ impl PgStore {
             .execute("DELETE FROM idempotency WHERE created_at < $1", &[&cutoff])
             .await?;
         Ok(())
+    }
+
+    fn time_zone(&self) -> Result<jiff::tz::TimeZone, ServiceError> {
+        self.catalogue
+            .time_zone()
+            .map_err(|e| ServiceError::Storage(format!("the catalogue's time zone: {e}")))
     }
 
     /// Resolves with a reason if the writer's task ends (a panic); never
@@ -702,12 +704,18 @@ impl Store for PgStore {
 
     async fn redeem(
         &self,
-        _gate: DeviceInfo,
-        _claims: TicketClaims,
-        _scan_id: Option<Uuid>,
-        _entry: EntryPolicy,
+        gate: DeviceInfo,
+        claims: TicketClaims,
+        scan_id: Option<Uuid>,
+        entry: EntryPolicy,
     ) -> Result<Redemption, ServiceError> {
-        Err(not_yet("redeeming tickets at a gate"))
+        let tz = self.time_zone()?;
+        let env = gate::GateEnv {
+            catalogue: &self.catalogue,
+            tz: &tz,
+            clock: &self.clock,
+        };
+        gate::redeem(&self.pool, &env, &gate, &claims, scan_id, entry).await
     }
 
     /// A round in a transaction of its own, outside the online writer's
@@ -722,11 +730,27 @@ impl Store for PgStore {
 
     async fn gate_sync(
         &self,
-        _gate: DeviceInfo,
-        _request: GateSyncRequest,
-        _entry: EntryPolicy,
+        gate: DeviceInfo,
+        request: GateSyncRequest,
+        entry: EntryPolicy,
     ) -> Result<GateSyncResponse, ServiceError> {
-        Err(not_yet("gate sync"))
+        let tz = self.time_zone()?;
+        // Signatures are checked off the async workers, before any
+        // connection is taken (as on SQLite).
+        let received_at = self.clock.now_ms();
+        let ring = self.keyring();
+        let device = gate.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            crate::gates::check_sync(&ring, &device, request, received_at)
+        })
+        .await
+        .map_err(|_| ServiceError::Unavailable)??;
+        let env = gate::GateEnv {
+            catalogue: &self.catalogue,
+            tz: &tz,
+            clock: &self.clock,
+        };
+        gate::gate_sync(&self.pool, &env, &gate, &checked, entry, self.public_keys()).await
     }
 
     fn supervisors(&self) -> Vec<StaffMember> {
@@ -773,8 +797,18 @@ impl Store for PgStore {
         Ok(approval)
     }
 
-    async fn day_report(&self, _date: Date) -> Result<DayReport, ServiceError> {
-        Err(not_yet("the day report"))
+    /// Read from one snapshot on a pooled connection, outside the writer.
+    async fn day_report(&self, date: Date) -> Result<DayReport, ServiceError> {
+        let mut client = self.pool.get().await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot reach PostgreSQL for a report");
+            ServiceError::Unavailable
+        })?;
+        report::day_report(&mut client, &self.catalogue, date, self.clock.now())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, %date, "the day report failed");
+                ServiceError::Storage(e.to_string())
+            })
     }
 
     async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
