@@ -45,6 +45,8 @@ pub struct LeaseHistory {
 }
 
 impl LeaseHistory {
+    /// `steps` in the order they were recorded: of two steps at one seq,
+    /// the later one counts (the sort is stable).
     pub fn new(mut steps: Vec<LeaseStep>) -> LeaseHistory {
         steps.sort_by_key(|s| s.after_seq);
         LeaseHistory { steps }

@@ -139,7 +139,17 @@ impl Cache {
                     .await?
             }
         };
-        self.apply(rows.iter().filter_map(slot_from_row));
+        let rows = rows.iter().filter_map(slot_from_row);
+        if only.is_some() {
+            self.apply(rows);
+        } else {
+            // A full re-read (start, reconnect, the backstop) takes the rows
+            // as they are, whatever version the cache holds: it is how a
+            // cache that went wrong comes right again. A commit it missed is
+            // NOTIFYed after it and re-read next.
+            let fresh: BTreeMap<SlotId, CachedSlot> = rows.map(|r| (r.slot.id, r)).collect();
+            *self.slots.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        }
         self.reload_counter_sold(client, only).await
     }
 

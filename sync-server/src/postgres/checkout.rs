@@ -44,9 +44,11 @@ type Outcome<T> = PgResult<Result<T, ServiceError>>;
 /// make the museum's mail server a spam cannon.
 const RESENDS_PER_DAY: i64 = 5;
 
-/// How long a refund handed to a process's refund task is kept from the
-/// others: longer than one provider call (30 s) and its recording.
+/// How long refunds handed to a process's refund task are kept from the
+/// others: at least this, and a minute per refund claimed, since the task
+/// calls the provider for them one after another (30 s each at the most).
 const REFUND_LEASE_MS: i64 = 5 * 60 * 1000;
+const REFUND_LEASE_PER_CALL_MS: i64 = 60 * 1000;
 
 pub(super) fn language_of(code: &str) -> Language {
     Language::ALL
@@ -771,6 +773,7 @@ pub(super) async fn due_refunds(
     limit: usize,
 ) -> Outcome<Vec<DueRefund>> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let lease_ms = REFUND_LEASE_MS.max(limit.saturating_mul(REFUND_LEASE_PER_CALL_MS));
     let rows = tx
         .query(
             "WITH due AS (
@@ -782,7 +785,7 @@ pub(super) async fn due_refunds(
              WHERE r.refund_id = due.refund_id AND p.payment_id = r.payment_id
              RETURNING r.refund_id, p.provider, COALESCE(p.refund_ref, p.provider_ref, ''),
                        r.amount, r.currency, r.idempotency_key, r.attempts, due.due_at",
-            &[&now_ms, &limit, &now_ms.saturating_add(REFUND_LEASE_MS)],
+            &[&now_ms, &limit, &now_ms.saturating_add(lease_ms)],
         )
         .await?;
     let mut out = Vec::with_capacity(rows.len());

@@ -37,6 +37,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
+use super::schema::loggable;
+
 use super::pool::{Pool, Pooled};
 use crate::error::ServiceError;
 use crate::gates::{admitted, already_used, scan_id_reused, CheckedSync};
@@ -102,7 +104,9 @@ pub(super) async fn redeem(
         let result = redeem_once(&mut client, env, now_ms, gate, claims, scan_id, entry).await;
         match settle("redeeming a ticket", result, attempt) {
             Attempt::Done(answer) => return answer,
-            Attempt::Again(e) => tracing::debug!(error = %e, attempt, "redeem: running again"),
+            Attempt::Again(e) => {
+                tracing::debug!(error = %loggable(&e), attempt, "redeem: running again")
+            }
         }
     }
 }
@@ -126,7 +130,9 @@ pub(super) async fn gate_sync(
             gate_sync_once(&mut client, env, now_ms, gate, checked, entry, keys.clone()).await;
         match settle("merging a gate's scans", result, attempt) {
             Attempt::Done(answer) => return answer,
-            Attempt::Again(e) => tracing::debug!(error = %e, attempt, "gate sync: running again"),
+            Attempt::Again(e) => {
+                tracing::debug!(error = %loggable(&e), attempt, "gate sync: running again")
+            }
         }
     }
 }

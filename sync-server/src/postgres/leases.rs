@@ -16,6 +16,7 @@ use tokio_postgres::{GenericClient, Transaction};
 use super::cache::{slot_from_row, CachedSlot, SLOT_COLUMNS};
 use super::schema::{connect, PgError, CHANGES};
 use super::sync::{lease_from_row, SyncError, LEASE_COLUMNS};
+use crate::error::ServiceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -31,6 +32,25 @@ pub enum LeaseError {
     AlreadyResolved(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl LeaseError {
+    /// 503 when PostgreSQL is out of reach (the supervisor retries), 500
+    /// otherwise; logged without row values.
+    pub fn into_service(self, what: &str) -> ServiceError {
+        let unreachable = match &self {
+            LeaseError::Round(SyncError::Db(e)) => e.as_db_error().is_none(),
+            LeaseError::Pg(PgError::Sql(e)) => e.as_db_error().is_none(),
+            _ => false,
+        };
+        if unreachable {
+            tracing::warn!(error = %self, "{what}: PostgreSQL out of reach");
+            ServiceError::Unavailable
+        } else {
+            tracing::error!(error = %self, "{what} failed");
+            ServiceError::Storage(format!("{what} failed"))
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for LeaseError {

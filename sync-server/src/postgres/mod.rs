@@ -98,7 +98,7 @@ const POOL_SIZE: usize = 4;
 fn db_failure(what: &'static str) -> impl Fn(tokio_postgres::Error) -> ServiceError + Copy {
     move |e| {
         if e.as_db_error().is_some() {
-            tracing::error!(error = %e, "{what} failed in PostgreSQL");
+            tracing::error!(error = %schema::loggable(&e), "{what} failed in PostgreSQL");
             ServiceError::Storage(format!("{what} failed"))
         } else {
             tracing::warn!(error = %e, "{what}: PostgreSQL out of reach");
@@ -813,17 +813,13 @@ impl Store for PgStore {
 
     async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
         let client = self.side().await?;
-        leases::leases_on(&client, date).await.map_err(|e| {
-            tracing::error!(error = %e, "listing leases failed");
-            ServiceError::Storage("listing leases failed".into())
-        })
+        leases::leases_on(&client, date)
+            .await
+            .map_err(|e| e.into_service("listing leases"))
     }
 
     async fn revoke_lease(&self, lease: LeaseId, actor: String) -> Result<Revoked, ServiceError> {
-        let failed = |e: leases::LeaseError| {
-            tracing::error!(error = %e, "revoking a lease failed");
-            ServiceError::Storage("revoking a lease failed".into())
-        };
+        let failed = |e: leases::LeaseError| e.into_service("revoking a lease");
         let mut client = self.side().await?;
         let tx = client
             .transaction()

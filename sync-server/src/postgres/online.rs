@@ -88,7 +88,7 @@ pub enum Reply {
 /// Why a job could not run to a decision.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error(transparent)]
+    #[error("{}", super::schema::loggable(.0))]
     Pg(#[from] tokio_postgres::Error),
     /// Something stored is not what this code wrote (a hand-edited row?).
     #[error("{0}")]

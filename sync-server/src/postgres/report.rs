@@ -28,7 +28,7 @@ use crate::reports::{
 };
 
 fn sql(e: tokio_postgres::Error) -> ReportError {
-    ReportError::Storage(e.to_string())
+    ReportError::Storage(super::schema::loggable(&e))
 }
 
 /// A count or a sum that must fit the report's field.

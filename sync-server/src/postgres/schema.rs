@@ -28,7 +28,7 @@ const MIGRATION_LOCK: i64 = 0x7465_7373_6d69_6772; // "tessmigr"
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", loggable(.0))]
     Sql(#[from] tokio_postgres::Error),
     #[error("migrating the PostgreSQL schema: {0}")]
     Migrate(#[from] refinery::Error),
@@ -51,6 +51,20 @@ pub enum PgError {
     UnknownSlot(String),
     #[error(transparent)]
     Inventory(#[from] tessera_core::inventory::InventoryError),
+}
+
+/// What a failed statement may say in a log: its SQLSTATE, PostgreSQL's
+/// message and the constraint, never the DETAIL, which quotes the row's
+/// values (addresses, booking tokens, mail payloads).
+pub fn loggable(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.constraint() {
+            Some(c) => format!("{} {} ({c})", db.code().code(), db.message()),
+            None => format!("{} {}", db.code().code(), db.message()),
+        },
+        // Connection and protocol errors quote no row.
+        None => e.to_string(),
+    }
 }
 
 /// Connects one client; its connection runs on a task of its own. TLS is not

@@ -119,11 +119,11 @@ pub(super) fn settle<T>(
     match result {
         Ok(answer) => Settle::Done(answer),
         Err(JobError::Pg(e)) if retryable(&e) && attempt < ATTEMPTS => {
-            tracing::debug!(error = %e, attempt, what, "shop transaction lost a conflict; again");
+            tracing::debug!(error = %schema::loggable(&e), attempt, what, "shop transaction lost a conflict; again");
             Settle::Retry
         }
         Err(JobError::Pg(e)) if e.is_closed() || e.code().is_none() => {
-            tracing::warn!(error = %e, what, "shop transaction failed on the connection");
+            tracing::warn!(error = %schema::loggable(&e), what, "shop transaction failed on the connection");
             Settle::Done(Err(ServiceError::Unavailable))
         }
         Err(e) => {
@@ -166,9 +166,14 @@ macro_rules! in_transaction {
             }
             .await;
             drop(client);
+            // Only committed rows reach the cache: a rolled-back row's version
+            // would shadow the next commit of that version by any process.
+            let committed = result.is_ok();
             match $crate::postgres::shop::settle(result, attempt, $what) {
                 $crate::postgres::shop::Settle::Done(answer) => {
-                    $store.cache.apply($changes.slots);
+                    if committed {
+                        $store.cache.apply($changes.slots);
+                    }
                     break answer;
                 }
                 $crate::postgres::shop::Settle::Retry => {

@@ -88,7 +88,7 @@ pub(super) const LEASE_COLUMNS: &str = "lease_id, device_id, slot_id, granted_to
 /// Why a round failed (not a refusal: those are answers).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", super::schema::loggable(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("bookkeeping: {0}")]
     Bookkeeping(String),
@@ -906,7 +906,10 @@ impl Round<'_, '_> {
         let rows = self
             .tx
             .query(
-                "SELECT after_seq, granted_total, released_total FROM lease_history WHERE lease_id = $1",
+                // Two steps may share an after_seq (two rounds with no sale between):
+                // core keeps their order and the later one counts.
+                "SELECT after_seq, granted_total, released_total FROM lease_history
+                 WHERE lease_id = $1 ORDER BY after_seq, step",
                 &[&lease],
             )
             .await?;

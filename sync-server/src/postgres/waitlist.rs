@@ -348,7 +348,9 @@ pub(super) async fn take_offer(
 }
 
 /// Offers what is free in `slots` (whose rows the caller has locked) to
-/// their lines, in the caller's transaction.
+/// their lines, in the caller's transaction, contained (see
+/// [`offer_contained`]): a broken offer must not roll back the payment,
+/// cancellation or hold release that freed the places.
 pub(super) async fn offer_places(
     tx: &Transaction<'_>,
     env: &Env,
@@ -356,7 +358,9 @@ pub(super) async fn offer_places(
     slots: &[String],
     now_ms: i64,
 ) -> PgResult<()> {
-    offer_round(tx, env, changes, now_ms, Some(slots)).await
+    let rows = offer_contained(tx, env, now_ms, Some(slots)).await?;
+    changes.add(rows);
+    Ok(())
 }
 
 /// An offer round inside one of the writer's jobs (the sweep with `None`:

@@ -448,7 +448,10 @@ fn tickets_of(ctx: &Ctx<'_>, sale_id: Uuid) -> Result<Vec<Uuid>, Fatal> {
 /// A lease's recorded steps (none for a lease older than the history).
 fn lease_steps(ctx: &Ctx<'_>, lease: Uuid) -> Result<Vec<LeaseStep>, Fatal> {
     let mut stmt = ctx.tx.prepare_cached(
-        "SELECT after_seq, granted_total, released_total FROM lease_history WHERE lease_id = ?1",
+        // Two steps may share an after_seq (two rounds with no sale between):
+        // core keeps their order and the later one counts.
+        "SELECT after_seq, granted_total, released_total FROM lease_history
+             WHERE lease_id = ?1 ORDER BY after_seq, rowid",
     )?;
     let steps = stmt
         .query_map(params![Text(&lease)], |r| {
