@@ -12,6 +12,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 mod failpoint;
+mod gates;
 pub mod http;
 pub mod payments;
 pub mod postgres;

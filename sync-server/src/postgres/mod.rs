@@ -36,9 +36,11 @@ mod batch;
 pub mod cache;
 mod checkout;
 pub mod devices;
+mod gate;
 pub mod leases;
 mod online;
 pub mod outbox;
+mod pool;
 pub mod schema;
 mod shop;
 mod sync;
@@ -87,6 +89,9 @@ use tessera_core::ids::{DeviceId, HoldId, LeaseId, TicketId};
 
 /// How long a retry with the same Idempotency-Key gets its first answer.
 const IDEMPOTENCY_KEEP_MS: i64 = 24 * 3600 * 1000;
+
+/// Connections one process keeps for gates and reports.
+const POOL_SIZE: usize = 4;
 
 /// The answer of every method the PostgreSQL backend does not serve yet.
 fn not_yet(what: &str) -> ServiceError {
@@ -142,6 +147,8 @@ pub struct PgStore {
     shop: ShopConn,
     /// Counters' sync rounds: transactions of their own (see `sync`).
     counters: sync::Counters,
+    /// Connections for gates and reports, outside the writer (`pool`).
+    pool: pool::Pool,
 }
 
 impl PgStore {
@@ -214,6 +221,7 @@ impl PgStore {
             horizon_days,
             shop: ShopConn::new(url),
             counters,
+            pool: pool::Pool::new(url, POOL_SIZE),
         })
     }
 
@@ -393,6 +401,12 @@ impl PgStore {
             .execute("DELETE FROM idempotency WHERE created_at < $1", &[&cutoff])
             .await?;
         Ok(())
+    }
+
+    fn time_zone(&self) -> Result<jiff::tz::TimeZone, ServiceError> {
+        self.catalogue
+            .time_zone()
+            .map_err(|e| ServiceError::Storage(format!("the catalogue's time zone: {e}")))
     }
 
     /// Resolves with a reason if the writer's task ends (a panic); never
@@ -702,12 +716,18 @@ impl Store for PgStore {
 
     async fn redeem(
         &self,
-        _gate: DeviceInfo,
-        _claims: TicketClaims,
-        _scan_id: Option<Uuid>,
-        _entry: EntryPolicy,
+        gate: DeviceInfo,
+        claims: TicketClaims,
+        scan_id: Option<Uuid>,
+        entry: EntryPolicy,
     ) -> Result<Redemption, ServiceError> {
-        Err(not_yet("redeeming tickets at a gate"))
+        let tz = self.time_zone()?;
+        let env = gate::GateEnv {
+            catalogue: &self.catalogue,
+            tz: &tz,
+            clock: &self.clock,
+        };
+        gate::redeem(&self.pool, &env, &gate, &claims, scan_id, entry).await
     }
 
     /// A round in a transaction of its own, outside the online writer's
@@ -722,11 +742,27 @@ impl Store for PgStore {
 
     async fn gate_sync(
         &self,
-        _gate: DeviceInfo,
-        _request: GateSyncRequest,
-        _entry: EntryPolicy,
+        gate: DeviceInfo,
+        request: GateSyncRequest,
+        entry: EntryPolicy,
     ) -> Result<GateSyncResponse, ServiceError> {
-        Err(not_yet("gate sync"))
+        let tz = self.time_zone()?;
+        // Signatures are checked off the async workers, before any
+        // connection is taken (as on SQLite).
+        let received_at = self.clock.now_ms();
+        let ring = self.keyring();
+        let device = gate.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            crate::gates::check_sync(&ring, &device, request, received_at)
+        })
+        .await
+        .map_err(|_| ServiceError::Unavailable)??;
+        let env = gate::GateEnv {
+            catalogue: &self.catalogue,
+            tz: &tz,
+            clock: &self.clock,
+        };
+        gate::gate_sync(&self.pool, &env, &gate, &checked, entry, self.public_keys()).await
     }
 
     fn supervisors(&self) -> Vec<StaffMember> {

@@ -17,27 +17,24 @@
 //! reaches the writer ([`check_sync`]); inside the writer a body costs a few
 //! indexed statements per scan, whatever the number of scans per ticket.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use rusqlite::{params, OptionalExtension};
-use tessera_core::admission::{decide, DenyReason, EntryPolicy};
+use tessera_core::admission::{decide, EntryPolicy};
 use tessera_core::api::gate::{RedeemResult, Redemption};
-use tessera_core::api::gate_sync::{GateSyncRequest, GateSyncResponse, ScanRecord};
+use tessera_core::api::gate_sync::GateSyncResponse;
 use tessera_core::clock::from_ms;
 use tessera_core::ids::new_id;
-use tessera_core::limits;
 use tessera_core::slot::SlotId;
-use tessera_core::ticket_code::{decode_unverified, CodeError, KeyRing, TicketClaims};
+use tessera_core::ticket_code::TicketClaims;
 use uuid::Uuid;
 
 use super::sql::Text;
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
+pub(crate) use crate::gates::check_sync;
+use crate::gates::{admitted, already_used, scan_id_reused, CheckedSync};
 use crate::store::DeviceInfo;
-
-/// A measured clock difference smaller than this is the request's own
-/// travel time, not the gate's clock error, and is not corrected for.
-const SKEW_NOISE_MS: i64 = 2_000;
 
 /// One admission as the server records it.
 #[derive(Clone, Debug)]
@@ -57,118 +54,6 @@ impl Admission {
     /// Earlier first; the scan id breaks ties so every server agrees.
     fn key(&self) -> (i64, &str) {
         (self.at, &self.scan_id)
-    }
-}
-
-/// An offline scan that passed every check that needs no database.
-pub(crate) struct CheckedScan {
-    scan_id: Uuid,
-    claims: TicketClaims,
-    device_at: i64,
-    /// The server's reading of when it happened.
-    at: i64,
-}
-
-/// A gate sync body, checked outside the writer.
-pub(crate) struct CheckedSync {
-    catalogue_version: u64,
-    received_at: i64,
-    scans: Vec<CheckedScan>,
-    acked: Vec<Uuid>,
-}
-
-/// Checks a gate's upload before it reaches the writer: size, signatures
-/// (each distinct code verified once), each scan against its code, and
-/// duplicate scan ids inside the body. `received_at` is the server's clock
-/// when the body arrived.
-pub(crate) fn check_sync(
-    ring: &KeyRing,
-    gate: &DeviceInfo,
-    request: GateSyncRequest,
-    received_at: i64,
-) -> Result<CheckedSync, ServiceError> {
-    if request.device_id != gate.device_id {
-        return Err(ServiceError::Forbidden(format!(
-            "this token belongs to device {}, but the body is for {}",
-            gate.device_id, request.device_id
-        )));
-    }
-    limits::count("scans", request.scans.len(), limits::SCANS_PER_SYNC)
-        .map_err(|e| ServiceError::InvalidBody(e.to_string()))?;
-    // How far the gate's clock is ahead of ours (behind if negative).
-    let skew = request
-        .sent_at
-        .map(|t| t.as_millisecond().saturating_sub(received_at))
-        .filter(|s| s.abs() > SKEW_NOISE_MS)
-        .unwrap_or(0);
-    let mut seen: HashMap<Uuid, &ScanRecord> = HashMap::with_capacity(request.scans.len());
-    let mut verified: HashMap<&str, TicketClaims> = HashMap::new();
-    let mut scans = Vec::with_capacity(request.scans.len());
-    let mut acked = Vec::with_capacity(request.scans.len());
-    for scan in &request.scans {
-        if let Some(earlier) = seen.get(&scan.scan_id) {
-            // The same admission listed twice is one admission; one nonce
-            // for two different admissions is a broken gate.
-            if *earlier == scan {
-                continue;
-            }
-            return Err(ServiceError::InvalidBody(format!(
-                "scan_id {} appears twice in this body for different admissions",
-                scan.scan_id
-            )));
-        }
-        seen.insert(scan.scan_id, scan);
-        let n = limits::chars(&scan.code);
-        if n > limits::TICKET_CODE_CHARS {
-            return Err(ServiceError::InvalidBody(format!(
-                "scan {}: code is {n} characters, at most {}",
-                scan.scan_id,
-                limits::TICKET_CODE_CHARS
-            )));
-        }
-        let claims = match verified.get(scan.code.as_str()) {
-            Some(c) => c.clone(),
-            None => {
-                let c = verify_scanned(ring, &scan.code).map_err(|e| {
-                    ServiceError::InvalidBody(format!("scan {}: {e}", scan.scan_id))
-                })?;
-                verified.insert(scan.code.as_str(), c.clone());
-                c
-            }
-        };
-        if claims.ticket_id != scan.ticket_id || claims.slot != scan.slot_id {
-            return Err(ServiceError::InvalidBody(format!(
-                "scan {} does not match its ticket code",
-                scan.scan_id
-            )));
-        }
-        let device_at = scan.scanned_at.as_millisecond();
-        // It cannot have happened after we received it.
-        let at = device_at.saturating_sub(skew).min(received_at);
-        acked.push(scan.scan_id);
-        scans.push(CheckedScan {
-            scan_id: scan.scan_id,
-            claims,
-            device_at,
-            at,
-        });
-    }
-    Ok(CheckedSync {
-        catalogue_version: request.catalogue_version,
-        received_at,
-        scans,
-        acked,
-    })
-}
-
-/// A code an offline gate admitted: a signer revoked since is still an entry
-/// that happened (the gate could not know), so only the signature must hold.
-fn verify_scanned(ring: &KeyRing, code: &str) -> Result<TicketClaims, CodeError> {
-    match ring.verify(code) {
-        Ok(c) => Ok(c),
-        // `verify` reports a revoked key only after the signature checked out.
-        Err(CodeError::RevokedKey(_)) => decode_unverified(code).map(|(c, _, _)| c),
-        Err(e) => Err(e),
     }
 }
 
@@ -357,17 +242,7 @@ pub(crate) fn redeem(
     entry: EntryPolicy,
 ) -> Result<Result<Redemption, ServiceError>, Fatal> {
     let ticket = claims.ticket_id.to_string();
-    let mut answer = Redemption {
-        result: RedeemResult::Admitted,
-        reason: None,
-        message: format!("Admit {}", claims.admits),
-        ticket_id: Some(claims.ticket_id),
-        product_id: Some(claims.product_id.clone()),
-        slot_id: Some(claims.slot),
-        admits: Some(claims.admits),
-        first_redeemed_at: None,
-        first_redeemed_by: None,
-    };
+    let mut answer = admitted(claims);
     if let Some(id) = scan_id {
         if let Some((known_ticket, device, at, name)) = known_scan(ctx, id)? {
             // The same scan sent again (a retry after a lost answer) is the
@@ -377,9 +252,7 @@ pub(crate) fn redeem(
                 answer.first_redeemed_by = Some(name);
                 return Ok(Ok(answer));
             }
-            return Ok(Err(ServiceError::Conflict(format!(
-                "scan_id {id} is already recorded for another admission; send a new scan_id for every scan"
-            ))));
+            return Ok(Err(scan_id_reused(id)));
         }
     }
     let voided = is_voided(ctx, &ticket)?;
@@ -394,18 +267,7 @@ pub(crate) fn redeem(
         return Ok(Ok(answer));
     }
     if let Some(first) = recorded_first(ctx, &ticket)? {
-        answer.result = RedeemResult::Denied;
-        answer.reason = Some(DenyReason::AlreadyUsed);
-        answer.message = format!(
-            "Already used at {} by {}",
-            from_ms(first.at)
-                .to_zoned(ctx.state.tz.clone())
-                .strftime("%H:%M:%S"),
-            first.gate_name
-        );
-        answer.first_redeemed_at = Some(from_ms(first.at));
-        answer.first_redeemed_by = Some(first.gate_name);
-        metrics::counter!("tessera_redemptions_total", "result" => "already_used").increment(1);
+        already_used(&mut answer, first.at, first.gate_name, &ctx.state.tz);
         return Ok(Ok(answer));
     }
     let admission = Admission {
@@ -440,10 +302,7 @@ pub(crate) fn gate_sync(
             if ticket == scan.claims.ticket_id.to_string() && by == device {
                 continue; // uploaded before (or redeemed online with this id)
             }
-            return Ok(Err(ServiceError::Conflict(format!(
-                "scan_id {} is already recorded for another admission; send a new scan_id for every scan",
-                scan.scan_id
-            ))));
+            return Ok(Err(scan_id_reused(scan.scan_id)));
         }
         let admission = Admission {
             scan_id: scan.scan_id.to_string(),
