@@ -9,6 +9,7 @@
 
 pub mod chaos;
 pub mod client;
+pub mod counters;
 pub mod drain;
 pub mod gate;
 pub mod history;

@@ -120,8 +120,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The online path on PostgreSQL under faults: three processes, one
-    /// SIGKILLed and restarted twice, PostgreSQL restarted; then the books.
+    /// Online clients and counters on PostgreSQL under faults: three
+    /// processes, one SIGKILLed and restarted twice, PostgreSQL restarted,
+    /// counters moved off a dead process and cut off; then the books.
     PgChaos {
         #[arg(long, default_value_t = 400)]
         capacity: u32,
@@ -135,6 +136,9 @@ enum Cmd {
         /// Share of requests sent to two processes at once.
         #[arg(long, default_value_t = 0.1)]
         duplicate_rate: f64,
+        /// Counters selling the slot too (counter i syncs to process i mod 3).
+        #[arg(long, default_value_t = 3)]
+        counters: usize,
         #[arg(long)]
         json: bool,
     },
@@ -345,6 +349,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             seed,
             duration,
             duplicate_rate,
+            counters,
             json,
         } => {
             let opts = pg_chaos::PgChaosOptions {
@@ -353,8 +358,9 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 seed,
                 duration: Duration::from_secs(duration),
                 duplicate_rate: duplicate_rate.clamp(0.0, 1.0),
+                counters,
                 server_bin: release_server_binary()?,
-                sabotage: false,
+                sabotage: pg_chaos::Sabotage::default(),
             };
             let report = pg_chaos::run(&opts).await?;
             if json {
