@@ -139,6 +139,9 @@ enum Cmd {
         /// Counters selling the slot too (counter i syncs to process i mod 3).
         #[arg(long, default_value_t = 3)]
         counters: usize,
+        /// Mean milliseconds between two sales of one counter.
+        #[arg(long, default_value_t = 300)]
+        counter_gap_ms: u64,
         #[arg(long)]
         json: bool,
     },
@@ -350,6 +353,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             duration,
             duplicate_rate,
             counters,
+            counter_gap_ms,
             json,
         } => {
             let opts = pg_chaos::PgChaosOptions {
@@ -359,6 +363,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 duration: Duration::from_secs(duration),
                 duplicate_rate: duplicate_rate.clamp(0.0, 1.0),
                 counters,
+                counter_gap: Duration::from_millis(counter_gap_ms),
                 server_bin: release_server_binary()?,
                 sabotage: pg_chaos::Sabotage::default(),
             };

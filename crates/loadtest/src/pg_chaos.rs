@@ -55,10 +55,6 @@ use crate::stats::{error_code, Errors};
 /// Server processes in the run.
 const PROCESSES: usize = 3;
 
-/// Mean pause between two sales of one counter: a busy cashier, quick
-/// enough that counters and online clients meet at the last places.
-const COUNTER_GAP_MS: u64 = 100;
-
 /// What the harness breaks on purpose before checking, to show the check
 /// catches it (for the harness's own test).
 #[derive(Clone, Copy, Debug, Default)]
@@ -80,6 +76,12 @@ pub struct PgChaosOptions {
     /// Counters selling the slot beside the online clients (counter i syncs
     /// to process i mod 3).
     pub counters: usize,
+    /// Mean pause between two sales of one counter. Every sale wakes the
+    /// counter's sync loop, and a round holds the slot's row locked for its
+    /// transaction, so counters selling every 100 ms leave online holds
+    /// little of the row (see docs/BENCHMARKS.md); a few hundred ms lets
+    /// both channels sell through the faults.
+    pub counter_gap: Duration,
     pub server_bin: PathBuf,
     pub sabotage: Sabotage,
 }
@@ -356,11 +358,12 @@ pub async fn run(opts: &PgChaosOptions) -> Result<PgChaosReport> {
     let servers = {
         let loops: Vec<_> = counters.iter().map(|c| c.t.spawn_sync_loop()).collect();
         let mut sellers = JoinSet::new();
+        let gap_ms = opts.counter_gap.as_millis() as u64;
         for (i, c) in counters.iter().enumerate() {
             let (t, link, stop) = (c.t.clone(), links[i].clone(), stop.clone());
             let mut rng = StdRng::seed_from_u64(opts.seed ^ (0xC0FFEE + i as u64));
             sellers.spawn(async move {
-                let out = sell_until(&t, hot, COUNTER_GAP_MS, &stop, &link, &mut rng).await;
+                let out = sell_until(&t, hot, gap_ms, &stop, &link, &mut rng).await;
                 (i, out)
             });
         }

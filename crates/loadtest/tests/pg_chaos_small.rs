@@ -15,12 +15,13 @@ use tessera_loadtest::pg_chaos::{self, PgChaosOptions, Sabotage};
 
 fn options(sabotage: Sabotage) -> PgChaosOptions {
     PgChaosOptions {
-        capacity: 400,
+        capacity: 120,
         clients: 8,
         seed: 20261202,
         duration: Duration::from_secs(8),
         duplicate_rate: 0.1,
         counters: 3,
+        counter_gap: Duration::from_millis(300),
         // The server `cargo test --workspace` builds (or TESSERA_SERVER_BIN).
         server_bin: tessera_server::testkit::server_binary(),
         sabotage,
