@@ -173,8 +173,8 @@ enum Command {
     /// The day's reconciliation: online and each counter, cash drawers,
     /// everything missing, slots, gate conflicts.
     Report {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: Storage,
         /// YYYY-MM-DD (default: today in the museum's zone)
         #[arg(long)]
         date: Option<String>,
@@ -466,14 +466,35 @@ fn run(cli: Cli) -> Result<()> {
                 name.trim()
             );
         }
-        Command::Report { db, date, format } => {
-            let conn = tessera_server::sqlite::schema::open(&db)?;
-            let catalogue = admin::catalogue(&conn)?;
-            let date = match date {
-                Some(d) => tessera_core::slot::parse_date(&d)?,
-                None => clock.now().to_zoned(catalogue.time_zone()?).date(),
+        Command::Report {
+            store,
+            date,
+            format,
+        } => {
+            let day_of =
+                |catalogue: &tessera_core::catalogue::Catalogue| -> Result<jiff::civil::Date> {
+                    Ok(match &date {
+                        Some(d) => tessera_core::slot::parse_date(d)?,
+                        None => clock.now().to_zoned(catalogue.time_zone()?).date(),
+                    })
+                };
+            let report = match store.backend()? {
+                Backend::Postgres(url) => block_on(async {
+                    let mut client = postgres::schema::connect(&url).await?;
+                    let catalogue = postgres::schema::load_catalogue(&client).await?;
+                    let date = day_of(&catalogue)?;
+                    anyhow::Ok(
+                        postgres::report::day_report(&mut client, &catalogue, date, clock.now())
+                            .await?,
+                    )
+                })?,
+                Backend::Sqlite(db) => {
+                    let conn = tessera_server::sqlite::schema::open(&db)?;
+                    let catalogue = admin::catalogue(&conn)?;
+                    let date = day_of(&catalogue)?;
+                    tessera_server::reports::day_report(&conn, &catalogue, date, clock.now())?
+                }
             };
-            let report = tessera_server::reports::day_report(&conn, &catalogue, date, clock.now())?;
             match format.as_str() {
                 "json" => println!("{}", serde_json::to_string_pretty(&report)?),
                 "csv" => print!("{}", tessera_server::reports::to_csv(&report)),

@@ -7,8 +7,9 @@
 //! The server's inventory rules live here too, as decisions over facts a
 //! backend loads: judging a counter's upload (`upload`, `upload::batch`), a
 //! lease's state and its sizing (`leases`), the counter's side of a lease
-//! (`counter_lease`), and reconciling reports and
-//! over-capacity flags (`reconcile`). Backends load, call these, and write.
+//! (`counter_lease`), reconciling reports and
+//! over-capacity flags (`reconcile`), and the day report's arithmetic over
+//! the facts a backend loads (`day_report`). Backends load, call these, and write.
 //! Clocks, files, sockets and randomness stay at the edges: functions here take
 //! `now` and seeds as arguments.
 
@@ -18,6 +19,7 @@ pub mod booking;
 pub mod catalogue;
 pub mod clock;
 pub mod counter_lease;
+pub mod day_report;
 pub mod fixture;
 pub mod ids;
 pub mod inventory;

@@ -1,18 +1,17 @@
 //! The PostgreSQL store, for several server processes on one database.
 //!
-//! WORK IN PROGRESS. This is issue 11's PostgreSQL backend: it serves the
-//! online inventory path — catalogue, availability, holds, confirmation by a
-//! trusted channel into an order with signed tickets, cancellation, the
-//! expiry of holds, channel tokens, the ticket keys and health; the visitor
-//! web shop: payments and their provider callbacks, refunds, "my booking",
-//! the mail outbox and the waiting list (`checkout`, `outbox`, `waitlist`,
-//! each write in a transaction of its own: see `shop`); devices and staff:
-//! enrolment, device tokens, the supervisor-PIN lockout and approvals
-//! (`devices`); counters' sync, leases and their revocation (`sync`,
-//! `leases`: rounds in transactions of their own, see there). Every other
-//! `Store` method (gates, the day report) answers 501 `not_on_postgres`
-//! until the next step brings it here; use the SQLite backend (`--db FILE`)
-//! for those.
+//! This is issue 11's PostgreSQL backend. It serves everything the SQLite
+//! backend does: the online inventory path — catalogue, availability, holds,
+//! confirmation by a trusted channel into an order with signed tickets,
+//! cancellation, the expiry of holds, channel tokens, the ticket keys and
+//! health; the visitor web shop: payments and their provider callbacks,
+//! refunds, "my booking", the mail outbox and the waiting list (`checkout`,
+//! `outbox`, `waitlist`, each write in a transaction of its own: see
+//! `shop`); devices and staff: enrolment, device tokens, the supervisor-PIN
+//! lockout and approvals (`devices`); counters' sync, leases and their
+//! revocation (`sync`, `leases`: rounds in transactions of their own, see
+//! there); gates (`gate`: a ticket admitted once across processes) and the
+//! day report (`report`).
 //!
 //! How the processes share one inventory:
 //! - each process has one writer task doing group commit (`writer`): many
@@ -41,6 +40,7 @@ pub mod leases;
 mod online;
 pub mod outbox;
 mod pool;
+pub mod report;
 pub mod schema;
 mod shop;
 mod sync;
@@ -92,18 +92,6 @@ const IDEMPOTENCY_KEEP_MS: i64 = 24 * 3600 * 1000;
 
 /// Connections one process keeps for gates and reports.
 const POOL_SIZE: usize = 4;
-
-/// The answer of every method the PostgreSQL backend does not serve yet.
-fn not_yet(what: &str) -> ServiceError {
-    ServiceError::refused(
-        501,
-        "not_on_postgres",
-        format!(
-            "{what} is not available on the PostgreSQL backend yet (work in progress); \
-             run the server on SQLite (--db FILE) for it"
-        ),
-    )
-}
 
 /// How a failed statement is answered: 503 when PostgreSQL is out of reach
 /// (the client retries), 500 when it refused the statement.
@@ -809,8 +797,18 @@ impl Store for PgStore {
         Ok(approval)
     }
 
-    async fn day_report(&self, _date: Date) -> Result<DayReport, ServiceError> {
-        Err(not_yet("the day report"))
+    /// Read from one snapshot on a pooled connection, outside the writer.
+    async fn day_report(&self, date: Date) -> Result<DayReport, ServiceError> {
+        let mut client = self.pool.get().await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot reach PostgreSQL for a report");
+            ServiceError::Unavailable
+        })?;
+        report::day_report(&mut client, &self.catalogue, date, self.clock.now())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, %date, "the day report failed");
+                ServiceError::Storage(e.to_string())
+            })
     }
 
     async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
