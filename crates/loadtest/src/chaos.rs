@@ -28,13 +28,16 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tessera_core::slot::SlotId;
 use tessera_core::tally::SlotTally;
-use tessera_terminal::{Terminal, TerminalError};
+use tessera_terminal::Terminal;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::client::{
-    card_sale, device_token, enrol_counter, http_client, sync_until_drained, Counter, HoldAnswer,
-    OrderAnswer, Raw, Shop,
+    device_token, enrol_counter, http_client, sync_until_drained, Counter, HoldAnswer, OrderAnswer,
+    Raw, Shop,
+};
+use crate::counters::{
+    check_counter, sell_until, tally_actor_sold, Findings, SellerOut, StoredSales,
 };
 use crate::proxy::{CutMode, Proxy};
 use crate::server::{Server, ServerOptions};
@@ -117,13 +120,6 @@ impl Ctx {
 #[derive(Default)]
 struct ClientOut {
     orders: Vec<(String, String, u32, usize)>,
-    errors: Errors,
-}
-
-#[derive(Default)]
-struct SellerOut {
-    sales: Vec<(Uuid, u32)>,
-    while_partitioned: u64,
     errors: Errors,
 }
 
@@ -507,105 +503,56 @@ fn check(
         .ok()
         .and_then(|state| serde_json::from_str(&state).ok());
     let actor_sold = |actor: &str| -> Option<u64> {
-        tally_json
-            .as_ref()
-            .and_then(|v| v["sold"]["inner"]["dots"][actor].as_u64())
+        tally_json.as_ref().and_then(|v| tally_actor_sold(v, actor))
     };
+    let mut found = Findings::default();
     for (i, c) in counters.iter().enumerate() {
-        let name = c.t.name().to_string();
         let device = c.t.device_id().to_string();
-        let local =
-            c.t.sales_today()
-                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        let local_ids: HashMap<Uuid, (u64, u32)> = local
-            .iter()
-            .map(|s| (s.sale_id, (s.terminal_seq, s.admissions)))
-            .collect();
-        // The counter itself kept every sale it reported done.
-        for (id, adm) in &sold_by[i] {
-            match local_ids.get(id) {
-                Some((_, a)) if a == adm => {}
-                _ => {
-                    report.lost_sales += 1;
-                    violations.push(format!(
-                        "{name}: sale {id} was done but is not in its own database"
-                    ));
-                }
-            }
-        }
-        let mut server_sales: HashMap<Uuid, (u64, u32)> = HashMap::new();
+        let mut stored = StoredSales {
+            tallied: actor_sold(&device),
+            ..StoredSales::default()
+        };
         {
             let mut st = db.prepare(
-                "SELECT sale_id, terminal_seq, admissions FROM sales WHERE device_id = ?1",
+                "SELECT s.sale_id, s.terminal_seq, s.admissions, t.ticket_id
+                 FROM sales s LEFT JOIN tickets t ON t.sale_id = s.sale_id
+                 WHERE s.device_id = ?1",
             )?;
             let rows = st.query_map([&device], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, u64>(1)?,
                     r.get::<_, u32>(2)?,
+                    r.get::<_, Option<String>>(3)?,
                 ))
             })?;
             for row in rows {
-                let (id, seq, adm) = row?;
-                let id = Uuid::parse_str(&id)?;
-                server_sales.insert(id, (seq, adm));
-            }
-        }
-        for (id, v) in &local_ids {
-            match server_sales.get(id) {
-                None => {
-                    report.lost_sales += 1;
-                    violations.push(format!(
-                        "{name}: sale {id} (seq {}) is not on the server",
-                        v.0
-                    ));
+                let (id, seq, adm, ticket) = row?;
+                let sale =
+                    stored
+                        .sales
+                        .entry(Uuid::parse_str(&id)?)
+                        .or_insert((seq, adm, Vec::new()));
+                if let Some(ticket) = ticket {
+                    sale.2.push(Uuid::parse_str(&ticket)?);
                 }
-                Some(sv) if sv != v => {
-                    violations.push(format!(
-                        "{name}: sale {id} is seq {} / {} admissions here, {} / {} on the server",
-                        v.0, v.1, sv.0, sv.1
-                    ));
-                }
-                Some(_) => {}
+            }
+            for sale in stored.sales.values_mut() {
+                sale.2.sort();
             }
         }
-        for id in server_sales.keys() {
-            if !local_ids.contains_key(id) {
-                report.duplicated += 1;
-                violations.push(format!(
-                    "{name}: the server has sale {id}, which the counter never made"
-                ));
-            }
-        }
-        let n = local.len() as u64;
-        let (max_seq, acked): (u64, u64) = db.query_row(
+        (stored.max_seq, stored.acked_seq) = db.query_row(
             "SELECT COALESCE((SELECT MAX(terminal_seq) FROM sales WHERE device_id = ?1), 0),
                     COALESCE((SELECT acked_seq FROM device_sync WHERE device_id = ?1), 0)",
             [&device],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        if server_sales.len() as u64 != n || max_seq != n || acked != n {
-            violations.push(format!(
-                "{name}: {n} sales here; the server has {} with seq up to {max_seq}, acknowledged {acked}",
-                server_sales.len()
-            ));
-        }
-        let device_admissions: u64 = server_sales.values().map(|(_, a)| u64::from(*a)).sum();
-        counter_total += device_admissions;
-        if let Some(t) = actor_sold(&device) {
-            if t != device_admissions {
-                report.tally_mismatches += 1;
-                violations.push(format!(
-                    "{name}: tally says {t} admissions sold, the sales log {device_admissions}"
-                ));
-            }
-        } else if device_admissions > 0 {
-            report.tally_mismatches += 1;
-            violations.push(format!(
-                "{name}: no tally for its {device_admissions} admissions"
-            ));
-        }
+        counter_total += check_counter(&c.t, &sold_by[i], &stored, &mut found)?;
     }
+    report.lost_sales += found.lost_sales;
+    report.duplicated += found.duplicated;
+    report.tally_mismatches += found.tally_mismatches;
+    violations.extend(found.violations);
     // Any counter sale on the slot from a device we do not drive?
     let all_counter: u64 = db.query_row(
         "SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE slot_id = ?1 AND voided_at IS NULL",
@@ -835,32 +782,7 @@ async fn online_client(ctx: Arc<Ctx>, id: usize) -> ClientOut {
 
 async fn seller(ctx: Arc<Ctx>, t: Terminal, proxy: Proxy, i: usize) -> (usize, SellerOut) {
     let mut rng = rng_for(ctx.seed, 1_000_000 + i as u64);
-    let mut out = SellerOut::default();
-    while !ctx.stop.load(Ordering::Relaxed) {
-        let gap = ctx.gap_ms;
-        tokio::time::sleep(Duration::from_millis(
-            rng.random_range(gap / 2..=gap * 3 / 2),
-        ))
-        .await;
-        let adults: u32 = rng.random_range(1..=2);
-        let partitioned = !proxy.is_up();
-        match t.sell(card_sale(ctx.slot, adults)).await {
-            Ok(done) => {
-                out.sales.push((done.sale.sale_id, done.sale.admissions));
-                if partitioned {
-                    out.while_partitioned += 1;
-                }
-            }
-            Err(TerminalError::NotEnoughPlaces { .. }) => {
-                out.errors.add("not_enough_places");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => {
-                out.errors.add(e.code());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    let out = sell_until(&t, ctx.slot, ctx.gap_ms, &ctx.stop, &proxy, &mut rng).await;
     (i, out)
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use reqwest::Client;
 use serde::Deserialize;
+use tessera_core::clock::Clock;
 use tessera_core::pricing::CartLine;
 use tessera_core::slot::SlotId;
 use tessera_terminal::views::{PaymentRequest, SaleRequest};
@@ -199,11 +200,23 @@ pub struct Counter {
 /// Enrols a counter against `url` (the server, or a proxy in front of it)
 /// and opens a cashier's shift.
 pub async fn enrol_counter(server: &Server, url: &str, name: &str) -> Result<Counter> {
+    let code = server.enrolment_code("counter", name)?;
+    enrol_counter_with(url, &code, name, server.clock()).await
+}
+
+/// Enrols a counter against `url` with an enrolment code made elsewhere
+/// (e.g. `enrol --database` on PostgreSQL), on the servers' `clock`, and
+/// opens a cashier's shift.
+pub async fn enrol_counter_with(
+    url: &str,
+    code: &str,
+    name: &str,
+    clock: Clock,
+) -> Result<Counter> {
     let dir = tempfile::Builder::new()
         .prefix("tessera-counter-")
         .tempdir()?;
-    let code = server.enrolment_code("counter", name)?;
-    let t = Terminal::enrol_with_clock(dir.path(), url, &code, name, server.clock())
+    let t = Terminal::enrol_with_clock(dir.path(), url, code, name, clock)
         .await
         .with_context(|| format!("enrolling {name}"))?;
     t.open_shift("1111", 20_000)

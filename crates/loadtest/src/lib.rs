@@ -4,11 +4,14 @@
 //! terminals (`tessera-terminal`, each with its own SQLite file), and reports
 //! figures and invariant checks. Scenarios: `spike`, `chaos`, `gate`, `drain`, `shop`,
 //! `history` (a year of open days through the real APIs), `pg-spike` (the hot
-//! slot on PostgreSQL, several server processes) and `pg-chaos` (the online
-//! path on PostgreSQL while processes and the database are restarted).
+//! slot on PostgreSQL, several server processes) and `pg-chaos` (online
+//! clients and counters on PostgreSQL while processes and the database are
+//! restarted). `counters` holds what the two chaos scenarios share about
+//! counters (the cashier's loop, the per-counter check).
 
 pub mod chaos;
 pub mod client;
+pub mod counters;
 pub mod drain;
 pub mod gate;
 pub mod history;

@@ -120,8 +120,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The online path on PostgreSQL under faults: three processes, one
-    /// SIGKILLed and restarted twice, PostgreSQL restarted; then the books.
+    /// Online clients and counters on PostgreSQL under faults: three
+    /// processes, one SIGKILLed and restarted twice, PostgreSQL restarted,
+    /// counters moved off a dead process and cut off; then the books.
     PgChaos {
         #[arg(long, default_value_t = 400)]
         capacity: u32,
@@ -135,6 +136,12 @@ enum Cmd {
         /// Share of requests sent to two processes at once.
         #[arg(long, default_value_t = 0.1)]
         duplicate_rate: f64,
+        /// Counters selling the slot too (counter i syncs to process i mod 3).
+        #[arg(long, default_value_t = 3)]
+        counters: usize,
+        /// Mean milliseconds between two sales of one counter.
+        #[arg(long, default_value_t = 300)]
+        counter_gap_ms: u64,
         #[arg(long)]
         json: bool,
     },
@@ -345,6 +352,8 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             seed,
             duration,
             duplicate_rate,
+            counters,
+            counter_gap_ms,
             json,
         } => {
             let opts = pg_chaos::PgChaosOptions {
@@ -353,8 +362,10 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 seed,
                 duration: Duration::from_secs(duration),
                 duplicate_rate: duplicate_rate.clamp(0.0, 1.0),
+                counters,
+                counter_gap: Duration::from_millis(counter_gap_ms),
                 server_bin: release_server_binary()?,
-                sabotage: false,
+                sabotage: pg_chaos::Sabotage::default(),
             };
             let report = pg_chaos::run(&opts).await?;
             if json {

@@ -5,6 +5,10 @@
 //! them at once: "connection reset") or swallows them (accepts and never
 //! answers, like a dead link, until restored). Cuts nest: two overlapping
 //! partitions restore when both are over.
+//!
+//! It can also be pointed at another upstream (`route_to`), as a reverse
+//! proxy moves a client off a dead server process: open connections are
+//! dropped and new ones go to the new address.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +34,8 @@ enum Link {
 }
 
 struct Inner {
-    upstream: SocketAddr,
+    /// Where new connections go; a change drops the open ones.
+    upstream: watch::Sender<SocketAddr>,
     /// Active cuts (nested partitions).
     cuts: Mutex<Vec<CutMode>>,
     link: watch::Sender<Link>,
@@ -50,6 +55,7 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (link, _) = watch::channel(Link::Up);
+        let (upstream, _) = watch::channel(upstream);
         let inner = Arc::new(Inner {
             upstream,
             cuts: Mutex::new(Vec::new()),
@@ -112,6 +118,21 @@ impl Proxy {
         self.inner.link.send_replace(link);
     }
 
+    /// Sends new connections to `upstream` and drops the open ones (which
+    /// went to the old address), as a proxy does when a process dies.
+    pub fn route_to(&self, upstream: SocketAddr) {
+        self.inner.upstream.send_if_modified(|now| {
+            let changed = *now != upstream;
+            *now = upstream;
+            changed
+        });
+    }
+
+    /// Where new connections go now.
+    pub fn upstream(&self) -> SocketAddr {
+        *self.inner.upstream.borrow()
+    }
+
     pub fn is_up(&self) -> bool {
         *self.inner.link.borrow() == Link::Up
     }
@@ -145,12 +166,17 @@ async fn serve(inner: Arc<Inner>, mut client: TcpStream) {
         Link::Up => {}
     }
     let _ = client.set_nodelay(true);
-    let Ok(mut server) = TcpStream::connect(inner.upstream).await else {
+    let mut route = inner.upstream.subscribe();
+    let upstream = *route.borrow_and_update();
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
         return;
     };
     let _ = server.set_nodelay(true);
     tokio::select! {
         _ = copy_bidirectional(&mut client, &mut server) => {}
+        // Re-routed: this connection's server may be dead (or the client
+        // is being moved back home); the client reconnects to the new one.
+        _ = route.changed() => {}
         // Any cut kills connections that are open (both sides see a reset
         // or EOF, possibly mid-request or mid-answer).
         _ = async {
