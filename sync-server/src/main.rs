@@ -221,8 +221,8 @@ enum ChannelAction {
     },
     /// Revoke a channel by name or id: its token stops working; its orders stand.
     Revoke {
-        #[arg(long, env = "TESSERA_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        store: Storage,
         #[arg(long)]
         name: String,
         #[arg(long, default_value = "operator")]
@@ -578,8 +578,18 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
-            ChannelAction::Revoke { db, name, by } => {
-                let name = tessera_server::sqlite::channels::revoke(&db, &name, &by, clock.now())?;
+            ChannelAction::Revoke { store, name, by } => {
+                let name = match store.backend()? {
+                    Backend::Postgres(url) => block_on(postgres::schema::revoke_channel(
+                        &url,
+                        &name,
+                        &by,
+                        clock.now(),
+                    ))?,
+                    Backend::Sqlite(db) => {
+                        tessera_server::sqlite::channels::revoke(&db, &name, &by, clock.now())?
+                    }
+                };
                 println!("channel {name:?} revoked: its token no longer confirms holds; its orders stand");
             }
         },

@@ -153,7 +153,7 @@ impl Cache {
         self.reload_counter_sold(client, only).await
     }
 
-    async fn reload_counter_sold(
+    pub(super) async fn reload_counter_sold(
         &self,
         client: &impl GenericClient,
         only: Option<&[String]>,

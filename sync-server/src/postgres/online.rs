@@ -77,6 +77,15 @@ impl Job {
     pub fn is_one_call(&self) -> bool {
         matches!(self, Job::CreateHold(_) | Job::ConfirmHold(_))
     }
+
+    /// The hashed Idempotency-Key the job claims, if any.
+    pub fn key_hash(&self) -> Option<&[u8]> {
+        match self {
+            Job::CreateHold(h) => Some(&h.key.hash),
+            Job::ConfirmHold(c) => Some(&c.key.hash),
+            _ => None,
+        }
+    }
 }
 
 pub enum Reply {

@@ -263,6 +263,45 @@ pub async fn add_channel(url: &str, name: &str, now: Timestamp) -> Result<String
     Ok(token)
 }
 
+/// Revokes a trusted channel by name or id: its token stops confirming in
+/// every process (NOTIFY); its orders stand. Returns its name.
+pub async fn revoke_channel(
+    url: &str,
+    who: &str,
+    actor: &str,
+    now: Timestamp,
+) -> Result<String, PgError> {
+    let who = who.trim();
+    let mut client = connect(url).await?;
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_opt(
+            "SELECT name, revoked_at FROM channels WHERE name = $1 OR channel_id::text = $1 FOR UPDATE",
+            &[&who],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Err(PgError::Channel(format!("no channel named {who:?}")));
+    };
+    let name: String = row.get(0);
+    if row.get::<_, Option<i64>>(1).is_none() {
+        tx.execute(
+            "UPDATE channels SET revoked_at = $2 WHERE name = $1",
+            &[&name, &now.as_millisecond()],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO audit_log (at, actor, action, detail) VALUES ($1, $2, 'channel_revoke', $3)",
+            &[&now.as_millisecond(), &actor, &format!("{name:?}")],
+        )
+        .await?;
+        tx.execute("SELECT pg_notify($1, 'channels')", &[&CHANGES])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(name)
+}
+
 /// Changes a slot's capacity (an operator's command); refuses, by core's
 /// rule, to go below what is sold, held or leased. The slot's row is locked
 /// for the change, so a hold committing meanwhile in any process is counted;

@@ -277,11 +277,23 @@ impl Counters {
                     clock.now_ms(),
                 )
                 .await;
+            if let Ok((_, _, notified)) = &outcome {
+                // This process sees its own changes at once (the counters'
+                // tallies too, so its availability never shows a sale
+                // before its tally); the others when the NOTIFY reaches them.
+                if !notified.is_empty() {
+                    if let Err(e) = self
+                        .cache
+                        .reload_counter_sold(&client, Some(notified))
+                        .await
+                    {
+                        tracing::warn!(error = %e, "re-reading tallies failed; the listener will");
+                    }
+                }
+            }
             self.give_back(client);
             match outcome {
-                Ok((answer, changed)) => {
-                    // This process sees its own changes at once; the others
-                    // when the NOTIFY reaches them.
+                Ok((answer, changed, _)) => {
                     self.cache.apply(changed);
                     return answer;
                 }
@@ -303,7 +315,11 @@ impl Counters {
         void_ids: &[Uuid],
         shift_ids: &[Uuid],
         now_ms: i64,
-    ) -> R<(Result<SyncResponse, ServiceError>, Vec<CachedSlot>)> {
+    ) -> R<(
+        Result<SyncResponse, ServiceError>,
+        Vec<CachedSlot>,
+        Vec<String>,
+    )> {
         let tx = client.transaction().await?;
         let today = self.tz.to_datetime(from_ms(now_ms)).date();
         let mut round = Round {
@@ -324,7 +340,7 @@ impl Counters {
             Ok(plan) => plan,
             Err(refusal) => {
                 tx.rollback().await?;
-                return Ok((Err(refusal), Vec::new()));
+                return Ok((Err(refusal), Vec::new(), Vec::new()));
             }
         };
         let acks = round
@@ -334,8 +350,9 @@ impl Counters {
         round.record_lease_steps(request).await?;
         let changed = round.write_slots().await?;
         let response = round.respond(request, acks, recalls).await?;
+        let notified = round.notify.iter().map(ToString::to_string).collect();
         tx.commit().await?;
-        Ok((Ok(response), changed))
+        Ok((Ok(response), changed, notified))
     }
 }
 

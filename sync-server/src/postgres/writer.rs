@@ -18,7 +18,7 @@
 //! had reached the server, a client retrying with its Idempotency-Key gets
 //! the committed answer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,14 +116,41 @@ impl Writer {
     pub async fn run(self, mut jobs: mpsc::Receiver<Queued>) {
         let mut client: Option<(Client, Statements)> = None;
         let mut backoff = Duration::from_millis(50);
-        while let Some(first) = jobs.recv().await {
+        // Jobs held over to the next batch: a retry that arrived while the
+        // first request with its Idempotency-Key was in the same batch. Run
+        // after that batch commits, it replays the first answer (the way the
+        // SQLite writer answers it) instead of being refused.
+        let mut held_over: VecDeque<Queued> = VecDeque::new();
+        loop {
+            let first = match held_over.pop_front() {
+                Some(job) => job,
+                None => match jobs.recv().await {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
+            let mut keys: HashSet<Vec<u8>> = HashSet::new();
+            let mut next_round: VecDeque<Queued> = VecDeque::new();
+            if let Some(key) = first.job.key_hash() {
+                keys.insert(key.to_vec());
+            }
             let mut batch = vec![first];
             while batch.len() < self.max_batch {
-                match jobs.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+                let next = match held_over.pop_front() {
+                    Some(job) => job,
+                    None => match jobs.try_recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    },
+                };
+                match next.job.key_hash() {
+                    Some(key) if !keys.insert(key.to_vec()) => next_round.push_back(next),
+                    _ => batch.push(next),
                 }
             }
+            // What was held over and not taken keeps its place ahead of
+            // what was held over now.
+            held_over.extend(next_round);
             let conn = match client.as_mut().filter(|(c, _)| !c.is_closed()) {
                 Some(c) => c,
                 None => match connect_prepared(&self.url).await {
@@ -140,7 +167,8 @@ impl Writer {
                     }
                 },
             };
-            metrics::histogram!("tessera_pg_batch_jobs").record(batch.len() as f64);
+            // The same names as the SQLite writer's: one dashboard for both.
+            metrics::histogram!("tessera_commit_batch_jobs").record(batch.len() as f64);
             // Sweeps and cancellations lock hold rows before slot rows; in
             // the batch's transaction, after its slots were locked in order,
             // they would make two processes' writers wait for each other.
@@ -149,7 +177,10 @@ impl Writer {
                 .into_iter()
                 .partition(|q| !matches!(q.job, Job::Sweep | Job::CancelHold { .. }));
             if !together.is_empty() {
+                let started = std::time::Instant::now();
                 self.commit_batch(&mut conn.0, &conn.1, together).await;
+                metrics::histogram!("tessera_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
             }
             for queued in apart {
                 self.commit_batch(&mut conn.0, &conn.1, vec![queued]).await;
