@@ -545,10 +545,7 @@ async fn a_key_claimed_with_its_answer_replays_the_first_answer_on_every_process
     assert_eq!(status, StatusCode::CREATED, "{order}");
     let (status, refused) = b.confirm("pay-twice", &hold_id).await.expect("confirm");
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
-    assert_eq!(
-        refused["error"]["code"], "hold_already_confirmed",
-        "{refused}"
-    );
+    assert_eq!(refused["error"]["code"], "already_confirmed", "{refused}");
     let (again_status, again) = a.confirm("pay-twice", &hold_id).await.expect("retry");
     assert_eq!(again_status, status);
     assert_eq!(again, refused);
