@@ -493,3 +493,58 @@ async fn the_capacity_command_releases_holds_that_ran_out() {
         1
     );
 }
+
+/// A key is claimed with the job's 201 answer in one write; a job the batch
+/// then refuses must leave the refusal (kept) or nothing (sold out), never
+/// that 201, and each process replays what the first use answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_claimed_with_its_answer_replays_the_first_answer_on_every_process() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let a = museum.serve("a", &[]);
+    let b = museum.serve("b", &[]);
+    let (a, b) = (a.api(), b.api());
+    let s = slot(museum.day, "15:00");
+    set_capacity(&museum, s, 1);
+    wait_available(&a, s, 1, "A").await;
+    wait_available(&b, s, 1, "B").await;
+
+    let (status, first) = a.hold("taken", s, adults(1)).await.expect("hold");
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = b.hold("taken", s, adults(1)).await.expect("retry");
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(first, again);
+
+    // Sold out: claimed with a 201 inside the batch, then forgotten.
+    let (status, body) = b.hold("too-many", s, adults(1)).await.expect("hold");
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(pg.count("SELECT COUNT(*) FROM idempotency"), 1);
+
+    // A refusal worth keeping is stored in place of the 201 it was claimed
+    // with: the hold confirmed, then confirmed again under another key.
+    let hold_id = first["hold_id"].as_str().expect("hold id").to_string();
+    let (status, order) = a.confirm("pay", &hold_id).await.expect("confirm");
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let (status, refused) = b.confirm("pay-twice", &hold_id).await.expect("confirm");
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "already_confirmed", "{refused}");
+    let (again_status, again) = a.confirm("pay-twice", &hold_id).await.expect("retry");
+    assert_eq!(again_status, status);
+    assert_eq!(again, refused);
+    let (status, again) = b.confirm("pay", &hold_id).await.expect("retry");
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(again["order_id"], order["order_id"]);
+
+    // An unknown hold is not kept: its key is forgotten.
+    let unknown = "01890000-0000-7000-8000-000000000000";
+    let (status, body) = b.confirm("no-such-hold", unknown).await.expect("confirm");
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    assert_eq!(
+        pg.count("SELECT COUNT(*) FROM idempotency WHERE status = 201"),
+        2,
+        "the hold's and the first confirm's keys"
+    );
+    assert_eq!(pg.count("SELECT COUNT(*) FROM idempotency"), 3);
+    assert_eq!(pg.count("SELECT COUNT(*) FROM orders"), 1);
+}

@@ -117,6 +117,9 @@ enum Cmd {
         /// group | per-request | both
         #[arg(long, default_value = "group", value_parser = ["group", "per-request", "both"])]
         commit: String,
+        /// Load pg_stat_statements and print PostgreSQL's busiest statements.
+        #[arg(long)]
+        pg_stats: bool,
         #[arg(long)]
         json: bool,
     },
@@ -324,6 +327,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             processes,
             duration,
             commit,
+            pg_stats,
             json,
         } => {
             let modes = match commit.as_str() {
@@ -337,6 +341,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 modes,
                 duration: Duration::from_secs(duration),
                 server_bin: release_server_binary()?,
+                pg_stats,
             };
             let runs = pg_spike::run(&opts).await?;
             if json {

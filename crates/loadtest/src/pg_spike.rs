@@ -33,6 +33,9 @@ pub struct PgSpikeOptions {
     pub modes: Vec<String>,
     pub duration: Duration,
     pub server_bin: PathBuf,
+    /// Load pg_stat_statements in the throw-away cluster and print the
+    /// statements that took PostgreSQL's time during each run.
+    pub pg_stats: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -54,6 +57,66 @@ pub struct PgSpikeRun {
     /// Orders in PostgreSQL minus 201s the clients got: must be 0 (a
     /// confirm that timed out on the client side would make it positive).
     pub books_mismatch: i64,
+    /// The writers' batches during the run, all processes together (from
+    /// /metrics).
+    pub batches: u64,
+    pub jobs_per_batch: f64,
+    /// Wall time per batch by phase, in ms (the writer's own clock).
+    pub batch_phases_ms: Vec<(String, f64)>,
+    /// With `--pg-stats`: PostgreSQL's busiest statements during the run.
+    pub pg_statements: Vec<PgStatement>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PgStatement {
+    pub calls: i64,
+    pub total_ms: f64,
+    pub mean_ms: f64,
+    pub rows: i64,
+    pub query: String,
+}
+
+/// The phases the writer reports (`postgres::writer::Phase`), in order.
+const PHASES: [&str; 11] = [
+    "wait", "begin", "claim", "lock", "confirm", "decide", "write", "other", "notify", "commit",
+    "answer",
+];
+
+/// A counter's value in Prometheus text; `label` is `key="value"`.
+fn counter(text: &str, name: &str, label: Option<&str>) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let matches = match label {
+                None => key == name,
+                Some(label) => key.starts_with(&format!("{name}{{")) && key.contains(label),
+            };
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// What the writers did between two scrapes of every process's /metrics.
+fn writer_phases(before: &[String], after: &[String]) -> (u64, f64, Vec<(String, f64)>) {
+    let delta = |name: &str, label: Option<&str>| -> f64 {
+        after.iter().map(|t| counter(t, name, label)).sum::<f64>()
+            - before.iter().map(|t| counter(t, name, label)).sum::<f64>()
+    };
+    let batches = delta("tessera_pg_batches_total", None).max(0.0);
+    let jobs = delta("tessera_pg_batch_jobs_total", None);
+    let per = |x: f64| if batches > 0.0 { x / batches } else { 0.0 };
+    let phases = PHASES
+        .iter()
+        .map(|p| {
+            let us = delta(
+                "tessera_pg_batch_phase_us_total",
+                Some(&format!("phase=\"{p}\"")),
+            );
+            (p.to_string(), per(us) / 1000.0)
+        })
+        .collect();
+    (batches as u64, per(jobs), phases)
 }
 
 pub async fn run(opts: &PgSpikeOptions) -> Result<Vec<PgSpikeRun>> {
@@ -80,8 +143,23 @@ pub async fn run(opts: &PgSpikeOptions) -> Result<Vec<PgSpikeRun>> {
 
 async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<PgSpikeRun> {
     let commit = mode.to_string();
+    let pg_stats = opts.pg_stats;
     let (pg, museum, servers) = tokio::task::spawn_blocking(move || {
         let pg = PgCluster::start();
+        if pg_stats {
+            pg.psql(
+                "postgres",
+                "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'",
+            );
+            pg.restart_fast();
+            // Nested statements too (the foreign keys' checks run as such);
+            // a setting PostgreSQL knows only once the library is loaded.
+            pg.psql(
+                "postgres",
+                "ALTER SYSTEM SET pg_stat_statements.track = 'all'",
+            );
+            pg.psql("postgres", "SELECT pg_reload_conf()");
+        }
         let museum = PgMuseum::init(&pg.url(), "09:00");
         let servers: Vec<_> = (0..processes)
             .map(|i| museum.serve(&format!("p{i}"), &["--commit", &commit]))
@@ -112,6 +190,17 @@ async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    if opts.pg_stats {
+        pg.psql(
+            "tessera",
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
+        );
+    }
+    let mut metrics_before = Vec::new();
+    for shop in &shops {
+        metrics_before.push(shop.metrics().await.unwrap_or_default());
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -177,6 +266,16 @@ async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<
     }
     let elapsed = start.elapsed().as_secs_f64();
     let online_orders = orders.load(Ordering::Relaxed);
+    let mut metrics_after = Vec::new();
+    for shop in &shops {
+        metrics_after.push(shop.metrics().await.unwrap_or_default());
+    }
+    let (batches, jobs_per_batch, batch_phases_ms) = writer_phases(&metrics_before, &metrics_after);
+    let pg_statements = if opts.pg_stats {
+        top_statements(&pg)
+    } else {
+        Vec::new()
+    };
     let where_hot = format!("WHERE slot_id = '{hot}'");
     let pg_sold_online = pg.count(&format!("SELECT sold_online FROM slots {where_hot}"));
     let held = pg.count(&format!("SELECT held_online FROM slots {where_hot}"));
@@ -197,7 +296,34 @@ async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<
         pg_orders,
         oversold: (pg_sold_online + held - i64::from(opts.capacity)).max(0),
         books_mismatch: pg_orders - i64::try_from(online_orders).unwrap_or(i64::MAX),
+        batches,
+        jobs_per_batch,
+        batch_phases_ms,
+        pg_statements,
     })
+}
+
+/// The statements that took the most of PostgreSQL's time (the writer's
+/// nested ones included: triggers' foreign-key checks show up on their own).
+fn top_statements(pg: &PgCluster) -> Vec<PgStatement> {
+    let text = pg.psql(
+        "tessera",
+        "SELECT calls, round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 3), rows,
+                left(regexp_replace(query, '\\s+', ' ', 'g'), 90)
+         FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15",
+    );
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(5, '|');
+            Some(PgStatement {
+                calls: f.next()?.parse().ok()?,
+                total_ms: f.next()?.parse().ok()?,
+                mean_ms: f.next()?.parse().ok()?,
+                rows: f.next()?.parse().ok()?,
+                query: f.next()?.to_string(),
+            })
+        })
+        .collect()
 }
 
 pub fn print(runs: &[PgSpikeRun]) {
@@ -214,6 +340,29 @@ pub fn print(runs: &[PgSpikeRun]) {
             "    books   PostgreSQL sold {} in {} orders; oversold {}; orders without a 201 {}",
             r.pg_sold_online, r.pg_orders, r.oversold, r.books_mismatch
         );
+        let busy: f64 = r
+            .batch_phases_ms
+            .iter()
+            .filter(|(p, _)| p != "wait")
+            .map(|(_, ms)| ms)
+            .sum();
+        let phases: Vec<String> = r
+            .batch_phases_ms
+            .iter()
+            .map(|(p, ms)| format!("{p} {ms:.2}"))
+            .collect();
+        println!(
+            "    writer  {} batches, {:.1} jobs each, {busy:.2} ms busy per batch; ms per batch: {}",
+            r.batches,
+            r.jobs_per_batch,
+            phases.join(", ")
+        );
+        for s in &r.pg_statements {
+            println!(
+                "    pg      {:>9.1} ms {:>7} calls {:>8.3} ms/call {:>8} rows  {}",
+                s.total_ms, s.calls, s.mean_ms, s.rows, s.query
+            );
+        }
     }
 }
 

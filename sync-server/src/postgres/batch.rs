@@ -23,7 +23,7 @@
 //! transaction; the writer then runs the same jobs again one call each
 //! (`online::run_call`), where a job that fails does so alone.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 
 use futures_util::future::try_join_all;
@@ -34,27 +34,37 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
-use super::cache::{slot_from_row, CachedSlot, SLOT_COLUMNS};
+use super::cache::{slot_from_row, slots_payload, CachedSlot, SLOT_COLUMNS};
 use super::online::{
     worth_recording, ConfirmJob, Env, HoldJob, Job, JobError, Key, Reply, Statements,
 };
-use super::writer::Done;
+use super::schema::CHANGES;
+use super::writer::{Done, Phase, Phases};
 use crate::error::ServiceError;
 use crate::store::Answer;
 
 type PgResult<T> = Result<T, JobError>;
 
+/// Each key is inserted with the job's 201 answer, prepared in the request's
+/// task: most jobs succeed, so their row is written once. A job refused
+/// later in the batch has its row corrected (RECORD) or removed (FORGET)
+/// before the COMMIT; no other transaction sees a row before it commits.
 const CLAIM: &str = "INSERT INTO idempotency (key_hash, request_hash, status, body, created_at)
-     SELECT k, r, 0, 'null'::jsonb, c FROM unnest($1::bytea[], $2::bytea[], $3::bigint[]) AS t(k, r, c)
+     SELECT k, r, 201, b, c FROM unnest($1::bytea[], $2::bytea[], $3::jsonb[], $4::bigint[]) AS t(k, r, b, c)
      ON CONFLICT (key_hash) DO NOTHING RETURNING key_hash";
 const FIRST_USE: &str =
     "SELECT key_hash, request_hash, status, body FROM idempotency WHERE key_hash = ANY($1)";
 static LOCK: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = ANY($1) ORDER BY slot_id FOR UPDATE")
 });
+// In the joins with `unnest` below, `= ANY($1)` on the big table's key is
+// redundant for the result but not for the plan: a custom plan otherwise
+// estimates the join from the array's length and may hash it against a
+// sequential scan of the whole table (measured: one scan of `holds` or
+// `idempotency` per batch, growing with the table).
 const CONFIRM: &str = "UPDATE holds h SET status = 'confirmed'
      FROM unnest($1::uuid[], $2::text[], $3::integer[]) AS v(id, slot, n)
-     WHERE h.hold_id = v.id AND h.slot_id = v.slot AND h.admissions = v.n
+     WHERE h.hold_id = ANY($1) AND h.hold_id = v.id AND h.slot_id = v.slot AND h.admissions = v.n
        AND h.status = 'held' AND h.expires_at > $4
      RETURNING h.hold_id";
 const EXPIRE: &str = "UPDATE holds SET status = 'expired', released_by = $3
@@ -79,7 +89,8 @@ const ORDERS: &str =
      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::bigint[])
           AS v(id, hold, payment, email, channel, reference, created)
-     JOIN holds h ON h.hold_id = v.hold";
+     JOIN holds h ON h.hold_id = v.hold
+     WHERE h.hold_id = ANY($2)";
 const TICKETS: &str = "INSERT INTO tickets (ticket_id, order_id, slot_id, product_id, admits, code, channel, key_id, price, vat_bp)
      SELECT id, o, slot, product, admits, code, 'online', key_id, price, vat
      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::integer[], $6::text[],
@@ -87,8 +98,11 @@ const TICKETS: &str = "INSERT INTO tickets (ticket_id, order_id, slot_id, produc
           AS t(id, o, slot, product, admits, code, key_id, price, vat)";
 const RECORD: &str = "UPDATE idempotency i SET status = v.status, body = v.body
      FROM unnest($1::bytea[], $2::smallint[], $3::jsonb[]) AS v(k, status, body)
-     WHERE i.key_hash = v.k";
+     WHERE i.key_hash = ANY($1) AND i.key_hash = v.k";
 const FORGET: &str = "DELETE FROM idempotency WHERE key_hash = ANY($1)";
+/// Sent in the same pipeline as the writes, not in a round trip of its own
+/// before the COMMIT.
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 
 /// What the batch decided for one job, before the writes.
 enum Decision {
@@ -110,9 +124,11 @@ pub async fn run(
     env: &Env,
     jobs: &[(usize, &Job)],
     now_ms: i64,
-) -> PgResult<Vec<(usize, Done)>> {
+    phases: &mut Phases,
+) -> PgResult<(Vec<(usize, Done)>, BTreeSet<SlotId>)> {
     let mut decided: Vec<Option<Decision>> = jobs.iter().map(|_| None).collect();
     claim_keys(tx, st, jobs, &mut decided).await?;
+    phases.mark(Phase::Claim);
 
     let holds: Vec<(usize, &HoldJob)> = pick(jobs, &decided, |j| match j {
         Job::CreateHold(h) => Some(h.as_ref()),
@@ -124,9 +140,11 @@ pub async fn run(
     });
 
     let mut slots = lock_slots(tx, st, &holds, &confirms).await?;
+    phases.mark(Phase::Lock);
     let before: BTreeMap<SlotId, SlotLedger> =
         slots.iter().map(|(id, s)| (*id, s.ledger)).collect();
     confirm_holds(tx, st, env, &confirms, now_ms, &mut slots, &mut decided).await?;
+    phases.mark(Phase::Confirm);
     for (n, hold) in &holds {
         decided[*n] = Some(decide_hold(env, hold, now_ms, &mut slots)?);
     }
@@ -139,8 +157,11 @@ pub async fn run(
             s
         })
         .collect();
+    phases.mark(Phase::Decide);
     write(tx, st, jobs, &holds, &confirms, &changed, &decided).await?;
-    Ok(answer(jobs, decided, changed))
+    phases.mark(Phase::Write);
+    let notified = changed.iter().map(|s| s.slot.id).collect();
+    Ok((answer(jobs, decided, changed), notified))
 }
 
 fn key_of(job: &Job) -> Option<&Key> {
@@ -172,7 +193,7 @@ async fn claim_keys(
 ) -> PgResult<()> {
     // In key order, so that two processes claiming the same keys (one
     // request sent to both) queue instead of deadlocking.
-    let mut claims: BTreeMap<&[u8], (&[u8], i64)> = BTreeMap::new();
+    let mut claims: BTreeMap<&[u8], (&[u8], &Value, i64)> = BTreeMap::new();
     for (n, (_, job)) in jobs.iter().enumerate() {
         let Some(key) = key_of(job) else { continue };
         if claims.contains_key(key.hash.as_slice()) {
@@ -183,25 +204,29 @@ async fn claim_keys(
             ))));
             continue;
         }
-        let created = match job {
-            Job::CreateHold(h) => h.now_ms,
-            Job::ConfirmHold(c) => c.now_ms,
-            _ => 0,
+        let (body, created) = match job {
+            Job::CreateHold(h) => (&h.body, h.now_ms),
+            Job::ConfirmHold(c) => (&c.body, c.now_ms),
+            _ => continue,
         };
-        claims.insert(&key.hash, (&key.request, created));
+        claims.insert(&key.hash, (&key.request, body, created));
     }
-    let hashes: Vec<Vec<u8>> = claims.keys().map(|k| k.to_vec()).collect();
-    let requests: Vec<Vec<u8>> = claims.values().map(|(r, _)| r.to_vec()).collect();
-    let created: Vec<i64> = claims.values().map(|(_, c)| *c).collect();
+    let hashes: Vec<&[u8]> = claims.keys().copied().collect();
+    let requests: Vec<&[u8]> = claims.values().map(|(r, _, _)| *r).collect();
+    let bodies: Vec<&Value> = claims.values().map(|(_, b, _)| *b).collect();
+    let created: Vec<i64> = claims.values().map(|(_, _, c)| *c).collect();
     let claimed: HashSet<Vec<u8>> = tx
-        .query(&st.get(tx, CLAIM).await?, &[&hashes, &requests, &created])
+        .query(
+            &st.get(tx, CLAIM).await?,
+            &[&hashes, &requests, &bodies, &created],
+        )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let used: Vec<Vec<u8>> = hashes
+    let used: Vec<&[u8]> = hashes
         .into_iter()
-        .filter(|h| !claimed.contains(h))
+        .filter(|h| !claimed.contains(*h))
         .collect();
     if used.is_empty() {
         return Ok(());
@@ -461,15 +486,8 @@ async fn write(
     for (n, (_, job)) in jobs.iter().enumerate() {
         let Some(key) = key_of(job) else { continue };
         match &decided[n] {
-            Some(Decision::HoldTaken | Decision::Confirmed) => {
-                keys.push(key.hash.clone());
-                statuses.push(201i16);
-                bodies.push(match job {
-                    Job::CreateHold(h) => h.body.clone(),
-                    Job::ConfirmHold(c) => c.body.clone(),
-                    _ => Value::Null,
-                });
-            }
+            // Claimed with this answer already.
+            Some(Decision::HoldTaken | Decision::Confirmed) => {}
             Some(Decision::Refused(e)) if worth_recording(e) => {
                 keys.push(key.hash.clone());
                 statuses.push(i16::try_from(e.status()).unwrap_or(500));
@@ -496,6 +514,10 @@ async fn write(
     }
     if !forget.is_empty() {
         writes.push((FORGET, vec![&forget]));
+    }
+    let payload = slots_payload(changed.iter().map(|s| &s.slot.id));
+    if !changed.is_empty() {
+        writes.push((NOTIFY, vec![&CHANGES, &payload]));
     }
     let mut prepared = Vec::with_capacity(writes.len());
     for (sql, _) in &writes {

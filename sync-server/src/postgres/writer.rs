@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tessera_core::slot::SlotId;
 use tokio::sync::{mpsc, oneshot};
@@ -36,6 +36,117 @@ use crate::error::ServiceError;
 /// How often a batch that lost a deadlock or a serialization conflict runs
 /// again before its jobs are answered 503.
 const BATCH_ATTEMPTS: u32 = 8;
+
+/// The steps of a batch whose wall time the writer adds up, so that the
+/// bench (`pg-spike`, from /metrics) and a debug log can say where a
+/// batch's time goes.
+#[derive(Clone, Copy, Debug)]
+pub enum Phase {
+    /// Idle, waiting for the first job of the next batch.
+    Wait,
+    /// BEGIN.
+    Begin,
+    /// Claiming the Idempotency-Keys (and reading first answers).
+    Claim,
+    /// Locking the slot rows.
+    Lock,
+    /// Confirming holds, expiring the ones due, reading why others fail.
+    Confirm,
+    /// Core's ledger over the locked rows (no database).
+    Decide,
+    /// The pipelined multi-row writes.
+    Write,
+    /// Jobs that are not decided together, and the one-call fallback.
+    Other,
+    Notify,
+    Commit,
+    /// Updating this process's view and sending the answers.
+    Answer,
+}
+
+const PHASES: [Phase; 11] = [
+    Phase::Wait,
+    Phase::Begin,
+    Phase::Claim,
+    Phase::Lock,
+    Phase::Confirm,
+    Phase::Decide,
+    Phase::Write,
+    Phase::Other,
+    Phase::Notify,
+    Phase::Commit,
+    Phase::Answer,
+];
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Wait => "wait",
+            Phase::Begin => "begin",
+            Phase::Claim => "claim",
+            Phase::Lock => "lock",
+            Phase::Confirm => "confirm",
+            Phase::Decide => "decide",
+            Phase::Write => "write",
+            Phase::Other => "other",
+            Phase::Notify => "notify",
+            Phase::Commit => "commit",
+            Phase::Answer => "answer",
+        }
+    }
+}
+
+/// Wall time per phase of one batch: each `mark` charges the time since
+/// the previous mark to the phase that just ended.
+pub struct Phases {
+    last: Instant,
+    spent: [Duration; PHASES.len()],
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            last: Instant::now(),
+            spent: [Duration::ZERO; PHASES.len()],
+        }
+    }
+
+    pub fn mark(&mut self, phase: Phase) {
+        let now = Instant::now();
+        self.spent[phase as usize] += now - self.last;
+        self.last = now;
+    }
+
+    /// Counters in microseconds (`tessera_pg_batch_phase_us_total`), and a
+    /// debug line per batch.
+    fn record(&self, jobs: usize) {
+        metrics::counter!("tessera_pg_batches_total").increment(1);
+        metrics::counter!("tessera_pg_batch_jobs_total").increment(jobs as u64);
+        for phase in PHASES {
+            let us = self.spent[phase as usize].as_micros();
+            metrics::counter!("tessera_pg_batch_phase_us_total", "phase" => phase.name())
+                .increment(u64::try_from(us).unwrap_or(u64::MAX));
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let ms = |p: Phase| self.spent[p as usize].as_secs_f64() * 1000.0;
+            tracing::debug!(
+                jobs,
+                wait_ms = ms(Phase::Wait),
+                begin_ms = ms(Phase::Begin),
+                claim_ms = ms(Phase::Claim),
+                lock_ms = ms(Phase::Lock),
+                confirm_ms = ms(Phase::Confirm),
+                decide_ms = ms(Phase::Decide),
+                write_ms = ms(Phase::Write),
+                other_ms = ms(Phase::Other),
+                notify_ms = ms(Phase::Notify),
+                commit_ms = ms(Phase::Commit),
+                answer_ms = ms(Phase::Answer),
+                "batch"
+            );
+        }
+    }
+}
 
 pub struct Queued {
     pub job: Job,
@@ -121,6 +232,7 @@ impl Writer {
         // after that batch commits, it replays the first answer (the way the
         // SQLite writer answers it) instead of being refused.
         let mut held_over: VecDeque<Queued> = VecDeque::new();
+        let mut phases = Phases::start();
         loop {
             let first = match held_over.pop_front() {
                 Some(job) => job,
@@ -129,6 +241,7 @@ impl Writer {
                     None => break,
                 },
             };
+            phases.mark(Phase::Wait);
             let mut keys: HashSet<Vec<u8>> = HashSet::new();
             let mut next_round: VecDeque<Queued> = VecDeque::new();
             if let Some(key) = first.job.key_hash() {
@@ -169,6 +282,7 @@ impl Writer {
             };
             // The same names as the SQLite writer's: one dashboard for both.
             metrics::histogram!("tessera_commit_batch_jobs").record(batch.len() as f64);
+            let jobs_in_batch = batch.len();
             // Sweeps and cancellations lock hold rows before slot rows; in
             // the batch's transaction, after its slots were locked in order,
             // they would make two processes' writers wait for each other.
@@ -178,25 +292,35 @@ impl Writer {
                 .partition(|q| !matches!(q.job, Job::Sweep | Job::CancelHold { .. }));
             if !together.is_empty() {
                 let started = std::time::Instant::now();
-                self.commit_batch(&mut conn.0, &conn.1, together).await;
+                self.commit_batch(&mut conn.0, &conn.1, together, &mut phases)
+                    .await;
                 metrics::histogram!("tessera_commit_seconds")
                     .record(started.elapsed().as_secs_f64());
             }
             for queued in apart {
-                self.commit_batch(&mut conn.0, &conn.1, vec![queued]).await;
+                self.commit_batch(&mut conn.0, &conn.1, vec![queued], &mut phases)
+                    .await;
             }
             if client.as_ref().is_some_and(|(c, _)| c.is_closed()) {
                 client = None;
             }
+            phases.record(jobs_in_batch);
+            phases = Phases::start();
         }
     }
 
-    async fn commit_batch(&self, client: &mut Client, st: &Statements, batch: Vec<Queued>) {
+    async fn commit_batch(
+        &self,
+        client: &mut Client,
+        st: &Statements,
+        batch: Vec<Queued>,
+        phases: &mut Phases,
+    ) {
         let mut attempt = 0;
         let mut mode = Mode::Together;
         loop {
             attempt += 1;
-            match self.run_batch(client, st, &batch, mode).await {
+            match self.run_batch(client, st, &batch, mode, phases).await {
                 Ok(done) => {
                     let mut changed = Vec::new();
                     let mut answers = Vec::with_capacity(done.len());
@@ -210,6 +334,7 @@ impl Writer {
                     for (queued, answer) in batch.into_iter().zip(answers) {
                         let _ = queued.reply.send(answer);
                     }
+                    phases.mark(Phase::Answer);
                     return;
                 }
                 Err(BatchError::OneByOne(e)) => {
@@ -248,10 +373,14 @@ impl Writer {
         st: &Statements,
         jobs: &[Queued],
         mode: Mode,
+        phases: &mut Phases,
     ) -> Result<Vec<Done>, BatchError> {
         let mut tx = client.transaction().await.map_err(classify)?;
+        phases.mark(Phase::Begin);
         let now_ms = self.env.clock.now_ms();
         let mut done: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
+        // Slots whose NOTIFY the batch already sent with its writes.
+        let mut notified = BTreeSet::new();
         let calls: Vec<(usize, &Job)> = jobs
             .iter()
             .enumerate()
@@ -260,13 +389,18 @@ impl Writer {
             .collect();
         if !calls.is_empty() {
             let answers = match mode {
-                Mode::Together => match batch::run(&tx, st, &self.env, &calls, now_ms).await {
-                    Ok(answers) => answers,
-                    Err(JobError::Pg(e)) if is_conflict(&e) || e.is_closed() => {
-                        return Err(classify(e))
+                Mode::Together => {
+                    match batch::run(&tx, st, &self.env, &calls, now_ms, phases).await {
+                        Ok((answers, sent)) => {
+                            notified = sent;
+                            answers
+                        }
+                        Err(JobError::Pg(e)) if is_conflict(&e) || e.is_closed() => {
+                            return Err(classify(e))
+                        }
+                        Err(e) => return Err(BatchError::OneByOne(e)),
                     }
-                    Err(e) => return Err(BatchError::OneByOne(e)),
-                },
+                }
                 Mode::OneByOne => self.one_call_each(&tx, st, jobs, &calls).await?,
             };
             for (i, d) in answers {
@@ -279,11 +413,12 @@ impl Writer {
             }
         }
         let done: Vec<Done> = done.into_iter().flatten().collect();
+        phases.mark(Phase::Other);
         let dirty: BTreeSet<SlotId> = done
             .iter()
             .flat_map(|d| d.slots.iter().map(|s| s.slot.id))
             .collect();
-        if !dirty.is_empty() {
+        if !dirty.is_subset(&notified) {
             tx.execute(
                 "SELECT pg_notify($1, $2)",
                 &[&CHANGES, &slots_payload(&dirty)],
@@ -291,7 +426,9 @@ impl Writer {
             .await
             .map_err(classify)?;
         }
+        phases.mark(Phase::Notify);
         tx.commit().await.map_err(classify)?;
+        phases.mark(Phase::Commit);
         Ok(done)
     }
 
