@@ -162,17 +162,6 @@ pub fn member_from_fixture(
     StaffMember::new(&fixture.name, fixture.role, fixture.pin.trim(), &salt, cost)
 }
 
-/// A counter's Ed25519 public key from its 64 hex digits; `None` for bytes
-/// that are not a point on the curve or a small-order point (which would let
-/// anyone forge "signed" tickets), refused at enrolment, not at the gate.
-pub fn parse_public_key(hex: &str) -> Option<[u8; 32]> {
-    let bytes = data_encoding::HEXLOWER_PERMISSIVE
-        .decode(hex.trim().as_bytes())
-        .ok()?;
-    let key: [u8; 32] = bytes.try_into().ok()?;
-    tessera_core::ticket_code::is_strong_public_key(&key).then_some(key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ pub mod catalogue;
 pub mod clock;
 pub mod counter_lease;
 pub mod day_report;
+pub mod enrolment;
 pub mod fixture;
 pub mod ids;
 pub mod inventory;

@@ -78,6 +78,12 @@ pub fn offers<Id: Copy>(line: &[Waiting<Id>], available: u32) -> Vec<Waiting<Id>
     chosen
 }
 
+/// When an offer made at `now_ms` lapses: after the offer's time, but never
+/// past the end of the entry time (no use holding places nobody can use).
+pub fn offer_expires_at(now_ms: i64, offer_ms: i64, slot_ends_ms: i64) -> i64 {
+    now_ms.saturating_add(offer_ms).min(slot_ends_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +178,12 @@ mod tests {
                 prop_assert_eq!(chosen.len(), 1);
             }
         }
+    }
+
+    #[test]
+    fn an_offer_never_outlasts_its_entry_time() {
+        assert_eq!(offer_expires_at(1_000, 500, 10_000), 1_500);
+        assert_eq!(offer_expires_at(9_800, 500, 10_000), 10_000);
+        assert_eq!(offer_expires_at(i64::MAX - 1, 500, i64::MAX), i64::MAX);
     }
 }

@@ -12,6 +12,7 @@
 use jiff::Timestamp;
 use tessera_core::api::approvals::{Approval, ApprovalRequest};
 use tessera_core::api::devices::{EnrolRequest, Enrolled, Role};
+use tessera_core::enrolment::{self, EnrolRefusal, StoredCode};
 use tessera_core::ids::new_id;
 use tessera_core::staff::{
     minutes_left, who_has_pin, Attempts, PinVerifier, StaffFixture, StaffMember, StaffRole,
@@ -64,39 +65,31 @@ pub(super) async fn enrol(
             &[&code_hash],
         )
         .await?;
-    let Some(row) = row else {
-        return Ok(Err(ServiceError::EnrolmentCodeInvalid));
+    let mut name = String::new();
+    let stored = match &row {
+        None => None,
+        Some(row) => {
+            let Some(role) = Role::parse(row.get(0)) else {
+                // The table's CHECK allows only known roles.
+                return Ok(Err(ServiceError::Storage(
+                    "enrolment code with an unknown role".into(),
+                )));
+            };
+            name = row.get(1);
+            Some(StoredCode {
+                role,
+                expires_at_ms: row.get(2),
+                used: row.get::<_, Option<i64>>(3).is_some(),
+            })
+        }
     };
-    let expires_at: i64 = row.get(2);
-    if row.get::<_, Option<i64>>(3).is_some() || expires_at <= now_ms {
-        return Ok(Err(ServiceError::EnrolmentCodeInvalid));
-    }
-    let Some(role) = Role::parse(row.get(0)) else {
-        // The table's CHECK allows only known roles.
-        return Ok(Err(ServiceError::Storage(
-            "enrolment code with an unknown role".into(),
-        )));
+    let (role, public_key) = match enrolment::check(stored, now_ms, request.public_key.as_deref()) {
+        Ok(e) => (e.role, e.public_key),
+        Err(EnrolRefusal::CodeInvalid) => return Ok(Err(ServiceError::EnrolmentCodeInvalid)),
+        Err(refusal) => return Ok(Err(ServiceError::InvalidBody(refusal.to_string()))),
     };
-    let public_key =
-        match (role, request.public_key.as_deref()) {
-            (Role::Counter, None) => {
-                return Ok(Err(ServiceError::InvalidBody(
-                    "a counter must send its Ed25519 public key (public_key, 64 hex digits)".into(),
-                )))
-            }
-            (Role::Counter, Some(hex)) => match secrets::parse_public_key(hex) {
-                Some(k) => Some(k),
-                None => return Ok(Err(ServiceError::InvalidBody(
-                    "public_key must be a valid, full-order Ed25519 public key in 64 hex digits"
-                        .into(),
-                ))),
-            },
-            // Only counters sign tickets; a gate's or supervisor's key is ignored.
-            (_, _) => None,
-        };
-    // The operator named the device when making the code; that name is what
-    // reports and gates show.
-    let name: String = row.get(1);
+    // The operator named the device when making the code (`name`); that name
+    // is what reports and gates show.
     let device_id = new_id();
     let token = secrets::new_token();
     let key_id: Option<u32> = match public_key {

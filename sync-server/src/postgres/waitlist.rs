@@ -524,10 +524,11 @@ async fn make_offer(
     let (email, lang): (String, String) = (r.get(0), r.get(1));
     let n = entry.party;
     must_change_slot(tx, changes, slot, |l| l.hold(n)).await?;
-    // No use holding places past the end of the entry time.
-    let expires_ms = now_ms
-        .saturating_add(env.offer_ms)
-        .min(slot.slot.ends_at.as_millisecond());
+    let expires_ms = tessera_core::waitlist::offer_expires_at(
+        now_ms,
+        env.offer_ms,
+        slot.slot.ends_at.as_millisecond(),
+    );
     let hold_id = new_id();
     let slot_text = slot.slot.id.to_string();
     tx.execute(

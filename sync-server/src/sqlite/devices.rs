@@ -3,6 +3,7 @@
 
 use rusqlite::{params, OptionalExtension};
 use tessera_core::api::devices::{EnrolRequest, Enrolled, Role};
+use tessera_core::enrolment::{self, EnrolRefusal, StoredCode};
 use tessera_core::ids::new_id;
 
 use super::sql::Text;
@@ -28,33 +29,27 @@ pub(crate) fn enrol(
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?;
-    let Some((role, code_name, expires_at, used_at)) = row else {
-        return Ok(Err(ServiceError::EnrolmentCodeInvalid));
+    let (stored, code_name) = match row {
+        None => (None, String::new()),
+        Some((role, name, expires_at_ms, used_at)) => {
+            let Some(role) = Role::parse(&role) else {
+                return Err(Fatal::Bookkeeping(format!(
+                    "enrolment code with unknown role {role}"
+                )));
+            };
+            let code = StoredCode {
+                role,
+                expires_at_ms,
+                used: used_at.is_some(),
+            };
+            (Some(code), name)
+        }
     };
-    if used_at.is_some() || expires_at <= ctx.now_ms {
-        return Ok(Err(ServiceError::EnrolmentCodeInvalid));
-    }
-    let Some(role) = Role::parse(&role) else {
-        return Err(Fatal::Bookkeeping(format!(
-            "enrolment code with unknown role {role}"
-        )));
-    };
-    let public_key =
-        match (role, request.public_key.as_deref()) {
-            (Role::Counter, None) => {
-                return Ok(Err(ServiceError::InvalidBody(
-                    "a counter must send its Ed25519 public key (public_key, 64 hex digits)".into(),
-                )))
-            }
-            (Role::Counter, Some(hex)) => match secrets::parse_public_key(hex) {
-                Some(k) => Some(k),
-                None => return Ok(Err(ServiceError::InvalidBody(
-                    "public_key must be a valid, full-order Ed25519 public key in 64 hex digits"
-                        .into(),
-                ))),
-            },
-            // Only counters sign tickets; a gate's or supervisor's key is ignored.
-            (_, _) => None,
+    let (role, public_key) =
+        match enrolment::check(stored, ctx.now_ms, request.public_key.as_deref()) {
+            Ok(e) => (e.role, e.public_key),
+            Err(EnrolRefusal::CodeInvalid) => return Ok(Err(ServiceError::EnrolmentCodeInvalid)),
+            Err(refusal) => return Ok(Err(ServiceError::InvalidBody(refusal.to_string()))),
         };
     // The operator named the device when making the code; that name is what
     // reports and gates show. The device's own name is kept in the log line.

@@ -377,8 +377,8 @@ fn make_offer(
         return Ok(());
     };
     row.ledger.hold(entry.party)?;
-    // No use holding places past the end of the entry time.
-    let expires_ms = (ctx.now_ms + settings.offer_ms).min(slot_ends_ms);
+    let expires_ms =
+        tessera_core::waitlist::offer_expires_at(ctx.now_ms, settings.offer_ms, slot_ends_ms);
     let hold_id = new_id();
     let currency = ctx.state.catalogue.museum.currency;
     ctx.tx
