@@ -15,18 +15,6 @@ use uuid::Uuid;
 
 const WITHIN: Duration = Duration::from_secs(30);
 
-fn admin(museum: &PgMuseum, args: &[&str]) -> String {
-    let mut all = args.to_vec();
-    all.extend(["--database", &museum.database_url]);
-    let out = museum.cli(&all);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 async fn approval(api: &Api, token: &str, pin: &str) -> (StatusCode, Value) {
     api.post_raw(
         "/v1/approvals",
@@ -42,7 +30,7 @@ async fn approval(api: &Api, token: &str, pin: &str) -> (StatusCode, Value) {
 
 /// Enrols a counter through `api`; its token.
 async fn counter(museum: &PgMuseum, api: &Api, name: &str, seed: u8) -> String {
-    let code = admin(museum, &["enrol", "--role", "counter", "--name", name]);
+    let code = museum.admin_ok(&["enrol", "--role", "counter", "--name", name]);
     let public =
         data_encoding::HEXLOWER.encode(&TicketSigner::from_seed(0, [seed; 32]).public_key());
     let (status, enrolled) = api.enrol(&code, name, Some(&public)).await.expect("enrol");
@@ -65,7 +53,7 @@ async fn a_counter_enrolled_on_one_process_is_known_to_every_process() {
     let museum = PgMuseum::init(&pg.url(), "09:00");
     let (a, b) = (museum.serve("a", &[]), museum.serve("b", &[]));
     let (a, b) = (a.api(), b.api());
-    let code = admin(&museum, &["enrol", "--role", "counter", "--name", "Desk 1"]);
+    let code = museum.admin_ok(&["enrol", "--role", "counter", "--name", "Desk 1"]);
     let signer = TicketSigner::from_seed(0, [7; 32]);
     let public = data_encoding::HEXLOWER.encode(&signer.public_key());
 
@@ -109,7 +97,7 @@ async fn a_counter_enrolled_on_one_process_is_known_to_every_process() {
     assert_eq!(pg.count("SELECT COUNT(*) FROM approvals"), 2);
 
     // The operator revokes it: refused by both processes, its key marked.
-    let out = admin(&museum, &["revoke-device", "--device", "Desk 1"]);
+    let out = museum.admin_ok(&["revoke-device", "--device", "Desk 1"]);
     assert!(out.contains("Desk 1"), "{out}");
     for (api, name) in [(&a, "A"), (&b, "B")] {
         wait_for(

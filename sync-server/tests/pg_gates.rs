@@ -24,21 +24,9 @@ struct Device {
     token: String,
 }
 
-fn admin(museum: &PgMuseum, args: &[&str]) -> String {
-    let mut all = args.to_vec();
-    all.extend(["--database", &museum.database_url]);
-    let out = museum.cli(&all);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Enrols a device with `enrol --database` and the API of `api`.
 async fn enrol(museum: &PgMuseum, api: &Api, role: &str, name: &str) -> Device {
-    let code = admin(museum, &["enrol", "--role", role, "--name", name]);
+    let code = museum.admin_ok(&["enrol", "--role", role, "--name", name]);
     let (status, body) = api.enrol(&code, name, None).await.expect("enrol");
     assert_eq!(status, StatusCode::CREATED, "{body}");
     Device {

@@ -26,23 +26,11 @@ struct Counter {
     t: Terminal,
 }
 
-fn admin(museum: &PgMuseum, args: &[&str]) -> String {
-    let mut all = args.to_vec();
-    all.extend(["--database", &museum.database_url]);
-    let out = museum.cli(&all);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// Enrols a counter through `server` (where its rounds go) and opens
 /// Camille's shift.
 async fn counter(museum: &PgMuseum, server: &PgServer, name: &str) -> Counter {
     let dir = tempfile::tempdir().expect("temp dir");
-    let code = admin(museum, &["enrol", "--role", "counter", "--name", name]);
+    let code = museum.admin_ok(&["enrol", "--role", "counter", "--name", name]);
     let clock = Clock::with_offset_secs(museum.offset_secs);
     let t = match Terminal::enrol_with_clock(dir.path(), &server.url, &code, name, clock).await {
         Ok(t) => t,
@@ -118,16 +106,13 @@ async fn post_round(api: &Api, token: &str, c: &Counter) -> (StatusCode, Value) 
 }
 
 fn set_capacity(museum: &PgMuseum, s: SlotId, to: u32) {
-    admin(
-        museum,
-        &[
-            "capacity",
-            "--slot",
-            &s.to_string(),
-            "--set",
-            &to.to_string(),
-        ],
-    );
+    museum.admin_ok(&[
+        "capacity",
+        "--slot",
+        &s.to_string(),
+        "--set",
+        &to.to_string(),
+    ]);
 }
 
 /// The slot as `api` shows it: (available, sold).
@@ -347,17 +332,14 @@ async fn a_revoked_lease_returns_its_places_and_a_late_sale_from_it_is_flagged()
     let late = dead.t.sell(adults(s, 2)).await.expect("sell");
 
     // The supervisor gives up on it, with the operator's commands.
-    let listing = admin(&museum, &["leases", "--date", &museum.day.to_string()]);
+    let listing = museum.admin_ok(&["leases", "--date", &museum.day.to_string()]);
     let line = listing
         .lines()
         .find(|l| l.contains(&s.to_string()))
         .unwrap_or_else(|| panic!("lease listed: {listing}"));
     assert!(line.contains("Counter 9"), "{listing}");
     let lease_id = line.split_whitespace().next().expect("lease id");
-    let out = admin(
-        &museum,
-        &["revoke-lease", "--lease", lease_id, "--by", "Inès"],
-    );
+    let out = museum.admin_ok(&["revoke-lease", "--lease", lease_id, "--by", "Inès"]);
     assert!(
         out.contains(&format!("{lease} places back on sale")),
         "{out}"
@@ -418,10 +400,7 @@ async fn a_revoked_lease_returns_its_places_and_a_late_sale_from_it_is_flagged()
         1
     );
     // Revoking again changes nothing.
-    let again = admin(
-        &museum,
-        &["revoke-lease", "--lease", lease_id, "--by", "Inès"],
-    );
+    let again = museum.admin_ok(&["revoke-lease", "--lease", lease_id, "--by", "Inès"]);
     assert!(again.contains("already revoked"), "{again}");
 }
 

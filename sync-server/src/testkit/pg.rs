@@ -361,6 +361,21 @@ impl PgMuseum {
             .expect("run tessera-server")
     }
 
+    /// Runs an admin command on this database (`--database` added) and
+    /// returns its trimmed standard output; panics with its standard error
+    /// when it fails.
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        let mut all = args.to_vec();
+        all.extend(["--database", &self.database_url]);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// Starts one more server process on the database (`name` names its log).
     pub fn serve(&self, name: &str, extra_args: &[&str]) -> PgServer {
         self.serve_with(name, "", extra_args)
