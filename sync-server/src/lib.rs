@@ -8,12 +8,14 @@
 //! `http` is the axum edge; `config` and `clock`
 //! are what a deployment sets. The binary in `main.rs` only parses arguments.
 
+pub mod admin;
 pub mod config;
 pub mod delivery;
 pub mod error;
 mod failpoint;
 mod gates;
 pub mod http;
+pub mod operator;
 pub mod payments;
 pub mod postgres;
 pub mod secrets;

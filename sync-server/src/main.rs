@@ -1,17 +1,20 @@
 //! `tessera-server`: parses the command line and wires the library together.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use jiff::Timestamp;
 use tessera_core::api::devices::Role;
 use tessera_core::clock::{Clock, OFFSET_ENV};
+use tessera_core::fixture::parse_fixture;
 use tessera_core::slot::SlotId;
+use tessera_core::staff::StaffRole;
+use tessera_server::admin::PinSet;
 use tessera_server::config::ServerConfig;
-use tessera_server::postgres;
-use tessera_server::sqlite::admin;
+use tessera_server::operator::Store;
 
 // Every request allocates (JSON, SQL, HTTP): under a spike glibc's malloc
 // spent a sixth of the server's CPU in its own locks and free lists.
@@ -45,22 +48,16 @@ struct Storage {
         conflicts_with = "database"
     )]
     db: Option<PathBuf>,
-    /// A PostgreSQL database instead (postgres://…; a preview: see
-    /// docs/POSTGRES.md for what runs on it).
+    /// A PostgreSQL database instead (postgres://…; see docs/POSTGRES.md).
     #[arg(long, env = "TESSERA_DATABASE_URL")]
     database: Option<String>,
 }
 
-enum Backend {
-    Sqlite(PathBuf),
-    Postgres(String),
-}
-
 impl Storage {
-    fn backend(self) -> Result<Backend> {
+    fn store(self) -> Result<Store> {
         match (self.db, self.database) {
-            (_, Some(url)) => Ok(Backend::Postgres(url)),
-            (Some(db), None) => Ok(Backend::Sqlite(db)),
+            (_, Some(url)) => Ok(Store::Postgres(url)),
+            (Some(db), None) => Ok(Store::Sqlite(db)),
             (None, None) => anyhow::bail!("--db FILE or --database postgres://… is needed"),
         }
     }
@@ -85,8 +82,7 @@ enum Command {
         #[arg(long, env = "TESSERA_DB", conflicts_with = "database")]
         db: Option<PathBuf>,
         /// Serve a PostgreSQL database (postgres://…) instead of a SQLite
-        /// file; several processes may serve the same one. Work in progress:
-        /// the online path only, the rest answers 501.
+        /// file; several processes may serve the same one (docs/POSTGRES.md).
         #[arg(long, env = "TESSERA_DATABASE_URL")]
         database: Option<String>,
         #[arg(long, env = "TESSERA_LISTEN")]
@@ -262,30 +258,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let clock = Clock::from_env().map_err(anyhow::Error::msg)?;
+    let now = clock.now();
     match cli.command {
         Command::Init {
             store,
             fixtures,
             days,
-        } => {
-            let now = clock.now();
-            let catalogue_tz = read_tz(&fixtures)?;
-            let today = now.to_zoned(catalogue_tz).date();
-            let (summary, what) = match store.backend()? {
-                Backend::Postgres(url) => (
-                    block_on(postgres::schema::init(&url, &fixtures, today, days, now))?,
-                    "the PostgreSQL database".to_string(),
-                ),
-                Backend::Sqlite(db) => (
-                    admin::init(&db, &fixtures, today, days, now)?,
-                    db.display().to_string(),
-                ),
-            };
-            println!(
-                "initialised {} for {}: {} slots from {} over {} days",
-                what, summary.museum, summary.slots, summary.first_day, summary.days
-            );
-        }
+        } => init(store.store()?, &fixtures, days, now),
         Command::Serve {
             config,
             db,
@@ -314,76 +293,17 @@ fn run(cli: Cli) -> Result<()> {
             }
             cfg.payments.fill_from_env();
             init_logging(&cfg.log_format);
-            serve(cfg, database, clock)?;
+            serve(cfg, database, clock)
         }
         Command::Enrol {
             store,
             role,
             name,
             valid_hours,
-        } => {
-            let role = Role::parse(&role).context("role must be counter, gate or supervisor")?;
-            let name = name.trim();
-            tessera_core::limits::text("name", name, tessera_core::limits::DEVICE_NAME_CHARS)?;
-            let code = match store.backend()? {
-                Backend::Postgres(url) => block_on(postgres::devices::create_enrolment_code(
-                    &url,
-                    role,
-                    name,
-                    clock.now(),
-                    valid_hours,
-                ))?,
-                Backend::Sqlite(db) => {
-                    admin::create_enrolment_code(&db, role, name, clock.now(), valid_hours)?
-                }
-            };
-            println!("{code}");
-            eprintln!(
-                "one-time enrolment code for {} \"{}\", valid {} hours",
-                role.as_str(),
-                name,
-                valid_hours
-            );
-        }
-        Command::Leases { store, date } => {
-            let backend = store.backend()?;
-            let date = match (date, &backend) {
-                (Some(d), _) => tessera_core::slot::parse_date(&d)?,
-                (None, Backend::Sqlite(db)) => clock.now().to_zoned(museum_tz(db)?).date(),
-                (None, Backend::Postgres(url)) => clock
-                    .now()
-                    .to_zoned(block_on(postgres::leases::museum_tz(url))?)
-                    .date(),
-            };
-            let leases = match &backend {
-                Backend::Sqlite(db) => admin::leases(db, date)?,
-                Backend::Postgres(url) => block_on(postgres::leases::leases(url, date))?,
-            };
-            if leases.is_empty() {
-                println!("no leases on {date}");
-            }
-            for l in leases {
-                println!(
-                    "{}  {}  {:<20} escrow {:>4}  sold {:>4}{}",
-                    l.lease_id,
-                    l.slot_id,
-                    l.device,
-                    l.escrow,
-                    l.sold,
-                    if l.revoked { "  REVOKED" } else { "" }
-                );
-            }
-        }
+        } => enrol(store.store()?, &role, &name, valid_hours, now),
+        Command::Leases { store, date } => leases(store.store()?, date.as_deref(), now),
         Command::RevokeLease { store, lease, by } => {
-            let r = match store.backend()? {
-                Backend::Sqlite(db) => admin::revoke_lease(&db, lease.trim(), &by, clock.now())?,
-                Backend::Postgres(url) => block_on(postgres::leases::revoke_lease(
-                    &url,
-                    lease.trim(),
-                    &by,
-                    clock.now(),
-                ))?,
-            };
+            let r = store.store()?.revoke_lease(lease.trim(), &by, now)?;
             if r.already_revoked {
                 println!(
                     "lease {} of {} for {} was already revoked",
@@ -395,6 +315,7 @@ fn run(cli: Cli) -> Result<()> {
                     r.lease_id, r.device, r.slot_id, r.sold, r.returned
                 );
             }
+            Ok(())
         }
         Command::ResolveQuarantine {
             store,
@@ -402,208 +323,34 @@ fn run(cli: Cli) -> Result<()> {
             note,
             by,
         } => {
-            let (id, note, by) = (id.trim(), note.trim(), by.trim());
-            let kind = match store.backend()? {
-                Backend::Sqlite(db) => admin::resolve_quarantine(&db, id, note, by, clock.now())?,
-                Backend::Postgres(url) => block_on(postgres::leases::resolve_quarantine(
-                    &url,
-                    id,
-                    note,
-                    by,
-                    clock.now(),
-                ))?,
-            };
-            println!(
-                "{kind} {} resolved; its counter's count drops at its next sync",
-                id.trim()
-            );
+            let id = id.trim();
+            let kind = store
+                .store()?
+                .resolve_quarantine(id, note.trim(), by.trim(), now)?;
+            println!("{kind} {id} resolved; its counter's count drops at its next sync");
+            Ok(())
         }
         Command::RevokeDevice { store, device, by } => {
-            let name = match store.backend()? {
-                Backend::Postgres(url) => block_on(postgres::devices::revoke_device(
-                    &url,
-                    device.trim(),
-                    &by,
-                    clock.now(),
-                ))?,
-                Backend::Sqlite(db) => admin::revoke_device(&db, device.trim(), &by, clock.now())?,
-            };
+            let name = store.store()?.revoke_device(device.trim(), &by, now)?;
             println!("revoked {name:?}: its token no longer works; gates refuse its tickets after their next sync");
+            Ok(())
         }
         Command::SetPin {
             store,
             name,
             role,
             by,
-        } => {
-            let role = match role.as_deref().map(str::trim) {
-                None => None,
-                Some("cashier") => Some(tessera_core::staff::StaffRole::Cashier),
-                Some("supervisor") => Some(tessera_core::staff::StaffRole::Supervisor),
-                Some(other) => anyhow::bail!("--role must be cashier or supervisor, not {other:?}"),
-            };
-            let mut pin = String::new();
-            std::io::stdin()
-                .read_line(&mut pin)
-                .context("reading the PIN from standard input")?;
-            let done = match store.backend()? {
-                Backend::Postgres(url) => block_on(postgres::devices::set_pin(
-                    &url,
-                    &name,
-                    role,
-                    &pin,
-                    &by,
-                    clock.now(),
-                ))?,
-                Backend::Sqlite(db) => admin::set_pin(&db, &name, role, &pin, &by, clock.now())?,
-            };
-            let what = match done {
-                admin::PinSet::Added => "added",
-                admin::PinSet::Changed => "PIN changed",
-            };
-            println!(
-                "{}: {what}; counters get the change at their next sync",
-                name.trim()
-            );
-        }
+        } => set_pin(store.store()?, &name, role.as_deref(), &by, now),
         Command::Report {
             store,
             date,
             format,
-        } => {
-            let day_of =
-                |catalogue: &tessera_core::catalogue::Catalogue| -> Result<jiff::civil::Date> {
-                    Ok(match &date {
-                        Some(d) => tessera_core::slot::parse_date(d)?,
-                        None => clock.now().to_zoned(catalogue.time_zone()?).date(),
-                    })
-                };
-            let report = match store.backend()? {
-                Backend::Postgres(url) => block_on(async {
-                    let mut client = postgres::schema::connect(&url).await?;
-                    let catalogue = postgres::schema::load_catalogue(&client).await?;
-                    let date = day_of(&catalogue)?;
-                    anyhow::Ok(
-                        postgres::report::day_report(&mut client, &catalogue, date, clock.now())
-                            .await?,
-                    )
-                })?,
-                Backend::Sqlite(db) => {
-                    let conn = tessera_server::sqlite::schema::open(&db)?;
-                    let catalogue = admin::catalogue(&conn)?;
-                    let date = day_of(&catalogue)?;
-                    tessera_server::reports::day_report(&conn, &catalogue, date, clock.now())?
-                }
-            };
-            match format.as_str() {
-                "json" => println!("{}", serde_json::to_string_pretty(&report)?),
-                "csv" => print!("{}", tessera_server::reports::to_csv(&report)),
-                _ => print!("{}", tessera_server::reports::to_text(&report)),
-            }
-            if let Err(e) = report.check() {
-                anyhow::bail!("the report does not add up: {e}");
-            }
-        }
-        Command::DemoOffset { fixtures } => {
-            let text = std::fs::read_to_string(&fixtures)
-                .with_context(|| format!("reading {}", fixtures.display()))?;
-            let (catalogue, _) = admin::parse_fixtures(&text).map_err(anyhow::Error::msg)?;
-            let now = clock.now();
-            let tz = catalogue.time_zone()?;
-            let mut date = now.to_zoned(tz).date();
-            let mut offset = None;
-            for _ in 0..14 {
-                for slot in catalogue.slots_on(date)? {
-                    if slot.ends_at > now {
-                        let target = slot.starts_at.max(now);
-                        offset = Some(if target == now {
-                            0
-                        } else {
-                            target.duration_since(now).as_secs() + 300
-                        });
-                        break;
-                    }
-                }
-                if offset.is_some() {
-                    break;
-                }
-                date = date.tomorrow()?;
-            }
-            println!(
-                "{}",
-                offset.context("the museum does not open in the next two weeks")?
-            );
-        }
-        Command::Channel { action } => match action {
-            ChannelAction::Add { store, name } => {
-                let token = match store.backend()? {
-                    Backend::Postgres(url) => {
-                        block_on(postgres::schema::add_channel(&url, &name, clock.now()))?
-                    }
-                    Backend::Sqlite(db) => {
-                        tessera_server::sqlite::channels::add(&db, &name, clock.now())?
-                    }
-                };
-                println!("{token}");
-                eprintln!(
-                    "channel {:?} added; its token is shown this once: confirm holds with \
-                     Authorization: Bearer <token>",
-                    name.trim()
-                );
-            }
-            ChannelAction::List { store } => {
-                let list: Vec<(String, String, jiff::Timestamp, Option<jiff::Timestamp>)> =
-                    match store.backend()? {
-                        Backend::Postgres(url) => block_on(postgres::schema::list_channels(&url))?
-                            .into_iter()
-                            .map(|c| (c.channel_id.to_string(), c.name, c.created_at, c.revoked_at))
-                            .collect(),
-                        Backend::Sqlite(db) => tessera_server::sqlite::channels::list(&db)?
-                            .into_iter()
-                            .map(|c| (c.channel_id, c.name, c.created_at, c.revoked_at))
-                            .collect(),
-                    };
-                if list.is_empty() {
-                    println!("no channels");
-                }
-                for (channel_id, name, created_at, revoked_at) in list {
-                    println!(
-                        "{}  {:<30} added {}{}",
-                        channel_id,
-                        name,
-                        created_at,
-                        revoked_at
-                            .map(|t| format!("  REVOKED {t}"))
-                            .unwrap_or_default()
-                    );
-                }
-            }
-            ChannelAction::Revoke { store, name, by } => {
-                let name = match store.backend()? {
-                    Backend::Postgres(url) => block_on(postgres::schema::revoke_channel(
-                        &url,
-                        &name,
-                        &by,
-                        clock.now(),
-                    ))?,
-                    Backend::Sqlite(db) => {
-                        tessera_server::sqlite::channels::revoke(&db, &name, &by, clock.now())?
-                    }
-                };
-                println!("channel {name:?} revoked: its token no longer confirms holds; its orders stand");
-            }
-        },
+        } => report(store.store()?, date.as_deref(), &format, now),
+        Command::DemoOffset { fixtures } => demo_offset(&fixtures, now),
+        Command::Channel { action } => channel(action, now),
         Command::Capacity { store, slot, set } => {
             let slot: SlotId = slot.parse()?;
-            let (ledger, before) = match store.backend()? {
-                Backend::Postgres(url) => block_on(postgres::schema::set_capacity(
-                    &url,
-                    &slot,
-                    set,
-                    clock.now(),
-                ))?,
-                Backend::Sqlite(db) => admin::set_capacity(&db, &slot, set, clock.now())?,
-            };
+            let (ledger, before) = store.store()?.set_capacity(&slot, set, now)?;
             println!(
                 "slot {slot}: capacity {before} -> {set} ({} sold online, {} held, {} leased to counters, \
                  {} sold by revoked counters beyond their leases, {} now available)",
@@ -613,33 +360,172 @@ fn run(cli: Cli) -> Result<()> {
                 ledger.over_capacity,
                 ledger.available()
             );
+            Ok(())
+        }
+    }
+}
+
+fn init(store: Store, fixtures: &Path, days: i64, now: Timestamp) -> Result<()> {
+    let today = now.to_zoned(read_tz(fixtures)?).date();
+    let summary = store.init(fixtures, today, days, now)?;
+    println!(
+        "initialised {} for {}: {} slots from {} over {} days",
+        store.describe(),
+        summary.museum,
+        summary.slots,
+        summary.first_day,
+        summary.days
+    );
+    Ok(())
+}
+
+fn enrol(store: Store, role: &str, name: &str, valid_hours: i64, now: Timestamp) -> Result<()> {
+    let role = Role::parse(role).context("role must be counter, gate or supervisor")?;
+    let name = name.trim();
+    tessera_core::limits::text("name", name, tessera_core::limits::DEVICE_NAME_CHARS)?;
+    let code = store.enrolment_code(role, name, now, valid_hours)?;
+    println!("{code}");
+    eprintln!(
+        "one-time enrolment code for {} \"{}\", valid {} hours",
+        role.as_str(),
+        name,
+        valid_hours
+    );
+    Ok(())
+}
+
+fn leases(store: Store, date: Option<&str>, now: Timestamp) -> Result<()> {
+    let date = date.map(tessera_core::slot::parse_date).transpose()?;
+    let date = store.day_or_today(date, now)?;
+    let leases = store.leases(date)?;
+    if leases.is_empty() {
+        println!("no leases on {date}");
+    }
+    for l in leases {
+        println!(
+            "{}  {}  {:<20} escrow {:>4}  sold {:>4}{}",
+            l.lease_id,
+            l.slot_id,
+            l.device,
+            l.escrow,
+            l.sold,
+            if l.revoked { "  REVOKED" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn set_pin(store: Store, name: &str, role: Option<&str>, by: &str, now: Timestamp) -> Result<()> {
+    let role = match role.map(str::trim) {
+        None => None,
+        Some("cashier") => Some(StaffRole::Cashier),
+        Some("supervisor") => Some(StaffRole::Supervisor),
+        Some(other) => anyhow::bail!("--role must be cashier or supervisor, not {other:?}"),
+    };
+    // Standard input, never the command line, which other users can see.
+    let mut pin = String::new();
+    std::io::stdin()
+        .read_line(&mut pin)
+        .context("reading the PIN from standard input")?;
+    let what = match store.set_pin(name, role, &pin, by, now)? {
+        PinSet::Added => "added",
+        PinSet::Changed => "PIN changed",
+    };
+    println!(
+        "{}: {what}; counters get the change at their next sync",
+        name.trim()
+    );
+    Ok(())
+}
+
+fn report(store: Store, date: Option<&str>, format: &str, now: Timestamp) -> Result<()> {
+    let date = date.map(tessera_core::slot::parse_date).transpose()?;
+    let report = store.day_report(date, now)?;
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+        "csv" => print!("{}", tessera_server::reports::to_csv(&report)),
+        _ => print!("{}", tessera_server::reports::to_text(&report)),
+    }
+    // Printed first, so the operator sees which line is off.
+    if let Err(e) = report.check() {
+        anyhow::bail!("the report does not add up: {e}");
+    }
+    Ok(())
+}
+
+/// Seconds to add to the clock so that it stands five minutes into the next
+/// entry window (0 if one is open now), for demos.
+fn demo_offset(fixtures: &Path, now: Timestamp) -> Result<()> {
+    let text = std::fs::read_to_string(fixtures)
+        .with_context(|| format!("reading {}", fixtures.display()))?;
+    let (catalogue, _) = parse_fixture(&text).map_err(anyhow::Error::msg)?;
+    let tz = catalogue.time_zone()?;
+    let mut date = now.to_zoned(tz).date();
+    for _ in 0..14 {
+        if let Some(slot) = catalogue
+            .slots_on(date)?
+            .into_iter()
+            .find(|slot| slot.ends_at > now)
+        {
+            let target = slot.starts_at.max(now);
+            let offset = if target == now {
+                0
+            } else {
+                target.duration_since(now).as_secs() + 300
+            };
+            println!("{offset}");
+            return Ok(());
+        }
+        date = date.tomorrow()?;
+    }
+    anyhow::bail!("the museum does not open in the next two weeks")
+}
+
+fn channel(action: ChannelAction, now: Timestamp) -> Result<()> {
+    match action {
+        ChannelAction::Add { store, name } => {
+            let token = store.store()?.add_channel(&name, now)?;
+            println!("{token}");
+            eprintln!(
+                "channel {:?} added; its token is shown this once: confirm holds with \
+                 Authorization: Bearer <token>",
+                name.trim()
+            );
+        }
+        ChannelAction::List { store } => {
+            let list = store.store()?.channels()?;
+            if list.is_empty() {
+                println!("no channels");
+            }
+            for c in list {
+                println!(
+                    "{}  {:<30} added {}{}",
+                    c.channel_id,
+                    c.name,
+                    c.created_at,
+                    c.revoked_at
+                        .map(|t| format!("  REVOKED {t}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        ChannelAction::Revoke { store, name, by } => {
+            let name = store.store()?.revoke_channel(&name, &by, now)?;
+            println!(
+                "channel {name:?} revoked: its token no longer confirms holds; its orders stand"
+            );
         }
     }
     Ok(())
 }
 
-fn museum_tz(db: &std::path::Path) -> Result<jiff::tz::TimeZone> {
-    let conn = tessera_server::sqlite::schema::open(db)?;
-    let catalogue = tessera_server::sqlite::admin::catalogue(&conn)?;
-    Ok(catalogue.time_zone()?)
-}
-
-fn read_tz(fixtures: &std::path::Path) -> Result<jiff::tz::TimeZone> {
+fn read_tz(fixtures: &Path) -> Result<jiff::tz::TimeZone> {
     let text = std::fs::read_to_string(fixtures)
         .with_context(|| format!("reading {}", fixtures.display()))?;
-    let (catalogue, _) = admin::parse_fixtures(&text)
+    let (catalogue, _) = parse_fixture(&text)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("parsing {}", fixtures.display()))?;
     Ok(catalogue.time_zone()?)
-}
-
-/// Runs one admin command against PostgreSQL on a runtime of its own.
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(future)
 }
 
 /// Where `serve` keeps its data: a SQLite file, or a PostgreSQL database
@@ -679,11 +565,9 @@ fn serve(cfg: ServerConfig, database: Option<String>, clock: Clock) -> Result<()
             Database::Sqlite(path) => {
                 tracing::info!(addr = %server.addr, db = %path.display(), commit = %cfg.commit, "serving")
             }
-            Database::Postgres(_) => tracing::warn!(
-                addr = %server.addr,
-                "serving PostgreSQL: work in progress, only the online path (holds, confirm, \
-                 availability) is served; the rest answers 501"
-            ),
+            Database::Postgres(_) => {
+                tracing::info!(addr = %server.addr, backend = "postgres", "serving")
+            }
         }
         let failure = tokio::select! {
             _ = shutdown_signal() => None,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 const BACKENDS: &[&str] = &["sqlite", "postgres"];
 /// The backend-neutral side: the seam, the HTTP edge and what they use.
 const NEUTRAL: &[&str] = &[
+    "admin",
     "store",
     "http",
     "payments",
@@ -202,6 +203,24 @@ fn the_store_seam_and_the_http_edge_name_no_backend() {
     assert!(
         wrong.is_empty(),
         "backend-neutral modules import a backend:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn a_backend_never_names_the_other() {
+    let edges = graph();
+    let mut wrong = Vec::new();
+    for from in BACKENDS {
+        for (to, files) in edges.get(*from).into_iter().flatten() {
+            if BACKENDS.contains(&to.as_str()) {
+                wrong.push(format!("{from} → {to} in {files:?}"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "a backend imports the other (what both use belongs in store, admin or core):\n{}",
         wrong.join("\n")
     );
 }

@@ -17,6 +17,7 @@ pub mod admission;
 pub mod api;
 pub mod booking;
 pub mod catalogue;
+pub mod channels;
 pub mod clock;
 pub mod counter_lease;
 pub mod day_report;

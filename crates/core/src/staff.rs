@@ -255,6 +255,52 @@ pub fn for_counters(staff: &[StaffMember]) -> Vec<StaffMember> {
         .collect()
 }
 
+/// What an operator's "set this member's PIN" does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinChange {
+    /// The member exists: their PIN changes, and their role too if one was
+    /// given.
+    Change { role: Option<StaffRole> },
+    /// A new member with this role.
+    Add(StaffRole),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PinChangeRefused {
+    /// PINs identify staff on their own (nobody types a name at a busy
+    /// counter), so two members can never share one.
+    #[error("another staff member already has this PIN; choose another")]
+    PinTaken,
+    #[error("no staff member {0:?}; give --role cashier|supervisor to add one")]
+    UnknownMember(String),
+}
+
+/// Decides what setting `name`'s PIN to `pin` does, given everyone on staff
+/// now (a verifier that does not parse counts as nobody's PIN). Costs one
+/// KDF run per other member.
+pub fn pin_change(
+    name: &str,
+    role: Option<StaffRole>,
+    pin: &str,
+    on_staff: &[(String, Option<PinVerifier>)],
+) -> Result<PinChange, PinChangeRefused> {
+    let name = name.trim();
+    let pin = pin.trim();
+    let mut exists = false;
+    for (member, verifier) in on_staff {
+        if member == name {
+            exists = true;
+        } else if verifier.as_ref().is_some_and(|v| v.matches(pin)) {
+            return Err(PinChangeRefused::PinTaken);
+        }
+    }
+    match (exists, role) {
+        (true, role) => Ok(PinChange::Change { role }),
+        (false, Some(role)) => Ok(PinChange::Add(role)),
+        (false, None) => Err(PinChangeRefused::UnknownMember(name.to_string())),
+    }
+}
+
 /// Wrong supervisor PINs one device may type before it is locked out.
 pub const LOCKOUT_FAILURES: u32 = 5;
 /// How long a lockout lasts, and how long a wrong PIN is remembered.
@@ -306,6 +352,67 @@ pub fn minutes_left(ms: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn on_staff(members: &[(&str, &str)]) -> Vec<(String, Option<PinVerifier>)> {
+        members
+            .iter()
+            .map(|(name, pin)| {
+                let v = PinVerifier::create(pin, &SALT, KdfCost::INSECURE_TEST_ONLY).ok();
+                (name.to_string(), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_new_pin_for_a_member_changes_it_and_keeps_the_role_unless_given() {
+        let staff = on_staff(&[("Inès", "1234"), ("Tom", "5678")]);
+        assert_eq!(
+            pin_change(" Inès ", None, "4321", &staff),
+            Ok(PinChange::Change { role: None })
+        );
+        assert_eq!(
+            pin_change("Inès", Some(StaffRole::Supervisor), "1234", &staff),
+            Ok(PinChange::Change {
+                role: Some(StaffRole::Supervisor)
+            }),
+            "keeping one's own PIN is not a clash"
+        );
+    }
+
+    #[test]
+    fn a_pin_someone_else_has_is_refused() {
+        let staff = on_staff(&[("Inès", "1234"), ("Tom", "5678")]);
+        assert_eq!(
+            pin_change("Inès", None, " 5678 ", &staff),
+            Err(PinChangeRefused::PinTaken)
+        );
+        assert_eq!(
+            pin_change("Ana", Some(StaffRole::Cashier), "5678", &staff),
+            Err(PinChangeRefused::PinTaken)
+        );
+    }
+
+    #[test]
+    fn a_newcomer_needs_a_role() {
+        let staff = on_staff(&[("Inès", "1234")]);
+        assert_eq!(
+            pin_change("Ana", Some(StaffRole::Cashier), "2468", &staff),
+            Ok(PinChange::Add(StaffRole::Cashier))
+        );
+        assert_eq!(
+            pin_change("Ana", None, "2468", &staff),
+            Err(PinChangeRefused::UnknownMember("Ana".into()))
+        );
+    }
+
+    #[test]
+    fn an_unreadable_verifier_is_nobodys_pin() {
+        let staff = vec![("Old".to_string(), None)];
+        assert_eq!(
+            pin_change("Ana", Some(StaffRole::Cashier), "2468", &staff),
+            Ok(PinChange::Add(StaffRole::Cashier))
+        );
+    }
 
     const SALT: [u8; SALT_BYTES] = [7; SALT_BYTES];
 

@@ -15,13 +15,15 @@ use tessera_core::api::devices::{EnrolRequest, Enrolled, Role};
 use tessera_core::enrolment::{self, EnrolRefusal, StoredCode};
 use tessera_core::ids::new_id;
 use tessera_core::staff::{
-    minutes_left, who_has_pin, Attempts, PinVerifier, StaffFixture, StaffMember, StaffRole,
+    minutes_left, pin_change, Attempts, PinChange, PinVerifier, StaffFixture, StaffMember,
+    StaffRole,
 };
 use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
 use super::cache::{DEVICES_CHANGED, STAFF_CHANGED};
 use super::schema::{connect, load_catalogue, PgError, CHANGES};
+use crate::admin::PinSet;
 use crate::error::ServiceError;
 use crate::secrets;
 
@@ -305,12 +307,9 @@ pub async fn create_enrolment_code(
     Ok(code)
 }
 
-/// What `set_pin` did.
-pub use crate::sqlite::admin::PinSet;
-
-/// Sets `name`'s PIN (adding them with `role` if new). A PIN another member
-/// already has is refused: PINs identify staff on their own. The staff table
-/// is locked for the check, so two operators cannot give one PIN twice.
+/// Sets `name`'s PIN (adding them with `role` if new); `core::staff::
+/// pin_change` decides. The staff table is locked for the check, so two
+/// operators cannot give one PIN twice.
 pub async fn set_pin(
     url: &str,
     name: &str,
@@ -334,32 +333,19 @@ pub async fn set_pin(
     let tx = client.transaction().await?;
     tx.execute("LOCK TABLE staff IN SHARE ROW EXCLUSIVE MODE", &[])
         .await?;
-    let rows = tx
-        .query("SELECT name, role, pin_verifier FROM staff", &[])
-        .await?;
-    let mut existing = false;
-    let mut others = Vec::new();
-    for r in &rows {
-        let other: String = r.get(0);
-        if other == name {
-            existing = true;
-            continue;
-        }
-        if let Ok(pin_verifier) = PinVerifier::parse(r.get(2)) {
-            others.push(StaffMember {
-                name: other,
-                role: StaffRole::Cashier,
-                pin_verifier,
-            });
-        }
-    }
-    if who_has_pin(&others, pin).is_some() {
-        return Err(PgError::Staff(
-            "another staff member already has this PIN; choose another".into(),
-        ));
-    }
-    let outcome = match (existing, role) {
-        (true, Some(role)) => {
+    let on_staff: Vec<(String, Option<PinVerifier>)> = tx
+        .query("SELECT name, pin_verifier FROM staff", &[])
+        .await?
+        .iter()
+        .map(|r| {
+            let verifier: Option<&str> = r.get(1);
+            (r.get(0), verifier.and_then(|v| PinVerifier::parse(v).ok()))
+        })
+        .collect();
+    let change =
+        pin_change(name, role, pin, &on_staff).map_err(|e| PgError::Staff(e.to_string()))?;
+    let outcome = match change {
+        PinChange::Change { role: Some(role) } => {
             tx.execute(
                 "UPDATE staff SET pin_verifier = $2, role = $3 WHERE name = $1",
                 &[&name, &member.pin_verifier.as_str(), &role.as_str()],
@@ -367,7 +353,7 @@ pub async fn set_pin(
             .await?;
             PinSet::Changed
         }
-        (true, None) => {
+        PinChange::Change { role: None } => {
             tx.execute(
                 "UPDATE staff SET pin_verifier = $2 WHERE name = $1",
                 &[&name, &member.pin_verifier.as_str()],
@@ -375,14 +361,9 @@ pub async fn set_pin(
             .await?;
             PinSet::Changed
         }
-        (false, Some(_)) => {
+        PinChange::Add(_) => {
             insert_member(&tx, &member).await?;
             PinSet::Added
-        }
-        (false, None) => {
-            return Err(PgError::Staff(format!(
-                "no staff member {name:?}; give --role cashier|supervisor to add one"
-            )))
         }
     };
     audit(&tx, now, actor, "set_pin", &format!("{name:?}")).await?;

@@ -78,12 +78,12 @@ use crate::error::{ServiceError, WaitlistError};
 use crate::payments::PaymentEvent;
 use crate::reports::DayReport;
 use crate::secrets;
-use crate::sqlite::{CommitMode, StoreConfig};
 use crate::store::DemoPayment;
 use crate::store::{
     Answer, BookingContext, ChannelInfo, DeviceInfo, DueRefund, EventOutcome, Idem, JoinBounds,
     PaymentRecord, RefundAttempt, Store, Visitor,
 };
+use crate::store::{CommitMode, StoreConfig};
 use tessera_core::api::supervisor::{LeaseInfo, Revoked};
 use tessera_core::ids::{DeviceId, HoldId, LeaseId, TicketId};
 

@@ -10,9 +10,10 @@ use tessera_core::ids::new_id;
 use tessera_core::ticket_code::TicketSigner;
 use tokio_postgres::{Client, GenericClient, NoTls};
 
+use crate::admin::{ChannelLine, InitSummary};
 use crate::secrets;
-use crate::sqlite::admin::{parse_fixtures, InitSummary};
-use crate::sqlite::channels::WEB;
+use tessera_core::channels;
+use tessera_core::fixture::parse_fixture;
 
 mod embedded {
     refinery::embed_migrations!("src/postgres/migrations");
@@ -110,7 +111,7 @@ pub async fn init(
         message,
     };
     let text = std::fs::read_to_string(fixtures).map_err(|e| fixtures_error(e.to_string()))?;
-    let (catalogue, staff) = parse_fixtures(&text).map_err(fixtures_error)?;
+    let (catalogue, staff) = parse_fixture(&text).map_err(fixtures_error)?;
     catalogue
         .validate()
         .map_err(|e| fixtures_error(e.to_string()))?;
@@ -228,14 +229,7 @@ pub async fn meta(client: &impl GenericClient, key: &str) -> Result<Option<Strin
 /// Adds a trusted channel; returns its token (shown once, only its hash is
 /// kept). Running servers pick it up through NOTIFY.
 pub async fn add_channel(url: &str, name: &str, now: Timestamp) -> Result<String, PgError> {
-    let name = name.trim();
-    tessera_core::limits::text("name", name, tessera_core::limits::CHANNEL_NAME_CHARS)
-        .map_err(|e| PgError::Channel(e.to_string()))?;
-    if name.eq_ignore_ascii_case(WEB) || name.eq_ignore_ascii_case("anonymous") {
-        return Err(PgError::Channel(format!(
-            "{name:?} is reserved for the web shop's own orders; choose another name"
-        )));
-    }
+    let name = channels::new_name(name).map_err(|e| PgError::Channel(e.to_string()))?;
     let mut client = connect(url).await?;
     load_catalogue(&client).await?;
     let tx = client.transaction().await?;
@@ -366,19 +360,11 @@ pub async fn set_capacity(
     Ok((ledger, before))
 }
 
-/// A channel as `channel list` shows it.
-pub struct ChannelLine {
-    pub channel_id: uuid::Uuid,
-    pub name: String,
-    pub created_at: Timestamp,
-    pub revoked_at: Option<Timestamp>,
-}
-
 pub async fn list_channels(url: &str) -> Result<Vec<ChannelLine>, PgError> {
     let client = connect(url).await?;
     let rows = client
         .query(
-            "SELECT channel_id, name, created_at, revoked_at FROM channels ORDER BY created_at",
+            "SELECT channel_id, name, created_at, revoked_at FROM channels ORDER BY name",
             &[],
         )
         .await?;

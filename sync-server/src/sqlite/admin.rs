@@ -19,7 +19,9 @@ use tessera_core::ticket_code::TicketSigner;
 use super::schema::{self, OpenError};
 use super::sql::Text;
 use super::state::{expire_due_holds, lease_in, leases_of_slot_in, load_catalogue};
+use crate::admin::InitSummary;
 use crate::secrets;
+use tessera_core::fixture::parse_fixture;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -62,7 +64,7 @@ pub fn init(
         path: fixtures.display().to_string(),
         message: e.to_string(),
     })?;
-    let (catalogue, staff) = parse_fixtures(&text).map_err(|message| AdminError::Fixtures {
+    let (catalogue, staff) = parse_fixture(&text).map_err(|message| AdminError::Fixtures {
         path: fixtures.display().to_string(),
         message,
     })?;
@@ -120,16 +122,7 @@ pub fn init(
     })
 }
 
-pub use super::staff::{set_pin, PinSet};
-pub use tessera_core::fixture::parse_fixture as parse_fixtures;
-
-#[derive(Debug)]
-pub struct InitSummary {
-    pub museum: String,
-    pub slots: usize,
-    pub first_day: Date,
-    pub days: i64,
-}
+pub use super::staff::set_pin;
 
 /// Inserts the slots of `[from, from + days)` that do not exist yet.
 pub fn ensure_slots(

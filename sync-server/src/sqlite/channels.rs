@@ -12,30 +12,13 @@ use tessera_core::ids::new_id;
 use super::admin::{audit, AdminError};
 use super::schema;
 use super::state::load_catalogue;
+use crate::admin::ChannelLine;
 use crate::secrets;
-
-/// A channel as `channel list` shows it.
-#[derive(Clone, Debug)]
-pub struct ChannelLine {
-    pub channel_id: String,
-    pub name: String,
-    pub created_at: Timestamp,
-    pub revoked_at: Option<Timestamp>,
-}
-
-/// The shop's own channel: no token may take its name.
-pub const WEB: &str = "web";
+use tessera_core::channels;
 
 /// Adds a channel; returns its token (shown once).
 pub fn add(db: &Path, name: &str, now: Timestamp) -> Result<String, AdminError> {
-    let name = name.trim();
-    tessera_core::limits::text("name", name, tessera_core::limits::CHANNEL_NAME_CHARS)
-        .map_err(|e| AdminError::Channel(e.to_string()))?;
-    if name.eq_ignore_ascii_case(WEB) || name.eq_ignore_ascii_case("anonymous") {
-        return Err(AdminError::Channel(format!(
-            "{name:?} is reserved for the web shop's own orders; choose another name"
-        )));
-    }
+    let name = channels::new_name(name).map_err(|e| AdminError::Channel(e.to_string()))?;
     let mut conn = schema::open(db)?;
     load_catalogue(&conn)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -72,7 +55,7 @@ pub fn list(db: &Path) -> Result<Vec<ChannelLine>, AdminError> {
         .prepare("SELECT channel_id, name, created_at, revoked_at FROM channels ORDER BY name")?;
     let rows = stmt.query_map([], |r| {
         Ok(ChannelLine {
-            channel_id: r.get(0)?,
+            channel_id: super::sql::parse_uuid(&r.get::<_, String>(0)?)?,
             name: r.get(1)?,
             created_at: tessera_core::clock::from_ms(r.get(2)?),
             revoked_at: r

@@ -6,7 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tessera_core::api::approvals::{Approval, ApprovalRequest};
 use tessera_core::api::sync::VoidRecord;
 use tessera_core::staff::{
-    for_counters, minutes_left, Attempts, PinVerifier, StaffFixture, StaffMember, StaffRole,
+    for_counters, minutes_left, pin_change, Attempts, PinChange, PinVerifier, StaffFixture,
+    StaffMember, StaffRole,
 };
 use tessera_core::upload::{check_void_approval, StoredApproval};
 use uuid::Uuid;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 use super::admin::AdminError;
 use super::sql::Text;
 use super::writer::{Ctx, Fatal};
+use crate::admin::PinSet;
 use crate::error::ServiceError;
 
 pub use crate::secrets::{member_from_fixture, pin_cost};
@@ -203,16 +205,10 @@ pub(crate) fn use_for_void(tx: &Transaction<'_>, v: &VoidRecord) -> Result<Optio
         .optional()?)
 }
 
-/// What `set_pin` did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum PinSet {
-    Changed,
-    Added,
-}
-
 /// Sets `name`'s PIN (adding them with `role` if new), from an operator's
-/// command. A PIN another member already has is refused: PINs identify
-/// staff on their own, and a cashier's verifier sits on every counter.
+/// command; `core::staff::pin_change` decides (a PIN another member already
+/// has is refused: PINs identify staff on their own, and a cashier's
+/// verifier sits on every counter).
 pub fn set_pin(
     db: &std::path::Path,
     name: &str,
@@ -234,49 +230,36 @@ pub fn set_pin(
     .map_err(|e| AdminError::Staff(e.to_string()))?;
     let mut conn = super::schema::open(db)?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let others: Vec<(String, String, Option<String>)> = tx
-        .prepare("SELECT name, role, pin_verifier FROM staff")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+    let on_staff: Vec<(String, Option<PinVerifier>)> = tx
+        .prepare("SELECT name, pin_verifier FROM staff")?
+        .query_map([], |r| {
+            let verifier: Option<String> = r.get(1)?;
+            Ok((
+                r.get(0)?,
+                verifier.and_then(|v| PinVerifier::parse(&v).ok()),
+            ))
+        })?
         .collect::<rusqlite::Result<_>>()?;
-    let mut existing_role = None;
-    for (other, other_role, verifier) in &others {
-        if other == name {
-            existing_role = Some(other_role.clone());
-            continue;
-        }
-        let taken = verifier
-            .as_deref()
-            .and_then(|v| PinVerifier::parse(v).ok())
-            .is_some_and(|v| v.matches(pin));
-        if taken {
-            return Err(AdminError::Staff(
-                "another staff member already has this PIN; choose another".into(),
-            ));
-        }
-    }
-    let outcome = match (existing_role, role) {
-        (Some(_), Some(role)) => {
+    let change =
+        pin_change(name, role, pin, &on_staff).map_err(|e| AdminError::Staff(e.to_string()))?;
+    let outcome = match change {
+        PinChange::Change { role: Some(role) } => {
             tx.execute(
                 "UPDATE staff SET pin_verifier = ?2, role = ?3, pin_salt = '', pin_hash = '' WHERE name = ?1",
                 params![name, member.pin_verifier.as_str(), role.as_str()],
             )?;
             PinSet::Changed
         }
-        (Some(_), None) => {
+        PinChange::Change { role: None } => {
             tx.execute(
                 "UPDATE staff SET pin_verifier = ?2, pin_salt = '', pin_hash = '' WHERE name = ?1",
                 params![name, member.pin_verifier.as_str()],
             )?;
             PinSet::Changed
         }
-        (None, Some(_)) => {
+        PinChange::Add(_) => {
             insert(&tx, &member)?;
             PinSet::Added
-        }
-        (None, None) => {
-            return Err(AdminError::Staff(format!(
-                "no staff member {name:?}; give --role cashier|supervisor to add one"
-            )))
         }
     };
     super::admin::audit(&tx, now, actor, "set_pin", &format!("{name:?}"))?;
