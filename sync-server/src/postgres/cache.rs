@@ -16,12 +16,13 @@ use futures_util::StreamExt;
 use tessera_core::inventory::SlotLedger;
 use tessera_core::slot::{Slot, SlotId};
 use tessera_core::tally::SlotTally;
-use tokio_postgres::{AsyncMessage, GenericClient, NoTls, Row};
+use tokio_postgres::{AsyncMessage, GenericClient, Row};
 
 use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
 use tessera_core::staff::{for_counters, PinVerifier, StaffMember, StaffRole};
 use tessera_core::ticket_code::KeyRing;
 
+use super::connector::Connector;
 use super::schema::{PgError, CHANGES};
 use crate::store::{ChannelInfo, DeviceInfo};
 
@@ -398,10 +399,10 @@ pub fn slots_payload<'a>(ids: impl IntoIterator<Item = &'a SlotId>) -> String {
 
 /// Runs for the life of the process: LISTEN, re-read what changed, and
 /// reconnect (re-reading everything) whenever the connection is lost.
-pub async fn listen(url: String, cache: Arc<Cache>) {
+pub async fn listen(connector: Connector, cache: Arc<Cache>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen_once(&url, &cache).await {
+        match listen_once(&connector, &cache).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 tracing::warn!(error = %e, "PostgreSQL listener lost its connection; reconnecting");
@@ -412,8 +413,8 @@ pub async fn listen(url: String, cache: Arc<Cache>) {
     }
 }
 
-async fn listen_once(url: &str, cache: &Cache) -> Result<(), PgError> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+async fn listen_once(connector: &Connector, cache: &Cache) -> Result<(), PgError> {
+    let (client, mut connection) = connector.connect_raw("listener").await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     // The connection delivers notifications as it polls; forward them.
     let driver = tokio::spawn(async move {
@@ -437,6 +438,7 @@ async fn listen_once(url: &str, cache: &Cache) -> Result<(), PgError> {
         client.batch_execute(&format!("LISTEN {CHANGES}")).await?;
         // Whatever was notified before LISTEN took effect is in these reads.
         cache.reload_all(&client).await?;
+        tracing::info!("PostgreSQL listener connected; everything re-read");
         let mut backstop = tokio::time::interval(Duration::from_secs(30));
         backstop.tick().await;
         loop {
