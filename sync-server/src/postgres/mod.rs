@@ -33,7 +33,8 @@
 //! `idle_in_transaction_session_timeout`, and an `application_name` naming
 //! its part; a process opens at most `PgLimits::total()` connections (the
 //! writer, the reader, the listener and one bounded pool for the rest); a
-//! statement or lock timeout and a pool that stays busy are answered 503.
+//! statement or lock timeout and a pool that stays busy are answered 503;
+//! `/healthz` fails while the listener is down (`cache::ListenerHealth`).
 //!
 //! Not yet: TLS to PostgreSQL (NoTls: loopback or a private network only).
 
@@ -44,6 +45,7 @@ pub mod connector;
 pub mod devices;
 mod gate;
 pub mod leases;
+mod liveness;
 mod online;
 pub mod outbox;
 mod pool;
@@ -924,8 +926,18 @@ impl Store for PgStore {
         })
     }
 
-    /// True while the writer reaches PostgreSQL and commits.
+    /// True while the writer reaches PostgreSQL and commits, and the
+    /// listener is connected: a process whose listener is down answers from
+    /// a stale view (availability, device revocations), so a load balancer
+    /// must take it out until the listener is back and has re-read all.
     async fn healthy(&self) -> bool {
+        if let Some(stale) = self.cache.listener.stale_for() {
+            tracing::warn!(
+                stale_ms = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX),
+                "unhealthy: the PostgreSQL listener is not connected"
+            );
+            return false;
+        }
         matches!(
             tokio::time::timeout(Duration::from_secs(2), self.submit(Job::Ping)).await,
             Ok(Ok(_))
