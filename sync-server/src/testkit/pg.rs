@@ -453,6 +453,12 @@ impl PgServer {
         &self.log
     }
 
+    /// The process id: its PostgreSQL connections are named
+    /// `tessera <pid> <part>` in `pg_stat_activity`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
