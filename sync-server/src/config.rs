@@ -281,7 +281,9 @@ impl Default for PgLimits {
 impl PgLimits {
     /// Connections in the shared pool (the total less the dedicated ones).
     pub fn pool_size(&self) -> usize {
-        self.connections.saturating_sub(PG_DEDICATED_CONNECTIONS).max(1)
+        self.connections
+            .saturating_sub(PG_DEDICATED_CONNECTIONS)
+            .max(1)
     }
 
     /// The total this process opens at most (`connections`, raised to the

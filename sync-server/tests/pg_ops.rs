@@ -154,10 +154,7 @@ async fn a_row_locked_past_the_lock_timeout_is_a_503_that_changes_nothing() {
     .await;
     let unknown = format!("/v1/bookings/{}", new_booking_token());
     let started = Instant::now();
-    let (status, body) = api
-        .get(&unknown)
-        .await
-        .expect("booking");
+    let (status, body) = api.get(&unknown).await.expect("booking");
     assert_unavailable(
         "a look-up while the pool is taken",
         status,
@@ -175,10 +172,7 @@ async fn a_row_locked_past_the_lock_timeout_is_a_503_that_changes_nothing() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, body) = api.checkout("pay-1", &hold_id).await.expect("checkout");
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = api
-        .get(&unknown)
-        .await
-        .expect("booking");
+    let (status, body) = api.get(&unknown).await.expect("booking");
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let log = a.log();
     assert!(
@@ -313,10 +307,15 @@ async fn a_burst_never_opens_more_connections_than_the_bound() {
     );
     // Every connection names its part, so an operator sees who holds what.
     for part in ["writer", "listener", "pool"] {
-        assert!(parts.contains_key(part), "no {part} connection in {parts:?}");
+        assert!(
+            parts.contains_key(part),
+            "no {part} connection in {parts:?}"
+        );
     }
     assert!(
-        parts.keys().all(|p| ["writer", "reader", "listener", "pool"].contains(&p.as_str())),
+        parts
+            .keys()
+            .all(|p| ["writer", "reader", "listener", "pool"].contains(&p.as_str())),
         "{parts:?}"
     );
 }
@@ -369,7 +368,11 @@ async fn healthz_fails_while_the_listener_is_down_and_recovers_with_a_full_rerea
     let (status, body) = api.get("/healthz").await.expect("healthz");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["status"], "unavailable", "{body}");
-    assert_eq!(api.available(s).await, before, "the view is stale meanwhile");
+    assert_eq!(
+        api.available(s).await,
+        before,
+        "the view is stale meanwhile"
+    );
 
     admin
         .batch_execute("ALTER DATABASE tessera ALLOW_CONNECTIONS true")

@@ -34,7 +34,7 @@
 //! its part; a process opens at most `PgLimits::total()` connections (the
 //! writer, the reader, the listener and one bounded pool for the rest); a
 //! statement or lock timeout and a pool that stays busy are answered 503;
-//! `/healthz` fails while the listener is down (`cache::ListenerHealth`).
+//! `/healthz` fails while the listener is down (`liveness`).
 //!
 //! Not yet: TLS to PostgreSQL (NoTls: loopback or a private network only).
 

@@ -34,8 +34,8 @@ use tokio_postgres::{Client, Transaction};
 
 use super::batch;
 use super::cache::{slots_payload, Cache, CachedSlot};
-use super::online::{self, Env, Job, JobError, Reply, Statements};
 use super::connector::Connector;
+use super::online::{self, Env, Job, JobError, Reply, Statements};
 use super::schema::CHANGES;
 use crate::error::ServiceError;
 
