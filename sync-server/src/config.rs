@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub mail: MailSettings,
     /// The waiting list of sold-out entry times (`[waitlist]`).
     pub waitlist: WaitlistSettings,
+    /// The PostgreSQL backend's connections and time limits (`[postgres]`;
+    /// see docs/POSTGRES.md, "Operational limits").
+    pub postgres: PgLimits,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -230,6 +233,83 @@ impl WaitlistSettings {
     }
 }
 
+/// The PostgreSQL connections one process opens outside the pool: the
+/// writer, the reader and the listener.
+pub const PG_DEDICATED_CONNECTIONS: usize = 3;
+
+/// The PostgreSQL backend's operational limits (`[postgres]` in the config
+/// file; `connections` also from `--pg-connections` / `TESSERA_PG_CONNECTIONS`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PgLimits {
+    /// Connections one server process opens at most, in all: the writer,
+    /// the reader and the listener have one each, the rest is the pool that
+    /// the shop, counters' rounds, gates, reports and side writes borrow
+    /// from. At least 4.
+    pub connections: usize,
+    /// How long a request waits for a pooled connection before it is
+    /// answered 503.
+    pub pool_wait_ms: u64,
+    /// Opening a connection (TCP, startup, authentication).
+    pub connect_timeout_ms: u64,
+    /// `statement_timeout` of every session.
+    pub statement_timeout_ms: u64,
+    /// `lock_timeout` of every session: a row held by someone else this long
+    /// fails the statement (answered 503) instead of queueing behind it.
+    pub lock_timeout_ms: u64,
+    /// `idle_in_transaction_session_timeout` of every session.
+    pub idle_in_transaction_timeout_ms: u64,
+    /// TCP keepalive: idle seconds before the first probe (then every 10 s,
+    /// 3 probes).
+    pub keepalive_idle_secs: u64,
+}
+
+impl Default for PgLimits {
+    fn default() -> Self {
+        PgLimits {
+            connections: 10,
+            pool_wait_ms: 5_000,
+            connect_timeout_ms: 5_000,
+            statement_timeout_ms: 30_000,
+            lock_timeout_ms: 5_000,
+            idle_in_transaction_timeout_ms: 60_000,
+            keepalive_idle_secs: 30,
+        }
+    }
+}
+
+impl PgLimits {
+    /// Connections in the shared pool (the total less the dedicated ones).
+    pub fn pool_size(&self) -> usize {
+        self.connections
+            .saturating_sub(PG_DEDICATED_CONNECTIONS)
+            .max(1)
+    }
+
+    /// The total this process opens at most (`connections`, raised to the
+    /// smallest that works).
+    pub fn total(&self) -> usize {
+        self.pool_size() + PG_DEDICATED_CONNECTIONS
+    }
+
+    pub fn pool_wait(&self) -> Duration {
+        Duration::from_millis(self.pool_wait_ms.max(1))
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms.max(1))
+    }
+
+    /// The `-c` options our sessions start with (0 turns a timeout off, as
+    /// in PostgreSQL).
+    pub fn session_options(&self) -> String {
+        format!(
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            self.statement_timeout_ms, self.lock_timeout_ms, self.idle_in_transaction_timeout_ms
+        )
+    }
+}
+
 /// Bounds on what one client (one IP address; one /64 for IPv6) and one
 /// connection may take, so anonymous load cannot stop the museum selling.
 #[derive(Clone, Debug, Deserialize)]
@@ -317,6 +397,7 @@ impl Default for ServerConfig {
             payments: PaymentSettings::default(),
             mail: MailSettings::default(),
             waitlist: WaitlistSettings::default(),
+            postgres: PgLimits::default(),
         }
     }
 }
@@ -371,6 +452,8 @@ mod tests {
         let cfg = ServerConfig::from_file(&path).unwrap();
         assert_eq!(cfg.hold_ttl_secs, 600);
         assert!(cfg.commit_mode().is_ok());
+        // The example states the defaults.
+        assert_eq!(cfg.postgres, PgLimits::default());
     }
 
     #[test]

@@ -240,7 +240,9 @@ pub async fn start_postgres(
     config: &ServerConfig,
     clock: Clock,
 ) -> Result<RunningServer, StartError> {
-    let store = Arc::new(postgres::PgStore::connect(url, config.store_config()?, clock).await?);
+    let store = Arc::new(
+        postgres::PgStore::connect(url, config.store_config()?, &config.postgres, clock).await?,
+    );
     let museum = store::Store::catalogue(store.as_ref()).museum.name.clone();
     let (listener, addr, public_url) = bind(config).await?;
     let demo_secret = store.demo_secret();

@@ -85,6 +85,11 @@ enum Command {
         /// file; several processes may serve the same one (docs/POSTGRES.md).
         #[arg(long, env = "TESSERA_DATABASE_URL")]
         database: Option<String>,
+        /// PostgreSQL connections this process opens at most, in all (the
+        /// writer, the reader, the listener and the pool; at least 4,
+        /// default 10; `[postgres] connections` in the config file).
+        #[arg(long, env = "TESSERA_PG_CONNECTIONS")]
+        pg_connections: Option<usize>,
         #[arg(long, env = "TESSERA_LISTEN")]
         listen: Option<std::net::SocketAddr>,
         #[arg(long, env = "TESSERA_HOLD_TTL_SECS")]
@@ -269,6 +274,7 @@ fn run(cli: Cli) -> Result<()> {
             config,
             db,
             database,
+            pg_connections,
             listen,
             hold_ttl_secs,
             commit,
@@ -290,6 +296,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let Some(f) = log_format {
                 cfg.log_format = f;
+            }
+            if let Some(n) = pg_connections {
+                cfg.postgres.connections = n;
             }
             cfg.payments.fill_from_env();
             init_logging(&cfg.log_format);

@@ -28,7 +28,7 @@ use tessera_core::clock::OFFSET_ENV;
 
 /// PostgreSQL: a throw-away cluster and servers on it (`PgCluster`).
 pub mod pg;
-pub use pg::{PgCluster, PgMuseum, PgServer};
+pub use pg::{HeldLocks, PgCluster, PgMuseum, PgServer};
 
 /// The switch of the backend matrix: which store every [`ServerProcess`]
 /// serves.

@@ -5,7 +5,9 @@
 //! processes at once stores each sale once; both processes agree on what is
 //! sold; a revoked lease returns its places and a late sale from it is
 //! flagged over capacity; a void approved by a supervisor gives its places
-//! back. Every count is taken in PostgreSQL.
+//! back; a round that waits past `lock_timeout` for a slot row another
+//! session holds is a 503 that stores nothing, and the counter's next round
+//! goes through. Every count is taken in PostgreSQL.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tessera_core::clock::Clock;
 use tessera_core::slot::SlotId;
-use tessera_server::testkit::{slot, wait_for, Api, PgCluster, PgMuseum, PgServer};
+use tessera_server::testkit::{slot, wait_for, Api, HeldLocks, PgCluster, PgMuseum, PgServer};
 use tessera_terminal::views::{PaymentRequest, SaleRequest};
 use tessera_terminal::Terminal;
 
@@ -462,4 +464,40 @@ async fn a_void_approved_by_a_supervisor_gives_its_places_back() {
         .await;
     }
     assert_eq!(sold_in_pg(&pg, s), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_round_that_waits_past_the_lock_timeout_is_retried_not_wedged() {
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "09:00");
+    let a = museum.serve_with("a", "[postgres]\nlock_timeout_ms = 1000\n", &[]);
+    let s = slot(museum.day, "15:00");
+    let c = counter(&museum, &a, "Desk 1").await;
+    for _ in 0..3 {
+        c.t.sell(adults(s, 1)).await.expect("sell from the lease");
+    }
+    // Another session holds the slot's row the round must lock.
+    let held = HeldLocks::take(
+        &museum.database_url,
+        &format!("SELECT 1 FROM slots WHERE slot_id = '{s}' FOR UPDATE"),
+    )
+    .await;
+    let token = token_of(&c);
+    let started = Instant::now();
+    let (status, body) = post_round(&a.api(), &token, &c).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        c.t.sync_now().await.is_err(),
+        "the counter's own round fails"
+    );
+    assert_eq!(c.t.status().expect("status").pending_sales, 3);
+    assert_eq!(pg.count("SELECT COUNT(*) FROM sales"), 0, "nothing stored");
+    // Released: the counter's next round goes through, each sale once.
+    held.release().await;
+    round(&c.t).await;
+    assert_eq!(c.t.status().expect("status").pending_sales, 0);
+    assert_eq!(pg.count("SELECT COUNT(*) FROM sales"), 3);
+    assert_eq!(pg.count("SELECT COALESCE(SUM(sold), 0) FROM leases"), 3);
 }

@@ -6,7 +6,9 @@
 //! newest version of each (the `version` column), so one process's sale shows
 //! in every other's availability as soon as its commit is delivered. The
 //! listener re-reads everything when it (re)connects, since notifications
-//! sent while it was away are lost, and every 30 seconds as a backstop.
+//! sent while it was away are lost, and every 30 seconds as a backstop. It
+//! checks its connection every second and says when it last could
+//! (`liveness`), so that `/healthz` fails while the view may be stale.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -16,12 +18,14 @@ use futures_util::StreamExt;
 use tessera_core::inventory::SlotLedger;
 use tessera_core::slot::{Slot, SlotId};
 use tessera_core::tally::SlotTally;
-use tokio_postgres::{AsyncMessage, GenericClient, NoTls, Row};
+use tokio_postgres::{AsyncMessage, GenericClient, Row};
 
 use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
 use tessera_core::staff::{for_counters, PinVerifier, StaffMember, StaffRole};
 use tessera_core::ticket_code::KeyRing;
 
+use super::connector::Connector;
+use super::liveness::{ListenerHealth, HEARTBEAT, HEARTBEAT_WAIT};
 use super::schema::{PgError, CHANGES};
 use crate::store::{ChannelInfo, DeviceInfo};
 
@@ -71,6 +75,8 @@ pub struct Cache {
     /// Counters' net admissions per slot (their tallies), re-read with the
     /// slot rows a NOTIFY names.
     pub counter_sold: RwLock<HashMap<SlotId, u32>>,
+    /// Whether the listener keeping all of this fresh is alive.
+    pub listener: ListenerHealth,
 }
 
 /// The columns `slot_from_row` reads, for `SELECT`s and `RETURNING`s.
@@ -398,22 +404,23 @@ pub fn slots_payload<'a>(ids: impl IntoIterator<Item = &'a SlotId>) -> String {
 
 /// Runs for the life of the process: LISTEN, re-read what changed, and
 /// reconnect (re-reading everything) whenever the connection is lost.
-pub async fn listen(url: String, cache: Arc<Cache>) {
+pub async fn listen(connector: Connector, cache: Arc<Cache>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match listen_once(&url, &cache).await {
+        match listen_once(&connector, &cache).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
                 tracing::warn!(error = %e, "PostgreSQL listener lost its connection; reconnecting");
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                // At most a second: `/healthz` fails after five without it.
+                backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
         tokio::time::sleep(backoff).await;
     }
 }
 
-async fn listen_once(url: &str, cache: &Cache) -> Result<(), PgError> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+async fn listen_once(connector: &Connector, cache: &Cache) -> Result<(), PgError> {
+    let (client, mut connection) = connector.connect_raw("listener").await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     // The connection delivers notifications as it polls; forward them.
     let driver = tokio::spawn(async move {
@@ -437,11 +444,26 @@ async fn listen_once(url: &str, cache: &Cache) -> Result<(), PgError> {
         client.batch_execute(&format!("LISTEN {CHANGES}")).await?;
         // Whatever was notified before LISTEN took effect is in these reads.
         cache.reload_all(&client).await?;
+        cache.listener.alive();
+        tracing::info!("PostgreSQL listener connected; everything re-read");
         let mut backstop = tokio::time::interval(Duration::from_secs(30));
         backstop.tick().await;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut change = Change::default();
             tokio::select! {
+                _ = heartbeat.tick() => {
+                    // A backend that stopped answering (a hung server, a
+                    // network that drops packets) fails here within
+                    // seconds, where TCP keepalive would take a minute.
+                    match tokio::time::timeout(HEARTBEAT_WAIT, client.simple_query("SELECT 1")).await {
+                        Ok(Ok(_)) => cache.listener.alive(),
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(_) => return Err(PgError::Unanswered(HEARTBEAT_WAIT)),
+                    }
+                    continue;
+                }
                 payload = rx.recv() => {
                     let Some(payload) = payload else { return Ok(()) };
                     parse_payload(&payload, &mut change);

@@ -35,12 +35,15 @@ pub enum LeaseError {
 }
 
 impl LeaseError {
-    /// 503 when PostgreSQL is out of reach (the supervisor retries), 500
+    /// 503 when PostgreSQL is out of reach or gave up on a session limit
+    /// (the supervisor retries), 500
     /// otherwise; logged without row values.
     pub fn into_service(self, what: &str) -> ServiceError {
         let unreachable = match &self {
-            LeaseError::Round(SyncError::Db(e)) => e.as_db_error().is_none(),
-            LeaseError::Pg(PgError::Sql(e)) => e.as_db_error().is_none(),
+            LeaseError::Round(SyncError::Db(e)) | LeaseError::Pg(PgError::Sql(e)) => {
+                e.as_db_error().is_none() || super::schema::is_timeout(e)
+            }
+            LeaseError::Pg(PgError::ConnectTimeout(_)) => true,
             _ => false,
         };
         if unreachable {

@@ -28,15 +28,24 @@
 //!   re-reads them into its in-memory view (`cache`), from which
 //!   availability and the sellable check are answered without a query.
 //!
-//! Not yet: TLS to PostgreSQL (NoTls: loopback or a private network only),
-//! a read pool for reports.
+//! Operational limits (`connector`, `pool`): every connection has a connect
+//! timeout, TCP keepalives, `statement_timeout`, `lock_timeout` and
+//! `idle_in_transaction_session_timeout`, and an `application_name` naming
+//! its part; a process opens at most `PgLimits::total()` connections (the
+//! writer, the reader, the listener and one bounded pool for the rest); a
+//! statement or lock timeout and a pool that stays busy are answered 503;
+//! `/healthz` fails while the listener is down (`liveness`).
+//!
+//! Not yet: TLS to PostgreSQL (NoTls: loopback or a private network only).
 
 mod batch;
 pub mod cache;
 mod checkout;
+pub mod connector;
 pub mod devices;
 mod gate;
 pub mod leases;
+mod liveness;
 mod online;
 pub mod outbox;
 mod pool;
@@ -72,7 +81,7 @@ use uuid::Uuid;
 use self::cache::Cache;
 use self::online::{Env, Job, Reply};
 pub use self::schema::PgError;
-use self::shop::{claim_key, in_transaction, settle_key, ShopConn};
+use self::shop::{claim_key, in_transaction, settle_key};
 use self::writer::{Queued, Writer};
 use crate::error::{ServiceError, WaitlistError};
 use crate::payments::PaymentEvent;
@@ -90,14 +99,15 @@ use tessera_core::ids::{DeviceId, HoldId, LeaseId, TicketId};
 /// How long a retry with the same Idempotency-Key gets its first answer.
 const IDEMPOTENCY_KEEP_MS: i64 = 24 * 3600 * 1000;
 
-/// Connections one process keeps for gates and reports.
-const POOL_SIZE: usize = 4;
-
 /// How a failed statement is answered: 503 when PostgreSQL is out of reach
-/// (the client retries), 500 when it refused the statement.
+/// or gave up on one of our time limits (the client retries), 500 when it
+/// refused the statement.
 fn db_failure(what: &'static str) -> impl Fn(tokio_postgres::Error) -> ServiceError + Copy {
     move |e| {
-        if e.as_db_error().is_some() {
+        if schema::is_timeout(&e) {
+            tracing::warn!(error = %schema::loggable(&e), "{what}: a PostgreSQL time limit ran out");
+            ServiceError::Unavailable
+        } else if e.as_db_error().is_some() {
             tracing::error!(error = %schema::loggable(&e), "{what} failed in PostgreSQL");
             ServiceError::Storage(format!("{what} failed"))
         } else {
@@ -128,26 +138,43 @@ pub struct PgStore {
     catalogue: Arc<Catalogue>,
     clock: Clock,
     demo_secret: Vec<u8>,
-    url: String,
+    connector: connector::Connector,
     horizon_days: i64,
-    /// The web shop's connection (payments, bookings, mail, the waiting
-    /// list): see `shop`.
-    shop: ShopConn,
     /// Counters' sync rounds: transactions of their own (see `sync`).
     counters: sync::Counters,
-    /// Connections for gates and reports, outside the writer (`pool`).
-    pool: pool::Pool,
+    /// The bounded set of connections for everything outside the writer,
+    /// the reader and the listener: the web shop (see `shop`), counters'
+    /// rounds, gates, reports and side writes (`pool`).
+    pool: Arc<pool::Pool>,
 }
 
 impl PgStore {
     /// Connects, migrates, loads the catalogue, keys and slots, and starts
     /// this process's writer and listener tasks (on the current runtime).
-    pub async fn connect(url: &str, config: StoreConfig, clock: Clock) -> Result<PgStore, PgError> {
-        let mut client = schema::connect(url).await?;
+    /// `limits` bound its connections and their time limits (`connector`).
+    pub async fn connect(
+        url: &str,
+        config: StoreConfig,
+        limits: &connector::PgLimits,
+        clock: Clock,
+    ) -> Result<PgStore, PgError> {
+        let connector = connector::Connector::new(url, limits)?;
+        let pool = Arc::new(pool::Pool::new(
+            connector.clone(),
+            limits.pool_size(),
+            limits.pool_wait(),
+        ));
+        tracing::info!(
+            connections = limits.total(),
+            pool = limits.pool_size(),
+            name = %connector.name_of("*"),
+            "PostgreSQL connections of this process at most"
+        );
+        let mut client = pool.get().await.map_err(pg_of_pool)?;
         schema::migrate(&mut client).await?;
-        let catalogue = Arc::new(schema::load_catalogue(&client).await?);
-        let signer = load_signer(&client).await?;
-        let demo_secret = schema::meta(&client, "demo_payment_secret")
+        let catalogue = Arc::new(schema::load_catalogue(&*client).await?);
+        let signer = load_signer(&*client).await?;
+        let demo_secret = schema::meta(&*client, "demo_payment_secret")
             .await?
             .and_then(|hex| {
                 data_encoding::HEXLOWER_PERMISSIVE
@@ -155,19 +182,19 @@ impl PgStore {
                     .ok()
             })
             .unwrap_or_default();
-        let horizon_days = schema::meta(&client, "horizon_days")
+        let horizon_days = schema::meta(&*client, "horizon_days")
             .await?
             .and_then(|d| d.parse().ok())
             .unwrap_or(60);
-        let catalogue_version = schema::meta(&client, "catalogue_version")
+        let catalogue_version = schema::meta(&*client, "catalogue_version")
             .await?
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
         let cache = Arc::new(Cache::default());
-        cache.reload_all(&client).await?;
+        cache.reload_all(&*client).await?;
         drop(client);
         let counters = sync::Counters::new(
-            url,
+            pool.clone(),
             catalogue.clone(),
             catalogue_version,
             config.lease_policy,
@@ -185,7 +212,7 @@ impl PgStore {
         });
         let (jobs, rx) = mpsc::channel(8192);
         let writer = Writer {
-            url: url.to_string(),
+            connector: connector.clone(),
             env: env.clone(),
             cache: cache.clone(),
             // `--commit per-request`: one job per transaction, for comparison.
@@ -195,7 +222,7 @@ impl PgStore {
             },
         };
         tokio::spawn(writer.run(rx));
-        tokio::spawn(cache::listen(url.to_string(), cache.clone()));
+        tokio::spawn(cache::listen(connector.clone(), cache.clone()));
         Ok(PgStore {
             jobs,
             env,
@@ -205,11 +232,10 @@ impl PgStore {
             catalogue,
             clock,
             demo_secret,
-            url: url.to_string(),
+            connector,
             horizon_days,
-            shop: ShopConn::new(url),
             counters,
-            pool: pool::Pool::new(url, POOL_SIZE),
+            pool,
         })
     }
 
@@ -241,13 +267,10 @@ impl PgStore {
         rx.await.map_err(|_| ServiceError::Unavailable)?
     }
 
-    /// A connection of its own for a low-volume write in a transaction of
-    /// its own (enrolment, PIN attempts, approvals).
-    async fn side(&self) -> Result<tokio_postgres::Client, ServiceError> {
-        schema::connect(&self.url).await.map_err(|e| {
-            tracing::warn!(error = %e, "cannot reach PostgreSQL");
-            ServiceError::Unavailable
-        })
+    /// A pooled connection for a low-volume write in a transaction of its
+    /// own (enrolment, PIN attempts, approvals, leases).
+    async fn side(&self) -> Result<pool::Pooled<'_>, ServiceError> {
+        Ok(self.pool.get().await?)
     }
 
     /// Re-reads the devices and keys into this process's view now (the
@@ -282,7 +305,9 @@ impl PgStore {
             tracing::warn!(error = %e, "cannot reach PostgreSQL for a read");
             ServiceError::Unavailable
         };
-        let client = schema::connect(&self.url)
+        let client = self
+            .connector
+            .connect("reader")
             .await
             .map_err(|e| unavailable(&e))?;
         let stored_hold = client
@@ -369,7 +394,7 @@ impl PgStore {
                     .map_err(|e| PgError::BadCatalogue(e.to_string()))?,
             )
             .date();
-        let mut client = schema::connect(&self.url).await?;
+        let mut client = self.pool.get().await.map_err(pg_of_pool)?;
         let tx = client.transaction().await?;
         let added = schema::ensure_slots(&tx, &self.catalogue, today, self.horizon_days).await?;
         if added > 0 {
@@ -383,7 +408,7 @@ impl PgStore {
     /// Drops Idempotency-Key records older than a day (outside the writer:
     /// a long delete must not hold up a batch; any process may run it).
     async fn prune_idempotency(&self) -> Result<(), PgError> {
-        let client = schema::connect(&self.url).await?;
+        let client = self.pool.get().await.map_err(pg_of_pool)?;
         let cutoff = self.clock.now_ms() - IDEMPOTENCY_KEEP_MS;
         client
             .execute("DELETE FROM idempotency WHERE created_at < $1", &[&cutoff])
@@ -405,6 +430,14 @@ impl PgStore {
             jobs.closed().await;
             "the PostgreSQL writer task ended".to_string()
         }
+    }
+}
+
+/// Upkeep's errors are `PgError`s, logged and tried again later.
+fn pg_of_pool(e: pool::PoolError) -> PgError {
+    match e {
+        pool::PoolError::Connect(e) => e,
+        busy => PgError::Busy(busy.to_string()),
     }
 }
 
@@ -775,7 +808,7 @@ impl Store for PgStore {
 
     async fn pin_succeeded(&self, device: DeviceId) -> Result<(), ServiceError> {
         let client = self.side().await?;
-        devices::attempt_succeeded(&client, device.0)
+        devices::attempt_succeeded(&*client, device.0)
             .await
             .map_err(db_failure("resetting PIN attempts"))
     }
@@ -799,21 +832,24 @@ impl Store for PgStore {
 
     /// Read from one snapshot on a pooled connection, outside the writer.
     async fn day_report(&self, date: Date) -> Result<DayReport, ServiceError> {
-        let mut client = self.pool.get().await.map_err(|e| {
-            tracing::warn!(error = %e, "cannot reach PostgreSQL for a report");
-            ServiceError::Unavailable
-        })?;
+        let mut client = self.pool.get().await?;
         report::day_report(&mut client, &self.catalogue, date, self.clock.now())
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, %date, "the day report failed");
-                ServiceError::Storage(e.to_string())
+            .map_err(|e| match e {
+                crate::reports::ReportError::Unavailable(_) => {
+                    tracing::warn!(error = %e, %date, "the day report: PostgreSQL unavailable");
+                    ServiceError::Unavailable
+                }
+                e => {
+                    tracing::error!(error = %e, %date, "the day report failed");
+                    ServiceError::Storage(e.to_string())
+                }
             })
     }
 
     async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
         let client = self.side().await?;
-        leases::leases_on(&client, date)
+        leases::leases_on(&*client, date)
             .await
             .map_err(|e| e.into_service("listing leases"))
     }
@@ -890,8 +926,18 @@ impl Store for PgStore {
         })
     }
 
-    /// True while the writer reaches PostgreSQL and commits.
+    /// True while the writer reaches PostgreSQL and commits, and the
+    /// listener is connected: a process whose listener is down answers from
+    /// a stale view (availability, device revocations), so a load balancer
+    /// must take it out until the listener is back and has re-read all.
     async fn healthy(&self) -> bool {
+        if let Some(stale) = self.cache.listener.stale_for() {
+            tracing::warn!(
+                stale_ms = u64::try_from(stale.as_millis()).unwrap_or(u64::MAX),
+                "unhealthy: the PostgreSQL listener is not connected"
+            );
+            return false;
+        }
         matches!(
             tokio::time::timeout(Duration::from_secs(2), self.submit(Job::Ping)).await,
             Ok(Ok(_))

@@ -1,19 +1,52 @@
-//! A few connections for work outside the online writer's group commit
-//! (gates, reports): a gate's scan must not wait behind a batch of holds,
-//! and a report's reads must not hold up either. Connecting per request
-//! would cost a round of authentication per scan, so connections are kept
-//! and reused; at most `size` are open, so a burst of scans queues here
-//! instead of exhausting PostgreSQL's connection slots.
+//! The one bounded set of connections a process borrows from for all work
+//! outside the online writer's group commit: the web shop's transactions,
+//! counters' rounds, gates, reports and low-volume side writes (enrolment,
+//! PIN attempts, approvals, leases, upkeep). A gate's scan must not wait
+//! behind a batch of holds, so these do not go through the writer; and
+//! connecting per request would cost a round of authentication each time
+//! and, under a burst of counter rounds, open connections without bound.
+//!
+//! At most `size` connections are open; a request that cannot get one
+//! within `wait` is answered 503 (the client retries) instead of queueing
+//! without end. With the writer, the reader and the listener, a process
+//! opens `PgLimits::total()` connections at most (see `connector`).
 
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::Client;
 
-use super::schema::{connect, PgError};
+use super::connector::Connector;
+use super::schema::PgError;
+use crate::error::ServiceError;
+
+/// Why no connection was lent.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("all {size} pooled PostgreSQL connections stayed busy for {waited:?}")]
+    Busy { size: usize, waited: Duration },
+    #[error(transparent)]
+    Connect(#[from] PgError),
+}
+
+impl From<PoolError> for ServiceError {
+    fn from(e: PoolError) -> ServiceError {
+        match &e {
+            PoolError::Busy { .. } => {
+                metrics::counter!("tessera_pg_pool_busy_total").increment(1);
+                tracing::warn!(error = %e, "no PostgreSQL connection free; answered 503");
+            }
+            PoolError::Connect(_) => tracing::warn!(error = %e, "cannot reach PostgreSQL"),
+        }
+        ServiceError::Unavailable
+    }
+}
 
 pub struct Pool {
-    url: String,
+    connector: Connector,
+    size: usize,
+    wait: Duration,
     idle: std::sync::Mutex<Vec<Client>>,
     permits: Semaphore,
 }
@@ -29,21 +62,28 @@ pub struct Pooled<'a> {
 }
 
 impl Pool {
-    pub fn new(url: &str, size: usize) -> Pool {
+    pub fn new(connector: Connector, size: usize, wait: Duration) -> Pool {
+        let size = size.max(1);
         Pool {
-            url: url.to_string(),
+            connector,
+            size,
+            wait,
             idle: std::sync::Mutex::new(Vec::new()),
-            permits: Semaphore::new(size.max(1)),
+            permits: Semaphore::new(size),
         }
     }
 
-    pub async fn get(&self) -> Result<Pooled<'_>, PgError> {
-        // The semaphore is never closed, so acquiring only waits.
-        let permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("the pool's semaphore is never closed");
+    pub async fn get(&self) -> Result<Pooled<'_>, PoolError> {
+        let permit = match tokio::time::timeout(self.wait, self.permits.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            // The semaphore is never closed; were it, no connection is lent.
+            Ok(Err(_)) | Err(_) => {
+                return Err(PoolError::Busy {
+                    size: self.size,
+                    waited: self.wait,
+                })
+            }
+        };
         let reused = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.retain(|c| !c.is_closed());
@@ -51,7 +91,7 @@ impl Pool {
         };
         let client = match reused {
             Some(client) => client,
-            None => connect(&self.url).await?,
+            None => self.connector.connect("pool").await?,
         };
         Ok(Pooled {
             client: Some(client),

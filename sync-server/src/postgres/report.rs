@@ -28,6 +28,9 @@ use crate::reports::{
 };
 
 fn sql(e: tokio_postgres::Error) -> ReportError {
+    if e.as_db_error().is_none() || super::schema::is_timeout(&e) {
+        return ReportError::Unavailable(super::schema::loggable(&e));
+    }
     ReportError::Storage(super::schema::loggable(&e))
 }
 

@@ -8,7 +8,8 @@ use jiff::Timestamp;
 use tessera_core::catalogue::Catalogue;
 use tessera_core::ids::new_id;
 use tessera_core::ticket_code::TicketSigner;
-use tokio_postgres::{Client, GenericClient, NoTls};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, GenericClient};
 
 use crate::admin::{ChannelLine, InitSummary};
 use crate::secrets;
@@ -31,6 +32,14 @@ const MIGRATION_LOCK: i64 = 0x7465_7373_6d69_6772; // "tessmigr"
 pub enum PgError {
     #[error("PostgreSQL: {}", loggable(.0))]
     Sql(#[from] tokio_postgres::Error),
+    /// No pooled connection came free in time.
+    #[error("{0}")]
+    Busy(String),
+    /// A connection's round trip (the listener's heartbeat) took too long.
+    #[error("PostgreSQL did not answer within {0:?}")]
+    Unanswered(std::time::Duration),
+    #[error("PostgreSQL did not accept a connection within {0:?}")]
+    ConnectTimeout(std::time::Duration),
     #[error("migrating the PostgreSQL schema: {0}")]
     Migrate(#[from] refinery::Error),
     #[error("the database is not initialised: run `tessera-server init --database …` first")]
@@ -68,20 +77,34 @@ pub fn loggable(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// Connects one client; its connection runs on a task of its own. TLS is not
-/// wired yet (loopback and private networks only; see the module docs).
+/// Connects one client for an operator command, with the default limits
+/// (see `connector`); its connection runs on a task of its own.
 pub async fn connect(url: &str) -> Result<Client, PgError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "PostgreSQL connection ended");
-        }
-    });
-    Ok(client)
+    super::connector::Connector::new(url, &super::connector::PgLimits::default())?
+        .connect("admin")
+        .await
+}
+
+/// A statement that PostgreSQL gave up on because of one of our session
+/// limits (`statement_timeout`, `lock_timeout`, or the transaction idle too
+/// long): nothing it did stays, and the same request may well work a moment
+/// later, so it is answered 503, never 500.
+pub fn is_timeout(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        *c == SqlState::QUERY_CANCELED
+            || *c == SqlState::LOCK_NOT_AVAILABLE
+            || *c == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT
+    })
 }
 
 /// Applies the migrations in `postgres/migrations` that are not applied yet.
 pub async fn migrate(client: &mut Client) -> Result<(), PgError> {
+    // Another process may be migrating (waiting for its advisory lock is the
+    // point), and a migration may rewrite a big table: no session limits
+    // here, restored (to the connection's own) once done.
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+        .await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -92,6 +115,9 @@ pub async fn migrate(client: &mut Client) -> Result<(), PgError> {
     // Unlocked whatever happened: the session may live on (init, tests).
     client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    client
+        .batch_execute("RESET statement_timeout; RESET lock_timeout")
         .await?;
     result?;
     Ok(())

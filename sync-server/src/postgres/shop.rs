@@ -1,13 +1,13 @@
 //! What the web shop's writes on PostgreSQL share (`checkout`, `waitlist`,
-//! `outbox`): a connection of their own, one transaction per request, the
+//! `outbox`): a pooled connection each, one transaction per request, the
 //! Idempotency-Key claimed in the `idempotency` table, and the slot rows
 //! locked and changed the way the writer's batches do it.
 //!
 //! Why not the group-commit writer: payments, bookings, mail and the waiting
 //! list are a handful of writes per visitor (a checkout, one callback, maybe
 //! a cancellation), not the hot path of a sell-out. Each runs in a
-//! transaction of its own on this process's shop connection, one at a time
-//! per process, and commits before it answers. Across processes they keep
+//! transaction of its own on a connection borrowed from the process's pool
+//! (`pool`: as many at once as it lends), and commits before it answers. Across processes they keep
 //! the writer's rules, so no two processes deadlock or oversell:
 //!
 //! - the Idempotency-Key row is inserted first (as a batch claims its keys
@@ -19,16 +19,16 @@
 //!   back with `version` bumped; the transaction NOTIFYs the slots it
 //!   changed, so every process's cache re-reads them;
 //! - a deadlock, a serialization failure or a lost race on a unique index
-//!   runs the whole transaction again (every step is written to be re-run).
+//!   runs the whole transaction again (every step is written to be re-run);
+//! - a statement or lock timeout rolls it back and answers 503.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tessera_core::inventory::{InventoryError, SlotLedger};
 use tessera_core::slot::SlotId;
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::Transaction;
 
 use super::cache::{slot_from_row, slots_payload, CachedSlot, SLOT_COLUMNS};
 use super::online::{worth_recording, JobError};
@@ -40,34 +40,6 @@ pub(super) type PgResult<T> = Result<T, JobError>;
 
 /// How often a shop transaction that lost a conflict runs again.
 const ATTEMPTS: u32 = 8;
-
-/// This process's connection for the shop's transactions (reconnected when
-/// it drops).
-pub(super) struct ShopConn {
-    url: String,
-    client: Mutex<Option<Client>>,
-}
-
-impl ShopConn {
-    pub fn new(url: &str) -> ShopConn {
-        ShopConn {
-            url: url.to_string(),
-            client: Mutex::new(None),
-        }
-    }
-
-    pub async fn lock(&self) -> Result<MappedMutexGuard<'_, Client>, ServiceError> {
-        let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(Client::is_closed) {
-            let client = schema::connect(&self.url).await.map_err(|e| {
-                tracing::warn!(error = %e, "the shop cannot reach PostgreSQL");
-                ServiceError::Unavailable
-            })?;
-            *guard = Some(client);
-        }
-        MutexGuard::try_map(guard, Option::as_mut).map_err(|_| ServiceError::Unavailable)
-    }
-}
 
 /// The slot rows a transaction changed, for its NOTIFY and this process's
 /// cache.
@@ -122,6 +94,10 @@ pub(super) fn settle<T>(
             tracing::debug!(error = %schema::loggable(&e), attempt, what, "shop transaction lost a conflict; again");
             Settle::Retry
         }
+        Err(JobError::Pg(e)) if schema::is_timeout(&e) => {
+            tracing::warn!(error = %schema::loggable(&e), what, "shop transaction ran out of time; rolled back");
+            Settle::Done(Err(ServiceError::Unavailable))
+        }
         Err(JobError::Pg(e)) if e.is_closed() || e.code().is_none() => {
             tracing::warn!(error = %schema::loggable(&e), what, "shop transaction failed on the connection");
             Settle::Done(Err(ServiceError::Unavailable))
@@ -143,7 +119,7 @@ pub(super) async fn back_off(attempt: u32) {
 
 /// Runs `$body` (using `$tx`, the transaction, and `$changes`, the slots it
 /// changed; it evaluates to `PgResult<Result<T, ServiceError>>`) in a
-/// transaction of its own on `$store.shop`, committed with its NOTIFY, run
+/// transaction of its own on a connection from `$store.pool`, committed with its NOTIFY, run
 /// again when it loses a conflict. Evaluates to `Result<T, ServiceError>`.
 /// A macro rather than a function taking an async closure, whose future
 /// could not be proven `Send` for the `Store` trait.
@@ -152,9 +128,9 @@ macro_rules! in_transaction {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let mut client = match $store.shop.lock().await {
+            let mut client = match $store.pool.get().await {
                 Ok(client) => client,
-                Err(e) => break Err(e),
+                Err(e) => break Err($crate::error::ServiceError::from(e)),
             };
             let mut $changes = $crate::postgres::shop::Changes::default();
             let result: $crate::postgres::shop::PgResult<_> = async {

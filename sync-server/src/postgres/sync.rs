@@ -38,7 +38,7 @@
 //! `sold_online`, added as the online actor when a tally is answered.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -67,6 +67,7 @@ use tokio_postgres::{Client, Row, Transaction};
 use uuid::Uuid;
 
 use super::cache::{slot_from_row, slots_payload, Cache, CachedSlot, SLOT_COLUMNS};
+use super::pool::Pool;
 use super::schema::{self, CHANGES};
 use crate::error::ServiceError;
 use crate::store::DeviceInfo;
@@ -75,8 +76,6 @@ use crate::store::DeviceInfo;
 const QUARANTINE_LISTED: i64 = 1000;
 /// Rounds run again after a deadlock or serialization failure.
 const RETRIES: usize = 2;
-/// Idle connections kept for the next rounds.
-const IDLE_CONNECTIONS: usize = 4;
 
 /// Leases whose slot is over and that nothing can change any more are
 /// settled; the others match the partial index `leases_unsettled`.
@@ -113,6 +112,15 @@ impl SyncError {
         match self {
             SyncError::Db(e) if e.as_db_error().is_none() => {
                 tracing::warn!(error = %e, "counter sync: PostgreSQL out of reach");
+                ServiceError::Unavailable
+            }
+            SyncError::Db(e) if schema::is_timeout(&e) => {
+                // A slot or lease row held elsewhere past `lock_timeout`
+                // (or a statement past `statement_timeout`): the round is
+                // rolled back whole and the counter sends it again, its
+                // upload being idempotent.
+                tracing::warn!(error = %schema::loggable(&e), "counter sync ran out of time; the counter retries");
+                metrics::counter!("tessera_pg_sync_timeouts_total").increment(1);
                 ServiceError::Unavailable
             }
             e if e.is_conflict() => {
@@ -188,18 +196,19 @@ fn cached_slot(row: &Row) -> R<CachedSlot> {
 
 /// What the counters' rounds share in one process.
 pub struct Counters {
-    url: String,
+    /// The process's pool: a round borrows one connection for its whole
+    /// transaction.
+    pool: Arc<Pool>,
     catalogue: Arc<Catalogue>,
     catalogue_version: u64,
     tz: TimeZone,
     policy: LeasePolicy,
     cache: Arc<Cache>,
-    idle: Mutex<Vec<Client>>,
 }
 
 impl Counters {
     pub(super) fn new(
-        url: &str,
+        pool: Arc<Pool>,
         catalogue: Arc<Catalogue>,
         catalogue_version: u64,
         policy: LeasePolicy,
@@ -209,40 +218,13 @@ impl Counters {
             .time_zone()
             .map_err(|e| schema::PgError::BadCatalogue(e.to_string()))?;
         Ok(Counters {
-            url: url.to_string(),
+            pool,
             catalogue,
             catalogue_version,
             tz,
             policy,
             cache,
-            idle: Mutex::new(Vec::new()),
         })
-    }
-
-    async fn connection(&self) -> Result<Client, ServiceError> {
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .filter(|c| !c.is_closed());
-        if let Some(client) = idle {
-            return Ok(client);
-        }
-        schema::connect(&self.url).await.map_err(|e| {
-            tracing::warn!(error = %e, "cannot reach PostgreSQL for a counter sync");
-            ServiceError::Unavailable
-        })
-    }
-
-    fn give_back(&self, client: Client) {
-        if client.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < IDLE_CONNECTIONS {
-            idle.push(client);
-        }
     }
 
     /// One counter's round, run again on a conflict with another process.
@@ -266,7 +248,7 @@ impl Counters {
             .map_err(|e| ServiceError::InvalidBody(e.to_string()))?;
         let mut attempt = 0;
         loop {
-            let mut client = self.connection().await?;
+            let mut client = self.pool.get().await?;
             let outcome = self
                 .round(
                     &mut client,
@@ -284,14 +266,14 @@ impl Counters {
                 if !notified.is_empty() {
                     if let Err(e) = self
                         .cache
-                        .reload_counter_sold(&client, Some(notified))
+                        .reload_counter_sold(&*client, Some(notified))
                         .await
                     {
                         tracing::warn!(error = %e, "re-reading tallies failed; the listener will");
                     }
                 }
             }
-            self.give_back(client);
+            drop(client);
             match outcome {
                 Ok((answer, changed, _)) => {
                     self.cache.apply(changed);

@@ -16,7 +16,12 @@
 //! is written to be re-run), a few times, before its jobs are answered 503.
 //! A lost connection answers the batch 503 and reconnects: if the COMMIT
 //! had reached the server, a client retrying with its Idempotency-Key gets
-//! the committed answer.
+//! the committed answer. A statement or lock timeout (a slot row held by
+//! another session past `lock_timeout`, see `connector`) rolls the whole
+//! batch back and answers its jobs 503, keeping the connection: running it
+//! again, together or one call each, would only wait out the same lock
+//! again while every job behind it queues; the clients retry with their
+//! keys.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
@@ -29,8 +34,9 @@ use tokio_postgres::{Client, Transaction};
 
 use super::batch;
 use super::cache::{slots_payload, Cache, CachedSlot};
+use super::connector::Connector;
 use super::online::{self, Env, Job, JobError, Reply, Statements};
-use super::schema::{connect, CHANGES};
+use super::schema::CHANGES;
 use crate::error::ServiceError;
 
 /// How often a batch that lost a deadlock or a serialization conflict runs
@@ -198,6 +204,8 @@ enum BatchError {
     OneByOne(JobError),
     /// Deadlock or serialization failure: run it again.
     Conflict(tokio_postgres::Error),
+    /// A session time limit ran out: rolled back, answered 503.
+    Timeout(tokio_postgres::Error),
     /// The connection (or the database) is gone.
     Connection(tokio_postgres::Error),
 }
@@ -206,6 +214,7 @@ fn classify(e: tokio_postgres::Error) -> BatchError {
     match e.code() {
         Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED => BatchError::Conflict(e),
         Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE => BatchError::Conflict(e),
+        _ if super::schema::is_timeout(&e) => BatchError::Timeout(e),
         _ => BatchError::Connection(e),
     }
 }
@@ -217,7 +226,7 @@ fn is_conflict(e: &tokio_postgres::Error) -> bool {
 }
 
 pub struct Writer {
-    pub url: String,
+    pub connector: Connector,
     pub env: Arc<Env>,
     pub cache: Arc<Cache>,
     pub max_batch: usize,
@@ -266,7 +275,7 @@ impl Writer {
             held_over.extend(next_round);
             let conn = match client.as_mut().filter(|(c, _)| !c.is_closed()) {
                 Some(c) => c,
-                None => match connect_prepared(&self.url).await {
+                None => match connect_prepared(&self.connector).await {
                     Ok(c) => {
                         backoff = Duration::from_millis(50);
                         client.insert(c)
@@ -358,6 +367,12 @@ impl Writer {
                     answer_all(batch, || ServiceError::Unavailable);
                     return;
                 }
+                Err(BatchError::Timeout(e)) => {
+                    metrics::counter!("tessera_pg_batch_timeouts_total").increment(1);
+                    tracing::warn!(error = %super::schema::loggable(&e), jobs = batch.len(), "batch ran out of time; rolled back, answered 503");
+                    answer_all(batch, || ServiceError::Unavailable);
+                    return;
+                }
                 Err(BatchError::Connection(e)) => {
                     tracing::warn!(error = %e, jobs = batch.len(), "batch failed on the connection; answered 503");
                     answer_all(batch, || ServiceError::Unavailable);
@@ -395,7 +410,11 @@ impl Writer {
                             notified = sent;
                             answers
                         }
-                        Err(JobError::Pg(e)) if is_conflict(&e) || e.is_closed() => {
+                        Err(JobError::Pg(e))
+                            if is_conflict(&e)
+                                || e.is_closed()
+                                || super::schema::is_timeout(&e) =>
+                        {
                             return Err(classify(e))
                         }
                         Err(e) => return Err(BatchError::OneByOne(e)),
@@ -487,6 +506,8 @@ impl Writer {
                 Ok(done)
             }
             Err(JobError::Pg(e)) if is_conflict(&e) => Err(BatchError::Conflict(e)),
+            // The transaction is aborted: the whole batch is answered 503.
+            Err(JobError::Pg(e)) if super::schema::is_timeout(&e) => Err(BatchError::Timeout(e)),
             Err(JobError::Pg(e)) if e.is_closed() => Err(BatchError::Connection(e)),
             Err(e) => {
                 // A bug or a broken constraint (the oversell CHECK, say):
@@ -507,8 +528,10 @@ impl Writer {
     }
 }
 
-async fn connect_prepared(url: &str) -> Result<(Client, Statements), crate::postgres::PgError> {
-    let client = connect(url).await?;
+async fn connect_prepared(
+    connector: &Connector,
+) -> Result<(Client, Statements), crate::postgres::PgError> {
+    let client = connector.connect("writer").await?;
     let st = Statements::prepare(&client).await?;
     Ok((client, st))
 }

@@ -19,6 +19,10 @@ pub enum ReportError {
     /// The database could not be read.
     #[error("reading the day's facts: {0}")]
     Storage(String),
+    /// The database is out of reach or gave up on a time limit: the same
+    /// report may well load a moment later (answered 503).
+    #[error("reading the day's facts: {0}")]
+    Unavailable(String),
     /// A stored value does not read back as what it should be.
     #[error("{0}")]
     Data(String),

@@ -293,6 +293,35 @@ impl Drop for PgCluster {
     }
 }
 
+/// Another application's session that keeps the rows its statement locked
+/// (`SELECT … FOR UPDATE`) in an open transaction until [`HeldLocks::release`]
+/// or drop (the connection closes, PostgreSQL rolls back).
+pub struct HeldLocks {
+    client: tokio_postgres::Client,
+}
+
+impl HeldLocks {
+    /// Opens a session on `database_url` and runs `BEGIN; {sql}` in it.
+    pub async fn take(database_url: &str, sql: &str) -> HeldLocks {
+        let (client, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test cluster");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("BEGIN; {sql}"))
+            .await
+            .expect("take the locks");
+        HeldLocks { client }
+    }
+
+    pub async fn release(self) {
+        self.client
+            .batch_execute("ROLLBACK")
+            .await
+            .expect("release the locks");
+    }
+}
+
 /// A museum initialised in a PostgreSQL database: what every process serving
 /// it shares (the clock offset, the test day, the test channel's token).
 pub struct PgMuseum {
@@ -451,6 +480,12 @@ impl PgServer {
 
     pub fn log_path(&self) -> &Path {
         &self.log
+    }
+
+    /// The process id: its PostgreSQL connections are named
+    /// `tessera <pid> <part>` in `pg_stat_activity`.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
     /// SIGKILL.
