@@ -29,6 +29,7 @@ pub mod limits;
 pub mod money;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod payment;
 pub mod pricing;
 pub mod reconcile;
 pub mod shop;

@@ -16,13 +16,15 @@
 //! transaction. Never money without tickets, never tickets without money.
 
 use serde_json::json;
-use tessera_core::api::shop::{
-    Booking, BookingTicket, CheckoutState, CheckoutStatus, Language, TicketState,
+use tessera_core::api::shop::{Booking, BookingTicket, CheckoutStatus, Language};
+use tessera_core::booking::{
+    cancellable_until, may_resend, plan_cancel, resend_window_start, ticket_state,
+    unclaimed_tokens_before, TicketFacts,
 };
-use tessera_core::booking::{cancellable_until, plan_cancel, TicketFacts};
 use tessera_core::clock::from_ms;
 use tessera_core::ids::new_id;
 use tessera_core::money::{Currency, Money};
+use tessera_core::payment::{self, PaymentStatus};
 use tessera_core::pricing::PricedLine;
 use tessera_core::slot::SlotId;
 use tokio_postgres::Transaction;
@@ -39,10 +41,6 @@ use crate::store::{
 };
 
 type Outcome<T> = PgResult<Result<T, ServiceError>>;
-
-/// Resends of one booking's email per day: enough for a visitor, too few to
-/// make the museum's mail server a spam cannon.
-const RESENDS_PER_DAY: i64 = 5;
 
 /// How long refunds handed to a process's refund task are kept from the
 /// others: at least this, and a minute per refund claimed, since the task
@@ -284,12 +282,7 @@ pub(super) async fn checkout_status(
     };
     let (payment_id, status, token): (String, String, Option<String>) =
         (r.get(0), r.get(1), r.get(2));
-    let state = match status.as_str() {
-        "paid" => CheckoutState::Confirmed,
-        "failed" => CheckoutState::Failed,
-        "refunding" | "refunded" => CheckoutState::Refunded,
-        _ => CheckoutState::AwaitingPayment,
-    };
+    let status: PaymentStatus = status.parse().map_err(bad)?;
     if token.is_some() {
         // Handed to the return page once; the email carries the link too.
         tx.execute(
@@ -298,11 +291,7 @@ pub(super) async fn checkout_status(
         )
         .await?;
     }
-    Ok(Ok(CheckoutStatus {
-        checkout_id: checkout_id.to_string(),
-        state,
-        booking_token: token,
-    }))
+    Ok(Ok(payment::checkout_status(checkout_id, status, token)))
 }
 
 struct PaymentRow {
@@ -946,13 +935,7 @@ async fn ticket_rows(
                 .map(|l| l.unit_price)
                 .unwrap_or(0)
         });
-        let state = if r.get::<_, bool>(5) {
-            TicketState::Cancelled
-        } else if r.get::<_, bool>(6) {
-            TicketState::Used
-        } else {
-            TicketState::Valid
-        };
+        let state = ticket_state(r.get(5), r.get(6));
         out.push(TicketRow {
             facts: TicketFacts {
                 ticket_id: r.get(0),
@@ -1174,15 +1157,15 @@ pub(super) async fn resend(
         .query_one(
             "SELECT COUNT(*) FROM mail_outbox
              WHERE order_id = $1 AND kind = 'resend' AND created_at > $2",
-            &[&order_id, &(now_ms - 24 * 3600 * 1000)],
+            &[&order_id, &resend_window_start(now_ms)],
         )
         .await?
         .get(0);
-    if recent >= RESENDS_PER_DAY {
+    if let Err(refusal) = may_resend(u32::try_from(recent).unwrap_or(u32::MAX)) {
         return Ok(Err(ServiceError::refused(
             429,
-            "too_many_resends",
-            format!("this booking's email was sent again {recent} times today; try tomorrow"),
+            refusal.code(),
+            refusal.to_string(),
         )));
     }
     let Some(b) = load_booking(tx, env, order_id, context).await? else {
@@ -1222,18 +1205,14 @@ pub(super) async fn demo_payment(
 }
 
 /// Forgets "my booking" tokens kept in clear for a return page that never
-/// polled (the visitor has the link in their email), as the SQLite backend's
-/// housekeeping does.
+/// polled (the visitor has the link in their email; core's
+/// `UNCLAIMED_TOKEN_MS` says how long they are kept).
 pub(super) async fn forget_unclaimed_tokens(tx: &Transaction<'_>, now_ms: i64) -> Outcome<()> {
     tx.execute(
         "UPDATE payments SET booking_token = NULL
          WHERE booking_token IS NOT NULL AND COALESCE(paid_at, created_at) <= $1",
-        &[&(now_ms - UNCLAIMED_TOKEN_MS)],
+        &[&unclaimed_tokens_before(now_ms)],
     )
     .await?;
     Ok(Ok(()))
 }
-
-/// How long a paid checkout keeps its booking token in clear (the SQLite
-/// backend's `UNCLAIMED_TOKEN_MS`).
-const UNCLAIMED_TOKEN_MS: i64 = 3_600_000;

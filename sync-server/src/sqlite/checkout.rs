@@ -16,13 +16,14 @@
 
 use rusqlite::{params, OptionalExtension};
 use serde_json::json;
-use tessera_core::api::shop::{
-    Booking, BookingTicket, CheckoutState, CheckoutStatus, Language, TicketState,
+use tessera_core::api::shop::{Booking, BookingTicket, CheckoutStatus, Language};
+use tessera_core::booking::{
+    cancellable_until, may_resend, plan_cancel, resend_window_start, ticket_state, TicketFacts,
 };
-use tessera_core::booking::{cancellable_until, plan_cancel, TicketFacts};
 use tessera_core::clock::from_ms;
 use tessera_core::ids::new_id;
 use tessera_core::money::{Currency, Money};
+use tessera_core::payment::{self, PaymentStatus};
 use tessera_core::pricing::PricedLine;
 use tessera_core::slot::SlotId;
 use tessera_core::tally::ONLINE_ACTOR;
@@ -40,10 +41,6 @@ use crate::store::{
 use crate::store::{PaymentEvent, PaymentEventKind};
 
 type Outcome<T> = Result<Result<T, ServiceError>, Fatal>;
-
-/// Resends of one booking's email per day: enough for a visitor, too few to
-/// make the museum's mail server a spam cannon.
-const RESENDS_PER_DAY: i64 = 5;
 
 pub(crate) fn language_of(code: &str) -> Language {
     match code {
@@ -190,23 +187,16 @@ pub(crate) fn checkout_status(ctx: &mut Ctx<'_>, checkout_id: &str) -> Outcome<C
             "no checkout has this id",
         )));
     };
-    let state = match status.as_str() {
-        "paid" => CheckoutState::Confirmed,
-        "failed" => CheckoutState::Failed,
-        "refunding" | "refunded" => CheckoutState::Refunded,
-        _ => CheckoutState::AwaitingPayment,
-    };
+    let status: PaymentStatus = status
+        .parse()
+        .map_err(|e: payment::PaymentError| Fatal::Bookkeeping(e.to_string()))?;
     if token.is_some() {
         // Handed to the return page once; the email carries the link too.
         ctx.tx
             .prepare_cached("UPDATE payments SET booking_token = NULL WHERE payment_id = ?1")?
             .execute(params![payment_id])?;
     }
-    Ok(Ok(CheckoutStatus {
-        checkout_id: checkout_id.to_string(),
-        state,
-        booking_token: token,
-    }))
+    Ok(Ok(payment::checkout_status(checkout_id, status, token)))
 }
 
 struct PaymentRow {
@@ -710,13 +700,7 @@ fn ticket_rows(
                 .map(|l| l.unit_price)
                 .unwrap_or(0)
         });
-        let state = if voided {
-            TicketState::Cancelled
-        } else if used {
-            TicketState::Used
-        } else {
-            TicketState::Valid
-        };
+        let state = ticket_state(voided, used);
         out.push(TicketRow {
             facts: TicketFacts {
                 ticket_id,
@@ -954,14 +938,14 @@ pub(crate) fn resend(ctx: &mut Ctx<'_>, token: &str, context: &BookingContext) -
             "SELECT COUNT(*) FROM mail_outbox WHERE order_id = ?1 AND kind = 'resend' AND created_at > ?2",
         )?
         .query_row(
-            params![Text(&order_id), ctx.now_ms - 24 * 3600 * 1000],
+            params![Text(&order_id), resend_window_start(ctx.now_ms)],
             |r| r.get(0),
         )?;
-    if recent >= RESENDS_PER_DAY {
+    if let Err(refusal) = may_resend(u32::try_from(recent).unwrap_or(u32::MAX)) {
         return Ok(Err(ServiceError::refused(
             429,
-            "too_many_resends",
-            format!("this booking's email was sent again {recent} times today; try tomorrow"),
+            refusal.code(),
+            refusal.to_string(),
         )));
     }
     let Some(b) = load_booking(ctx, order_id, context)? else {
