@@ -167,7 +167,7 @@ pub fn check_take(offer: &OfferFacts, requested: u32, now_ms: i64) -> Result<(),
         EntryState::Offered => {}
         EntryState::Waiting | EntryState::Ended => return Err(TakeRefusal::Expired),
     }
-    if !offer.hold_open || !offer.expires_ms.is_some_and(|e| e > now_ms) {
+    if !offer.hold_open || offer.expires_ms.is_none_or(|e| e <= now_ms) {
         // The sweep marks it expired and passes the places on; this answer
         // changes nothing.
         return Err(TakeRefusal::Expired);
