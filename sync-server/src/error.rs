@@ -94,6 +94,20 @@ pub enum WaitlistError {
     TooManyEntries { who: &'static str, max: u32 },
 }
 
+impl From<tessera_core::waitlist::TakeRefusal> for ServiceError {
+    fn from(refusal: tessera_core::waitlist::TakeRefusal) -> Self {
+        use tessera_core::waitlist::TakeRefusal;
+        match refusal {
+            TakeRefusal::Taken => WaitlistError::OfferTaken.into(),
+            TakeRefusal::Expired => WaitlistError::OfferExpired.into(),
+            TakeRefusal::TooMany { party, requested } => {
+                WaitlistError::TooManyForOffer { party, requested }.into()
+            }
+            TakeRefusal::SlotPast(slot) => ServiceError::SlotPast(slot.to_string()),
+        }
+    }
+}
+
 impl WaitlistError {
     fn code(&self) -> &'static str {
         use tessera_core::waitlist::JoinRefusal;

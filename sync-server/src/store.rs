@@ -201,6 +201,28 @@ pub struct PaymentEvent {
     pub amount: Option<Money>,
 }
 
+impl PaymentEventKind {
+    /// The word `webhook_events.kind` stores.
+    pub fn word(self) -> &'static str {
+        match self {
+            PaymentEventKind::Paid => "paid",
+            PaymentEventKind::Failed => "failed",
+        }
+    }
+}
+
+impl PaymentEvent {
+    /// The event as core's payment rules judge it.
+    pub fn provider_event(&self) -> tessera_core::payment::ProviderEvent {
+        match self.kind {
+            PaymentEventKind::Paid => tessera_core::payment::ProviderEvent::Paid {
+                captured: self.amount,
+            },
+            PaymentEventKind::Failed => tessera_core::payment::ProviderEvent::Failed,
+        }
+    }
+}
+
 /// What the demo page shows about a payment.
 #[derive(Clone, Debug)]
 pub struct DemoPayment {
@@ -230,6 +252,20 @@ pub enum EventOutcome {
     Refunding { hold_id: Uuid },
     /// Failed: nothing was taken; the hold was released.
     Failed { hold_id: Uuid },
+}
+
+impl EventOutcome {
+    /// The word `webhook_events.outcome` stores.
+    pub fn word(&self) -> &'static str {
+        match self {
+            EventOutcome::Replayed => "replayed",
+            EventOutcome::UnknownPayment => "unknown_payment",
+            EventOutcome::AlreadySettled => "already_settled",
+            EventOutcome::Confirmed { .. } => "confirmed",
+            EventOutcome::Refunding { .. } => "refunding",
+            EventOutcome::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// A refund the background task should send to the provider now.

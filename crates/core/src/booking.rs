@@ -121,6 +121,66 @@ pub fn plan_cancel(
     })
 }
 
+/// Resends of one booking's email per day: enough for a visitor, too few to
+/// make the museum's mail server a spam cannon.
+pub const RESENDS_PER_DAY: u32 = 5;
+
+/// The window resends are counted over: the last 24 hours, not the calendar
+/// day, so a visitor cannot send ten around midnight.
+pub const RESEND_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
+/// How long a paid checkout keeps its "my booking" token in clear for a
+/// return page that has not polled yet. A visitor who never comes back has
+/// the link in their email; the token need not sit in the database for ever.
+pub const UNCLAIMED_TOKEN_MS: i64 = 3_600_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResendRefusal {
+    #[error("this booking's email was sent again {sent} times today; try tomorrow")]
+    TooMany { sent: u32 },
+}
+
+impl ResendRefusal {
+    /// The stable code an API answer carries.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ResendRefusal::TooMany { .. } => "too_many_resends",
+        }
+    }
+}
+
+/// Since when resends count at `now_ms` (see [`RESEND_WINDOW_MS`]).
+pub fn resend_window_start(now_ms: i64) -> i64 {
+    now_ms.saturating_sub(RESEND_WINDOW_MS)
+}
+
+/// May a booking's email be sent again, `recent_sends` resends having been
+/// queued since [`resend_window_start`]?
+pub fn may_resend(recent_sends: u32) -> Result<(), ResendRefusal> {
+    if recent_sends >= RESENDS_PER_DAY {
+        return Err(ResendRefusal::TooMany { sent: recent_sends });
+    }
+    Ok(())
+}
+
+/// Tokens of checkouts paid (or, unpaid, created) at or before this instant
+/// are forgotten at `now_ms` (see [`UNCLAIMED_TOKEN_MS`]).
+pub fn unclaimed_tokens_before(now_ms: i64) -> i64 {
+    now_ms.saturating_sub(UNCLAIMED_TOKEN_MS)
+}
+
+/// What "my booking" says of a ticket. Cancelled wins over used: a ticket
+/// voided after it admitted someone must not read as still standing.
+pub fn ticket_state(voided: bool, used: bool) -> TicketState {
+    if voided {
+        TicketState::Cancelled
+    } else if used {
+        TicketState::Used
+    } else {
+        TicketState::Valid
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +337,40 @@ mod tests {
                 prop_assert!(standing || !lone_add_on);
             }
         }
+    }
+
+    #[test]
+    fn a_booking_email_is_resent_five_times_a_day_not_six() {
+        for sent in 0..RESENDS_PER_DAY {
+            assert_eq!(may_resend(sent), Ok(()));
+        }
+        let refused = may_resend(5).unwrap_err();
+        assert_eq!(refused, ResendRefusal::TooMany { sent: 5 });
+        assert_eq!(refused.code(), "too_many_resends");
+        assert!(refused.to_string().contains("5 times today"));
+        let now = at("2026-12-02T10:00:00Z").as_millisecond();
+        assert_eq!(
+            resend_window_start(now),
+            at("2026-12-01T10:00:00Z").as_millisecond()
+        );
+    }
+
+    #[test]
+    fn an_unclaimed_booking_token_is_kept_an_hour_then_forgotten() {
+        let now = at("2026-12-02T10:00:00Z").as_millisecond();
+        let cutoff = unclaimed_tokens_before(now);
+        // Paid 59 minutes ago: the return page may still poll for it.
+        assert!(at("2026-12-02T09:01:00Z").as_millisecond() > cutoff);
+        // Paid an hour ago: forgotten (the email has the link).
+        assert!(at("2026-12-02T09:00:00Z").as_millisecond() <= cutoff);
+        assert_eq!(unclaimed_tokens_before(i64::MIN), i64::MIN);
+    }
+
+    #[test]
+    fn a_voided_ticket_reads_cancelled_even_once_used() {
+        assert_eq!(ticket_state(false, false), TicketState::Valid);
+        assert_eq!(ticket_state(false, true), TicketState::Used);
+        assert_eq!(ticket_state(true, false), TicketState::Cancelled);
+        assert_eq!(ticket_state(true, true), TicketState::Cancelled);
     }
 }

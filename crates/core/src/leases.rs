@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::api::sync::LeaseWant;
 use crate::catalogue::Catalogue;
 use crate::inventory::{InventoryError, LeaseDecision, LeasePolicy, LeaseTotals, SlotLedger};
-use crate::slot::SlotId;
+use crate::slot::{SlotError, SlotId};
 use crate::upload::{self, VoidPlaces};
 
 /// A counter that synced this recently counts as online when leases are sized.
@@ -380,6 +380,22 @@ pub fn steps_in_sync(
     lease.device_id == device && (lease.slot.date >= today || reported.contains(&lease.lease_id))
 }
 
+/// The first slot that is live for counters on the museum day `today`:
+/// yesterday's first. Slots from here on (and their leases) are what the
+/// server keeps at hand and what a counter's sync looks at; older ones only
+/// matter while a lease of theirs is unsettled, which the backends add by
+/// their own query. Yesterday, not today: late reports of yesterday's sales
+/// still arrive, and a counter whose clock runs a little behind the server's
+/// still calls yesterday "today" around midnight.
+pub fn first_live_slot(today: jiff::civil::Date) -> Result<SlotId, SlotError> {
+    // Only the first day jiff knows has no yesterday; ticket codes cannot
+    // carry it anyway.
+    let yesterday = today
+        .yesterday()
+        .map_err(|_| SlotError::DateOutOfRange(today))?;
+    SlotId::new(yesterday, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,5 +484,23 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn yesterdays_slots_stay_live_for_late_counters_older_ones_do_not() {
+        use jiff::civil::date;
+        let first = first_live_slot(date(2026, 12, 3)).expect("a date tickets can carry");
+        assert_eq!(first.to_string(), "2026-12-02T00:00");
+        let late_yesterday: SlotId = "2026-12-02T17:30".parse().expect("slot");
+        let two_days_ago: SlotId = "2026-12-01T17:30".parse().expect("slot");
+        assert!(late_yesterday >= first);
+        assert!(two_days_ago < first);
+        // New year: yesterday is in the year before.
+        assert_eq!(
+            first_live_slot(date(2027, 1, 1)).map(|s| s.to_string()),
+            Ok("2026-12-31T00:00".to_string())
+        );
+        // A day whose yesterday no ticket can carry is refused, not wrapped.
+        assert!(first_live_slot(date(2000, 1, 1)).is_err());
     }
 }

@@ -8,8 +8,11 @@
 //! backend loads: judging a counter's upload (`upload`, `upload::batch`), a
 //! lease's state and its sizing (`leases`), the counter's side of a lease
 //! (`counter_lease`), reconciling reports and
-//! over-capacity flags (`reconcile`), and the day report's arithmetic over
-//! the facts a backend loads (`day_report`). Backends load, call these, and write.
+//! over-capacity flags (`reconcile`), the day report's arithmetic over
+//! the facts a backend loads (`day_report`), and the shop's rules a backend
+//! would otherwise decide itself: a payment's provider events (`payment`),
+//! what "my booking" allows (`booking`), and waiting-list offers
+//! (`waitlist`). Backends load, call these, and write.
 //! Clocks, files, sockets and randomness stay at the edges: functions here take
 //! `now` and seeds as arguments.
 
@@ -30,6 +33,7 @@ pub mod limits;
 pub mod money;
 #[cfg(feature = "openapi")]
 mod openapi;
+pub mod payment;
 pub mod pricing;
 pub mod reconcile;
 pub mod shop;

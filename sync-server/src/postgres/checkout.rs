@@ -16,13 +16,18 @@
 //! transaction. Never money without tickets, never tickets without money.
 
 use serde_json::json;
-use tessera_core::api::shop::{
-    Booking, BookingTicket, CheckoutState, CheckoutStatus, Language, TicketState,
+use tessera_core::api::shop::{Booking, BookingTicket, CheckoutStatus, Language};
+use tessera_core::booking::{
+    cancellable_until, may_resend, plan_cancel, resend_window_start, ticket_state,
+    unclaimed_tokens_before, TicketFacts,
 };
-use tessera_core::booking::{cancellable_until, plan_cancel, TicketFacts};
 use tessera_core::clock::from_ms;
 use tessera_core::ids::new_id;
 use tessera_core::money::{Currency, Money};
+use tessera_core::payment::{
+    self, judge_event, Decision, EventPlan, HoldFacts, HoldStatus, PaymentFacts, PaymentStatus,
+    RefundReason, SlotFacts,
+};
 use tessera_core::pricing::PricedLine;
 use tessera_core::slot::SlotId;
 use tokio_postgres::Transaction;
@@ -34,15 +39,11 @@ use super::shop::{lock_slots, must_change_slot, release_hold, Changes, Locked, P
 use crate::error::ServiceError;
 use crate::secrets;
 use crate::store::{
-    BookingContext, DemoPayment, DueRefund, EventOutcome, PaymentEvent, PaymentEventKind,
-    PaymentRecord, RefundAttempt, Visitor,
+    BookingContext, DemoPayment, DueRefund, EventOutcome, PaymentEvent, PaymentRecord,
+    RefundAttempt, Visitor,
 };
 
 type Outcome<T> = PgResult<Result<T, ServiceError>>;
-
-/// Resends of one booking's email per day: enough for a visitor, too few to
-/// make the museum's mail server a spam cannon.
-const RESENDS_PER_DAY: i64 = 5;
 
 /// How long refunds handed to a process's refund task are kept from the
 /// others: at least this, and a minute per refund claimed, since the task
@@ -120,7 +121,7 @@ async fn closed_hold_error(tx: &Transaction<'_>, hold_id: Uuid) -> PgResult<Serv
 /// A hold as a payment needs it, its row locked.
 struct HoldRow {
     slot: String,
-    status: String,
+    status: HoldStatus,
     admissions: u32,
     lines: Vec<PricedLine>,
     total: i64,
@@ -140,7 +141,7 @@ async fn lock_hold(tx: &Transaction<'_>, hold_id: Uuid) -> PgResult<Option<HoldR
     };
     Ok(Some(HoldRow {
         slot: r.get(0),
-        status: r.get(1),
+        status: r.get::<_, String>(1).parse().map_err(bad)?,
         admissions: to_u32(r.get(2), "a hold's admissions")?,
         lines: serde_json::from_value(r.get(3)).map_err(bad)?,
         total: r.get(4),
@@ -164,7 +165,7 @@ pub(super) async fn begin_checkout(
     let Some(hold) = lock_hold(tx, hold_id).await? else {
         return Ok(Err(ServiceError::UnknownHold(hold_id.to_string())));
     };
-    if hold.status != "held" {
+    if hold.status != HoldStatus::Held {
         return Ok(Err(closed_hold_error(tx, hold_id).await?));
     }
     // Places a waiting-list offer keeps are paid for only after the offer's
@@ -284,12 +285,7 @@ pub(super) async fn checkout_status(
     };
     let (payment_id, status, token): (String, String, Option<String>) =
         (r.get(0), r.get(1), r.get(2));
-    let state = match status.as_str() {
-        "paid" => CheckoutState::Confirmed,
-        "failed" => CheckoutState::Failed,
-        "refunding" | "refunded" => CheckoutState::Refunded,
-        _ => CheckoutState::AwaitingPayment,
-    };
+    let status: PaymentStatus = status.parse().map_err(bad)?;
     if token.is_some() {
         // Handed to the return page once; the email carries the link too.
         tx.execute(
@@ -298,22 +294,63 @@ pub(super) async fn checkout_status(
         )
         .await?;
     }
-    Ok(Ok(CheckoutStatus {
-        checkout_id: checkout_id.to_string(),
-        state,
-        booking_token: token,
-    }))
+    Ok(Ok(payment::checkout_status(checkout_id, status, token)))
 }
 
+/// A payment as applying an event needs it, its row locked.
 struct PaymentRow {
     payment_id: String,
     hold_id: Uuid,
-    status: String,
-    amount: i64,
-    currency: String,
+    status: PaymentStatus,
+    amount: Money,
     name: String,
     email: String,
     language: String,
+}
+
+async fn lock_payment(
+    tx: &Transaction<'_>,
+    provider: &str,
+    payment_id: &str,
+) -> PgResult<Option<PaymentRow>> {
+    let Some(r) = tx
+        .query_opt(
+            "SELECT payment_id, hold_id, status, amount, currency, visitor_name, email, language
+             FROM payments WHERE payment_id = $1 AND provider = $2 FOR UPDATE",
+            &[&payment_id, &provider],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(PaymentRow {
+        payment_id: r.get(0),
+        hold_id: r.get(1),
+        status: r.get::<_, String>(2).parse().map_err(bad)?,
+        amount: Money::new(r.get(3), currency(&r.get::<_, String>(4))?),
+        name: r.get(5),
+        email: r.get(6),
+        language: r.get(7),
+    }))
+}
+
+/// What core's payment rules are told about a payment; the hold's slot row
+/// is locked, so its ledger is the one the writes below change.
+fn payment_facts(locked: &Locked, payment: &PaymentRow, hold: &HoldRow) -> PaymentFacts {
+    PaymentFacts {
+        status: payment.status,
+        amount: payment.amount,
+        hold: HoldFacts {
+            status: hold.status,
+            has_lines: !hold.lines.is_empty(),
+            admissions: hold.admissions,
+            expires_ms: hold.expires_ms,
+        },
+        slot: locked.get(&hold.slot).map(|row| SlotFacts {
+            ledger: row.ledger,
+            ends_ms: row.slot.ends_at.as_millisecond(),
+        }),
+    }
 }
 
 pub(super) async fn apply_event(
@@ -325,10 +362,6 @@ pub(super) async fn apply_event(
     booking: &BookingContext,
 ) -> Outcome<EventOutcome> {
     let now_ms = env.clock.now_ms();
-    let kind = match event.kind {
-        PaymentEventKind::Paid => "paid",
-        PaymentEventKind::Failed => "failed",
-    };
     // The hold's slot row first, as every writer takes slot rows first.
     let slot: Option<String> = tx
         .query_opt(
@@ -346,36 +379,40 @@ pub(super) async fn apply_event(
         .execute(
             "INSERT INTO webhook_events (provider, event_id, payment_id, kind, outcome, received_at)
              VALUES ($1, $2, $3, $4, 'applying', $5) ON CONFLICT (provider, event_id) DO NOTHING",
-            &[&provider, &event.event_id, &event.payment_id, &kind, &now_ms],
+            &[
+                &provider,
+                &event.event_id,
+                &event.payment_id,
+                &event.kind.word(),
+                &now_ms,
+            ],
         )
         .await?;
-    if fresh == 0 {
-        metrics::counter!("tessera_webhook_replays_total").increment(1);
-        return Ok(Ok(EventOutcome::Replayed));
+    let mut loaded = None;
+    if fresh > 0 {
+        if let Some(payment) = lock_payment(tx, provider, &event.payment_id).await? {
+            let Some(hold) = lock_hold(tx, payment.hold_id).await? else {
+                return Err(bad(format!(
+                    "payment names hold {}, which does not exist",
+                    payment.hold_id
+                )));
+            };
+            loaded = Some((payment, hold));
+        }
     }
-    let payment = tx
-        .query_opt(
-            "SELECT payment_id, hold_id, status, amount, currency, visitor_name, email, language
-             FROM payments WHERE payment_id = $1 AND provider = $2 FOR UPDATE",
-            &[&event.payment_id, &provider],
-        )
-        .await?
-        .map(|r| PaymentRow {
-            payment_id: r.get(0),
-            hold_id: r.get(1),
-            status: r.get(2),
-            amount: r.get(3),
-            currency: r.get(4),
-            name: r.get(5),
-            email: r.get(6),
-            language: r.get(7),
-        });
-    let outcome = match payment {
-        None => {
+    let facts = loaded.as_ref().map(|(p, h)| payment_facts(&locked, p, h));
+    let plan =
+        judge_event(event.provider_event(), fresh > 0, facts.as_ref(), now_ms).map_err(bad)?;
+    let outcome = match (plan.decision, loaded) {
+        (Decision::Replayed, _) => {
+            metrics::counter!("tessera_webhook_replays_total").increment(1);
+            return Ok(Ok(EventOutcome::Replayed));
+        }
+        (_, None) => {
             tracing::warn!(%provider, event = %event.event_id, "verified event names no payment of ours; acknowledged");
             EventOutcome::UnknownPayment
         }
-        Some(payment) => {
+        (_, Some((payment, hold))) => {
             let mut step = Step {
                 tx,
                 env,
@@ -383,10 +420,7 @@ pub(super) async fn apply_event(
                 locked: &mut locked,
                 now_ms,
             };
-            let outcome = match event.kind {
-                PaymentEventKind::Paid => step.paid(payment, event, booking).await?,
-                PaymentEventKind::Failed => step.failed(payment).await?,
-            };
+            let outcome = step.carry_out(plan, payment, hold, event, booking).await?;
             // Places given back go to the waiting line before anyone sees
             // them free.
             let ids: Vec<String> = slot.into_iter().collect();
@@ -394,17 +428,9 @@ pub(super) async fn apply_event(
             outcome
         }
     };
-    let word = match &outcome {
-        EventOutcome::Replayed => "replayed",
-        EventOutcome::UnknownPayment => "unknown_payment",
-        EventOutcome::AlreadySettled => "already_settled",
-        EventOutcome::Confirmed { .. } => "confirmed",
-        EventOutcome::Refunding { .. } => "refunding",
-        EventOutcome::Failed { .. } => "failed",
-    };
     tx.execute(
         "UPDATE webhook_events SET outcome = $3 WHERE provider = $1 AND event_id = $2",
-        &[&provider, &event.event_id, &word],
+        &[&provider, &event.event_id, &outcome.word()],
     )
     .await?;
     Ok(Ok(outcome))
@@ -414,23 +440,6 @@ fn slot_in<'a>(locked: &'a mut Locked, id: &str) -> PgResult<&'a mut super::cach
     locked
         .get_mut(id)
         .ok_or_else(|| bad(format!("slot {id} was not locked")))
-}
-
-/// Why a paid payment got no order.
-enum NoOrder {
-    /// The hold's slot had no room left (or was over) when the money came.
-    NoPlaces,
-    /// Another payment of the same hold was confirmed first.
-    Duplicate,
-}
-
-impl NoOrder {
-    fn reason(&self) -> &'static str {
-        match self {
-            NoOrder::NoPlaces => "no_places",
-            NoOrder::Duplicate => "duplicate",
-        }
-    }
 }
 
 /// What applying one event works with.
@@ -443,105 +452,95 @@ struct Step<'a, 't> {
 }
 
 impl Step<'_, '_> {
-    async fn set_status(&self, payment_id: &str, status: &str) -> PgResult<()> {
+    async fn set_status(&self, payment_id: &str, status: PaymentStatus) -> PgResult<()> {
         self.tx
             .execute(
                 "UPDATE payments SET status = $2 WHERE payment_id = $1",
-                &[&payment_id, &status],
+                &[&payment_id, &status.as_str()],
             )
             .await?;
         Ok(())
     }
 
-    async fn release(&mut self, hold_id: Uuid, status: &str) -> PgResult<bool> {
-        release_hold(
-            self.tx,
-            self.changes,
-            self.locked,
-            hold_id,
-            status,
-            &self.env.process,
-        )
-        .await
-    }
-
-    async fn paid(
+    /// Writes what core decided for a payment's event.
+    async fn carry_out(
         &mut self,
+        plan: EventPlan,
         payment: PaymentRow,
+        hold: HoldRow,
         event: &PaymentEvent,
         booking: &BookingContext,
     ) -> PgResult<EventOutcome> {
         let hold_id = payment.hold_id;
-        if matches!(payment.status.as_str(), "paid" | "refunding" | "refunded") {
-            return Ok(EventOutcome::AlreadySettled);
-        }
-        self.tx
-            .execute(
-                "UPDATE payments SET refund_ref = COALESCE($2, refund_ref), paid_at = $3
-                 WHERE payment_id = $1",
-                &[&payment.payment_id, &event.refund_ref, &self.now_ms],
-            )
-            .await?;
-        let captured = event.amount.map(|m| m.amount).unwrap_or(payment.amount);
-        let mismatch = event
-            .amount
-            .is_some_and(|m| m.amount != payment.amount || m.currency.as_str() != payment.currency);
-        if mismatch {
-            tracing::error!(payment = %payment.payment_id, captured, expected = payment.amount,
-                "provider captured another amount than the order's; refunding it, no tickets issued");
-            self.release(hold_id, "cancelled").await?;
-            queue_refund(
-                self.tx,
-                &payment,
-                None,
-                captured,
-                "amount_mismatch",
-                None,
-                self.now_ms,
-            )
-            .await?;
-            self.refund_notice(&payment, captured, "amount_mismatch", booking)
+        if plan.money_arrived() {
+            self.tx
+                .execute(
+                    "UPDATE payments SET refund_ref = COALESCE($2, refund_ref), paid_at = $3
+                     WHERE payment_id = $1",
+                    &[&payment.payment_id, &event.refund_ref, &self.now_ms],
+                )
                 .await?;
-            self.set_status(&payment.payment_id, "refunding").await?;
-            return Ok(EventOutcome::Refunding { hold_id });
         }
-        let Some(hold) = lock_hold(self.tx, hold_id).await? else {
-            return Err(bad(format!(
-                "payment names hold {hold_id}, which does not exist"
-            )));
-        };
-        let open = hold.status == "held" && !hold.lines.is_empty();
-        let taken = if open && hold.expires_ms > self.now_ms {
-            let slot = slot_in(self.locked, &hold.slot)?;
-            let n = hold.admissions;
-            must_change_slot(self.tx, self.changes, slot, |l| l.confirm_hold(n)).await?;
-            Ok(())
-        } else {
-            if open {
-                self.release(hold_id, "expired").await?;
+        if let Some(end) = plan.release {
+            release_hold(
+                self.tx,
+                self.changes,
+                self.locked,
+                hold_id,
+                end.status().as_str(),
+                &self.env.process,
+            )
+            .await?;
+        }
+        let n = hold.admissions;
+        match plan.decision {
+            Decision::Replayed | Decision::UnknownPayment | Decision::AlreadySettled => {
+                return Ok(EventOutcome::AlreadySettled)
             }
-            // Expired (now released) or already closed: the same lines
-            // again, if there is room.
-            self.rehold(&hold).await?
-        };
-        if let Err(why) = taken {
-            tracing::warn!(payment = %payment.payment_id, %hold_id, reason = why.reason(),
-                "paid, but no order can be issued; the payment is queued for a refund");
-            metrics::counter!("tessera_paid_without_places_total").increment(1);
-            queue_refund(
-                self.tx,
-                &payment,
-                None,
-                captured,
-                why.reason(),
-                None,
-                self.now_ms,
-            )
-            .await?;
-            self.refund_notice(&payment, captured, why.reason(), booking)
+            Decision::Failed => {
+                self.set_status(&payment.payment_id, PaymentStatus::Failed)
+                    .await?;
+                return Ok(EventOutcome::Failed { hold_id });
+            }
+            Decision::Refund { reason, amount } => {
+                if reason == RefundReason::AmountMismatch {
+                    tracing::error!(payment = %payment.payment_id, captured = amount.amount, expected = payment.amount.amount,
+                        "provider captured another amount than the order's; refunding it, no tickets issued");
+                } else {
+                    tracing::warn!(payment = %payment.payment_id, %hold_id, reason = reason.code(),
+                        "paid, but no order can be issued; the payment is queued for a refund");
+                    metrics::counter!("tessera_paid_without_places_total").increment(1);
+                }
+                queue_refund(
+                    self.tx,
+                    &payment.payment_id,
+                    None,
+                    amount,
+                    reason.code(),
+                    None,
+                    self.now_ms,
+                )
                 .await?;
-            self.set_status(&payment.payment_id, "refunding").await?;
-            return Ok(EventOutcome::Refunding { hold_id });
+                self.refund_notice(&payment, amount, reason.code(), booking)
+                    .await?;
+                self.set_status(&payment.payment_id, PaymentStatus::Refunding)
+                    .await?;
+                return Ok(EventOutcome::Refunding { hold_id });
+            }
+            Decision::Confirm => {
+                let slot = slot_in(self.locked, &hold.slot)?;
+                must_change_slot(self.tx, self.changes, slot, |l| l.confirm_hold(n)).await?;
+            }
+            Decision::Rehold => {
+                // Core judged the room on this very ledger (locked).
+                let slot = slot_in(self.locked, &hold.slot)?;
+                must_change_slot(self.tx, self.changes, slot, |l| {
+                    l.hold(n)?;
+                    l.confirm_hold(n)
+                })
+                .await?;
+                metrics::counter!("tessera_paid_after_expiry_reheld_total").increment(1);
+            }
         }
         let token = secrets::new_booking_token();
         let order_id = self.issue_order(hold_id, &hold, &payment, &token).await?;
@@ -569,32 +568,6 @@ impl Step<'_, '_> {
     fn slot(&mut self, id: &str) -> PgResult<&mut super::cache::CachedSlot> {
         slot_in(self.locked, id)
     }
-
-    /// The lines of a hold that is no longer open, held and sold again if
-    /// its slot still has room for them (core's ledger decides).
-    async fn rehold(&mut self, hold: &HoldRow) -> PgResult<Result<(), NoOrder>> {
-        if hold.status == "confirmed" {
-            return Ok(Err(NoOrder::Duplicate));
-        }
-        let now_ms = self.now_ms;
-        let n = hold.admissions;
-        let slot = self.slot(&hold.slot)?;
-        if now_ms >= slot.slot.ends_at.as_millisecond() || slot.ledger.available() < n {
-            return Ok(Err(NoOrder::NoPlaces));
-        }
-        let slot = slot_in(self.locked, &hold.slot)?;
-        let changed = super::shop::change_slot(self.tx, self.changes, slot, |l| {
-            l.hold(n)?;
-            l.confirm_hold(n)
-        })
-        .await?;
-        if changed.is_err() {
-            return Ok(Err(NoOrder::NoPlaces));
-        }
-        metrics::counter!("tessera_paid_after_expiry_reheld_total").increment(1);
-        Ok(Ok(()))
-    }
-
     /// Writes the order and its signed tickets for places already counted
     /// as sold; the hold is marked confirmed.
     async fn issue_order(
@@ -676,41 +649,25 @@ impl Step<'_, '_> {
         Ok(order_id)
     }
 
-    async fn failed(&mut self, payment: PaymentRow) -> PgResult<EventOutcome> {
-        if payment.status != "pending" {
-            return Ok(EventOutcome::AlreadySettled);
-        }
-        self.set_status(&payment.payment_id, "failed").await?;
-        // Nothing was taken: the places go back on sale now rather than
-        // when the hold runs out.
-        self.release(payment.hold_id, "cancelled").await?;
-        Ok(EventOutcome::Failed {
-            hold_id: payment.hold_id,
-        })
-    }
-
     /// Tells a visitor whose payment bought nothing that it is coming back:
     /// there is no booking to write to them about.
     async fn refund_notice(
         &self,
         payment: &PaymentRow,
-        amount: i64,
+        amount: Money,
         reason: &str,
         booking: &BookingContext,
     ) -> PgResult<()> {
-        if amount <= 0 {
+        if amount.amount <= 0 {
             return Ok(());
         }
         let Some(slot) = slot_of_hold(self.tx, payment.hold_id).await? else {
             return Ok(());
         };
-        let Ok(currency) = Currency::new(&payment.currency) else {
-            return Ok(());
-        };
         let notice = crate::delivery::email::RefundNotice {
             language: language_of(&payment.language),
             slot_id: parse_slot(&slot)?,
-            amount: Money::new(amount, currency),
+            amount,
             reason: reason.to_string(),
         };
         let payload = json!({"refund": notice, "link": format!("{}/", booking.public_url)});
@@ -729,14 +686,14 @@ impl Step<'_, '_> {
 
 async fn queue_refund(
     tx: &Transaction<'_>,
-    payment: &PaymentRow,
+    payment_id: &str,
     order_id: Option<Uuid>,
-    amount: i64,
+    amount: Money,
     reason: &str,
     link: Option<&str>,
     now_ms: i64,
 ) -> PgResult<()> {
-    if amount <= 0 {
+    if amount.amount <= 0 {
         return Ok(());
     }
     let refund_id = new_id();
@@ -746,10 +703,10 @@ async fn queue_refund(
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', 0, $8, $9, $8)",
         &[
             &refund_id,
-            &payment.payment_id,
+            &payment_id,
             &order_id,
-            &amount,
-            &payment.currency,
+            &amount.amount,
+            &amount.currency.as_str(),
             &reason,
             &format!("tessera-refund-{refund_id}"),
             &now_ms,
@@ -946,13 +903,7 @@ async fn ticket_rows(
                 .map(|l| l.unit_price)
                 .unwrap_or(0)
         });
-        let state = if r.get::<_, bool>(5) {
-            TicketState::Cancelled
-        } else if r.get::<_, bool>(6) {
-            TicketState::Used
-        } else {
-            TicketState::Valid
-        };
+        let state = ticket_state(r.get(5), r.get(6));
         out.push(TicketRow {
             facts: TicketFacts {
                 ticket_id: r.get(0),
@@ -1083,7 +1034,7 @@ pub(super) async fn cancel(
         return Ok(Err(unknown_booking()));
     };
     let lines: Vec<PricedLine> = serde_json::from_value(r.get(0)).unwrap_or_default();
-    let (payment_id, currency, starts_at): (Option<String>, String, i64) =
+    let (payment_id, order_currency, starts_at): (Option<String>, String, i64) =
         (r.get(1), r.get(2), r.get(3));
     let tickets: Vec<TicketFacts> = ticket_rows(tx, order_id, &lines)
         .await?
@@ -1122,28 +1073,16 @@ pub(super) async fn cancel(
     .await?;
     let booking_link = link(context, token);
     if let Some(payment_id) = payment_id {
-        if plan.refund > 0 {
-            let payment = PaymentRow {
-                payment_id,
-                hold_id: Uuid::nil(),
-                status: String::new(),
-                amount: plan.refund,
-                currency,
-                name: String::new(),
-                email: String::new(),
-                language: String::new(),
-            };
-            queue_refund(
-                tx,
-                &payment,
-                Some(order_id),
-                plan.refund,
-                "cancelled",
-                Some(&booking_link),
-                now_ms,
-            )
-            .await?;
-        }
+        queue_refund(
+            tx,
+            &payment_id,
+            Some(order_id),
+            Money::new(plan.refund, currency(&order_currency)?),
+            RefundReason::Cancelled.code(),
+            Some(&booking_link),
+            now_ms,
+        )
+        .await?;
     }
     metrics::counter!("tessera_tickets_cancelled_total").increment(plan.tickets.len() as u64);
     super::waitlist::offer_places(tx, env, changes, &[slot], now_ms).await?;
@@ -1174,15 +1113,15 @@ pub(super) async fn resend(
         .query_one(
             "SELECT COUNT(*) FROM mail_outbox
              WHERE order_id = $1 AND kind = 'resend' AND created_at > $2",
-            &[&order_id, &(now_ms - 24 * 3600 * 1000)],
+            &[&order_id, &resend_window_start(now_ms)],
         )
         .await?
         .get(0);
-    if recent >= RESENDS_PER_DAY {
+    if let Err(refusal) = may_resend(u32::try_from(recent).unwrap_or(u32::MAX)) {
         return Ok(Err(ServiceError::refused(
             429,
-            "too_many_resends",
-            format!("this booking's email was sent again {recent} times today; try tomorrow"),
+            refusal.code(),
+            refusal.to_string(),
         )));
     }
     let Some(b) = load_booking(tx, env, order_id, context).await? else {
@@ -1222,18 +1161,14 @@ pub(super) async fn demo_payment(
 }
 
 /// Forgets "my booking" tokens kept in clear for a return page that never
-/// polled (the visitor has the link in their email), as the SQLite backend's
-/// housekeeping does.
+/// polled (the visitor has the link in their email; core's
+/// `UNCLAIMED_TOKEN_MS` says how long they are kept).
 pub(super) async fn forget_unclaimed_tokens(tx: &Transaction<'_>, now_ms: i64) -> Outcome<()> {
     tx.execute(
         "UPDATE payments SET booking_token = NULL
          WHERE booking_token IS NOT NULL AND COALESCE(paid_at, created_at) <= $1",
-        &[&(now_ms - UNCLAIMED_TOKEN_MS)],
+        &[&unclaimed_tokens_before(now_ms)],
     )
     .await?;
     Ok(Ok(()))
 }
-
-/// How long a paid checkout keeps its booking token in clear (the SQLite
-/// backend's `UNCLAIMED_TOKEN_MS`).
-const UNCLAIMED_TOKEN_MS: i64 = 3_600_000;

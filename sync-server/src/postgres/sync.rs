@@ -406,8 +406,7 @@ impl Round<'_, '_> {
     }
 
     fn first_live_slot(&self) -> R<SlotId> {
-        let yesterday = self.today.yesterday().map_err(bookkeeping)?;
-        SlotId::new(yesterday, 0).map_err(bookkeeping)
+        leases::first_live_slot(self.today).map_err(bookkeeping)
     }
 
     /// Loads the counter's live leases and the slots the round concerns,

@@ -28,7 +28,9 @@ use tessera_core::api::shop::{Offer, OfferState, WaitlistEntry, WaitlistRequest}
 use tessera_core::clock::from_ms;
 use tessera_core::ids::new_id;
 use tessera_core::pricing::PricedCart;
-use tessera_core::waitlist::{check_join, offers, Waiting};
+use tessera_core::waitlist::{
+    check_join, check_take, offer_state, offers, EntryState, OfferFacts, Waiting,
+};
 use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
@@ -205,19 +207,19 @@ pub(super) async fn read_offer(
     else {
         return Ok(None);
     };
-    let expires_ms: i64 = r.get::<_, Option<i64>>(5).unwrap_or(0);
-    let state = match r.get::<_, String>(4).as_str() {
-        "taken" => OfferState::Taken,
-        "offered" if expires_ms > now_ms => OfferState::Open,
-        _ => OfferState::Expired,
-    };
+    let expires_ms: Option<i64> = r.get(5);
+    let state = offer_state(
+        EntryState::from_stored(&r.get::<_, String>(4)),
+        expires_ms,
+        now_ms,
+    );
     Ok(Some(Offer {
         slot_id: r
             .get::<_, String>(0)
             .parse()
             .map_err(|e: tessera_core::slot::SlotError| bad(e))?,
         party: party(r.get(1))?,
-        expires_at: from_ms(expires_ms),
+        expires_at: from_ms(expires_ms.unwrap_or(0)),
         state,
         language: language_of(&r.get::<_, String>(3)),
         email: r.get(2),
@@ -262,33 +264,24 @@ pub(super) async fn take_offer(
     let (seq, offered, state): (i64, u32, String) = (r.get(0), party(r.get(1))?, r.get(2));
     let (offer_hold, expires_ms, hold_open): (Option<Uuid>, Option<i64>, Option<bool>) =
         (r.get(3), r.get(4), r.get(5));
-    match state.as_str() {
-        "taken" => return Ok(Err(WaitlistError::OfferTaken.into())),
-        "offered" => {}
-        _ => return Ok(Err(WaitlistError::OfferExpired.into())),
-    }
-    let open = offer_hold
-        .filter(|_| hold_open == Some(true))
-        .filter(|_| expires_ms.is_some_and(|e| e > now_ms));
-    let Some(offer_hold) = open else {
-        // The next sweep marks it expired and passes the places on; this
-        // answer changes nothing.
-        return Ok(Err(WaitlistError::OfferExpired.into()));
-    };
-    if cart.admissions > offered {
-        return Ok(Err(WaitlistError::TooManyForOffer {
-            party: offered,
-            requested: cart.admissions,
-        }
-        .into()));
-    }
     let row = locked
         .get(&slot)
         .ok_or_else(|| bad(format!("slot {slot} was not locked")))?;
-    if now_ms >= row.slot.ends_at.as_millisecond() {
-        return Ok(Err(ServiceError::SlotPast(slot)));
-    }
     let slot_id = row.slot.id;
+    let facts = OfferFacts {
+        slot: slot_id,
+        state: EntryState::from_stored(&state),
+        party: offered,
+        expires_ms,
+        hold_open: offer_hold.is_some() && hold_open == Some(true),
+        slot_ends_ms: Some(row.slot.ends_at.as_millisecond()),
+    };
+    if let Err(refusal) = check_take(&facts, cart.admissions, now_ms) {
+        return Ok(Err(refusal.into()));
+    }
+    let Some(offer_hold) = offer_hold else {
+        return Err(bad("an open offer has no hold"));
+    };
     // Past every refusal: from here on a failure rolls the transaction
     // back, never answers 4xx with the offer's places already released.
     release_hold(

@@ -16,13 +16,17 @@
 
 use rusqlite::{params, OptionalExtension};
 use serde_json::json;
-use tessera_core::api::shop::{
-    Booking, BookingTicket, CheckoutState, CheckoutStatus, Language, TicketState,
+use tessera_core::api::shop::{Booking, BookingTicket, CheckoutStatus, Language};
+use tessera_core::booking::{
+    cancellable_until, may_resend, plan_cancel, resend_window_start, ticket_state, TicketFacts,
 };
-use tessera_core::booking::{cancellable_until, plan_cancel, TicketFacts};
 use tessera_core::clock::from_ms;
 use tessera_core::ids::new_id;
 use tessera_core::money::{Currency, Money};
+use tessera_core::payment::{
+    self, judge_event, Decision, EventPlan, HoldFacts, HoldStatus, PaymentFacts, PaymentStatus,
+    RefundReason, SlotFacts,
+};
 use tessera_core::pricing::PricedLine;
 use tessera_core::slot::SlotId;
 use tessera_core::tally::ONLINE_ACTOR;
@@ -34,16 +38,12 @@ use super::state::OpenHold;
 use super::writer::{Ctx, Fatal};
 use crate::error::ServiceError;
 use crate::secrets;
+use crate::store::PaymentEvent;
 use crate::store::{
     BookingContext, DueRefund, EventOutcome, PaymentRecord, RefundAttempt, Visitor,
 };
-use crate::store::{PaymentEvent, PaymentEventKind};
 
 type Outcome<T> = Result<Result<T, ServiceError>, Fatal>;
-
-/// Resends of one booking's email per day: enough for a visitor, too few to
-/// make the museum's mail server a spam cannon.
-const RESENDS_PER_DAY: i64 = 5;
 
 pub(crate) fn language_of(code: &str) -> Language {
     match code {
@@ -190,60 +190,130 @@ pub(crate) fn checkout_status(ctx: &mut Ctx<'_>, checkout_id: &str) -> Outcome<C
             "no checkout has this id",
         )));
     };
-    let state = match status.as_str() {
-        "paid" => CheckoutState::Confirmed,
-        "failed" => CheckoutState::Failed,
-        "refunding" | "refunded" => CheckoutState::Refunded,
-        _ => CheckoutState::AwaitingPayment,
-    };
+    let status: PaymentStatus = status
+        .parse()
+        .map_err(|e: payment::PaymentError| Fatal::Bookkeeping(e.to_string()))?;
     if token.is_some() {
         // Handed to the return page once; the email carries the link too.
         ctx.tx
             .prepare_cached("UPDATE payments SET booking_token = NULL WHERE payment_id = ?1")?
             .execute(params![payment_id])?;
     }
-    Ok(Ok(CheckoutStatus {
-        checkout_id: checkout_id.to_string(),
-        state,
-        booking_token: token,
-    }))
+    Ok(Ok(payment::checkout_status(checkout_id, status, token)))
 }
 
+/// A payment as applying an event needs it.
 struct PaymentRow {
     payment_id: String,
     hold_id: Uuid,
-    status: String,
-    amount: i64,
-    currency: String,
+    status: PaymentStatus,
+    amount: Money,
     name: String,
     email: String,
     language: String,
+}
+
+/// The hold a payment is for, as stored.
+struct HoldRow {
+    slot: SlotId,
+    status: HoldStatus,
+    admissions: u32,
+    lines: Vec<PricedLine>,
+    total: i64,
+    expires_ms: i64,
+}
+
+fn bookkeeping(e: impl std::fmt::Display) -> Fatal {
+    Fatal::Bookkeeping(e.to_string())
 }
 
 fn load_payment(
     ctx: &Ctx<'_>,
     provider: &str,
     payment_id: &str,
-) -> Result<Option<PaymentRow>, Fatal> {
-    Ok(ctx
+) -> Result<Option<(PaymentRow, HoldRow)>, Fatal> {
+    type Row = (String, String, String, i64, String, String, String, String);
+    let row: Option<Row> = ctx
         .tx
         .prepare_cached(
             "SELECT payment_id, hold_id, status, amount, currency, visitor_name, email, language
              FROM payments WHERE payment_id = ?1 AND provider = ?2",
         )?
         .query_row(params![payment_id, provider], |r| {
-            Ok(PaymentRow {
-                payment_id: r.get(0)?,
-                hold_id: r.uuid(1)?,
-                status: r.get(2)?,
-                amount: r.get(3)?,
-                currency: r.get(4)?,
-                name: r.get(5)?,
-                email: r.get(6)?,
-                language: r.get(7)?,
-            })
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
         })
-        .optional()?)
+        .optional()?;
+    let Some((payment_id, hold_id, status, amount, currency, name, email, language)) = row else {
+        return Ok(None);
+    };
+    let payment = PaymentRow {
+        payment_id,
+        hold_id: parse_uuid(&hold_id)?,
+        status: status.parse().map_err(bookkeeping)?,
+        amount: Money::new(amount, Currency::new(&currency).map_err(bookkeeping)?),
+        name,
+        email,
+        language,
+    };
+    let hold: Option<(SlotId, String, u32, String, i64, i64)> = ctx
+        .tx
+        .prepare_cached(
+            "SELECT slot_id, status, admissions, lines, total, expires_at FROM holds WHERE hold_id = ?1",
+        )?
+        .query_row(params![Text(&payment.hold_id)], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((slot, status, admissions, lines, total, expires_ms)) = hold else {
+        return Err(Fatal::Bookkeeping(format!(
+            "payment names hold {}, which does not exist",
+            payment.hold_id
+        )));
+    };
+    let hold = HoldRow {
+        slot,
+        status: status.parse().map_err(bookkeeping)?,
+        admissions,
+        lines: serde_json::from_str(&lines).map_err(bookkeeping)?,
+        total,
+        expires_ms,
+    };
+    Ok(Some((payment, hold)))
+}
+
+/// What core's payment rules are told about a payment.
+fn payment_facts(ctx: &Ctx<'_>, payment: &PaymentRow, hold: &HoldRow) -> PaymentFacts {
+    PaymentFacts {
+        status: payment.status,
+        amount: payment.amount,
+        hold: HoldFacts {
+            status: hold.status,
+            has_lines: !hold.lines.is_empty(),
+            admissions: hold.admissions,
+            expires_ms: hold.expires_ms,
+        },
+        // Only live slots are kept; an older one can sell nothing more.
+        slot: ctx.state.slots.get(&hold.slot).map(|row| SlotFacts {
+            ledger: row.ledger,
+            ends_ms: row.slot.ends_at.as_millisecond(),
+        }),
+    }
 }
 
 pub(crate) fn apply_event(
@@ -252,109 +322,119 @@ pub(crate) fn apply_event(
     event: &PaymentEvent,
     booking: &BookingContext,
 ) -> Outcome<EventOutcome> {
-    let kind = match event.kind {
-        PaymentEventKind::Paid => "paid",
-        PaymentEventKind::Failed => "failed",
-    };
     let fresh = ctx
         .tx
         .prepare_cached(
             "INSERT OR IGNORE INTO webhook_events (provider, event_id, payment_id, kind, outcome, received_at)
              VALUES (?1, ?2, ?3, ?4, 'applying', ?5)",
         )?
-        .execute(params![provider, event.event_id, event.payment_id, kind, ctx.now_ms])?;
-    if fresh == 0 {
-        metrics::counter!("tessera_webhook_replays_total").increment(1);
-        return Ok(Ok(EventOutcome::Replayed));
-    }
-    let outcome = match load_payment(ctx, provider, &event.payment_id)? {
-        None => {
+        .execute(params![
+            provider,
+            event.event_id,
+            event.payment_id,
+            event.kind.word(),
+            ctx.now_ms
+        ])?;
+    let loaded = if fresh == 0 {
+        None
+    } else {
+        load_payment(ctx, provider, &event.payment_id)?
+    };
+    let facts = loaded.as_ref().map(|(p, h)| payment_facts(ctx, p, h));
+    let plan = judge_event(
+        event.provider_event(),
+        fresh > 0,
+        facts.as_ref(),
+        ctx.now_ms,
+    )
+    .map_err(bookkeeping)?;
+    let outcome = match (plan.decision, loaded) {
+        (Decision::Replayed, _) => {
+            metrics::counter!("tessera_webhook_replays_total").increment(1);
+            return Ok(Ok(EventOutcome::Replayed));
+        }
+        (_, None) => {
             tracing::warn!(%provider, event = %event.event_id, "verified event names no payment of ours; acknowledged");
             EventOutcome::UnknownPayment
         }
-        Some(payment) => match event.kind {
-            PaymentEventKind::Paid => paid(ctx, payment, event, booking)?,
-            PaymentEventKind::Failed => failed(ctx, payment)?,
-        },
-    };
-    let word = match &outcome {
-        EventOutcome::Replayed => "replayed",
-        EventOutcome::UnknownPayment => "unknown_payment",
-        EventOutcome::AlreadySettled => "already_settled",
-        EventOutcome::Confirmed { .. } => "confirmed",
-        EventOutcome::Refunding { .. } => "refunding",
-        EventOutcome::Failed { .. } => "failed",
+        (_, Some((payment, hold))) => carry_out(ctx, plan, payment, hold, event, booking)?,
     };
     ctx.tx
         .prepare_cached(
             "UPDATE webhook_events SET outcome = ?3 WHERE provider = ?1 AND event_id = ?2",
         )?
-        .execute(params![provider, event.event_id, word])?;
+        .execute(params![provider, event.event_id, outcome.word()])?;
     Ok(Ok(outcome))
 }
 
-/// Why a paid payment got no order.
-enum NoOrder {
-    /// The hold's slot had no room left (or was over) when the money came.
-    NoPlaces,
-    /// Another payment of the same hold was confirmed first.
-    Duplicate,
-}
-
-impl NoOrder {
-    fn reason(&self) -> &'static str {
-        match self {
-            NoOrder::NoPlaces => "no_places",
-            NoOrder::Duplicate => "duplicate",
-        }
-    }
-}
-
-fn paid(
+/// Writes what core decided for a payment's event.
+fn carry_out(
     ctx: &mut Ctx<'_>,
+    plan: EventPlan,
     payment: PaymentRow,
+    hold: HoldRow,
     event: &PaymentEvent,
     booking: &BookingContext,
 ) -> Result<EventOutcome, Fatal> {
     let hold_id = payment.hold_id;
-    if matches!(payment.status.as_str(), "paid" | "refunding" | "refunded") {
-        return Ok(EventOutcome::AlreadySettled);
+    if plan.money_arrived() {
+        ctx.tx
+            .prepare_cached(
+                "UPDATE payments SET refund_ref = COALESCE(?2, refund_ref), paid_at = ?3 WHERE payment_id = ?1",
+            )?
+            .execute(params![payment.payment_id, event.refund_ref, ctx.now_ms])?;
     }
-    ctx.tx
-        .prepare_cached(
-            "UPDATE payments SET refund_ref = COALESCE(?2, refund_ref), paid_at = ?3 WHERE payment_id = ?1",
-        )?
-        .execute(params![payment.payment_id, event.refund_ref, ctx.now_ms])?;
-    let captured = event.amount.map(|m| m.amount).unwrap_or(payment.amount);
-    let mismatch = event
-        .amount
-        .is_some_and(|m| m.amount != payment.amount || m.currency.as_str() != payment.currency);
-    if mismatch {
-        tracing::error!(payment = %payment.payment_id, captured, expected = payment.amount,
-            "provider captured another amount than the order's; refunding it, no tickets issued");
-        if ctx.state.holds.contains_key(&hold_id) {
-            release(ctx, hold_id, "cancelled")?;
+    if let Some(end) = plan.release {
+        release(ctx, hold_id, end.status().as_str())?;
+    }
+    let open = match plan.decision {
+        Decision::Replayed | Decision::UnknownPayment | Decision::AlreadySettled => {
+            return Ok(EventOutcome::AlreadySettled)
         }
-        queue_refund(ctx, &payment, None, captured, "amount_mismatch", None)?;
-        queue_refund_notice(ctx, &payment, captured, "amount_mismatch", booking)?;
-        set_status(ctx, &payment.payment_id, "refunding")?;
-        return Ok(EventOutcome::Refunding { hold_id });
-    }
-    let hold = match take_open_hold(ctx, hold_id)? {
-        Some(Ok(hold)) => Ok(hold),
-        // Expired (now released) or already closed: try the same lines again.
-        Some(Err(_)) | None => rehold(ctx, hold_id)?,
-    };
-    let hold = match hold {
-        Ok(hold) => hold,
-        Err(why) => {
-            tracing::warn!(payment = %payment.payment_id, %hold_id, reason = why.reason(),
-                "paid, but no order can be issued; the payment is queued for a refund");
-            metrics::counter!("tessera_paid_without_places_total").increment(1);
-            queue_refund(ctx, &payment, None, captured, why.reason(), None)?;
-            queue_refund_notice(ctx, &payment, captured, why.reason(), booking)?;
-            set_status(ctx, &payment.payment_id, "refunding")?;
+        Decision::Failed => {
+            set_status(ctx, &payment.payment_id, PaymentStatus::Failed)?;
+            return Ok(EventOutcome::Failed { hold_id });
+        }
+        Decision::Refund { reason, amount } => {
+            if reason == RefundReason::AmountMismatch {
+                tracing::error!(payment = %payment.payment_id, captured = amount.amount, expected = payment.amount.amount,
+                    "provider captured another amount than the order's; refunding it, no tickets issued");
+            } else {
+                tracing::warn!(payment = %payment.payment_id, %hold_id, reason = reason.code(),
+                    "paid, but no order can be issued; the payment is queued for a refund");
+                metrics::counter!("tessera_paid_without_places_total").increment(1);
+            }
+            queue_refund(ctx, &payment.payment_id, None, amount, reason.code(), None)?;
+            queue_refund_notice(ctx, &payment, amount, reason.code(), booking)?;
+            set_status(ctx, &payment.payment_id, PaymentStatus::Refunding)?;
             return Ok(EventOutcome::Refunding { hold_id });
+        }
+        Decision::Confirm => match take_open_hold(ctx, hold_id)? {
+            Some(Ok(open)) => open,
+            _ => {
+                return Err(Fatal::Bookkeeping(format!(
+                    "hold {hold_id} is held in the database but not open in memory"
+                )))
+            }
+        },
+        Decision::Rehold => {
+            let Some(row) = ctx.state.slots.get_mut(&hold.slot) else {
+                return Err(Fatal::Bookkeeping(format!(
+                    "slot {} of a re-held hold is not loaded",
+                    hold.slot
+                )));
+            };
+            row.ledger.hold(hold.admissions)?;
+            row.ledger.confirm_hold(hold.admissions)?;
+            ctx.state.dirty_slots.insert(hold.slot);
+            metrics::counter!("tessera_paid_after_expiry_reheld_total").increment(1);
+            OpenHold {
+                slot: hold.slot,
+                admissions: hold.admissions,
+                expires_ms: ctx.now_ms,
+                lines: hold.lines,
+                total: hold.total,
+            }
         }
     };
     let token = secrets::new_booking_token();
@@ -368,7 +448,7 @@ fn paid(
         booking_token_hash: Some(secrets::hash(&token)),
         reference: Some(secrets::new_reference()),
     };
-    let order = issue_order(ctx, hold_id, &hold, meta)?;
+    let order = issue_order(ctx, hold_id, &open, meta)?;
     ctx.tx
         .prepare_cached(
             "UPDATE payments SET status = 'paid', order_id = ?2, booking_token = ?3 WHERE payment_id = ?1",
@@ -383,82 +463,22 @@ fn paid(
     Ok(EventOutcome::Confirmed { hold_id })
 }
 
-fn set_status(ctx: &Ctx<'_>, payment_id: &str, status: &str) -> Result<(), Fatal> {
+fn set_status(ctx: &Ctx<'_>, payment_id: &str, status: PaymentStatus) -> Result<(), Fatal> {
     ctx.tx
         .prepare_cached("UPDATE payments SET status = ?2 WHERE payment_id = ?1")?
-        .execute(params![payment_id, status])?;
+        .execute(params![payment_id, status.as_str()])?;
     Ok(())
-}
-
-/// The lines of a hold that is no longer open, held and sold again if its
-/// slot still has room for them.
-fn rehold(ctx: &mut Ctx<'_>, hold_id: Uuid) -> Result<Result<OpenHold, NoOrder>, Fatal> {
-    let row: Option<(String, u32, String, i64, String)> = ctx
-        .tx
-        .prepare_cached(
-            "SELECT slot_id, admissions, lines, total, status FROM holds WHERE hold_id = ?1",
-        )?
-        .query_row(params![Text(&hold_id)], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .optional()?;
-    let Some((slot, admissions, lines, total, status)) = row else {
-        return Err(Fatal::Bookkeeping(format!(
-            "payment names hold {hold_id}, which does not exist"
-        )));
-    };
-    if status == "confirmed" {
-        return Ok(Err(NoOrder::Duplicate));
-    }
-    let slot: SlotId = slot
-        .parse()
-        .map_err(|e: tessera_core::slot::SlotError| Fatal::Bookkeeping(e.to_string()))?;
-    let lines: Vec<PricedLine> =
-        serde_json::from_str(&lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
-    let now = ctx.now_ms;
-    let Some(row) = ctx.state.slots.get_mut(&slot) else {
-        return Ok(Err(NoOrder::NoPlaces));
-    };
-    if now >= row.slot.ends_at.as_millisecond() || row.ledger.available() < admissions {
-        return Ok(Err(NoOrder::NoPlaces));
-    }
-    row.ledger.hold(admissions)?;
-    row.ledger.confirm_hold(admissions)?;
-    ctx.state.dirty_slots.insert(slot);
-    metrics::counter!("tessera_paid_after_expiry_reheld_total").increment(1);
-    Ok(Ok(OpenHold {
-        slot,
-        admissions,
-        expires_ms: now,
-        lines,
-        total,
-    }))
-}
-
-fn failed(ctx: &mut Ctx<'_>, payment: PaymentRow) -> Result<EventOutcome, Fatal> {
-    if payment.status != "pending" {
-        return Ok(EventOutcome::AlreadySettled);
-    }
-    set_status(ctx, &payment.payment_id, "failed")?;
-    // Nothing was taken: the places go back on sale now rather than when
-    // the hold runs out.
-    if ctx.state.holds.contains_key(&payment.hold_id) {
-        release(ctx, payment.hold_id, "cancelled")?;
-    }
-    Ok(EventOutcome::Failed {
-        hold_id: payment.hold_id,
-    })
 }
 
 fn queue_refund(
     ctx: &Ctx<'_>,
-    payment: &PaymentRow,
+    payment_id: &str,
     order_id: Option<Uuid>,
-    amount: i64,
+    amount: Money,
     reason: &str,
     link: Option<&str>,
 ) -> Result<(), Fatal> {
-    if amount <= 0 {
+    if amount.amount <= 0 {
         return Ok(());
     }
     let refund_id = new_id().to_string();
@@ -470,10 +490,10 @@ fn queue_refund(
         )?
         .execute(params![
             refund_id,
-            payment.payment_id,
+            payment_id,
             order_id.map(Text),
-            amount,
-            payment.currency,
+            amount.amount,
+            amount.currency.as_str(),
             reason,
             format!("tessera-refund-{refund_id}"),
             ctx.now_ms,
@@ -600,11 +620,11 @@ fn link(booking: &BookingContext, token: &str) -> String {
 fn queue_refund_notice(
     ctx: &Ctx<'_>,
     payment: &PaymentRow,
-    amount: i64,
+    amount: Money,
     reason: &str,
     booking: &BookingContext,
 ) -> Result<(), Fatal> {
-    if amount <= 0 {
+    if amount.amount <= 0 {
         return Ok(());
     }
     let slot: Option<String> = ctx
@@ -615,13 +635,10 @@ fn queue_refund_notice(
     let Some(slot) = slot else {
         return Ok(());
     };
-    let Ok(currency) = tessera_core::money::Currency::new(&payment.currency) else {
-        return Ok(());
-    };
     let notice = crate::delivery::email::RefundNotice {
         language: language_of(&payment.language),
         slot_id: parse_slot(&slot)?,
-        amount: Money::new(amount, currency),
+        amount,
         reason: reason.to_string(),
     };
     let payload = json!({"refund": notice, "link": format!("{}/", booking.public_url)});
@@ -710,13 +727,7 @@ fn ticket_rows(
                 .map(|l| l.unit_price)
                 .unwrap_or(0)
         });
-        let state = if voided {
-            TicketState::Cancelled
-        } else if used {
-            TicketState::Used
-        } else {
-            TicketState::Valid
-        };
+        let state = ticket_state(voided, used);
         out.push(TicketRow {
             facts: TicketFacts {
                 ticket_id,
@@ -915,26 +926,15 @@ pub(crate) fn cancel(
         .execute(params![Text(&order_id), plan.refund])?;
     let booking_link = link(context, token);
     if let Some(payment_id) = payment_id {
-        if plan.refund > 0 {
-            let payment = PaymentRow {
-                payment_id,
-                hold_id: Uuid::nil(),
-                status: String::new(),
-                amount: plan.refund,
-                currency,
-                name: String::new(),
-                email: String::new(),
-                language: String::new(),
-            };
-            queue_refund(
-                ctx,
-                &payment,
-                Some(order_id),
-                plan.refund,
-                "cancelled",
-                Some(&booking_link),
-            )?;
-        }
+        let currency = Currency::new(&currency).map_err(bookkeeping)?;
+        queue_refund(
+            ctx,
+            &payment_id,
+            Some(order_id),
+            Money::new(plan.refund, currency),
+            RefundReason::Cancelled.code(),
+            Some(&booking_link),
+        )?;
     }
     metrics::counter!("tessera_tickets_cancelled_total").increment(plan.tickets.len() as u64);
     let Some(b) = load_booking(ctx, order_id, context)? else {
@@ -954,14 +954,14 @@ pub(crate) fn resend(ctx: &mut Ctx<'_>, token: &str, context: &BookingContext) -
             "SELECT COUNT(*) FROM mail_outbox WHERE order_id = ?1 AND kind = 'resend' AND created_at > ?2",
         )?
         .query_row(
-            params![Text(&order_id), ctx.now_ms - 24 * 3600 * 1000],
+            params![Text(&order_id), resend_window_start(ctx.now_ms)],
             |r| r.get(0),
         )?;
-    if recent >= RESENDS_PER_DAY {
+    if let Err(refusal) = may_resend(u32::try_from(recent).unwrap_or(u32::MAX)) {
         return Ok(Err(ServiceError::refused(
             429,
-            "too_many_resends",
-            format!("this booking's email was sent again {recent} times today; try tomorrow"),
+            refusal.code(),
+            refusal.to_string(),
         )));
     }
     let Some(b) = load_booking(ctx, order_id, context)? else {

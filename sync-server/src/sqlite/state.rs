@@ -288,15 +288,11 @@ fn hold_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Uuid, OpenHold)> {
     ))
 }
 
-/// The first slot the writer keeps in memory: yesterday's. Today's are on
-/// sale; yesterday's still get late counter reports and are what a counter
-/// whose clock runs a little behind calls "today". Older ones load on demand.
+/// The first slot the writer keeps in memory (core's `first_live_slot` for
+/// the museum's today). Older ones load on demand.
 pub(crate) fn first_live_slot(tz: &TimeZone, now_ms: i64) -> Result<SlotId, OpenError> {
     let today = tz.to_datetime(from_ms(now_ms)).date();
-    let yesterday = today
-        .yesterday()
-        .map_err(|e| OpenError::BadCatalogue(e.to_string()))?;
-    SlotId::new(yesterday, 0).map_err(|e| OpenError::BadCatalogue(e.to_string()))
+    tessera_core::leases::first_live_slot(today).map_err(|e| OpenError::BadCatalogue(e.to_string()))
 }
 
 impl State {

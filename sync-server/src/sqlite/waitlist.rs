@@ -22,7 +22,9 @@ use tessera_core::clock::from_ms;
 use tessera_core::ids::new_id;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::SlotId;
-use tessera_core::waitlist::{check_join, offers, Waiting};
+use tessera_core::waitlist::{
+    check_join, check_take, offer_state, offers, EntryState, OfferFacts, Waiting,
+};
 use uuid::Uuid;
 
 use super::online::{create_hold, release};
@@ -201,17 +203,13 @@ pub(crate) fn read_offer(
          FROM waitlist WHERE offer_token_hash = ?1",
         params![hash],
         |r| {
-            let expires_ms: i64 = r.get::<_, Option<i64>>(5)?.unwrap_or(0);
-            let state = match r.get::<_, String>(4)?.as_str() {
-                "taken" => OfferState::Taken,
-                "offered" if expires_ms > now_ms => OfferState::Open,
-                _ => OfferState::Expired,
-            };
+            let expires_ms: Option<i64> = r.get(5)?;
+            let state = EntryState::from_stored(&r.get::<_, String>(4)?);
             Ok(Offer {
                 slot_id: r.get::<_, SlotId>(0)?,
                 party: r.get(1)?,
-                expires_at: from_ms(expires_ms),
-                state,
+                expires_at: from_ms(expires_ms.unwrap_or(0)),
+                state: offer_state(state, expires_ms, now_ms),
                 language: language(&r.get::<_, String>(3)?),
                 email: r.get(2)?,
             })
@@ -228,32 +226,25 @@ pub(crate) fn take_offer(ctx: &mut Ctx<'_>, hash: Vec<u8>, cart: PricedCart) -> 
     let Some(offer) = offer_row(ctx, &hash)? else {
         return Ok(Err(WaitlistError::UnknownOffer.into()));
     };
-    match offer.state.as_str() {
-        "taken" => return Ok(Err(WaitlistError::OfferTaken.into())),
-        "offered" => {}
-        _ => return Ok(Err(WaitlistError::OfferExpired.into())),
-    }
-    let open = offer
-        .hold
-        .filter(|h| ctx.state.holds.contains_key(h))
-        .filter(|_| offer.expires_ms.is_some_and(|e| e > ctx.now_ms));
-    let Some(offer_hold) = open else {
-        // The sweep at the next batch's start marks it expired and passes
-        // the places on; this answer changes nothing.
-        return Ok(Err(WaitlistError::OfferExpired.into()));
+    let facts = OfferFacts {
+        slot: offer.slot,
+        state: EntryState::from_stored(&offer.state),
+        party: offer.party,
+        expires_ms: offer.expires_ms,
+        hold_open: offer.hold.is_some_and(|h| ctx.state.holds.contains_key(&h)),
+        // Only live slots are kept; an offer whose hold is open has its slot.
+        slot_ends_ms: ctx
+            .state
+            .slots
+            .get(&offer.slot)
+            .map(|row| row.slot.ends_at.as_millisecond()),
     };
-    if cart.admissions > offer.party {
-        return Ok(Err(WaitlistError::TooManyForOffer {
-            party: offer.party,
-            requested: cart.admissions,
-        }
-        .into()));
+    if let Err(refusal) = check_take(&facts, cart.admissions, ctx.now_ms) {
+        return Ok(Err(refusal.into()));
     }
-    if let Some(row) = ctx.state.slots.get(&offer.slot) {
-        if ctx.now_ms >= row.slot.ends_at.as_millisecond() {
-            return Ok(Err(ServiceError::SlotPast(offer.slot.to_string())));
-        }
-    }
+    let Some(offer_hold) = offer.hold else {
+        return Err(Fatal::Bookkeeping("an open offer has no hold".into()));
+    };
     // Past every refusal: from here on a failure must roll the job back
     // (Fatal), never answer 4xx with the offer's places already released.
     release(ctx, offer_hold, "cancelled")?;

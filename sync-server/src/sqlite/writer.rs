@@ -322,18 +322,15 @@ impl Writer {
     }
 }
 
-/// How long a paid checkout keeps its "my booking" token in clear for a
-/// return page that has not polled yet. A visitor who never comes back has
-/// the link in their email; the token need not sit in the database for ever.
-pub(crate) const UNCLAIMED_TOKEN_MS: i64 = 3_600_000;
-
 fn forget_unclaimed_booking_tokens(ctx: &mut Ctx<'_>) -> Result<(), Fatal> {
     ctx.tx
         .prepare_cached(
             "UPDATE payments SET booking_token = NULL
              WHERE booking_token IS NOT NULL AND COALESCE(paid_at, created_at) <= ?1",
         )?
-        .execute(params![ctx.now_ms - UNCLAIMED_TOKEN_MS])?;
+        .execute(params![tessera_core::booking::unclaimed_tokens_before(
+            ctx.now_ms
+        )])?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use rusqlite::params;
 use tessera_core::api::online::ConfirmRequest;
+use tessera_core::booking::UNCLAIMED_TOKEN_MS;
 use tessera_core::pricing::{price_cart, CartLimits, CartLine, Channel};
 use tessera_core::slot::SlotId;
 use tokio::sync::oneshot;
