@@ -9,13 +9,17 @@
 //! from its leases, syncs and closes its shift, and the web shop books
 //! `orders_per_day` online orders (hold + confirm through a trusted channel)
 //! spread over the next week. Nothing is written to the database behind the
-//! server's back.
+//! server's back, and nothing is read from it either while walking: the
+//! days' slots come from `GET /v1/availability`, so the same walk runs on
+//! SQLite and on PostgreSQL (`--backend`, the test kit's throw-away cluster
+//! served with `--database`).
 //!
 //! After the first day and after the last, the same probe runs at 11:00:
 //! server start-up (restart to listening), `/v1/sync` as a counter sees it
 //! (three counters syncing back to back), hold + confirm at low load while
-//! they sync, availability of the day, and the day report built from the
-//! database. Each figure of the last day is compared with the first day's.
+//! they sync, availability of the day, and the day report as a supervisor
+//! gets it (`GET /v1/reports/day` with a supervisor device's token). Each
+//! figure of the last day is compared with the first day's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,8 +28,8 @@ use std::time::Instant;
 use anyhow::{anyhow, Context, Result};
 use jiff::civil::Date;
 use serde::Serialize;
-use tessera_core::catalogue::Catalogue;
 use tessera_core::slot::SlotId;
+use tessera_server::testkit::{Api, Backend};
 use tessera_terminal::Terminal;
 
 use crate::client::{card_sale, enrol_counter, http_client, Counter, Shop};
@@ -44,6 +48,8 @@ pub struct HistoryOptions {
     pub probe_syncs: usize,
     /// Online hold + confirm pairs in a probe.
     pub probe_orders: usize,
+    /// The store the server serves.
+    pub backend: Backend,
     pub server_bin: PathBuf,
 }
 
@@ -85,6 +91,8 @@ pub struct Comparison {
 #[derive(Clone, Debug, Serialize)]
 pub struct HistoryReport {
     pub scenario: &'static str,
+    /// "SQLite" or "PostgreSQL".
+    pub backend: &'static str,
     pub days: usize,
     pub orders_per_day: usize,
     pub counter_sales_per_day: usize,
@@ -97,8 +105,9 @@ pub struct HistoryReport {
 pub async fn run(opts: &HistoryOptions) -> Result<HistoryReport> {
     let mut options = ServerOptions::new(opts.server_bin.clone());
     options.local_time = "09:10".into();
+    options.backend = Some(opts.backend);
     let mut server = Server::start(options)?;
-    let catalogue = catalogue_of(&server)?;
+    let supervisor = enrol_supervisor(&server).await?;
     let mut counters = Vec::new();
     for i in 0..COUNTERS {
         let c = enrol_counter(&server, &server.url, &format!("Counter {}", i + 1)).await?;
@@ -114,7 +123,8 @@ pub async fn run(opts: &HistoryOptions) -> Result<HistoryReport> {
     let mut first = None;
     let mut done = 0;
     while done < opts.days {
-        if catalogue.is_closed(day) || !has_slots(&server, day)? {
+        // A closed day has no slots (the fixture's weekly and dated closures).
+        if slots_between(&server, day, day).await?.is_empty() {
             day = day.tomorrow()?;
             continue;
         }
@@ -123,7 +133,7 @@ pub async fn run(opts: &HistoryOptions) -> Result<HistoryReport> {
         let shop = shop_for(&shop, &server);
         seed_day(opts, &server, &shop, &mut counters, day, done).await?;
         if done == 1 {
-            first = Some(probe(opts, &mut server, &mut counters, day, done).await?);
+            first = Some(probe(opts, &mut server, &mut counters, &supervisor, day, done).await?);
         }
         if done % 20 == 0 {
             eprintln!(
@@ -135,11 +145,20 @@ pub async fn run(opts: &HistoryOptions) -> Result<HistoryReport> {
     }
     let seed_seconds = started.elapsed().as_secs_f64();
     let last_day = day.yesterday()?;
-    let last = probe(opts, &mut server, &mut counters, last_day, done).await?;
+    let last = probe(
+        opts,
+        &mut server,
+        &mut counters,
+        &supervisor,
+        last_day,
+        done,
+    )
+    .await?;
     let first = first.ok_or_else(|| anyhow!("no open day"))?;
     let comparisons = compare(&first, &last);
     Ok(HistoryReport {
         scenario: "history",
+        backend: opts.backend.name(),
         days: done,
         orders_per_day: opts.orders_per_day,
         counter_sales_per_day: opts.counter_sales_per_day,
@@ -150,36 +169,47 @@ pub async fn run(opts: &HistoryOptions) -> Result<HistoryReport> {
     })
 }
 
-fn catalogue_of(server: &Server) -> Result<Catalogue> {
-    let json: String =
-        server
-            .read_db()?
-            .query_row("SELECT value FROM meta WHERE key = 'catalogue'", [], |r| {
-                r.get(0)
-            })?;
-    Ok(serde_json::from_str(&json)?)
+/// A supervisor device's token: what the day report over HTTP needs (an
+/// operator's office machine, enrolled like any device).
+async fn enrol_supervisor(server: &Server) -> Result<String> {
+    let code = server.enrolment_code("supervisor", "Office")?;
+    let (status, body) = Api::new(&server.url)
+        .enrol(&code, "Office", None)
+        .await
+        .context("enrolling a supervisor")?;
+    anyhow::ensure!(
+        status.as_u16() == 201,
+        "enrolling a supervisor: {status} {body}"
+    );
+    body["token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no token in the supervisor's enrolment"))
 }
 
-fn has_slots(server: &Server, day: Date) -> Result<bool> {
-    let n: i64 = server.read_db()?.query_row(
-        "SELECT COUNT(*) FROM slots WHERE date = ?1",
-        [day.to_string()],
-        |r| r.get(0),
-    )?;
-    Ok(n > 0)
-}
-
-fn slots_between(server: &Server, from: Date, to: Date) -> Result<Vec<SlotId>> {
-    let conn = server.read_db()?;
-    let mut stmt =
-        conn.prepare("SELECT slot_id FROM slots WHERE date >= ?1 AND date <= ?2 ORDER BY slot_id")?;
-    let rows = stmt.query_map([from.to_string(), to.to_string()], |r| {
-        r.get::<_, String>(0)
-    })?;
+/// The slots of the days `from..=to`, as the web shop sees them
+/// (`GET /v1/availability`, one request a day): the same on both backends.
+async fn slots_between(server: &Server, from: Date, to: Date) -> Result<Vec<SlotId>> {
+    let http = http_client(1)?;
     let mut out = Vec::new();
-    for row in rows {
-        out.push(row?.parse().map_err(|e| anyhow!("slot id: {e}"))?);
+    let mut day = from;
+    while day <= to {
+        let v: serde_json::Value = http
+            .get(format!("{}/v1/availability?date={day}", server.url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        for s in v["slots"].as_array().into_iter().flatten() {
+            let id = s["slot_id"]
+                .as_str()
+                .ok_or_else(|| anyhow!("availability: a slot without slot_id"))?;
+            out.push(id.parse().map_err(|e| anyhow!("slot id: {e}"))?);
+        }
+        day = day.tomorrow()?;
     }
+    out.sort();
     Ok(out)
 }
 
@@ -209,12 +239,13 @@ async fn seed_day(
     n: usize,
 ) -> Result<()> {
     reopen(server, counters)?;
-    let today = slots_between(server, day, day)?;
+    let today = slots_between(server, day, day).await?;
     let week = slots_between(
         server,
         day.tomorrow()?,
         day.checked_add(jiff::Span::new().days(7))?,
-    )?;
+    )
+    .await?;
     // Online: bookings for the coming week, as a shop takes them.
     let online = {
         let shop = shop.clone();
@@ -301,6 +332,7 @@ async fn probe(
     opts: &HistoryOptions,
     server: &mut Server,
     counters: &mut [Counter],
+    supervisor: &str,
     day: Date,
     n: usize,
 ) -> Result<Probe> {
@@ -335,7 +367,8 @@ async fn probe(
             Ok::<_, anyhow::Error>(s)
         }));
     }
-    let later: Vec<SlotId> = slots_between(server, day, day)?
+    let later: Vec<SlotId> = slots_between(server, day, day)
+        .await?
         .into_iter()
         .filter(|s| s.hhmm().as_str() >= "14:00")
         .collect();
@@ -368,14 +401,19 @@ async fn probe(
         availability.push(at.elapsed());
     }
 
-    let catalogue = catalogue_of(server)?;
-    let conn = server.read_db()?;
-    let now = server.clock().now();
+    // The day report as the supervisor's screen asks for it: over HTTP,
+    // with a supervisor device's token, built by the server from its store.
     let mut report = Samples::default();
     for _ in 0..20 {
         let at = Instant::now();
-        tessera_server::reports::day_report(&conn, &catalogue, day, now)
-            .map_err(|e| anyhow!("day report: {e}"))?;
+        http.get(format!("{}/v1/reports/day?date={day}", server.url))
+            .bearer_auth(supervisor)
+            .send()
+            .await?
+            .error_for_status()
+            .context("day report")?
+            .bytes()
+            .await?;
         report.push(at.elapsed());
     }
 
@@ -399,7 +437,6 @@ async fn probe(
             t.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))?,
         )
     };
-    let count = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
     Ok(Probe {
         day: day.to_string(),
         day_number: n,
@@ -410,10 +447,10 @@ async fn probe(
         day_report: report.summary(),
         leases_reported,
         leases_held,
-        db_bytes: std::fs::metadata(&server.db).map(|m| m.len()).unwrap_or(0),
-        orders: count("SELECT COUNT(*) FROM orders")?,
-        counter_sales: count("SELECT COUNT(*) FROM sales")?,
-        server_leases: count("SELECT COUNT(*) FROM leases")?,
+        db_bytes: server.db_bytes()?,
+        orders: server.count("SELECT COUNT(*) FROM orders")?,
+        counter_sales: server.count("SELECT COUNT(*) FROM sales")?,
+        server_leases: server.count("SELECT COUNT(*) FROM leases")?,
     })
 }
 
@@ -448,7 +485,8 @@ fn compare(first: &Probe, last: &Probe) -> Vec<Comparison> {
 
 pub fn print(r: &HistoryReport) {
     println!(
-        "== history: {} open days, {} online orders/day, {} counters x {} sales/day (seeded in {:.0} s)",
+        "== history on {}: {} open days, {} online orders/day, {} counters x {} sales/day (seeded in {:.0} s)",
+        r.backend,
         r.days, r.orders_per_day, COUNTERS, r.counter_sales_per_day, r.seed_seconds
     );
     for p in [&r.first, &r.last] {

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_loadtest::server::release_server_binary;
 use tessera_loadtest::{chaos, drain, gate, history, pg_chaos, pg_spike, shop, spike};
+use tessera_server::testkit::Backend;
 
 #[derive(Parser)]
 #[command(
@@ -174,9 +175,22 @@ enum Cmd {
         /// Online hold + confirm pairs in each probe.
         #[arg(long, default_value_t = 200)]
         probe_orders: usize,
+        /// The store: `sqlite` (a file) or `postgres` (a throw-away
+        /// PostgreSQL cluster, initdb'd in a temporary directory, served with
+        /// `--database`).
+        #[arg(long, default_value = "sqlite", value_parser = parse_backend)]
+        backend: Backend,
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_backend(text: &str) -> Result<Backend, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "sqlite" => Ok(Backend::Sqlite),
+        "postgres" | "postgresql" => Ok(Backend::Postgres),
+        other => Err(format!("{other:?}: must be sqlite or postgres")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -399,6 +413,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             counter_sales_per_day,
             probe_syncs,
             probe_orders,
+            backend,
             json,
         } => {
             let opts = history::HistoryOptions {
@@ -407,6 +422,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 counter_sales_per_day,
                 probe_syncs: probe_syncs.max(1),
                 probe_orders,
+                backend,
                 server_bin: release_server_binary()?,
             };
             let report = history::run(&opts).await?;

@@ -91,6 +91,11 @@ pub struct ServerOptions {
     pub day: Option<Date>,
     /// Days of slots `init` generates.
     pub init_days: u32,
+    /// The store to serve; the test kit's `TESSERA_TEST_BACKEND` switch
+    /// (SQLite unless set) if `None`. On PostgreSQL the test kit starts a
+    /// throw-away cluster of the server's own and serves it with
+    /// `--database`.
+    pub backend: Option<Backend>,
 }
 
 impl ServerOptions {
@@ -102,6 +107,7 @@ impl ServerOptions {
             local_time: "11:05".into(),
             day: None,
             init_days: 14,
+            backend: None,
         }
     }
 }
@@ -130,6 +136,9 @@ impl Server {
         launch.config_toml = options.config_toml;
         launch.init_days = options.init_days;
         launch.channel = "Load test".into();
+        if let Some(backend) = options.backend {
+            launch.backend = backend;
+        }
         let process = ServerProcess::launch(launch).map_err(|e| anyhow!(e))?;
         let mut me = Server {
             db: process.db.clone(),
@@ -223,6 +232,33 @@ impl Server {
     pub fn restart_at(&mut self, day: Date, local: &str) -> Result<()> {
         self.process.set_clock(day, local).map_err(|e| anyhow!(e))?;
         self.restart()
+    }
+
+    /// One number from the server's store (`SELECT COUNT(*) …`), on either
+    /// backend (the test kit's backend-neutral query).
+    pub fn count(&self, sql: &str) -> Result<i64> {
+        let rows = self
+            .process
+            .try_query(sql)
+            .map_err(|e| anyhow!("{sql}: {e}"))?;
+        let cell = rows
+            .first()
+            .and_then(|r| r.first())
+            .ok_or_else(|| anyhow!("{sql}: no row"))?;
+        cell.parse()
+            .map_err(|_| anyhow!("{sql} answered {cell:?}, not a number"))
+    }
+
+    /// The size of the server's database: the SQLite file (without its
+    /// WAL, which checkpoints empty it), or the PostgreSQL database
+    /// (`pg_database_size`: tables, indexes and TOAST).
+    pub fn db_bytes(&self) -> Result<u64> {
+        match self.backend() {
+            Backend::Sqlite => Ok(std::fs::metadata(&self.db).map(|m| m.len()).unwrap_or(0)),
+            Backend::Postgres => Ok(self
+                .count("SELECT pg_database_size(current_database())")?
+                .max(0) as u64),
+        }
     }
 
     /// A read connection to the server's database, for checking what is stored.

@@ -54,6 +54,9 @@ pub(crate) fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0012_waitlist.sql")),
         M::up(include_str!("../../migrations/0013_waitlist_bounds.sql")),
         M::up(include_str!("../../migrations/0014_history_indexes.sql")),
+        M::up(include_str!(
+            "../../migrations/0015_sales_by_device_slot.sql"
+        )),
     ])
 }
 
