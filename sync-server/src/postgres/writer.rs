@@ -3,7 +3,8 @@
 //! The writer owns one connection. It takes every job waiting (up to
 //! `max_batch`) and opens one transaction. The batch's holds and
 //! confirmations are decided together (`batch`): a few multi-row statements
-//! whatever the batch's size, over the slot rows it locks in slot order. If
+//! whatever the batch's size, over the slot rows it locks in slot order,
+//! sent in two pipelined round trips from BEGIN to COMMIT. If
 //! that fails for any reason but a conflict, the transaction is dropped and
 //! the same jobs run again one database function call each (`online`,
 //! migration V2), pipelined (tokio-postgres sends queries polled together
@@ -44,18 +45,20 @@ const BATCH_ATTEMPTS: u32 = 8;
 pub enum Phase {
     /// Idle, waiting for the first job of the next batch.
     Wait,
-    /// BEGIN.
+    /// BEGIN of a transaction that is not a batch of holds and
+    /// confirmations (their BEGIN is part of `Open`).
     Begin,
-    /// Claiming the Idempotency-Keys (and reading first answers).
-    Claim,
-    /// Locking the slot rows.
-    Lock,
-    /// Confirming holds, expiring the ones due, reading why others fail.
+    /// Round 1 of a batch of holds and confirmations, pipelined: BEGIN,
+    /// locking the slot rows, claiming the Idempotency-Keys and confirming
+    /// holds (`batch`).
+    Open,
+    /// Only when something was not claimed or not confirmed: reading first
+    /// answers, expiring the holds due, reading why others fail.
     Confirm,
     /// Core's ledger over the locked rows (no database).
     Decide,
-    /// The pipelined multi-row writes.
-    Write,
+    /// Round 2, pipelined: the multi-row writes, the NOTIFY and the COMMIT.
+    Close,
     /// Jobs that are not decided together, and the one-call fallback.
     Other,
     Notify,
@@ -64,14 +67,13 @@ pub enum Phase {
     Answer,
 }
 
-const PHASES: [Phase; 11] = [
+const PHASES: [Phase; 10] = [
     Phase::Wait,
     Phase::Begin,
-    Phase::Claim,
-    Phase::Lock,
+    Phase::Open,
     Phase::Confirm,
     Phase::Decide,
-    Phase::Write,
+    Phase::Close,
     Phase::Other,
     Phase::Notify,
     Phase::Commit,
@@ -83,11 +85,10 @@ impl Phase {
         match self {
             Phase::Wait => "wait",
             Phase::Begin => "begin",
-            Phase::Claim => "claim",
-            Phase::Lock => "lock",
+            Phase::Open => "open",
             Phase::Confirm => "confirm",
             Phase::Decide => "decide",
-            Phase::Write => "write",
+            Phase::Close => "close",
             Phase::Other => "other",
             Phase::Notify => "notify",
             Phase::Commit => "commit",
@@ -133,11 +134,10 @@ impl Phases {
                 jobs,
                 wait_ms = ms(Phase::Wait),
                 begin_ms = ms(Phase::Begin),
-                claim_ms = ms(Phase::Claim),
-                lock_ms = ms(Phase::Lock),
+                open_ms = ms(Phase::Open),
                 confirm_ms = ms(Phase::Confirm),
                 decide_ms = ms(Phase::Decide),
-                write_ms = ms(Phase::Write),
+                close_ms = ms(Phase::Close),
                 other_ms = ms(Phase::Other),
                 notify_ms = ms(Phase::Notify),
                 commit_ms = ms(Phase::Commit),
@@ -271,10 +271,9 @@ impl Writer {
             // Sweeps and cancellations lock hold rows before slot rows; in
             // the batch's transaction, after its slots were locked in order,
             // they would make two processes' writers wait for each other.
-            // They run after it, each in a transaction of its own.
-            let (together, apart): (Vec<Queued>, Vec<Queued>) = batch
-                .into_iter()
-                .partition(|q| !matches!(q.job, Job::Sweep | Job::CancelHold { .. }));
+            // They (and pings) run after it, each in a transaction of its own.
+            let (together, apart): (Vec<Queued>, Vec<Queued>) =
+                batch.into_iter().partition(|q| q.job.is_one_call());
             if !together.is_empty() {
                 let started = std::time::Instant::now();
                 self.commit_batch(&mut conn.0, &conn.1, together, &mut phases)
@@ -360,35 +359,36 @@ impl Writer {
         mode: Mode,
         phases: &mut Phases,
     ) -> Result<Vec<Done>, BatchError> {
-        let mut tx = client.transaction().await.map_err(classify)?;
-        phases.mark(Phase::Begin);
         let now_ms = self.env.clock.now_ms();
-        let mut done: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
-        // Slots whose NOTIFY the batch already sent with its writes.
-        let mut notified = BTreeSet::new();
         let calls: Vec<(usize, &Job)> = jobs
             .iter()
             .enumerate()
             .filter(|(_, q)| q.job.is_one_call())
             .map(|(i, q)| (i, &q.job))
             .collect();
-        if !calls.is_empty() {
-            let answers = match mode {
-                Mode::Together => {
-                    match batch::run(&tx, st, &self.env, &calls, now_ms, phases).await {
-                        Ok((answers, sent)) => {
-                            notified = sent;
-                            answers
-                        }
-                        Err(JobError::Pg(e)) if is_conflict(&e) || e.is_closed() => {
-                            return Err(classify(e))
-                        }
-                        Err(e) => return Err(BatchError::OneByOne(e)),
+        if mode == Mode::Together && !calls.is_empty() && calls.len() == jobs.len() {
+            // The whole transaction, BEGIN to COMMIT, in two pipelined
+            // round trips (`batch`).
+            return match batch::run(client, st, &self.env, &calls, now_ms, phases).await {
+                Ok(answers) => {
+                    let mut done: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
+                    for (i, d) in answers {
+                        done[i] = Some(d);
                     }
+                    Ok(done
+                        .into_iter()
+                        .map(|d| d.unwrap_or_else(|| Done::discard(Err(ServiceError::Unavailable))))
+                        .collect())
                 }
-                Mode::OneByOne => self.one_call_each(&tx, st, jobs, &calls).await?,
+                Err(JobError::Pg(e)) if is_conflict(&e) || e.is_closed() => Err(classify(e)),
+                Err(e) => Err(BatchError::OneByOne(e)),
             };
-            for (i, d) in answers {
+        }
+        let mut tx = client.transaction().await.map_err(classify)?;
+        phases.mark(Phase::Begin);
+        let mut done: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
+        if !calls.is_empty() {
+            for (i, d) in self.one_call_each(&tx, st, jobs, &calls).await? {
                 done[i] = Some(d);
             }
         }
@@ -403,7 +403,7 @@ impl Writer {
             .iter()
             .flat_map(|d| d.slots.iter().map(|s| s.slot.id))
             .collect();
-        if !dirty.is_subset(&notified) {
+        if !dirty.is_empty() {
             tx.execute(
                 "SELECT pg_notify($1, $2)",
                 &[&CHANGES, &slots_payload(&dirty)],
