@@ -77,8 +77,9 @@ pub struct PgStatement {
 }
 
 /// The phases the writer reports (`postgres::writer::Phase`), in order.
-const PHASES: [&str; 10] = [
-    "wait", "begin", "open", "confirm", "decide", "close", "other", "notify", "commit", "answer",
+const PHASES: [&str; 11] = [
+    "wait", "begin", "claim", "lock", "confirm", "decide", "write", "other", "notify", "commit",
+    "answer",
 ];
 
 /// A counter's value in Prometheus text; `label` is `key="value"`.

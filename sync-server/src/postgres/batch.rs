@@ -1,45 +1,37 @@
-//! A writer's batch of holds and confirmations decided together, in one
-//! transaction of two round trips whatever the batch's size: each statement
-//! covers every job (`unnest` of arrays), and the statements of a round are
-//! pipelined (tokio-postgres sends queries polled together without waiting
-//! for each answer; PostgreSQL runs them one after another, in order).
+//! A writer's batch of holds and confirmations decided together: a fixed
+//! number of statements whatever the batch's size, each one covering every
+//! job (`unnest` of arrays), instead of one call per job.
 //!
-//! Round 1 (`open`): BEGIN; claim every job's Idempotency-Key in one INSERT
-//! … ON CONFLICT DO NOTHING (a key another transaction holds makes it wait
-//! for that commit); lock the batch's slot rows, in slot order so that two
-//! processes' batches queue instead of deadlocking (`SELECT … FOR UPDATE`;
-//! the sweep and cancellations take slot rows first too, in transactions of
-//! their own, see `writer`); turn the confirmed holds into orders' places
-//! in one conditional UPDATE (only open, unexpired holds match, and only
-//! for keys this transaction claimed: a confirmation whose key was already
-//! used confirms nothing and answers from the key's first use).
-//!
-//! Only when something was refused, one more round reads the first answers
-//! of keys already used, releases the expired holds the batch names and
-//! reads why the other confirmations fail.
-//!
-//! Then every hold is decided in the batch's order with core's ledger rules
-//! over the locked rows, so two processes never both take the last place:
-//! the second waits for the first's commit at the lock and sees its counts.
-//!
-//! Round 2 (`close`): every write (slot counts, holds, orders, tickets,
-//! corrected answers), the NOTIFY and the COMMIT. A statement that fails
-//! aborts the transaction, and the COMMIT behind it then rolls back. The
-//! row's CHECK stays the last line of defence.
+//! 1. Claim every job's Idempotency-Key in one INSERT … ON CONFLICT DO
+//!    NOTHING (a key another transaction holds makes it wait for that
+//!    commit); keys already used answer from their first use.
+//! 2. Lock the batch's slot rows, in slot order so that two processes'
+//!    batches queue instead of deadlocking (`SELECT … FOR UPDATE`); the
+//!    sweep and cancellations take slot rows first too, in transactions of
+//!    their own (`writer`).
+//! 3. Turn the confirmed holds into orders' places in one conditional
+//!    UPDATE (only open, unexpired holds match), release the expired ones
+//!    the batch names, and learn why the others are refused.
+//! 4. Decide every hold in the batch's order with core's ledger rules over
+//!    the locked rows, so two processes never both take the last place: the
+//!    second waits for the first's commit at step 2 and sees its counts.
+//! 5. Write it all (slot counts, holds, orders, tickets, answers) in one
+//!    pipelined round of multi-row statements. The row's CHECK stays the
+//!    last line of defence.
 //!
 //! A statement that fails for any reason other than a conflict aborts the
 //! transaction; the writer then runs the same jobs again one call each
 //! (`online::run_call`), where a job that fails does so alone.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 
-use futures_util::future::{try_join, try_join3, try_join4, try_join_all};
+use futures_util::future::try_join_all;
 use serde_json::Value;
 use tessera_core::inventory::SlotLedger;
 use tessera_core::slot::SlotId;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
+use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use super::cache::{slot_from_row, slots_payload, CachedSlot, SLOT_COLUMNS};
@@ -60,28 +52,21 @@ type PgResult<T> = Result<T, JobError>;
 const CLAIM: &str = "INSERT INTO idempotency (key_hash, request_hash, status, body, created_at)
      SELECT k, r, 201, b, c FROM unnest($1::bytea[], $2::bytea[], $3::jsonb[], $4::bigint[]) AS t(k, r, b, c)
      ON CONFLICT (key_hash) DO NOTHING RETURNING key_hash";
+const FIRST_USE: &str =
+    "SELECT key_hash, request_hash, status, body FROM idempotency WHERE key_hash = ANY($1)";
 static LOCK: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = ANY($1) ORDER BY slot_id FOR UPDATE")
 });
-/// A hold is confirmed only for a key this transaction claimed (its row's
-/// `xmin` is this transaction: CLAIM ran just before, in the same round
-/// trip); a key used before answers from its first use and confirms
-/// nothing.
-///
-/// In the joins with `unnest`, `= ANY($1)` on the big table's key is
-/// redundant for the result but not for the plan: a custom plan otherwise
-/// estimates the join from the array's length and may hash it against a
-/// sequential scan of the whole table (measured: one scan of `holds` or
-/// `idempotency` per batch, growing with the table).
+// In the joins with `unnest` below, `= ANY($1)` on the big table's key is
+// redundant for the result but not for the plan: a custom plan otherwise
+// estimates the join from the array's length and may hash it against a
+// sequential scan of the whole table (measured: one scan of `holds` or
+// `idempotency` per batch, growing with the table).
 const CONFIRM: &str = "UPDATE holds h SET status = 'confirmed'
-     FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::bytea[]) AS v(id, slot, n, k)
+     FROM unnest($1::uuid[], $2::text[], $3::integer[]) AS v(id, slot, n)
      WHERE h.hold_id = ANY($1) AND h.hold_id = v.id AND h.slot_id = v.slot AND h.admissions = v.n
-       AND h.status = 'held' AND h.expires_at > $5
-       AND EXISTS (SELECT 1 FROM idempotency i
-                   WHERE i.key_hash = v.k AND i.xmin = pg_current_xact_id()::xid)
+       AND h.status = 'held' AND h.expires_at > $4
      RETURNING h.hold_id";
-const FIRST_USE: &str =
-    "SELECT key_hash, request_hash, status, body FROM idempotency WHERE key_hash = ANY($1)";
 const EXPIRE: &str = "UPDATE holds SET status = 'expired', released_by = $3
      WHERE hold_id = ANY($1) AND status = 'held' AND expires_at <= $2
      RETURNING hold_id, slot_id, admissions";
@@ -132,114 +117,34 @@ enum Decision {
 }
 
 /// Runs the batch's holds and confirmations (`jobs`: their places in the
-/// batch and the jobs) in one transaction of its own on `client`, from
-/// BEGIN to COMMIT, answering each. On an error the transaction is over
-/// (rolled back) when this returns, unless the connection is gone.
+/// batch and the jobs), answering each.
 pub async fn run(
-    client: &Client,
+    tx: &Transaction<'_>,
     st: &Statements,
     env: &Env,
     jobs: &[(usize, &Job)],
     now_ms: i64,
     phases: &mut Phases,
-) -> PgResult<Vec<(usize, Done)>> {
-    let mut closing = false;
-    let result = run_open(client, st, env, jobs, now_ms, phases, &mut closing).await;
-    // Once the closing round is sent, its COMMIT ended the transaction
-    // (committed, or rolled back behind a failed statement).
-    if result.is_err() && !closing && !client.is_closed() {
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    result
-}
-
-/// What round 1 names: the jobs to claim, the holds to confirm, the slots
-/// to lock.
-struct Opening<'a> {
-    hashes: Vec<&'a [u8]>,
-    requests: Vec<&'a [u8]>,
-    bodies: Vec<&'a Value>,
-    created: Vec<i64>,
-    confirm_ids: Vec<Uuid>,
-    confirm_slots: Vec<String>,
-    confirm_counts: Vec<i32>,
-    confirm_keys: Vec<&'a [u8]>,
-    slots: Vec<String>,
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_open(
-    client: &Client,
-    st: &Statements,
-    env: &Env,
-    jobs: &[(usize, &Job)],
-    now_ms: i64,
-    phases: &mut Phases,
-    closing: &mut bool,
-) -> PgResult<Vec<(usize, Done)>> {
+) -> PgResult<(Vec<(usize, Done)>, BTreeSet<SlotId>)> {
     let mut decided: Vec<Option<Decision>> = jobs.iter().map(|_| None).collect();
-    let opening = opening(jobs, &mut decided);
-    // Prepared once per connection (a round trip the first time only).
-    let lock = st.get(client, LOCK.as_str()).await?;
-    let claim = st.get(client, CLAIM).await?;
-    let confirm = st.get(client, CONFIRM).await?;
-    // One round trip; PostgreSQL runs them in this order: keys, then slot
-    // rows, then hold rows (the order every writer and the shop take them).
-    let (_, claim_rows, slot_rows, confirm_rows) = try_join4(
-        client.batch_execute("BEGIN"),
-        client.query(
-            &claim,
-            &[
-                &opening.hashes,
-                &opening.requests,
-                &opening.bodies,
-                &opening.created,
-            ],
-        ),
-        client.query(&lock, &[&opening.slots]),
-        client.query(
-            &confirm,
-            &[
-                &opening.confirm_ids,
-                &opening.confirm_slots,
-                &opening.confirm_counts,
-                &opening.confirm_keys,
-                &now_ms,
-            ],
-        ),
-    )
-    .await?;
-    let mut slots: BTreeMap<SlotId, CachedSlot> = slot_rows
-        .iter()
-        .map(|r| {
-            slot_from_row(r)
-                .map(|s| (s.slot.id, s))
-                .ok_or_else(|| JobError::Bookkeeping("a slot row does not parse".into()))
-        })
-        .collect::<PgResult<_>>()?;
-    let claimed: HashSet<Vec<u8>> = claim_rows.iter().map(|r| r.get(0)).collect();
-    let taken: HashSet<Uuid> = confirm_rows.iter().map(|r| r.get(0)).collect();
-    phases.mark(Phase::Open);
-    let before: BTreeMap<SlotId, SlotLedger> =
-        slots.iter().map(|(id, s)| (*id, s.ledger)).collect();
-    settle_claims_and_confirms(
-        client,
-        st,
-        env,
-        jobs,
-        now_ms,
-        &claimed,
-        &taken,
-        &mut slots,
-        &mut decided,
-    )
-    .await?;
-    phases.mark(Phase::Confirm);
+    claim_keys(tx, st, jobs, &mut decided).await?;
+    phases.mark(Phase::Claim);
 
     let holds: Vec<(usize, &HoldJob)> = pick(jobs, &decided, |j| match j {
         Job::CreateHold(h) => Some(h.as_ref()),
         _ => None,
     });
+    let confirms: Vec<(usize, &ConfirmJob)> = pick(jobs, &decided, |j| match j {
+        Job::ConfirmHold(c) => Some(c.as_ref()),
+        _ => None,
+    });
+
+    let mut slots = lock_slots(tx, st, &holds, &confirms).await?;
+    phases.mark(Phase::Lock);
+    let before: BTreeMap<SlotId, SlotLedger> =
+        slots.iter().map(|(id, s)| (*id, s.ledger)).collect();
+    confirm_holds(tx, st, env, &confirms, now_ms, &mut slots, &mut decided).await?;
+    phases.mark(Phase::Confirm);
     for (n, hold) in &holds {
         decided[*n] = Some(decide_hold(env, hold, now_ms, &mut slots)?);
     }
@@ -253,9 +158,10 @@ async fn run_open(
         })
         .collect();
     phases.mark(Phase::Decide);
-    close(client, st, jobs, &changed, &decided, closing).await?;
-    phases.mark(Phase::Close);
-    Ok(answer(jobs, decided, changed))
+    write(tx, st, jobs, &holds, &confirms, &changed, &decided).await?;
+    phases.mark(Phase::Write);
+    let notified = changed.iter().map(|s| s.slot.id).collect();
+    Ok((answer(jobs, decided, changed), notified))
 }
 
 fn key_of(job: &Job) -> Option<&Key> {
@@ -279,147 +185,55 @@ fn pick<'a, T>(
         .collect()
 }
 
-/// What round 1 claims, confirms and locks. A job that repeats a key, or
-/// confirms a hold another job of the batch confirms, is answered without
-/// claiming anything: its retry finds the first's answer.
-fn opening<'a>(jobs: &[(usize, &'a Job)], decided: &mut [Option<Decision>]) -> Opening<'a> {
+async fn claim_keys(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    jobs: &[(usize, &Job)],
+    decided: &mut [Option<Decision>],
+) -> PgResult<()> {
     // In key order, so that two processes claiming the same keys (one
     // request sent to both) queue instead of deadlocking.
     let mut claims: BTreeMap<&[u8], (&[u8], &Value, i64)> = BTreeMap::new();
-    let mut seen_holds = HashSet::new();
-    let mut slots: Vec<String> = Vec::new();
-    let mut confirms = Vec::new();
     for (n, (_, job)) in jobs.iter().enumerate() {
         let Some(key) = key_of(job) else { continue };
-        let retry = || {
-            Some(Decision::Answered(Done::discard(Err(
-                ServiceError::Unavailable,
-            ))))
-        };
         if claims.contains_key(key.hash.as_slice()) {
-            decided[n] = retry();
+            // The same key twice in one batch: the retry finds the first's
+            // answer.
+            decided[n] = Some(Decision::Answered(Done::discard(Err(
+                ServiceError::Unavailable,
+            ))));
             continue;
         }
         let (body, created) = match job {
-            Job::CreateHold(h) => {
-                slots.push(h.slot.to_string());
-                (&h.body, h.now_ms)
-            }
-            Job::ConfirmHold(c) => {
-                if !seen_holds.insert(c.hold_id) {
-                    decided[n] = retry();
-                    continue;
-                }
-                if !c.slot.is_empty() {
-                    slots.push(c.slot.clone());
-                    confirms.push(c.as_ref());
-                }
-                (&c.body, c.now_ms)
-            }
+            Job::CreateHold(h) => (&h.body, h.now_ms),
+            Job::ConfirmHold(c) => (&c.body, c.now_ms),
             _ => continue,
         };
         claims.insert(&key.hash, (&key.request, body, created));
     }
-    slots.sort();
-    slots.dedup();
-    Opening {
-        hashes: claims.keys().copied().collect(),
-        requests: claims.values().map(|(r, _, _)| *r).collect(),
-        bodies: claims.values().map(|(_, b, _)| *b).collect(),
-        created: claims.values().map(|(_, _, c)| *c).collect(),
-        confirm_ids: confirms.iter().map(|c| c.hold_id).collect(),
-        confirm_slots: confirms.iter().map(|c| c.slot.clone()).collect(),
-        confirm_counts: confirms.iter().map(|c| c.admissions).collect(),
-        confirm_keys: confirms.iter().map(|c| c.key.hash.as_slice()).collect(),
-        slots,
-    }
-}
-
-/// After round 1: the jobs whose key was used before answer from its first
-/// use; confirmed holds move to sold in the ledger; the expired holds the
-/// other confirmations name are released and the rest are told why not.
-/// One more round trip, only when something was not claimed or not
-/// confirmed.
-#[allow(clippy::too_many_arguments)]
-async fn settle_claims_and_confirms(
-    client: &Client,
-    st: &Statements,
-    env: &Env,
-    jobs: &[(usize, &Job)],
-    now_ms: i64,
-    claimed: &HashSet<Vec<u8>>,
-    taken: &HashSet<Uuid>,
-    slots: &mut BTreeMap<SlotId, CachedSlot>,
-    decided: &mut [Option<Decision>],
-) -> PgResult<()> {
-    let mut used: Vec<&[u8]> = Vec::new();
-    let mut others: Vec<(usize, &ConfirmJob)> = Vec::new();
-    for (n, (_, job)) in jobs.iter().enumerate() {
-        let Some(key) = key_of(job) else { continue };
-        if decided[n].is_some() {
-            continue;
-        }
-        if !claimed.contains(&key.hash) {
-            used.push(&key.hash);
-            continue;
-        }
-        let Job::ConfirmHold(c) = job else { continue };
-        if taken.contains(&c.hold_id) {
-            let slot = slot_of(slots, &c.slot)?;
-            slot.ledger
-                .confirm_hold(u32::try_from(c.admissions).unwrap_or(u32::MAX))
-                .map_err(|e| JobError::Bookkeeping(e.to_string()))?;
-            decided[n] = Some(Decision::Confirmed);
-        } else {
-            others.push((n, c.as_ref()));
-        }
-    }
-    if used.is_empty() && others.is_empty() {
+    let hashes: Vec<&[u8]> = claims.keys().copied().collect();
+    let requests: Vec<&[u8]> = claims.values().map(|(r, _, _)| *r).collect();
+    let bodies: Vec<&Value> = claims.values().map(|(_, b, _)| *b).collect();
+    let created: Vec<i64> = claims.values().map(|(_, _, c)| *c).collect();
+    let claimed: HashSet<Vec<u8>> = tx
+        .query(
+            &st.get(tx, CLAIM).await?,
+            &[&hashes, &requests, &bodies, &created],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let used: Vec<&[u8]> = hashes
+        .into_iter()
+        .filter(|h| !claimed.contains(*h))
+        .collect();
+    if used.is_empty() {
         return Ok(());
     }
-    // Holds that ran out and are still open are released here, once,
-    // whichever process gets to them first (only those whose slot is locked).
-    let due: Vec<Uuid> = others
-        .iter()
-        .filter(|(_, c)| !c.slot.is_empty())
-        .map(|(_, c)| c.hold_id)
-        .collect();
-    let ids: Vec<Uuid> = others.iter().map(|(_, c)| c.hold_id).collect();
-    let first_use = st.get(client, FIRST_USE).await?;
-    let expire = st.get(client, EXPIRE).await?;
-    let state = st.get(client, STATE).await?;
-    // In this order (PostgreSQL runs a pipeline's statements one after
-    // another): the state is read after the expiries.
-    let (first, released, state) = try_join3(
-        async {
-            if used.is_empty() {
-                return Ok(Vec::new());
-            }
-            client.query(&first_use, &[&used]).await
-        },
-        async {
-            if due.is_empty() {
-                return Ok(Vec::new());
-            }
-            client.query(&expire, &[&due, &now_ms, &env.process]).await
-        },
-        async {
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            client.query(&state, &[&ids]).await
-        },
-    )
-    .await?;
-    let first: HashMap<Vec<u8>, (Vec<u8>, i16, Value)> = first
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-        .collect();
-    let released: HashMap<Uuid, (String, i32)> = released
-        .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
-        .collect();
-    let state: HashMap<Uuid, (String, i64, Option<Uuid>)> = state
+    let first: HashMap<Vec<u8>, (Vec<u8>, i16, Value)> = tx
+        .query(&st.get(tx, FIRST_USE).await?, &[&used])
+        .await?
         .iter()
         .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
         .collect();
@@ -445,6 +259,114 @@ async fn settle_claims_and_confirms(
         };
         decided[n] = Some(Decision::Answered(done));
     }
+    Ok(())
+}
+
+/// Locks the rows of every slot the batch touches, in slot order.
+async fn lock_slots(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    holds: &[(usize, &HoldJob)],
+    confirms: &[(usize, &ConfirmJob)],
+) -> PgResult<BTreeMap<SlotId, CachedSlot>> {
+    let mut ids: Vec<String> = holds.iter().map(|(_, h)| h.slot.to_string()).collect();
+    ids.extend(
+        confirms
+            .iter()
+            .filter(|(_, c)| !c.slot.is_empty())
+            .map(|(_, c)| c.slot.clone()),
+    );
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let rows = tx.query(&st.get(tx, LOCK.as_str()).await?, &[&ids]).await?;
+    rows.iter()
+        .map(|r| {
+            slot_from_row(r)
+                .map(|s| (s.slot.id, s))
+                .ok_or_else(|| JobError::Bookkeeping("a slot row does not parse".into()))
+        })
+        .collect()
+}
+
+/// Turns open holds into orders' places, releases the expired ones named,
+/// and says why the others are refused.
+async fn confirm_holds(
+    tx: &Transaction<'_>,
+    st: &Statements,
+    env: &Env,
+    confirms: &[(usize, &ConfirmJob)],
+    now_ms: i64,
+    slots: &mut BTreeMap<SlotId, CachedSlot>,
+    decided: &mut [Option<Decision>],
+) -> PgResult<()> {
+    let mut seen = HashSet::new();
+    let (mut ids, mut slot_ids, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, c) in confirms {
+        if !seen.insert(c.hold_id) {
+            // One hold confirmed twice in one batch: the second's retry is
+            // told which order it became.
+            decided[*n] = Some(Decision::Refused(ServiceError::Unavailable));
+            continue;
+        }
+        if !c.slot.is_empty() {
+            ids.push(c.hold_id);
+            slot_ids.push(c.slot.clone());
+            counts.push(c.admissions);
+        }
+    }
+    let taken: HashSet<Uuid> = if ids.is_empty() {
+        HashSet::new()
+    } else {
+        tx.query(
+            &st.get(tx, CONFIRM).await?,
+            &[&ids, &slot_ids, &counts, &now_ms],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    let mut others = Vec::new();
+    for (n, c) in confirms {
+        if decided[*n].is_some() {
+            continue;
+        }
+        if taken.contains(&c.hold_id) {
+            let slot = slot_of(slots, &c.slot)?;
+            slot.ledger
+                .confirm_hold(u32::try_from(c.admissions).unwrap_or(u32::MAX))
+                .map_err(|e| JobError::Bookkeeping(e.to_string()))?;
+            decided[*n] = Some(Decision::Confirmed);
+        } else {
+            others.push((*n, *c));
+        }
+    }
+    if others.is_empty() {
+        return Ok(());
+    }
+    // Holds that ran out and are still open are released here, once,
+    // whichever process gets to them first (only those whose slot is locked).
+    let due: Vec<Uuid> = others
+        .iter()
+        .filter(|(_, c)| !c.slot.is_empty())
+        .map(|(_, c)| c.hold_id)
+        .collect();
+    let released: HashMap<Uuid, (String, i32)> = tx
+        .query(&st.get(tx, EXPIRE).await?, &[&due, &now_ms, &env.process])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let ids: Vec<Uuid> = others.iter().map(|(_, c)| c.hold_id).collect();
+    let state: HashMap<Uuid, (String, i64, Option<Uuid>)> = tx
+        .query(&st.get(tx, STATE).await?, &[&ids])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect();
     for (n, c) in others {
         let id = c.hold_id.to_string();
         let decision = if let Some((slot, admissions)) = released.get(&c.hold_id) {
@@ -522,16 +444,15 @@ fn decide_hold(
     })
 }
 
-/// Round 2: every write of the batch, one multi-row statement each, the
-/// NOTIFY and the COMMIT, sent together. `closing` is set once they are
-/// sent: the COMMIT then ends the transaction whatever happens before it.
-async fn close(
-    client: &Client,
+/// Every write of the batch, one multi-row statement each, sent together.
+async fn write(
+    tx: &Transaction<'_>,
     st: &Statements,
     jobs: &[(usize, &Job)],
+    holds: &[(usize, &HoldJob)],
+    confirms: &[(usize, &ConfirmJob)],
     changed: &[CachedSlot],
     decided: &[Option<Decision>],
-    closing: &mut bool,
 ) -> PgResult<()> {
     let is = |n: usize, f: fn(&Decision) -> bool| decided[n].as_ref().is_some_and(f);
 
@@ -545,25 +466,17 @@ async fn close(
         .map(|s| count(s.ledger.sold_online))
         .collect();
 
-    let taken: Vec<&HoldJob> = jobs
+    let taken: Vec<&HoldJob> = holds
         .iter()
-        .enumerate()
         .filter(|(n, _)| is(*n, |d| matches!(d, Decision::HoldTaken)))
-        .filter_map(|(_, (_, j))| match j {
-            Job::CreateHold(h) => Some(h.as_ref()),
-            _ => None,
-        })
+        .map(|(_, h)| *h)
         .collect();
     let hold_cols = HoldColumns::of(&taken);
 
-    let confirmed: Vec<&ConfirmJob> = jobs
+    let confirmed: Vec<&ConfirmJob> = confirms
         .iter()
-        .enumerate()
         .filter(|(n, _)| is(*n, |d| matches!(d, Decision::Confirmed)))
-        .filter_map(|(_, (_, j))| match j {
-            Job::ConfirmHold(c) => Some(c.as_ref()),
-            _ => None,
-        })
+        .map(|(_, c)| *c)
         .collect();
     let order_cols = OrderColumns::of(&confirmed);
     let ticket_cols = TicketRows::of(&confirmed);
@@ -608,16 +521,15 @@ async fn close(
     }
     let mut prepared = Vec::with_capacity(writes.len());
     for (sql, _) in &writes {
-        prepared.push(st.get(client, sql).await?);
+        prepared.push(st.get(tx, sql).await?);
     }
-    *closing = true;
-    let writes = try_join_all(
+    try_join_all(
         writes
             .iter()
             .zip(&prepared)
-            .map(|((_, params), statement)| client.execute(statement, params.as_slice())),
-    );
-    try_join(writes, client.batch_execute("COMMIT")).await?;
+            .map(|((_, params), statement)| tx.execute(statement, params.as_slice())),
+    )
+    .await?;
     Ok(())
 }
 

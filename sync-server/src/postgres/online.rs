@@ -370,7 +370,7 @@ impl Statements {
     /// `sql` prepared on this connection (once).
     pub async fn get(
         &self,
-        tx: &Client,
+        tx: &Transaction<'_>,
         sql: &'static str,
     ) -> Result<Statement, tokio_postgres::Error> {
         let have = self

@@ -3,8 +3,7 @@
 //! The writer owns one connection. It takes every job waiting (up to
 //! `max_batch`) and opens one transaction. The batch's holds and
 //! confirmations are decided together (`batch`): a few multi-row statements
-//! whatever the batch's size, over the slot rows it locks in slot order,
-//! sent in two pipelined round trips from BEGIN to COMMIT. If
+//! whatever the batch's size, over the slot rows it locks in slot order. If
 //! that fails for any reason but a conflict, the transaction is dropped and
 //! the same jobs run again one database function call each (`online`,
 //! migration V2), pipelined (tokio-postgres sends queries polled together
@@ -45,20 +44,18 @@ const BATCH_ATTEMPTS: u32 = 8;
 pub enum Phase {
     /// Idle, waiting for the first job of the next batch.
     Wait,
-    /// BEGIN of a transaction that is not a batch of holds and
-    /// confirmations (their BEGIN is part of `Open`).
+    /// BEGIN.
     Begin,
-    /// Round 1 of a batch of holds and confirmations, pipelined: BEGIN,
-    /// locking the slot rows, claiming the Idempotency-Keys and confirming
-    /// holds (`batch`).
-    Open,
-    /// Only when something was not claimed or not confirmed: reading first
-    /// answers, expiring the holds due, reading why others fail.
+    /// Claiming the Idempotency-Keys (and reading first answers).
+    Claim,
+    /// Locking the slot rows.
+    Lock,
+    /// Confirming holds, expiring the ones due, reading why others fail.
     Confirm,
     /// Core's ledger over the locked rows (no database).
     Decide,
-    /// Round 2, pipelined: the multi-row writes, the NOTIFY and the COMMIT.
-    Close,
+    /// The pipelined multi-row writes.
+    Write,
     /// Jobs that are not decided together, and the one-call fallback.
     Other,
     Notify,
@@ -67,13 +64,14 @@ pub enum Phase {
     Answer,
 }
 
-const PHASES: [Phase; 10] = [
+const PHASES: [Phase; 11] = [
     Phase::Wait,
     Phase::Begin,
-    Phase::Open,
+    Phase::Claim,
+    Phase::Lock,
     Phase::Confirm,
     Phase::Decide,
-    Phase::Close,
+    Phase::Write,
     Phase::Other,
     Phase::Notify,
     Phase::Commit,
@@ -85,10 +83,11 @@ impl Phase {
         match self {
             Phase::Wait => "wait",
             Phase::Begin => "begin",
-            Phase::Open => "open",
+            Phase::Claim => "claim",
+            Phase::Lock => "lock",
             Phase::Confirm => "confirm",
             Phase::Decide => "decide",
-            Phase::Close => "close",
+            Phase::Write => "write",
             Phase::Other => "other",
             Phase::Notify => "notify",
             Phase::Commit => "commit",
@@ -134,10 +133,11 @@ impl Phases {
                 jobs,
                 wait_ms = ms(Phase::Wait),
                 begin_ms = ms(Phase::Begin),
-                open_ms = ms(Phase::Open),
+                claim_ms = ms(Phase::Claim),
+                lock_ms = ms(Phase::Lock),
                 confirm_ms = ms(Phase::Confirm),
                 decide_ms = ms(Phase::Decide),
-                close_ms = ms(Phase::Close),
+                write_ms = ms(Phase::Write),
                 other_ms = ms(Phase::Other),
                 notify_ms = ms(Phase::Notify),
                 commit_ms = ms(Phase::Commit),
@@ -271,9 +271,10 @@ impl Writer {
             // Sweeps and cancellations lock hold rows before slot rows; in
             // the batch's transaction, after its slots were locked in order,
             // they would make two processes' writers wait for each other.
-            // They (and pings) run after it, each in a transaction of its own.
-            let (together, apart): (Vec<Queued>, Vec<Queued>) =
-                batch.into_iter().partition(|q| q.job.is_one_call());
+            // They run after it, each in a transaction of its own.
+            let (together, apart): (Vec<Queued>, Vec<Queued>) = batch
+                .into_iter()
+                .partition(|q| !matches!(q.job, Job::Sweep | Job::CancelHold { .. }));
             if !together.is_empty() {
                 let started = std::time::Instant::now();
                 self.commit_batch(&mut conn.0, &conn.1, together, &mut phases)
@@ -359,36 +360,35 @@ impl Writer {
         mode: Mode,
         phases: &mut Phases,
     ) -> Result<Vec<Done>, BatchError> {
+        let mut tx = client.transaction().await.map_err(classify)?;
+        phases.mark(Phase::Begin);
         let now_ms = self.env.clock.now_ms();
+        let mut done: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
+        // Slots whose NOTIFY the batch already sent with its writes.
+        let mut notified = BTreeSet::new();
         let calls: Vec<(usize, &Job)> = jobs
             .iter()
             .enumerate()
             .filter(|(_, q)| q.job.is_one_call())
             .map(|(i, q)| (i, &q.job))
             .collect();
-        if mode == Mode::Together && !calls.is_empty() && calls.len() == jobs.len() {
-            // The whole transaction, BEGIN to COMMIT, in two pipelined
-            // round trips (`batch`).
-            return match batch::run(client, st, &self.env, &calls, now_ms, phases).await {
-                Ok(answers) => {
-                    let mut done: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
-                    for (i, d) in answers {
-                        done[i] = Some(d);
-                    }
-                    Ok(done
-                        .into_iter()
-                        .map(|d| d.unwrap_or_else(|| Done::discard(Err(ServiceError::Unavailable))))
-                        .collect())
-                }
-                Err(JobError::Pg(e)) if is_conflict(&e) || e.is_closed() => Err(classify(e)),
-                Err(e) => Err(BatchError::OneByOne(e)),
-            };
-        }
-        let mut tx = client.transaction().await.map_err(classify)?;
-        phases.mark(Phase::Begin);
-        let mut done: Vec<Option<Done>> = jobs.iter().map(|_| None).collect();
         if !calls.is_empty() {
-            for (i, d) in self.one_call_each(&tx, st, jobs, &calls).await? {
+            let answers = match mode {
+                Mode::Together => {
+                    match batch::run(&tx, st, &self.env, &calls, now_ms, phases).await {
+                        Ok((answers, sent)) => {
+                            notified = sent;
+                            answers
+                        }
+                        Err(JobError::Pg(e)) if is_conflict(&e) || e.is_closed() => {
+                            return Err(classify(e))
+                        }
+                        Err(e) => return Err(BatchError::OneByOne(e)),
+                    }
+                }
+                Mode::OneByOne => self.one_call_each(&tx, st, jobs, &calls).await?,
+            };
+            for (i, d) in answers {
                 done[i] = Some(d);
             }
         }
@@ -403,7 +403,7 @@ impl Writer {
             .iter()
             .flat_map(|d| d.slots.iter().map(|s| s.slot.id))
             .collect();
-        if !dirty.is_empty() {
+        if !dirty.is_subset(&notified) {
             tx.execute(
                 "SELECT pg_notify($1, $2)",
                 &[&CHANGES, &slots_payload(&dirty)],
