@@ -251,28 +251,13 @@ impl Writer {
                 },
             };
             phases.mark(Phase::Wait);
-            let mut keys: HashSet<Vec<u8>> = HashSet::new();
-            let mut next_round: VecDeque<Queued> = VecDeque::new();
-            if let Some(key) = first.job.key_hash() {
-                keys.insert(key.to_vec());
-            }
-            let mut batch = vec![first];
-            while batch.len() < self.max_batch {
-                let next = match held_over.pop_front() {
-                    Some(job) => job,
-                    None => match jobs.try_recv() {
-                        Ok(job) => job,
-                        Err(_) => break,
-                    },
-                };
-                match next.job.key_hash() {
-                    Some(key) if !keys.insert(key.to_vec()) => next_round.push_back(next),
-                    _ => batch.push(next),
-                }
-            }
-            // What was held over and not taken keeps its place ahead of
-            // what was held over now.
-            held_over.extend(next_round);
+            let batch = fill_batch(
+                first,
+                &mut held_over,
+                || jobs.try_recv().ok(),
+                queued_key,
+                self.max_batch,
+            );
             let conn = match client.as_mut().filter(|(c, _)| !c.is_closed()) {
                 Some(c) => c,
                 None => match connect_prepared(&self.connector).await {
@@ -528,6 +513,50 @@ impl Writer {
     }
 }
 
+fn queued_key(q: &Queued) -> Option<&[u8]> {
+    q.job.key_hash()
+}
+
+/// A batch: `first`, then up to `max_batch - 1` more jobs, those held over
+/// before the new ones (`incoming`). A job whose Idempotency-Key is already
+/// in the batch is held over to a later batch. At most `max_batch` jobs are
+/// held over again from the old ones and at most `max_batch` from the new
+/// ones per batch, so that a flood of retries under one key costs each batch
+/// a bounded scan (not the whole queue) and new jobs still get in.
+fn fill_batch<T>(
+    first: T,
+    held_over: &mut VecDeque<T>,
+    mut incoming: impl FnMut() -> Option<T>,
+    key: impl Fn(&T) -> Option<&[u8]>,
+    max_batch: usize,
+) -> Vec<T> {
+    let mut keys: HashSet<Vec<u8>> = HashSet::new();
+    if let Some(k) = key(&first) {
+        keys.insert(k.to_vec());
+    }
+    let mut batch = vec![first];
+    let mut next_round: VecDeque<T> = VecDeque::new();
+    let mut take = |job: T, batch: &mut Vec<T>, next_round: &mut VecDeque<T>| match key(&job) {
+        Some(k) if !keys.insert(k.to_vec()) => next_round.push_back(job),
+        _ => batch.push(job),
+    };
+    while batch.len() < max_batch && next_round.len() < max_batch {
+        let Some(job) = held_over.pop_front() else {
+            break;
+        };
+        take(job, &mut batch, &mut next_round);
+    }
+    let held_before = next_round.len();
+    while batch.len() < max_batch && next_round.len() - held_before < max_batch {
+        let Some(job) = incoming() else { break };
+        take(job, &mut batch, &mut next_round);
+    }
+    // What was held over and not looked at keeps its place ahead of what
+    // was held over now.
+    held_over.extend(next_round);
+    batch
+}
+
 async fn connect_prepared(
     connector: &Connector,
 ) -> Result<(Client, Statements), crate::postgres::PgError> {
@@ -539,5 +568,77 @@ async fn connect_prepared(
 fn answer_all(batch: Vec<Queued>, error: impl Fn() -> ServiceError) {
     for q in batch {
         let _ = q.reply.send(Err(error()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type J = (u32, Option<Vec<u8>>);
+
+    fn key(j: &J) -> Option<&[u8]> {
+        j.1.as_deref()
+    }
+
+    #[test]
+    fn a_flood_under_one_key_is_scanned_a_batch_at_a_time() {
+        let max = 4;
+        let mut held_over: VecDeque<J> = (0..1000).map(|i| (i, Some(b"k".to_vec()))).collect();
+        let mut new: VecDeque<J> = (1000..1010).map(|i| (i, None)).collect();
+        let mut pulled = 0;
+        let first = held_over.pop_front().unwrap();
+        let batch = fill_batch(
+            first,
+            &mut held_over,
+            || {
+                pulled += 1;
+                new.pop_front()
+            },
+            key,
+            max,
+        );
+        // One job of the flood, the new ones behind it up to the batch's size.
+        let ids: Vec<u32> = batch.iter().map(|j| j.0).collect();
+        assert_eq!(ids, vec![0, 1000, 1001, 1002]);
+        assert_eq!(pulled, 3);
+        // Looked at: `max` of the flood, held over again behind the rest.
+        assert_eq!(held_over.len(), 999);
+        assert_eq!(held_over.front().unwrap().0, 1 + max as u32);
+        assert_eq!(held_over.back().unwrap().0, max as u32);
+    }
+
+    #[test]
+    fn new_jobs_under_a_key_in_the_batch_are_held_over_boundedly() {
+        let max = 3;
+        let mut held_over: VecDeque<J> = VecDeque::new();
+        let mut new: VecDeque<J> = (1..100).map(|i| (i, Some(b"k".to_vec()))).collect();
+        let batch = fill_batch(
+            (0, Some(b"k".to_vec())),
+            &mut held_over,
+            || new.pop_front(),
+            key,
+            max,
+        );
+        assert_eq!(batch.len(), 1);
+        assert_eq!(held_over.len(), max);
+        assert_eq!(new.len(), 99 - max);
+    }
+
+    #[test]
+    fn distinct_keys_fill_the_batch_in_order() {
+        let mut held_over: VecDeque<J> =
+            vec![(1, Some(b"a".to_vec())), (2, Some(b"b".to_vec()))].into();
+        let mut new: VecDeque<J> = vec![
+            (3, Some(b"a".to_vec())),
+            (4, None),
+            (5, Some(b"c".to_vec())),
+        ]
+        .into();
+        let batch = fill_batch((0, None), &mut held_over, || new.pop_front(), key, 8);
+        let ids: Vec<u32> = batch.iter().map(|j| j.0).collect();
+        assert_eq!(ids, vec![0, 1, 2, 4, 5]);
+        let held: Vec<u32> = held_over.iter().map(|j| j.0).collect();
+        assert_eq!(held, vec![3]);
     }
 }
