@@ -49,7 +49,7 @@ pub(crate) fn check_sync(
     request: GateSyncRequest,
     received_at: i64,
 ) -> Result<CheckedSync, ServiceError> {
-    if request.device_id != gate.device_id {
+    if request.device_id != gate.device_id.0 {
         return Err(ServiceError::Forbidden(format!(
             "this token belongs to device {}, but the body is for {}",
             gate.device_id, request.device_id

@@ -104,14 +104,14 @@ impl Default for StoreConfig {
 /// An enrolled device, as its bearer token identifies it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
-    pub device_id: Uuid,
+    pub device_id: DeviceId,
     pub role: Role,
     pub name: String,
 }
 
 impl DeviceInfo {
     pub fn id(&self) -> DeviceId {
-        DeviceId(self.device_id)
+        self.device_id
     }
 }
 
@@ -169,7 +169,7 @@ pub struct Visitor {
 pub struct PaymentRecord {
     pub payment_id: String,
     pub checkout_id: String,
-    pub hold_id: Uuid,
+    pub hold_id: HoldId,
     pub slot_id: SlotId,
     pub amount: Money,
     pub hold_expires_at: Timestamp,
@@ -228,7 +228,7 @@ impl PaymentEvent {
 pub struct DemoPayment {
     pub payment_id: String,
     pub checkout_id: String,
-    pub hold_id: Uuid,
+    pub hold_id: HoldId,
     pub amount: Money,
     pub status: String,
     pub language: Language,
@@ -247,11 +247,11 @@ pub enum EventOutcome {
     /// The payment had already been settled by an earlier event.
     AlreadySettled,
     /// Paid: the order was issued.
-    Confirmed { hold_id: Uuid },
+    Confirmed { hold_id: HoldId },
     /// Paid, but no order could be issued: a refund is queued.
-    Refunding { hold_id: Uuid },
+    Refunding { hold_id: HoldId },
     /// Failed: nothing was taken; the hold was released.
-    Failed { hold_id: Uuid },
+    Failed { hold_id: HoldId },
 }
 
 impl EventOutcome {

@@ -12,6 +12,8 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use uuid::Uuid;
 
+use crate::ids::{DeviceId, LeaseId};
+
 use crate::api::report::{
     ChannelReport, ConflictLine, CounterUploads, DayReport, LeaseHeld, Missing, OnlineChannelLine,
     OverCapacity, PaymentRow, QuarantineLine, RefundCount, RefundLine, RefundsSummary, ShiftLine,
@@ -384,7 +386,7 @@ fn line_of<'a>(
 fn counter_channel(facts: &DayFacts, counter: &CounterFact) -> ChannelReport {
     let mut c = ChannelReport {
         channel: counter.name.clone(),
-        device_id: Some(counter.device_id),
+        device_id: Some(DeviceId(counter.device_id)),
         ..ChannelReport::default()
     };
     let mut vat = Vat::default();
@@ -527,7 +529,7 @@ fn missing(facts: &DayFacts, counters: &[CounterFact]) -> Missing {
         if !problems.is_empty() {
             m.counters.push(CounterUploads {
                 counter: counter.name.clone(),
-                device_id: counter.device_id,
+                device_id: DeviceId(counter.device_id),
                 acked_seq: acked,
                 highest_seq_received: max_seq,
                 reported_seq: reported,
@@ -543,7 +545,7 @@ fn missing(facts: &DayFacts, counters: &[CounterFact]) -> Missing {
         .filter(|l| l.escrow > l.sold)
         .map(|l| LeaseHeld {
             counter: l.counter.clone(),
-            lease_id: l.lease_id,
+            lease_id: LeaseId(l.lease_id),
             slot_id: l.slot_id.clone(),
             escrow: l.escrow,
             sold: l.sold,

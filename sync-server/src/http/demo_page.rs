@@ -159,7 +159,7 @@ pub async fn show<S: Store>(
         Language::Fr => "en",
         Language::En => "fr",
     };
-    let (success, _) = crate::payments::return_urls(&app.public_url, &p.checkout_id, p.hold_id);
+    let (success, _) = crate::payments::return_urls(&app.public_url, &p.checkout_id, p.hold_id.0);
     let action = if p.status == "pending" {
         format!(
             "<form method=\"post\" action=\"/pay/demo/{id}\">\
@@ -231,7 +231,7 @@ pub async fn complete<S: Store>(
         }
     };
     let (success, cancel) =
-        crate::payments::return_urls(&app.public_url, &p.checkout_id, p.hold_id);
+        crate::payments::return_urls(&app.public_url, &p.checkout_id, p.hold_id.0);
     let Some(demo) = app.demo.as_ref() else {
         // The server takes payments elsewhere: this page cannot complete one.
         return html(

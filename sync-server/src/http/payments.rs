@@ -38,7 +38,7 @@ pub(crate) fn check_email(email: &str) -> Result<(), ServiceError> {
 fn checkout_of(record: &PaymentRecord) -> Option<Checkout> {
     Some(Checkout {
         checkout_id: record.checkout_id.clone(),
-        hold_id: record.hold_id,
+        hold_id: record.hold_id.0,
         provider: record.provider.clone(),
         redirect_url: record.redirect_url.clone()?,
         total: record.amount,
@@ -106,11 +106,11 @@ pub async fn checkout<S: Store>(
     // Not yet sent to the provider (first attempt, or a retry after the
     // provider failed): ask it now, outside the writer.
     let (success_url, cancel_url) =
-        crate::payments::return_urls(&app.public_url, &record.checkout_id, record.hold_id);
+        crate::payments::return_urls(&app.public_url, &record.checkout_id, record.hold_id.0);
     let catalogue = app.store.catalogue();
     let request = PaymentRequest {
         payment_id: record.payment_id.clone(),
-        hold_id: record.hold_id,
+        hold_id: record.hold_id.0,
         amount: record.amount,
         description: format!(
             "{}, {} {}",
@@ -243,7 +243,7 @@ pub(crate) async fn process_webhook<S: Store>(
     match &outcome {
         EventOutcome::Confirmed { hold_id }
         | EventOutcome::Refunding { hold_id }
-        | EventOutcome::Failed { hold_id } => app.edge.holds.release(*hold_id),
+        | EventOutcome::Failed { hold_id } => app.edge.holds.release(hold_id.0),
         _ => {}
     }
     Ok(outcome)

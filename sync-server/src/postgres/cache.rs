@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tessera_core::ids::DeviceId;
 use tessera_core::inventory::SlotLedger;
 use tessera_core::slot::{Slot, SlotId};
 use tessera_core::tally::SlotTally;
@@ -239,7 +240,7 @@ impl Cache {
             map.insert(
                 r.get::<_, Vec<u8>>(0),
                 DeviceInfo {
-                    device_id: r.get(1),
+                    device_id: DeviceId(r.get(1)),
                     role,
                     name: r.get(3),
                 },

@@ -22,7 +22,7 @@ use tessera_core::booking::{
     unclaimed_tokens_before, TicketFacts,
 };
 use tessera_core::clock::from_ms;
-use tessera_core::ids::new_id;
+use tessera_core::ids::{new_id, HoldId};
 use tessera_core::money::{Currency, Money};
 use tessera_core::payment::{
     self, judge_event, Decision, EventPlan, HoldFacts, HoldStatus, PaymentFacts, PaymentStatus,
@@ -204,7 +204,7 @@ pub(super) async fn begin_checkout(
     let record = PaymentRecord {
         payment_id,
         checkout_id,
-        hold_id,
+        hold_id: HoldId(hold_id),
         slot_id,
         amount: Money::new(hold.total, museum_currency),
         hold_expires_at: from_ms(hold.expires_ms),
@@ -231,7 +231,7 @@ async fn load_record(tx: &Transaction<'_>, payment_id: &str) -> PgResult<Option<
     Ok(Some(PaymentRecord {
         payment_id: r.get(0),
         checkout_id: r.get(1),
-        hold_id: r.get(2),
+        hold_id: HoldId(r.get(2)),
         slot_id: parse_slot(&r.get::<_, String>(3))?,
         amount: Money::new(r.get(4), currency(&r.get::<_, String>(5))?),
         hold_expires_at: from_ms(r.get(6)),
@@ -500,7 +500,9 @@ impl Step<'_, '_> {
             Decision::Failed => {
                 self.set_status(&payment.payment_id, PaymentStatus::Failed)
                     .await?;
-                return Ok(EventOutcome::Failed { hold_id });
+                return Ok(EventOutcome::Failed {
+                    hold_id: HoldId(hold_id),
+                });
             }
             Decision::Refund { reason, amount } => {
                 if reason == RefundReason::AmountMismatch {
@@ -525,7 +527,9 @@ impl Step<'_, '_> {
                     .await?;
                 self.set_status(&payment.payment_id, PaymentStatus::Refunding)
                     .await?;
-                return Ok(EventOutcome::Refunding { hold_id });
+                return Ok(EventOutcome::Refunding {
+                    hold_id: HoldId(hold_id),
+                });
             }
             Decision::Confirm => {
                 let slot = slot_in(self.locked, &hold.slot)?;
@@ -562,7 +566,9 @@ impl Step<'_, '_> {
             self.now_ms,
         )
         .await?;
-        Ok(EventOutcome::Confirmed { hold_id })
+        Ok(EventOutcome::Confirmed {
+            hold_id: HoldId(hold_id),
+        })
     }
 
     fn slot(&mut self, id: &str) -> PgResult<&mut super::cache::CachedSlot> {
@@ -1151,7 +1157,7 @@ pub(super) async fn demo_payment(
     Ok(Ok(Some(DemoPayment {
         payment_id: payment_id.to_string(),
         checkout_id: r.get(0),
-        hold_id: r.get(1),
+        hold_id: HoldId(r.get(1)),
         amount: Money::new(r.get(2), currency(&r.get::<_, String>(3))?),
         status: r.get(4),
         language: language_of(&r.get::<_, String>(5)),

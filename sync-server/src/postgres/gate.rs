@@ -374,7 +374,7 @@ async fn redeem_once(
         if let Some((ticket, device, at, name)) = known_scan(&tx, id).await? {
             // The same scan sent again (a retry after a lost answer, maybe
             // to another process) is the same admission: the first answer.
-            if ticket == claims.ticket_id && device == gate.device_id {
+            if ticket == claims.ticket_id && device == gate.device_id.0 {
                 answer.first_redeemed_at = Some(from_ms(at));
                 answer.first_redeemed_by = Some(name);
                 return Ok(Ok(answer));
@@ -397,7 +397,7 @@ async fn redeem_once(
         at: now_ms,
         device_at: None,
         received_at: now_ms,
-        gate_device: gate.device_id,
+        gate_device: gate.device_id.0,
         gate_name: gate.name.clone(),
         mode: "online",
     };
@@ -407,7 +407,7 @@ async fn redeem_once(
             // between, which nothing does. Answer as a busy server would.
             return Ok(Err(ServiceError::Unavailable));
         };
-        if first.scan_id == admission.scan_id && first.gate_device == gate.device_id {
+        if first.scan_id == admission.scan_id && first.gate_device == gate.device_id.0 {
             // This very scan, sent to two processes at once, won on the other.
             answer.first_redeemed_at = Some(from_ms(first.at));
             answer.first_redeemed_by = Some(first.gate_name);
@@ -528,7 +528,7 @@ async fn gate_sync_once(
     let mut fresh: BTreeMap<Uuid, (&TicketClaims, Vec<Admission>)> = BTreeMap::new();
     for scan in &checked.scans {
         if let Some((ticket, by)) = known.get(&scan.scan_id) {
-            if *ticket == scan.claims.ticket_id && *by == gate.device_id {
+            if *ticket == scan.claims.ticket_id && *by == gate.device_id.0 {
                 continue; // uploaded before (or redeemed online with this id)
             }
             return Ok(Err(scan_id_reused(scan.scan_id)));
@@ -542,7 +542,7 @@ async fn gate_sync_once(
                 at: scan.at,
                 device_at: Some(scan.device_at),
                 received_at: checked.received_at,
-                gate_device: gate.device_id,
+                gate_device: gate.device_id.0,
                 gate_name: gate.name.clone(),
                 mode: "offline",
             });
@@ -562,7 +562,8 @@ async fn gate_sync_once(
             // The same upload reached another process, which committed it
             // first: this scan is known now, as the same admission or not.
             match known_scan(&tx, a.scan_id).await? {
-                Some((ticket, by, _, _)) if ticket == claims.ticket_id && by == gate.device_id => {}
+                Some((ticket, by, _, _))
+                    if ticket == claims.ticket_id && by == gate.device_id.0 => {}
                 _ => return Ok(Err(scan_id_reused(a.scan_id))),
             }
         }

@@ -18,6 +18,7 @@ use tessera_core::day_report::{
     assemble, CancelledFact, ClosedShiftFact, CounterFact, DayBounds, DayFacts, LeaseHeldFact,
     OpenShiftFact, OrderFact, SaleFact, ServerCash, SlotFact, SyncFact, VoidFact, WaitlistFact,
 };
+use tessera_core::ids::{DeviceId, SaleId};
 use tessera_core::pricing::PricedLine;
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
@@ -435,7 +436,7 @@ async fn over_capacity(
     {
         out.push(OverCapacity {
             counter: r.get(0),
-            sale_id: r.get(1),
+            sale_id: SaleId(r.get(1)),
             terminal_seq: fits("terminal seq", r.get(2))?,
             slot_id: r.get(3),
             admissions_over: fits("admissions over", i64::from(r.get::<_, i32>(4)))?,
@@ -522,7 +523,7 @@ async fn quarantine(
         let body = quarantined_upload(&kind, r.get(9));
         out.push(QuarantineLine {
             counter: r.get(0),
-            device_id: r.get(1),
+            device_id: DeviceId(r.get(1)),
             kind,
             item_id: r.get(3),
             terminal_seq: r

@@ -234,7 +234,7 @@ impl Counters {
         device: &DeviceInfo,
         mut request: SyncRequest,
     ) -> Result<SyncResponse, ServiceError> {
-        if request.device_id != device.device_id {
+        if request.device_id != device.device_id.0 {
             return Err(ServiceError::Forbidden(format!(
                 "this token belongs to device {}, but the body is for {}",
                 device.device_id, request.device_id
@@ -252,7 +252,7 @@ impl Counters {
             let outcome = self
                 .round(
                     &mut client,
-                    device.device_id,
+                    device.device_id.0,
                     &request,
                     &void_ids,
                     &shift_ids,

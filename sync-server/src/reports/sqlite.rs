@@ -12,6 +12,7 @@ use tessera_core::day_report::{
     assemble, CancelledFact, ClosedShiftFact, CounterFact, DayBounds, DayFacts, LeaseHeldFact,
     OpenShiftFact, OrderFact, SaleFact, ServerCash, SlotFact, SyncFact, VoidFact, WaitlistFact,
 };
+use tessera_core::ids::{DeviceId, SaleId};
 use uuid::Uuid;
 
 use super::{
@@ -432,7 +433,7 @@ fn over_capacity(conn: &Connection, day: &DayBounds) -> Result<Vec<OverCapacity>
         let (counter, sale, terminal_seq, slot_id, admissions_over) = row?;
         out.push(OverCapacity {
             counter,
-            sale_id: uuid(&sale)?,
+            sale_id: SaleId(uuid(&sale)?),
             terminal_seq,
             slot_id,
             admissions_over,
@@ -518,7 +519,7 @@ fn quarantine(conn: &Connection, day: &DayBounds) -> Result<Vec<QuarantineLine>,
         let body = super::quarantined_upload(&kind, &body);
         out.push(QuarantineLine {
             counter,
-            device_id: uuid(&device)?,
+            device_id: DeviceId(uuid(&device)?),
             kind,
             item_id: uuid(&item)?,
             terminal_seq: seq,

@@ -21,7 +21,7 @@ use tessera_core::booking::{
     cancellable_until, may_resend, plan_cancel, resend_window_start, ticket_state, TicketFacts,
 };
 use tessera_core::clock::from_ms;
-use tessera_core::ids::new_id;
+use tessera_core::ids::{new_id, HoldId};
 use tessera_core::money::{Currency, Money};
 use tessera_core::payment::{
     self, judge_event, Decision, EventPlan, HoldFacts, HoldStatus, PaymentFacts, PaymentStatus,
@@ -104,7 +104,7 @@ pub(crate) fn begin_checkout(
     let record = PaymentRecord {
         payment_id,
         checkout_id,
-        hold_id,
+        hold_id: HoldId(hold_id),
         slot_id,
         amount: Money::new(total, currency),
         hold_expires_at: from_ms(expires_ms),
@@ -131,7 +131,7 @@ fn load_record(ctx: &Ctx<'_>, payment_id: &str) -> Result<Option<PaymentRecord>,
                 PaymentRecord {
                     payment_id: r.get(0)?,
                     checkout_id: r.get(1)?,
-                    hold_id: r.uuid(2)?,
+                    hold_id: HoldId(r.uuid(2)?),
                     slot_id: r.get::<_, SlotId>(3)?,
                     amount: Money::new(r.get(4)?, museum_currency),
                     hold_expires_at: from_ms(r.get(6)?),
@@ -393,7 +393,9 @@ fn carry_out(
         }
         Decision::Failed => {
             set_status(ctx, &payment.payment_id, PaymentStatus::Failed)?;
-            return Ok(EventOutcome::Failed { hold_id });
+            return Ok(EventOutcome::Failed {
+                hold_id: HoldId(hold_id),
+            });
         }
         Decision::Refund { reason, amount } => {
             if reason == RefundReason::AmountMismatch {
@@ -407,7 +409,9 @@ fn carry_out(
             queue_refund(ctx, &payment.payment_id, None, amount, reason.code(), None)?;
             queue_refund_notice(ctx, &payment, amount, reason.code(), booking)?;
             set_status(ctx, &payment.payment_id, PaymentStatus::Refunding)?;
-            return Ok(EventOutcome::Refunding { hold_id });
+            return Ok(EventOutcome::Refunding {
+                hold_id: HoldId(hold_id),
+            });
         }
         Decision::Confirm => match take_open_hold(ctx, hold_id)? {
             Some(Ok(open)) => open,
@@ -460,7 +464,9 @@ fn carry_out(
         ));
     };
     queue_mail(ctx, "booking_confirmed", &b, &link(booking, &token))?;
-    Ok(EventOutcome::Confirmed { hold_id })
+    Ok(EventOutcome::Confirmed {
+        hold_id: HoldId(hold_id),
+    })
 }
 
 fn set_status(ctx: &Ctx<'_>, payment_id: &str, status: PaymentStatus) -> Result<(), Fatal> {
@@ -1002,7 +1008,7 @@ pub(crate) fn demo_payment(
     Ok(Ok(Some(crate::store::DemoPayment {
         payment_id: payment_id.to_string(),
         checkout_id,
-        hold_id: parse_uuid(&hold_id)?,
+        hold_id: HoldId(parse_uuid(&hold_id)?),
         amount: Money::new(amount, currency),
         status,
         language: language_of(&language),

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
 use tessera_core::api::sync::SyncRequest;
 use tessera_core::catalogue::Catalogue;
-use tessera_core::ids::LeaseId;
+use tessera_core::ids::{DeviceId, LeaseId};
 use tessera_core::inventory::{LeaseTotals, SlotLedger};
 use tessera_core::leases::Footprint;
 use tessera_core::pricing::PricedLine;
@@ -569,7 +569,7 @@ fn load_devices(conn: &Connection) -> rusqlite::Result<HashMap<Vec<u8>, DeviceIn
         Ok((
             r.get::<_, Vec<u8>>(0)?,
             DeviceInfo {
-                device_id: parse_uuid(&r.get::<_, String>(1)?)?,
+                device_id: DeviceId(parse_uuid(&r.get::<_, String>(1)?)?),
                 role: Role::parse(&role).unwrap_or(Role::Gate),
                 name: r.get(3)?,
             },

@@ -69,7 +69,7 @@ pub(crate) fn sync(
     mut request: SyncRequest,
     policy: LeasePolicy,
 ) -> Result<Result<SyncResponse, ServiceError>, Fatal> {
-    if request.device_id != device.device_id {
+    if request.device_id != device.device_id.0 {
         return Ok(Err(ServiceError::Forbidden(format!(
             "this token belongs to device {}, but the body is for {}",
             device.device_id, request.device_id
@@ -131,7 +131,7 @@ fn judge(
     device: &DeviceInfo,
     request: &SyncRequest,
 ) -> Result<Result<Plan, Refusal>, Fatal> {
-    let mut judging = Judging::new(request, device.device_id);
+    let mut judging = Judging::new(request, device.device_id.0);
     if let Err(r) = judge_sales(ctx, device, request, &mut judging)? {
         return Ok(Err(refusal(r)));
     }
@@ -154,7 +154,7 @@ fn judge_sales(
     judging: &mut Judging<'_>,
 ) -> Result<Result<(), BatchRefusal>, Fatal> {
     let dev = device.device_id.to_string();
-    let keyring = device_keyring(ctx, device.device_id)?;
+    let keyring = device_keyring(ctx, device.device_id.0)?;
     let current = ctx.state.catalogue.clone();
     let mut catalogues = Catalogues {
         current: (ctx.state.catalogue_version, &current),
@@ -206,7 +206,7 @@ fn judge_voids(
         };
         // Staff secrets: only a void the server approved (the supervisor's
         // PIN checked by the server, never by the counter) is applied.
-        if let Err(reason) = super::staff::check_void(ctx.tx, device.device_id, v)? {
+        if let Err(reason) = super::staff::check_void(ctx.tx, device.device_id.0, v)? {
             judging.refuse_void(i, reason);
             continue;
         }
@@ -529,7 +529,7 @@ fn apply(
     derive_tallies(ctx, &dev, request, touched)?;
     write_shifts(ctx, &dev, request, &plan.shifts)?;
     let acked_seq = record_device_sync(ctx, &dev, request)?;
-    ctx.state.last_sync.insert(device.device_id, ctx.now_ms);
+    ctx.state.last_sync.insert(device.device_id.0, ctx.now_ms);
     Ok(Acks {
         acked_seq,
         sales_stored: plan.accepted.len() as u32,
@@ -978,13 +978,13 @@ fn size_leases(
         state
             .leases
             .values()
-            .filter(|l| l.device_id == device.device_id),
+            .filter(|l| l.device_id == device.device_id.0),
     );
     let mut recalls = HashMap::new();
     for (slot, need) in slots {
         let Some(sizing) = decide_size(
             ctx.state,
-            device.device_id,
+            device.device_id.0,
             slot,
             need,
             &online,
@@ -994,7 +994,7 @@ fn size_leases(
             continue;
         };
         if sizing.decision.grant > 0 {
-            grant(ctx, device.device_id, slot, sizing)?;
+            grant(ctx, device.device_id.0, slot, sizing)?;
         }
         if let (Some(lease), recall @ 1..) = (sizing.lease, sizing.decision.recall) {
             recalls.insert(lease, recall);
@@ -1079,7 +1079,7 @@ fn record_lease_steps(
         .state
         .leases
         .values()
-        .filter(|l| leases::steps_in_sync(l, device.device_id, today, &reported))
+        .filter(|l| leases::steps_in_sync(l, device.device_id.0, today, &reported))
         .map(|l| (l.lease_id, l.totals))
         .collect();
     for (lease, totals) in leases {
@@ -1148,7 +1148,7 @@ fn respond(
         .tomorrow()
         .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
     let reported: HashSet<Uuid> = request.leases.iter().map(|l| l.lease_id).collect();
-    let leases = lease_grants(ctx.state, device.device_id, today, &reported, &recalls);
+    let leases = lease_grants(ctx.state, device.device_id.0, today, &reported, &recalls);
     let mut slots = Vec::new();
     let mut tallies = Tallies::default();
     for (id, row) in ctx
@@ -1223,7 +1223,7 @@ fn settled_leases(state: &State, device: &DeviceInfo, now: i64) -> Vec<Uuid> {
     state
         .leases
         .values()
-        .filter(|l| l.device_id == device.device_id)
+        .filter(|l| l.device_id == device.device_id.0)
         .filter(|l| {
             let over = state
                 .slots

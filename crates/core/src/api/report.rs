@@ -13,6 +13,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::ids::{DeviceId, LeaseId, SaleId};
+
 pub use super::supervisor::QuarantinedUpload;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +132,7 @@ pub struct RefundLine {
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct QuarantineLine {
     pub counter: String,
-    pub device_id: Uuid,
+    pub device_id: DeviceId,
     /// `sale`, `void` or `shift`.
     pub kind: String,
     pub item_id: Uuid,
@@ -151,7 +153,7 @@ pub struct QuarantineLine {
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ChannelReport {
     pub channel: String,
-    pub device_id: Option<Uuid>,
+    pub device_id: Option<DeviceId>,
     pub sales_count: u32,
     pub voids_count: u32,
     /// Admissions sold, less those voided.
@@ -222,7 +224,7 @@ pub struct Missing {
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct CounterUploads {
     pub counter: String,
-    pub device_id: Uuid,
+    pub device_id: DeviceId,
     /// Every sale up to this seq is on the server.
     pub acked_seq: u64,
     pub highest_seq_received: u64,
@@ -239,7 +241,7 @@ pub struct CounterUploads {
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LeaseHeld {
     pub counter: String,
-    pub lease_id: Uuid,
+    pub lease_id: LeaseId,
     pub slot_id: String,
     pub escrow: u32,
     pub sold: u32,
@@ -252,7 +254,7 @@ pub struct LeaseHeld {
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct OverCapacity {
     pub counter: String,
-    pub sale_id: Uuid,
+    pub sale_id: SaleId,
     pub terminal_seq: u64,
     pub slot_id: String,
     pub admissions_over: u32,
