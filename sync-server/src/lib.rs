@@ -240,6 +240,9 @@ pub async fn start_postgres(
     config: &ServerConfig,
     clock: Clock,
 ) -> Result<RunningServer, StartError> {
+    // Installed first, so that what the store records while it loads
+    // (`tessera_pg_cached_slots`) is kept.
+    metrics_handle();
     let store = Arc::new(
         postgres::PgStore::connect(url, config.store_config()?, &config.postgres, clock).await?,
     );

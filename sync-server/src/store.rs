@@ -299,11 +299,19 @@ pub enum RefundAttempt {
 pub trait Store: Send + Sync + 'static {
     fn catalogue(&self) -> Arc<Catalogue>;
 
-    /// Live availability of a museum day, from committed state only.
-    fn availability(&self, date: Date) -> Result<Availability, ServiceError>;
+    /// Live availability of a museum day, from committed state only (a
+    /// day no longer kept in memory is read from storage).
+    fn availability(
+        &self,
+        date: Date,
+    ) -> impl Future<Output = Result<Availability, ServiceError>> + Send;
 
-    /// The slot if it exists and can still be sold.
-    fn sellable_slot(&self, slot: SlotId) -> Result<Slot, ServiceError>;
+    /// The slot if it exists and can still be sold (`SlotPast` for one that
+    /// exists but is over).
+    fn sellable_slot(
+        &self,
+        slot: SlotId,
+    ) -> impl Future<Output = Result<Slot, ServiceError>> + Send;
 
     fn create_hold(
         &self,

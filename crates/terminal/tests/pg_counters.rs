@@ -501,3 +501,128 @@ async fn a_round_that_waits_past_the_lock_timeout_is_retried_not_wedged() {
     assert_eq!(pg.count("SELECT COUNT(*) FROM sales"), 3);
     assert_eq!(pg.count("SELECT COALESCE(SUM(sold), 0) FROM leases"), 3);
 }
+
+/// `tessera_pg_cached_slots` as `api`'s process reports it.
+async fn cached_slots(api: &Api) -> i64 {
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("tessera_pg_cached_slots "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as i64)
+        .unwrap_or_else(|| panic!("no tessera_pg_cached_slots in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_started_days_later_keeps_only_live_slots_and_still_answers_for_older_ones() {
+    let pg = PgCluster::start();
+    let mut museum = PgMuseum::init(&pg.url(), "09:00");
+    let day = museum.day;
+    let s = slot(day, "16:00");
+    let a = museum.serve("a", &[]);
+    let Counter { dir, t } = counter(&museum, &a, "Desk 5").await;
+    t.sell(adults(s, 2)).await.expect("sell");
+    round(&t).await;
+    // Sold at the counter that day but not yet uploaded.
+    let late = t.sell(adults(s, 3)).await.expect("sell");
+    let (status, body) = a
+        .api()
+        .buy(
+            "then-online",
+            s,
+            json!([{"product_id": "adult", "quantity": 1}]),
+        )
+        .await
+        .expect("buy");
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    drop(t);
+    drop(a);
+
+    // Three days later a process starts: it keeps slots from yesterday on.
+    museum.offset_secs += 3 * 86_400;
+    let b = museum.serve("b", &[]);
+    let api = b.api();
+    let yesterday = (day + jiff::Span::new().days(2)).to_string();
+    let live_in_pg = || {
+        pg.count(&format!(
+            "SELECT COUNT(*) FROM slots WHERE slot_id >= '{yesterday}T00:00'"
+        ))
+    };
+    // (Its upkeep may be adding the days the horizon moved on to.)
+    wait_for("the cache to hold the live slots", WITHIN, || async {
+        (cached_slots(&api).await == live_in_pg()).then_some(())
+    })
+    .await;
+    let live = live_in_pg();
+    let all = pg.count("SELECT COUNT(*) FROM slots");
+    assert!(0 < live && live < all, "{live} of {all}");
+
+    // The older day still answers, from the database: past, with what was
+    // sold online and uploaded by the counter.
+    let body = api.availability(day).await;
+    let row = body["slots"]
+        .as_array()
+        .and_then(|a| a.iter().find(|v| v["slot_id"] == s.to_string()).cloned())
+        .unwrap_or_else(|| panic!("slot {s} not in {body}"));
+    assert_eq!(row["past"], json!(true), "{row}");
+    assert_eq!(row["available"], json!(0), "{row}");
+    assert_eq!(row["sold"], json!(3), "{row}");
+    // Holding a place on it is refused as past, not as an unknown slot.
+    let (status, body) = api
+        .hold(
+            "too-late",
+            s,
+            json!([{"product_id": "adult", "quantity": 1}]),
+        )
+        .await
+        .expect("hold");
+    assert!(
+        !body.to_string().contains("unknown_slot") && status.is_client_error(),
+        "{status} {body}"
+    );
+
+    // The counter comes back, its clock days on too: the late sale is
+    // judged (within its lease) and counted. It reaches the process that
+    // runs now (A's address is gone).
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("terminal.db")).expect("terminal db");
+        let json: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'identity'", [], |r| {
+                r.get(0)
+            })
+            .expect("identity");
+        let mut identity: Value = serde_json::from_str(&json).expect("identity json");
+        identity["server_url"] = json!(b.url);
+        conn.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'identity'",
+            [identity.to_string()],
+        )
+        .expect("identity moved");
+    }
+    let t = Terminal::open_with_clock(dir.path(), Clock::with_offset_secs(museum.offset_secs))
+        .expect("open");
+    round(&t).await;
+    assert_eq!(
+        pg.count(&format!(
+            "SELECT over_capacity FROM sales WHERE sale_id = '{}'",
+            late.sale.sale_id
+        )),
+        0
+    );
+    assert_eq!(sold_in_pg(&pg, s), (1, 5));
+    let body = api.availability(day).await;
+    let sold = body["slots"]
+        .as_array()
+        .and_then(|a| a.iter().find(|v| v["slot_id"] == s.to_string()))
+        .map(|v| v["sold"].clone());
+    assert_eq!(sold, Some(json!(6)), "{body}");
+    // The upload named an older slot; the cache still holds the live ones.
+    assert_eq!(cached_slots(&api).await, live_in_pg());
+}

@@ -34,7 +34,7 @@ pub async fn availability<S: Store>(
         ServiceError::BadRequest("query parameter date=YYYY-MM-DD is required".into())
     })?;
     let date = parse_date(&text).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-    Ok(Json(app.store.availability(date)?))
+    Ok(Json(app.store.availability(date).await?))
 }
 
 #[utoipa::path(get, path = "/v1/catalogue", tag = "online", summary = "The museum's catalogue: products, prices, VAT, schedule", responses((status = 200, description = "The current catalogue", body = tessera_core::catalogue::Catalogue)))]
@@ -74,7 +74,7 @@ pub async fn create_hold<S: Store>(
     // A slot whose window is over still goes to the store: a retry of a hold
     // made in time must get its first answer, and the store looks the key up
     // before it refuses the slot as past.
-    let slot = match app.store.sellable_slot(request.slot_id) {
+    let slot = match app.store.sellable_slot(request.slot_id).await {
         Ok(slot) => slot.id,
         Err(ServiceError::SlotPast(_)) => request.slot_id,
         Err(e) => return Err(e),

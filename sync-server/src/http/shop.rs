@@ -101,7 +101,7 @@ pub async fn calendar<S: Store>(
     let horizon = app.config.shop.booking_horizon_days;
     let mut days = Vec::with_capacity(dates.len());
     for date in dates {
-        let day = app.store.availability(date)?;
+        let day = app.store.availability(date).await?;
         days.push(calendar_day(
             date,
             day.closed,
@@ -138,7 +138,7 @@ pub async fn nearest<S: Store>(
             "admissions must be between 1 and {max}, got {admissions}"
         )));
     }
-    let day = app.store.availability(slot.date)?;
+    let day = app.store.availability(slot.date).await?;
     if day.closed {
         return Err(ServiceError::MuseumClosed(slot.date.to_string()));
     }
@@ -152,7 +152,7 @@ pub async fn nearest<S: Store>(
         if later.len() as i64 >= NEAREST_LATER_DAYS || !within_horizon(date, today, horizon) {
             break;
         }
-        later.push(app.store.availability(date)?.slots);
+        later.push(app.store.availability(date).await?.slots);
     }
     let same_day = if within_horizon(slot.date, today, horizon) {
         day.slots

@@ -47,7 +47,7 @@ pub async fn join<S: Store>(
     }
     // A slot whose window is over still goes to the store, so a retry of a
     // join made in time gets its first answer; the store refuses it as past.
-    match app.store.sellable_slot(request.slot_id) {
+    match app.store.sellable_slot(request.slot_id).await {
         Ok(_) | Err(ServiceError::SlotPast(_)) => {}
         Err(e) => return Err(e),
     }

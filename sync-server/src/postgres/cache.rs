@@ -9,6 +9,12 @@
 //! sent while it was away are lost, and every 30 seconds as a backstop. It
 //! checks its connection every second and says when it last could
 //! (`liveness`), so that `/healthz` fails while the view may be stale.
+//!
+//! Like SQLite's writer it keeps only what is live: slots (and their
+//! tallies) from core's `first_live_slot` of the museum's today on, so its
+//! size and every re-read's cost do not grow with the days behind the
+//! museum. An older slot is read from the database when a request names it
+//! (`PgStore::availability`, `sellable_slot`); writes never read the cache.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -21,7 +27,9 @@ use tessera_core::slot::{Slot, SlotId};
 use tessera_core::tally::SlotTally;
 use tokio_postgres::{AsyncMessage, GenericClient, Row};
 
+use jiff::tz::TimeZone;
 use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
+use tessera_core::clock::Clock;
 use tessera_core::staff::{for_counters, PinVerifier, StaffMember, StaffRole};
 use tessera_core::ticket_code::KeyRing;
 
@@ -78,6 +86,9 @@ pub struct Cache {
     pub counter_sold: RwLock<HashMap<SlotId, u32>>,
     /// Whether the listener keeping all of this fresh is alive.
     pub listener: ListenerHealth,
+    /// The museum's clock and time zone, which say which slots are live
+    /// (none: every slot is kept).
+    live: Option<(Clock, TimeZone)>,
 }
 
 /// The columns `slot_from_row` reads, for `SELECT`s and `RETURNING`s.
@@ -112,11 +123,44 @@ pub fn slot_from_row(row: &Row) -> Option<CachedSlot> {
 }
 
 impl Cache {
-    /// Keeps each row unless the cache already has a newer version of it
-    /// (a notification and a writer's own answer may arrive in any order).
+    /// A cache that keeps the slots live on `clock`'s today in `tz`.
+    pub fn live_on(clock: Clock, tz: TimeZone) -> Cache {
+        Cache {
+            live: Some((clock, tz)),
+            ..Cache::default()
+        }
+    }
+
+    /// The first slot kept: core's `first_live_slot` of the museum's today
+    /// (none when the cache keeps every slot).
+    pub fn first_live(&self) -> Option<SlotId> {
+        let (clock, tz) = self.live.as_ref()?;
+        let today = tz.to_datetime(clock.now()).date();
+        tessera_core::leases::first_live_slot(today).ok()
+    }
+
+    /// Whether the cache keeps `slot` (or the older slot must be read from
+    /// the database).
+    pub fn keeps(&self, slot: SlotId) -> bool {
+        self.first_live().is_none_or(|first| slot >= first)
+    }
+
+    /// `first_live` as the slot ids are stored: they sort as the slots do
+    /// (`YYYY-MM-DDTHH:MM`), so `slot_id >= this` is the live range.
+    fn first_live_text(&self) -> String {
+        self.first_live().map(|s| s.to_string()).unwrap_or_default()
+    }
+
+    /// Keeps each live row unless the cache already has a newer version of
+    /// it (a notification and a writer's own answer may arrive in any
+    /// order). Rows of older slots are not kept.
     pub fn apply(&self, rows: impl IntoIterator<Item = CachedSlot>) {
+        let first = self.first_live();
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
         for row in rows {
+            if first.is_some_and(|first| row.slot.id < first) {
+                continue;
+            }
             match slots.get(&row.slot.id) {
                 Some(have) if have.version >= row.version => {}
                 _ => {
@@ -124,25 +168,38 @@ impl Cache {
                 }
             }
         }
+        metrics::gauge!("tessera_pg_cached_slots").set(slots.len() as f64);
     }
 
+    /// Re-reads the slots named (those still live), or every live slot.
     pub async fn reload_slots(
         &self,
         client: &impl GenericClient,
         only: Option<&[String]>,
     ) -> Result<(), PgError> {
-        let rows = match only {
+        let first = self.first_live_text();
+        let only: Option<Vec<String>> =
+            only.map(|ids| ids.iter().filter(|id| **id >= first).cloned().collect());
+        if only.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(());
+        }
+        // Slot ids are `YYYY-MM-DDTHH:MM`, which sort as the slots do; the
+        // primary key serves the range.
+        let rows = match &only {
             Some(ids) => {
                 client
                     .query(
                         &format!("SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = ANY($1)"),
-                        &[&ids],
+                        &[ids],
                     )
                     .await?
             }
             None => {
                 client
-                    .query(&format!("SELECT {SLOT_COLUMNS} FROM slots"), &[])
+                    .query(
+                        &format!("SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id >= $1"),
+                        &[&first],
+                    )
                     .await?
             }
         };
@@ -154,42 +211,46 @@ impl Cache {
             // as they are, whatever version the cache holds: it is how a
             // cache that went wrong comes right again. A commit it missed is
             // NOTIFYed after it and re-read next.
+            // Older slots drop out here as the days pass.
             let fresh: BTreeMap<SlotId, CachedSlot> = rows.map(|r| (r.slot.id, r)).collect();
+            metrics::gauge!("tessera_pg_cached_slots").set(fresh.len() as f64);
             *self.slots.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         }
-        self.reload_counter_sold(client, only).await
+        self.reload_counter_sold(client, only.as_deref()).await
     }
 
+    /// Re-reads the counters' tallies of the slots named (those still
+    /// live), or of every live slot.
     pub(super) async fn reload_counter_sold(
         &self,
         client: &impl GenericClient,
         only: Option<&[String]>,
     ) -> Result<(), PgError> {
-        let rows = match only {
+        let first = self.first_live_text();
+        let only: Option<Vec<String>> =
+            only.map(|ids| ids.iter().filter(|id| **id >= first).cloned().collect());
+        if only.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(());
+        }
+        let rows = match &only {
             Some(ids) => {
                 client
                     .query(
                         "SELECT slot_id, state FROM tallies WHERE slot_id = ANY($1)",
-                        &[&ids],
+                        &[ids],
                     )
                     .await?
             }
             None => {
                 client
-                    .query("SELECT slot_id, state FROM tallies", &[])
+                    .query(
+                        "SELECT slot_id, state FROM tallies WHERE slot_id >= $1",
+                        &[&first],
+                    )
                     .await?
             }
         };
-        let mut read = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let (Ok(id), Ok(tally)) = (
-                row.get::<_, String>(0).parse::<SlotId>(),
-                serde_json::from_str::<SlotTally>(row.get(1)),
-            ) else {
-                continue;
-            };
-            read.insert(id, u32::try_from(tally.net()).unwrap_or(u32::MAX));
-        }
+        let read = counter_sold_of(&rows);
         let mut sold = self.counter_sold.write().unwrap_or_else(|p| p.into_inner());
         if only.is_none() {
             sold.clear();
@@ -300,6 +361,22 @@ impl Cache {
         self.reload_devices(client).await?;
         self.reload_staff(client).await
     }
+}
+
+/// Counters' net admissions per slot, from `slot_id, state` rows of
+/// `tallies`.
+pub fn counter_sold_of(rows: &[Row]) -> HashMap<SlotId, u32> {
+    let mut read = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let (Ok(id), Ok(tally)) = (
+            row.get::<_, String>(0).parse::<SlotId>(),
+            serde_json::from_str::<SlotTally>(row.get(1)),
+        ) else {
+            continue;
+        };
+        read.insert(id, u32::try_from(tally.net()).unwrap_or(u32::MAX));
+    }
+    read
 }
 
 async fn load_keys(client: &impl GenericClient) -> Result<Keys, PgError> {

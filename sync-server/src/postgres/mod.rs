@@ -56,6 +56,7 @@ mod sync;
 mod waitlist;
 mod writer;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,7 +79,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use self::cache::Cache;
+use self::cache::{Cache, CachedSlot};
 use self::online::{Env, Job, Reply};
 pub use self::schema::PgError;
 use self::shop::{claim_key, in_transaction, settle_key};
@@ -190,7 +191,10 @@ impl PgStore {
             .await?
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        let cache = Arc::new(Cache::default());
+        let tz = catalogue
+            .time_zone()
+            .map_err(|e| PgError::BadCatalogue(e.to_string()))?;
+        let cache = Arc::new(Cache::live_on(clock, tz));
         cache.reload_all(&*client).await?;
         drop(client);
         let counters = sync::Counters::new(
@@ -271,6 +275,60 @@ impl PgStore {
     /// own (enrolment, PIN attempts, approvals, leases).
     async fn side(&self) -> Result<pool::Pooled<'_>, ServiceError> {
         Ok(self.pool.get().await?)
+    }
+
+    /// The slots of a day the cache does not keep, and the counters' net
+    /// admissions of each, as committed.
+    async fn day_from_database(
+        &self,
+        date: Date,
+    ) -> Result<(Vec<CachedSlot>, HashMap<SlotId, u32>), ServiceError> {
+        let bad = |e: jiff::Error| ServiceError::BadRequest(e.to_string());
+        let from = SlotId::new(date, 0)
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?
+            .to_string();
+        // Slot ids sort as the slots do: the day is `[from, next day)`.
+        let until = SlotId::new(date.tomorrow().map_err(bad)?, 0)
+            .map_err(|e| ServiceError::BadRequest(e.to_string()))?
+            .to_string();
+        let client = self.side().await?;
+        let failed = db_failure("reading a past day's slots");
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {} FROM slots WHERE slot_id >= $1 AND slot_id < $2 ORDER BY slot_id",
+                    cache::SLOT_COLUMNS
+                ),
+                &[&from, &until],
+            )
+            .await
+            .map_err(&failed)?;
+        let tallies = client
+            .query(
+                "SELECT slot_id, state FROM tallies WHERE slot_id >= $1 AND slot_id < $2",
+                &[&from, &until],
+            )
+            .await
+            .map_err(&failed)?;
+        let mut slots: Vec<CachedSlot> = rows.iter().filter_map(cache::slot_from_row).collect();
+        slots.sort_by_key(|v| v.slot.id);
+        Ok((slots, cache::counter_sold_of(&tallies)))
+    }
+
+    /// One slot the cache does not keep, as committed.
+    async fn slot_from_database(&self, slot: SlotId) -> Result<Option<CachedSlot>, ServiceError> {
+        let client = self.side().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM slots WHERE slot_id = $1",
+                    cache::SLOT_COLUMNS
+                ),
+                &[&slot.to_string()],
+            )
+            .await
+            .map_err(db_failure("reading a past slot"))?;
+        Ok(row.as_ref().and_then(cache::slot_from_row))
     }
 
     /// Re-reads the devices and keys into this process's view now (the
@@ -441,6 +499,25 @@ fn pg_of_pool(e: pool::PoolError) -> PgError {
     }
 }
 
+/// One slot's line of a day's availability.
+fn slot_availability(v: &CachedSlot, counter_sold: Option<u32>, now: i64) -> SlotAvailability {
+    let past = now >= v.slot.ends_at.as_millisecond();
+    SlotAvailability {
+        slot_id: v.slot.id,
+        starts_at: v.slot.starts_at,
+        ends_at: v.slot.ends_at,
+        capacity: v.ledger.capacity,
+        available: if past { 0 } else { v.ledger.available() },
+        // Online sales and the counters' net sales (their tallies), as
+        // SQLite's tallies count both.
+        sold: v
+            .ledger
+            .sold_online
+            .saturating_add(counter_sold.unwrap_or(0)),
+        past,
+    }
+}
+
 async fn load_signer(client: &impl GenericClient) -> Result<TicketSigner, PgError> {
     let row = client
         .query_opt(
@@ -466,37 +543,31 @@ impl Store for PgStore {
 
     /// From this process's view of the slots, which every commit of every
     /// process refreshes through NOTIFY (see `cache`). Holds whose time is
-    /// up count as held until the next sweep (within a second).
-    fn availability(&self, date: Date) -> Result<Availability, ServiceError> {
+    /// up count as held until the next sweep (within a second). A day
+    /// before the live ones (the cache keeps only those) is read from the
+    /// database.
+    async fn availability(&self, date: Date) -> Result<Availability, ServiceError> {
         let now = self.clock.now_ms();
         let from = SlotId::new(date, 0).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
-        let slots = self.cache.slots.read().unwrap_or_else(|p| p.into_inner());
-        let counter_sold = self
-            .cache
-            .counter_sold
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        let list = slots
-            .range(from..)
-            .take_while(|(id, _)| id.date == date)
-            .map(|(id, v)| {
-                let past = now >= v.slot.ends_at.as_millisecond();
-                SlotAvailability {
-                    slot_id: *id,
-                    starts_at: v.slot.starts_at,
-                    ends_at: v.slot.ends_at,
-                    capacity: v.ledger.capacity,
-                    available: if past { 0 } else { v.ledger.available() },
-                    // Online sales and the counters' net sales (their
-                    // tallies), as SQLite's tallies count both.
-                    sold: v
-                        .ledger
-                        .sold_online
-                        .saturating_add(counter_sold.get(id).copied().unwrap_or(0)),
-                    past,
-                }
-            })
-            .collect();
+        let list = if self.cache.keeps(from) {
+            let slots = self.cache.slots.read().unwrap_or_else(|p| p.into_inner());
+            let counter_sold = self
+                .cache
+                .counter_sold
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            slots
+                .range(from..)
+                .take_while(|(id, _)| id.date == date)
+                .map(|(id, v)| slot_availability(v, counter_sold.get(id).copied(), now))
+                .collect()
+        } else {
+            let (slots, counter_sold) = self.day_from_database(date).await?;
+            slots
+                .iter()
+                .map(|v| slot_availability(v, counter_sold.get(&v.slot.id).copied(), now))
+                .collect()
+        };
         Ok(Availability {
             date,
             museum: self.catalogue.museum.name.clone(),
@@ -506,9 +577,18 @@ impl Store for PgStore {
         })
     }
 
-    fn sellable_slot(&self, slot: SlotId) -> Result<Slot, ServiceError> {
-        let slots = self.cache.slots.read().unwrap_or_else(|p| p.into_inner());
-        let Some(view) = slots.get(&slot) else {
+    async fn sellable_slot(&self, slot: SlotId) -> Result<Slot, ServiceError> {
+        let view = if self.cache.keeps(slot) {
+            self.cache
+                .slots
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&slot)
+                .cloned()
+        } else {
+            self.slot_from_database(slot).await?
+        };
+        let Some(view) = view else {
             if self.catalogue.is_closed(slot.date) {
                 return Err(ServiceError::MuseumClosed(slot.date.to_string()));
             }
@@ -517,7 +597,7 @@ impl Store for PgStore {
         if self.clock.now_ms() >= view.slot.ends_at.as_millisecond() {
             return Err(ServiceError::SlotPast(slot.to_string()));
         }
-        Ok(view.slot.clone())
+        Ok(view.slot)
     }
 
     async fn create_hold(

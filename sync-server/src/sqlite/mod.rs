@@ -237,7 +237,7 @@ impl Store for SqliteStore {
             .clone()
     }
 
-    fn availability(&self, date: Date) -> Result<Availability, ServiceError> {
+    async fn availability(&self, date: Date) -> Result<Availability, ServiceError> {
         let catalogue = self.catalogue();
         let now = self.now_ms();
         let from = SlotId::new(date, 0).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
@@ -267,7 +267,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn sellable_slot(&self, slot: SlotId) -> Result<Slot, ServiceError> {
+    async fn sellable_slot(&self, slot: SlotId) -> Result<Slot, ServiceError> {
         let slots = self.shared.slots.read().unwrap_or_else(|p| p.into_inner());
         let Some(view) = slots.get(&slot) else {
             if self.catalogue().is_closed(slot.date) {
