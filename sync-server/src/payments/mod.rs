@@ -12,7 +12,9 @@ use axum::http::HeaderMap;
 use futures_util::future::BoxFuture;
 use jiff::Timestamp;
 use tessera_core::api::shop::Language;
+use tessera_core::ids::HoldId;
 use tessera_core::money::Money;
+use tessera_core::payment::RefundReason;
 use uuid::Uuid;
 
 use crate::config::PaymentSettings;
@@ -151,6 +153,27 @@ pub fn return_urls(public_url: &str, checkout_id: &str, hold_id: Uuid) -> (Strin
         format!("{public_url}/return/{checkout_id}"),
         format!("{public_url}/checkout/{hold_id}"),
     )
+}
+
+/// Says in the log why paid money is going back instead of buying tickets,
+/// the same for every backend: a wrong amount is the provider's or an
+/// attacker's doing (an error to look at), no places left is the shop's
+/// ordinary race (counted, for the operator's dashboard).
+pub fn log_refund_decision(
+    payment_id: &str,
+    hold_id: HoldId,
+    reason: RefundReason,
+    captured: Money,
+    expected: Money,
+) {
+    if reason == RefundReason::AmountMismatch {
+        tracing::error!(payment = %payment_id, captured = captured.amount, expected = expected.amount,
+            "provider captured another amount than the order's; refunding it, no tickets issued");
+    } else {
+        tracing::warn!(payment = %payment_id, %hold_id, reason = reason.code(),
+            "paid, but no order can be issued; the payment is queued for a refund");
+        metrics::counter!("tessera_paid_without_places_total").increment(1);
+    }
 }
 
 #[cfg(test)]

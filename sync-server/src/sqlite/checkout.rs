@@ -398,14 +398,13 @@ fn carry_out(
             });
         }
         Decision::Refund { reason, amount } => {
-            if reason == RefundReason::AmountMismatch {
-                tracing::error!(payment = %payment.payment_id, captured = amount.amount, expected = payment.amount.amount,
-                    "provider captured another amount than the order's; refunding it, no tickets issued");
-            } else {
-                tracing::warn!(payment = %payment.payment_id, %hold_id, reason = reason.code(),
-                    "paid, but no order can be issued; the payment is queued for a refund");
-                metrics::counter!("tessera_paid_without_places_total").increment(1);
-            }
+            crate::payments::log_refund_decision(
+                &payment.payment_id,
+                HoldId(hold_id),
+                reason,
+                amount,
+                payment.amount,
+            );
             queue_refund(ctx, &payment.payment_id, None, amount, reason.code(), None)?;
             queue_refund_notice(ctx, &payment, amount, reason.code(), booking)?;
             set_status(ctx, &payment.payment_id, PaymentStatus::Refunding)?;
