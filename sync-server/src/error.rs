@@ -1,9 +1,13 @@
-//! What can go wrong in the service, with the stable code and HTTP status each
-//! answer carries. The HTTP edge turns these into `{"error":{code,message}}`.
+//! What the HTTP edge answers when a request fails, with the stable code and
+//! status each answer carries (`{"error":{code,message}}`).
+//!
+//! Two sources: the edge's own checks of input and access, decided before a
+//! store is called (malformed JSON, a body too large, a missing
+//! Idempotency-Key, an unknown token), and whatever the store answered
+//! ([`StoreError`]: a refusal by the rules or a storage failure), which this
+//! module only maps to a status.
 
-use std::future::Future;
-
-use tessera_core::inventory::InventoryError;
+use crate::store::{Refusal, StoreError, WaitlistError};
 use tessera_core::pricing::PricingError;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,119 +24,32 @@ pub enum ServiceError {
     MissingIdempotencyKey,
     #[error("Idempotency-Key must be 1-200 printable ASCII characters")]
     BadIdempotencyKey,
-    #[error("this Idempotency-Key was already used for a different request")]
-    IdempotencyKeyReused,
-    #[error("no such slot {0}")]
-    UnknownSlot(String),
-    #[error("the museum is closed on {0}")]
-    MuseumClosed(String),
-    #[error("slot {0} is over; it can no longer be booked")]
-    SlotPast(String),
-    #[error(transparent)]
-    Pricing(#[from] PricingError),
-    #[error("sold out: {requested} places requested, {available} left")]
-    SoldOut { requested: u32, available: u32 },
-    #[error("no such hold {0}")]
-    UnknownHold(String),
-    #[error("hold {0} has expired and its places were released; start a new checkout")]
-    HoldExpired(String),
-    #[error("hold {0} was cancelled")]
-    HoldCancelled(String),
-    #[error("hold {hold} is already confirmed as order {order}")]
-    HoldAlreadyConfirmed { hold: String, order: String },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
     Forbidden(String),
-    #[error("enrolment code is unknown, expired or already used")]
-    EnrolmentCodeInvalid,
     #[error("{0}")]
     NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    TooManyAttempts(String),
-    /// A refusal with its own stable code (the shop's and payments' answers:
-    /// `terms_not_accepted`, `unknown_booking`, `bad_signature`…).
+    /// A refusal of the edge's own with its stable code (a webhook's
+    /// `bad_signature`, a payment provider's answer…).
     #[error("{message}")]
     Refused {
         status: u16,
         code: &'static str,
         message: String,
     },
-    #[error("storage failure: {0}")]
-    Storage(String),
-    #[error("server is shutting down or its storage is unavailable")]
+    /// Shutting down: a worker pool the request needed is closed.
+    #[error("server is shutting down")]
     Unavailable,
-    /// A bug met while serving the request: it was rolled back and changed
+    /// Work of the edge's own failed (drawing a PDF…); nothing was changed.
+    #[error("{0}")]
+    Failed(String),
+    /// A bug met while serving the request outside any store: it changed
     /// nothing; the log has the details under the same request id.
     #[error("internal error; the request changed nothing (request id {request_id})")]
     Internal { request_id: String },
     #[error(transparent)]
-    Waitlist(#[from] WaitlistError),
-}
-
-/// Refusals of the waiting list and its offers.
-#[derive(Debug, thiserror::Error)]
-pub enum WaitlistError {
-    #[error(transparent)]
-    Join(#[from] tessera_core::waitlist::JoinRefusal),
-    /// A token that names no offer: mistyped, tampered with, or made up.
-    #[error("no such offer; check the link in your email")]
-    UnknownOffer,
-    #[error("this offer was already used for a checkout")]
-    OfferTaken,
-    #[error("this offer has expired and its places went to the next in line")]
-    OfferExpired,
-    #[error("the offer holds {party} places; {requested} were chosen")]
-    TooManyForOffer { party: u32, requested: u32 },
-    /// The address, or the client, already waits in as many lines as one may.
-    #[error(
-        "{who} already waits for {max} entry times (at most {max} at once): \
-         wait for an offer, or join again when one of them is over"
-    )]
-    TooManyEntries { who: &'static str, max: u32 },
-}
-
-impl From<tessera_core::waitlist::TakeRefusal> for ServiceError {
-    fn from(refusal: tessera_core::waitlist::TakeRefusal) -> Self {
-        use tessera_core::waitlist::TakeRefusal;
-        match refusal {
-            TakeRefusal::Taken => WaitlistError::OfferTaken.into(),
-            TakeRefusal::Expired => WaitlistError::OfferExpired.into(),
-            TakeRefusal::TooMany { party, requested } => {
-                WaitlistError::TooManyForOffer { party, requested }.into()
-            }
-            TakeRefusal::SlotPast(slot) => ServiceError::SlotPast(slot.to_string()),
-        }
-    }
-}
-
-impl WaitlistError {
-    fn code(&self) -> &'static str {
-        use tessera_core::waitlist::JoinRefusal;
-        match self {
-            WaitlistError::Join(JoinRefusal::EmptyParty) => "invalid_body",
-            WaitlistError::Join(JoinRefusal::PartyTooLarge { .. }) => "party_too_large",
-            WaitlistError::Join(JoinRefusal::NotSoldOut { .. }) => "not_sold_out",
-            WaitlistError::UnknownOffer => "unknown_offer",
-            WaitlistError::OfferTaken => "offer_taken",
-            WaitlistError::OfferExpired => "offer_expired",
-            WaitlistError::TooManyForOffer { .. } => "too_many_for_offer",
-            WaitlistError::TooManyEntries { .. } => "waitlist_limit",
-        }
-    }
-
-    fn status(&self) -> u16 {
-        match self {
-            WaitlistError::Join(_) | WaitlistError::TooManyForOffer { .. } => 422,
-            WaitlistError::UnknownOffer => 404,
-            WaitlistError::OfferTaken => 409,
-            WaitlistError::OfferExpired => 410,
-            // Like `too_many_held`: a bound on what one visitor may take.
-            WaitlistError::TooManyEntries { .. } => 429,
-        }
-    }
+    Store(#[from] StoreError),
 }
 
 impl ServiceError {
@@ -144,40 +61,13 @@ impl ServiceError {
             ServiceError::BodyTooLarge(_) => "body_too_large",
             ServiceError::MissingIdempotencyKey => "missing_idempotency_key",
             ServiceError::BadIdempotencyKey => "bad_idempotency_key",
-            ServiceError::IdempotencyKeyReused => "idempotency_key_reused",
-            ServiceError::UnknownSlot(_) => "unknown_slot",
-            ServiceError::MuseumClosed(_) => "museum_closed",
-            ServiceError::SlotPast(_) => "slot_past",
-            ServiceError::Pricing(p) => match p {
-                PricingError::UnknownProduct(_) => "unknown_product",
-                PricingError::ZeroQuantity(_) => "bad_quantity",
-                PricingError::TooManyUnits { .. } | PricingError::TooManyAdmissions { .. } => {
-                    "too_many"
-                }
-                PricingError::TooManyLines { .. } => "too_many",
-                PricingError::Empty => "empty_cart",
-                PricingError::MembershipRequired { .. }
-                | PricingError::BadMembershipNumber(_)
-                | PricingError::UnexpectedMembership(_) => "membership_number",
-                PricingError::AddOnAlone(_) => "add_on_alone",
-                PricingError::NotSoldOnline(_) => "not_sold_online",
-            },
-            ServiceError::SoldOut { .. } => "sold_out",
-            ServiceError::UnknownHold(_) => "unknown_hold",
-            ServiceError::HoldExpired(_) => "hold_expired",
-            ServiceError::HoldCancelled(_) => "hold_cancelled",
-            ServiceError::HoldAlreadyConfirmed { .. } => "already_confirmed",
             ServiceError::Unauthorized(_) => "unauthorized",
             ServiceError::Forbidden(_) => "forbidden",
-            ServiceError::EnrolmentCodeInvalid => "enrolment_code_invalid",
             ServiceError::NotFound(_) => "not_found",
-            ServiceError::Conflict(_) => "conflict",
-            ServiceError::TooManyAttempts(_) => "too_many_attempts",
             ServiceError::Refused { code, .. } => code,
-            ServiceError::Storage(_) => "storage_error",
             ServiceError::Unavailable => "unavailable",
-            ServiceError::Internal { .. } => "internal",
-            ServiceError::Waitlist(w) => w.code(),
+            ServiceError::Failed(_) | ServiceError::Internal { .. } => "internal",
+            ServiceError::Store(e) => e.code(),
         }
     }
 
@@ -188,41 +78,29 @@ impl ServiceError {
             | ServiceError::MissingIdempotencyKey
             | ServiceError::BadIdempotencyKey => 400,
             ServiceError::Unauthorized(_) => 401,
-            ServiceError::Forbidden(_) | ServiceError::EnrolmentCodeInvalid => 403,
-            ServiceError::UnknownHold(_) | ServiceError::NotFound(_) => 404,
-            ServiceError::SoldOut { .. }
-            | ServiceError::HoldCancelled(_)
-            | ServiceError::HoldAlreadyConfirmed { .. }
-            | ServiceError::Conflict(_) => 409,
-            ServiceError::HoldExpired(_) => 410,
+            ServiceError::Forbidden(_) => 403,
+            ServiceError::NotFound(_) => 404,
             ServiceError::BodyTooLarge(_) => 413,
-            ServiceError::InvalidBody(_)
-            | ServiceError::IdempotencyKeyReused
-            | ServiceError::UnknownSlot(_)
-            | ServiceError::MuseumClosed(_)
-            | ServiceError::SlotPast(_)
-            | ServiceError::Pricing(_) => 422,
-            ServiceError::TooManyAttempts(_) => 429,
+            ServiceError::InvalidBody(_) => 422,
             ServiceError::Refused { status, .. } => *status,
-            ServiceError::Storage(_) | ServiceError::Internal { .. } => 500,
+            ServiceError::Failed(_) | ServiceError::Internal { .. } => 500,
             ServiceError::Unavailable => 503,
-            ServiceError::Waitlist(w) => w.status(),
+            ServiceError::Store(e) => e.status(),
         }
     }
 
-    /// Outcomes worth replaying to a retry with the same Idempotency-Key: the
-    /// request was executed and this is its answer. Transient failures are not.
-    pub fn is_final_outcome(&self) -> bool {
-        matches!(
-            self,
-            ServiceError::SoldOut { .. }
-                | ServiceError::HoldExpired(_)
-                | ServiceError::HoldCancelled(_)
-                | ServiceError::HoldAlreadyConfirmed { .. }
-        )
+    /// The store's refusal, when that is what this is.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            ServiceError::Store(e) => e.refusal(),
+            _ => None,
+        }
     }
 
     pub fn body(&self) -> serde_json::Value {
+        if let ServiceError::Store(e) = self {
+            return e.body();
+        }
         let mut body =
             serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
         if let ServiceError::Internal { request_id } = self {
@@ -230,9 +108,7 @@ impl ServiceError {
         }
         body
     }
-}
 
-impl ServiceError {
     pub fn refused(status: u16, code: &'static str, message: impl Into<String>) -> ServiceError {
         ServiceError::Refused {
             status,
@@ -242,38 +118,40 @@ impl ServiceError {
     }
 }
 
-impl From<InventoryError> for ServiceError {
-    fn from(e: InventoryError) -> Self {
-        match e {
-            InventoryError::SoldOut {
-                requested,
-                available,
-            } => ServiceError::SoldOut {
-                requested,
-                available,
-            },
-            other => ServiceError::Storage(other.to_string()),
+/// `?` from a refusal, or anything one is made of, straight into an answer.
+macro_rules! refusal_into_service_error {
+    ($($from:ty),*) => {$(
+        impl From<$from> for ServiceError {
+            fn from(e: $from) -> Self {
+                ServiceError::Store(StoreError::Refused(Refusal::from(e)))
+            }
         }
+    )*};
+}
+refusal_into_service_error!(Refusal, PricingError, WaitlistError);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_keeps_its_code_and_gets_its_status_here() {
+        let e = ServiceError::from(Refusal::SoldOut {
+            requested: 3,
+            available: 1,
+        });
+        assert_eq!((e.code(), e.status()), ("sold_out", 409));
+        let e = ServiceError::from(WaitlistError::OfferExpired);
+        assert_eq!((e.code(), e.status()), ("offer_expired", 410));
+        let e = ServiceError::from(StoreError::Unavailable);
+        assert_eq!((e.code(), e.status()), ("unavailable", 503));
     }
-}
 
-impl From<rusqlite::Error> for ServiceError {
-    fn from(e: rusqlite::Error) -> Self {
-        ServiceError::Storage(e.to_string())
+    #[test]
+    fn an_internal_error_tells_its_request_id() {
+        let e = ServiceError::from(StoreError::Internal {
+            request_id: "r-1".into(),
+        });
+        assert_eq!(e.body()["error"]["request_id"], "r-1");
     }
-}
-
-tokio::task_local! {
-    static REQUEST_ID: String;
-}
-
-/// The id of the HTTP request being served (set by the request log layer),
-/// so that work done for it elsewhere (in the writer) logs under it too.
-pub fn current_request_id() -> Option<String> {
-    REQUEST_ID.try_with(Clone::clone).ok()
-}
-
-/// Serves `f` as request `id`.
-pub async fn with_request_id<F: Future>(id: String, f: F) -> F::Output {
-    REQUEST_ID.scope(id, f).await
 }

@@ -15,8 +15,7 @@ use tessera_core::limits;
 use tessera_core::ticket_code::{decode_unverified, CodeError, KeyRing, TicketClaims};
 use uuid::Uuid;
 
-use crate::error::ServiceError;
-use crate::store::DeviceInfo;
+use crate::store::{DeviceInfo, Refusal, StoreError};
 
 /// A measured clock difference smaller than this is the request's own
 /// travel time, not the gate's clock error, and is not corrected for.
@@ -48,15 +47,16 @@ pub(crate) fn check_sync(
     gate: &DeviceInfo,
     request: GateSyncRequest,
     received_at: i64,
-) -> Result<CheckedSync, ServiceError> {
+) -> Result<CheckedSync, StoreError> {
     if request.device_id != gate.device_id.0 {
-        return Err(ServiceError::Forbidden(format!(
+        return Err(Refusal::Forbidden(format!(
             "this token belongs to device {}, but the body is for {}",
             gate.device_id, request.device_id
-        )));
+        ))
+        .into());
     }
     limits::count("scans", request.scans.len(), limits::SCANS_PER_SYNC)
-        .map_err(|e| ServiceError::InvalidBody(e.to_string()))?;
+        .map_err(|e| Refusal::Invalid(e.to_string()))?;
     // How far the gate's clock is ahead of ours (behind if negative).
     let skew = request
         .sent_at
@@ -74,35 +74,38 @@ pub(crate) fn check_sync(
             if *earlier == scan {
                 continue;
             }
-            return Err(ServiceError::InvalidBody(format!(
+            return Err(Refusal::Invalid(format!(
                 "scan_id {} appears twice in this body for different admissions",
                 scan.scan_id
-            )));
+            ))
+            .into());
         }
         seen.insert(scan.scan_id, scan);
         let n = limits::chars(&scan.code);
         if n > limits::TICKET_CODE_CHARS {
-            return Err(ServiceError::InvalidBody(format!(
+            return Err(Refusal::Invalid(format!(
                 "scan {}: code is {n} characters, at most {}",
                 scan.scan_id,
                 limits::TICKET_CODE_CHARS
-            )));
+            ))
+            .into());
         }
         let claims = match verified.get(scan.code.as_str()) {
             Some(c) => c.clone(),
             None => {
                 let c = verify_scanned(ring, &scan.code).map_err(|e| {
-                    ServiceError::InvalidBody(format!("scan {}: {e}", scan.scan_id))
+                    StoreError::from(Refusal::Invalid(format!("scan {}: {e}", scan.scan_id)))
                 })?;
                 verified.insert(scan.code.as_str(), c.clone());
                 c
             }
         };
         if claims.ticket_id != scan.ticket_id || claims.slot != scan.slot_id {
-            return Err(ServiceError::InvalidBody(format!(
+            return Err(Refusal::Invalid(format!(
                 "scan {} does not match its ticket code",
                 scan.scan_id
-            )));
+            ))
+            .into());
         }
         let device_at = scan.scanned_at.as_millisecond();
         // It cannot have happened after we received it.
@@ -170,8 +173,8 @@ pub(crate) fn already_used(
 }
 
 /// The message for a scan id already recorded for another admission.
-pub(crate) fn scan_id_reused(scan_id: Uuid) -> ServiceError {
-    ServiceError::Conflict(format!(
+pub(crate) fn scan_id_reused(scan_id: Uuid) -> StoreError {
+    StoreError::from(Refusal::Conflict(format!(
         "scan_id {scan_id} is already recorded for another admission; send a new scan_id for every scan"
-    ))
+    )))
 }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod operator;
 pub mod payments;
 pub mod postgres;
+pub mod request_id;
 pub mod secrets;
 pub mod sqlite;
 pub mod store;

@@ -17,7 +17,11 @@ const NEUTRAL: &[&str] = &[
     "delivery",
     "error",
     "failpoint",
+    "request_id",
 ];
+/// HTTP's side: its handlers and its error, which maps the store's answers
+/// to statuses.
+const HTTP: &[&str] = &["http", "error"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
@@ -219,6 +223,16 @@ fn a_backend_never_names_the_other() {
     assert!(
         wrong.is_empty(),
         "a backend imports the other (what both use belongs in store, admin or core):\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_store_and_the_backends_answer_their_own_error_not_http_s() {
+    let wrong = imports_between(&["store", "sqlite", "postgres", "gates"], HTTP);
+    assert!(
+        wrong.is_empty(),
+        "the store seam or a backend names HTTP's modules (answer `store::StoreError`):\n{}",
         wrong.join("\n")
     );
 }

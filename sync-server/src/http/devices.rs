@@ -9,7 +9,7 @@ use tessera_core::limits;
 use super::extract::ApiJson;
 use super::AppState;
 use crate::error::ServiceError;
-use crate::store::Store;
+use crate::store::{Refusal, Store};
 
 #[utoipa::path(post, path = "/v1/devices/enrol", tag = "devices", summary = "Enrol a counter, gate or supervisor device with a one-time code", request_body = tessera_core::api::devices::EnrolRequest, responses((status = 201, description = "Enrolled: the token is shown once", body = tessera_core::api::devices::Enrolled), (status = 403, description = "enrolment_code_invalid: unknown, expired or used", body = tessera_core::api::ErrorBody), (status = 422, description = "invalid_body (name, public key)", body = tessera_core::api::ErrorBody)))]
 pub async fn enrol<S: Store>(
@@ -20,7 +20,7 @@ pub async fn enrol<S: Store>(
     limits::text("name", request.name.trim(), limits::DEVICE_NAME_CHARS)
         .map_err(|e| ServiceError::InvalidBody(e.to_string()))?;
     if limits::chars(&request.code) > limits::ENROLMENT_CODE_CHARS {
-        return Err(ServiceError::EnrolmentCodeInvalid);
+        return Err(Refusal::EnrolmentCodeInvalid.into());
     }
     let enrolled = app.store.enrol(request).await?;
     Ok((StatusCode::CREATED, Json(enrolled)))

@@ -20,7 +20,7 @@ impl IntoResponse for ServiceError {
             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
         let mut body = self.body();
         if status.is_server_error() {
-            let request_id = crate::error::current_request_id();
+            let request_id = crate::request_id::current_request_id();
             tracing::error!(code = self.code(), error = %self, request_id = request_id.as_deref().unwrap_or("-"), "request failed");
             if let Some(id) = request_id {
                 body["error"]["request_id"] = id.into();
@@ -84,7 +84,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             Err(rejection) if rejection.status().is_server_error() => {
                 tracing::error!(error = %rejection.body_text(), "path parameters do not fit the handler");
                 Err(ServiceError::Internal {
-                    request_id: crate::error::current_request_id().unwrap_or_default(),
+                    request_id: crate::request_id::current_request_id().unwrap_or_default(),
                 })
             }
             Err(rejection) => Err(ServiceError::BadRequest(rejection.body_text())),

@@ -16,7 +16,7 @@ use super::limits::Client;
 use super::AppState;
 use crate::error::ServiceError;
 use crate::secrets::sha256;
-use crate::store::{Answer, Idem, Store};
+use crate::store::{Answer, Idem, Refusal, Store, StoreError};
 use tessera_core::limits;
 
 #[derive(Deserialize)]
@@ -76,8 +76,8 @@ pub async fn create_hold<S: Store>(
     // before it refuses the slot as past.
     let slot = match app.store.sellable_slot(request.slot_id).await {
         Ok(slot) => slot.id,
-        Err(ServiceError::SlotPast(_)) => request.slot_id,
-        Err(e) => return Err(e),
+        Err(StoreError::Refused(Refusal::SlotPast(_))) => request.slot_id,
+        Err(e) => return Err(e.into()),
     };
     let cart = price_cart(
         &app.store.catalogue(),
@@ -114,7 +114,7 @@ pub(super) fn made_hold(body: &serde_json::Value) -> Option<(Uuid, i64)> {
 
 pub(super) fn parse_hold_id(text: &str) -> Result<HoldId, ServiceError> {
     text.parse()
-        .map_err(|_| ServiceError::UnknownHold(text.chars().take(64).collect()))
+        .map_err(|_| Refusal::UnknownHold(text.chars().take(64).collect()).into())
 }
 
 #[utoipa::path(post, path = "/v1/holds/{hold_id}/confirm", tag = "channel", summary = "A trusted channel (partner site, tourist office) turns a hold into an order with signed tickets", security(("channel_token" = [])), params(("hold_id" = String, Path, format = Uuid, description = "The hold's id"), super::openapi::IdempotencyKeyHeader), request_body = tessera_core::api::online::ConfirmRequest, responses((status = 201, description = "The order and its tickets, sold by the channel; a retry with the same Idempotency-Key returns this answer again", body = tessera_core::api::online::Order, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 401, description = "channel_token_required (no Authorization: Bearer), unknown_channel (unknown or revoked token)", body = tessera_core::api::ErrorBody), (status = 404, description = "unknown_hold", body = tessera_core::api::ErrorBody), (status = 409, description = "hold_cancelled, already_confirmed (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 410, description = "hold_expired: its places were released (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 422, description = "invalid_body (payment_reference, email), idempotency_key_reused", body = tessera_core::api::ErrorBody)))]

@@ -75,7 +75,7 @@ pub async fn log_requests(req: Request, next: Next) -> Response {
     let request_id = tessera_core::ids::new_id().simple().to_string();
     // A bug in a handler must answer its own client with a 500 naming the
     // request, not drop the connection without a word.
-    let handled = AssertUnwindSafe(crate::error::with_request_id(
+    let handled = AssertUnwindSafe(crate::request_id::with_request_id(
         request_id.clone(),
         next.run(req),
     ))

@@ -97,7 +97,7 @@ pub async fn checkout<S: Store>(
     let record: PaymentRecord = serde_json::from_value(first.body).map_err(|e| {
         tracing::error!(error = %e, "stored checkout answer unreadable");
         ServiceError::Internal {
-            request_id: crate::error::current_request_id().unwrap_or_default(),
+            request_id: crate::request_id::current_request_id().unwrap_or_default(),
         }
     })?;
     if let Some(c) = checkout_of(&record) {
@@ -155,7 +155,7 @@ pub async fn checkout<S: Store>(
     match checkout_of(&record) {
         Some(c) => Ok(created(c, first.replayed)),
         None => Err(ServiceError::Internal {
-            request_id: crate::error::current_request_id().unwrap_or_default(),
+            request_id: crate::request_id::current_request_id().unwrap_or_default(),
         }),
     }
 }

@@ -29,7 +29,7 @@ use super::extract::Query;
 use super::AppState;
 use crate::config::ShopSettings;
 use crate::error::ServiceError;
-use crate::store::Store;
+use crate::store::{Refusal, Store, StoreError};
 
 /// Days a calendar shows when the request does not say.
 const DEFAULT_CALENDAR_DAYS: u32 = 31;
@@ -49,7 +49,7 @@ fn museum_today<S: Store>(app: &AppState<S>) -> Result<Date, ServiceError> {
         .store
         .catalogue()
         .time_zone()
-        .map_err(|e| ServiceError::Storage(e.to_string()))?;
+        .map_err(|e| StoreError::Storage(format!("the catalogue's time zone: {e}")))?;
     Ok(tz
         .to_datetime(tessera_core::clock::from_ms(app.clock.now_ms()))
         .date())
@@ -140,10 +140,10 @@ pub async fn nearest<S: Store>(
     }
     let day = app.store.availability(slot.date).await?;
     if day.closed {
-        return Err(ServiceError::MuseumClosed(slot.date.to_string()));
+        return Err(Refusal::MuseumClosed(slot.date.to_string()).into());
     }
     if !day.slots.iter().any(|s| s.slot_id == slot) {
-        return Err(ServiceError::UnknownSlot(slot.to_string()));
+        return Err(Refusal::UnknownSlot(slot.to_string()).into());
     }
     let today = museum_today(&app)?;
     let horizon = app.config.shop.booking_horizon_days;

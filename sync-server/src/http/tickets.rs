@@ -43,7 +43,7 @@ pub async fn tickets_pdf<S: Store>(
     let pdf = tokio::task::spawn_blocking(move || delivery::pdf::tickets_pdf(&booking))
         .await
         .map_err(|_| ServiceError::Unavailable)?
-        .map_err(|e| ServiceError::Storage(format!("cannot draw the tickets: {e}")))?;
+        .map_err(|e| ServiceError::Failed(format!("cannot draw the tickets: {e}")))?;
     Ok(private_file(
         "application/pdf",
         format!("inline; filename=\"{name}.pdf\""),

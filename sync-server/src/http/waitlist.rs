@@ -13,9 +13,9 @@ use super::extract::{ApiJson, IdempotencyKey, Path};
 use super::limits::Client;
 use super::online::{answer, idem, made_hold};
 use super::AppState;
-use crate::error::{ServiceError, WaitlistError};
+use crate::error::ServiceError;
 use crate::secrets::sha256;
-use crate::store::{JoinBounds, Store};
+use crate::store::{JoinBounds, Refusal, Store, StoreError, WaitlistError};
 
 /// An address we can mail an offer to: one line, at most 254 characters, a
 /// non-empty name and domain around one `@`, no spaces.
@@ -48,8 +48,8 @@ pub async fn join<S: Store>(
     // A slot whose window is over still goes to the store, so a retry of a
     // join made in time gets its first answer; the store refuses it as past.
     match app.store.sellable_slot(request.slot_id).await {
-        Ok(_) | Err(ServiceError::SlotPast(_)) => {}
-        Err(e) => return Err(e),
+        Ok(_) | Err(StoreError::Refused(Refusal::SlotPast(_))) => {}
+        Err(e) => return Err(e.into()),
     }
     let settings = &app.config.waitlist;
     let bounds = JoinBounds {

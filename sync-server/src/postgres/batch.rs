@@ -40,8 +40,7 @@ use super::online::{
 };
 use super::schema::CHANGES;
 use super::writer::{Done, Phase, Phases};
-use crate::error::ServiceError;
-use crate::store::Answer;
+use crate::store::{Answer, Refusal, StoreError};
 
 type PgResult<T> = Result<T, JobError>;
 
@@ -111,7 +110,7 @@ enum Decision {
     Answered(Done),
     /// Refused after claiming its key: the answer is recorded under the
     /// key if worth replaying, else the key is forgotten.
-    Refused(ServiceError),
+    Refused(StoreError),
     HoldTaken,
     Confirmed,
 }
@@ -200,7 +199,7 @@ async fn claim_keys(
             // The same key twice in one batch: the retry finds the first's
             // answer.
             decided[n] = Some(Decision::Answered(Done::discard(Err(
-                ServiceError::Unavailable,
+                StoreError::Unavailable,
             ))));
             continue;
         }
@@ -244,7 +243,7 @@ async fn claim_keys(
         }
         let done = match first.get(&key.hash) {
             Some((request, _, _)) if *request != key.request => {
-                Done::discard(Err(ServiceError::IdempotencyKeyReused))
+                Done::discard(Err(Refusal::IdempotencyKeyReused.into()))
             }
             Some((_, status, body)) if *status > 0 => {
                 metrics::counter!("tessera_idempotent_replays_total").increment(1);
@@ -255,7 +254,7 @@ async fn claim_keys(
                 })))
             }
             // Pruned meanwhile: the client retries.
-            _ => Done::discard(Err(ServiceError::Unavailable)),
+            _ => Done::discard(Err(StoreError::Unavailable)),
         };
         decided[n] = Some(Decision::Answered(done));
     }
@@ -308,7 +307,7 @@ async fn confirm_holds(
         if !seen.insert(c.hold_id) {
             // One hold confirmed twice in one batch: the second's retry is
             // told which order it became.
-            decided[*n] = Some(Decision::Refused(ServiceError::Unavailable));
+            decided[*n] = Some(Decision::Refused(StoreError::Unavailable));
             continue;
         }
         if !c.slot.is_empty() {
@@ -374,23 +373,25 @@ async fn confirm_holds(
             s.ledger
                 .release_hold(u32::try_from(*admissions).unwrap_or(u32::MAX))
                 .map_err(|e| JobError::Bookkeeping(e.to_string()))?;
-            Decision::Refused(ServiceError::HoldExpired(id))
+            Decision::Refused(StoreError::from(Refusal::HoldExpired(id)))
         } else {
             let error = match state.get(&c.hold_id) {
-                None => ServiceError::UnknownHold(id),
+                None => StoreError::from(Refusal::UnknownHold(id)),
                 Some((status, _, order)) if status == "confirmed" => {
-                    ServiceError::HoldAlreadyConfirmed {
+                    StoreError::from(Refusal::HoldAlreadyConfirmed {
                         hold: id,
                         order: order.map(|o| o.to_string()).unwrap_or_default(),
-                    }
+                    })
                 }
-                Some((status, _, _)) if status == "cancelled" => ServiceError::HoldCancelled(id),
+                Some((status, _, _)) if status == "cancelled" => {
+                    StoreError::from(Refusal::HoldCancelled(id))
+                }
                 // Open and unexpired, yet not the hold its tickets were
                 // signed for (read before it existed): the client retries.
                 Some((status, expires, _)) if status == "held" && *expires > now_ms => {
-                    ServiceError::Unavailable
+                    StoreError::Unavailable
                 }
-                Some(_) => ServiceError::HoldExpired(id),
+                Some(_) => StoreError::from(Refusal::HoldExpired(id)),
             };
             Decision::Refused(error)
         };
@@ -422,24 +423,26 @@ fn decide_hold(
     let id = hold.slot;
     let Some(slot) = slots.get_mut(&id) else {
         let error = if env.catalogue.is_closed(id.date) {
-            ServiceError::MuseumClosed(id.date.to_string())
+            StoreError::from(Refusal::MuseumClosed(id.date.to_string()))
         } else {
-            ServiceError::UnknownSlot(id.to_string())
+            StoreError::from(Refusal::UnknownSlot(id.to_string()))
         };
         return Ok(Decision::Refused(error));
     };
     if now_ms >= slot.slot.ends_at.as_millisecond() {
-        return Ok(Decision::Refused(ServiceError::SlotPast(id.to_string())));
+        return Ok(Decision::Refused(StoreError::from(Refusal::SlotPast(
+            id.to_string(),
+        ))));
     }
     let n = u32::try_from(hold.admissions).unwrap_or(u32::MAX);
     Ok(match slot.ledger.hold(n) {
         Ok(()) => Decision::HoldTaken,
         Err(_) => {
             metrics::counter!("tessera_sold_out_total").increment(1);
-            Decision::Refused(ServiceError::SoldOut {
+            Decision::Refused(StoreError::from(Refusal::SoldOut {
                 requested: n,
                 available: slot.ledger.available(),
-            })
+            }))
         }
     })
 }
@@ -709,7 +712,7 @@ fn answer(
                 Vec::new(),
             ),
             Some(Decision::Refused(e)) => Done::discard(Err(e)),
-            None => Done::discard(Err(ServiceError::Unavailable)),
+            None => Done::discard(Err(StoreError::Unavailable)),
         };
         if !changed.is_empty() {
             done.slots = std::mem::take(&mut changed);

@@ -36,14 +36,13 @@ use uuid::Uuid;
 use super::online::{issue_tickets, Env, JobError};
 use super::outbox::enqueue;
 use super::shop::{lock_slots, must_change_slot, release_hold, Changes, Locked, PgResult};
-use crate::error::ServiceError;
 use crate::secrets;
 use crate::store::{
     BookingContext, DemoPayment, DueRefund, EventOutcome, PaymentEvent, PaymentRecord,
-    RefundAttempt, Visitor,
+    RefundAttempt, Refusal, StoreError, Visitor,
 };
 
-type Outcome<T> = PgResult<Result<T, ServiceError>>;
+type Outcome<T> = PgResult<Result<T, StoreError>>;
 
 /// How long refunds handed to a process's refund task are kept from the
 /// others: at least this, and a minute per refund claimed, since the task
@@ -58,12 +57,8 @@ pub(super) fn language_of(code: &str) -> Language {
         .unwrap_or(Language::Fr)
 }
 
-fn unknown_booking() -> ServiceError {
-    ServiceError::refused(
-        404,
-        "unknown_booking",
-        "no booking has this link; check the address in your email",
-    )
+fn unknown_booking() -> StoreError {
+    Refusal::unknown_booking().into()
 }
 
 fn bad(what: impl std::fmt::Display) -> JobError {
@@ -93,7 +88,7 @@ async fn slot_of_hold(tx: &Transaction<'_>, hold_id: Uuid) -> PgResult<Option<St
 }
 
 /// Why a hold that is not open cannot be paid for.
-async fn closed_hold_error(tx: &Transaction<'_>, hold_id: Uuid) -> PgResult<ServiceError> {
+async fn closed_hold_error(tx: &Transaction<'_>, hold_id: Uuid) -> PgResult<StoreError> {
     let row = tx
         .query_opt(
             "SELECT h.status, o.order_id FROM holds h LEFT JOIN orders o ON o.hold_id = h.hold_id
@@ -103,17 +98,17 @@ async fn closed_hold_error(tx: &Transaction<'_>, hold_id: Uuid) -> PgResult<Serv
         .await?;
     let id = hold_id.to_string();
     Ok(match row {
-        None => ServiceError::UnknownHold(id),
+        None => StoreError::from(Refusal::UnknownHold(id)),
         Some(r) => match r.get::<_, String>(0).as_str() {
-            "confirmed" => ServiceError::HoldAlreadyConfirmed {
+            "confirmed" => StoreError::from(Refusal::HoldAlreadyConfirmed {
                 hold: id,
                 order: r
                     .get::<_, Option<Uuid>>(1)
                     .map(|o| o.to_string())
                     .unwrap_or_default(),
-            },
-            "cancelled" => ServiceError::HoldCancelled(id),
-            _ => ServiceError::HoldExpired(id),
+            }),
+            "cancelled" => StoreError::from(Refusal::HoldCancelled(id)),
+            _ => StoreError::from(Refusal::HoldExpired(id)),
         },
     })
 }
@@ -159,11 +154,11 @@ pub(super) async fn begin_checkout(
 ) -> Outcome<(u16, serde_json::Value)> {
     let now_ms = env.clock.now_ms();
     let Some(slot) = slot_of_hold(tx, hold_id).await? else {
-        return Ok(Err(ServiceError::UnknownHold(hold_id.to_string())));
+        return Ok(Err(Refusal::UnknownHold(hold_id.to_string()).into()));
     };
     let mut locked = lock_slots(tx, std::slice::from_ref(&slot)).await?;
     let Some(hold) = lock_hold(tx, hold_id).await? else {
-        return Ok(Err(ServiceError::UnknownHold(hold_id.to_string())));
+        return Ok(Err(Refusal::UnknownHold(hold_id.to_string()).into()));
     };
     if hold.status != HoldStatus::Held {
         return Ok(Err(closed_hold_error(tx, hold_id).await?));
@@ -171,12 +166,12 @@ pub(super) async fn begin_checkout(
     // Places a waiting-list offer keeps are paid for only after the offer's
     // link turned them into a hold with tickets chosen.
     if hold.lines.is_empty() {
-        return Ok(Err(ServiceError::UnknownHold(hold_id.to_string())));
+        return Ok(Err(Refusal::UnknownHold(hold_id.to_string()).into()));
     }
     if hold.expires_ms <= now_ms {
         release_hold(tx, changes, &mut locked, hold_id, "expired", &env.process).await?;
         super::waitlist::offer_places(tx, env, changes, &[slot], now_ms).await?;
-        return Ok(Err(ServiceError::HoldExpired(hold_id.to_string())));
+        return Ok(Err(Refusal::HoldExpired(hold_id.to_string()).into()));
     }
     let slot_id = parse_slot(&hold.slot)?;
     let museum_currency = env.catalogue.museum.currency;
@@ -277,11 +272,7 @@ pub(super) async fn checkout_status(
         )
         .await?
     else {
-        return Ok(Err(ServiceError::refused(
-            404,
-            "unknown_checkout",
-            "no checkout has this id",
-        )));
+        return Ok(Err(Refusal::unknown_checkout().into()));
     };
     let (payment_id, status, token): (String, String, Option<String>) =
         (r.get(0), r.get(1), r.get(2));
@@ -1054,7 +1045,7 @@ pub(super) async fn cancel(
         from_ms(now_ms),
     ) {
         Ok(plan) => plan,
-        Err(e) => return Ok(Err(ServiceError::refused(422, e.code(), e.to_string()))),
+        Err(e) => return Ok(Err(Refusal::from(e).into())),
     };
     // voided_at is what every gate refuses; cancelled_at says who voided it.
     tx.execute(
@@ -1123,11 +1114,7 @@ pub(super) async fn resend(
         .await?
         .get(0);
     if let Err(refusal) = may_resend(u32::try_from(recent).unwrap_or(u32::MAX)) {
-        return Ok(Err(ServiceError::refused(
-            429,
-            refusal.code(),
-            refusal.to_string(),
-        )));
+        return Ok(Err(Refusal::from(refusal).into()));
     }
     let Some(b) = load_booking(tx, env, order_id, context).await? else {
         return Ok(Err(unknown_booking()));

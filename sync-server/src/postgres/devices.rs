@@ -24,8 +24,8 @@ use uuid::Uuid;
 use super::cache::{DEVICES_CHANGED, STAFF_CHANGED};
 use super::schema::{connect, load_catalogue, PgError, CHANGES};
 use crate::admin::PinSet;
-use crate::error::ServiceError;
 use crate::secrets;
+use crate::store::{Refusal, StoreError};
 
 async fn notify(tx: &Transaction<'_>, what: &str) -> Result<(), tokio_postgres::Error> {
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &what])
@@ -55,9 +55,9 @@ pub(super) async fn enrol(
     tx: &Transaction<'_>,
     request: &EnrolRequest,
     now_ms: i64,
-) -> Result<Result<Enrolled, ServiceError>, tokio_postgres::Error> {
+) -> Result<Result<Enrolled, StoreError>, tokio_postgres::Error> {
     let Some(code) = secrets::normalize_enrolment_code(&request.code) else {
-        return Ok(Err(ServiceError::EnrolmentCodeInvalid));
+        return Ok(Err(Refusal::EnrolmentCodeInvalid.into()));
     };
     let code_hash = secrets::hash(&code);
     let row = tx
@@ -73,7 +73,7 @@ pub(super) async fn enrol(
         Some(row) => {
             let Some(role) = Role::parse(row.get(0)) else {
                 // The table's CHECK allows only known roles.
-                return Ok(Err(ServiceError::Storage(
+                return Ok(Err(StoreError::Storage(
                     "enrolment code with an unknown role".into(),
                 )));
             };
@@ -87,8 +87,8 @@ pub(super) async fn enrol(
     };
     let (role, public_key) = match enrolment::check(stored, now_ms, request.public_key.as_deref()) {
         Ok(e) => (e.role, e.public_key),
-        Err(EnrolRefusal::CodeInvalid) => return Ok(Err(ServiceError::EnrolmentCodeInvalid)),
-        Err(refusal) => return Ok(Err(ServiceError::InvalidBody(refusal.to_string()))),
+        Err(EnrolRefusal::CodeInvalid) => return Ok(Err(Refusal::EnrolmentCodeInvalid.into())),
+        Err(refusal) => return Ok(Err(Refusal::Invalid(refusal.to_string()).into())),
     };
     // The operator named the device when making the code (`name`); that name
     // is what reports and gates show.
@@ -150,7 +150,7 @@ pub(super) async fn begin_attempt(
     tx: &Transaction<'_>,
     device: Uuid,
     now_ms: i64,
-) -> Result<Result<(), ServiceError>, tokio_postgres::Error> {
+) -> Result<Result<(), StoreError>, tokio_postgres::Error> {
     tx.execute(
         "INSERT INTO pin_attempts (device_id, failures, last_at) VALUES ($1, 0, 0)
          ON CONFLICT (device_id) DO NOTHING",
@@ -170,10 +170,11 @@ pub(super) async fn begin_attempt(
         locked_until_ms: row.get(2),
     };
     match before.begin(now_ms) {
-        Err(left_ms) => Ok(Err(ServiceError::TooManyAttempts(format!(
+        Err(left_ms) => Ok(Err(Refusal::TooManyAttempts(format!(
             "too many wrong supervisor PINs from this device; try again in {} min",
             minutes_left(left_ms)
-        )))),
+        ))
+        .into())),
         Ok(next) => {
             if next.locked_until_ms != 0 && before.locked_until_ms == 0 {
                 tracing::warn!(%device, "supervisor PIN locked after repeated wrong guesses");

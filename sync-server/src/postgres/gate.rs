@@ -40,9 +40,8 @@ use uuid::Uuid;
 use super::schema::loggable;
 
 use super::pool::{Pool, Pooled};
-use crate::error::ServiceError;
 use crate::gates::{admitted, already_used, scan_id_reused, CheckedSync};
-use crate::store::DeviceInfo;
+use crate::store::{DeviceInfo, Refusal, StoreError};
 
 /// How often a call that lost a deadlock runs again before it is answered 503.
 pub(super) const ATTEMPTS: u32 = 5;
@@ -62,7 +61,7 @@ pub(super) struct GateEnv<'a> {
 
 /// What ended one attempt at a call.
 enum Attempt<T> {
-    Done(Result<T, ServiceError>),
+    Done(Result<T, StoreError>),
     /// A deadlock or serialization failure: the transaction was rolled
     /// back, and the call (written to be re-run) may run again.
     Again(tokio_postgres::Error),
@@ -70,7 +69,7 @@ enum Attempt<T> {
 
 fn settle<T>(
     what: &'static str,
-    result: Result<Result<T, ServiceError>, tokio_postgres::Error>,
+    result: Result<Result<T, StoreError>, tokio_postgres::Error>,
     attempt: u32,
 ) -> Attempt<T> {
     match result {
@@ -80,10 +79,10 @@ fn settle<T>(
     }
 }
 
-async fn connection(pool: &Pool) -> Result<Pooled<'_>, ServiceError> {
+async fn connection(pool: &Pool) -> Result<Pooled<'_>, StoreError> {
     pool.get().await.map_err(|e| {
         tracing::warn!(error = %e, "cannot reach PostgreSQL for a gate");
-        ServiceError::Unavailable
+        StoreError::Unavailable
     })
 }
 
@@ -95,7 +94,7 @@ pub(super) async fn redeem(
     claims: &TicketClaims,
     scan_id: Option<Uuid>,
     entry: EntryPolicy,
-) -> Result<Redemption, ServiceError> {
+) -> Result<Redemption, StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -120,7 +119,7 @@ pub(super) async fn gate_sync(
     checked: &CheckedSync,
     entry: EntryPolicy,
     keys: PublicKeys,
-) -> Result<GateSyncResponse, ServiceError> {
+) -> Result<GateSyncResponse, StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -301,9 +300,12 @@ async fn insert_scan(
 /// The signer's key id as the `scans` table keeps it. Key ids are handed
 /// out from an `integer` column, so a verified code's always fits; one
 /// that does not names no key of ours.
-fn key_id(claims: &TicketClaims) -> Result<i32, ServiceError> {
+fn key_id(claims: &TicketClaims) -> Result<i32, StoreError> {
     i32::try_from(claims.key_id).map_err(|_| {
-        ServiceError::InvalidBody(format!("ticket key id {} is out of range", claims.key_id))
+        StoreError::from(Refusal::Invalid(format!(
+            "ticket key id {} is out of range",
+            claims.key_id
+        )))
     })
 }
 
@@ -363,7 +365,7 @@ async fn redeem_once(
     claims: &TicketClaims,
     scan_id: Option<Uuid>,
     entry: EntryPolicy,
-) -> Result<Result<Redemption, ServiceError>, tokio_postgres::Error> {
+) -> Result<Result<Redemption, StoreError>, tokio_postgres::Error> {
     let key_id = match key_id(claims) {
         Ok(k) => k,
         Err(e) => return Ok(Err(e)),
@@ -405,7 +407,7 @@ async fn redeem_once(
         let Some(first) = recorded_first(&tx, claims.ticket_id, Lock::Share).await? else {
             // Inserted by nobody yet present: only a row deleted in
             // between, which nothing does. Answer as a busy server would.
-            return Ok(Err(ServiceError::Unavailable));
+            return Ok(Err(StoreError::Unavailable));
         };
         if first.scan_id == admission.scan_id && first.gate_device == gate.device_id.0 {
             // This very scan, sent to two processes at once, won on the other.
@@ -510,7 +512,7 @@ async fn gate_sync_once(
     checked: &CheckedSync,
     entry: EntryPolicy,
     keys: PublicKeys,
-) -> Result<Result<GateSyncResponse, ServiceError>, tokio_postgres::Error> {
+) -> Result<Result<GateSyncResponse, StoreError>, tokio_postgres::Error> {
     let tx = client.transaction().await?;
     let ids: Vec<Uuid> = checked.scans.iter().map(|s| s.scan_id).collect();
     let mut known: BTreeMap<Uuid, (Uuid, Uuid)> = BTreeMap::new();
@@ -571,7 +573,7 @@ async fn gate_sync_once(
     }
     let today = env.tz.to_datetime(from_ms(now_ms)).date();
     let from = SlotId::new(today, 0)
-        .map_err(|e| ServiceError::Storage(e.to_string()))
+        .map_err(|e| StoreError::Storage(e.to_string()))
         .map(|s| s.to_string());
     let from = match from {
         Ok(f) => f,
@@ -596,7 +598,7 @@ async fn gate_sync_once(
         .await?
         .and_then(|r| r.get::<_, String>(0).parse::<u64>().ok());
     let Some(version) = version else {
-        return Ok(Err(ServiceError::Storage(
+        return Ok(Err(StoreError::Storage(
             "the catalogue version is missing or unreadable".into(),
         )));
     };

@@ -16,7 +16,7 @@ use tokio_postgres::{GenericClient, Transaction};
 use super::cache::{slot_from_row, CachedSlot, SLOT_COLUMNS};
 use super::schema::{connect, PgError, CHANGES};
 use super::sync::{lease_from_row, SyncError, LEASE_COLUMNS};
-use crate::error::ServiceError;
+use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
@@ -38,7 +38,7 @@ impl LeaseError {
     /// 503 when PostgreSQL is out of reach or gave up on a session limit
     /// (the supervisor retries), 500
     /// otherwise; logged without row values.
-    pub fn into_service(self, what: &str) -> ServiceError {
+    pub fn into_service(self, what: &str) -> StoreError {
         let unreachable = match &self {
             LeaseError::Round(SyncError::Db(e)) | LeaseError::Pg(PgError::Sql(e)) => {
                 e.as_db_error().is_none() || super::schema::is_timeout(e)
@@ -48,10 +48,10 @@ impl LeaseError {
         };
         if unreachable {
             tracing::warn!(error = %self, "{what}: PostgreSQL out of reach");
-            ServiceError::Unavailable
+            StoreError::Unavailable
         } else {
             tracing::error!(error = %self, "{what} failed");
-            ServiceError::Storage(format!("{what} failed"))
+            StoreError::Storage(format!("{what} failed"))
         }
     }
 }

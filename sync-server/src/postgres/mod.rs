@@ -84,16 +84,14 @@ use self::online::{Env, Job, Reply};
 pub use self::schema::PgError;
 use self::shop::{claim_key, in_transaction, settle_key};
 use self::writer::{Queued, Writer};
-use crate::error::{ServiceError, WaitlistError};
 use crate::payments::PaymentEvent;
 use crate::reports::DayReport;
 use crate::secrets;
-use crate::store::DemoPayment;
 use crate::store::{
-    Answer, BookingContext, ChannelInfo, DeviceInfo, DueRefund, EventOutcome, Idem, JoinBounds,
-    PaymentRecord, RefundAttempt, Store, Visitor,
+    Answer, BookingContext, ChannelInfo, CommitMode, DemoPayment, DeviceInfo, DueRefund,
+    EventOutcome, Idem, JoinBounds, PaymentRecord, RefundAttempt, Refusal, Store, StoreConfig,
+    StoreError, Visitor, WaitlistError,
 };
-use crate::store::{CommitMode, StoreConfig};
 use tessera_core::api::supervisor::{LeaseInfo, Revoked};
 use tessera_core::ids::{DeviceId, HoldId, LeaseId, TicketId};
 
@@ -103,17 +101,17 @@ const IDEMPOTENCY_KEEP_MS: i64 = 24 * 3600 * 1000;
 /// How a failed statement is answered: 503 when PostgreSQL is out of reach
 /// or gave up on one of our time limits (the client retries), 500 when it
 /// refused the statement.
-fn db_failure(what: &'static str) -> impl Fn(tokio_postgres::Error) -> ServiceError + Copy {
+fn db_failure(what: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError + Copy {
     move |e| {
         if schema::is_timeout(&e) {
             tracing::warn!(error = %schema::loggable(&e), "{what}: a PostgreSQL time limit ran out");
-            ServiceError::Unavailable
+            StoreError::Unavailable
         } else if e.as_db_error().is_some() {
             tracing::error!(error = %schema::loggable(&e), "{what} failed in PostgreSQL");
-            ServiceError::Storage(format!("{what} failed"))
+            StoreError::Storage(format!("{what} failed"))
         } else {
             tracing::warn!(error = %e, "{what}: PostgreSQL out of reach");
-            ServiceError::Unavailable
+            StoreError::Unavailable
         }
     }
 }
@@ -258,22 +256,22 @@ impl PgStore {
         self.demo_secret.clone()
     }
 
-    async fn submit(&self, job: Job) -> Result<Reply, ServiceError> {
+    async fn submit(&self, job: Job) -> Result<Reply, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.jobs
             .send(Queued {
                 job,
-                request_id: crate::error::current_request_id(),
+                request_id: crate::request_id::current_request_id(),
                 reply,
             })
             .await
-            .map_err(|_| ServiceError::Unavailable)?;
-        rx.await.map_err(|_| ServiceError::Unavailable)?
+            .map_err(|_| StoreError::Unavailable)?;
+        rx.await.map_err(|_| StoreError::Unavailable)?
     }
 
     /// A pooled connection for a low-volume write in a transaction of its
     /// own (enrolment, PIN attempts, approvals, leases).
-    async fn side(&self) -> Result<pool::Pooled<'_>, ServiceError> {
+    async fn side(&self) -> Result<pool::Pooled<'_>, StoreError> {
         Ok(self.pool.get().await?)
     }
 
@@ -282,14 +280,14 @@ impl PgStore {
     async fn day_from_database(
         &self,
         date: Date,
-    ) -> Result<(Vec<CachedSlot>, HashMap<SlotId, u32>), ServiceError> {
-        let bad = |e: jiff::Error| ServiceError::BadRequest(e.to_string());
+    ) -> Result<(Vec<CachedSlot>, HashMap<SlotId, u32>), StoreError> {
+        let bad = |e: jiff::Error| StoreError::from(Refusal::BadRequest(e.to_string()));
         let from = SlotId::new(date, 0)
-            .map_err(|e| ServiceError::BadRequest(e.to_string()))?
+            .map_err(|e| Refusal::BadRequest(e.to_string()))?
             .to_string();
         // Slot ids sort as the slots do: the day is `[from, next day)`.
         let until = SlotId::new(date.tomorrow().map_err(bad)?, 0)
-            .map_err(|e| ServiceError::BadRequest(e.to_string()))?
+            .map_err(|e| Refusal::BadRequest(e.to_string()))?
             .to_string();
         let client = self.side().await?;
         let failed = db_failure("reading a past day's slots");
@@ -316,7 +314,7 @@ impl PgStore {
     }
 
     /// One slot the cache does not keep, as committed.
-    async fn slot_from_database(&self, slot: SlotId) -> Result<Option<CachedSlot>, ServiceError> {
+    async fn slot_from_database(&self, slot: SlotId) -> Result<Option<CachedSlot>, StoreError> {
         let client = self.side().await?;
         let row = client
             .query_opt(
@@ -351,7 +349,7 @@ impl PgStore {
             .filter(|r| !r.client.is_closed())
     }
 
-    async fn reader(&self) -> Result<Reader, ServiceError> {
+    async fn reader(&self) -> Result<Reader, StoreError> {
         if let Some(reader) = self.open_reader() {
             return Ok(reader);
         }
@@ -361,7 +359,7 @@ impl PgStore {
         }
         let unavailable = |e: &dyn std::fmt::Display| {
             tracing::warn!(error = %e, "cannot reach PostgreSQL for a read");
-            ServiceError::Unavailable
+            StoreError::Unavailable
         };
         let client = self
             .connector
@@ -380,7 +378,7 @@ impl PgStore {
         Ok(reader)
     }
 
-    async fn stored_hold(&self, hold: Uuid) -> Result<Option<online::StoredHold>, ServiceError> {
+    async fn stored_hold(&self, hold: Uuid) -> Result<Option<online::StoredHold>, StoreError> {
         let reader = self.reader().await?;
         let row = reader
             .client
@@ -388,15 +386,15 @@ impl PgStore {
             .await
             .map_err(|e| {
                 tracing::warn!(error = %e, "reading a hold failed");
-                ServiceError::Unavailable
+                StoreError::Unavailable
             })?;
         Ok(row.as_ref().map(online::StoredHold::from_row))
     }
 
-    async fn submit_answer(&self, job: Job) -> Result<Answer, ServiceError> {
+    async fn submit_answer(&self, job: Job) -> Result<Answer, StoreError> {
         match self.submit(job).await? {
             Reply::Answer(answer) => Ok(answer),
-            _ => Err(ServiceError::Storage(
+            _ => Err(StoreError::Storage(
                 "the writer answered out of turn".into(),
             )),
         }
@@ -420,7 +418,7 @@ impl PgStore {
                         tracing::warn!(error = %e, "pruning old idempotency keys failed");
                     }
                     let now_ms = store.clock.now_ms();
-                    let forgot: Result<(), ServiceError> =
+                    let forgot: Result<(), StoreError> =
                         in_transaction!(store, "forget_tokens", |tx, _changes| {
                             checkout::forget_unclaimed_tokens(&tx, now_ms).await
                         });
@@ -474,10 +472,10 @@ impl PgStore {
         Ok(())
     }
 
-    fn time_zone(&self) -> Result<jiff::tz::TimeZone, ServiceError> {
+    fn time_zone(&self) -> Result<jiff::tz::TimeZone, StoreError> {
         self.catalogue
             .time_zone()
-            .map_err(|e| ServiceError::Storage(format!("the catalogue's time zone: {e}")))
+            .map_err(|e| StoreError::Storage(format!("the catalogue's time zone: {e}")))
     }
 
     /// Resolves with a reason if the writer's task ends (a panic); never
@@ -546,9 +544,9 @@ impl Store for PgStore {
     /// up count as held until the next sweep (within a second). A day
     /// before the live ones (the cache keeps only those) is read from the
     /// database.
-    async fn availability(&self, date: Date) -> Result<Availability, ServiceError> {
+    async fn availability(&self, date: Date) -> Result<Availability, StoreError> {
         let now = self.clock.now_ms();
-        let from = SlotId::new(date, 0).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let from = SlotId::new(date, 0).map_err(|e| Refusal::BadRequest(e.to_string()))?;
         let list = if self.cache.keeps(from) {
             let slots = self.cache.slots.read().unwrap_or_else(|p| p.into_inner());
             let counter_sold = self
@@ -577,7 +575,7 @@ impl Store for PgStore {
         })
     }
 
-    async fn sellable_slot(&self, slot: SlotId) -> Result<Slot, ServiceError> {
+    async fn sellable_slot(&self, slot: SlotId) -> Result<Slot, StoreError> {
         let view = if self.cache.keeps(slot) {
             self.cache
                 .slots
@@ -590,12 +588,12 @@ impl Store for PgStore {
         };
         let Some(view) = view else {
             if self.catalogue.is_closed(slot.date) {
-                return Err(ServiceError::MuseumClosed(slot.date.to_string()));
+                return Err(Refusal::MuseumClosed(slot.date.to_string()).into());
             }
-            return Err(ServiceError::UnknownSlot(slot.to_string()));
+            return Err(Refusal::UnknownSlot(slot.to_string()).into());
         };
         if self.clock.now_ms() >= view.slot.ends_at.as_millisecond() {
-            return Err(ServiceError::SlotPast(slot.to_string()));
+            return Err(Refusal::SlotPast(slot.to_string()).into());
         }
         Ok(view.slot)
     }
@@ -605,7 +603,7 @@ impl Store for PgStore {
         idem: Idem,
         slot: SlotId,
         cart: PricedCart,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         let job = online::prepare_hold(&self.env, &idem, slot, &cart)?;
         self.submit_answer(Job::CreateHold(Box::new(job))).await
     }
@@ -616,7 +614,7 @@ impl Store for PgStore {
         hold: HoldId,
         request: ConfirmRequest,
         channel: ChannelInfo,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         let stored = self.stored_hold(hold.as_uuid()).await?;
         let job = online::prepare_confirm(
             &self.env,
@@ -647,7 +645,7 @@ impl Store for PgStore {
         hold: HoldId,
         visitor: Visitor,
         provider: String,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         let now_ms = self.clock.now_ms();
         let env = &self.env;
         in_transaction!(self, "begin_checkout", |tx, changes| {
@@ -674,13 +672,13 @@ impl Store for PgStore {
         payment_id: String,
         provider_ref: String,
         redirect_url: String,
-    ) -> Result<PaymentRecord, ServiceError> {
+    ) -> Result<PaymentRecord, StoreError> {
         in_transaction!(self, "payment_started", |tx, _changes| {
             checkout::payment_started(&tx, &payment_id, &provider_ref, &redirect_url).await
         })
     }
 
-    async fn checkout_status(&self, checkout_id: String) -> Result<CheckoutStatus, ServiceError> {
+    async fn checkout_status(&self, checkout_id: String) -> Result<CheckoutStatus, StoreError> {
         in_transaction!(self, "checkout_status", |tx, _changes| {
             checkout::checkout_status(&tx, &checkout_id).await
         })
@@ -691,14 +689,14 @@ impl Store for PgStore {
         provider: String,
         event: PaymentEvent,
         context: BookingContext,
-    ) -> Result<EventOutcome, ServiceError> {
+    ) -> Result<EventOutcome, StoreError> {
         let env = &self.env;
         in_transaction!(self, "payment_event", |tx, changes| {
             checkout::apply_event(&tx, env, &mut changes, &provider, &event, &context).await
         })
     }
 
-    async fn due_refunds(&self, limit: usize) -> Result<Vec<DueRefund>, ServiceError> {
+    async fn due_refunds(&self, limit: usize) -> Result<Vec<DueRefund>, StoreError> {
         let now_ms = self.clock.now_ms();
         in_transaction!(self, "due_refunds", |tx, _changes| {
             checkout::due_refunds(&tx, now_ms, limit).await
@@ -710,7 +708,7 @@ impl Store for PgStore {
         refund_id: String,
         attempt: RefundAttempt,
         context: BookingContext,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), StoreError> {
         let Ok(refund_id) = Uuid::parse_str(&refund_id) else {
             return Ok(());
         };
@@ -720,11 +718,7 @@ impl Store for PgStore {
         })
     }
 
-    async fn booking(
-        &self,
-        token: String,
-        context: BookingContext,
-    ) -> Result<Booking, ServiceError> {
+    async fn booking(&self, token: String, context: BookingContext) -> Result<Booking, StoreError> {
         let env = &self.env;
         in_transaction!(self, "booking", |tx, _changes| {
             checkout::booking(&tx, env, &token, &context).await
@@ -737,7 +731,7 @@ impl Store for PgStore {
         token: String,
         tickets: Vec<TicketId>,
         context: BookingContext,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         let tickets: Vec<Uuid> = tickets.into_iter().map(Uuid::from).collect();
         let now_ms = self.clock.now_ms();
         let env = &self.env;
@@ -758,21 +752,21 @@ impl Store for PgStore {
         &self,
         token: String,
         context: BookingContext,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), StoreError> {
         let env = &self.env;
         in_transaction!(self, "resend_booking", |tx, _changes| {
             checkout::resend(&tx, env, &token, &context).await
         })
     }
 
-    async fn demo_payment(&self, payment_id: String) -> Result<Option<DemoPayment>, ServiceError> {
+    async fn demo_payment(&self, payment_id: String) -> Result<Option<DemoPayment>, StoreError> {
         let env = &self.env;
         in_transaction!(self, "demo_payment", |tx, _changes| {
             checkout::demo_payment(&tx, env, &payment_id).await
         })
     }
 
-    async fn cancel_hold(&self, hold: HoldId) -> Result<(), ServiceError> {
+    async fn cancel_hold(&self, hold: HoldId) -> Result<(), StoreError> {
         self.submit(Job::CancelHold {
             hold: hold.as_uuid(),
         })
@@ -780,7 +774,7 @@ impl Store for PgStore {
         .map(|_| ())
     }
 
-    async fn enrol(&self, request: EnrolRequest) -> Result<Enrolled, ServiceError> {
+    async fn enrol(&self, request: EnrolRequest) -> Result<Enrolled, StoreError> {
         let now_ms = self.clock.now_ms();
         let failed = db_failure("enrolling a device");
         let mut client = self.side().await?;
@@ -821,7 +815,7 @@ impl Store for PgStore {
         claims: TicketClaims,
         scan_id: Option<Uuid>,
         entry: EntryPolicy,
-    ) -> Result<Redemption, ServiceError> {
+    ) -> Result<Redemption, StoreError> {
         let tz = self.time_zone()?;
         let env = gate::GateEnv {
             catalogue: &self.catalogue,
@@ -837,7 +831,7 @@ impl Store for PgStore {
         &self,
         device: DeviceInfo,
         request: SyncRequest,
-    ) -> Result<SyncResponse, ServiceError> {
+    ) -> Result<SyncResponse, StoreError> {
         self.counters.sync(&self.clock, &device, request).await
     }
 
@@ -846,7 +840,7 @@ impl Store for PgStore {
         gate: DeviceInfo,
         request: GateSyncRequest,
         entry: EntryPolicy,
-    ) -> Result<GateSyncResponse, ServiceError> {
+    ) -> Result<GateSyncResponse, StoreError> {
         let tz = self.time_zone()?;
         // Signatures are checked off the async workers, before any
         // connection is taken (as on SQLite).
@@ -857,7 +851,7 @@ impl Store for PgStore {
             crate::gates::check_sync(&ring, &device, request, received_at)
         })
         .await
-        .map_err(|_| ServiceError::Unavailable)??;
+        .map_err(|_| StoreError::Unavailable)??;
         let env = gate::GateEnv {
             catalogue: &self.catalogue,
             tz: &tz,
@@ -875,7 +869,7 @@ impl Store for PgStore {
             .clone()
     }
 
-    async fn begin_pin_attempt(&self, device: DeviceId) -> Result<(), ServiceError> {
+    async fn begin_pin_attempt(&self, device: DeviceId) -> Result<(), StoreError> {
         let now_ms = self.clock.now_ms();
         let failed = db_failure("counting a PIN attempt");
         let mut client = self.side().await?;
@@ -886,7 +880,7 @@ impl Store for PgStore {
         tx.commit().await.map_err(failed)
     }
 
-    async fn pin_succeeded(&self, device: DeviceId) -> Result<(), ServiceError> {
+    async fn pin_succeeded(&self, device: DeviceId) -> Result<(), StoreError> {
         let client = self.side().await?;
         devices::attempt_succeeded(&*client, device.0)
             .await
@@ -898,7 +892,7 @@ impl Store for PgStore {
         device: DeviceId,
         request: ApprovalRequest,
         approved_by: String,
-    ) -> Result<Approval, ServiceError> {
+    ) -> Result<Approval, StoreError> {
         let failed = db_failure("recording an approval");
         let now_ms = self.clock.now_ms();
         let mut client = self.side().await?;
@@ -911,30 +905,30 @@ impl Store for PgStore {
     }
 
     /// Read from one snapshot on a pooled connection, outside the writer.
-    async fn day_report(&self, date: Date) -> Result<DayReport, ServiceError> {
+    async fn day_report(&self, date: Date) -> Result<DayReport, StoreError> {
         let mut client = self.pool.get().await?;
         report::day_report(&mut client, &self.catalogue, date, self.clock.now())
             .await
             .map_err(|e| match e {
                 crate::reports::ReportError::Unavailable(_) => {
                     tracing::warn!(error = %e, %date, "the day report: PostgreSQL unavailable");
-                    ServiceError::Unavailable
+                    StoreError::Unavailable
                 }
                 e => {
                     tracing::error!(error = %e, %date, "the day report failed");
-                    ServiceError::Storage(e.to_string())
+                    StoreError::Storage(e.to_string())
                 }
             })
     }
 
-    async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
+    async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, StoreError> {
         let client = self.side().await?;
         leases::leases_on(&*client, date)
             .await
             .map_err(|e| e.into_service("listing leases"))
     }
 
-    async fn revoke_lease(&self, lease: LeaseId, actor: String) -> Result<Revoked, ServiceError> {
+    async fn revoke_lease(&self, lease: LeaseId, actor: String) -> Result<Revoked, StoreError> {
         let failed = |e: leases::LeaseError| e.into_service("revoking a lease");
         let mut client = self.side().await?;
         let tx = client
@@ -945,7 +939,7 @@ impl Store for PgStore {
             .await
             .map_err(failed)?;
         let Some((revoked, slot)) = done else {
-            return Err(ServiceError::NotFound(format!("no lease {lease}")));
+            return Err(Refusal::NotFound(format!("no lease {lease}")).into());
         };
         tx.commit().await.map_err(db_failure("revoking a lease"))?;
         self.cache.apply(slot);
@@ -957,7 +951,7 @@ impl Store for PgStore {
         idem: Idem,
         request: WaitlistRequest,
         bounds: JoinBounds,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         let now_ms = self.clock.now_ms();
         let env = &self.env;
         in_transaction!(self, "join_waitlist", |tx, _changes| {
@@ -971,7 +965,7 @@ impl Store for PgStore {
         })
     }
 
-    async fn offer(&self, token: String) -> Result<Offer, ServiceError> {
+    async fn offer(&self, token: String) -> Result<Offer, StoreError> {
         let hash = waitlist::token_hash(&token).ok_or(WaitlistError::UnknownOffer)?;
         let now_ms = self.clock.now_ms();
         let reader = self.reader().await?;
@@ -980,7 +974,7 @@ impl Store for PgStore {
             Ok(None) => Err(WaitlistError::UnknownOffer.into()),
             Err(e) => {
                 tracing::warn!(error = %e, "reading an offer failed");
-                Err(ServiceError::Unavailable)
+                Err(StoreError::Unavailable)
             }
         }
     }
@@ -990,7 +984,7 @@ impl Store for PgStore {
         idem: Idem,
         token: String,
         cart: PricedCart,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         let hash = waitlist::token_hash(&token).ok_or(WaitlistError::UnknownOffer)?;
         let now_ms = self.clock.now_ms();
         let env = &self.env;

@@ -24,8 +24,7 @@ use uuid::Uuid;
 
 use super::cache::{slot_from_row, CachedSlot, SLOT_COLUMNS};
 use super::writer::Done;
-use crate::error::ServiceError;
-use crate::store::{Answer, Idem};
+use crate::store::{Answer, Idem, Refusal, StoreError};
 
 /// Held by the process sweeping expired holds, for the sweep's transaction:
 /// the others skip their sweep instead of queueing behind it.
@@ -141,9 +140,9 @@ pub fn prepare_hold(
     idem: &Idem,
     slot_id: SlotId,
     cart: &PricedCart,
-) -> Result<HoldJob, ServiceError> {
+) -> Result<HoldJob, StoreError> {
     let admissions = i32::try_from(cart.admissions)
-        .map_err(|_| ServiceError::BadRequest("too many admissions in one hold".into()))?;
+        .map_err(|_| Refusal::BadRequest("too many admissions in one hold".into()))?;
     let now_ms = env.clock.now_ms();
     let hold_id = new_id();
     let expires_ms = now_ms.saturating_add(env.hold_ttl_ms);
@@ -156,7 +155,7 @@ pub fn prepare_hold(
         lines: cart.lines.clone(),
     };
     let lines =
-        serde_json::to_value(&cart.lines).map_err(|e| ServiceError::Storage(e.to_string()))?;
+        serde_json::to_value(&cart.lines).map_err(|e| StoreError::Storage(e.to_string()))?;
     Ok(HoldJob {
         key: Key::of(idem),
         now_ms,
@@ -235,7 +234,7 @@ pub struct ConfirmInput<'a> {
     pub stored: Option<StoredHold>,
 }
 
-pub fn prepare_confirm(env: &Env, input: ConfirmInput<'_>) -> Result<ConfirmJob, ServiceError> {
+pub fn prepare_confirm(env: &Env, input: ConfirmInput<'_>) -> Result<ConfirmJob, StoreError> {
     let now_ms = env.clock.now_ms();
     let order_id = new_id();
     let currency = env.catalogue.museum.currency;
@@ -257,7 +256,7 @@ pub fn prepare_confirm(env: &Env, input: ConfirmInput<'_>) -> Result<ConfirmJob,
     let Some(stored) = input.stored else {
         return Ok(job);
     };
-    let bad = |what: String| ServiceError::Storage(format!("hold {}: {what}", input.hold_id));
+    let bad = |what: String| StoreError::Storage(format!("hold {}: {what}", input.hold_id));
     let slot_id: SlotId = stored
         .slot_id
         .parse()
@@ -269,10 +268,10 @@ pub fn prepare_confirm(env: &Env, input: ConfirmInput<'_>) -> Result<ConfirmJob,
     // A hold with no lines keeps places for a waiting-list offer: only the
     // offer's link turns it into a checkout (`waitlist::take_offer`).
     if lines.is_empty() {
-        return Err(ServiceError::UnknownHold(input.hold_id.to_string()));
+        return Err(Refusal::UnknownHold(input.hold_id.to_string()).into());
     }
     let tickets = issue_tickets(&env.signer, slot_id, window_minutes, &lines)
-        .map_err(|e| ServiceError::Storage(e.to_string()))?;
+        .map_err(|e| StoreError::Storage(e.to_string()))?;
     for (t, price, vat_bp) in &tickets {
         job.tickets.ids.push(t.ticket_id);
         job.tickets.products.push(t.product_id.clone());
@@ -431,7 +430,7 @@ enum Settled {
     Final(Done),
     /// Refused after claiming the key: record the refusal's answer under it,
     /// or forget the key, by `worth_recording`.
-    Refused(ServiceError, Vec<CachedSlot>),
+    Refused(StoreError, Vec<CachedSlot>),
 }
 
 /// The outcomes both calls share.
@@ -459,14 +458,14 @@ fn common_outcome(call: &mut CallAnswer, what: &str) -> Option<Settled> {
                 replayed: true,
             }))))
         }
-        "key_reused" => Settled::Final(Done::discard(Err(ServiceError::IdempotencyKeyReused))),
+        "key_reused" => Settled::Final(Done::discard(Err(Refusal::IdempotencyKeyReused.into()))),
         // The same key twice in one batch, the first not answered yet.
-        "pending" => Settled::Final(Done::discard(Err(ServiceError::Unavailable))),
+        "pending" => Settled::Final(Done::discard(Err(StoreError::Unavailable))),
         "failed" => {
             let request_id = uuid::Uuid::now_v7().simple().to_string();
             let message = call.body.take().unwrap_or(serde_json::Value::Null);
             tracing::error!(%message, %request_id, job = what, "a job failed in PostgreSQL; rolled back alone");
-            Settled::Final(Done::discard(Err(ServiceError::Internal { request_id })))
+            Settled::Final(Done::discard(Err(StoreError::Internal { request_id })))
         }
         _ => return None,
     })
@@ -490,16 +489,16 @@ fn hold_outcome(env: &Env, job: &HoldJob, mut call: CallAnswer) -> PgResult<Sett
     let slot_id = job.slot;
     let error = match call.outcome.as_str() {
         "unknown_slot" if env.catalogue.is_closed(slot_id.date) => {
-            ServiceError::MuseumClosed(slot_id.date.to_string())
+            StoreError::from(Refusal::MuseumClosed(slot_id.date.to_string()))
         }
-        "unknown_slot" => ServiceError::UnknownSlot(slot_id.to_string()),
-        "past" => ServiceError::SlotPast(slot_id.to_string()),
+        "unknown_slot" => StoreError::from(Refusal::UnknownSlot(slot_id.to_string())),
+        "past" => StoreError::from(Refusal::SlotPast(slot_id.to_string())),
         "sold_out" => {
             metrics::counter!("tessera_sold_out_total").increment(1);
-            ServiceError::SoldOut {
+            StoreError::from(Refusal::SoldOut {
                 requested: u32::try_from(job.admissions).unwrap_or(0),
                 available: call.slot.as_ref().map_or(0, |s| s.ledger.available()),
-            }
+            })
         }
         other => {
             return Err(JobError::Bookkeeping(format!(
@@ -529,15 +528,15 @@ fn confirm_outcome(job: &ConfirmJob, mut call: CallAnswer) -> PgResult<Settled> 
     }
     let id = job.hold_id.to_string();
     let error = match call.outcome.as_str() {
-        "unknown_hold" => ServiceError::UnknownHold(id),
-        "confirmed" => ServiceError::HoldAlreadyConfirmed {
+        "unknown_hold" => StoreError::from(Refusal::UnknownHold(id)),
+        "confirmed" => StoreError::from(Refusal::HoldAlreadyConfirmed {
             hold: id,
             order: call.order_id.map(|o| o.to_string()).unwrap_or_default(),
-        },
-        "cancelled" => ServiceError::HoldCancelled(id),
-        "expired" => ServiceError::HoldExpired(id),
+        }),
+        "cancelled" => StoreError::from(Refusal::HoldCancelled(id)),
+        "expired" => StoreError::from(Refusal::HoldExpired(id)),
         // Read before it existed; the client's retry finds it.
-        "stale" => ServiceError::Unavailable,
+        "stale" => StoreError::Unavailable,
         other => {
             return Err(JobError::Bookkeeping(format!(
                 "tessera_confirm_hold answered {other:?}"
@@ -664,8 +663,8 @@ pub async fn run(tx: &Transaction<'_>, env: &Env, job: &Job, now_ms: i64) -> PgR
 
 /// Answers worth replaying: the request ran and nothing a retry does can
 /// change its answer (the same rule as the SQLite backend's).
-pub(super) fn worth_recording(e: &ServiceError) -> bool {
-    e.is_final_outcome() && !matches!(e, ServiceError::SoldOut { .. })
+pub(super) fn worth_recording(e: &StoreError) -> bool {
+    e.is_final_outcome() && !matches!(e, StoreError::Refused(Refusal::SoldOut { .. }))
 }
 
 fn slot_row(row: &tokio_postgres::Row) -> PgResult<CachedSlot> {
@@ -713,9 +712,10 @@ async fn cancel_hold(
         .await?
         .map(|r| r.get(0));
     if offer == Some(true) {
-        return Ok(Done::discard(Err(ServiceError::UnknownHold(
+        return Ok(Done::discard(Err(Refusal::UnknownHold(
             hold_id.to_string(),
-        ))));
+        )
+        .into())));
     }
     let mut slots = release(tx, env, hold_id, "cancelled").await?;
     if !slots.is_empty() {
@@ -736,14 +736,15 @@ async fn cancel_hold(
     // Cancelling twice, or cancelling what already expired, is done.
     Ok(
         match row.as_ref().map(|r| r.get::<_, String>(0)).as_deref() {
-            None => Done::discard(Err(ServiceError::UnknownHold(id))),
-            Some("confirmed") => Done::discard(Err(ServiceError::HoldAlreadyConfirmed {
+            None => Done::discard(Err(Refusal::UnknownHold(id).into())),
+            Some("confirmed") => Done::discard(Err(Refusal::HoldAlreadyConfirmed {
                 hold: id,
                 order: row
                     .and_then(|r| r.get::<_, Option<Uuid>>(1))
                     .map(|o| o.to_string())
                     .unwrap_or_default(),
-            })),
+            }
+            .into())),
             Some(_) => Done::discard(Ok(Reply::Done)),
         },
     )

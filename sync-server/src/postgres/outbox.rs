@@ -22,8 +22,7 @@ use uuid::Uuid;
 
 use super::shop::{in_transaction, PgResult};
 use super::PgStore;
-use crate::error::ServiceError;
-use crate::store::{MailOutbox, OutboxRow};
+use crate::store::{MailOutbox, OutboxRow, StoreError};
 
 /// How long a claimed mail is kept from other mailers: a round sends at most
 /// 20 mails, each with a 30-second SMTP timeout, so 10 minutes in the worst
@@ -64,7 +63,7 @@ pub(super) async fn enqueue(
 
 impl MailOutbox for PgStore {
     /// Claims the due mails for this process's mailer (see the module docs).
-    async fn due_mail(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxRow>, ServiceError> {
+    async fn due_mail(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
         let limit = i64::from(limit);
         let lease_until = now_ms.saturating_add(LEASE_MS);
         in_transaction!(self, "due_mail", |tx, _changes| async {
@@ -107,7 +106,7 @@ impl MailOutbox for PgStore {
         .await)
     }
 
-    async fn queued_mail(&self) -> Result<u64, ServiceError> {
+    async fn queued_mail(&self) -> Result<u64, StoreError> {
         in_transaction!(self, "queued_mail", |tx, _changes| {
             async {
             let n: i64 = tx
@@ -123,7 +122,7 @@ impl MailOutbox for PgStore {
         })
     }
 
-    async fn mail_sent(&self, mail_id: String, now_ms: i64) -> Result<(), ServiceError> {
+    async fn mail_sent(&self, mail_id: String, now_ms: i64) -> Result<(), StoreError> {
         let Ok(id) = Uuid::parse_str(&mail_id) else {
             return Ok(());
         };
@@ -145,7 +144,7 @@ impl MailOutbox for PgStore {
         mail_id: String,
         error: String,
         retry_at: Option<i64>,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), StoreError> {
         let Ok(id) = Uuid::parse_str(&mail_id) else {
             return Ok(());
         };

@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 
 use super::connector::Connector;
 use super::schema::PgError;
-use crate::error::ServiceError;
+use crate::store::StoreError;
 
 /// Why no connection was lent.
 #[derive(Debug, thiserror::Error)]
@@ -30,8 +30,8 @@ pub enum PoolError {
     Connect(#[from] PgError),
 }
 
-impl From<PoolError> for ServiceError {
-    fn from(e: PoolError) -> ServiceError {
+impl From<PoolError> for StoreError {
+    fn from(e: PoolError) -> StoreError {
         match &e {
             PoolError::Busy { .. } => {
                 metrics::counter!("tessera_pg_pool_busy_total").increment(1);
@@ -39,7 +39,7 @@ impl From<PoolError> for ServiceError {
             }
             PoolError::Connect(_) => tracing::warn!(error = %e, "cannot reach PostgreSQL"),
         }
-        ServiceError::Unavailable
+        StoreError::Unavailable
     }
 }
 

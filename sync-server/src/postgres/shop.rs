@@ -33,8 +33,7 @@ use tokio_postgres::Transaction;
 use super::cache::{slot_from_row, slots_payload, CachedSlot, SLOT_COLUMNS};
 use super::online::{worth_recording, JobError};
 use super::schema::{self, CHANGES};
-use crate::error::ServiceError;
-use crate::store::{Answer, Idem};
+use crate::store::{Answer, Idem, Refusal, StoreError};
 
 pub(super) type PgResult<T> = Result<T, JobError>;
 
@@ -70,7 +69,7 @@ impl Changes {
 
 /// How a shop transaction ended.
 pub(super) enum Settle<T> {
-    Done(Result<T, ServiceError>),
+    Done(Result<T, StoreError>),
     /// Lost a conflict: run it again.
     Retry,
 }
@@ -84,7 +83,7 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
 }
 
 pub(super) fn settle<T>(
-    result: PgResult<Result<T, ServiceError>>,
+    result: PgResult<Result<T, StoreError>>,
     attempt: u32,
     what: &str,
 ) -> Settle<T> {
@@ -96,17 +95,17 @@ pub(super) fn settle<T>(
         }
         Err(JobError::Pg(e)) if schema::is_timeout(&e) => {
             tracing::warn!(error = %schema::loggable(&e), what, "shop transaction ran out of time; rolled back");
-            Settle::Done(Err(ServiceError::Unavailable))
+            Settle::Done(Err(StoreError::Unavailable))
         }
         Err(JobError::Pg(e)) if e.is_closed() || e.code().is_none() => {
             tracing::warn!(error = %schema::loggable(&e), what, "shop transaction failed on the connection");
-            Settle::Done(Err(ServiceError::Unavailable))
+            Settle::Done(Err(StoreError::Unavailable))
         }
         Err(e) => {
-            let request_id = crate::error::current_request_id()
+            let request_id = crate::request_id::current_request_id()
                 .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
             tracing::error!(error = %e, %request_id, what, "shop transaction failed; rolled back");
-            Settle::Done(Err(ServiceError::Internal { request_id }))
+            Settle::Done(Err(StoreError::Internal { request_id }))
         }
     }
 }
@@ -118,9 +117,9 @@ pub(super) async fn back_off(attempt: u32) {
 }
 
 /// Runs `$body` (using `$tx`, the transaction, and `$changes`, the slots it
-/// changed; it evaluates to `PgResult<Result<T, ServiceError>>`) in a
+/// changed; it evaluates to `PgResult<Result<T, StoreError>>`) in a
 /// transaction of its own on a connection from `$store.pool`, committed with its NOTIFY, run
-/// again when it loses a conflict. Evaluates to `Result<T, ServiceError>`.
+/// again when it loses a conflict. Evaluates to `Result<T, StoreError>`.
 /// A macro rather than a function taking an async closure, whose future
 /// could not be proven `Send` for the `Store` trait.
 macro_rules! in_transaction {
@@ -130,7 +129,7 @@ macro_rules! in_transaction {
             attempt += 1;
             let mut client = match $store.pool.get().await {
                 Ok(client) => client,
-                Err(e) => break Err($crate::error::ServiceError::from(e)),
+                Err(e) => break Err($crate::store::StoreError::from(e)),
             };
             let mut $changes = $crate::postgres::shop::Changes::default();
             let result: $crate::postgres::shop::PgResult<_> = async {
@@ -168,7 +167,7 @@ pub(super) async fn claim_key(
     tx: &Transaction<'_>,
     idem: &Idem,
     now_ms: i64,
-) -> PgResult<Option<Result<Answer, ServiceError>>> {
+) -> PgResult<Option<Result<Answer, StoreError>>> {
     let key = crate::secrets::hash(&idem.key);
     let fresh = tx
         .execute(
@@ -188,12 +187,12 @@ pub(super) async fn claim_key(
         .await?;
     Ok(Some(match row {
         // Pruned in between: the client's retry finds the key new.
-        None => Err(ServiceError::Unavailable),
+        None => Err(StoreError::Unavailable),
         Some(r) if r.get::<_, Vec<u8>>(0) != idem.request_hash => {
-            Err(ServiceError::IdempotencyKeyReused)
+            Err(Refusal::IdempotencyKeyReused.into())
         }
         // Only a transaction that has not committed holds a claimed key.
-        Some(r) if r.get::<_, i16>(1) == 0 => Err(ServiceError::Unavailable),
+        Some(r) if r.get::<_, i16>(1) == 0 => Err(StoreError::Unavailable),
         Some(r) => {
             metrics::counter!("tessera_idempotent_replays_total").increment(1);
             Ok(Answer {
@@ -210,8 +209,8 @@ pub(super) async fn claim_key(
 pub(super) async fn settle_key(
     tx: &Transaction<'_>,
     idem: &Idem,
-    outcome: Result<(u16, serde_json::Value), ServiceError>,
-) -> PgResult<Result<Answer, ServiceError>> {
+    outcome: Result<(u16, serde_json::Value), StoreError>,
+) -> PgResult<Result<Answer, StoreError>> {
     let key = crate::secrets::hash(&idem.key);
     let (status, body) = match outcome {
         Ok(ok) => ok,

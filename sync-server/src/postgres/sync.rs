@@ -69,8 +69,7 @@ use uuid::Uuid;
 use super::cache::{slot_from_row, slots_payload, Cache, CachedSlot, SLOT_COLUMNS};
 use super::pool::Pool;
 use super::schema::{self, CHANGES};
-use crate::error::ServiceError;
-use crate::store::DeviceInfo;
+use crate::store::{DeviceInfo, Refusal, StoreError};
 
 /// Quarantined uploads listed back to their counter in one answer.
 const QUARANTINE_LISTED: i64 = 1000;
@@ -108,11 +107,11 @@ impl SyncError {
         }
     }
 
-    fn into_service(self) -> ServiceError {
+    fn into_service(self) -> StoreError {
         match self {
             SyncError::Db(e) if e.as_db_error().is_none() => {
                 tracing::warn!(error = %e, "counter sync: PostgreSQL out of reach");
-                ServiceError::Unavailable
+                StoreError::Unavailable
             }
             SyncError::Db(e) if schema::is_timeout(&e) => {
                 // A slot or lease row held elsewhere past `lock_timeout`
@@ -121,15 +120,15 @@ impl SyncError {
                 // upload being idempotent.
                 tracing::warn!(error = %schema::loggable(&e), "counter sync ran out of time; the counter retries");
                 metrics::counter!("tessera_pg_sync_timeouts_total").increment(1);
-                ServiceError::Unavailable
+                StoreError::Unavailable
             }
             e if e.is_conflict() => {
                 tracing::warn!(error = %e, "counter sync kept conflicting; the counter retries");
-                ServiceError::Unavailable
+                StoreError::Unavailable
             }
             e => {
                 tracing::error!(error = %e, "counter sync failed");
-                ServiceError::Storage("counter sync failed".into())
+                StoreError::Storage("counter sync failed".into())
             }
         }
     }
@@ -233,19 +232,19 @@ impl Counters {
         clock: &Clock,
         device: &DeviceInfo,
         mut request: SyncRequest,
-    ) -> Result<SyncResponse, ServiceError> {
+    ) -> Result<SyncResponse, StoreError> {
         if request.device_id != device.device_id.0 {
-            return Err(ServiceError::Forbidden(format!(
+            return Err(Refusal::Forbidden(format!(
                 "this token belongs to device {}, but the body is for {}",
                 device.device_id, request.device_id
-            )));
+            ))
+            .into());
         }
         // Repeats dropped by the normaliser are acknowledged all the same, so
         // the counter stops sending them.
         let void_ids: Vec<Uuid> = request.voids.iter().map(|v| v.void_id).collect();
         let shift_ids: Vec<Uuid> = request.shifts.iter().map(|s| s.shift_id).collect();
-        upload::normalise_body(&mut request)
-            .map_err(|e| ServiceError::InvalidBody(e.to_string()))?;
+        upload::normalise_body(&mut request).map_err(|e| Refusal::Invalid(e.to_string()))?;
         let mut attempt = 0;
         loop {
             let mut client = self.pool.get().await?;
@@ -298,7 +297,7 @@ impl Counters {
         shift_ids: &[Uuid],
         now_ms: i64,
     ) -> R<(
-        Result<SyncResponse, ServiceError>,
+        Result<SyncResponse, StoreError>,
         Vec<CachedSlot>,
         Vec<String>,
     )> {
@@ -338,11 +337,11 @@ impl Counters {
     }
 }
 
-fn refusal(r: BatchRefusal) -> ServiceError {
+fn refusal(r: BatchRefusal) -> StoreError {
     if r.is_forbidden() {
-        ServiceError::Forbidden(r.to_string())
+        StoreError::from(Refusal::Forbidden(r.to_string()))
     } else {
-        ServiceError::InvalidBody(r.to_string())
+        StoreError::from(Refusal::Invalid(r.to_string()))
     }
 }
 
@@ -572,7 +571,7 @@ impl Round<'_, '_> {
 
     // ---- judge: load the facts of each item, let `Judging` decide ----
 
-    async fn judge(&self, request: &SyncRequest) -> R<Result<Plan, ServiceError>> {
+    async fn judge(&self, request: &SyncRequest) -> R<Result<Plan, StoreError>> {
         let mut judging = Judging::new(request, self.device);
         if let Err(r) = self.judge_sales(request, &mut judging).await? {
             return Ok(Err(refusal(r)));

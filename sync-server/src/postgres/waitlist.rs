@@ -39,11 +39,10 @@ use super::checkout::language_of;
 use super::online::{Env, JobError};
 use super::outbox::enqueue;
 use super::shop::{change_slot, lock_slots, must_change_slot, release_hold, Changes, PgResult};
-use crate::error::{ServiceError, WaitlistError};
 use crate::secrets;
-use crate::store::JoinBounds;
+use crate::store::{JoinBounds, Refusal, StoreError, WaitlistError};
 
-type Outcome = PgResult<Result<(u16, serde_json::Value), ServiceError>>;
+type Outcome = PgResult<Result<(u16, serde_json::Value), StoreError>>;
 
 /// Taken by every join for its transaction: the per-address and per-client
 /// bounds are counted and kept across processes without a race. Joins are
@@ -77,7 +76,7 @@ async fn position(tx: &Transaction<'_>, slot: &str, seq: i64) -> PgResult<u32> {
     u32::try_from(n).map_err(bad)
 }
 
-fn too_many(who: &'static str, max: u32) -> ServiceError {
+fn too_many(who: &'static str, max: u32) -> StoreError {
     metrics::counter!("tessera_waitlist_refused_total", "code" => "waitlist_limit").increment(1);
     WaitlistError::TooManyEntries { who, max }.into()
 }
@@ -98,12 +97,12 @@ pub(super) async fn join(
         .await?;
     let Some(row) = read_slot(tx, &slot).await? else {
         if env.catalogue.is_closed(slot_id.date) {
-            return Ok(Err(ServiceError::MuseumClosed(slot_id.date.to_string())));
+            return Ok(Err(Refusal::MuseumClosed(slot_id.date.to_string()).into()));
         }
-        return Ok(Err(ServiceError::UnknownSlot(slot)));
+        return Ok(Err(Refusal::UnknownSlot(slot).into()));
     };
     if now_ms >= row.slot.ends_at.as_millisecond() {
-        return Ok(Err(ServiceError::SlotPast(slot)));
+        return Ok(Err(Refusal::SlotPast(slot).into()));
     }
     let existing = tx
         .query_opt(

@@ -37,7 +37,7 @@ use super::cache::{slots_payload, Cache, CachedSlot};
 use super::connector::Connector;
 use super::online::{self, Env, Job, JobError, Reply, Statements};
 use super::schema::CHANGES;
-use crate::error::ServiceError;
+use crate::store::StoreError;
 
 /// How often a batch that lost a deadlock or a serialization conflict runs
 /// again before its jobs are answered 503.
@@ -158,12 +158,12 @@ pub struct Queued {
     pub job: Job,
     /// The request's id, for the log line of a job that fails.
     pub request_id: Option<String>,
-    pub reply: oneshot::Sender<Result<Reply, ServiceError>>,
+    pub reply: oneshot::Sender<Result<Reply, StoreError>>,
 }
 
 /// What one job did inside the batch, before the commit.
 pub struct Done {
-    pub reply: Result<Reply, ServiceError>,
+    pub reply: Result<Reply, StoreError>,
     /// Keep the job's writes (RELEASE) or drop them (ROLLBACK TO).
     pub keep: bool,
     pub slots: Vec<CachedSlot>,
@@ -178,7 +178,7 @@ impl Done {
         }
     }
 
-    pub fn discard(reply: Result<Reply, ServiceError>) -> Done {
+    pub fn discard(reply: Result<Reply, StoreError>) -> Done {
         Done {
             reply,
             keep: false,
@@ -267,7 +267,7 @@ impl Writer {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "the writer cannot reach PostgreSQL");
-                        answer_all(batch, || ServiceError::Unavailable);
+                        answer_all(batch, || StoreError::Unavailable);
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(2));
                         continue;
@@ -349,18 +349,18 @@ impl Writer {
                 }
                 Err(BatchError::Conflict(e)) => {
                     tracing::warn!(error = %e, jobs = batch.len(), "batch kept losing conflicts; answered 503");
-                    answer_all(batch, || ServiceError::Unavailable);
+                    answer_all(batch, || StoreError::Unavailable);
                     return;
                 }
                 Err(BatchError::Timeout(e)) => {
                     metrics::counter!("tessera_pg_batch_timeouts_total").increment(1);
                     tracing::warn!(error = %super::schema::loggable(&e), jobs = batch.len(), "batch ran out of time; rolled back, answered 503");
-                    answer_all(batch, || ServiceError::Unavailable);
+                    answer_all(batch, || StoreError::Unavailable);
                     return;
                 }
                 Err(BatchError::Connection(e)) => {
                     tracing::warn!(error = %e, jobs = batch.len(), "batch failed on the connection; answered 503");
-                    answer_all(batch, || ServiceError::Unavailable);
+                    answer_all(batch, || StoreError::Unavailable);
                     return;
                 }
             }
@@ -509,7 +509,7 @@ impl Writer {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
         tracing::error!(error = %e, %request_id, job = ?queued.job, "a job failed in PostgreSQL; rolled back alone");
-        Done::discard(Err(ServiceError::Internal { request_id }))
+        Done::discard(Err(StoreError::Internal { request_id }))
     }
 }
 
@@ -565,7 +565,7 @@ async fn connect_prepared(
     Ok((client, st))
 }
 
-fn answer_all(batch: Vec<Queued>, error: impl Fn() -> ServiceError) {
+fn answer_all(batch: Vec<Queued>, error: impl Fn() -> StoreError) {
     for q in batch {
         let _ = q.reply.send(Err(error()));
     }

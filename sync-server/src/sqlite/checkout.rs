@@ -36,14 +36,13 @@ use super::online::{closed_hold_error, issue_order, release, take_open_hold, Ord
 use super::sql::{parse_slot, parse_uuid, Column, Text};
 use super::state::OpenHold;
 use super::writer::{Ctx, Fatal};
-use crate::error::ServiceError;
 use crate::secrets;
-use crate::store::PaymentEvent;
 use crate::store::{
-    BookingContext, DueRefund, EventOutcome, PaymentRecord, RefundAttempt, Visitor,
+    BookingContext, DueRefund, EventOutcome, PaymentEvent, PaymentRecord, RefundAttempt, Refusal,
+    StoreError, Visitor,
 };
 
-type Outcome<T> = Result<Result<T, ServiceError>, Fatal>;
+type Outcome<T> = Result<Result<T, StoreError>, Fatal>;
 
 pub(crate) fn language_of(code: &str) -> Language {
     match code {
@@ -52,12 +51,8 @@ pub(crate) fn language_of(code: &str) -> Language {
     }
 }
 
-fn unknown_booking() -> ServiceError {
-    ServiceError::refused(
-        404,
-        "unknown_booking",
-        "no booking has this link; check the address in your email",
-    )
+fn unknown_booking() -> StoreError {
+    Refusal::unknown_booking().into()
 }
 
 pub(crate) fn begin_checkout(
@@ -72,11 +67,11 @@ pub(crate) fn begin_checkout(
     // Places a waiting-list offer keeps are paid for only after the offer's
     // link turned them into a hold with tickets chosen.
     if hold.lines.is_empty() {
-        return Ok(Err(ServiceError::UnknownHold(hold_id.to_string())));
+        return Ok(Err(Refusal::UnknownHold(hold_id.to_string()).into()));
     }
     if hold.expires_ms <= ctx.now_ms {
         release(ctx, hold_id, "expired")?;
-        return Ok(Err(ServiceError::HoldExpired(hold_id.to_string())));
+        return Ok(Err(Refusal::HoldExpired(hold_id.to_string()).into()));
     }
     let (slot_id, total, expires_ms) = (hold.slot, hold.total, hold.expires_ms);
     let currency = ctx.state.catalogue.museum.currency;
@@ -184,11 +179,7 @@ pub(crate) fn checkout_status(ctx: &mut Ctx<'_>, checkout_id: &str) -> Outcome<C
         })
         .optional()?;
     let Some((payment_id, status, token)) = row else {
-        return Ok(Err(ServiceError::refused(
-            404,
-            "unknown_checkout",
-            "no checkout has this id",
-        )));
+        return Ok(Err(Refusal::unknown_checkout().into()));
     };
     let status: PaymentStatus = status
         .parse()
@@ -901,7 +892,7 @@ pub(crate) fn cancel(
         from_ms(ctx.now_ms),
     ) {
         Ok(plan) => plan,
-        Err(e) => return Ok(Err(ServiceError::refused(422, e.code(), e.to_string()))),
+        Err(e) => return Ok(Err(Refusal::from(e).into())),
     };
     {
         // voided_at is what every gate refuses (online redeem and the
@@ -963,11 +954,7 @@ pub(crate) fn resend(ctx: &mut Ctx<'_>, token: &str, context: &BookingContext) -
             |r| r.get(0),
         )?;
     if let Err(refusal) = may_resend(u32::try_from(recent).unwrap_or(u32::MAX)) {
-        return Ok(Err(ServiceError::refused(
-            429,
-            refusal.code(),
-            refusal.to_string(),
-        )));
+        return Ok(Err(Refusal::from(refusal).into()));
     }
     let Some(b) = load_booking(ctx, order_id, context)? else {
         return Ok(Err(unknown_booking()));

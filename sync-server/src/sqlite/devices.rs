@@ -8,16 +8,16 @@ use tessera_core::ids::new_id;
 
 use super::sql::Text;
 use super::writer::{Ctx, Fatal};
-use crate::error::ServiceError;
 use crate::secrets;
+use crate::store::{Refusal, StoreError};
 
 pub(crate) fn enrol(
     ctx: &mut Ctx<'_>,
     request: EnrolRequest,
-) -> Result<Result<Enrolled, ServiceError>, Fatal> {
+) -> Result<Result<Enrolled, StoreError>, Fatal> {
     super::failpoint::hit("enrol")?;
     let Some(code) = secrets::normalize_enrolment_code(&request.code) else {
-        return Ok(Err(ServiceError::EnrolmentCodeInvalid));
+        return Ok(Err(Refusal::EnrolmentCodeInvalid.into()));
     };
     let code_hash = secrets::hash(&code);
     let row: Option<(String, String, i64, Option<i64>)> = ctx
@@ -48,8 +48,8 @@ pub(crate) fn enrol(
     let (role, public_key) =
         match enrolment::check(stored, ctx.now_ms, request.public_key.as_deref()) {
             Ok(e) => (e.role, e.public_key),
-            Err(EnrolRefusal::CodeInvalid) => return Ok(Err(ServiceError::EnrolmentCodeInvalid)),
-            Err(refusal) => return Ok(Err(ServiceError::InvalidBody(refusal.to_string()))),
+            Err(EnrolRefusal::CodeInvalid) => return Ok(Err(Refusal::EnrolmentCodeInvalid.into())),
+            Err(refusal) => return Ok(Err(Refusal::Invalid(refusal.to_string()).into())),
         };
     // The operator named the device when making the code; that name is what
     // reports and gates show. The device's own name is kept in the log line.

@@ -31,10 +31,9 @@ use uuid::Uuid;
 
 use super::sql::Text;
 use super::writer::{Ctx, Fatal};
-use crate::error::ServiceError;
 pub(crate) use crate::gates::check_sync;
 use crate::gates::{admitted, already_used, scan_id_reused, CheckedSync};
-use crate::store::DeviceInfo;
+use crate::store::{DeviceInfo, StoreError};
 
 /// One admission as the server records it.
 #[derive(Clone, Debug)]
@@ -240,7 +239,7 @@ pub(crate) fn redeem(
     claims: &TicketClaims,
     scan_id: Option<Uuid>,
     entry: EntryPolicy,
-) -> Result<Result<Redemption, ServiceError>, Fatal> {
+) -> Result<Result<Redemption, StoreError>, Fatal> {
     let ticket = claims.ticket_id.to_string();
     let mut answer = admitted(claims);
     if let Some(id) = scan_id {
@@ -293,7 +292,7 @@ pub(crate) fn gate_sync(
     gate: &DeviceInfo,
     checked: CheckedSync,
     entry: EntryPolicy,
-) -> Result<Result<GateSyncResponse, ServiceError>, Fatal> {
+) -> Result<Result<GateSyncResponse, StoreError>, Fatal> {
     let device = gate.device_id.to_string();
     // Look everything up before storing anything: a refused body changes nothing.
     let mut fresh: BTreeMap<Uuid, (TicketClaims, Vec<Admission>)> = BTreeMap::new();

@@ -21,8 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::state::IDEMPOTENCY_KEEP_MS;
 use super::writer::{Ctx, Fatal};
-use crate::error::ServiceError;
-use crate::store::{Answer, Idem};
+use crate::store::{Answer, Idem, Refusal, StoreError};
 
 /// About 10 MB of memory (see docs/BENCHMARKS.md): far more keys than a
 /// museum's day of online checkouts.
@@ -170,8 +169,8 @@ impl IdempotencyIndex {
 /// Answers worth replaying: the request ran and nothing a retry does can
 /// change its answer. A sold-out hold changed nothing, and places may come
 /// back: its retry runs again.
-fn worth_recording(e: &ServiceError) -> bool {
-    e.is_final_outcome() && !matches!(e, ServiceError::SoldOut { .. })
+fn worth_recording(e: &StoreError) -> bool {
+    e.is_final_outcome() && !matches!(e, StoreError::Refused(Refusal::SoldOut { .. }))
 }
 
 /// Runs `f` at most once per Idempotency-Key: a retry gets the stored first
@@ -179,8 +178,8 @@ fn worth_recording(e: &ServiceError) -> bool {
 pub(crate) fn idempotent(
     ctx: &mut Ctx<'_>,
     idem: &Idem,
-    f: impl FnOnce(&mut Ctx<'_>) -> Result<Result<(u16, serde_json::Value), ServiceError>, Fatal>,
-) -> Result<Result<Answer, ServiceError>, Fatal> {
+    f: impl FnOnce(&mut Ctx<'_>) -> Result<Result<(u16, serde_json::Value), StoreError>, Fatal>,
+) -> Result<Result<Answer, StoreError>, Fatal> {
     let key = key_hash(&idem.key);
     let request: [u8; 32] = idem
         .request_hash
@@ -196,7 +195,7 @@ pub(crate) fn idempotent(
         // No row: it was pruned with the rest of its day; the key is new again.
         if let Some((first_request, status, body)) = first {
             if first_request != request {
-                return Ok(Err(ServiceError::IdempotencyKeyReused));
+                return Ok(Err(Refusal::IdempotencyKeyReused.into()));
             }
             let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
             metrics::counter!("tessera_idempotent_replays_total").increment(1);

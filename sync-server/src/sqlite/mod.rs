@@ -48,13 +48,12 @@ pub use self::state::slot_footprint;
 use self::state::{Shared, State};
 // Settings of any backend; re-exported where they were first defined.
 use self::writer::{Ctx, Fatal, Job, Writer};
-use crate::error::{ServiceError, WaitlistError};
 use crate::reports::DayReport;
 use crate::secrets;
-use crate::store::PaymentEvent;
 use crate::store::{
     Answer, BookingContext, ChannelInfo, DemoPayment, DeviceInfo, DueRefund, EventOutcome, Idem,
-    JoinBounds, PaymentRecord, RefundAttempt, Store, Visitor,
+    JoinBounds, PaymentEvent, PaymentRecord, RefundAttempt, Refusal, Store, StoreError, Visitor,
+    WaitlistError,
 };
 pub use crate::store::{CommitMode, StoreConfig};
 use tessera_core::api::shop::{Booking, CheckoutStatus};
@@ -79,6 +78,13 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
     clock: Clock,
     offers: Arc<waitlist::OfferSettings>,
+}
+
+/// A driver error is a storage failure at the seam; its text goes to the log.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Storage(e.to_string())
+    }
 }
 
 impl SqliteStore {
@@ -155,14 +161,14 @@ impl SqliteStore {
     /// Runs `f` in the writer's next batch and waits for its commit.
     async fn submit<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Ctx<'_>) -> Result<Result<T, ServiceError>, Fatal> + Send + 'static,
-    ) -> Result<T, ServiceError> {
-        let (job, rx) = writer::job(f, crate::error::current_request_id());
+        f: impl FnOnce(&mut Ctx<'_>) -> Result<Result<T, StoreError>, Fatal> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (job, rx) = writer::job(f, crate::request_id::current_request_id());
         self.jobs
             .send(job)
             .await
-            .map_err(|_| ServiceError::Unavailable)?;
-        rx.await.map_err(|_| ServiceError::Unavailable)?
+            .map_err(|_| StoreError::Unavailable)?;
+        rx.await.map_err(|_| StoreError::Unavailable)?
     }
 
     /// Resolves with the reason if the writer thread dies; never if it
@@ -237,10 +243,10 @@ impl Store for SqliteStore {
             .clone()
     }
 
-    async fn availability(&self, date: Date) -> Result<Availability, ServiceError> {
+    async fn availability(&self, date: Date) -> Result<Availability, StoreError> {
         let catalogue = self.catalogue();
         let now = self.now_ms();
-        let from = SlotId::new(date, 0).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+        let from = SlotId::new(date, 0).map_err(|e| Refusal::BadRequest(e.to_string()))?;
         let slots = self.shared.slots.read().unwrap_or_else(|p| p.into_inner());
         let list: Vec<SlotAvailability> = slots
             .range(from..)
@@ -267,16 +273,16 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn sellable_slot(&self, slot: SlotId) -> Result<Slot, ServiceError> {
+    async fn sellable_slot(&self, slot: SlotId) -> Result<Slot, StoreError> {
         let slots = self.shared.slots.read().unwrap_or_else(|p| p.into_inner());
         let Some(view) = slots.get(&slot) else {
             if self.catalogue().is_closed(slot.date) {
-                return Err(ServiceError::MuseumClosed(slot.date.to_string()));
+                return Err(Refusal::MuseumClosed(slot.date.to_string()).into());
             }
-            return Err(ServiceError::UnknownSlot(slot.to_string()));
+            return Err(Refusal::UnknownSlot(slot.to_string()).into());
         };
         if self.now_ms() >= view.slot.ends_at.as_millisecond() {
-            return Err(ServiceError::SlotPast(slot.to_string()));
+            return Err(Refusal::SlotPast(slot.to_string()).into());
         }
         Ok(view.slot.clone())
     }
@@ -286,7 +292,7 @@ impl Store for SqliteStore {
         idem: Idem,
         slot: SlotId,
         cart: PricedCart,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         self.submit(move |ctx| idempotent(ctx, &idem, |ctx| online::create_hold(ctx, slot, cart)))
             .await
     }
@@ -297,7 +303,7 @@ impl Store for SqliteStore {
         hold: HoldId,
         request: ConfirmRequest,
         channel: ChannelInfo,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         self.submit(move |ctx| {
             idempotent(ctx, &idem, |ctx| {
                 online::confirm_hold(ctx, hold.0, request, &channel.name)
@@ -322,7 +328,7 @@ impl Store for SqliteStore {
         hold: HoldId,
         visitor: Visitor,
         provider: String,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         self.submit(move |ctx| {
             idempotent(ctx, &idem, |ctx| {
                 checkout::begin_checkout(ctx, hold.0, visitor, provider)
@@ -336,14 +342,14 @@ impl Store for SqliteStore {
         payment_id: String,
         provider_ref: String,
         redirect_url: String,
-    ) -> Result<PaymentRecord, ServiceError> {
+    ) -> Result<PaymentRecord, StoreError> {
         self.submit(move |ctx| {
             checkout::payment_started(ctx, &payment_id, &provider_ref, &redirect_url)
         })
         .await
     }
 
-    async fn checkout_status(&self, checkout_id: String) -> Result<CheckoutStatus, ServiceError> {
+    async fn checkout_status(&self, checkout_id: String) -> Result<CheckoutStatus, StoreError> {
         self.submit(move |ctx| checkout::checkout_status(ctx, &checkout_id))
             .await
     }
@@ -353,12 +359,12 @@ impl Store for SqliteStore {
         provider: String,
         event: PaymentEvent,
         context: BookingContext,
-    ) -> Result<EventOutcome, ServiceError> {
+    ) -> Result<EventOutcome, StoreError> {
         self.submit(move |ctx| checkout::apply_event(ctx, &provider, &event, &context))
             .await
     }
 
-    async fn due_refunds(&self, limit: usize) -> Result<Vec<DueRefund>, ServiceError> {
+    async fn due_refunds(&self, limit: usize) -> Result<Vec<DueRefund>, StoreError> {
         self.submit(move |ctx| checkout::due_refunds(ctx, limit))
             .await
     }
@@ -368,16 +374,12 @@ impl Store for SqliteStore {
         refund_id: String,
         attempt: RefundAttempt,
         context: BookingContext,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), StoreError> {
         self.submit(move |ctx| checkout::refund_attempted(ctx, &refund_id, attempt, &context))
             .await
     }
 
-    async fn booking(
-        &self,
-        token: String,
-        context: BookingContext,
-    ) -> Result<Booking, ServiceError> {
+    async fn booking(&self, token: String, context: BookingContext) -> Result<Booking, StoreError> {
         self.submit(move |ctx| checkout::booking(ctx, &token, &context))
             .await
     }
@@ -388,7 +390,7 @@ impl Store for SqliteStore {
         token: String,
         tickets: Vec<TicketId>,
         context: BookingContext,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         let tickets: Vec<Uuid> = tickets.into_iter().map(Uuid::from).collect();
         self.submit(move |ctx| {
             idempotent(ctx, &idem, |ctx| {
@@ -402,22 +404,22 @@ impl Store for SqliteStore {
         &self,
         token: String,
         context: BookingContext,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), StoreError> {
         self.submit(move |ctx| checkout::resend(ctx, &token, &context))
             .await
     }
 
-    async fn demo_payment(&self, payment_id: String) -> Result<Option<DemoPayment>, ServiceError> {
+    async fn demo_payment(&self, payment_id: String) -> Result<Option<DemoPayment>, StoreError> {
         self.submit(move |ctx| checkout::demo_payment(ctx, &payment_id))
             .await
     }
 
-    async fn cancel_hold(&self, hold: HoldId) -> Result<(), ServiceError> {
+    async fn cancel_hold(&self, hold: HoldId) -> Result<(), StoreError> {
         self.submit(move |ctx| online::cancel_hold(ctx, hold.0))
             .await
     }
 
-    async fn enrol(&self, request: EnrolRequest) -> Result<Enrolled, ServiceError> {
+    async fn enrol(&self, request: EnrolRequest) -> Result<Enrolled, StoreError> {
         self.submit(move |ctx| devices::enrol(ctx, request)).await
     }
 
@@ -451,7 +453,7 @@ impl Store for SqliteStore {
         claims: TicketClaims,
         scan_id: Option<Uuid>,
         entry: EntryPolicy,
-    ) -> Result<Redemption, ServiceError> {
+    ) -> Result<Redemption, StoreError> {
         self.submit(move |ctx| gate::redeem(ctx, &gate, &claims, scan_id, entry))
             .await
     }
@@ -460,7 +462,7 @@ impl Store for SqliteStore {
         &self,
         device: DeviceInfo,
         request: SyncRequest,
-    ) -> Result<SyncResponse, ServiceError> {
+    ) -> Result<SyncResponse, StoreError> {
         let policy = self.lease_policy;
         self.submit(move |ctx| sync::sync(ctx, &device, request, policy))
             .await
@@ -471,7 +473,7 @@ impl Store for SqliteStore {
         gate: DeviceInfo,
         request: GateSyncRequest,
         entry: EntryPolicy,
-    ) -> Result<GateSyncResponse, ServiceError> {
+    ) -> Result<GateSyncResponse, StoreError> {
         // Signatures are checked here, off the writer thread, so a large
         // upload never holds up everyone else's writes.
         let received_at = self.clock.now_ms();
@@ -481,7 +483,7 @@ impl Store for SqliteStore {
             gate::check_sync(&ring, &device, request, received_at)
         })
         .await
-        .map_err(|_| ServiceError::Unavailable)??;
+        .map_err(|_| StoreError::Unavailable)??;
         self.submit(move |ctx| gate::gate_sync(ctx, &gate, checked, entry))
             .await
     }
@@ -494,12 +496,12 @@ impl Store for SqliteStore {
             .clone()
     }
 
-    async fn begin_pin_attempt(&self, device: DeviceId) -> Result<(), ServiceError> {
+    async fn begin_pin_attempt(&self, device: DeviceId) -> Result<(), StoreError> {
         self.submit(move |ctx| staff::begin_attempt(ctx, device.0))
             .await
     }
 
-    async fn pin_succeeded(&self, device: DeviceId) -> Result<(), ServiceError> {
+    async fn pin_succeeded(&self, device: DeviceId) -> Result<(), StoreError> {
         self.submit(move |ctx| Ok(Ok(staff::attempt_succeeded(ctx, device.0)?)))
             .await
     }
@@ -509,7 +511,7 @@ impl Store for SqliteStore {
         device: DeviceId,
         request: ApprovalRequest,
         approved_by: String,
-    ) -> Result<Approval, ServiceError> {
+    ) -> Result<Approval, StoreError> {
         self.submit(move |ctx| {
             Ok(Ok(staff::create_approval(
                 ctx,
@@ -521,30 +523,30 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn day_report(&self, date: Date) -> Result<DayReport, ServiceError> {
+    async fn day_report(&self, date: Date) -> Result<DayReport, StoreError> {
         let path = self.path.clone();
         let catalogue = self.catalogue();
         let now = self.clock.now();
         // A read connection of its own: WAL lets it run beside the writer.
         tokio::task::spawn_blocking(move || {
-            let conn = schema::open(&path).map_err(|e| ServiceError::Storage(e.to_string()))?;
+            let conn = schema::open(&path).map_err(|e| StoreError::Storage(e.to_string()))?;
             crate::reports::day_report(&conn, &catalogue, date, now)
-                .map_err(|e| ServiceError::Storage(e.to_string()))
+                .map_err(|e| StoreError::Storage(e.to_string()))
         })
         .await
-        .map_err(|_| ServiceError::Unavailable)?
+        .map_err(|_| StoreError::Unavailable)?
     }
 
-    async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, ServiceError> {
+    async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, StoreError> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            admin::leases(&path, date).map_err(|e| ServiceError::Storage(e.to_string()))
+            admin::leases(&path, date).map_err(|e| StoreError::Storage(e.to_string()))
         })
         .await
-        .map_err(|_| ServiceError::Unavailable)?
+        .map_err(|_| StoreError::Unavailable)?
     }
 
-    async fn revoke_lease(&self, lease: LeaseId, actor: String) -> Result<Revoked, ServiceError> {
+    async fn revoke_lease(&self, lease: LeaseId, actor: String) -> Result<Revoked, StoreError> {
         self.submit(move |ctx| {
             let now = tessera_core::clock::from_ms(ctx.now_ms);
             match admin::revoke_lease_in(ctx.tx, lease, &actor, now) {
@@ -553,7 +555,7 @@ impl Store for SqliteStore {
                     Ok(Ok(done))
                 }
                 Err(admin::AdminError::UnknownLease(id)) => {
-                    Ok(Err(ServiceError::NotFound(format!("no lease {id}"))))
+                    Ok(Err(Refusal::NotFound(format!("no lease {id}")).into()))
                 }
                 Err(admin::AdminError::Sql(e)) => Err(Fatal::Sql(e)),
                 Err(e) => Err(Fatal::Bookkeeping(e.to_string())),
@@ -567,12 +569,12 @@ impl Store for SqliteStore {
         idem: Idem,
         request: WaitlistRequest,
         bounds: JoinBounds,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         self.submit(move |ctx| idempotent(ctx, &idem, |ctx| waitlist::join(ctx, request, &bounds)))
             .await
     }
 
-    async fn offer(&self, token: String) -> Result<Offer, ServiceError> {
+    async fn offer(&self, token: String) -> Result<Offer, StoreError> {
         let hash = waitlist::token_hash(&token).ok_or(WaitlistError::UnknownOffer)?;
         let path = self.path.clone();
         let now = self.now_ms();
@@ -586,7 +588,7 @@ impl Store for SqliteStore {
                 .ok_or_else(|| WaitlistError::UnknownOffer.into())
         })
         .await
-        .map_err(|_| ServiceError::Unavailable)?
+        .map_err(|_| StoreError::Unavailable)?
     }
 
     async fn take_offer(
@@ -594,7 +596,7 @@ impl Store for SqliteStore {
         idem: Idem,
         token: String,
         cart: PricedCart,
-    ) -> Result<Answer, ServiceError> {
+    ) -> Result<Answer, StoreError> {
         let hash = waitlist::token_hash(&token).ok_or(WaitlistError::UnknownOffer)?;
         self.submit(move |ctx| idempotent(ctx, &idem, |ctx| waitlist::take_offer(ctx, hash, cart)))
             .await

@@ -15,17 +15,17 @@ use uuid::Uuid;
 use super::sql::Text;
 use super::state::OpenHold;
 use super::writer::{Ctx, Fatal};
-use crate::error::ServiceError;
+use crate::store::{Refusal, StoreError};
 use tessera_core::clock::from_ms;
 
-type Outcome = Result<Result<(u16, serde_json::Value), ServiceError>, Fatal>;
+type Outcome = Result<Result<(u16, serde_json::Value), StoreError>, Fatal>;
 
 pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) -> Outcome {
     let Some(row) = ctx.state.slots.get_mut(&slot_id) else {
-        return Ok(Err(ServiceError::UnknownSlot(slot_id.to_string())));
+        return Ok(Err(Refusal::UnknownSlot(slot_id.to_string()).into()));
     };
     if ctx.now_ms >= row.slot.ends_at.as_millisecond() {
-        return Ok(Err(ServiceError::SlotPast(slot_id.to_string())));
+        return Ok(Err(Refusal::SlotPast(slot_id.to_string()).into()));
     }
     if let Err(e) = row.ledger.hold(cart.admissions) {
         metrics::counter!("tessera_sold_out_total").increment(1);
@@ -75,7 +75,7 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
 }
 
 /// Why a hold that is not open cannot be confirmed or cancelled.
-pub(crate) fn closed_hold_error(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<ServiceError, Fatal> {
+pub(crate) fn closed_hold_error(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<StoreError, Fatal> {
     let row: Option<(String, Option<String>)> = ctx
         .tx
         .prepare_cached(
@@ -85,14 +85,14 @@ pub(crate) fn closed_hold_error(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<ServiceE
         .optional()?;
     let id = hold_id.to_string();
     Ok(match row {
-        None => ServiceError::UnknownHold(id),
+        None => StoreError::from(Refusal::UnknownHold(id)),
         Some((status, order)) => match status.as_str() {
-            "confirmed" => ServiceError::HoldAlreadyConfirmed {
+            "confirmed" => StoreError::from(Refusal::HoldAlreadyConfirmed {
                 hold: id,
                 order: order.unwrap_or_default(),
-            },
-            "cancelled" => ServiceError::HoldCancelled(id),
-            _ => ServiceError::HoldExpired(id),
+            }),
+            "cancelled" => StoreError::from(Refusal::HoldCancelled(id)),
+            _ => StoreError::from(Refusal::HoldExpired(id)),
         },
     })
 }
@@ -160,18 +160,18 @@ pub(crate) fn confirm_hold(
 pub(crate) fn take_open_hold(
     ctx: &mut Ctx<'_>,
     hold_id: Uuid,
-) -> Result<Option<Result<OpenHold, ServiceError>>, Fatal> {
+) -> Result<Option<Result<OpenHold, StoreError>>, Fatal> {
     let Some(hold) = ctx.state.holds.get(&hold_id) else {
         return Ok(None);
     };
     // A hold with no lines keeps places for a waiting-list offer: only the
     // offer's link turns it into a checkout (`waitlist::take_offer`).
     if hold.lines.is_empty() {
-        return Ok(Some(Err(ServiceError::UnknownHold(hold_id.to_string()))));
+        return Ok(Some(Err(Refusal::UnknownHold(hold_id.to_string()).into())));
     }
     if hold.expires_ms <= ctx.now_ms {
         release(ctx, hold_id, "expired")?;
-        return Ok(Some(Err(ServiceError::HoldExpired(hold_id.to_string()))));
+        return Ok(Some(Err(Refusal::HoldExpired(hold_id.to_string()).into())));
     }
     let Some(hold) = ctx.state.holds.remove(&hold_id) else {
         return Ok(None);
@@ -307,11 +307,11 @@ pub(crate) fn issue_order(
 pub(crate) fn cancel_hold(
     ctx: &mut Ctx<'_>,
     hold_id: Uuid,
-) -> Result<Result<(), ServiceError>, Fatal> {
+) -> Result<Result<(), StoreError>, Fatal> {
     if let Some(hold) = ctx.state.holds.get(&hold_id) {
         // A waiting-list offer's places are not the caller's to give back.
         if hold.lines.is_empty() {
-            return Ok(Err(ServiceError::UnknownHold(hold_id.to_string())));
+            return Ok(Err(Refusal::UnknownHold(hold_id.to_string()).into()));
         }
         release(ctx, hold_id, "cancelled")?;
         metrics::counter!("tessera_holds_cancelled_total").increment(1);
@@ -319,7 +319,8 @@ pub(crate) fn cancel_hold(
     }
     match closed_hold_error(ctx, hold_id)? {
         // Cancelling twice, or cancelling what already expired, is done.
-        ServiceError::HoldCancelled(_) | ServiceError::HoldExpired(_) => Ok(Ok(())),
+        StoreError::Refused(Refusal::HoldCancelled(_))
+        | StoreError::Refused(Refusal::HoldExpired(_)) => Ok(Ok(())),
         other => Ok(Err(other)),
     }
 }

@@ -12,8 +12,7 @@ use rusqlite::{params, Transaction};
 use uuid::Uuid;
 
 use super::SqliteStore;
-use crate::error::ServiceError;
-use crate::store::{MailOutbox, OutboxRow};
+use crate::store::{MailOutbox, OutboxRow, StoreError};
 
 /// Queues a mail inside the caller's transaction, due at once. `payload`
 /// is the JSON of `crate::delivery::email::MailPayload`.
@@ -48,7 +47,7 @@ pub fn enqueue(
 pub const NEVER: i64 = i64::MAX;
 
 impl MailOutbox for SqliteStore {
-    async fn due_mail(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxRow>, ServiceError> {
+    async fn due_mail(&self, now_ms: i64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
         self.submit(move |ctx| {
             let mut stmt = ctx.tx.prepare_cached(
                 "SELECT mail_id, kind, recipient, language, payload, attempts, created_at
@@ -74,7 +73,7 @@ impl MailOutbox for SqliteStore {
         .await
     }
 
-    async fn queued_mail(&self) -> Result<u64, ServiceError> {
+    async fn queued_mail(&self) -> Result<u64, StoreError> {
         self.submit(move |ctx| {
             let n: i64 = ctx.tx.query_row(
                 "SELECT count(*) FROM mail_outbox WHERE sent_at IS NULL AND next_attempt_at < ?1",
@@ -86,7 +85,7 @@ impl MailOutbox for SqliteStore {
         .await
     }
 
-    async fn mail_sent(&self, mail_id: String, now_ms: i64) -> Result<(), ServiceError> {
+    async fn mail_sent(&self, mail_id: String, now_ms: i64) -> Result<(), StoreError> {
         self.submit(move |ctx| {
             ctx.tx.execute(
                 "UPDATE mail_outbox SET sent_at = ?2, payload = '', last_error = NULL,
@@ -104,7 +103,7 @@ impl MailOutbox for SqliteStore {
         mail_id: String,
         error: String,
         retry_at: Option<i64>,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), StoreError> {
         // Error texts come from remote servers: bounded before storing.
         let error: String = error.chars().take(500).collect();
         self.submit(move |ctx| {

@@ -16,7 +16,7 @@ use super::admin::AdminError;
 use super::sql::Text;
 use super::writer::{Ctx, Fatal};
 use crate::admin::PinSet;
-use crate::error::ServiceError;
+use crate::store::{Refusal, StoreError};
 
 pub use crate::secrets::{member_from_fixture, pin_cost};
 
@@ -88,14 +88,15 @@ fn attempts_of(tx: &Transaction<'_>, device: &str) -> rusqlite::Result<Attempts>
 pub(crate) fn begin_attempt(
     ctx: &mut Ctx<'_>,
     device: Uuid,
-) -> Result<Result<(), ServiceError>, Fatal> {
+) -> Result<Result<(), StoreError>, Fatal> {
     let dev = device.to_string();
     let before = attempts_of(ctx.tx, &dev)?;
     match before.begin(ctx.now_ms) {
-        Err(left_ms) => Ok(Err(ServiceError::TooManyAttempts(format!(
+        Err(left_ms) => Ok(Err(Refusal::TooManyAttempts(format!(
             "too many wrong supervisor PINs from this device; try again in {} min",
             minutes_left(left_ms)
-        )))),
+        ))
+        .into())),
         Ok(next) => {
             if next.locked_until_ms != 0 && before.locked_until_ms == 0 {
                 tracing::warn!(%device, "supervisor PIN locked after repeated wrong guesses");

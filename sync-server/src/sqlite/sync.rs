@@ -38,22 +38,19 @@ use uuid::Uuid;
 use super::sql::Text;
 use super::state::{parse_slot, parse_uuid, LeaseRow, State};
 use super::writer::{Ctx, Fatal};
-use crate::error::ServiceError;
-use crate::store::DeviceInfo;
+use crate::store::{DeviceInfo, Refusal, StoreError};
 use tessera_core::clock::from_ms;
 
 /// Quarantined uploads listed back to their counter in one answer.
 const QUARANTINE_LISTED: i64 = 1000;
 
-type Refusal = ServiceError;
-
-fn refuse(message: String) -> Refusal {
-    ServiceError::InvalidBody(message)
+fn refuse(message: String) -> StoreError {
+    StoreError::from(Refusal::Invalid(message))
 }
 
-fn refusal(r: BatchRefusal) -> Refusal {
+fn refusal(r: BatchRefusal) -> StoreError {
     if r.is_forbidden() {
-        ServiceError::Forbidden(r.to_string())
+        StoreError::from(Refusal::Forbidden(r.to_string()))
     } else {
         refuse(r.to_string())
     }
@@ -68,12 +65,13 @@ pub(crate) fn sync(
     device: &DeviceInfo,
     mut request: SyncRequest,
     policy: LeasePolicy,
-) -> Result<Result<SyncResponse, ServiceError>, Fatal> {
+) -> Result<Result<SyncResponse, StoreError>, Fatal> {
     if request.device_id != device.device_id.0 {
-        return Ok(Err(ServiceError::Forbidden(format!(
+        return Ok(Err(Refusal::Forbidden(format!(
             "this token belongs to device {}, but the body is for {}",
             device.device_id, request.device_id
-        ))));
+        ))
+        .into()));
     }
     // Repeats dropped by the normaliser are acknowledged all the same, so the
     // counter stops sending them.
@@ -130,7 +128,7 @@ fn judge(
     ctx: &Ctx<'_>,
     device: &DeviceInfo,
     request: &SyncRequest,
-) -> Result<Result<Plan, Refusal>, Fatal> {
+) -> Result<Result<Plan, StoreError>, Fatal> {
     let mut judging = Judging::new(request, device.device_id.0);
     if let Err(r) = judge_sales(ctx, device, request, &mut judging)? {
         return Ok(Err(refusal(r)));

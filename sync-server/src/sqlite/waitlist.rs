@@ -31,11 +31,10 @@ use super::online::{create_hold, release};
 use super::sql::{parse_uuid, Text};
 use super::state::OpenHold;
 use super::writer::{Ctx, Fatal};
-use crate::error::{ServiceError, WaitlistError};
 use crate::secrets;
-use crate::store::JoinBounds;
+use crate::store::{JoinBounds, Refusal, StoreError, WaitlistError};
 
-type Outcome = Result<Result<(u16, serde_json::Value), ServiceError>, Fatal>;
+type Outcome = Result<Result<(u16, serde_json::Value), StoreError>, Fatal>;
 
 /// What the writer needs to make offers.
 pub(crate) struct OfferSettings {
@@ -83,10 +82,10 @@ fn position(ctx: &Ctx<'_>, slot: SlotId, seq: i64) -> Result<u32, Fatal> {
 pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest, bounds: &JoinBounds) -> Outcome {
     let slot_id = request.slot_id;
     let Some(row) = ctx.state.slots.get(&slot_id) else {
-        return Ok(Err(ServiceError::UnknownSlot(slot_id.to_string())));
+        return Ok(Err(Refusal::UnknownSlot(slot_id.to_string()).into()));
     };
     if ctx.now_ms >= row.slot.ends_at.as_millisecond() {
-        return Ok(Err(ServiceError::SlotPast(slot_id.to_string())));
+        return Ok(Err(Refusal::SlotPast(slot_id.to_string()).into()));
     }
     let existing: Option<(i64, String, u32)> = ctx
         .tx
@@ -156,7 +155,7 @@ pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest, bounds: &JoinBou
     Ok(Ok((201, json!(entry))))
 }
 
-fn too_many(who: &'static str, max: u32) -> ServiceError {
+fn too_many(who: &'static str, max: u32) -> StoreError {
     metrics::counter!("tessera_waitlist_refused_total", "code" => "waitlist_limit").increment(1);
     WaitlistError::TooManyEntries { who, max }.into()
 }
@@ -274,7 +273,7 @@ pub(crate) fn take_offer(ctx: &mut Ctx<'_>, hash: Vec<u8>, cart: PricedCart) -> 
 pub(crate) fn offer_returned_places(
     ctx: &mut Ctx<'_>,
     settings: &OfferSettings,
-) -> Result<Result<(), ServiceError>, Fatal> {
+) -> Result<Result<(), StoreError>, Fatal> {
     close_lapsed_offers(ctx)?;
     let candidates: Vec<(SlotId, u32, i64)> = ctx
         .state

@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::failpoint;
 use super::sql::Text;
 use super::state::{Shared, State};
-use crate::error::ServiceError;
+use crate::store::StoreError;
 use tessera_core::clock::Clock;
 
 #[cfg(test)]
@@ -77,7 +77,7 @@ pub(crate) enum Fate {
     /// The batch committed with this job's changes in it.
     Committed,
     /// Not committed; answer the caller with this.
-    Failed(ServiceError),
+    Failed(StoreError),
 }
 
 /// One unit of work for the writer. `run` may be cut short by a panic; the
@@ -95,10 +95,10 @@ pub(crate) type Job = Box<dyn Task>;
 pub(crate) fn job<T, F>(
     work: F,
     request_id: Option<String>,
-) -> (Job, oneshot::Receiver<Result<T, ServiceError>>)
+) -> (Job, oneshot::Receiver<Result<T, StoreError>>)
 where
     T: Send + 'static,
-    F: FnOnce(&mut Ctx<'_>) -> Result<Result<T, ServiceError>, Fatal> + Send + 'static,
+    F: FnOnce(&mut Ctx<'_>) -> Result<Result<T, StoreError>, Fatal> + Send + 'static,
 {
     let (reply, rx) = oneshot::channel();
     let job = Submitted {
@@ -112,15 +112,15 @@ where
 
 struct Submitted<F, T> {
     work: Option<F>,
-    out: Option<Result<T, ServiceError>>,
-    reply: oneshot::Sender<Result<T, ServiceError>>,
+    out: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
     request_id: Option<String>,
 }
 
 impl<T, F> Task for Submitted<F, T>
 where
     T: Send + 'static,
-    F: FnOnce(&mut Ctx<'_>) -> Result<Result<T, ServiceError>, Fatal> + Send + 'static,
+    F: FnOnce(&mut Ctx<'_>) -> Result<Result<T, StoreError>, Fatal> + Send + 'static,
 {
     fn run(&mut self, ctx: &mut Ctx<'_>) -> Result<Ran, Fatal> {
         let work = self
@@ -138,7 +138,7 @@ where
 
     fn answer(self: Box<Self>, fate: Fate) {
         let answer = match fate {
-            Fate::Committed => self.out.unwrap_or(Err(ServiceError::Unavailable)),
+            Fate::Committed => self.out.unwrap_or(Err(StoreError::Unavailable)),
             Fate::Failed(e) => Err(e),
         };
         // The caller may have gone (client disconnected); nothing to tell.
@@ -206,7 +206,7 @@ impl Writer {
     fn run_batch(&mut self, batch: &mut Vec<Job>) -> bool {
         let size = batch.len();
         let started = Instant::now();
-        let mut failures: Vec<Option<ServiceError>> = Vec::with_capacity(size);
+        let mut failures: Vec<Option<StoreError>> = Vec::with_capacity(size);
         let committed = match self.apply(batch, &mut failures) {
             Ok(()) => true,
             Err(e) => {
@@ -224,7 +224,7 @@ impl Writer {
         let mut failures = failures.into_iter();
         for job in batch.drain(..) {
             let fate = match failures.next().flatten() {
-                _ if !committed => Fate::Failed(ServiceError::Unavailable),
+                _ if !committed => Fate::Failed(StoreError::Unavailable),
                 Some(failure) => Fate::Failed(failure),
                 None => Fate::Committed,
             };
@@ -240,7 +240,7 @@ impl Writer {
     fn apply(
         &mut self,
         batch: &mut [Job],
-        failures: &mut Vec<Option<ServiceError>>,
+        failures: &mut Vec<Option<StoreError>>,
     ) -> Result<(), Fatal> {
         let now_ms = self.clock.now_ms();
         let tx = self
@@ -351,7 +351,7 @@ fn run_contained(
     state: &mut State,
     limits: &JobLimits,
     job: &mut dyn Task,
-) -> Result<Option<ServiceError>, Fatal> {
+) -> Result<Option<StoreError>, Fatal> {
     if state.unsaved_slots.len() > UNSAVED_SLOTS_BEFORE_FLUSH {
         flush(tx, state)?;
     }
@@ -392,7 +392,7 @@ fn run_contained(
         "job failed; rolled back alone, the rest of its batch goes on"
     );
     metrics::counter!("tessera_jobs_failed_total").increment(1);
-    Ok(Some(ServiceError::Internal { request_id }))
+    Ok(Some(StoreError::Internal { request_id }))
 }
 
 /// Offers free places to waiting lines (`waitlist`), contained like a job:

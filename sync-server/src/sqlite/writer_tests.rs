@@ -47,9 +47,9 @@ fn writer(dir: &Path) -> Writer {
     }
 }
 
-type Rx<T> = oneshot::Receiver<Result<T, ServiceError>>;
+type Rx<T> = oneshot::Receiver<Result<T, StoreError>>;
 
-fn answer<T>(mut rx: Rx<T>) -> Result<T, ServiceError> {
+fn answer<T>(mut rx: Rx<T>) -> Result<T, StoreError> {
     rx.try_recv()
         .expect("every job is answered when its batch ends")
 }
@@ -103,7 +103,7 @@ fn confirm_then(hold: Uuid, fail: Option<&'static str>) -> (Job, Rx<u16>) {
             match fail {
                 Some("panic") => panic!("a bug in the middle of a job"),
                 Some("fatal") => Err(Fatal::Bookkeeping("a broken invariant".into())),
-                Some("5xx") => Ok(Err(ServiceError::Storage("disk trouble".into()))),
+                Some("5xx") => Ok(Err(StoreError::Storage("disk trouble".into()))),
                 _ => Ok(answer.map(|(status, _)| status)),
             }
         },
@@ -149,7 +149,7 @@ fn a_failing_job_is_undone_alone_and_the_rest_of_its_batch_commits() {
         (server_fault, "req-5xx"),
     ] {
         match answer(rx) {
-            Err(ServiceError::Internal { request_id }) => assert_eq!(request_id, id),
+            Err(StoreError::Internal { request_id }) => assert_eq!(request_id, id),
             other => panic!("expected internal, got {other:?}"),
         }
     }
@@ -211,7 +211,7 @@ fn a_job_that_fails_first_in_its_batch_leaves_nothing_behind() {
     let (j, rx) = confirm_then(h, Some("panic"));
     let mut batch = vec![j];
     assert!(w.run_batch(&mut batch));
-    assert!(matches!(answer(rx), Err(ServiceError::Internal { .. })));
+    assert!(matches!(answer(rx), Err(StoreError::Internal { .. })));
     assert_eq!(hold_status(&w, h), "held");
     let fresh = State::load(&w.conn, w.clock.now_ms()).expect("load");
     assert_eq!(w.state.tallies, fresh.tallies);
@@ -249,7 +249,7 @@ fn many_unsaved_slots_are_flushed_and_a_later_failure_keeps_them() {
     let mut batch = vec![a, b, c];
     assert!(w.run_batch(&mut batch));
     assert!(answer(ok_a).is_ok() && answer(ok_c).is_ok());
-    assert!(matches!(answer(failed), Err(ServiceError::Internal { .. })));
+    assert!(matches!(answer(failed), Err(StoreError::Internal { .. })));
 
     let fresh = State::load(&w.conn, w.clock.now_ms()).expect("load");
     assert_eq!(w.state.tallies, fresh.tallies);
@@ -285,7 +285,7 @@ fn a_failing_job_that_reloaded_the_state_loses_no_earlier_count() {
     let mut batch = vec![a, b];
     assert!(w.run_batch(&mut batch));
     assert!(answer(ok).is_ok());
-    assert!(matches!(answer(failed), Err(ServiceError::Internal { .. })));
+    assert!(matches!(answer(failed), Err(StoreError::Internal { .. })));
     let fresh = State::load(&w.conn, w.clock.now_ms()).expect("load");
     assert_eq!(fresh.tallies.net(&slot), 4);
     assert_eq!(w.state.tallies, fresh.tallies);

@@ -1,38 +1,28 @@
-//! The storage trait the HTTP layer talks to. One implementation today
-//! (embedded SQLite with group commit, `crate::sqlite`); a PostgreSQL backend
-//! for several server processes would implement the same trait.
+//! The storage trait the HTTP layer talks to, implemented by the embedded
+//! SQLite backend (`crate::sqlite`, group commit in one process) and by the
+//! PostgreSQL one (`crate::postgres`, several processes on one database).
 //!
 //! Everything a caller of the seam sees is defined here or in
 //! `tessera_core::api` (wire and report types) and `tessera_core::ids`: this
 //! module imports no backend, so a backend can depend on it and not the
 //! other way round.
 //!
-//! ## Errors: what belongs to the seam and what to HTTP
+//! ## Errors
 //!
-//! The methods answer [`ServiceError`] today, which is HTTP's error (it maps
-//! to a status and an error code). It mixes three kinds that a
-//! backend-neutral seam should keep apart:
-//!
-//! - **Refusals decided by the rules** (sold out, unknown slot, slot past,
-//!   hold expired or cancelled, pricing and waiting-list refusals, an
-//!   Idempotency-Key reused for another request): they are answers, not
-//!   failures, committed with the rest of a batch. They belong to core's
-//!   error enums (`PricingError`, `JoinRefusal`, …) and pass through the
-//!   seam unchanged, whichever backend decided them.
-//! - **Storage failures** (the writer or the database is gone, a commit
-//!   failed, a row is unreadable): the seam's own error, with no SQL in it.
-//!   A backend's internal errors (`sqlite::writer::Fatal`, the outer `Result`
-//!   of a job's nested `Result<Result<…>>`: the job's savepoint was rolled
-//!   back) become one of these at the seam and never cross it as they are.
-//!   HTTP answers them 503 (or 500 for corrupt data).
-//! - **Input and access checks** (malformed JSON, a body too large, a
-//!   missing Idempotency-Key, an unknown token, a wrong role): HTTP's alone.
-//!   They are decided before a store is called and never come out of one.
-//!
-//! So the intended shape is `Result<T, StoreError>` with
-//! `StoreError::{Refused(core refusal), Unavailable, Storage(String)}`, and
-//! `impl From<StoreError> for ServiceError` at the edge. Not done yet: the
-//! rename touches every backend job at once.
+//! Every call answers [`StoreError`] (`error.rs`): a [`Refusal`] decided by
+//! the rules (sold out, hold expired, unknown offer…), which is an answer
+//! committed with the rest of its batch, or a failure of the storage
+//! (unavailable, a failed read or write, a bug rolled back). A backend's
+//! own errors (a writer's `Fatal`, a job's savepoint rolled back, a driver
+//! error) become one of these inside the backend and never cross the seam.
+//! Input and access checks (malformed JSON, a body too large, a missing
+//! Idempotency-Key, an unknown token, a wrong role) are HTTP's alone
+//! (`crate::error::ServiceError`): decided before a store is called, they
+//! never come out of one.
+
+mod error;
+
+pub use error::{Refusal, RefusalKind, StoreError, WaitlistError};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -60,8 +50,6 @@ use tessera_core::slot::{Slot, SlotId};
 use tessera_core::staff::StaffMember;
 use tessera_core::ticket_code::{KeyRing, TicketClaims};
 use uuid::Uuid;
-
-use crate::error::ServiceError;
 
 /// How writes are committed: many requests per transaction and fsync (group
 /// commit, the default), or one each (the reference the benchmarks compare).
@@ -304,21 +292,18 @@ pub trait Store: Send + Sync + 'static {
     fn availability(
         &self,
         date: Date,
-    ) -> impl Future<Output = Result<Availability, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Availability, StoreError>> + Send;
 
     /// The slot if it exists and can still be sold (`SlotPast` for one that
     /// exists but is over).
-    fn sellable_slot(
-        &self,
-        slot: SlotId,
-    ) -> impl Future<Output = Result<Slot, ServiceError>> + Send;
+    fn sellable_slot(&self, slot: SlotId) -> impl Future<Output = Result<Slot, StoreError>> + Send;
 
     fn create_hold(
         &self,
         idem: Idem,
         slot: SlotId,
         cart: PricedCart,
-    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Answer, StoreError>> + Send;
 
     /// A trusted channel confirms a hold; the order carries the channel.
     fn confirm_hold(
@@ -327,7 +312,7 @@ pub trait Store: Send + Sync + 'static {
         hold: HoldId,
         request: ConfirmRequest,
         channel: ChannelInfo,
-    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Answer, StoreError>> + Send;
 
     /// The channel behind a channel token (none when unknown or revoked).
     fn authenticate_channel(&self, token: &str) -> Option<ChannelInfo>;
@@ -340,7 +325,7 @@ pub trait Store: Send + Sync + 'static {
         hold: HoldId,
         visitor: Visitor,
         provider: String,
-    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Answer, StoreError>> + Send;
 
     /// Records what the provider answered for a payment (first answer wins).
     fn payment_started(
@@ -348,14 +333,14 @@ pub trait Store: Send + Sync + 'static {
         payment_id: String,
         provider_ref: String,
         redirect_url: String,
-    ) -> impl Future<Output = Result<PaymentRecord, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<PaymentRecord, StoreError>> + Send;
 
     /// A checkout's state for its return page; the booking token is handed
     /// out once, then forgotten.
     fn checkout_status(
         &self,
         checkout_id: String,
-    ) -> impl Future<Output = Result<tessera_core::api::shop::CheckoutStatus, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<tessera_core::api::shop::CheckoutStatus, StoreError>> + Send;
 
     /// Applies a verified provider event, exactly once per event id.
     fn payment_event(
@@ -363,27 +348,27 @@ pub trait Store: Send + Sync + 'static {
         provider: String,
         event: PaymentEvent,
         context: BookingContext,
-    ) -> impl Future<Output = Result<EventOutcome, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<EventOutcome, StoreError>> + Send;
 
     /// Refunds whose next attempt is due.
     fn due_refunds(
         &self,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<DueRefund>, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Vec<DueRefund>, StoreError>> + Send;
 
     fn refund_attempted(
         &self,
         refund_id: String,
         attempt: RefundAttempt,
         context: BookingContext,
-    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// "My booking" by its token.
     fn booking(
         &self,
         token: String,
         context: BookingContext,
-    ) -> impl Future<Output = Result<Booking, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Booking, StoreError>> + Send;
 
     /// Cancels some or all of a booking's tickets (answer: the updated booking).
     fn cancel_booking(
@@ -392,27 +377,27 @@ pub trait Store: Send + Sync + 'static {
         token: String,
         tickets: Vec<TicketId>,
         context: BookingContext,
-    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Answer, StoreError>> + Send;
 
     /// Queues the booking's email again.
     fn resend_booking(
         &self,
         token: String,
         context: BookingContext,
-    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// What the demo provider's page shows about one of its payments.
     fn demo_payment(
         &self,
         payment_id: String,
-    ) -> impl Future<Output = Result<Option<DemoPayment>, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Option<DemoPayment>, StoreError>> + Send;
 
-    fn cancel_hold(&self, hold: HoldId) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    fn cancel_hold(&self, hold: HoldId) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn enrol(
         &self,
         request: EnrolRequest,
-    ) -> impl Future<Output = Result<Enrolled, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Enrolled, StoreError>> + Send;
 
     fn authenticate(&self, token: &str) -> Option<DeviceInfo>;
 
@@ -430,14 +415,14 @@ pub trait Store: Send + Sync + 'static {
         claims: TicketClaims,
         scan_id: Option<Uuid>,
         entry: EntryPolicy,
-    ) -> impl Future<Output = Result<Redemption, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Redemption, StoreError>> + Send;
 
     /// One counter sync round (see `tessera_core::api::sync`).
     fn sync(
         &self,
         device: DeviceInfo,
         request: SyncRequest,
-    ) -> impl Future<Output = Result<SyncResponse, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<SyncResponse, StoreError>> + Send;
 
     /// A gate's (or a counter in gate mode's) offline scans in, what it needs
     /// to decide offline out.
@@ -446,7 +431,7 @@ pub trait Store: Send + Sync + 'static {
         gate: DeviceInfo,
         request: GateSyncRequest,
         entry: EntryPolicy,
-    ) -> impl Future<Output = Result<GateSyncResponse, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<GateSyncResponse, StoreError>> + Send;
 
     /// Supervisors' PIN verifiers (checked here, never sent to devices).
     fn supervisors(&self) -> Vec<StaffMember>;
@@ -456,13 +441,13 @@ pub trait Store: Send + Sync + 'static {
     fn begin_pin_attempt(
         &self,
         device: DeviceId,
-    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The device typed a right supervisor PIN: its count starts again.
     fn pin_succeeded(
         &self,
         device: DeviceId,
-    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Records a verified supervisor's one-use approval for `device`.
     fn create_approval(
@@ -470,26 +455,21 @@ pub trait Store: Send + Sync + 'static {
         device: DeviceId,
         request: ApprovalRequest,
         approved_by: String,
-    ) -> impl Future<Output = Result<Approval, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Approval, StoreError>> + Send;
 
     /// The reconciliation of one museum day (read-only).
-    fn day_report(
-        &self,
-        date: Date,
-    ) -> impl Future<Output = Result<DayReport, ServiceError>> + Send;
+    fn day_report(&self, date: Date) -> impl Future<Output = Result<DayReport, StoreError>> + Send;
 
     /// A day's counter leases.
-    fn leases(
-        &self,
-        date: Date,
-    ) -> impl Future<Output = Result<Vec<LeaseInfo>, ServiceError>> + Send;
+    fn leases(&self, date: Date)
+        -> impl Future<Output = Result<Vec<LeaseInfo>, StoreError>> + Send;
 
     /// Revokes a dead counter's lease (logged with `actor`).
     fn revoke_lease(
         &self,
         lease: LeaseId,
         actor: String,
-    ) -> impl Future<Output = Result<Revoked, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Revoked, StoreError>> + Send;
 
     /// Joins a sold-out slot's waiting list (201 `WaitlistEntry`; 200 with
     /// the same entry when the address already waits for that slot), within
@@ -499,10 +479,10 @@ pub trait Store: Send + Sync + 'static {
         idem: Idem,
         request: WaitlistRequest,
         bounds: JoinBounds,
-    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Answer, StoreError>> + Send;
 
     /// The waiting-list offer an emailed token names.
-    fn offer(&self, token: String) -> impl Future<Output = Result<Offer, ServiceError>> + Send;
+    fn offer(&self, token: String) -> impl Future<Output = Result<Offer, StoreError>> + Send;
 
     /// Turns an offer's held places into a checkout hold for `cart`.
     fn take_offer(
@@ -510,7 +490,7 @@ pub trait Store: Send + Sync + 'static {
         idem: Idem,
         token: String,
         cart: PricedCart,
-    ) -> impl Future<Output = Result<Answer, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Answer, StoreError>> + Send;
 
     /// True while the writer runs and the database answers.
     fn healthy(&self) -> impl Future<Output = bool> + Send;
@@ -537,17 +517,17 @@ pub trait MailOutbox: Store {
         &self,
         now_ms: i64,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<OutboxRow>, ServiceError>> + Send;
+    ) -> impl Future<Output = Result<Vec<OutboxRow>, StoreError>> + Send;
 
     /// Mails not yet sent nor given up on.
-    fn queued_mail(&self) -> impl Future<Output = Result<u64, ServiceError>> + Send;
+    fn queued_mail(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// The mail went out: its payload, which carries secret links, is blanked.
     fn mail_sent(
         &self,
         mail_id: String,
         now_ms: i64,
-    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The mail could not go out: tried again at `retry_at`, or never
     /// (`None`: given up, payload blanked).
@@ -556,5 +536,5 @@ pub trait MailOutbox: Store {
         mail_id: String,
         error: String,
         retry_at: Option<i64>,
-    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
