@@ -28,7 +28,7 @@ use std::sync::LazyLock;
 
 use futures_util::future::try_join_all;
 use serde_json::Value;
-use tessera_core::inventory::SlotLedger;
+use tessera_core::inventory::{InventoryError, SlotLedger};
 use tessera_core::slot::SlotId;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
@@ -437,12 +437,13 @@ fn decide_hold(
     let n = u32::try_from(hold.admissions).unwrap_or(u32::MAX);
     Ok(match slot.ledger.hold(n) {
         Ok(()) => Decision::HoldTaken,
-        Err(_) => {
-            metrics::counter!("tessera_sold_out_total").increment(1);
-            Decision::Refused(StoreError::from(Refusal::SoldOut {
-                requested: n,
-                available: slot.ledger.available(),
-            }))
+        // Core's answer as it gave it: sold out with what is left, or a
+        // broken count, which is a storage failure (500), not a sold-out.
+        Err(e) => {
+            if matches!(e, InventoryError::SoldOut { .. }) {
+                metrics::counter!("tessera_sold_out_total").increment(1);
+            }
+            Decision::Refused(e.into())
         }
     })
 }

@@ -8,6 +8,7 @@
 //! job may be run again if its batch loses a conflict: nothing in a job
 //! depends on what an earlier attempt did.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde_json::json;
@@ -673,22 +674,101 @@ fn slot_row(row: &tokio_postgres::Row) -> PgResult<CachedSlot> {
     slot_from_row(row).ok_or_else(|| JobError::Bookkeeping("a slot row does not parse".into()))
 }
 
-/// Gives an open hold's places back; nothing if it is no longer open.
-async fn release(
+/// Which open holds to close, and as what.
+enum Closing {
+    /// One hold, at its visitor's request.
+    Cancelled(Uuid),
+    /// Every hold whose time is up.
+    Expired { now_ms: i64 },
+}
+
+/// Closes open holds and gives their places back: the holds are marked,
+/// then each slot's count is released by core's ledger on the locked row
+/// (the caller holds the slot rows, in slot order) and written back.
+/// Returns the slots changed and how many holds closed.
+///
+/// A held count that does not cover a closing hold is a broken invariant of
+/// the stored books: the hold is closed all the same and its places stay
+/// counted as held (selling less, never more) with an error in the log, so
+/// that one bad row cannot fail every sweep after it.
+async fn close_holds(
     tx: &Transaction<'_>,
     env: &Env,
-    hold_id: Uuid,
-    status: &str,
-) -> PgResult<Vec<CachedSlot>> {
-    let rows = tx
+    closing: Closing,
+) -> PgResult<(Vec<CachedSlot>, u64)> {
+    let closed = match closing {
+        Closing::Cancelled(hold_id) => {
+            tx.query(
+                "UPDATE holds SET status = 'cancelled', released_by = $2
+                 WHERE hold_id = $1 AND status = 'held' RETURNING hold_id, slot_id, admissions",
+                &[&hold_id, &env.process],
+            )
+            .await?
+        }
+        Closing::Expired { now_ms } => {
+            tx.query(
+                "UPDATE holds SET status = 'expired', released_by = $2
+                 WHERE status = 'held' AND expires_at <= $1 RETURNING hold_id, slot_id, admissions",
+                &[&now_ms, &env.process],
+            )
+            .await?
+        }
+    };
+    if closed.is_empty() {
+        return Ok((Vec::new(), 0));
+    }
+    let ids: Vec<String> = closed.iter().map(|r| r.get::<_, String>(1)).collect();
+    let mut slots: HashMap<String, CachedSlot> = HashMap::new();
+    for row in tx
+        .query(
+            &format!("SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = ANY($1)"),
+            &[&ids],
+        )
+        .await?
+    {
+        let slot = slot_row(&row)?;
+        slots.insert(slot.slot.id.to_string(), slot);
+    }
+    for row in &closed {
+        let (hold_id, slot_id): (Uuid, String) = (row.get(0), row.get(1));
+        let admissions = u32::try_from(row.get::<_, i32>(2)).unwrap_or(u32::MAX);
+        let released = slots
+            .get_mut(&slot_id)
+            .map(|s| s.ledger.release_hold(admissions));
+        match released {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::error!(%hold_id, slot = %slot_id, error = %e, "a closing hold did not match its slot's held count; left counted");
+                metrics::counter!("tessera_bookkeeping_errors_total").increment(1);
+            }
+            None => {
+                tracing::error!(%hold_id, slot = %slot_id, "a closing hold names no slot row");
+                metrics::counter!("tessera_bookkeeping_errors_total").increment(1);
+            }
+        }
+    }
+    let (mut ids, mut held) = (Vec::new(), Vec::new());
+    for (id, slot) in &slots {
+        ids.push(id.clone());
+        held.push(i32::try_from(slot.ledger.held_online).unwrap_or(i32::MAX));
+    }
+    let written = tx
         .query(
             &format!(
-                "SELECT {SLOT_COLUMNS} FROM tessera_release_hold($1, $2, $3) WHERE slot_id IS NOT NULL"
+                "UPDATE slots s SET held_online = v.held, version = s.version + 1
+                 FROM unnest($1::text[], $2::integer[]) AS v(id, held)
+                 WHERE s.slot_id = v.id RETURNING {}",
+                SLOT_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("s.{c}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            &[&hold_id, &status, &env.process],
+            &[&ids, &held],
         )
         .await?;
-    rows.iter().map(slot_row).collect()
+    let written = written.iter().map(slot_row).collect::<PgResult<Vec<_>>>()?;
+    Ok((written, closed.len() as u64))
 }
 
 async fn cancel_hold(
@@ -717,8 +797,8 @@ async fn cancel_hold(
         )
         .into())));
     }
-    let mut slots = release(tx, env, hold_id, "cancelled").await?;
-    if !slots.is_empty() {
+    let (mut slots, closed) = close_holds(tx, env, Closing::Cancelled(hold_id)).await?;
+    if closed > 0 {
         metrics::counter!("tessera_holds_cancelled_total").increment(1);
         // The places go to the slot's waiting line before anyone sees them free.
         let ids: Vec<String> = slots.iter().map(|s| s.slot.id.to_string()).collect();
@@ -774,35 +854,7 @@ async fn sweep(tx: &Transaction<'_>, env: &Env, now_ms: i64) -> PgResult<Done> {
         &[&now_ms],
     )
     .await?;
-    let rows = tx
-        .query(
-            &format!(
-                "WITH expired AS (
-                     UPDATE holds SET status = 'expired', released_by = $2
-                     WHERE status = 'held' AND expires_at <= $1
-                     RETURNING slot_id, admissions
-                 ), per_slot AS (
-                     SELECT slot_id, SUM(admissions)::integer AS n, COUNT(*) AS holds
-                     FROM expired GROUP BY slot_id
-                 )
-                 UPDATE slots s SET held_online = s.held_online - p.n, version = s.version + 1
-                 FROM per_slot p WHERE s.slot_id = p.slot_id
-                 RETURNING {}, p.holds",
-                SLOT_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("s.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            &[&now_ms, &env.process],
-        )
-        .await?;
-    let mut released = 0u64;
-    let mut slots = Vec::with_capacity(rows.len());
-    for row in &rows {
-        released += u64::try_from(row.get::<_, i64>(10)).unwrap_or(0);
-        slots.push(slot_row(row)?);
-    }
+    let (mut slots, released) = close_holds(tx, env, Closing::Expired { now_ms }).await?;
     if released > 0 {
         metrics::counter!("tessera_holds_expired_total").increment(released);
     }
