@@ -82,6 +82,9 @@ fn position(ctx: &Ctx<'_>, slot: SlotId, seq: i64) -> Result<u32, Fatal> {
 /// stranger).
 pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest, bounds: &JoinBounds) -> Outcome {
     let slot_id = request.slot_id;
+    if let Err(e) = super::older::keep_if_sellable(ctx.state, ctx.tx, slot_id, ctx.now_ms)? {
+        return Ok(Err(e));
+    }
     let Some(row) = ctx.state.slots.get(&slot_id) else {
         return Ok(Err(ServiceError::UnknownSlot(slot_id.to_string())));
     };
