@@ -58,13 +58,6 @@ pub(crate) fn token_hash(token: &str) -> Option<Vec<u8>> {
     secrets::is_link_token(token).then(|| secrets::hash(token))
 }
 
-fn language(code: &str) -> Language {
-    Language::ALL
-        .into_iter()
-        .find(|l| l.code() == code)
-        .unwrap_or(Language::Fr)
-}
-
 /// 1 for the first in line: entries still waiting or offered, up to `seq`.
 fn position(ctx: &Ctx<'_>, slot: SlotId, seq: i64) -> Result<u32, Fatal> {
     Ok(ctx
@@ -213,7 +206,7 @@ pub(crate) fn read_offer(
                 party: r.get(1)?,
                 expires_at: from_ms(expires_ms.unwrap_or(0)),
                 state: offer_state(state, expires_ms, now_ms),
-                language: language(&r.get::<_, String>(3)?),
+                language: Language::from_stored(&r.get::<_, String>(3)?),
                 email: r.get(2)?,
             })
         },
@@ -420,7 +413,7 @@ fn make_offer(
         party: entry.party,
         expires_at: from_ms(expires_ms),
         state: OfferState::Open,
-        language: language(&lang),
+        language: Language::from_stored(&lang),
         email: email.clone(),
     };
     let base = settings
