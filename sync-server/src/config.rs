@@ -237,6 +237,10 @@ impl WaitlistSettings {
 /// writer, the reader and the listener.
 pub const PG_DEDICATED_CONNECTIONS: usize = 3;
 
+/// The longest session timeout PostgreSQL accepts (`i32::MAX` ms, about
+/// 24.8 days).
+pub const PG_MAX_TIMEOUT_MS: u64 = i32::MAX as u64;
+
 /// The PostgreSQL backend's operational limits (`[postgres]` in the config
 /// file; `connections` also from `--pg-connections` / `TESSERA_PG_CONNECTIONS`).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -298,6 +302,25 @@ impl PgLimits {
 
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms.max(1))
+    }
+
+    /// Checks what PostgreSQL would refuse at the first connection: its
+    /// session timeouts are `int` milliseconds, so a longer one fails every
+    /// connection with PostgreSQL's own words, which do not name our key.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("statement_timeout_ms", self.statement_timeout_ms),
+            ("lock_timeout_ms", self.lock_timeout_ms),
+            (
+                "idle_in_transaction_timeout_ms",
+                self.idle_in_transaction_timeout_ms,
+            ),
+        ] {
+            if value > PG_MAX_TIMEOUT_MS {
+                return Err(ConfigError::PgTimeout { key, value });
+            }
+        }
+        Ok(())
     }
 
     /// The `-c` options our sessions start with (0 turns a timeout off, as
@@ -410,6 +433,10 @@ pub enum ConfigError {
     Commit(String),
     #[error("no database given: pass --db FILE, set TESSERA_DB or `db` in the config file")]
     NoDatabase,
+    #[error(
+        "[postgres] {key} = {value} is more than PostgreSQL accepts: at most {PG_MAX_TIMEOUT_MS} (about 24.8 days; 0 turns the limit off)"
+    )]
+    PgTimeout { key: &'static str, value: u64 },
 }
 
 impl ServerConfig {
@@ -419,7 +446,9 @@ impl ServerConfig {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        toml::from_str(&text).map_err(|e| err(e.to_string()))
+        let config: ServerConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        config.postgres.check().map_err(|e| err(e.to_string()))?;
+        Ok(config)
     }
 
     pub fn commit_mode(&self) -> Result<CommitMode, ConfigError> {
@@ -454,6 +483,33 @@ mod tests {
         assert!(cfg.commit_mode().is_ok());
         // The example states the defaults.
         assert_eq!(cfg.postgres, PgLimits::default());
+    }
+
+    #[test]
+    fn a_postgres_timeout_longer_than_postgresql_accepts_is_refused_naming_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tessera.toml");
+        let write = |body: &str| std::fs::write(&path, format!("[postgres]\n{body}\n")).unwrap();
+
+        // The longest PostgreSQL accepts, and 0 (off), still start.
+        write("statement_timeout_ms = 2147483647\nlock_timeout_ms = 0");
+        let cfg = ServerConfig::from_file(&path).unwrap();
+        assert_eq!(cfg.postgres.statement_timeout_ms, PG_MAX_TIMEOUT_MS);
+
+        for key in [
+            "statement_timeout_ms",
+            "lock_timeout_ms",
+            "idle_in_transaction_timeout_ms",
+        ] {
+            write(&format!("{key} = 2147483648"));
+            let message = ServerConfig::from_file(&path).unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("[postgres] {key} = 2147483648")),
+                "{message}"
+            );
+            assert!(message.contains("at most 2147483647"), "{message}");
+            assert!(message.contains("tessera.toml"), "{message}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use reqwest::StatusCode;
 use serde_json::json;
-use tessera_server::testkit::{slot, ServerProcess};
+use std::time::Duration;
+
+use tessera_server::testkit::{slot, wait_for, ServerProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_books_a_family_visit_and_gets_signed_tickets() {
@@ -171,4 +173,80 @@ async fn three_hundred_clients_race_for_the_last_forty_places() {
         )),
         ["120", "120", "120", "0"]
     );
+}
+
+/// The slots of a day, as availability lists them, without what changes
+/// once the day is over.
+fn figures(day: &serde_json::Value) -> Vec<(String, u64, u64)> {
+    day["slots"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no slots in {day}"))
+        .iter()
+        .map(|s| {
+            (
+                s["slot_id"].as_str().unwrap_or_default().to_string(),
+                s["capacity"].as_u64().unwrap_or(u64::MAX),
+                s["sold"].as_u64().unwrap_or(u64::MAX),
+            )
+        })
+        .collect()
+}
+
+/// Both backends keep only the live days in memory; a day a week behind is
+/// read from the database and answers as it stood: every slot with its
+/// capacity and what it sold, all past, nothing available. A hold on it is
+/// refused as past, not as an unknown slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_day_a_week_ago_still_shows_its_slots_and_sales() {
+    let mut server = ServerProcess::start_at("11:05", &[]);
+    let day = server.day;
+    let s = slot(day, "14:00");
+    server.set_capacity(s, 50);
+    let api = server.api();
+    wait_for("the new capacity", Duration::from_secs(10), || async {
+        let body = api.availability(day).await;
+        figures(&body)
+            .iter()
+            .any(|(id, capacity, _)| *id == s.to_string() && *capacity == 50)
+            .then_some(())
+    })
+    .await;
+    for (key, n) in [("week-1", 3), ("week-2", 2)] {
+        let (status, body) = api
+            .buy(key, s, json!([{"product_id": "adult", "quantity": n}]))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let then = figures(&api.availability(day).await);
+    assert!(then.contains(&(s.to_string(), 50, 5)), "{then:?}");
+    assert_eq!(then.len(), 14, "{then:?}");
+
+    server
+        .set_clock(day + jiff::Span::new().days(7), "11:05")
+        .unwrap();
+    server.restart();
+    let api = server.api();
+    let body = api.availability(day).await;
+    assert_eq!(figures(&body), then, "{body}");
+    for v in body["slots"].as_array().unwrap() {
+        assert_eq!(
+            (&v["past"], &v["available"]),
+            (&json!(true), &json!(0)),
+            "{v}"
+        );
+    }
+    let (status, body) = api
+        .hold(
+            "week-late",
+            s,
+            json!([{"product_id": "adult", "quantity": 1}]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["code"], "slot_past", "{body}");
+    // A day the server never had slots for is empty, as before.
+    let body = api.availability(day - jiff::Span::new().days(30)).await;
+    assert_eq!(body["slots"], json!([]), "{body}");
 }

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use crate::ids::{DeviceId, LeaseId};
+use crate::slot::SlotId;
 
 use crate::api::report::{
     ChannelReport, ConflictLine, CounterUploads, DayReport, LeaseHeld, Missing, OnlineChannelLine,
@@ -158,7 +159,7 @@ pub struct SyncFact {
 pub struct LeaseHeldFact {
     pub counter: String,
     pub lease_id: Uuid,
-    pub slot_id: String,
+    pub slot_id: SlotId,
     pub escrow: u32,
     pub sold: u32,
     pub last_sync_at_ms: Option<i64>,
@@ -167,7 +168,7 @@ pub struct LeaseHeldFact {
 /// One slot of the day with its sums.
 #[derive(Clone, Debug)]
 pub struct SlotFact {
-    pub slot_id: String,
+    pub slot_id: SlotId,
     pub capacity: u32,
     pub sold_online: i64,
     /// Counter admissions sold, less those a void put back on sale.
@@ -281,7 +282,7 @@ pub fn assemble(facts: DayFacts) -> Result<DayReport, FactError> {
         missing: missing(&facts, &counters),
         slots: slots(&facts),
         conflicts: sorted(facts.conflicts.clone(), |c| {
-            (c.first_at, c.ticket_id.clone(), c.second_at)
+            (c.first_at, c.ticket_id, c.second_at)
         }),
         quarantine: sorted(facts.quarantine.clone(), |q| {
             (q.received_at, q.terminal_seq, q.item_id)
@@ -546,7 +547,7 @@ fn missing(facts: &DayFacts, counters: &[CounterFact]) -> Missing {
         .map(|l| LeaseHeld {
             counter: l.counter.clone(),
             lease_id: LeaseId(l.lease_id),
-            slot_id: l.slot_id.clone(),
+            slot_id: l.slot_id,
             escrow: l.escrow,
             sold: l.sold,
             unsold: l.escrow - l.sold,
@@ -554,10 +555,10 @@ fn missing(facts: &DayFacts, counters: &[CounterFact]) -> Missing {
         })
         .collect();
     m.leases_held.sort_by(|a, b| {
-        (&a.slot_id, &a.counter, a.lease_id).cmp(&(&b.slot_id, &b.counter, b.lease_id))
+        (a.slot_id, &a.counter, a.lease_id).cmp(&(b.slot_id, &b.counter, b.lease_id))
     });
     m.over_capacity = sorted(facts.over_capacity.clone(), |o| {
-        (o.slot_id.clone(), o.terminal_seq, o.sale_id)
+        (o.slot_id, o.terminal_seq, o.sale_id)
     });
     m
 }
@@ -567,7 +568,7 @@ fn slots(facts: &DayFacts) -> Vec<SlotLine> {
         .slots
         .iter()
         .map(|s| SlotLine {
-            slot_id: s.slot_id.clone(),
+            slot_id: s.slot_id,
             capacity: s.capacity,
             sold_online: s.sold_online,
             sold_counter: s.sold_counter,
@@ -577,7 +578,7 @@ fn slots(facts: &DayFacts) -> Vec<SlotLine> {
             kept_by_voids: s.kept_by_voids,
         })
         .collect();
-    out.sort_by(|a, b| a.slot_id.cmp(&b.slot_id));
+    out.sort_by_key(|s| s.slot_id);
     out
 }
 
@@ -692,7 +693,7 @@ mod tests {
             lines: vec![line("adult", 2, 1_000, 2_000)],
         });
         f.slots.push(SlotFact {
-            slot_id: format!("{date}T10:00"),
+            slot_id: SlotId::new(date, 600).expect("slot"),
             capacity: 50,
             sold_online: 3,
             sold_counter: 0,

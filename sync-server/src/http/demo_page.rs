@@ -109,11 +109,10 @@ fn html(status: StatusCode, text: String) -> Response {
 }
 
 fn pick_language(q: &PageQuery, fallback: Language) -> Language {
-    match q.lang.as_deref() {
-        Some("fr") => Language::Fr,
-        Some("en") => Language::En,
-        _ => fallback,
-    }
+    q.lang
+        .as_deref()
+        .and_then(Language::from_code)
+        .unwrap_or(fallback)
 }
 
 async fn lookup<S: Store>(app: &AppState<S>, payment_id: &str) -> Option<DemoPayment> {

@@ -50,13 +50,6 @@ type Outcome<T> = PgResult<Result<T, StoreError>>;
 const REFUND_LEASE_MS: i64 = 5 * 60 * 1000;
 const REFUND_LEASE_PER_CALL_MS: i64 = 60 * 1000;
 
-pub(super) fn language_of(code: &str) -> Language {
-    Language::ALL
-        .into_iter()
-        .find(|l| l.code() == code)
-        .unwrap_or(Language::Fr)
-}
-
 fn unknown_booking() -> StoreError {
     Refusal::unknown_booking().into()
 }
@@ -231,7 +224,7 @@ async fn load_record(tx: &Transaction<'_>, payment_id: &str) -> PgResult<Option<
         amount: Money::new(r.get(4), currency(&r.get::<_, String>(5))?),
         hold_expires_at: from_ms(r.get(6)),
         email: r.get(7),
-        language: language_of(&r.get::<_, String>(8)),
+        language: Language::from_stored(&r.get::<_, String>(8)),
         provider: r.get(9),
         redirect_url: r.get(10),
     }))
@@ -661,7 +654,7 @@ impl Step<'_, '_> {
             return Ok(());
         };
         let notice = crate::delivery::email::RefundNotice {
-            language: language_of(&payment.language),
+            language: Language::from_stored(&payment.language),
             slot_id: parse_slot(&slot)?,
             amount,
             reason: reason.to_string(),
@@ -935,11 +928,7 @@ async fn load_booking(
     let currency = currency(&r.get::<_, String>(7))?;
     let lines: Vec<PricedLine> = serde_json::from_value(r.get(10)).unwrap_or_default();
     let catalogue = env.catalogue.clone();
-    let language = r
-        .get::<_, Option<String>>(1)
-        .as_deref()
-        .map(language_of)
-        .unwrap_or(Language::Fr);
+    let language = Language::from_stored(r.get::<_, Option<&str>>(1).unwrap_or_default());
     let tickets = ticket_rows(tx, order_id, &lines)
         .await?
         .into_iter()
@@ -1146,7 +1135,7 @@ pub(super) async fn demo_payment(
         hold_id: HoldId(r.get(1)),
         amount: Money::new(r.get(2), currency(&r.get::<_, String>(3))?),
         status: r.get(4),
-        language: language_of(&r.get::<_, String>(5)),
+        language: Language::from_stored(&r.get::<_, String>(5)),
         museum: env.catalogue.museum.name.clone(),
         entry: format!("{} {}", slot.date, slot.hhmm()),
     })))

@@ -18,13 +18,13 @@ use tessera_core::day_report::{
     assemble, CancelledFact, ClosedShiftFact, CounterFact, DayBounds, DayFacts, LeaseHeldFact,
     OpenShiftFact, OrderFact, SaleFact, ServerCash, SlotFact, SyncFact, VoidFact, WaitlistFact,
 };
-use tessera_core::ids::{DeviceId, SaleId};
+use tessera_core::ids::{DeviceId, SaleId, TicketId};
 use tessera_core::pricing::PricedLine;
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
 use crate::reports::{
-    lines_of, quarantined_upload, ConflictLine, DayReport, OverCapacity, QuarantineLine,
+    lines_of, quarantined_upload, slot_of, ConflictLine, DayReport, OverCapacity, QuarantineLine,
     RefundCount, RefundLine, ReportError,
 };
 
@@ -410,7 +410,7 @@ async fn leases_held(
         out.push(LeaseHeldFact {
             counter: r.get(0),
             lease_id: r.get(1),
-            slot_id: r.get(2),
+            slot_id: slot_of(r.get(2))?,
             escrow: fits("escrow", i64::from(r.get::<_, i32>(3)))?,
             sold: fits("sold", i64::from(r.get::<_, i32>(4)))?,
             last_sync_at_ms: r.get(5),
@@ -438,7 +438,7 @@ async fn over_capacity(
             counter: r.get(0),
             sale_id: SaleId(r.get(1)),
             terminal_seq: fits("terminal seq", r.get(2))?,
-            slot_id: r.get(3),
+            slot_id: slot_of(r.get(3))?,
             admissions_over: fits("admissions over", i64::from(r.get::<_, i32>(4)))?,
         });
     }
@@ -464,7 +464,7 @@ async fn slots(tx: &Transaction<'_>, day: &DayBounds) -> Result<Vec<SlotFact>, R
         .map_err(sql)?
     {
         out.push(SlotFact {
-            slot_id: r.get(0),
+            slot_id: slot_of(r.get(0))?,
             capacity: fits("capacity", i64::from(r.get::<_, i32>(1)))?,
             sold_online: i64::from(r.get::<_, i32>(2)),
             sold_counter: r.get(3),
@@ -480,24 +480,25 @@ async fn conflicts(
     tx: &Transaction<'_>,
     day: &DayBounds,
 ) -> Result<Vec<ConflictLine>, ReportError> {
-    Ok(tx
-        .query(
-            "SELECT ticket_id::text, slot_id, first_gate, first_at, second_gate, second_at
-             FROM gate_conflicts WHERE slot_id >= $1 AND slot_id < $2",
-            &[&day.slots_from, &day.slots_to],
-        )
-        .await
-        .map_err(sql)?
-        .iter()
-        .map(|r| ConflictLine {
-            ticket_id: r.get(0),
-            slot_id: r.get(1),
+    tx.query(
+        "SELECT ticket_id, slot_id, first_gate, first_at, second_gate, second_at
+         FROM gate_conflicts WHERE slot_id >= $1 AND slot_id < $2",
+        &[&day.slots_from, &day.slots_to],
+    )
+    .await
+    .map_err(sql)?
+    .iter()
+    .map(|r| {
+        Ok(ConflictLine {
+            ticket_id: TicketId(r.get(0)),
+            slot_id: slot_of(r.get(1))?,
             first_gate: r.get(2),
             first_at: from_ms(r.get(3)),
             second_gate: r.get(4),
             second_at: from_ms(r.get(5)),
         })
-        .collect())
+    })
+    .collect()
 }
 
 async fn quarantine(
@@ -530,7 +531,10 @@ async fn quarantine(
                 .get::<_, Option<i64>>(4)
                 .map(|s| fits("terminal seq", s))
                 .transpose()?,
-            slot_id: r.get(5),
+            slot_id: r
+                .get::<_, Option<&str>>(5)
+                .map(slot_of)
+                .transpose()?,
             reason: r.get(6),
             device_at: r.get::<_, Option<i64>>(7).map(from_ms),
             received_at: from_ms(r.get(8)),

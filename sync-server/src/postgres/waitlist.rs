@@ -24,7 +24,7 @@
 
 use serde_json::json;
 use tessera_core::api::online::Hold;
-use tessera_core::api::shop::{Offer, OfferState, WaitlistEntry, WaitlistRequest};
+use tessera_core::api::shop::{Language, Offer, OfferState, WaitlistEntry, WaitlistRequest};
 use tessera_core::clock::from_ms;
 use tessera_core::ids::new_id;
 use tessera_core::pricing::PricedCart;
@@ -35,7 +35,6 @@ use tokio_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
 use super::cache::CachedSlot;
-use super::checkout::language_of;
 use super::online::{Env, JobError};
 use super::outbox::enqueue;
 use super::shop::{change_slot, lock_slots, must_change_slot, release_hold, Changes, PgResult};
@@ -220,7 +219,7 @@ pub(super) async fn read_offer(
         party: party(r.get(1))?,
         expires_at: from_ms(expires_ms.unwrap_or(0)),
         state,
-        language: language_of(&r.get::<_, String>(3)),
+        language: Language::from_stored(&r.get::<_, String>(3)),
         email: r.get(2),
     }))
 }
@@ -556,7 +555,7 @@ async fn make_offer(
         party: n,
         expires_at: from_ms(expires_ms),
         state: OfferState::Open,
-        language: language_of(&lang),
+        language: Language::from_stored(&lang),
         email: email.clone(),
     };
     let base = env

@@ -325,7 +325,7 @@ pub fn to_csv(r: &DayReport) -> String {
         row(
             "lease_held",
             &l.counter,
-            &l.slot_id,
+            &l.slot_id.to_string(),
             Some(i64::from(l.unsold)),
             None,
         );
@@ -334,16 +334,17 @@ pub fn to_csv(r: &DayReport) -> String {
         row(
             "over_capacity",
             &s.counter,
-            &s.slot_id,
+            &s.slot_id.to_string(),
             Some(i64::from(s.admissions_over)),
             None,
         );
     }
     for s in &r.slots {
-        row("slot", "online", &s.slot_id, Some(s.sold_online), None);
-        row("slot", "counter", &s.slot_id, Some(s.sold_counter), None);
-        row("slot", "admitted", &s.slot_id, Some(s.admitted), None);
-        row("slot", "no_shows", &s.slot_id, Some(s.no_shows), None);
+        let slot = s.slot_id.to_string();
+        row("slot", "online", &slot, Some(s.sold_online), None);
+        row("slot", "counter", &slot, Some(s.sold_counter), None);
+        row("slot", "admitted", &slot, Some(s.admitted), None);
+        row("slot", "no_shows", &slot, Some(s.no_shows), None);
     }
     let w = &r.waitlist;
     for (label, c) in [
@@ -383,7 +384,13 @@ pub fn to_csv(r: &DayReport) -> String {
             "{} {} at {} / {} at {}",
             c.ticket_id, c.first_gate, c.first_at, c.second_gate, c.second_at
         );
-        row("gate_conflict", &c.slot_id, &item, Some(2), None);
+        row(
+            "gate_conflict",
+            &c.slot_id.to_string(),
+            &item,
+            Some(2),
+            None,
+        );
     }
     o
 }

@@ -12,6 +12,7 @@ pub use sqlite::day_report;
 pub use tessera_core::api::report::*;
 use tessera_core::day_report::FactError;
 use tessera_core::pricing::PricedLine;
+use tessera_core::slot::SlotId;
 
 /// Why a day report could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,12 @@ pub enum ReportError {
     Data(String),
     #[error(transparent)]
     Facts(#[from] FactError),
+}
+
+/// A slot id as stored (text).
+pub(crate) fn slot_of(text: &str) -> Result<SlotId, ReportError> {
+    text.parse()
+        .map_err(|e| ReportError::Data(format!("stored slot id unreadable: {e}")))
 }
 
 /// A sale's or an order's lines, as stored (JSON).

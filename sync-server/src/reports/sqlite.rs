@@ -13,6 +13,7 @@ use tessera_core::day_report::{
     OpenShiftFact, OrderFact, SaleFact, ServerCash, SlotFact, SyncFact, VoidFact, WaitlistFact,
 };
 use tessera_core::ids::{DeviceId, SaleId};
+use tessera_core::slot::SlotId;
 use uuid::Uuid;
 
 use super::{
@@ -393,7 +394,7 @@ fn leases_held(conn: &Connection, day: &DayBounds) -> Result<Vec<LeaseHeldFact>,
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
+            r.get::<_, SlotId>(2)?,
             r.get::<_, u32>(3)?,
             r.get::<_, u32>(4)?,
             r.get::<_, Option<i64>>(5)?,
@@ -502,7 +503,7 @@ fn quarantine(conn: &Connection, day: &DayBounds) -> Result<Vec<QuarantineLine>,
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, Option<u64>>(4)?,
-                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<SlotId>>(5)?,
                 r.get::<_, String>(6)?,
                 r.get::<_, Option<i64>>(7)?,
                 r.get::<_, i64>(8)?,

@@ -44,13 +44,6 @@ use crate::store::{
 
 type Outcome<T> = Result<Result<T, StoreError>, Fatal>;
 
-pub(crate) fn language_of(code: &str) -> Language {
-    match code {
-        "en" => Language::En,
-        _ => Language::Fr,
-    }
-}
-
 fn unknown_booking() -> StoreError {
     Refusal::unknown_booking().into()
 }
@@ -131,7 +124,7 @@ fn load_record(ctx: &Ctx<'_>, payment_id: &str) -> Result<Option<PaymentRecord>,
                     amount: Money::new(r.get(4)?, museum_currency),
                     hold_expires_at: from_ms(r.get(6)?),
                     email: r.get(7)?,
-                    language: language_of(&r.get::<_, String>(8)?),
+                    language: Language::from_stored(&r.get::<_, String>(8)?),
                     provider: r.get(9)?,
                     redirect_url: r.get(10)?,
                 },
@@ -632,7 +625,7 @@ fn queue_refund_notice(
         return Ok(());
     };
     let notice = crate::delivery::email::RefundNotice {
-        language: language_of(&payment.language),
+        language: Language::from_stored(&payment.language),
         slot_id: parse_slot(&slot)?,
         amount,
         reason: reason.to_string(),
@@ -805,7 +798,7 @@ pub(crate) fn load_booking(
     let currency = Currency::new(&currency).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
     let lines: Vec<PricedLine> = serde_json::from_str(&lines).unwrap_or_default();
     let catalogue = ctx.state.catalogue.clone();
-    let language = language.as_deref().map(language_of).unwrap_or(Language::Fr);
+    let language = Language::from_stored(language.as_deref().unwrap_or_default());
     let tickets = ticket_rows(ctx, order_id, &lines)?
         .into_iter()
         .map(|t| BookingTicket {
@@ -997,7 +990,7 @@ pub(crate) fn demo_payment(
         hold_id: HoldId(parse_uuid(&hold_id)?),
         amount: Money::new(amount, currency),
         status,
-        language: language_of(&language),
+        language: Language::from_stored(&language),
         museum: ctx.state.catalogue.museum.name.clone(),
         entry: format!("{} {}", slot.date, slot.hhmm()),
     })))

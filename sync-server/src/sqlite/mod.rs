@@ -8,6 +8,7 @@ mod devices;
 pub(crate) mod failpoint;
 mod gate;
 pub mod idempotency;
+mod older;
 mod online;
 pub mod outbox;
 pub mod schema;
@@ -223,6 +224,40 @@ impl SqliteStore {
         self.clock.now_ms()
     }
 
+    /// Whether the writer keeps `slot` in memory (core's `first_live_slot`
+    /// of the museum's today on), or an older slot must be read from the
+    /// database. The writer may hold some older ones too (unsettled
+    /// leases), but a view it published of one it has since dropped is
+    /// never updated again, so older views are not read at all.
+    fn keeps(&self, slot: SlotId) -> bool {
+        let Ok(tz) = self.catalogue().time_zone() else {
+            return true;
+        };
+        match state::first_live_slot(&tz, self.now_ms()) {
+            Ok(first) => slot >= first,
+            Err(_) => true,
+        }
+    }
+
+    /// Runs `f` on a read-only connection of its own, off the async
+    /// threads: WAL lets it read committed data beside the writer.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::Unavailable)?
+    }
+
     /// Where visitors reach the shop, for links in emails (offers): set once
     /// the server listens, as the address may be chosen only then.
     pub fn set_public_url(&self, url: &str) {
@@ -243,27 +278,33 @@ impl Store for SqliteStore {
             .clone()
     }
 
+    /// From the writer's published views; a day before the live ones
+    /// (the writer keeps only those) is read from the database.
     async fn availability(&self, date: Date) -> Result<Availability, StoreError> {
         let catalogue = self.catalogue();
         let now = self.now_ms();
         let from = SlotId::new(date, 0).map_err(|e| Refusal::BadRequest(e.to_string()))?;
-        let slots = self.shared.slots.read().unwrap_or_else(|p| p.into_inner());
-        let list: Vec<SlotAvailability> = slots
-            .range(from..)
-            .take_while(|(id, _)| id.date == date)
-            .map(|(id, v)| {
-                let past = now >= v.slot.ends_at.as_millisecond();
-                SlotAvailability {
-                    slot_id: *id,
-                    starts_at: v.slot.starts_at,
-                    ends_at: v.slot.ends_at,
-                    capacity: v.ledger.capacity,
-                    available: if past { 0 } else { v.available_at(now) },
-                    sold: v.sold,
-                    past,
-                }
-            })
-            .collect();
+        let list: Vec<SlotAvailability> = if self.keeps(from) {
+            let slots = self.shared.slots.read().unwrap_or_else(|p| p.into_inner());
+            slots
+                .range(from..)
+                .take_while(|(id, _)| id.date == date)
+                .map(|(id, v)| {
+                    let past = now >= v.slot.ends_at.as_millisecond();
+                    SlotAvailability {
+                        slot_id: *id,
+                        starts_at: v.slot.starts_at,
+                        ends_at: v.slot.ends_at,
+                        capacity: v.ledger.capacity,
+                        available: if past { 0 } else { v.available_at(now) },
+                        sold: v.sold,
+                        past,
+                    }
+                })
+                .collect()
+        } else {
+            self.read(move |conn| older::day(conn, date, now)).await?
+        };
         Ok(Availability {
             date,
             museum: catalogue.museum.name.clone(),
@@ -274,17 +315,26 @@ impl Store for SqliteStore {
     }
 
     async fn sellable_slot(&self, slot: SlotId) -> Result<Slot, StoreError> {
-        let slots = self.shared.slots.read().unwrap_or_else(|p| p.into_inner());
-        let Some(view) = slots.get(&slot) else {
+        let found = if self.keeps(slot) {
+            self.shared
+                .slots
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&slot)
+                .map(|view| view.slot.clone())
+        } else {
+            self.read(move |conn| Ok(older::slot(conn, slot)?)).await?
+        };
+        let Some(found) = found else {
             if self.catalogue().is_closed(slot.date) {
                 return Err(Refusal::MuseumClosed(slot.date.to_string()).into());
             }
             return Err(Refusal::UnknownSlot(slot.to_string()).into());
         };
-        if self.now_ms() >= view.slot.ends_at.as_millisecond() {
+        if self.now_ms() >= found.ends_at.as_millisecond() {
             return Err(Refusal::SlotPast(slot.to_string()).into());
         }
-        Ok(view.slot.clone())
+        Ok(found)
     }
 
     async fn create_hold(

@@ -21,6 +21,9 @@ use tessera_core::clock::from_ms;
 type Outcome = Result<Result<(u16, serde_json::Value), StoreError>, Fatal>;
 
 pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) -> Outcome {
+    if let Err(e) = super::older::keep_if_sellable(ctx.state, ctx.tx, slot_id, ctx.now_ms)? {
+        return Ok(Err(e));
+    }
     let Some(row) = ctx.state.slots.get_mut(&slot_id) else {
         return Ok(Err(Refusal::UnknownSlot(slot_id.to_string()).into()));
     };

@@ -254,9 +254,10 @@ pub fn slot_footprint(conn: &Connection, slot: &SlotId) -> rusqlite::Result<Foot
     Ok(Footprint::of(&leases_of_slot_in(conn, slot)?))
 }
 
-const SLOT_COLUMNS: &str = "slot_id, starts_at, ends_at, window_minutes, capacity, sold_online";
+pub(super) const SLOT_COLUMNS: &str =
+    "slot_id, starts_at, ends_at, window_minutes, capacity, sold_online";
 
-fn slot_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRow> {
+pub(super) fn slot_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRow> {
     let id = parse_slot(&r.get::<_, String>(0)?)?;
     Ok(SlotRow {
         slot: Slot {

@@ -57,13 +57,6 @@ pub(crate) fn token_hash(token: &str) -> Option<Vec<u8>> {
     secrets::is_link_token(token).then(|| secrets::hash(token))
 }
 
-fn language(code: &str) -> Language {
-    Language::ALL
-        .into_iter()
-        .find(|l| l.code() == code)
-        .unwrap_or(Language::Fr)
-}
-
 /// 1 for the first in line: entries still waiting or offered, up to `seq`.
 fn position(ctx: &Ctx<'_>, slot: SlotId, seq: i64) -> Result<u32, Fatal> {
     Ok(ctx
@@ -81,6 +74,9 @@ fn position(ctx: &Ctx<'_>, slot: SlotId, seq: i64) -> Result<u32, Fatal> {
 /// stranger).
 pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest, bounds: &JoinBounds) -> Outcome {
     let slot_id = request.slot_id;
+    if let Err(e) = super::older::keep_if_sellable(ctx.state, ctx.tx, slot_id, ctx.now_ms)? {
+        return Ok(Err(e));
+    }
     let Some(row) = ctx.state.slots.get(&slot_id) else {
         return Ok(Err(Refusal::UnknownSlot(slot_id.to_string()).into()));
     };
@@ -209,7 +205,7 @@ pub(crate) fn read_offer(
                 party: r.get(1)?,
                 expires_at: from_ms(expires_ms.unwrap_or(0)),
                 state: offer_state(state, expires_ms, now_ms),
-                language: language(&r.get::<_, String>(3)?),
+                language: Language::from_stored(&r.get::<_, String>(3)?),
                 email: r.get(2)?,
             })
         },
@@ -416,7 +412,7 @@ fn make_offer(
         party: entry.party,
         expires_at: from_ms(expires_ms),
         state: OfferState::Open,
-        language: language(&lang),
+        language: Language::from_stored(&lang),
         email: email.clone(),
     };
     let base = settings

@@ -30,6 +30,7 @@ export type { ShiftRecord } from "./ShiftRecord";
 export type { SlotLine } from "./SlotLine";
 export type { SoldTicket } from "./SoldTicket";
 export type { StaffRole } from "./StaffRole";
+export type { TicketId } from "./TicketId";
 export type { VatRow } from "./VatRow";
 export type { VatSplit } from "./VatSplit";
 export type { VoidRecord } from "./VoidRecord";

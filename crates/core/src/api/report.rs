@@ -13,7 +13,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ids::{DeviceId, LeaseId, SaleId};
+use crate::ids::{DeviceId, LeaseId, SaleId, TicketId};
+use crate::slot::SlotId;
 
 pub use super::supervisor::QuarantinedUpload;
 
@@ -137,7 +138,7 @@ pub struct QuarantineLine {
     pub kind: String,
     pub item_id: Uuid,
     pub terminal_seq: Option<u64>,
-    pub slot_id: Option<String>,
+    pub slot_id: Option<SlotId>,
     pub reason: String,
     /// When the counter says it happened (its clock), and when the server
     /// received it (the server's).
@@ -242,7 +243,7 @@ pub struct CounterUploads {
 pub struct LeaseHeld {
     pub counter: String,
     pub lease_id: LeaseId,
-    pub slot_id: String,
+    pub slot_id: SlotId,
     pub escrow: u32,
     pub sold: u32,
     pub unsold: u32,
@@ -256,7 +257,7 @@ pub struct OverCapacity {
     pub counter: String,
     pub sale_id: SaleId,
     pub terminal_seq: u64,
-    pub slot_id: String,
+    pub slot_id: SlotId,
     pub admissions_over: u32,
 }
 
@@ -264,7 +265,7 @@ pub struct OverCapacity {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SlotLine {
-    pub slot_id: String,
+    pub slot_id: SlotId,
     pub capacity: u32,
     pub sold_online: i64,
     pub sold_counter: i64,
@@ -280,8 +281,8 @@ pub struct SlotLine {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ConflictLine {
-    pub ticket_id: String,
-    pub slot_id: String,
+    pub ticket_id: TicketId,
+    pub slot_id: SlotId,
     pub first_gate: String,
     pub first_at: Timestamp,
     pub second_gate: String,

@@ -31,6 +31,19 @@ impl Language {
         }
     }
 
+    /// The language whose `code` this is exactly; `None` for any other text.
+    pub fn from_code(code: &str) -> Option<Language> {
+        Language::ALL.into_iter().find(|l| l.code() == code)
+    }
+
+    /// A language as the backends store it (its `code`) with a booking, a
+    /// payment or a waiting-list entry. Text that is none of ours (no
+    /// language stored, or one since dropped) reads as French, the first
+    /// the shop spoke: a mail in the wrong language beats no mail.
+    pub fn from_stored(code: &str) -> Language {
+        Language::from_code(code).unwrap_or(Language::Fr)
+    }
+
     /// The best of our languages for an `Accept-Language` header, honouring
     /// its q-values; `None` when it names none of them.
     pub fn negotiate(accept_language: &str) -> Option<Language> {
@@ -46,7 +59,7 @@ impl Language {
                 continue;
             }
             let primary = tag.split('-').next().unwrap_or("");
-            let Some(language) = Language::ALL.into_iter().find(|l| l.code() == primary) else {
+            let Some(language) = Language::from_code(primary) else {
                 continue;
             };
             // Thousandths: q-values have at most three decimals.
@@ -276,6 +289,18 @@ pub struct OfferHoldRequest {
 #[cfg(test)]
 mod tests {
     use super::Language;
+
+    #[test]
+    fn a_stored_language_reads_back_and_anything_else_is_french() {
+        for l in Language::ALL {
+            assert_eq!(Language::from_code(l.code()), Some(l));
+            assert_eq!(Language::from_stored(l.code()), l);
+        }
+        for other in ["", "EN", "de", "en-GB", " en"] {
+            assert_eq!(Language::from_code(other), None, "{other:?}");
+            assert_eq!(Language::from_stored(other), Language::Fr, "{other:?}");
+        }
+    }
 
     #[test]
     fn negotiates_the_language_a_browser_prefers() {
