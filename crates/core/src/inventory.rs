@@ -14,7 +14,12 @@
 //! taking the maximum. The server never shrinks a lease on its own clock; it
 //! *recalls* (asks), and the terminal releases what it has not sold.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
+use crate::api::online::SlotAvailability;
+use crate::slot::Slot;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotLedger {
@@ -259,6 +264,48 @@ impl LeasePolicy {
     }
 }
 
+/// A checkout hold's time to live, in milliseconds (a configured duration
+/// too long for an `i64` is "for ever", not a wrap-around).
+pub fn hold_ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// When a hold taken at `now_ms` runs out.
+pub fn hold_expires_at(now_ms: i64, ttl_ms: i64) -> i64 {
+    now_ms.saturating_add(ttl_ms)
+}
+
+/// Whether a hold that runs out at `expires_ms` still keeps its places at
+/// `now_ms`. From that moment on, its places count as free (whether or not
+/// a sweep has released them yet) and it can no longer be confirmed. The
+/// SQL twin, in every query that selects open or due holds, is
+/// `expires_at > now` (open) and `expires_at <= now` (due).
+pub fn hold_is_open(expires_ms: i64, now_ms: i64) -> bool {
+    now_ms < expires_ms
+}
+
+/// One slot's line of availability, as the shop, the booking API and the
+/// counters see it: what the ledger leaves (nothing once the window is
+/// over) and what has been sold on every channel, net of returns. The
+/// caller's `ledger` counts only holds still open at `now_ms`.
+pub fn availability_line(
+    slot: &Slot,
+    ledger: &SlotLedger,
+    sold: u64,
+    now_ms: i64,
+) -> SlotAvailability {
+    let past = slot.is_over(now_ms);
+    SlotAvailability {
+        slot_id: slot.id,
+        starts_at: slot.starts_at,
+        ends_at: slot.ends_at,
+        capacity: ledger.capacity,
+        available: if past { 0 } else { ledger.available() },
+        sold: u32::try_from(sold).unwrap_or(u32::MAX),
+        past,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,5 +522,37 @@ mod tests {
             .map(|p| p.split(' ').next().unwrap().parse::<u64>().unwrap())
             .sum();
         assert_eq!((taken, sum), (112, 112), "{msg}");
+    }
+
+    #[test]
+    fn a_hold_is_open_until_its_moment_and_never_wraps() {
+        assert!(hold_is_open(1_000, 999));
+        assert!(!hold_is_open(1_000, 1_000));
+        assert_eq!(hold_expires_at(i64::MAX - 5, 600_000), i64::MAX);
+        assert_eq!(hold_ttl_ms(Duration::from_secs(600)), 600_000);
+        assert_eq!(hold_ttl_ms(Duration::MAX), i64::MAX);
+    }
+
+    #[test]
+    fn a_slot_over_shows_nothing_available_but_keeps_what_it_sold() {
+        let starts = jiff::Timestamp::from_millisecond(1_000_000).unwrap();
+        let ends = jiff::Timestamp::from_millisecond(2_000_000).unwrap();
+        let slot = Slot {
+            id: "2026-12-03T10:00".parse().unwrap(),
+            window_minutes: 15,
+            starts_at: starts,
+            ends_at: ends,
+            capacity: 10,
+        };
+        let ledger = SlotLedger {
+            capacity: 10,
+            sold_online: 3,
+            held_online: 2,
+            ..SlotLedger::default()
+        };
+        let open = availability_line(&slot, &ledger, 4, 1_999_999);
+        assert_eq!((open.available, open.sold, open.past), (5, 4, false));
+        let over = availability_line(&slot, &ledger, u64::MAX, 2_000_000);
+        assert_eq!((over.available, over.sold, over.past), (0, u32::MAX, true));
     }
 }

@@ -178,6 +178,14 @@ pub struct Slot {
     pub capacity: u32,
 }
 
+impl Slot {
+    /// Whether the entry window is over at `now_ms`: from its end on, it
+    /// can no longer be booked, joined or sold, on any channel.
+    pub fn is_over(&self, now_ms: i64) -> bool {
+        now_ms >= self.ends_at.as_millisecond()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tessera_core::inventory::hold_is_open;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -293,7 +294,7 @@ impl HoldCap {
         } = &mut *state;
         let held = clients.entry(client).or_default();
         held.holds.retain(|h| {
-            let open = h.expires_ms > now_ms;
+            let open = hold_is_open(h.expires_ms, now_ms);
             if !open {
                 owners.remove(&h.hold);
             }
@@ -336,7 +337,7 @@ impl CapState {
     /// Drops expired holds and clients with nothing left.
     fn sweep(&mut self, now_ms: i64) {
         self.clients.retain(|_, held| {
-            held.holds.retain(|h| h.expires_ms > now_ms);
+            held.holds.retain(|h| hold_is_open(h.expires_ms, now_ms));
             held.reserved > 0 || !held.holds.is_empty()
         });
         let clients = &self.clients;

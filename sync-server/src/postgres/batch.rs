@@ -28,7 +28,7 @@ use std::sync::LazyLock;
 
 use futures_util::future::try_join_all;
 use serde_json::Value;
-use tessera_core::inventory::{InventoryError, SlotLedger};
+use tessera_core::inventory::{hold_is_open, InventoryError, SlotLedger};
 use tessera_core::slot::SlotId;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Transaction;
@@ -388,7 +388,9 @@ async fn confirm_holds(
                 }
                 // Open and unexpired, yet not the hold its tickets were
                 // signed for (read before it existed): the client retries.
-                Some((status, expires, _)) if status == "held" && *expires > now_ms => {
+                Some((status, expires, _))
+                    if status == "held" && hold_is_open(*expires, now_ms) =>
+                {
                     StoreError::Unavailable
                 }
                 Some(_) => StoreError::from(Refusal::HoldExpired(id)),
@@ -429,7 +431,7 @@ fn decide_hold(
         };
         return Ok(Decision::Refused(error));
     };
-    if now_ms >= slot.slot.ends_at.as_millisecond() {
+    if slot.slot.is_over(now_ms) {
         return Ok(Decision::Refused(StoreError::from(Refusal::SlotPast(
             id.to_string(),
         ))));

@@ -23,6 +23,7 @@ use tessera_core::booking::{
 };
 use tessera_core::clock::from_ms;
 use tessera_core::ids::{new_id, HoldId};
+use tessera_core::inventory::hold_is_open;
 use tessera_core::money::{Currency, Money};
 use tessera_core::payment::{
     self, judge_event, Decision, EventPlan, HoldFacts, HoldStatus, PaymentFacts, PaymentStatus,
@@ -161,7 +162,7 @@ pub(super) async fn begin_checkout(
     if hold.lines.is_empty() {
         return Ok(Err(Refusal::UnknownHold(hold_id.to_string()).into()));
     }
-    if hold.expires_ms <= now_ms {
+    if !hold_is_open(hold.expires_ms, now_ms) {
         release_hold(tx, changes, &mut locked, hold_id, "expired", &env.process).await?;
         super::waitlist::offer_places(tx, env, changes, &[slot], now_ms).await?;
         return Ok(Err(Refusal::HoldExpired(hold_id.to_string()).into()));

@@ -71,6 +71,7 @@ use tessera_core::api::shop::{Booking, CheckoutStatus, Offer, WaitlistRequest};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::clock::Clock;
+use tessera_core::inventory::{availability_line, hold_ttl_ms};
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
 use tessera_core::staff::StaffMember;
@@ -207,7 +208,7 @@ impl PgStore {
             clock,
             signer,
             catalogue: catalogue.clone(),
-            hold_ttl_ms: i64::try_from(config.hold_ttl.as_millis()).unwrap_or(i64::MAX),
+            hold_ttl_ms: hold_ttl_ms(config.hold_ttl),
             process: format!("pid {} {}", std::process::id(), Uuid::now_v7()),
             offer_ms: i64::try_from(config.offer_ttl.as_millis()).unwrap_or(i64::MAX),
             public_url: std::sync::RwLock::new(String::new()),
@@ -497,23 +498,11 @@ fn pg_of_pool(e: pool::PoolError) -> PgError {
     }
 }
 
-/// One slot's line of a day's availability.
+/// One slot's line of a day's availability: online sales and the counters'
+/// net sales (their tallies), as SQLite's tallies count both.
 fn slot_availability(v: &CachedSlot, counter_sold: Option<u32>, now: i64) -> SlotAvailability {
-    let past = now >= v.slot.ends_at.as_millisecond();
-    SlotAvailability {
-        slot_id: v.slot.id,
-        starts_at: v.slot.starts_at,
-        ends_at: v.slot.ends_at,
-        capacity: v.ledger.capacity,
-        available: if past { 0 } else { v.ledger.available() },
-        // Online sales and the counters' net sales (their tallies), as
-        // SQLite's tallies count both.
-        sold: v
-            .ledger
-            .sold_online
-            .saturating_add(counter_sold.unwrap_or(0)),
-        past,
-    }
+    let sold = u64::from(v.ledger.sold_online) + u64::from(counter_sold.unwrap_or(0));
+    availability_line(&v.slot, &v.ledger, sold, now)
 }
 
 async fn load_signer(client: &impl GenericClient) -> Result<TicketSigner, PgError> {
@@ -592,7 +581,7 @@ impl Store for PgStore {
             }
             return Err(Refusal::UnknownSlot(slot.to_string()).into());
         };
-        if self.clock.now_ms() >= view.slot.ends_at.as_millisecond() {
+        if view.slot.is_over(self.clock.now_ms()) {
             return Err(Refusal::SlotPast(slot.to_string()).into());
         }
         Ok(view.slot)

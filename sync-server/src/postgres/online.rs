@@ -16,6 +16,7 @@ use tessera_core::api::online::{ConfirmRequest, Hold, IssuedTicket, Order};
 use tessera_core::catalogue::Catalogue;
 use tessera_core::clock::{from_ms, Clock};
 use tessera_core::ids::new_id;
+use tessera_core::inventory::hold_expires_at;
 use tessera_core::money::Money;
 use tessera_core::pricing::{PricedCart, PricedLine};
 use tessera_core::slot::SlotId;
@@ -146,7 +147,7 @@ pub fn prepare_hold(
         .map_err(|_| Refusal::BadRequest("too many admissions in one hold".into()))?;
     let now_ms = env.clock.now_ms();
     let hold_id = new_id();
-    let expires_ms = now_ms.saturating_add(env.hold_ttl_ms);
+    let expires_ms = hold_expires_at(now_ms, env.hold_ttl_ms);
     let hold = Hold {
         hold_id,
         slot_id,

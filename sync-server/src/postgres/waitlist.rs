@@ -27,6 +27,7 @@ use tessera_core::api::online::Hold;
 use tessera_core::api::shop::{Language, Offer, OfferState, WaitlistEntry, WaitlistRequest};
 use tessera_core::clock::from_ms;
 use tessera_core::ids::new_id;
+use tessera_core::inventory::hold_expires_at;
 use tessera_core::pricing::PricedCart;
 use tessera_core::waitlist::{
     check_join, check_take, offer_state, offers, EntryState, OfferFacts, Waiting,
@@ -100,7 +101,7 @@ pub(super) async fn join(
         }
         return Ok(Err(Refusal::UnknownSlot(slot).into()));
     };
-    if now_ms >= row.slot.ends_at.as_millisecond() {
+    if row.slot.is_over(now_ms) {
         return Ok(Err(Refusal::SlotPast(slot).into()));
     }
     let existing = tx
@@ -301,7 +302,7 @@ pub(super) async fn take_offer(
         )));
     }
     let hold_id = new_id();
-    let expires_ms = now_ms.saturating_add(env.hold_ttl_ms);
+    let expires_ms = hold_expires_at(now_ms, env.hold_ttl_ms);
     tx.execute(
         "INSERT INTO holds (hold_id, slot_id, admissions, lines, total, currency, created_at,
                             expires_at, status)

@@ -22,6 +22,7 @@ use tessera_core::booking::{
 };
 use tessera_core::clock::from_ms;
 use tessera_core::ids::{new_id, HoldId};
+use tessera_core::inventory::hold_is_open;
 use tessera_core::money::{Currency, Money};
 use tessera_core::payment::{
     self, judge_event, Decision, EventPlan, HoldFacts, HoldStatus, PaymentFacts, PaymentStatus,
@@ -62,7 +63,7 @@ pub(crate) fn begin_checkout(
     if hold.lines.is_empty() {
         return Ok(Err(Refusal::UnknownHold(hold_id.to_string()).into()));
     }
-    if hold.expires_ms <= ctx.now_ms {
+    if !hold_is_open(hold.expires_ms, ctx.now_ms) {
         release(ctx, hold_id, "expired")?;
         return Ok(Err(Refusal::HoldExpired(hold_id.to_string()).into()));
     }

@@ -34,7 +34,7 @@ use tessera_core::api::online::{Availability, ConfirmRequest, SlotAvailability};
 use tessera_core::api::shop::{Offer, WaitlistRequest};
 use tessera_core::api::sync::{SyncRequest, SyncResponse};
 use tessera_core::catalogue::Catalogue;
-use tessera_core::inventory::LeasePolicy;
+use tessera_core::inventory::{availability_line, hold_ttl_ms, LeasePolicy};
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::{Slot, SlotId};
 use tessera_core::staff::StaffMember;
@@ -115,7 +115,7 @@ impl SqliteStore {
             state,
             shared: shared.clone(),
             clock,
-            hold_ttl_ms: config.hold_ttl.as_millis() as i64,
+            hold_ttl_ms: hold_ttl_ms(config.hold_ttl),
             max_batch: match config.commit {
                 CommitMode::Group => config.max_batch.max(1),
                 CommitMode::PerRequest => 1,
@@ -289,18 +289,7 @@ impl Store for SqliteStore {
             slots
                 .range(from..)
                 .take_while(|(id, _)| id.date == date)
-                .map(|(id, v)| {
-                    let past = now >= v.slot.ends_at.as_millisecond();
-                    SlotAvailability {
-                        slot_id: *id,
-                        starts_at: v.slot.starts_at,
-                        ends_at: v.slot.ends_at,
-                        capacity: v.ledger.capacity,
-                        available: if past { 0 } else { v.available_at(now) },
-                        sold: v.sold,
-                        past,
-                    }
-                })
+                .map(|(_, v)| availability_line(&v.slot, &v.ledger_at(now), v.sold.into(), now))
                 .collect()
         } else {
             self.read(move |conn| older::day(conn, date, now)).await?
@@ -331,7 +320,7 @@ impl Store for SqliteStore {
             }
             return Err(Refusal::UnknownSlot(slot.to_string()).into());
         };
-        if self.now_ms() >= found.ends_at.as_millisecond() {
+        if found.is_over(self.now_ms()) {
             return Err(Refusal::SlotPast(slot.to_string()).into());
         }
         Ok(found)

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use jiff::civil::Date;
 use rusqlite::{params, Connection, OptionalExtension};
 use tessera_core::api::online::SlotAvailability;
+use tessera_core::inventory::{availability_line, SlotLedger};
 use tessera_core::leases::Footprint;
 use tessera_core::slot::{Slot, SlotId};
 use tessera_core::tally::SlotTally;
@@ -38,7 +39,7 @@ pub(crate) fn day(
         ))?
         .query_map(params![from, until], slot_row)?
         .collect::<rusqlite::Result<Vec<SlotRow>>>()?;
-    let mut sold: HashMap<SlotId, u32> = HashMap::new();
+    let mut sold: HashMap<SlotId, u64> = HashMap::new();
     let mut stmt = conn.prepare_cached(
         "SELECT slot_id, state FROM tallies WHERE slot_id >= ?1 AND slot_id < ?2",
     )?;
@@ -49,7 +50,7 @@ pub(crate) fn day(
         let (slot, json) = tally?;
         match serde_json::from_str::<SlotTally>(&json) {
             Ok(t) => {
-                sold.insert(slot, t.net().min(u64::from(u32::MAX)) as u32);
+                sold.insert(slot, t.net());
             }
             // As the writer does when it loads one: the tally rebuilds as
             // devices sync, and the day still answers meanwhile.
@@ -58,29 +59,23 @@ pub(crate) fn day(
     }
     rows.into_iter()
         .map(|row| {
-            let past = now_ms >= row.slot.ends_at.as_millisecond();
-            let available = if past {
-                0
+            // A window that is over shows nothing available: no need to
+            // complete its ledger.
+            let ledger = if row.slot.is_over(now_ms) {
+                row.ledger
             } else {
-                available(conn, &row, now_ms)?
+                ledger_of(conn, &row, now_ms)?
             };
-            Ok(SlotAvailability {
-                slot_id: row.slot.id,
-                starts_at: row.slot.starts_at,
-                ends_at: row.slot.ends_at,
-                capacity: row.ledger.capacity,
-                available,
-                // The tally counts online sales and the counters' alike.
-                sold: sold.get(&row.slot.id).copied().unwrap_or(0),
-                past,
-            })
+            // The tally counts online sales and the counters' alike.
+            let sold = sold.get(&row.slot.id).copied().unwrap_or(0);
+            Ok(availability_line(&row.slot, &ledger, sold, now_ms))
         })
         .collect()
 }
 
-/// Places bookable in an older slot that is not over yet (a window past
-/// midnight): its ledger completed from its stored leases and open holds.
-fn available(conn: &Connection, row: &SlotRow, now_ms: i64) -> rusqlite::Result<u32> {
+/// The ledger of an older slot that is not over yet (a window past
+/// midnight), completed from its stored leases and open holds.
+fn ledger_of(conn: &Connection, row: &SlotRow, now_ms: i64) -> rusqlite::Result<SlotLedger> {
     let footprint = Footprint::of(&leases_of_slot_in(conn, &row.slot.id)?);
     let held: u32 = conn
         .prepare_cached(
@@ -92,7 +87,7 @@ fn available(conn: &Connection, row: &SlotRow, now_ms: i64) -> rusqlite::Result<
     ledger.leased = footprint.escrow;
     ledger.over_capacity = footprint.over_capacity;
     ledger.held_online = held;
-    Ok(ledger.available())
+    Ok(ledger)
 }
 
 /// One slot as stored.
@@ -121,9 +116,7 @@ pub(crate) fn keep_if_sellable(
     }
     match slot(conn, slot_id)? {
         None => Ok(Err(Refusal::UnknownSlot(slot_id.to_string()).into())),
-        Some(s) if now_ms >= s.ends_at.as_millisecond() => {
-            Ok(Err(Refusal::SlotPast(slot_id.to_string()).into()))
-        }
+        Some(s) if s.is_over(now_ms) => Ok(Err(Refusal::SlotPast(slot_id.to_string()).into())),
         Some(_) => {
             state.ensure_slot(conn, slot_id)?;
             Ok(Ok(()))

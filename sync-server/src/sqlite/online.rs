@@ -5,6 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use serde_json::json;
 use tessera_core::api::online::{ConfirmRequest, Hold, IssuedTicket, Order};
 use tessera_core::ids::new_id;
+use tessera_core::inventory::{hold_expires_at, hold_is_open};
 use tessera_core::money::Money;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::SlotId;
@@ -27,7 +28,7 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
     let Some(row) = ctx.state.slots.get_mut(&slot_id) else {
         return Ok(Err(Refusal::UnknownSlot(slot_id.to_string()).into()));
     };
-    if ctx.now_ms >= row.slot.ends_at.as_millisecond() {
+    if row.slot.is_over(ctx.now_ms) {
         return Ok(Err(Refusal::SlotPast(slot_id.to_string()).into()));
     }
     if let Err(e) = row.ledger.hold(cart.admissions) {
@@ -35,7 +36,7 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
         return Ok(Err(e.into()));
     }
     let hold_id = new_id();
-    let expires_ms = ctx.now_ms + ctx.hold_ttl_ms;
+    let expires_ms = hold_expires_at(ctx.now_ms, ctx.hold_ttl_ms);
     let lines_json =
         serde_json::to_string(&cart.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
     ctx.tx
@@ -172,7 +173,7 @@ pub(crate) fn take_open_hold(
     if hold.lines.is_empty() {
         return Ok(Some(Err(Refusal::UnknownHold(hold_id.to_string()).into())));
     }
-    if hold.expires_ms <= ctx.now_ms {
+    if !hold_is_open(hold.expires_ms, ctx.now_ms) {
         release(ctx, hold_id, "expired")?;
         return Ok(Some(Err(Refusal::HoldExpired(hold_id.to_string()).into())));
     }

@@ -11,7 +11,7 @@ use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
 use tessera_core::api::sync::SyncRequest;
 use tessera_core::catalogue::Catalogue;
 use tessera_core::ids::{DeviceId, LeaseId};
-use tessera_core::inventory::{LeaseTotals, SlotLedger};
+use tessera_core::inventory::{hold_is_open, LeaseTotals, SlotLedger};
 use tessera_core::leases::Footprint;
 use tessera_core::pricing::PricedLine;
 use tessera_core::slot::{Slot, SlotId};
@@ -95,17 +95,17 @@ pub(crate) struct SlotView {
 }
 
 impl SlotView {
-    /// Places bookable at `now_ms`: holds that expired since the last sweep
+    /// The ledger at `now_ms`: holds that expired since the last sweep
     /// already count as free (the read-time half of hold expiry).
-    pub fn available_at(&self, now_ms: i64) -> u32 {
+    pub fn ledger_at(&self, now_ms: i64) -> SlotLedger {
         let mut ledger = self.ledger;
         ledger.held_online = self
             .hold_expiries
             .iter()
-            .filter(|(exp, _)| *exp > now_ms)
+            .filter(|(expires, _)| hold_is_open(*expires, now_ms))
             .map(|(_, n)| *n)
             .sum();
-        ledger.available()
+        ledger
     }
 }
 

@@ -14,14 +14,13 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rusqlite::{params, OptionalExtension};
-use tessera_core::api::online::SlotAvailability;
 use tessera_core::api::sync::{
     ActorTally, LeaseGrant, Quarantined, SaleRecord, ShiftRecord, SyncRequest, SyncResponse,
     VoidRecord,
 };
 use tessera_core::catalogue::Catalogue;
 use tessera_core::ids::new_id;
-use tessera_core::inventory::{LeasePolicy, LeaseTotals};
+use tessera_core::inventory::{availability_line, LeasePolicy, LeaseTotals};
 use tessera_core::leases::{self, LeaseState, Sizing, SlotChange, SlotToSize};
 use tessera_core::limits;
 use tessera_core::reconcile;
@@ -1157,7 +1156,12 @@ fn respond(
         if id.date > horizon_end {
             break;
         }
-        slots.push(availability_of(ctx.state, *id, row, now));
+        slots.push(availability_line(
+            &row.slot,
+            &row.ledger,
+            ctx.state.tallies.net(id),
+            now,
+        ));
         if let Some(t) = ctx.state.tallies.0.get(id) {
             tallies.0.insert(*id, t.clone());
         }
@@ -1226,27 +1230,9 @@ fn settled_leases(state: &State, device: &DeviceInfo, now: i64) -> Vec<Uuid> {
             let over = state
                 .slots
                 .get(&l.slot)
-                .is_some_and(|s| now >= s.slot.ends_at.as_millisecond());
+                .is_some_and(|s| s.slot.is_over(now));
             l.is_settled(over)
         })
         .map(|l| l.lease_id)
         .collect()
-}
-
-pub(crate) fn availability_of(
-    state: &State,
-    id: SlotId,
-    row: &super::state::SlotRow,
-    now: i64,
-) -> SlotAvailability {
-    let past = now >= row.slot.ends_at.as_millisecond();
-    SlotAvailability {
-        slot_id: id,
-        starts_at: row.slot.starts_at,
-        ends_at: row.slot.ends_at,
-        capacity: row.ledger.capacity,
-        available: if past { 0 } else { row.ledger.available() },
-        sold: state.tallies.net(&id).min(u64::from(u32::MAX)) as u32,
-        past,
-    }
 }

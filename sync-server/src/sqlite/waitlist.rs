@@ -78,9 +78,12 @@ pub(crate) fn join(ctx: &mut Ctx<'_>, request: WaitlistRequest, bounds: &JoinBou
         return Ok(Err(e));
     }
     let Some(row) = ctx.state.slots.get(&slot_id) else {
+        if ctx.state.catalogue.is_closed(slot_id.date) {
+            return Ok(Err(Refusal::MuseumClosed(slot_id.date.to_string()).into()));
+        }
         return Ok(Err(Refusal::UnknownSlot(slot_id.to_string()).into()));
     };
-    if ctx.now_ms >= row.slot.ends_at.as_millisecond() {
+    if row.slot.is_over(ctx.now_ms) {
         return Ok(Err(Refusal::SlotPast(slot_id.to_string()).into()));
     }
     let existing: Option<(i64, String, u32)> = ctx

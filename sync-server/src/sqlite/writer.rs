@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+use tessera_core::inventory::hold_is_open;
 use tessera_core::slot::SlotId;
 use tessera_core::tally::SlotTally;
 use tokio::sync::{mpsc, oneshot};
@@ -506,7 +507,7 @@ fn flush(tx: &Transaction<'_>, state: &mut State) -> Result<(), Fatal> {
 
 fn sweep_expired_holds(tx: &Transaction<'_>, state: &mut State, now_ms: i64) -> Result<(), Fatal> {
     while let Some(&(expires, hold_id)) = state.expiry.first() {
-        if expires > now_ms {
+        if hold_is_open(expires, now_ms) {
             break;
         }
         state.expiry.pop_first();

@@ -2,6 +2,7 @@
 //! quarantined uploads, and the leases both ends now agree are settled.
 
 use super::*;
+use tessera_core::inventory::availability_line;
 
 impl Round<'_, '_> {
     pub(super) async fn respond(
@@ -101,16 +102,12 @@ impl Round<'_, '_> {
             if v.ledger.sold_online > 0 {
                 tallies.set_actor(ONLINE_ACTOR, id, u64::from(v.ledger.sold_online), 0);
             }
-            let past = self.now_ms >= v.slot.ends_at.as_millisecond();
-            slots.push(SlotAvailability {
-                slot_id: id,
-                starts_at: v.slot.starts_at,
-                ends_at: v.slot.ends_at,
-                capacity: v.ledger.capacity,
-                available: if past { 0 } else { v.ledger.available() },
-                sold: u32::try_from(tallies.net(&id)).unwrap_or(u32::MAX),
-                past,
-            });
+            slots.push(availability_line(
+                &v.slot,
+                &v.ledger,
+                tallies.net(&id),
+                self.now_ms,
+            ));
         }
         Ok((slots, tallies))
     }
@@ -149,7 +146,7 @@ impl Round<'_, '_> {
                 let over = self
                     .slots
                     .get(&l.slot)
-                    .is_some_and(|s| self.now_ms >= s.slot.ends_at.as_millisecond());
+                    .is_some_and(|s| s.slot.is_over(self.now_ms));
                 l.is_settled(over)
             })
             .map(|l| l.lease_id)
