@@ -11,11 +11,11 @@
 //! ledger and all its leases, what to grant or recall; the backend writes it.
 //! Nothing here reads a clock or a database: `now` and the facts are inputs.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use uuid::Uuid;
 
-use crate::api::sync::LeaseWant;
+use crate::api::sync::{LeaseGrant, LeaseWant};
 use crate::catalogue::Catalogue;
 use crate::inventory::{InventoryError, LeaseDecision, LeasePolicy, LeaseTotals, SlotLedger};
 use crate::slot::{SlotError, SlotId};
@@ -380,6 +380,34 @@ pub fn steps_in_sync(
     lease.device_id == device && (lease.slot.date >= today || reported.contains(&lease.lease_id))
 }
 
+/// The leases a sync answers its counter with, in slot order: those
+/// [`steps_in_sync`] selects, each with what the server recalls of it. An
+/// older lease the counter still reports stays in the answer: a grant whose
+/// answer was lost before its day ended would otherwise never reach the
+/// counter, which could then never give it back, and it would never settle.
+pub fn grants_in_sync<'a>(
+    leases: impl IntoIterator<Item = &'a LeaseState>,
+    device: Uuid,
+    today: jiff::civil::Date,
+    reported: &HashSet<Uuid>,
+    recalls: &HashMap<Uuid, u32>,
+) -> Vec<LeaseGrant> {
+    let mut grants: Vec<LeaseGrant> = leases
+        .into_iter()
+        .filter(|l| steps_in_sync(l, device, today, reported))
+        .map(|l| LeaseGrant {
+            lease_id: l.lease_id,
+            slot_id: l.slot,
+            granted_total: l.totals.granted_total,
+            released_total: l.totals.released_total,
+            recall: recalls.get(&l.lease_id).copied().unwrap_or(0),
+            revoked: l.is_revoked(),
+        })
+        .collect();
+    grants.sort_by_key(|g| g.slot_id);
+    grants
+}
+
 /// The first slot that is live for counters on the museum day `today`:
 /// yesterday's first. Slots from here on (and their leases) are what the
 /// server keeps at hand and what a counter's sync looks at; older ones only
@@ -502,5 +530,30 @@ mod tests {
         );
         // A day whose yesterday no ticket can carry is refused, not wrapped.
         assert!(first_live_slot(date(2000, 1, 1)).is_err());
+    }
+
+    #[test]
+    fn a_sync_answers_its_own_live_leases_and_the_old_ones_it_reports_in_slot_order() {
+        let (me, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let today: jiff::civil::Date = "2026-12-03".parse().unwrap();
+        let at = |day: &str, time: &str| -> SlotId { format!("{day}T{time}").parse().unwrap() };
+        let late = LeaseState::new(Uuid::from_u128(10), me, at("2026-12-03", "15:00"));
+        let early = LeaseState::new(Uuid::from_u128(11), me, at("2026-12-03", "10:00"));
+        let old_reported = LeaseState::new(Uuid::from_u128(12), me, at("2026-12-01", "10:00"));
+        let old_silent = LeaseState::new(Uuid::from_u128(13), me, at("2026-12-01", "11:00"));
+        let theirs = LeaseState::new(Uuid::from_u128(14), other, at("2026-12-03", "10:00"));
+        let reported = HashSet::from([old_reported.lease_id]);
+        let recalls = HashMap::from([(late.lease_id, 3)]);
+        let grants = grants_in_sync(
+            [&late, &early, &old_reported, &old_silent, &theirs],
+            me,
+            today,
+            &reported,
+            &recalls,
+        );
+        let ids: Vec<Uuid> = grants.iter().map(|g| g.lease_id).collect();
+        assert_eq!(ids, [old_reported.lease_id, early.lease_id, late.lease_id]);
+        assert_eq!(grants[2].recall, 3);
+        assert_eq!(grants[1].recall, 0);
     }
 }

@@ -15,8 +15,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rusqlite::{params, OptionalExtension};
 use tessera_core::api::sync::{
-    ActorTally, LeaseGrant, Quarantined, SaleRecord, ShiftRecord, SyncRequest, SyncResponse,
-    VoidRecord,
+    ActorTally, Quarantined, SaleRecord, ShiftRecord, SyncRequest, SyncResponse, VoidRecord,
 };
 use tessera_core::catalogue::Catalogue;
 use tessera_core::ids::new_id;
@@ -1145,7 +1144,13 @@ fn respond(
         .tomorrow()
         .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
     let reported: HashSet<Uuid> = request.leases.iter().map(|l| l.lease_id).collect();
-    let leases = lease_grants(ctx.state, device.device_id.0, today, &reported, &recalls);
+    let leases = leases::grants_in_sync(
+        ctx.state.leases.values(),
+        device.device_id.0,
+        today,
+        &reported,
+        &recalls,
+    );
     let mut slots = Vec::new();
     let mut tallies = Tallies::default();
     for (id, row) in ctx
@@ -1186,36 +1191,6 @@ fn respond(
         quarantined: quarantined_of(ctx, &device.device_id.to_string())?,
         settled_leases: settled_leases(ctx.state, device, now),
     })
-}
-
-/// This counter's leases for today and later, as the answer tells them, and
-/// any older one it still reports: a grant whose answer was lost before the
-/// slot's day ended would otherwise never reach the counter, which could then
-/// never give it back, and the lease would never settle.
-fn lease_grants(
-    state: &State,
-    device: Uuid,
-    today: jiff::civil::Date,
-    reported: &HashSet<Uuid>,
-    recalls: &HashMap<Uuid, u32>,
-) -> Vec<LeaseGrant> {
-    let mut leases: Vec<LeaseGrant> = state
-        .leases
-        .values()
-        .filter(|l| {
-            l.device_id == device && (l.slot.date >= today || reported.contains(&l.lease_id))
-        })
-        .map(|l| LeaseGrant {
-            lease_id: l.lease_id,
-            slot_id: l.slot,
-            granted_total: l.totals.granted_total,
-            released_total: l.totals.released_total,
-            recall: recalls.get(&l.lease_id).copied().unwrap_or(0),
-            revoked: l.is_revoked(),
-        })
-        .collect();
-    leases.sort_by_key(|l| l.slot_id);
-    leases
 }
 
 /// The counter's leases whose slot is over and that nothing can change any

@@ -12,23 +12,13 @@ impl Round<'_, '_> {
         recalls: HashMap<Uuid, u32>,
     ) -> R<SyncResponse> {
         let reported: HashSet<Uuid> = request.leases.iter().map(|l| l.lease_id).collect();
-        let mut leases: Vec<LeaseGrant> = self
-            .leases
-            .values()
-            .filter(|l| {
-                l.device_id == self.device
-                    && (l.slot.date >= self.today || reported.contains(&l.lease_id))
-            })
-            .map(|l| LeaseGrant {
-                lease_id: l.lease_id,
-                slot_id: l.slot,
-                granted_total: l.totals.granted_total,
-                released_total: l.totals.released_total,
-                recall: recalls.get(&l.lease_id).copied().unwrap_or(0),
-                revoked: l.is_revoked(),
-            })
-            .collect();
-        leases.sort_by_key(|l| l.slot_id);
+        let leases = leases::grants_in_sync(
+            self.leases.values(),
+            self.device,
+            self.today,
+            &reported,
+            &recalls,
+        );
         let (slots, tallies) = self.live_slots().await?;
         let (staff, keys) = {
             let staff = self

@@ -47,8 +47,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use tessera_core::api::online::SlotAvailability;
 use tessera_core::api::sync::{
-    ActorTally, LeaseGrant, Quarantined, SaleRecord, ShiftRecord, SyncRequest, SyncResponse,
-    VoidRecord,
+    ActorTally, Quarantined, SaleRecord, ShiftRecord, SyncRequest, SyncResponse, VoidRecord,
 };
 use tessera_core::catalogue::Catalogue;
 use tessera_core::clock::{from_ms, Clock};
