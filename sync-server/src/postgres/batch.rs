@@ -1,6 +1,6 @@
 //! A writer's batch of holds and confirmations decided together: a fixed
 //! number of statements whatever the batch's size, each one covering every
-//! job (`unnest` of arrays), instead of one call per job.
+//! job (`unnest` of arrays).
 //!
 //! 1. Claim every job's Idempotency-Key in one INSERT … ON CONFLICT DO
 //!    NOTHING (a key another transaction holds makes it wait for that
@@ -20,8 +20,10 @@
 //!    last line of defence.
 //!
 //! A statement that fails for any reason other than a conflict aborts the
-//! transaction; the writer then runs the same jobs again one call each
-//! (`online::run_call`), where a job that fails does so alone.
+//! transaction; the writer then runs the same jobs again through this same
+//! code, one job per batch under a savepoint each, where a job that fails
+//! does so alone. Every hold and confirmation is decided here, by core's
+//! ledger, on either path.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;

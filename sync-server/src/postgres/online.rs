@@ -21,7 +21,7 @@ use tessera_core::money::Money;
 use tessera_core::pricing::{PricedCart, PricedLine};
 use tessera_core::slot::SlotId;
 use tessera_core::ticket_code::{CodeError, TicketClaims, TicketSigner};
-use tokio_postgres::{Client, Statement, Transaction};
+use tokio_postgres::{Statement, Transaction};
 use uuid::Uuid;
 
 use super::cache::{slot_from_row, CachedSlot, SLOT_COLUMNS};
@@ -73,8 +73,8 @@ impl fmt::Debug for Job {
 }
 
 impl Job {
-    /// One pipelined function call (the rest run one after another, each
-    /// under its own savepoint).
+    /// A job the batch decides (`batch`); the rest run one after another,
+    /// each under its own savepoint.
     pub fn is_one_call(&self) -> bool {
         matches!(self, Job::CreateHold(_) | Job::ConfirmHold(_))
     }
@@ -122,7 +122,7 @@ impl Key {
     }
 }
 
-/// A checkout hold, ready for `tessera_take_hold`.
+/// A checkout hold, ready for the writer's batch.
 pub struct HoldJob {
     pub key: Key,
     pub now_ms: i64,
@@ -197,7 +197,7 @@ impl StoredHold {
     }
 }
 
-/// A confirmation, ready for `tessera_confirm_hold`: the order's id and
+/// A confirmation, ready for the writer's batch: the order's id and
 /// answer, and its tickets signed, one column per field.
 pub struct ConfirmJob {
     pub key: Key,
@@ -335,39 +335,16 @@ pub(super) fn issue_tickets(
     Ok(tickets)
 }
 
-/// The writer's statements, prepared once per connection.
+/// The writer's statements, prepared once per connection (a new
+/// connection starts with none).
+#[derive(Default)]
 pub struct Statements {
-    take_hold: Statement,
-    confirm_hold: Statement,
-    record: Statement,
-    forget: Statement,
     /// The batch's statements (`batch`), prepared on first use: parsing and
     /// planning each once per connection, not once per batch.
     cached: std::sync::Mutex<std::collections::HashMap<&'static str, Statement>>,
 }
 
 impl Statements {
-    pub async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
-        Ok(Statements {
-            take_hold: client
-                .prepare("SELECT * FROM tessera_take_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
-                .await?,
-            confirm_hold: client
-                .prepare(
-                    "SELECT * FROM tessera_confirm_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                                                        $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
-                )
-                .await?,
-            record: client
-                .prepare("UPDATE idempotency SET status = $2, body = $3 WHERE key_hash = $1")
-                .await?,
-            forget: client
-                .prepare("DELETE FROM idempotency WHERE key_hash = $1")
-                .await?,
-            cached: Default::default(),
-        })
-    }
-
     /// `sql` prepared on this connection (once).
     pub async fn get(
         &self,
@@ -392,263 +369,7 @@ impl Statements {
     }
 }
 
-/// What a job's function call answered (type `tessera_job_answer`).
-struct CallAnswer {
-    slot: Option<CachedSlot>,
-    outcome: String,
-    status: Option<i16>,
-    body: Option<serde_json::Value>,
-    order_id: Option<Uuid>,
-}
-
-impl CallAnswer {
-    fn from_row(row: &tokio_postgres::Row) -> PgResult<CallAnswer> {
-        // The call has written by now: its answer must stand even if the
-        // slot row it returns does not parse (a hand-edited database), or
-        // the job would be answered 500 for what committed. The cache then
-        // misses this update; the listener's re-reads say why in the log.
-        let slot = match row.get::<_, Option<String>>(0) {
-            Some(_) => slot_row(row)
-                .inspect_err(
-                    |e| tracing::error!(error = %e, "a slot row the writer changed does not parse"),
-                )
-                .ok(),
-            None => None,
-        };
-        Ok(CallAnswer {
-            slot,
-            outcome: row.get::<_, Option<String>>(10).unwrap_or_default(),
-            status: row.get(11),
-            body: row.get(12),
-            order_id: row.get(13),
-        })
-    }
-}
-
-/// How a call's outcome ends for the job.
-enum Settled {
-    /// Answered from what the call stored or found (done, replay, a
-    /// failure rolled back in the call).
-    Final(Done),
-    /// Refused after claiming the key: record the refusal's answer under it,
-    /// or forget the key, by `worth_recording`.
-    Refused(StoreError, Vec<CachedSlot>),
-}
-
-/// The outcomes both calls share.
-fn common_outcome(call: &mut CallAnswer, what: &str) -> Option<Settled> {
-    Some(match call.outcome.as_str() {
-        // The call stored the job's prepared answer; the caller fills the
-        // same body in.
-        "done" => Settled::Final(Done::keep(
-            Reply::Answer(Answer {
-                status: 201,
-                body: serde_json::Value::Null,
-                replayed: false,
-            }),
-            call.slot.take().into_iter().collect(),
-        )),
-        "replay" => {
-            metrics::counter!("tessera_idempotent_replays_total").increment(1);
-            let status = call
-                .status
-                .and_then(|s| u16::try_from(s).ok())
-                .unwrap_or(500);
-            Settled::Final(Done::discard(Ok(Reply::Answer(Answer {
-                status,
-                body: call.body.take().unwrap_or(serde_json::Value::Null),
-                replayed: true,
-            }))))
-        }
-        "key_reused" => Settled::Final(Done::discard(Err(Refusal::IdempotencyKeyReused.into()))),
-        // The same key twice in one batch, the first not answered yet.
-        "pending" => Settled::Final(Done::discard(Err(StoreError::Unavailable))),
-        "failed" => {
-            let request_id = uuid::Uuid::now_v7().simple().to_string();
-            let message = call.body.take().unwrap_or(serde_json::Value::Null);
-            tracing::error!(%message, %request_id, job = what, "a job failed in PostgreSQL; rolled back alone");
-            Settled::Final(Done::discard(Err(StoreError::Internal { request_id })))
-        }
-        _ => return None,
-    })
-}
-
-fn hold_outcome(env: &Env, job: &HoldJob, mut call: CallAnswer) -> PgResult<Settled> {
-    if let Some(settled) = common_outcome(&mut call, "create_hold") {
-        return Ok(match settled {
-            Settled::Final(mut done) => {
-                if let Ok(Reply::Answer(a)) = &mut done.reply {
-                    if !a.replayed {
-                        metrics::counter!("tessera_holds_created_total").increment(1);
-                        a.body = job.body.clone();
-                    }
-                }
-                Settled::Final(done)
-            }
-            other => other,
-        });
-    }
-    let slot_id = job.slot;
-    let error = match call.outcome.as_str() {
-        "unknown_slot" if env.catalogue.is_closed(slot_id.date) => {
-            StoreError::from(Refusal::MuseumClosed(slot_id.date.to_string()))
-        }
-        "unknown_slot" => StoreError::from(Refusal::UnknownSlot(slot_id.to_string())),
-        "past" => StoreError::from(Refusal::SlotPast(slot_id.to_string())),
-        "sold_out" => {
-            metrics::counter!("tessera_sold_out_total").increment(1);
-            StoreError::from(Refusal::SoldOut {
-                requested: u32::try_from(job.admissions).unwrap_or(0),
-                available: call.slot.as_ref().map_or(0, |s| s.ledger.available()),
-            })
-        }
-        other => {
-            return Err(JobError::Bookkeeping(format!(
-                "tessera_take_hold answered {other:?}"
-            )))
-        }
-    };
-    Ok(Settled::Refused(error, Vec::new()))
-}
-
-fn confirm_outcome(job: &ConfirmJob, mut call: CallAnswer) -> PgResult<Settled> {
-    if let Some(settled) = common_outcome(&mut call, "confirm_hold") {
-        return Ok(match settled {
-            Settled::Final(mut done) => {
-                if let Ok(Reply::Answer(a)) = &mut done.reply {
-                    if !a.replayed {
-                        metrics::counter!("tessera_orders_total").increment(1);
-                        metrics::counter!("tessera_admissions_sold_total", "channel" => "online")
-                            .increment(u64::try_from(job.admissions).unwrap_or(0));
-                        a.body = job.body.clone();
-                    }
-                }
-                Settled::Final(done)
-            }
-            other => other,
-        });
-    }
-    let id = job.hold_id.to_string();
-    let error = match call.outcome.as_str() {
-        "unknown_hold" => StoreError::from(Refusal::UnknownHold(id)),
-        "confirmed" => StoreError::from(Refusal::HoldAlreadyConfirmed {
-            hold: id,
-            order: call.order_id.map(|o| o.to_string()).unwrap_or_default(),
-        }),
-        "cancelled" => StoreError::from(Refusal::HoldCancelled(id)),
-        "expired" => StoreError::from(Refusal::HoldExpired(id)),
-        // Read before it existed; the client's retry finds it.
-        "stale" => StoreError::Unavailable,
-        other => {
-            return Err(JobError::Bookkeeping(format!(
-                "tessera_confirm_hold answered {other:?}"
-            )))
-        }
-    };
-    // An expired hold released by this call gave its places back.
-    Ok(Settled::Refused(
-        error,
-        call.slot.take().into_iter().collect(),
-    ))
-}
-
-/// Runs a hold or a confirmation as one call (plus, for a refusal, one
-/// statement recording or forgetting its key). Sends its call on the first
-/// poll, so a batch's calls pipeline.
-pub async fn run_call(
-    tx: &Transaction<'_>,
-    st: &Statements,
-    env: &Env,
-    job: &Job,
-) -> PgResult<Done> {
-    let (key, settled) = match job {
-        Job::CreateHold(h) => {
-            let row = tx
-                .query_one(
-                    &st.take_hold,
-                    &[
-                        &h.key.hash,
-                        &h.key.request,
-                        &h.now_ms,
-                        &h.slot.to_string(),
-                        &h.admissions,
-                        &h.hold_id,
-                        &h.expires_ms,
-                        &h.lines,
-                        &h.total,
-                        &h.currency,
-                        &h.body,
-                    ],
-                )
-                .await?;
-            (&h.key, hold_outcome(env, h, CallAnswer::from_row(&row)?)?)
-        }
-        Job::ConfirmHold(c) => {
-            let row = tx
-                .query_one(
-                    &st.confirm_hold,
-                    &[
-                        &c.key.hash,
-                        &c.key.request,
-                        &c.now_ms,
-                        &env.process,
-                        &c.hold_id,
-                        &c.slot,
-                        &c.admissions,
-                        &c.order_id,
-                        &c.payment_reference,
-                        &c.email,
-                        &c.channel,
-                        &c.reference,
-                        &c.body,
-                        &c.tickets.ids,
-                        &c.tickets.products,
-                        &c.tickets.admits,
-                        &c.tickets.codes,
-                        &c.tickets.prices,
-                        &c.tickets.vat_bp,
-                        &c.key_id,
-                    ],
-                )
-                .await?;
-            (&c.key, confirm_outcome(c, CallAnswer::from_row(&row)?)?)
-        }
-        _ => {
-            return Err(JobError::Bookkeeping(
-                "only holds and confirmations are one call".into(),
-            ))
-        }
-    };
-    match settled {
-        Settled::Final(done) => Ok(done),
-        Settled::Refused(e, slots) if worth_recording(&e) => {
-            let (status, body) = (e.status(), e.body());
-            tx.execute(
-                &st.record,
-                &[&key.hash, &i16::try_from(status).unwrap_or(500), &body],
-            )
-            .await?;
-            Ok(Done::keep(
-                Reply::Answer(Answer {
-                    status,
-                    body,
-                    replayed: false,
-                }),
-                slots,
-            ))
-        }
-        Settled::Refused(e, slots) => {
-            tx.execute(&st.forget, &[&key.hash]).await?;
-            Ok(Done {
-                reply: Err(e),
-                keep: !slots.is_empty(),
-                slots,
-            })
-        }
-    }
-}
-
-/// The jobs that are not one call, one after another.
+/// The jobs the batch does not decide, one after another.
 pub async fn run(tx: &Transaction<'_>, env: &Env, job: &Job, now_ms: i64) -> PgResult<Done> {
     match job {
         Job::CancelHold { hold } => cancel_hold(tx, env, *hold, now_ms).await,
@@ -658,7 +379,7 @@ pub async fn run(tx: &Transaction<'_>, env: &Env, job: &Job, now_ms: i64) -> PgR
             Ok(Done::keep(Reply::Done, Vec::new()))
         }
         Job::CreateHold(_) | Job::ConfirmHold(_) => Err(JobError::Bookkeeping(
-            "holds and confirmations run as one call".into(),
+            "holds and confirmations are decided by the batch".into(),
         )),
     }
 }

@@ -5,10 +5,8 @@
 //! confirmations are decided together (`batch`): a few multi-row statements
 //! whatever the batch's size, over the slot rows it locks in slot order. If
 //! that fails for any reason but a conflict, the transaction is dropped and
-//! the same jobs run again one database function call each (`online`,
-//! migration V2), pipelined (tokio-postgres sends queries polled together
-//! without waiting); each call is its own subtransaction, so the job at
-//! fault fails alone and the others commit. One NOTIFY names the slots the
+//! the same jobs run again one at a time, each a batch of one under its own
+//! savepoint, so the job at fault fails alone and the others commit. One NOTIFY names the slots the
 //! batch changed; then COMMIT, and only then is each job answered. Sweeps
 //! and cancellations run afterwards, each in a transaction of its own that
 //! takes its slot rows first. A deadlock or serialization failure aborts
@@ -19,7 +17,7 @@
 //! the committed answer. A statement or lock timeout (a slot row held by
 //! another session past `lock_timeout`, see `connector`) rolls the whole
 //! batch back and answers its jobs 503, keeping the connection: running it
-//! again, together or one call each, would only wait out the same lock
+//! again, together or one at a time, would only wait out the same lock
 //! again while every job behind it queues; the clients retry with their
 //! keys.
 
@@ -193,14 +191,14 @@ enum Mode {
     /// Decided together, a few multi-row statements for the whole batch
     /// (`batch`).
     Together,
-    /// One database call each (`online::run_call`).
+    /// One job at a time, each under its own savepoint.
     OneByOne,
 }
 
 /// Why a batch did not commit.
 enum BatchError {
     /// Deciding the batch together failed (not a conflict): run it again
-    /// one call per job.
+    /// one job at a time.
     OneByOne(JobError),
     /// Deadlock or serialization failure: run it again.
     Conflict(tokio_postgres::Error),
@@ -333,10 +331,10 @@ impl Writer {
                 }
                 Err(BatchError::OneByOne(e)) => {
                     // Rolled back (the transaction is dropped); the same jobs
-                    // again, one call each, so that the one at fault fails
+                    // again, one at a time, so that the one at fault fails
                     // alone.
                     metrics::counter!("tessera_pg_batch_one_by_one_total").increment(1);
-                    tracing::warn!(error = %e, jobs = batch.len(), "deciding a batch together failed; running its jobs one call each");
+                    tracing::warn!(error = %e, jobs = batch.len(), "deciding a batch together failed; running its jobs one at a time");
                     mode = Mode::OneByOne;
                     attempt -= 1;
                 }
@@ -405,7 +403,10 @@ impl Writer {
                         Err(e) => return Err(BatchError::OneByOne(e)),
                     }
                 }
-                Mode::OneByOne => self.one_call_each(&tx, st, jobs, &calls).await?,
+                Mode::OneByOne => {
+                    self.one_batch_each(&mut tx, st, jobs, &calls, now_ms, phases, &mut notified)
+                        .await?
+                }
             };
             for (i, d) in answers {
                 done[i] = Some(d);
@@ -436,40 +437,39 @@ impl Writer {
         Ok(done)
     }
 
-    /// Each hold and confirmation as one call of its own (a subtransaction
-    /// in the database), pipelined: the way a batch runs when deciding it
-    /// together failed, so that a job failing fails alone.
-    async fn one_call_each(
+    /// Each hold and confirmation decided alone, as a batch of one under a
+    /// savepoint of its own: the way a batch runs when deciding it together
+    /// failed, so that the job at fault fails alone and the others commit.
+    /// The same rules decide (`batch`, core's ledger), one job at a time.
+    #[allow(clippy::too_many_arguments)]
+    async fn one_batch_each(
         &self,
-        tx: &Transaction<'_>,
+        tx: &mut Transaction<'_>,
         st: &Statements,
         jobs: &[Queued],
         calls: &[(usize, &Job)],
+        now_ms: i64,
+        phases: &mut Phases,
+        notified: &mut BTreeSet<SlotId>,
     ) -> Result<Vec<(usize, Done)>, BatchError> {
-        let answers =
-            futures_util::future::join_all(calls.iter().map(|(i, job)| async move {
-                (*i, online::run_call(tx, st, &self.env, job).await)
-            }))
-            .await;
-        let mut out = Vec::with_capacity(answers.len());
-        let mut failure: Option<tokio_postgres::Error> = None;
-        for (i, answer) in answers {
-            match answer {
-                Ok(d) => out.push((i, d)),
-                // After one error the transaction is aborted and every later
-                // statement fails too; the conflict (if any) is what counts.
-                Err(JobError::Pg(e)) => {
-                    if failure.as_ref().is_none_or(|f| !is_conflict(f)) {
-                        failure = Some(e);
-                    }
+        let mut out = Vec::with_capacity(calls.len());
+        for &(i, job) in calls {
+            let sp = tx.savepoint("one").await.map_err(classify)?;
+            match batch::run(&sp, st, &self.env, &[(i, job)], now_ms, phases).await {
+                Ok((answers, sent)) => {
+                    sp.commit().await.map_err(classify)?;
+                    notified.extend(sent);
+                    out.extend(answers);
                 }
-                Err(e) => out.push((i, self.job_failed(&jobs[i], &e))),
+                Err(e) => {
+                    let e = aborting(e)?;
+                    // Its NOTIFY, if it sent one, goes with the savepoint.
+                    sp.rollback().await.map_err(classify)?;
+                    out.push((i, self.job_failed(&jobs[i], &e)));
+                }
             }
         }
-        match failure {
-            Some(e) => Err(classify(e)),
-            None => Ok(out),
-        }
+        Ok(out)
     }
 
     /// One job under its own savepoint.
@@ -490,13 +490,8 @@ impl Writer {
                 sp.rollback().await.map_err(classify)?;
                 Ok(done)
             }
-            Err(JobError::Pg(e)) if is_conflict(&e) => Err(BatchError::Conflict(e)),
-            // The transaction is aborted: the whole batch is answered 503.
-            Err(JobError::Pg(e)) if super::schema::is_timeout(&e) => Err(BatchError::Timeout(e)),
-            Err(JobError::Pg(e)) if e.is_closed() => Err(BatchError::Connection(e)),
             Err(e) => {
-                // A bug or a broken constraint (the oversell CHECK, say):
-                // this job changes nothing; the batch goes on.
+                let e = aborting(e)?;
                 sp.rollback().await.map_err(classify)?;
                 Ok(self.job_failed(queued, &e))
             }
@@ -510,6 +505,20 @@ impl Writer {
             .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
         tracing::error!(error = %e, %request_id, job = ?queued.job, "a job failed in PostgreSQL; rolled back alone");
         Done::discard(Err(StoreError::Internal { request_id }))
+    }
+}
+
+/// What a job's error means for its batch: a conflict, a time limit or a
+/// lost connection aborts the whole transaction (run again, or answer 503);
+/// anything else (a bug, a broken constraint such as the oversell CHECK) is
+/// the job's alone: it is rolled back to its savepoint, changes nothing, and
+/// the batch goes on.
+fn aborting(e: JobError) -> Result<JobError, BatchError> {
+    match e {
+        JobError::Pg(e) if is_conflict(&e) => Err(BatchError::Conflict(e)),
+        JobError::Pg(e) if super::schema::is_timeout(&e) => Err(BatchError::Timeout(e)),
+        JobError::Pg(e) if e.is_closed() => Err(BatchError::Connection(e)),
+        other => Ok(other),
     }
 }
 
@@ -561,8 +570,7 @@ async fn connect_prepared(
     connector: &Connector,
 ) -> Result<(Client, Statements), crate::postgres::PgError> {
     let client = connector.connect("writer").await?;
-    let st = Statements::prepare(&client).await?;
-    Ok((client, st))
+    Ok((client, Statements::default()))
 }
 
 fn answer_all(batch: Vec<Queued>, error: impl Fn() -> StoreError) {
