@@ -162,6 +162,9 @@ pub struct LeaseHeldFact {
     pub slot_id: SlotId,
     pub escrow: u32,
     pub sold: u32,
+    /// Revoked by a supervisor: its places went back to the slot, so none
+    /// are held over.
+    pub revoked: bool,
     pub last_sync_at_ms: Option<i64>,
 }
 
@@ -543,7 +546,7 @@ fn missing(facts: &DayFacts, counters: &[CounterFact]) -> Missing {
     m.leases_held = facts
         .leases_held
         .iter()
-        .filter(|l| l.escrow > l.sold)
+        .filter(|l| !l.revoked && l.escrow > l.sold)
         .map(|l| LeaseHeld {
             counter: l.counter.clone(),
             lease_id: LeaseId(l.lease_id),
@@ -723,5 +726,33 @@ mod tests {
             admissions: 2,
         });
         assert!(matches!(assemble(f), Err(FactError::WaitlistState(_))));
+    }
+
+    #[test]
+    fn only_unrevoked_leases_with_unsold_places_are_held_over() {
+        let date = Date::constant(2026, 12, 3);
+        let mut f = empty(date);
+        let slot: SlotId = "2026-12-03T10:00".parse().unwrap();
+        let fact = |n: u128, escrow: u32, sold: u32, revoked: bool| LeaseHeldFact {
+            counter: "Counter A".into(),
+            lease_id: Uuid::from_u128(n),
+            slot_id: slot,
+            escrow,
+            sold,
+            revoked,
+            last_sync_at_ms: None,
+        };
+        f.leases_held = vec![
+            fact(1, 10, 4, false),
+            fact(2, 10, 4, true),
+            fact(3, 6, 6, false),
+        ];
+        let report = assemble(f).expect("report");
+        let held = &report.missing.leases_held;
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(
+            (held[0].lease_id, held[0].unsold),
+            (LeaseId(Uuid::from_u128(1)), 6)
+        );
     }
 }

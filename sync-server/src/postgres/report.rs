@@ -397,11 +397,11 @@ async fn leases_held(
     let mut out = Vec::new();
     for r in tx
         .query(
-            "SELECT d.name, l.lease_id, l.slot_id, l.granted_total - l.released_total, l.sold, s.last_sync_at
+            "SELECT d.name, l.lease_id, l.slot_id, l.granted_total - l.released_total, l.sold, s.last_sync_at,
+                    l.revoked_escrow IS NOT NULL
              FROM leases l JOIN devices d ON d.device_id = l.device_id
                   LEFT JOIN device_sync s ON s.device_id = l.device_id
-             WHERE l.slot_id >= $1 AND l.slot_id < $2 AND l.revoked_at IS NULL
-               AND l.granted_total - l.released_total > l.sold",
+             WHERE l.slot_id >= $1 AND l.slot_id < $2",
             &[&day.slots_from, &day.slots_to],
         )
         .await
@@ -413,6 +413,7 @@ async fn leases_held(
             slot_id: slot_of(r.get(2))?,
             escrow: fits("escrow", i64::from(r.get::<_, i32>(3)))?,
             sold: fits("sold", i64::from(r.get::<_, i32>(4)))?,
+            revoked: r.get(6),
             last_sync_at_ms: r.get(5),
         });
     }

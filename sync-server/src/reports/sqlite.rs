@@ -386,9 +386,10 @@ fn sync_of(conn: &Connection, device: Uuid) -> Result<Option<SyncFact>, ReportEr
 
 fn leases_held(conn: &Connection, day: &DayBounds) -> Result<Vec<LeaseHeldFact>, ReportError> {
     let mut stmt = conn.prepare(
-        "SELECT d.name, l.lease_id, l.slot_id, l.granted_total - l.released_total, l.sold, s.last_sync_at
+        "SELECT d.name, l.lease_id, l.slot_id, l.granted_total - l.released_total, l.sold, s.last_sync_at,
+                l.revoked_escrow IS NOT NULL
          FROM leases l JOIN devices d ON d.device_id = l.device_id LEFT JOIN device_sync s ON s.device_id = l.device_id
-         WHERE l.slot_id >= ?1 AND l.slot_id < ?2 AND l.revoked_at IS NULL AND l.granted_total - l.released_total > l.sold",
+         WHERE l.slot_id >= ?1 AND l.slot_id < ?2",
     )?;
     let rows = stmt.query_map(params![day.slots_from, day.slots_to], |r| {
         Ok((
@@ -398,17 +399,19 @@ fn leases_held(conn: &Connection, day: &DayBounds) -> Result<Vec<LeaseHeldFact>,
             r.get::<_, u32>(3)?,
             r.get::<_, u32>(4)?,
             r.get::<_, Option<i64>>(5)?,
+            r.get::<_, bool>(6)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (counter, lease, slot_id, escrow, sold, last_sync) = row?;
+        let (counter, lease, slot_id, escrow, sold, last_sync, revoked) = row?;
         out.push(LeaseHeldFact {
             counter,
             lease_id: uuid(&lease)?,
             slot_id,
             escrow,
             sold,
+            revoked,
             last_sync_at_ms: last_sync,
         });
     }
