@@ -291,4 +291,26 @@ mod tests {
     fn migrations_are_valid() {
         super::migrations().validate().unwrap();
     }
+
+    /// Issue 11: the leases given back at every sync are found from the
+    /// unsettled ones, not from every slot the counter ever knew.
+    #[test]
+    fn closed_leases_are_found_from_the_unsettled_ones() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::migrations().to_latest(&mut conn).unwrap();
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT lease_id FROM leases WHERE {}",
+            crate::sync::CLOSED_UNSETTLED
+        );
+        let plan: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map([0i64], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("leases_unsettled"), "{plan}");
+        assert!(!plan.contains("SCAN slots"), "{plan}");
+    }
 }
