@@ -23,6 +23,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0003_quarantine.sql")),
         M::up(include_str!("../migrations/0004_staff.sql")),
         M::up(include_str!("../migrations/0005_live_sync.sql")),
+        M::up(include_str!("../migrations/0006_unsent_indexes.sql")),
     ])
 }
 
@@ -312,5 +313,14 @@ mod tests {
         let plan = plan.join("\n");
         assert!(plan.contains("leases_unsettled"), "{plan}");
         assert!(!plan.contains("SCAN slots"), "{plan}");
+
+        let unsent: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT report FROM shifts WHERE closed_at IS NOT NULL AND uploaded = 0",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(unsent.contains("shifts_unsent"), "{unsent}");
     }
 }
