@@ -21,7 +21,7 @@
 //! gets it (`GET /v1/reports/day` with a supervisor device's token). Each
 //! figure of the last day is compared with the first day's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,6 +51,10 @@ pub struct HistoryOptions {
     /// The store the server serves.
     pub backend: Backend,
     pub server_bin: PathBuf,
+    /// Where to copy the walked databases (the server's directory and each
+    /// counter's) when the walk ends, so the last day can be studied
+    /// afterwards; SQLite only (a PostgreSQL cluster dies with the run).
+    pub keep_db: Option<PathBuf>,
 }
 
 const COUNTERS: usize = 3;
@@ -156,6 +160,9 @@ pub async fn run(opts: &HistoryOptions) -> Result<HistoryReport> {
     .await?;
     let first = first.ok_or_else(|| anyhow!("no open day"))?;
     let comparisons = compare(&first, &last);
+    if let Some(dir) = &opts.keep_db {
+        keep(&mut server, &counters, last_day, dir)?;
+    }
     Ok(HistoryReport {
         scenario: "history",
         backend: opts.backend.name(),
@@ -167,6 +174,37 @@ pub async fn run(opts: &HistoryOptions) -> Result<HistoryReport> {
         last,
         comparisons,
     })
+}
+
+/// Copies the server's directory and the counters' to `dir` (`server/`,
+/// `counter-1/`…), with the last day in `day.txt`: the server is killed
+/// first so that the files (WAL included) are not written while copied.
+fn keep(server: &mut Server, counters: &[Counter], day: Date, dir: &Path) -> Result<()> {
+    anyhow::ensure!(
+        server.backend() == Backend::Sqlite,
+        "--keep-db keeps SQLite files; a PostgreSQL cluster ends with the run"
+    );
+    server.kill();
+    copy_dir(server.data_dir(), &dir.join("server"))?;
+    for (i, c) in counters.iter().enumerate() {
+        copy_dir(c.dir.path(), &dir.join(format!("counter-{}", i + 1)))?;
+    }
+    std::fs::write(dir.join("day.txt"), format!("{day}\n"))
+        .with_context(|| format!("writing {}", dir.join("day.txt").display()))?;
+    eprintln!("history: databases kept in {}", dir.display());
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// A supervisor device's token: what the day report over HTTP needs (an

@@ -1,5 +1,6 @@
 //! `tessera-loadtest`: see the crate docs and docs/BENCHMARKS.md.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -180,6 +181,10 @@ enum Cmd {
         /// `--database`).
         #[arg(long, default_value = "sqlite", value_parser = parse_backend)]
         backend: Backend,
+        /// Copy the walked SQLite databases (server and counters) into this
+        /// directory at the end, to study the last day afterwards.
+        #[arg(long)]
+        keep_db: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -414,6 +419,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             probe_syncs,
             probe_orders,
             backend,
+            keep_db,
             json,
         } => {
             let opts = history::HistoryOptions {
@@ -424,6 +430,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 probe_orders,
                 backend,
                 server_bin: release_server_binary()?,
+                keep_db,
             };
             let report = history::run(&opts).await?;
             if json {

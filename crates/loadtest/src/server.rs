@@ -190,6 +190,12 @@ impl Server {
         self.process.admin_ok(args).map_err(|e| anyhow!(e))
     }
 
+    /// The directory that holds the SQLite file, the server's log and its
+    /// test config (a temporary directory, removed when the server drops).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.process.dir.path()
+    }
+
     /// The store this server serves (`TESSERA_TEST_BACKEND`).
     pub fn backend(&self) -> Backend {
         self.process.backend

@@ -23,6 +23,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0003_quarantine.sql")),
         M::up(include_str!("../migrations/0004_staff.sql")),
         M::up(include_str!("../migrations/0005_live_sync.sql")),
+        M::up(include_str!("../migrations/0006_unsent_indexes.sql")),
     ])
 }
 
@@ -290,5 +291,36 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         super::migrations().validate().unwrap();
+    }
+
+    /// Issue 11: the leases given back at every sync are found from the
+    /// unsettled ones, not from every slot the counter ever knew.
+    #[test]
+    fn closed_leases_are_found_from_the_unsettled_ones() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::migrations().to_latest(&mut conn).unwrap();
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT lease_id FROM leases WHERE {}",
+            crate::sync::CLOSED_UNSETTLED
+        );
+        let plan: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map([0i64], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("leases_unsettled"), "{plan}");
+        assert!(!plan.contains("SCAN slots"), "{plan}");
+
+        let unsent: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT report FROM shifts WHERE closed_at IS NOT NULL AND uploaded = 0",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(unsent.contains("shifts_unsent"), "{unsent}");
     }
 }

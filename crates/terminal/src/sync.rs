@@ -38,13 +38,22 @@ pub(crate) fn acked_seq(conn: &Connection) -> Result<u64, TerminalError> {
     Ok(local::get::<u64>(conn, keys::ACKED_SEQ)?.unwrap_or(0))
 }
 
+/// Unsettled leases whose slot's entry window ended by `?1`.
+pub(crate) const CLOSED_UNSETTLED: &str = "settled = 0
+    AND EXISTS (SELECT 1 FROM slots s WHERE s.slot_id = leases.slot_id AND s.ends_at <= ?1)";
+
 /// Gives back what is unsold in leases whose entry window is over: nobody can
 /// sell those places any more, and the server's books should say so.
+///
+/// Driven from the unsettled leases (`leases_unsettled`, a handful) with a
+/// lookup of each one's slot: written as `slot_id IN (SELECT … FROM slots
+/// WHERE ends_at <= ?)`, SQLite built the list of every slot that ever ended
+/// (the counter keeps every slot it was told of) and probed the leases with
+/// each, at every sync, so a sync cost grew with the counter's days.
 fn settle_closed_slots(conn: &Connection, now_ms: i64) -> Result<(), TerminalError> {
     let over = conn
         .prepare_cached(&format!(
-            "SELECT {LEASE_COLUMNS} FROM leases
-             WHERE settled = 0 AND slot_id IN (SELECT slot_id FROM slots WHERE ends_at <= ?1)"
+            "SELECT {LEASE_COLUMNS} FROM leases WHERE {CLOSED_UNSETTLED}"
         ))?
         .query_map(params![now_ms], lease_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -302,7 +311,7 @@ fn mark_settled(
     let mut stmt = conn.prepare_cached(
         "UPDATE leases SET settled = 1
          WHERE lease_id = ?1 AND settled = 0
-           AND slot_id IN (SELECT slot_id FROM slots WHERE ends_at <= ?2)
+           AND EXISTS (SELECT 1 FROM slots sl WHERE sl.slot_id = leases.slot_id AND sl.ends_at <= ?2)
            AND NOT EXISTS (SELECT 1 FROM sales s WHERE s.lease_id = leases.lease_id AND s.terminal_seq > ?3)
            AND NOT EXISTS (SELECT 1 FROM voids v JOIN sales s ON s.sale_id = v.sale_id
                            WHERE s.lease_id = leases.lease_id AND v.uploaded = 0)",

@@ -200,13 +200,24 @@ impl Leases {
     }
 }
 
+/// Older slots that still have an unsettled lease: what start-up loads
+/// besides the slots from yesterday on.
+///
 /// Leases whose slot is over are "settled" once the counter has given back
 /// all it did not sell and every sale has arrived: nothing about them can
 /// change the inventory any more. Those of older slots stay in the database
-/// only; this is the SQL side of that test (a partial index of migration
-/// 0014 has the same condition, so the search for the others is cheap).
-const UNSETTLED_SQL: &str =
-    "revoked_escrow IS NULL AND (granted_total - released_total > sold OR unused_reported > 0)";
+/// only; the condition here is, word for word, that of the partial index
+/// `leases_unsettled_by_slot` (migration 0016), so the search reads the few
+/// unsettled leases only.
+///
+/// `sold <` comes first on purpose: SQLite rewrites a comparison whose right
+/// side only is a column (`… > sold`) into `sold < …` before it matches a
+/// partial index's condition, and then no longer recognises it. Written so,
+/// 0014's `leases_unsettled` was never used, and start-up read every lease
+/// of every past slot through `leases_by_slot`.
+pub(crate) const OLDER_UNSETTLED_SLOTS_SQL: &str = "SELECT DISTINCT slot_id FROM leases
+     WHERE slot_id < ?1
+       AND revoked_escrow IS NULL AND (sold < granted_total - released_total OR unused_reported > 0)";
 
 const LEASE_COLUMNS: &str = "lease_id, device_id, slot_id, granted_total, released_total, sold, unused_reported, revoked_escrow, kept";
 
@@ -380,9 +391,7 @@ impl State {
         // Older slots that still matter: a lease a counter has not settled
         // (it may have been offline since), or an open hold.
         let mut older: BTreeSet<SlotId> = BTreeSet::new();
-        let mut stmt = conn.prepare(&format!(
-            "SELECT DISTINCT slot_id FROM leases WHERE slot_id < ?1 AND {UNSETTLED_SQL}"
-        ))?;
+        let mut stmt = conn.prepare(OLDER_UNSETTLED_SLOTS_SQL)?;
         for slot in stmt.query_map(params![first], |r| parse_slot(&r.get::<_, String>(0)?))? {
             older.insert(slot?);
         }

@@ -844,14 +844,20 @@ fn derive_tallies(
 }
 
 /// A device's totals for a slot by the sales log.
+///
+/// The voids are reached through the slot's sales (`CROSS JOIN` fixes that
+/// order): left to itself, SQLite's planner, which has no statistics here,
+/// started from `counter_voids_by_device_time` and read every void the
+/// counter ever made, at every sync, for each slot it reported.
+pub(crate) const TALLY_OF_SQL: &str =
+    "SELECT (SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE device_id = ?1 AND slot_id = ?2),
+            (SELECT COALESCE(SUM(s.admissions), 0) FROM sales s CROSS JOIN counter_voids v ON v.sale_id = s.sale_id
+              WHERE s.device_id = ?1 AND s.slot_id = ?2 AND v.device_id = ?1 AND v.places_returned = 1)";
+
 fn tally_of(ctx: &Ctx<'_>, dev: &str, slot: SlotId) -> Result<ActorTally, Fatal> {
     Ok(ctx
         .tx
-        .prepare_cached(
-            "SELECT (SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE device_id = ?1 AND slot_id = ?2),
-                    (SELECT COALESCE(SUM(s.admissions), 0) FROM counter_voids v JOIN sales s ON s.sale_id = v.sale_id
-                      WHERE v.device_id = ?1 AND s.slot_id = ?2 AND v.places_returned = 1)",
-        )?
+        .prepare_cached(TALLY_OF_SQL)?
         .query_row(params![dev, slot], |r| {
             Ok(ActorTally {
                 sold: r.get(0)?,

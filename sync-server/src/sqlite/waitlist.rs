@@ -308,12 +308,17 @@ pub(crate) fn offer_returned_places(
 /// Lines of entry times that are over can never be served: their waiting
 /// entries end as removed (run by the writer's hourly housekeeping). Ended
 /// entries no longer count against their client, so its tag is dropped.
+///
+/// Driven from the waiting entries (`waitlist_line`) with a lookup of each
+/// one's slot: as `slot_id IN (SELECT … FROM slots WHERE ends_at <= ?)`,
+/// SQLite listed every slot that ever ended at each run, the first one
+/// right after start-up included.
 pub(crate) fn close_past_lines(ctx: &mut Ctx<'_>) -> Result<(), Fatal> {
     ctx.tx
         .prepare_cached(
             "UPDATE waitlist SET state = 'removed'
              WHERE state = 'waiting'
-               AND slot_id IN (SELECT slot_id FROM slots WHERE ends_at <= ?1)",
+               AND EXISTS (SELECT 1 FROM slots s WHERE s.slot_id = waitlist.slot_id AND s.ends_at <= ?1)",
         )?
         .execute(params![ctx.now_ms])?;
     ctx.tx
