@@ -709,4 +709,62 @@ mod tests {
         let other = SlotId::new(day, 660).unwrap();
         assert_eq!(leases.of_slot(&other).count(), 0);
     }
+
+    /// The SQL twin of core's `LeaseState::is_settled` (for a slot that is
+    /// over) must pick exactly the leases core calls unsettled, or start-up
+    /// would drop a lease that can still change the inventory.
+    #[test]
+    fn the_unsettled_search_agrees_with_core_on_every_small_lease() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE leases (slot_id TEXT, granted_total INTEGER, released_total INTEGER,
+                 sold INTEGER, unused_reported INTEGER, revoked_escrow INTEGER)",
+        )
+        .unwrap();
+        let day: jiff::civil::Date = "2026-12-01".parse().unwrap();
+        let mut unsettled = std::collections::BTreeSet::new();
+        let mut minute = 0;
+        for granted in 0..4u32 {
+            for released in 0..=granted {
+                for sold in 0..4u32 {
+                    for unused in 0..2u32 {
+                        for revoked in [None, Some(1u32)] {
+                            let slot = SlotId::new(day, minute).unwrap();
+                            minute += 1;
+                            let mut l = lease(slot);
+                            l.totals = LeaseTotals {
+                                granted_total: granted,
+                                released_total: released,
+                            };
+                            (l.sold, l.unused_reported, l.revoked_escrow) = (sold, unused, revoked);
+                            conn.execute(
+                                "INSERT INTO leases VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                rusqlite::params![
+                                    slot.to_string(),
+                                    granted,
+                                    released,
+                                    sold,
+                                    unused,
+                                    revoked
+                                ],
+                            )
+                            .unwrap();
+                            if !l.is_settled(true) {
+                                unsettled.insert(slot.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let found: std::collections::BTreeSet<String> = conn
+            .prepare(OLDER_UNSETTLED_SLOTS_SQL)
+            .unwrap()
+            .query_map(["9999"], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(!unsettled.is_empty());
+        assert_eq!(found, unsettled);
+    }
 }
