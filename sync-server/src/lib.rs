@@ -22,6 +22,7 @@ pub mod request_id;
 pub mod secrets;
 pub mod sqlite;
 pub mod store;
+mod uploads;
 
 use std::net::SocketAddr;
 use std::path::Path;

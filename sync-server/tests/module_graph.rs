@@ -18,6 +18,7 @@ const NEUTRAL: &[&str] = &[
     "error",
     "failpoint",
     "request_id",
+    "uploads",
 ];
 /// HTTP's side: its handlers and its error, which maps the store's answers
 /// to statuses.

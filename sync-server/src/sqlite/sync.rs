@@ -15,13 +15,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use rusqlite::{params, OptionalExtension};
 use tessera_core::api::sync::{
-    ActorTally, Quarantined, SaleRecord, ShiftRecord, SyncRequest, SyncResponse, VoidRecord,
+    ActorTally, Quarantined, SaleRecord, SyncRequest, SyncResponse, VoidRecord,
 };
 use tessera_core::catalogue::Catalogue;
 use tessera_core::ids::new_id;
 use tessera_core::inventory::{availability_line, LeasePolicy, LeaseTotals};
 use tessera_core::leases::{self, LeaseState, Sizing, SlotChange, SlotToSize};
-use tessera_core::limits;
 use tessera_core::reconcile;
 use tessera_core::slot::SlotId;
 use tessera_core::tally::Tallies;
@@ -37,6 +36,7 @@ use super::sql::Text;
 use super::state::{parse_slot, parse_uuid, LeaseRow, State};
 use super::writer::{Ctx, Fatal};
 use crate::store::{DeviceInfo, Refusal, StoreError};
+use crate::uploads::{Acks, QuarantineItem};
 use tessera_core::clock::from_ms;
 
 /// Quarantined uploads listed back to their counter in one answer.
@@ -97,26 +97,6 @@ pub(crate) fn sync(
         recalls,
         catalogue_version_seen,
     )?))
-}
-
-/// What the answer acknowledges.
-struct Acks {
-    acked_seq: u64,
-    sales_stored: u32,
-    sales_duplicate: u32,
-    voids: Vec<Uuid>,
-    shifts: Vec<Uuid>,
-}
-
-/// An upload set aside for a supervisor, as it is written.
-struct QItem {
-    kind: &'static str,
-    id: Uuid,
-    seq: Option<u64>,
-    slot: Option<SlotId>,
-    reason: String,
-    body: String,
-    device_at: Option<i64>,
 }
 
 // ---- judge: load the facts of each item, let `Judging` decide ----
@@ -463,51 +443,6 @@ fn lease_steps(ctx: &Ctx<'_>, lease: Uuid) -> Result<Vec<LeaseStep>, Fatal> {
     Ok(steps)
 }
 
-fn sale_item(sale: &SaleRecord, reason: String) -> Result<QItem, Fatal> {
-    tracing::warn!(sale = %sale.sale_id, seq = sale.terminal_seq, %reason, "counter sale quarantined");
-    metrics::counter!("tessera_quarantined_total", "kind" => "sale").increment(1);
-    Ok(QItem {
-        kind: "sale",
-        id: sale.sale_id,
-        seq: Some(sale.terminal_seq),
-        slot: Some(sale.slot_id),
-        reason: format!("sale #{}: {reason}", sale.terminal_seq),
-        body: json(sale)?,
-        device_at: Some(sale.created_at.as_millisecond()),
-    })
-}
-
-fn void_item(v: &VoidRecord, seq: Option<u64>, reason: String) -> Result<QItem, Fatal> {
-    tracing::warn!(void = %v.void_id, sale = %v.sale_id, %reason, "counter void quarantined");
-    metrics::counter!("tessera_quarantined_total", "kind" => "void").increment(1);
-    Ok(QItem {
-        kind: "void",
-        id: v.void_id,
-        seq,
-        slot: None,
-        reason: format!("void of sale {}: {reason}", v.sale_id),
-        body: json(v)?,
-        device_at: Some(v.at.as_millisecond()),
-    })
-}
-
-fn shift_item(s: &ShiftRecord, reason: String) -> Result<QItem, Fatal> {
-    tracing::warn!(shift = %s.shift_id, %reason, "closed shift quarantined");
-    metrics::counter!("tessera_quarantined_total", "kind" => "shift").increment(1);
-    Ok(QItem {
-        kind: "shift",
-        id: s.shift_id,
-        seq: None,
-        slot: None,
-        reason: format!(
-            "shift of {}: {reason}",
-            limits::prefix(&s.cashier, limits::STAFF_NAME_CHARS)
-        ),
-        body: json(s)?,
-        device_at: Some(s.closed_at.as_millisecond()),
-    })
-}
-
 // ---- apply: write what judging decided ----
 
 fn apply(
@@ -752,17 +687,7 @@ fn write_quarantine(
     quarantine: &[Quarantine],
 ) -> Result<(), Fatal> {
     for q in quarantine {
-        let q = match q {
-            Quarantine::Sale { index, reason } => {
-                sale_item(&request.sales[*index], reason.clone())?
-            }
-            Quarantine::Void { index, seq, reason } => {
-                void_item(&request.voids[*index], *seq, reason.clone())?
-            }
-            Quarantine::Shift { index, reason } => {
-                shift_item(&request.shifts[*index], reason.clone())?
-            }
-        };
+        let q = QuarantineItem::of(request, q).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
         ctx.tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO quarantine (item_id, kind, device_id, terminal_seq, slot_id, reason, body, device_at, received_at)

@@ -273,13 +273,7 @@ impl Round<'_, '_> {
         quarantine: &[Quarantine],
     ) -> R<()> {
         for q in quarantine {
-            let q = match q {
-                Quarantine::Sale { index, reason } => sale_item(&request.sales[*index], reason)?,
-                Quarantine::Void { index, seq, reason } => {
-                    void_item(&request.voids[*index], *seq, reason)?
-                }
-                Quarantine::Shift { index, reason } => shift_item(&request.shifts[*index], reason)?,
-            };
+            let q = QuarantineItem::of(request, q).map_err(bookkeeping)?;
             self.tx
                 .execute(
                     "INSERT INTO quarantine (item_id, kind, device_id, terminal_seq, slot_id, reason, body, device_at, received_at)

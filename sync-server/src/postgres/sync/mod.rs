@@ -47,14 +47,13 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use tessera_core::api::online::SlotAvailability;
 use tessera_core::api::sync::{
-    ActorTally, Quarantined, SaleRecord, ShiftRecord, SyncRequest, SyncResponse, VoidRecord,
+    ActorTally, Quarantined, SaleRecord, SyncRequest, SyncResponse, VoidRecord,
 };
 use tessera_core::catalogue::Catalogue;
 use tessera_core::clock::{from_ms, Clock};
 use tessera_core::ids::new_id;
 use tessera_core::inventory::{InventoryError, LeasePolicy, LeaseTotals};
 use tessera_core::leases::{self, LeaseState, Sizing, SlotChange, SlotToSize};
-use tessera_core::limits;
 use tessera_core::reconcile;
 use tessera_core::slot::SlotId;
 use tessera_core::tally::{Tallies, ONLINE_ACTOR};
@@ -72,6 +71,7 @@ use super::cache::{slot_from_row, slots_payload, Cache, CachedSlot, SLOT_COLUMNS
 use super::pool::Pool;
 use super::schema::{self, CHANGES};
 use crate::store::{DeviceInfo, Refusal, StoreError};
+use crate::uploads::{Acks, QuarantineItem};
 
 mod answer;
 mod apply;
@@ -353,26 +353,6 @@ fn refusal(r: BatchRefusal) -> StoreError {
     }
 }
 
-/// What the answer acknowledges.
-struct Acks {
-    acked_seq: u64,
-    sales_stored: u32,
-    sales_duplicate: u32,
-    voids: Vec<Uuid>,
-    shifts: Vec<Uuid>,
-}
-
-/// An upload set aside for a supervisor, as it is written.
-struct QItem {
-    kind: &'static str,
-    id: Uuid,
-    seq: Option<u64>,
-    slot: Option<SlotId>,
-    reason: String,
-    body: String,
-    device_at: Option<i64>,
-}
-
 /// One round's transaction and what it loaded.
 struct Round<'r, 't> {
     c: &'r Counters,
@@ -390,49 +370,4 @@ struct Round<'r, 't> {
     moved: BTreeSet<SlotId>,
     /// Slots every process must re-read (ledger or tally changed).
     notify: BTreeSet<SlotId>,
-}
-
-fn sale_item(sale: &SaleRecord, reason: &str) -> R<QItem> {
-    tracing::warn!(sale = %sale.sale_id, seq = sale.terminal_seq, %reason, "counter sale quarantined");
-    metrics::counter!("tessera_quarantined_total", "kind" => "sale").increment(1);
-    Ok(QItem {
-        kind: "sale",
-        id: sale.sale_id,
-        seq: Some(sale.terminal_seq),
-        slot: Some(sale.slot_id),
-        reason: format!("sale #{}: {reason}", sale.terminal_seq),
-        body: json(sale)?,
-        device_at: Some(sale.created_at.as_millisecond()),
-    })
-}
-
-fn void_item(v: &VoidRecord, seq: Option<u64>, reason: &str) -> R<QItem> {
-    tracing::warn!(void = %v.void_id, sale = %v.sale_id, %reason, "counter void quarantined");
-    metrics::counter!("tessera_quarantined_total", "kind" => "void").increment(1);
-    Ok(QItem {
-        kind: "void",
-        id: v.void_id,
-        seq,
-        slot: None,
-        reason: format!("void of sale {}: {reason}", v.sale_id),
-        body: json(v)?,
-        device_at: Some(v.at.as_millisecond()),
-    })
-}
-
-fn shift_item(s: &ShiftRecord, reason: &str) -> R<QItem> {
-    tracing::warn!(shift = %s.shift_id, %reason, "closed shift quarantined");
-    metrics::counter!("tessera_quarantined_total", "kind" => "shift").increment(1);
-    Ok(QItem {
-        kind: "shift",
-        id: s.shift_id,
-        seq: None,
-        slot: None,
-        reason: format!(
-            "shift of {}: {reason}",
-            limits::prefix(&s.cashier, limits::STAFF_NAME_CHARS)
-        ),
-        body: json(s)?,
-        device_at: Some(s.closed_at.as_millisecond()),
-    })
 }
