@@ -171,37 +171,45 @@ impl Cache {
         metrics::gauge!("tessera_pg_cached_slots").set(slots.len() as f64);
     }
 
+    /// The rows `select` (`SELECT … FROM table`) reads for the live slots
+    /// named in `only`, or for every live slot; `None` when none of those
+    /// named is live. Slot ids are `YYYY-MM-DDTHH:MM`, which sort as the
+    /// slots do, so the primary key serves the range.
+    async fn read_live(
+        &self,
+        client: &impl GenericClient,
+        select: &str,
+        only: Option<&[String]>,
+    ) -> Result<Option<Vec<Row>>, PgError> {
+        let first = self.first_live_text();
+        let rows = match only {
+            Some(ids) => {
+                let live: Vec<&String> = ids.iter().filter(|id| **id >= first).collect();
+                if live.is_empty() {
+                    return Ok(None);
+                }
+                client
+                    .query(&format!("{select} WHERE slot_id = ANY($1)"), &[&live])
+                    .await?
+            }
+            None => {
+                client
+                    .query(&format!("{select} WHERE slot_id >= $1"), &[&first])
+                    .await?
+            }
+        };
+        Ok(Some(rows))
+    }
+
     /// Re-reads the slots named (those still live), or every live slot.
     pub async fn reload_slots(
         &self,
         client: &impl GenericClient,
         only: Option<&[String]>,
     ) -> Result<(), PgError> {
-        let first = self.first_live_text();
-        let only: Option<Vec<String>> =
-            only.map(|ids| ids.iter().filter(|id| **id >= first).cloned().collect());
-        if only.as_ref().is_some_and(Vec::is_empty) {
+        let select = format!("SELECT {SLOT_COLUMNS} FROM slots");
+        let Some(rows) = self.read_live(client, &select, only).await? else {
             return Ok(());
-        }
-        // Slot ids are `YYYY-MM-DDTHH:MM`, which sort as the slots do; the
-        // primary key serves the range.
-        let rows = match &only {
-            Some(ids) => {
-                client
-                    .query(
-                        &format!("SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id = ANY($1)"),
-                        &[ids],
-                    )
-                    .await?
-            }
-            None => {
-                client
-                    .query(
-                        &format!("SELECT {SLOT_COLUMNS} FROM slots WHERE slot_id >= $1"),
-                        &[&first],
-                    )
-                    .await?
-            }
         };
         let rows = rows.iter().filter_map(slot_from_row);
         if only.is_some() {
@@ -216,7 +224,7 @@ impl Cache {
             metrics::gauge!("tessera_pg_cached_slots").set(fresh.len() as f64);
             *self.slots.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         }
-        self.reload_counter_sold(client, only.as_deref()).await
+        self.reload_counter_sold(client, only).await
     }
 
     /// Re-reads the counters' tallies of the slots named (those still
@@ -226,29 +234,9 @@ impl Cache {
         client: &impl GenericClient,
         only: Option<&[String]>,
     ) -> Result<(), PgError> {
-        let first = self.first_live_text();
-        let only: Option<Vec<String>> =
-            only.map(|ids| ids.iter().filter(|id| **id >= first).cloned().collect());
-        if only.as_ref().is_some_and(Vec::is_empty) {
+        let select = "SELECT slot_id, state FROM tallies";
+        let Some(rows) = self.read_live(client, select, only).await? else {
             return Ok(());
-        }
-        let rows = match &only {
-            Some(ids) => {
-                client
-                    .query(
-                        "SELECT slot_id, state FROM tallies WHERE slot_id = ANY($1)",
-                        &[ids],
-                    )
-                    .await?
-            }
-            None => {
-                client
-                    .query(
-                        "SELECT slot_id, state FROM tallies WHERE slot_id >= $1",
-                        &[&first],
-                    )
-                    .await?
-            }
         };
         let read = counter_sold_of(&rows);
         let mut sold = self.counter_sold.write().unwrap_or_else(|p| p.into_inner());
