@@ -563,17 +563,13 @@ impl Store for SqliteStore {
     }
 
     async fn day_report(&self, date: Date) -> Result<DayReport, StoreError> {
-        let path = self.path.clone();
         let catalogue = self.catalogue();
         let now = self.clock.now();
-        // A read connection of its own: WAL lets it run beside the writer.
-        tokio::task::spawn_blocking(move || {
-            let conn = schema::open(&path).map_err(|e| StoreError::Storage(e.to_string()))?;
-            crate::reports::day_report(&conn, &catalogue, date, now)
+        self.read(move |conn| {
+            crate::reports::day_report(conn, &catalogue, date, now)
                 .map_err(|e| StoreError::Storage(e.to_string()))
         })
         .await
-        .map_err(|_| StoreError::Unavailable)?
     }
 
     async fn leases(&self, date: Date) -> Result<Vec<LeaseInfo>, StoreError> {
@@ -615,19 +611,12 @@ impl Store for SqliteStore {
 
     async fn offer(&self, token: String) -> Result<Offer, StoreError> {
         let hash = waitlist::token_hash(&token).ok_or(WaitlistError::UnknownOffer)?;
-        let path = self.path.clone();
         let now = self.now_ms();
-        tokio::task::spawn_blocking(move || {
-            let conn = rusqlite::Connection::open_with_flags(
-                &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-            )?;
-            conn.busy_timeout(Duration::from_secs(5))?;
-            waitlist::read_offer(&conn, &hash, now)?
+        self.read(move |conn| {
+            waitlist::read_offer(conn, &hash, now)?
                 .ok_or_else(|| WaitlistError::UnknownOffer.into())
         })
         .await
-        .map_err(|_| StoreError::Unavailable)?
     }
 
     async fn take_offer(
