@@ -20,6 +20,14 @@
 //! they sync, availability of the day, and the day report as a supervisor
 //! gets it (`GET /v1/reports/day` with a supervisor device's token). Each
 //! figure of the last day is compared with the first day's.
+//!
+//! Those two probes are the walk's length apart (minutes on PostgreSQL, and
+//! the load of a shared machine changes in minutes), so with
+//! `paired_rounds` a twin museum is also opened at the end: a fresh database
+//! walked through its first day only. The twin's day 1 and the walked
+//! database's last day are then probed in alternating rounds (twin, walked,
+//! walked, twin, …), and their samples pooled: what is left between the two
+//! is what the history costs, not what the machine did meanwhile.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,6 +63,9 @@ pub struct HistoryOptions {
     /// counter's) when the walk ends, so the last day can be studied
     /// afterwards; SQLite only (a PostgreSQL cluster dies with the run).
     pub keep_db: Option<PathBuf>,
+    /// Rounds of the paired comparison at the end (0: none): each round
+    /// probes a fresh twin's day 1 and the walked database's last day.
+    pub paired_rounds: usize,
 }
 
 const COUNTERS: usize = 3;
@@ -72,6 +83,8 @@ pub struct Probe {
     pub hold_confirm: Summary,
     pub availability: Summary,
     pub day_report: Summary,
+    /// Probe orders that did not complete (not in `hold_confirm`).
+    pub failed_orders: usize,
     /// Leases a counter still reports (not yet settled with the server).
     pub leases_reported: i64,
     /// Leases the counter ever held.
@@ -104,40 +117,86 @@ pub struct HistoryReport {
     pub first: Probe,
     pub last: Probe,
     pub comparisons: Vec<Comparison>,
+    /// Day 1 of a fresh twin against the last day, probed in alternating
+    /// rounds at the end of the walk.
+    pub paired: Option<Paired>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Paired {
+    pub rounds: usize,
+    pub day1: Probe,
+    pub last: Probe,
+    pub comparisons: Vec<Comparison>,
+}
+
+/// A museum as the walk drives it: its server, three counters, a
+/// supervisor's device and the web shop.
+struct Museum {
+    server: Server,
+    counters: Vec<Counter>,
+    supervisor: String,
+    shop: Shop,
+}
+
+impl Museum {
+    /// A fresh database on the server's first day, 09:10.
+    async fn open(opts: &HistoryOptions) -> Result<Museum> {
+        let mut options = ServerOptions::new(opts.server_bin.clone());
+        options.local_time = "09:10".into();
+        options.backend = Some(opts.backend);
+        let server = Server::start(options)?;
+        let supervisor = enrol_supervisor(&server).await?;
+        let mut counters = Vec::new();
+        for i in 0..COUNTERS {
+            let c = enrol_counter(&server, &server.url, &format!("Counter {}", i + 1)).await?;
+            c.t.close_shift(20_000)
+                .await
+                .context("closing the first shift")?;
+            counters.push(c);
+        }
+        let shop = Shop::new(http_client(16)?, &server.url).with_channel(&server.channel_token);
+        Ok(Museum {
+            server,
+            counters,
+            supervisor,
+            shop,
+        })
+    }
+
+    /// The first open day from `day` on (closed days have no slots: the
+    /// fixture's weekly and dated closures).
+    async fn open_day_from(&self, mut day: Date) -> Result<Date> {
+        for _ in 0..366 {
+            if !slots_between(&self.server, day, day).await?.is_empty() {
+                return Ok(day);
+            }
+            day = day.tomorrow()?;
+        }
+        Err(anyhow!("no open day in the year from {day}"))
+    }
+
+    /// Walks one open day: restart at 09:10, counters sell, the shop books.
+    async fn seed(&mut self, opts: &HistoryOptions, day: Date, n: usize) -> Result<()> {
+        self.server.restart_at(day, "09:10")?;
+        let shop = shop_for(&self.shop, &self.server);
+        seed_day(opts, &self.server, &shop, &mut self.counters, day, n).await
+    }
 }
 
 pub async fn run(opts: &HistoryOptions) -> Result<HistoryReport> {
-    let mut options = ServerOptions::new(opts.server_bin.clone());
-    options.local_time = "09:10".into();
-    options.backend = Some(opts.backend);
-    let mut server = Server::start(options)?;
-    let supervisor = enrol_supervisor(&server).await?;
-    let mut counters = Vec::new();
-    for i in 0..COUNTERS {
-        let c = enrol_counter(&server, &server.url, &format!("Counter {}", i + 1)).await?;
-        c.t.close_shift(20_000)
-            .await
-            .context("closing the first shift")?;
-        counters.push(c);
-    }
-    let shop = Shop::new(http_client(16)?, &server.url).with_channel(&server.channel_token);
-
+    let mut museum = Museum::open(opts).await?;
     let started = Instant::now();
-    let mut day = server.day;
+    let mut day = museum.server.day;
     let mut first = None;
     let mut done = 0;
     while done < opts.days {
-        // A closed day has no slots (the fixture's weekly and dated closures).
-        if slots_between(&server, day, day).await?.is_empty() {
-            day = day.tomorrow()?;
-            continue;
-        }
+        day = museum.open_day_from(day).await?;
         done += 1;
-        server.restart_at(day, "09:10")?;
-        let shop = shop_for(&shop, &server);
-        seed_day(opts, &server, &shop, &mut counters, day, done).await?;
+        museum.seed(opts, day, done).await?;
         if done == 1 {
-            first = Some(probe(opts, &mut server, &mut counters, &supervisor, day, done).await?);
+            let samples = probe(opts, &mut museum, day, &format!("probe{done}")).await?;
+            first = Some(summarise(&museum, &samples, day, done)?);
         }
         if done % 20 == 0 {
             eprintln!(
@@ -149,19 +208,17 @@ pub async fn run(opts: &HistoryOptions) -> Result<HistoryReport> {
     }
     let seed_seconds = started.elapsed().as_secs_f64();
     let last_day = day.yesterday()?;
-    let last = probe(
-        opts,
-        &mut server,
-        &mut counters,
-        &supervisor,
-        last_day,
-        done,
-    )
-    .await?;
+    let samples = probe(opts, &mut museum, last_day, &format!("probe{done}")).await?;
+    let last = summarise(&museum, &samples, last_day, done)?;
     let first = first.ok_or_else(|| anyhow!("no open day"))?;
     let comparisons = compare(&first, &last);
+    let paired = if opts.paired_rounds > 0 {
+        Some(paired(opts, &mut museum, last_day, done).await?)
+    } else {
+        None
+    };
     if let Some(dir) = &opts.keep_db {
-        keep(&mut server, &counters, last_day, dir)?;
+        keep(&mut museum.server, &museum.counters, last_day, dir)?;
     }
     Ok(HistoryReport {
         scenario: "history",
@@ -171,6 +228,44 @@ pub async fn run(opts: &HistoryOptions) -> Result<HistoryReport> {
         counter_sales_per_day: opts.counter_sales_per_day,
         seed_seconds,
         first,
+        last,
+        comparisons,
+        paired,
+    })
+}
+
+/// Day 1 of a fresh twin and the walked museum's last day, probed in
+/// alternating rounds (ABBA, so that a drift of the machine's load within
+/// the run weighs on both alike) and pooled.
+async fn paired(
+    opts: &HistoryOptions,
+    walked: &mut Museum,
+    last_day: Date,
+    days: usize,
+) -> Result<Paired> {
+    let mut twin = Museum::open(opts).await?;
+    let day1 = twin.open_day_from(twin.server.day).await?;
+    twin.seed(opts, day1, 1).await?;
+    let mut young = ProbeSamples::default();
+    let mut old = ProbeSamples::default();
+    for round in 0..opts.paired_rounds {
+        let tag = format!("pair{round}");
+        let twin_first = round % 2 == 0;
+        for turn in 0..2 {
+            if (turn == 0) == twin_first {
+                young.extend(probe(opts, &mut twin, day1, &tag).await?);
+            } else {
+                old.extend(probe(opts, walked, last_day, &tag).await?);
+            }
+        }
+        eprintln!("history: paired round {} of {}", round + 1, opts.paired_rounds);
+    }
+    let day1 = summarise(&twin, &young, day1, 1)?;
+    let last = summarise(walked, &old, last_day, days)?;
+    let comparisons = compare(&day1, &last);
+    Ok(Paired {
+        rounds: opts.paired_rounds,
+        day1,
         last,
         comparisons,
     })
@@ -365,15 +460,44 @@ async fn sell_day(t: &Terminal, today: &[SlotId], sales: usize) -> Result<()> {
     Ok(())
 }
 
-/// The figures of one day, at 11:00.
+/// The raw samples of one or more probes of a day.
+#[derive(Default)]
+struct ProbeSamples {
+    startup: Samples,
+    sync: Samples,
+    hold_confirm: Samples,
+    availability: Samples,
+    day_report: Samples,
+    /// Probe orders that did not complete (a sold-out slot answers fast and
+    /// would flatter the figure, so they are counted, not timed).
+    failed_orders: usize,
+}
+
+impl ProbeSamples {
+    fn extend(&mut self, other: ProbeSamples) {
+        self.startup.extend(other.startup);
+        self.sync.extend(other.sync);
+        self.hold_confirm.extend(other.hold_confirm);
+        self.availability.extend(other.availability);
+        self.day_report.extend(other.day_report);
+        self.failed_orders += other.failed_orders;
+    }
+}
+
+/// One probe of a day, at 11:00. `tag` keeps each probe's idempotency keys
+/// its own when a day is probed more than once.
 async fn probe(
     opts: &HistoryOptions,
-    server: &mut Server,
-    counters: &mut [Counter],
-    supervisor: &str,
+    museum: &mut Museum,
     day: Date,
-    n: usize,
-) -> Result<Probe> {
+    tag: &str,
+) -> Result<ProbeSamples> {
+    let Museum {
+        server,
+        counters,
+        supervisor,
+        ..
+    } = museum;
     let mut startup = Samples::default();
     for _ in 0..5 {
         let t = Instant::now();
@@ -411,15 +535,19 @@ async fn probe(
         .filter(|s| s.hhmm().as_str() >= "14:00")
         .collect();
     let mut hold_confirm = Samples::default();
+    let mut failed_orders = 0;
     for i in 0..opts.probe_orders {
         if later.is_empty() {
             break;
         }
         let at = Instant::now();
-        let _ = shop
-            .buy(&format!("probe{n}-{i}"), later[i % later.len()], 1)
-            .await;
-        hold_confirm.push(at.elapsed());
+        match shop
+            .buy(&format!("{tag}-{i}"), later[i % later.len()], 1)
+            .await
+        {
+            Ok(_) => hold_confirm.push(at.elapsed()),
+            Err(_) => failed_orders += 1,
+        }
     }
     let mut sync = Samples::default();
     for l in loops {
@@ -441,18 +569,18 @@ async fn probe(
 
     // The day report as the supervisor's screen asks for it: over HTTP,
     // with a supervisor device's token, built by the server from its store.
-    let mut report = Samples::default();
+    let mut day_report = Samples::default();
     for _ in 0..20 {
         let at = Instant::now();
         http.get(format!("{}/v1/reports/day?date={day}", server.url))
-            .bearer_auth(supervisor)
+            .bearer_auth(&*supervisor)
             .send()
             .await?
             .error_for_status()
             .context("day report")?
             .bytes()
             .await?;
-        report.push(at.elapsed());
+        day_report.push(at.elapsed());
     }
 
     for c in counters.iter() {
@@ -463,9 +591,21 @@ async fn probe(
             .await
             .map_err(|e| anyhow!("closing sync: {e}"))?;
     }
+    Ok(ProbeSamples {
+        startup,
+        sync,
+        hold_confirm,
+        availability,
+        day_report,
+        failed_orders,
+    })
+}
+
+/// A day's figures from its samples, with what the database holds.
+fn summarise(museum: &Museum, samples: &ProbeSamples, day: Date, n: usize) -> Result<Probe> {
     let (leases_reported, leases_held) = {
         let t = rusqlite::Connection::open_with_flags(
-            counters[0].dir.path().join("terminal.db"),
+            museum.counters[0].dir.path().join("terminal.db"),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )?;
         (
@@ -475,14 +615,16 @@ async fn probe(
             t.query_row("SELECT COUNT(*) FROM leases", [], |r| r.get(0))?,
         )
     };
+    let server = &museum.server;
     Ok(Probe {
         day: day.to_string(),
         day_number: n,
-        startup: startup.summary(),
-        sync: sync.summary(),
-        hold_confirm: hold_confirm.summary(),
-        availability: availability.summary(),
-        day_report: report.summary(),
+        startup: samples.startup.summary(),
+        sync: samples.sync.summary(),
+        hold_confirm: samples.hold_confirm.summary(),
+        availability: samples.availability.summary(),
+        day_report: samples.day_report.summary(),
+        failed_orders: samples.failed_orders,
         leases_reported,
         leases_held,
         db_bytes: server.db_bytes()?,
@@ -527,9 +669,26 @@ pub fn print(r: &HistoryReport) {
         r.backend,
         r.days, r.orders_per_day, COUNTERS, r.counter_sales_per_day, r.seed_seconds
     );
-    for p in [&r.first, &r.last] {
+    print_days(&[&r.first, &r.last]);
+    println!("-- the walked database's first day, probed on that day, against its last day:");
+    print_comparisons(&r.comparisons);
+    if let Some(p) = &r.paired {
         println!(
-            "   day {:>3} ({}): db {:.1} MB, {} orders, {} counter sales, {} leases; a counter reports {} of its {} leases",
+            "-- paired, {} alternating rounds at the end: a fresh twin's day 1 against the walked database's last day:",
+            p.rounds
+        );
+        print_days(&[&p.day1, &p.last]);
+        print_comparisons(&p.comparisons);
+    }
+    println!(
+        "-- a figure is within when its last-day p50 is at most 20 % above day 1's (or less than {NOISE_MS} ms above)"
+    );
+}
+
+fn print_days(probes: &[&Probe]) {
+    for p in probes {
+        println!(
+            "   day {:>3} ({}): db {:.1} MB, {} orders, {} counter sales, {} leases; a counter reports {} of its {} leases{}",
             p.day_number,
             p.day,
             p.db_bytes as f64 / 1e6,
@@ -537,14 +696,22 @@ pub fn print(r: &HistoryReport) {
             p.counter_sales,
             p.server_leases,
             p.leases_reported,
-            p.leases_held
+            p.leases_held,
+            if p.failed_orders > 0 {
+                format!("; {} probe orders failed (not timed)", p.failed_orders)
+            } else {
+                String::new()
+            }
         );
     }
+}
+
+fn print_comparisons(comparisons: &[Comparison]) {
     println!(
         "   {:<32} {:>15} {:>15}   {:>15} {:>15}   within 20 %",
         "figure", "day 1 p50", "last p50", "day 1 p99", "last p99"
     );
-    for c in &r.comparisons {
+    for c in comparisons {
         println!(
             "   {:<32} {:>12.2} ms {:>12.2} ms   {:>12.2} ms {:>12.2} ms   {}",
             c.figure,
@@ -555,9 +722,6 @@ pub fn print(r: &HistoryReport) {
             if c.within { "yes" } else { "NO" }
         );
     }
-    println!(
-        "-- a figure is within when its last-day p50 is at most 20 % above day 1's (or less than {NOISE_MS} ms above)"
-    );
 }
 
 /// Growth is reported, not treated as a broken invariant: benchmarks print

@@ -185,6 +185,10 @@ enum Cmd {
         /// directory at the end, to study the last day afterwards.
         #[arg(long)]
         keep_db: Option<PathBuf>,
+        /// After the walk, probe a fresh twin's day 1 and the walked
+        /// database's last day in this many alternating rounds (0: off).
+        #[arg(long, default_value_t = 4)]
+        paired_rounds: usize,
         #[arg(long)]
         json: bool,
     },
@@ -420,6 +424,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             probe_orders,
             backend,
             keep_db,
+            paired_rounds,
             json,
         } => {
             let opts = history::HistoryOptions {
@@ -431,6 +436,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 backend,
                 server_bin: release_server_binary()?,
                 keep_db,
+                paired_rounds,
             };
             let report = history::run(&opts).await?;
             if json {
