@@ -258,7 +258,11 @@ async fn paired(
                 old.extend(probe(opts, walked, last_day, &tag).await?);
             }
         }
-        eprintln!("history: paired round {} of {}", round + 1, opts.paired_rounds);
+        eprintln!(
+            "history: paired round {} of {}",
+            round + 1,
+            opts.paired_rounds
+        );
     }
     let day1 = summarise(&twin, &young, day1, 1)?;
     let last = summarise(walked, &old, last_day, days)?;
