@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use jiff::tz::TimeZone;
-use tessera_core::admission::DenyReason;
+use tessera_core::admission::{self, DenyReason};
 use tessera_core::api::gate::{RedeemResult, Redemption};
 use tessera_core::api::gate_sync::{GateSyncRequest, ScanRecord};
 use tessera_core::clock::from_ms;
@@ -16,10 +16,6 @@ use tessera_core::ticket_code::{decode_unverified, CodeError, KeyRing, TicketCla
 use uuid::Uuid;
 
 use crate::store::{DeviceInfo, Refusal, StoreError};
-
-/// A measured clock difference smaller than this is the request's own
-/// travel time, not the gate's clock error, and is not corrected for.
-const SKEW_NOISE_MS: i64 = 2_000;
 
 /// An offline scan that passed every check that needs no database.
 pub(crate) struct CheckedScan {
@@ -58,11 +54,7 @@ pub(crate) fn check_sync(
     limits::count("scans", request.scans.len(), limits::SCANS_PER_SYNC)
         .map_err(|e| Refusal::Invalid(e.to_string()))?;
     // How far the gate's clock is ahead of ours (behind if negative).
-    let skew = request
-        .sent_at
-        .map(|t| t.as_millisecond().saturating_sub(received_at))
-        .filter(|s| s.abs() > SKEW_NOISE_MS)
-        .unwrap_or(0);
+    let skew = admission::clock_skew_ms(request.sent_at.map(|t| t.as_millisecond()), received_at);
     let mut seen: HashMap<Uuid, &ScanRecord> = HashMap::with_capacity(request.scans.len());
     let mut verified: HashMap<&str, TicketClaims> = HashMap::new();
     let mut scans = Vec::with_capacity(request.scans.len());
@@ -109,7 +101,7 @@ pub(crate) fn check_sync(
         }
         let device_at = scan.scanned_at.as_millisecond();
         // It cannot have happened after we received it.
-        let at = device_at.saturating_sub(skew).min(received_at);
+        let at = admission::scan_time_ms(device_at, skew, received_at);
         acked.push(scan.scan_id);
         scans.push(CheckedScan {
             scan_id: scan.scan_id,

@@ -1,5 +1,6 @@
 //! Entry rules at the gate, shared by the server's online redeem and the
-//! terminal's offline gate so both answer the same ticket the same way.
+//! terminal's offline gate so both answer the same ticket the same way; and
+//! how the server reads an offline gate's clock when its scans arrive.
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
@@ -223,6 +224,32 @@ pub fn check_entry(
     Ok(())
 }
 
+/// A measured clock difference smaller than this is the request's own
+/// travel time, not the gate's clock error, and is not corrected for.
+pub const SKEW_NOISE_MS: i64 = 2_000;
+
+/// How far an offline gate's clock is ahead of the server's (behind if
+/// negative), measured from the time the gate says it sent its upload
+/// (`sent_at_ms`, its own clock) and the time the server received it
+/// (`received_at_ms`). No `sent_at`, or a difference within
+/// [`SKEW_NOISE_MS`] (the request's travel time), is no error: 0.
+///
+/// Both times come from outside; the arithmetic saturates, never overflows.
+pub fn clock_skew_ms(sent_at_ms: Option<i64>, received_at_ms: i64) -> i64 {
+    sent_at_ms
+        .map(|t| t.saturating_sub(received_at_ms))
+        .filter(|s| s.unsigned_abs() > SKEW_NOISE_MS.unsigned_abs())
+        .unwrap_or(0)
+}
+
+/// When an offline scan happened by the server's clock: the gate's reading
+/// (`device_at_ms`) corrected by its clock error ([`clock_skew_ms`]), and
+/// never after the server received it (a gate behind the server would
+/// otherwise put a scan in the future).
+pub fn scan_time_ms(device_at_ms: i64, skew_ms: i64, received_at_ms: i64) -> i64 {
+    device_at_ms.saturating_sub(skew_ms).min(received_at_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +269,73 @@ mod tests {
             window_minutes: 30,
             admits: 1,
             product_id: "adult".into(),
+        }
+    }
+
+    #[test]
+    fn no_sent_at_is_no_skew() {
+        assert_eq!(clock_skew_ms(None, 1_000_000), 0);
+    }
+
+    #[test]
+    fn skew_within_the_noise_is_travel_time() {
+        let received = 1_000_000;
+        for d in [0, 1, -1, SKEW_NOISE_MS, -SKEW_NOISE_MS] {
+            assert_eq!(clock_skew_ms(Some(received + d), received), 0, "{d}");
+        }
+        assert_eq!(
+            clock_skew_ms(Some(received + SKEW_NOISE_MS + 1), received),
+            SKEW_NOISE_MS + 1
+        );
+    }
+
+    #[test]
+    fn a_gate_ahead_has_its_scans_moved_back() {
+        let received = 10_000_000;
+        // The gate's clock is a minute ahead.
+        let skew = clock_skew_ms(Some(received + 60_000), received);
+        assert_eq!(skew, 60_000);
+        // It scanned five minutes before it sent, by its own clock.
+        let device_at = received + 60_000 - 300_000;
+        assert_eq!(scan_time_ms(device_at, skew, received), received - 300_000);
+    }
+
+    #[test]
+    fn a_gate_behind_has_its_scans_moved_forward_but_never_after_receipt() {
+        let received = 10_000_000;
+        // The gate's clock is a minute behind.
+        let skew = clock_skew_ms(Some(received - 60_000), received);
+        assert_eq!(skew, -60_000);
+        let device_at = received - 60_000 - 300_000;
+        assert_eq!(scan_time_ms(device_at, skew, received), received - 300_000);
+        // A scan it dates after its own `sent_at` still happened before we
+        // received it.
+        assert_eq!(scan_time_ms(received, skew, received), received);
+        // With no skew measured, a scan dated in the future is capped too.
+        assert_eq!(scan_time_ms(received + 5_000, 0, received), received);
+    }
+
+    #[test]
+    fn skew_and_scan_time_saturate_on_hostile_input() {
+        assert_eq!(clock_skew_ms(Some(i64::MAX), i64::MIN), i64::MAX);
+        assert_eq!(clock_skew_ms(Some(i64::MIN), i64::MAX), i64::MIN);
+        assert_eq!(clock_skew_ms(Some(i64::MIN), 1), i64::MIN);
+        assert_eq!(scan_time_ms(i64::MIN, i64::MAX, 0), i64::MIN);
+        assert_eq!(scan_time_ms(i64::MAX, i64::MIN, 0), 0);
+        assert_eq!(scan_time_ms(0, i64::MIN, i64::MAX), i64::MAX);
+        assert_eq!(scan_time_ms(i64::MIN, i64::MIN, i64::MIN), i64::MIN);
+    }
+
+    proptest! {
+        #[test]
+        fn a_scan_is_never_after_its_receipt(
+            sent in proptest::option::of(any::<i64>()),
+            device_at in any::<i64>(),
+            received in any::<i64>(),
+        ) {
+            let skew = clock_skew_ms(sent, received);
+            prop_assert!(skew == 0 || skew.unsigned_abs() > SKEW_NOISE_MS.unsigned_abs());
+            prop_assert!(scan_time_ms(device_at, skew, received) <= received);
         }
     }
 

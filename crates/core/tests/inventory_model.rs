@@ -3,7 +3,7 @@
 //! A small in-memory server makes every decision with the core rules a real
 //! backend calls (`upload::batch` judges each sync body, `leases` counts
 //! sales and voids and sizes leases, `reconcile` folds reports and lowers
-//! over-capacity flags), in the order `sqlite/sync.rs` makes them; honest
+//! over-capacity flags), in the order `sqlite/sync/` makes them; honest
 //! counters sell from their leases, void, give places back, obey recalls and
 //! sync now and then (answers sometimes lost, bodies sometimes delivered
 //! twice); a supervisor revokes leases; online checkouts hold and confirm;

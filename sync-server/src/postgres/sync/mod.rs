@@ -2,7 +2,7 @@
 //! write, with every decision one of `tessera_core`'s rules (`upload::batch`
 //! judges the body, `leases` counts sales and voids and sizes leases,
 //! `reconcile` folds lease reports and over-capacity flags), exactly as the
-//! SQLite backend (`sqlite/sync.rs`) calls them. Nothing here decides
+//! SQLite backend (`sqlite/sync/`) calls them. Nothing here decides
 //! inventory: it loads the facts a rule needs and writes what it decided.
 //!
 //! A round runs in a transaction of its own, on a connection of its own
