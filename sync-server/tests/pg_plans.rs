@@ -201,10 +201,11 @@ async fn the_unsettled_search_agrees_with_core_lease_by_lease() {
 
 /// Months of history around 2026-12-03 for three counters and the web
 /// shop: slots, leases, sales with their tickets, voids, shifts, orders
-/// with tickets (some cancelled), payments, refunds (some failed),
-/// redemptions, quarantined uploads (resolved), tallies, waiting lists and
-/// gate conflicts; then ANALYZE, so the planner decides on statistics as it
-/// would on a museum's database.
+/// with tickets (some cancelled), payments (a few "my booking" tokens
+/// kept), refunds (some failed), redemptions, quarantined uploads
+/// (resolved), tallies, waiting lists (a few entries waiting, tagged) and
+/// gate conflicts; then ANALYZE, so the planner decides on statistics as
+/// it would on a museum's database.
 const HISTORY: &str = r#"
 INSERT INTO devices (device_id, role, name, token_hash, enrolled_at)
 SELECT ('00000000-0000-0000-0000-00000000000' || d)::uuid, 'counter', 'counter ' || d,
@@ -285,6 +286,10 @@ INSERT INTO gate_conflicts (ticket_id, slot_id, first_scan, first_gate, first_at
                             second_gate, second_at, detected_at)
 SELECT gen_random_uuid(), slot_id, gen_random_uuid(), 'a', 0, gen_random_uuid(), 'b', 0, 0
 FROM slots;
+UPDATE payments SET booking_token = 'kept' WHERE created_at % 11 = 0;
+INSERT INTO waitlist (entry_id, slot_id, email, party, language, created_at, state, client_tag)
+SELECT gen_random_uuid(), slot_id, 'x@example.org', 1, 'en', 0, 'waiting', '\x01'
+FROM slots WHERE slot_id >= '2026-12-03';
 INSERT INTO device_sync (device_id, last_sync_at) SELECT device_id, 0 FROM devices;
 ANALYZE;
 "#;
@@ -394,6 +399,7 @@ async fn history_bounded_queries_use_their_indexes() {
         .expect("a shift")
         .get(0);
     let listed: i64 = 1000;
+    let day_start = DayBounds::of(today, &paris()).expect("day bounds").start_ms;
 
     // A counter's sync round.
     assert_plan(
@@ -492,6 +498,24 @@ async fn history_bounded_queries_use_their_indexes() {
         &leases::leases_on_sql(),
         &[&format!("{today}T"), &format!("{today}U")],
         &["leases_by_slot"],
+    )
+    .await;
+
+    // Housekeeping (hourly, and the waiting list's sweep).
+    assert_plan(
+        &client,
+        "forgetting unclaimed booking tokens",
+        bounded::FORGET_TOKENS_SQL,
+        &[&day_start],
+        &["payments_token_kept"],
+    )
+    .await;
+    assert_plan(
+        &client,
+        "dropping ended entries' tags",
+        bounded::DROP_ENDED_TAGS_SQL,
+        &[],
+        &["waitlist_tagged"],
     )
     .await;
 

@@ -39,3 +39,19 @@ CREATE INDEX refunds_failed ON refunds (created_at) WHERE status = 'failed';
 -- every item the counter ever had quarantined, resolved ones included.
 CREATE INDEX quarantine_open_by_device ON quarantine (device_id, received_at, terminal_seq)
     WHERE resolved_at IS NULL;
+
+-- Hourly housekeeping (and its first run, right after start-up) forgets
+-- "my booking" tokens nobody came back for (`FORGET_TOKENS_SQL` in
+-- src/postgres/checkout.rs: `payments WHERE booking_token IS NOT NULL AND
+-- COALESCE(paid_at, created_at) <= $1`): a sequential scan of every payment
+-- ever made. Indexed: the payments whose token is still kept, by that time
+-- (SQLite's 0016 `payments_token_kept`).
+CREATE INDEX payments_token_kept ON payments (COALESCE(paid_at, created_at))
+    WHERE booking_token IS NOT NULL;
+
+-- The waiting list's sweep drops the client tag of ended entries
+-- (`DROP_ENDED_TAGS_SQL` in src/postgres/waitlist.rs: `waitlist WHERE
+-- client_tag IS NOT NULL AND state NOT IN (…)`), a sequential scan of the
+-- whole list; tags are kept only while an entry waits or is offered
+-- (SQLite's 0016 `waitlist_tagged`).
+CREATE INDEX waitlist_tagged ON waitlist (state) WHERE client_tag IS NOT NULL;
