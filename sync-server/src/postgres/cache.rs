@@ -95,6 +95,21 @@ pub struct Cache {
 pub const SLOT_COLUMNS: &str =
     "slot_id, starts_at, ends_at, window_minutes, capacity, sold_online, held_online, leased, over_capacity, version";
 
+/// What a re-read of slot rows selects (`read_live` adds the bound).
+pub fn slots_select() -> String {
+    format!("SELECT {SLOT_COLUMNS} FROM slots")
+}
+
+/// What a re-read of the counters' tallies selects.
+pub const TALLIES_SELECT: &str = "SELECT slot_id, state FROM tallies";
+
+/// Start-up (and every full re-read) reads the rows of the live slots only
+/// (`$1` the first live slot) through the table's primary key: slot ids
+/// are `YYYY-MM-DDTHH:MM`, which sort as the slots do.
+pub fn live_rows_sql(select: &str) -> String {
+    format!("{select} WHERE slot_id >= $1")
+}
+
 fn count(row: &Row, i: usize) -> u32 {
     u32::try_from(row.get::<_, i32>(i)).unwrap_or(0)
 }
@@ -192,11 +207,7 @@ impl Cache {
                     .query(&format!("{select} WHERE slot_id = ANY($1)"), &[&live])
                     .await?
             }
-            None => {
-                client
-                    .query(&format!("{select} WHERE slot_id >= $1"), &[&first])
-                    .await?
-            }
+            None => client.query(&live_rows_sql(select), &[&first]).await?,
         };
         Ok(Some(rows))
     }
@@ -207,7 +218,7 @@ impl Cache {
         client: &impl GenericClient,
         only: Option<&[String]>,
     ) -> Result<(), PgError> {
-        let select = format!("SELECT {SLOT_COLUMNS} FROM slots");
+        let select = slots_select();
         let Some(rows) = self.read_live(client, &select, only).await? else {
             return Ok(());
         };
@@ -234,7 +245,7 @@ impl Cache {
         client: &impl GenericClient,
         only: Option<&[String]>,
     ) -> Result<(), PgError> {
-        let select = "SELECT slot_id, state FROM tallies";
+        let select = TALLIES_SELECT;
         let Some(rows) = self.read_live(client, select, only).await? else {
             return Ok(());
         };

@@ -1142,15 +1142,17 @@ pub(super) async fn demo_payment(
     })))
 }
 
+/// Forgets the tokens kept before `$1`, through the partial index
+/// `payments_token_kept` (V6): the payments whose token is still kept, not
+/// every payment ever made.
+pub const FORGET_TOKENS_SQL: &str = "UPDATE payments SET booking_token = NULL
+ WHERE booking_token IS NOT NULL AND COALESCE(paid_at, created_at) <= $1";
+
 /// Forgets "my booking" tokens kept in clear for a return page that never
 /// polled (the visitor has the link in their email; core's
 /// `UNCLAIMED_TOKEN_MS` says how long they are kept).
 pub(super) async fn forget_unclaimed_tokens(tx: &Transaction<'_>, now_ms: i64) -> Outcome<()> {
-    tx.execute(
-        "UPDATE payments SET booking_token = NULL
-         WHERE booking_token IS NOT NULL AND COALESCE(paid_at, created_at) <= $1",
-        &[&unclaimed_tokens_before(now_ms)],
-    )
-    .await?;
+    tx.execute(FORGET_TOKENS_SQL, &[&unclaimed_tokens_before(now_ms)])
+        .await?;
     Ok(Ok(()))
 }

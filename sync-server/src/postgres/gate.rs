@@ -46,6 +46,14 @@ use crate::store::{DeviceInfo, Refusal, StoreError};
 /// How often a call that lost a deadlock runs again before it is answered 503.
 pub(super) const ATTEMPTS: u32 = 5;
 
+/// Tickets of today and later that gates must refuse (voided at a counter
+/// or cancelled online), for every gate sync (`$1` today's first slot):
+/// through the partial index `tickets_refused_by_slot` (V6), which holds
+/// those tickets only, not every ticket sold for the days ahead.
+pub const VOIDED_TICKETS_SQL: &str = "SELECT ticket_id FROM tickets
+ WHERE (voided_at IS NOT NULL OR cancelled_at IS NOT NULL) AND slot_id >= $1
+ ORDER BY ticket_id";
+
 pub(super) fn is_retryable(e: &tokio_postgres::Error) -> bool {
     e.code().is_some_and(|c| {
         *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
@@ -580,12 +588,7 @@ async fn gate_sync_once(
         Err(e) => return Ok(Err(e)),
     };
     let voided_tickets: Vec<Uuid> = tx
-        .query(
-            "SELECT ticket_id FROM tickets
-             WHERE (voided_at IS NOT NULL OR cancelled_at IS NOT NULL) AND slot_id >= $1
-             ORDER BY ticket_id",
-            &[&from],
-        )
+        .query(VOIDED_TICKETS_SQL, &[&from])
         .await?
         .iter()
         .map(|r| r.get(0))

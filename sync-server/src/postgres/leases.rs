@@ -62,6 +62,23 @@ impl From<tokio_postgres::Error> for LeaseError {
     }
 }
 
+/// The leases of the slots in `[$1, $2)` (a day's: `{date}T` to
+/// `{date}U`) with their counter's name and last sync, through
+/// `leases_by_slot`.
+pub fn leases_on_sql() -> String {
+    format!(
+        "SELECT {cols}, d.name, s.last_sync_at
+         FROM leases l JOIN devices d ON d.device_id = l.device_id
+         LEFT JOIN device_sync s ON s.device_id = l.device_id
+         WHERE l.slot_id >= $1 AND l.slot_id < $2 ORDER BY l.slot_id, d.name",
+        cols = LEASE_COLUMNS
+            .split(", ")
+            .map(|c| format!("l.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// Leases of a day's slots, by slot then device name.
 pub async fn leases_on(
     client: &impl GenericClient,
@@ -69,17 +86,7 @@ pub async fn leases_on(
 ) -> Result<Vec<LeaseInfo>, LeaseError> {
     let rows = client
         .query(
-            &format!(
-                "SELECT {cols}, d.name, s.last_sync_at
-                 FROM leases l JOIN devices d ON d.device_id = l.device_id
-                 LEFT JOIN device_sync s ON s.device_id = l.device_id
-                 WHERE l.slot_id >= $1 AND l.slot_id < $2 ORDER BY l.slot_id, d.name",
-                cols = LEASE_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("l.{c}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            &leases_on_sql(),
             &[&format!("{date}T"), &format!("{date}U")],
         )
         .await?;

@@ -83,6 +83,20 @@ use uuid::Uuid;
 use self::cache::{Cache, CachedSlot};
 use self::online::{Env, Job, Reply};
 pub use self::schema::PgError;
+
+/// The per-request (and housekeeping) queries of private modules whose work
+/// must not grow with the days behind the museum (issue 11), for the test
+/// that checks their plans (tests/pg_plans.rs). The day report's are in `report`, the
+/// start-up cache's in `cache`, the leases list's in `leases`.
+pub mod bounded {
+    pub use super::checkout::FORGET_TOKENS_SQL;
+    pub use super::gate::VOIDED_TICKETS_SQL;
+    pub use super::sync::{
+        own_leases_sql, slot_leases_sql, MAX_SEQ_SQL, OPEN_QUARANTINE_SQL, RECEIVED_SEQS_SQL,
+        TALLY_SQL, UNSETTLED_SQL,
+    };
+    pub use super::waitlist::DROP_ENDED_TAGS_SQL;
+}
 use self::shop::{claim_key, in_transaction, settle_key};
 use self::writer::{Queued, Writer};
 use crate::payments::PaymentEvent;

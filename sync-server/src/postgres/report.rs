@@ -1,7 +1,8 @@
 //! Loading one day's facts from PostgreSQL for the day report: the same
 //! facts as the SQLite loader (`reports::sqlite`), from the same tables,
 //! every query bounded by the day asked for (its instants or its slot-id
-//! range) and served by V1/V3's indexes; the report is assembled by core
+//! range) and served by V1/V3/V6's indexes (tests/pg_plans.rs checks their
+//! plans on a database with months of history); the report is assembled by core
 //! (`tessera_core::day_report::assemble`), so both backends add up alike.
 //!
 //! All reads run in one REPEATABLE READ, READ ONLY transaction: the report
@@ -27,6 +28,128 @@ use crate::reports::{
     lines_of, quarantined_upload, slot_of, ConflictLine, DayReport, OverCapacity, QuarantineLine,
     RefundCount, RefundLine, ReportError,
 };
+
+// The report's queries, each bounded by the day asked for and served by
+// the index it names (tests/pg_plans.rs checks their plans).
+
+/// The day's orders (`$1`, `$2`: the day's instants), through `orders_by_created`.
+pub const ORDERS_SQL: &str = "SELECT total, admissions, lines, channel FROM orders
+ WHERE created_at >= $1 AND created_at < $2";
+
+/// Order lines with tickets cancelled on the day: the orders through
+/// `tickets_cancelled`, their tickets through `tickets_by_order`.
+pub const CANCELLED_SQL: &str = "SELECT t.product_id,
+ COUNT(*) FILTER (WHERE t.cancelled_at < $1),
+ COUNT(*) FILTER (WHERE t.cancelled_at >= $1),
+ COALESCE(SUM(t.admits) FILTER (WHERE t.cancelled_at >= $1), 0)::bigint,
+ MAX(t.price), MAX(t.vat_bp), o.lines, o.channel
+ FROM tickets t JOIN orders o ON o.order_id = t.order_id
+ WHERE t.cancelled_at < $2
+ AND t.order_id IN (SELECT order_id FROM tickets
+ WHERE cancelled_at >= $1 AND cancelled_at < $2)
+ GROUP BY o.order_id, t.product_id";
+
+/// The day's cancellations, through `tickets_cancelled`.
+pub const CANCELLATIONS_SQL: &str =
+    "SELECT COUNT(*) FROM (SELECT DISTINCT order_id, cancelled_at FROM tickets
+ WHERE cancelled_at >= $1 AND cancelled_at < $2) AS c";
+
+/// Refunds the provider refused, on every day's report until a person has
+/// given the money back: not bounded by the day, by design, but read
+/// through the partial index `refunds_failed` (V6), not the whole table.
+pub const FAILED_REFUNDS_SQL: &str =
+    "SELECT refund_id::text, payment_id, amount, reason, last_error, created_at FROM refunds
+ WHERE status = 'failed'";
+
+/// The day's refunds counted by `column` (status or reason), through
+/// `refunds_by_created`.
+pub fn refunds_by_sql(column: &str) -> String {
+    format!(
+        "SELECT {column}, COUNT(*), COALESCE(SUM(amount), 0)::bigint FROM refunds
+         WHERE created_at >= $1 AND created_at < $2 GROUP BY {column}"
+    )
+}
+
+/// The counters (devices, not history).
+pub const COUNTERS_SQL: &str = "SELECT device_id, name FROM devices WHERE role = 'counter'";
+
+/// The counters' sales of the day (`$1` the counters), through
+/// `sales_by_device_time`.
+pub const SALES_SQL: &str = "SELECT device_id, total, admissions, lines, payment_method FROM sales
+ WHERE device_id = ANY($1) AND created_at >= $2 AND created_at < $3";
+
+/// The counters' voids of the day, through `counter_voids_by_device_time`.
+pub const VOIDS_SQL: &str = "SELECT v.device_id, v.refund, v.refund_method, s.admissions, s.lines
+ FROM counter_voids v JOIN sales s ON s.sale_id = v.sale_id
+ WHERE v.device_id = ANY($1) AND v.at >= $2 AND v.at < $3";
+
+/// One shift's cash as the server has it, through `sales_by_shift` and
+/// `counter_voids_by_shift`.
+pub const SERVER_CASH_SQL: &str = "SELECT (SELECT COALESCE(SUM(total), 0)::bigint FROM sales
+ WHERE shift_id = $1 AND payment_method = 'cash'),
+ (SELECT COALESCE(SUM(refund), 0)::bigint FROM counter_voids
+ WHERE shift_id = $1 AND refund_method = 'cash')";
+
+/// Shifts closed or opened on the day, through `shifts_by_closed` and
+/// `shifts_by_opened`.
+pub const SHIFTS_SQL: &str =
+    "SELECT shift_id, device_id, cashier, opened_at, closed_at, float, expected_cash, counted_cash
+ FROM shifts
+ WHERE (closed_at >= $1 AND closed_at < $2) OR (opened_at >= $1 AND opened_at < $2)";
+
+/// Shifts still open (one row per counter).
+pub const OPEN_SHIFTS_SQL: &str =
+    "SELECT device_id, open_shift::text FROM device_sync WHERE open_shift IS NOT NULL";
+
+/// The counters' sync records (one row per counter).
+pub const SYNCS_SQL: &str =
+    "SELECT device_id, acked_seq, max_seq, reported_seq, last_sync_at, open_shift IS NOT NULL
+ FROM device_sync WHERE device_id = ANY($1)";
+
+/// Leases of the day's slots (`$1`, `$2`: the day's slot-id range),
+/// through `leases_by_slot`.
+pub const LEASES_HELD_SQL: &str = "SELECT d.name, l.lease_id, l.slot_id, l.granted_total - l.released_total, l.sold, s.last_sync_at,
+ l.revoked_escrow IS NOT NULL
+ FROM leases l JOIN devices d ON d.device_id = l.device_id
+ LEFT JOIN device_sync s ON s.device_id = l.device_id
+ WHERE l.slot_id >= $1 AND l.slot_id < $2";
+
+/// Over-capacity sales of the day's slots, through `sales_by_slot`.
+pub const OVER_CAPACITY_SQL: &str =
+    "SELECT d.name, s.sale_id, s.terminal_seq, s.slot_id, s.over_capacity
+ FROM sales s JOIN devices d ON d.device_id = s.device_id
+ WHERE s.slot_id >= $1 AND s.slot_id < $2 AND s.over_capacity > 0";
+
+/// The day's slots (their primary key) with their sums, each through its
+/// table's by-slot index.
+pub const SLOTS_SQL: &str = "SELECT s.slot_id, s.capacity, s.sold_online,
+ (SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE slot_id = s.slot_id)
+ - (SELECT COALESCE(SUM(x.admissions), 0)
+ FROM counter_voids v JOIN sales x ON x.sale_id = v.sale_id
+ WHERE x.slot_id = s.slot_id AND v.places_returned = 1),
+ (SELECT COALESCE(SUM(admits), 0) FROM redemptions WHERE slot_id = s.slot_id),
+ (SELECT COALESCE(SUM(over_capacity), 0) FROM sales WHERE slot_id = s.slot_id),
+ (SELECT COALESCE(SUM(kept), 0) FROM leases WHERE slot_id = s.slot_id)
+ FROM slots s WHERE s.slot_id >= $1 AND s.slot_id < $2";
+
+/// Double entries at the gates in the day's slots, through
+/// `gate_conflicts_by_slot`.
+pub const CONFLICTS_SQL: &str =
+    "SELECT ticket_id, slot_id, first_gate, first_at, second_gate, second_at
+ FROM gate_conflicts WHERE slot_id >= $1 AND slot_id < $2";
+
+/// Unresolved quarantined uploads of the day's slots or received on the
+/// day (`$3`, `$4`), through `quarantine_by_slot` and `quarantine_by_received`.
+pub const QUARANTINE_SQL: &str =
+    "SELECT COALESCE(d.name, q.device_id::text), q.device_id, q.kind, q.item_id, q.terminal_seq,
+ q.slot_id, q.reason, q.device_at, q.received_at, q.body
+ FROM quarantine q LEFT JOIN devices d ON d.device_id = q.device_id
+ WHERE q.resolved_at IS NULL
+ AND ((q.slot_id >= $1 AND q.slot_id < $2) OR (q.received_at >= $3 AND q.received_at < $4))";
+
+/// The day's waiting lists, through `waitlist_by_slot`.
+pub const WAITLIST_SQL: &str = "SELECT state, COUNT(*), COALESCE(SUM(party), 0) FROM waitlist
+ WHERE slot_id >= $1 AND slot_id < $2 GROUP BY state";
 
 fn sql(e: tokio_postgres::Error) -> ReportError {
     if e.as_db_error().is_none() || super::schema::is_timeout(&e) {
@@ -116,11 +239,7 @@ async fn online(
 ) -> Result<(Vec<OrderFact>, Vec<CancelledFact>, u32), ReportError> {
     let mut orders = Vec::new();
     for r in tx
-        .query(
-            "SELECT total, admissions, lines, channel FROM orders
-             WHERE created_at >= $1 AND created_at < $2",
-            &[&day.start_ms, &day.end_ms],
-        )
+        .query(ORDERS_SQL, &[&day.start_ms, &day.end_ms])
         .await
         .map_err(sql)?
     {
@@ -137,19 +256,7 @@ async fn online(
     // on cancelled tickets.
     let mut cancelled = Vec::new();
     for r in tx
-        .query(
-            "SELECT t.product_id,
-                    COUNT(*) FILTER (WHERE t.cancelled_at < $1),
-                    COUNT(*) FILTER (WHERE t.cancelled_at >= $1),
-                    COALESCE(SUM(t.admits) FILTER (WHERE t.cancelled_at >= $1), 0)::bigint,
-                    MAX(t.price), MAX(t.vat_bp), o.lines, o.channel
-             FROM tickets t JOIN orders o ON o.order_id = t.order_id
-             WHERE t.cancelled_at < $2
-               AND t.order_id IN (SELECT order_id FROM tickets
-                                  WHERE cancelled_at >= $1 AND cancelled_at < $2)
-             GROUP BY o.order_id, t.product_id",
-            &[&day.start_ms, &day.end_ms],
-        )
+        .query(CANCELLED_SQL, &[&day.start_ms, &day.end_ms])
         .await
         .map_err(sql)?
     {
@@ -168,11 +275,7 @@ async fn online(
         });
     }
     let cancellations = tx
-        .query_one(
-            "SELECT COUNT(*) FROM (SELECT DISTINCT order_id, cancelled_at FROM tickets
-                                   WHERE cancelled_at >= $1 AND cancelled_at < $2) AS c",
-            &[&day.start_ms, &day.end_ms],
-        )
+        .query_one(CANCELLATIONS_SQL, &[&day.start_ms, &day.end_ms])
         .await
         .map_err(sql)?;
     Ok((
@@ -189,13 +292,7 @@ async fn refunds(tx: &Transaction<'_>, day: &DayBounds) -> Result<RefundFacts, R
     for column in ["status", "reason"] {
         let mut out = Vec::new();
         for r in tx
-            .query(
-                &format!(
-                    "SELECT {column}, COUNT(*), COALESCE(SUM(amount), 0)::bigint FROM refunds
-                     WHERE created_at >= $1 AND created_at < $2 GROUP BY {column}"
-                ),
-                &[&day.start_ms, &day.end_ms],
-            )
+            .query(&refunds_by_sql(column), &[&day.start_ms, &day.end_ms])
             .await
             .map_err(sql)?
         {
@@ -210,15 +307,7 @@ async fn refunds(tx: &Transaction<'_>, day: &DayBounds) -> Result<RefundFacts, R
     // Refunds the provider refused stay on every day's report until a
     // person has given the money back: not bounded by the day, by design.
     let mut failed = Vec::new();
-    for r in tx
-        .query(
-            "SELECT refund_id::text, payment_id, amount, reason, last_error, created_at FROM refunds
-             WHERE status = 'failed'",
-            &[],
-        )
-        .await
-        .map_err(sql)?
-    {
+    for r in tx.query(FAILED_REFUNDS_SQL, &[]).await.map_err(sql)? {
         failed.push(RefundLine {
             refund_id: r.get(0),
             payment_id: r.get(1),
@@ -235,10 +324,7 @@ async fn refunds(tx: &Transaction<'_>, day: &DayBounds) -> Result<RefundFacts, R
 
 async fn counters(tx: &Transaction<'_>) -> Result<Vec<CounterFact>, ReportError> {
     Ok(tx
-        .query(
-            "SELECT device_id, name FROM devices WHERE role = 'counter'",
-            &[],
-        )
+        .query(COUNTERS_SQL, &[])
         .await
         .map_err(sql)?
         .iter()
@@ -257,11 +343,7 @@ async fn counters_day(
 ) -> Result<(Vec<SaleFact>, Vec<VoidFact>), ReportError> {
     let mut sales = Vec::new();
     for r in tx
-        .query(
-            "SELECT device_id, total, admissions, lines, payment_method FROM sales
-             WHERE device_id = ANY($1) AND created_at >= $2 AND created_at < $3",
-            &[&counters, &day.start_ms, &day.end_ms],
-        )
+        .query(SALES_SQL, &[&counters, &day.start_ms, &day.end_ms])
         .await
         .map_err(sql)?
     {
@@ -275,12 +357,7 @@ async fn counters_day(
     }
     let mut voids = Vec::new();
     for r in tx
-        .query(
-            "SELECT v.device_id, v.refund, v.refund_method, s.admissions, s.lines
-             FROM counter_voids v JOIN sales s ON s.sale_id = v.sale_id
-             WHERE v.device_id = ANY($1) AND v.at >= $2 AND v.at < $3",
-            &[&counters, &day.start_ms, &day.end_ms],
-        )
+        .query(VOIDS_SQL, &[&counters, &day.start_ms, &day.end_ms])
         .await
         .map_err(sql)?
     {
@@ -297,13 +374,7 @@ async fn counters_day(
 
 async fn server_cash(tx: &Transaction<'_>, shift: Uuid) -> Result<ServerCash, ReportError> {
     let r = tx
-        .query_one(
-            "SELECT (SELECT COALESCE(SUM(total), 0)::bigint FROM sales
-                     WHERE shift_id = $1 AND payment_method = 'cash'),
-                    (SELECT COALESCE(SUM(refund), 0)::bigint FROM counter_voids
-                     WHERE shift_id = $1 AND refund_method = 'cash')",
-            &[&shift],
-        )
+        .query_one(SERVER_CASH_SQL, &[&shift])
         .await
         .map_err(sql)?;
     Ok(ServerCash {
@@ -318,12 +389,7 @@ async fn shifts(
 ) -> Result<(Vec<ClosedShiftFact>, Vec<OpenShiftFact>), ReportError> {
     let mut closed = Vec::new();
     for r in tx
-        .query(
-            "SELECT shift_id, device_id, cashier, opened_at, closed_at, float, expected_cash, counted_cash
-             FROM shifts
-             WHERE (closed_at >= $1 AND closed_at < $2) OR (opened_at >= $1 AND opened_at < $2)",
-            &[&day.start_ms, &day.end_ms],
-        )
+        .query(SHIFTS_SQL, &[&day.start_ms, &day.end_ms])
         .await
         .map_err(sql)?
     {
@@ -345,14 +411,7 @@ async fn shifts(
     // (V3, before counters' sync wrote it) gives no line here, and the
     // counter's "shift still open" note in `missing` still shows.
     let mut open = Vec::new();
-    for r in tx
-        .query(
-            "SELECT device_id, open_shift::text FROM device_sync WHERE open_shift IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(sql)?
-    {
+    for r in tx.query(OPEN_SHIFTS_SQL, &[]).await.map_err(sql)? {
         let text: String = r.get(1);
         let Ok(shift) = serde_json::from_str::<OpenShift>(&text) else {
             continue;
@@ -369,15 +428,7 @@ async fn shifts(
 
 async fn syncs(tx: &Transaction<'_>, counters: &[Uuid]) -> Result<Vec<SyncFact>, ReportError> {
     let mut out = Vec::new();
-    for r in tx
-        .query(
-            "SELECT device_id, acked_seq, max_seq, reported_seq, last_sync_at, open_shift IS NOT NULL
-             FROM device_sync WHERE device_id = ANY($1)",
-            &[&counters],
-        )
-        .await
-        .map_err(sql)?
-    {
+    for r in tx.query(SYNCS_SQL, &[&counters]).await.map_err(sql)? {
         out.push(SyncFact {
             device_id: r.get(0),
             acked_seq: fits("acked seq", r.get(1))?,
@@ -396,14 +447,7 @@ async fn leases_held(
 ) -> Result<Vec<LeaseHeldFact>, ReportError> {
     let mut out = Vec::new();
     for r in tx
-        .query(
-            "SELECT d.name, l.lease_id, l.slot_id, l.granted_total - l.released_total, l.sold, s.last_sync_at,
-                    l.revoked_escrow IS NOT NULL
-             FROM leases l JOIN devices d ON d.device_id = l.device_id
-                  LEFT JOIN device_sync s ON s.device_id = l.device_id
-             WHERE l.slot_id >= $1 AND l.slot_id < $2",
-            &[&day.slots_from, &day.slots_to],
-        )
+        .query(LEASES_HELD_SQL, &[&day.slots_from, &day.slots_to])
         .await
         .map_err(sql)?
     {
@@ -426,12 +470,7 @@ async fn over_capacity(
 ) -> Result<Vec<OverCapacity>, ReportError> {
     let mut out = Vec::new();
     for r in tx
-        .query(
-            "SELECT d.name, s.sale_id, s.terminal_seq, s.slot_id, s.over_capacity
-             FROM sales s JOIN devices d ON d.device_id = s.device_id
-             WHERE s.slot_id >= $1 AND s.slot_id < $2 AND s.over_capacity > 0",
-            &[&day.slots_from, &day.slots_to],
-        )
+        .query(OVER_CAPACITY_SQL, &[&day.slots_from, &day.slots_to])
         .await
         .map_err(sql)?
     {
@@ -449,18 +488,7 @@ async fn over_capacity(
 async fn slots(tx: &Transaction<'_>, day: &DayBounds) -> Result<Vec<SlotFact>, ReportError> {
     let mut out = Vec::new();
     for r in tx
-        .query(
-            "SELECT s.slot_id, s.capacity, s.sold_online,
-                    (SELECT COALESCE(SUM(admissions), 0) FROM sales WHERE slot_id = s.slot_id)
-                      - (SELECT COALESCE(SUM(x.admissions), 0)
-                         FROM counter_voids v JOIN sales x ON x.sale_id = v.sale_id
-                         WHERE x.slot_id = s.slot_id AND v.places_returned = 1),
-                    (SELECT COALESCE(SUM(admits), 0) FROM redemptions WHERE slot_id = s.slot_id),
-                    (SELECT COALESCE(SUM(over_capacity), 0) FROM sales WHERE slot_id = s.slot_id),
-                    (SELECT COALESCE(SUM(kept), 0) FROM leases WHERE slot_id = s.slot_id)
-             FROM slots s WHERE s.slot_id >= $1 AND s.slot_id < $2",
-            &[&day.slots_from, &day.slots_to],
-        )
+        .query(SLOTS_SQL, &[&day.slots_from, &day.slots_to])
         .await
         .map_err(sql)?
     {
@@ -481,25 +509,21 @@ async fn conflicts(
     tx: &Transaction<'_>,
     day: &DayBounds,
 ) -> Result<Vec<ConflictLine>, ReportError> {
-    tx.query(
-        "SELECT ticket_id, slot_id, first_gate, first_at, second_gate, second_at
-         FROM gate_conflicts WHERE slot_id >= $1 AND slot_id < $2",
-        &[&day.slots_from, &day.slots_to],
-    )
-    .await
-    .map_err(sql)?
-    .iter()
-    .map(|r| {
-        Ok(ConflictLine {
-            ticket_id: TicketId(r.get(0)),
-            slot_id: slot_of(r.get(1))?,
-            first_gate: r.get(2),
-            first_at: from_ms(r.get(3)),
-            second_gate: r.get(4),
-            second_at: from_ms(r.get(5)),
+    tx.query(CONFLICTS_SQL, &[&day.slots_from, &day.slots_to])
+        .await
+        .map_err(sql)?
+        .iter()
+        .map(|r| {
+            Ok(ConflictLine {
+                ticket_id: TicketId(r.get(0)),
+                slot_id: slot_of(r.get(1))?,
+                first_gate: r.get(2),
+                first_at: from_ms(r.get(3)),
+                second_gate: r.get(4),
+                second_at: from_ms(r.get(5)),
+            })
         })
-    })
-    .collect()
+        .collect()
 }
 
 async fn quarantine(
@@ -509,11 +533,7 @@ async fn quarantine(
     let mut out = Vec::new();
     for r in tx
         .query(
-            "SELECT COALESCE(d.name, q.device_id::text), q.device_id, q.kind, q.item_id, q.terminal_seq,
-                    q.slot_id, q.reason, q.device_at, q.received_at, q.body
-             FROM quarantine q LEFT JOIN devices d ON d.device_id = q.device_id
-             WHERE q.resolved_at IS NULL
-               AND ((q.slot_id >= $1 AND q.slot_id < $2) OR (q.received_at >= $3 AND q.received_at < $4))",
+            QUARANTINE_SQL,
             &[&day.slots_from, &day.slots_to, &day.start_ms, &day.end_ms],
         )
         .await
@@ -532,10 +552,7 @@ async fn quarantine(
                 .get::<_, Option<i64>>(4)
                 .map(|s| fits("terminal seq", s))
                 .transpose()?,
-            slot_id: r
-                .get::<_, Option<&str>>(5)
-                .map(slot_of)
-                .transpose()?,
+            slot_id: r.get::<_, Option<&str>>(5).map(slot_of).transpose()?,
             reason: r.get(6),
             device_at: r.get::<_, Option<i64>>(7).map(from_ms),
             received_at: from_ms(r.get(8)),
@@ -548,11 +565,7 @@ async fn quarantine(
 async fn waitlist(tx: &Transaction<'_>, day: &DayBounds) -> Result<Vec<WaitlistFact>, ReportError> {
     let mut out = Vec::new();
     for r in tx
-        .query(
-            "SELECT state, COUNT(*), COALESCE(SUM(party), 0) FROM waitlist
-             WHERE slot_id >= $1 AND slot_id < $2 GROUP BY state",
-            &[&day.slots_from, &day.slots_to],
-        )
+        .query(WAITLIST_SQL, &[&day.slots_from, &day.slots_to])
         .await
         .map_err(sql)?
     {

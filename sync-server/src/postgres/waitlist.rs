@@ -451,6 +451,11 @@ async fn offer_round(
     Ok(())
 }
 
+/// Drops the client tag of ended entries, through the partial index
+/// `waitlist_tagged` (V6): the tagged entries only, not the whole list.
+pub const DROP_ENDED_TAGS_SQL: &str = "UPDATE waitlist SET client_tag = NULL
+ WHERE client_tag IS NOT NULL AND state NOT IN ('waiting', 'offered')";
+
 /// Lines of entry times that are over can never be served: their waiting
 /// entries end as removed, and ended entries no longer count against their
 /// client, so its tag is dropped.
@@ -462,12 +467,7 @@ async fn close_past_lines(tx: &Transaction<'_>, now_ms: i64) -> PgResult<()> {
         &[&now_ms],
     )
     .await?;
-    tx.execute(
-        "UPDATE waitlist SET client_tag = NULL
-         WHERE client_tag IS NOT NULL AND state NOT IN ('waiting', 'offered')",
-        &[],
-    )
-    .await?;
+    tx.execute(DROP_ENDED_TAGS_SQL, &[]).await?;
     Ok(())
 }
 

@@ -4,6 +4,12 @@
 use super::*;
 use tessera_core::inventory::availability_line;
 
+/// A counter's uploads still in quarantine (`$1` the device, `$2` how many
+/// at most), through `quarantine_open_by_device` (V6), not every item it
+/// ever had quarantined.
+pub const OPEN_QUARANTINE_SQL: &str = "SELECT kind, item_id, terminal_seq, reason FROM quarantine
+ WHERE device_id = $1 AND resolved_at IS NULL ORDER BY received_at, terminal_seq LIMIT $2";
+
 impl Round<'_, '_> {
     pub(super) async fn respond(
         &self,
@@ -106,11 +112,7 @@ impl Round<'_, '_> {
     pub(super) async fn quarantined(&self) -> R<Vec<Quarantined>> {
         let rows = self
             .tx
-            .query(
-                "SELECT kind, item_id, terminal_seq, reason FROM quarantine
-                 WHERE device_id = $1 AND resolved_at IS NULL ORDER BY received_at, terminal_seq LIMIT $2",
-                &[&self.device, &QUARANTINE_LISTED],
-            )
+            .query(OPEN_QUARANTINE_SQL, &[&self.device, &QUARANTINE_LISTED])
             .await?;
         rows.iter()
             .map(|r| {

@@ -3,6 +3,26 @@
 
 use super::*;
 
+/// A counter's own tally of the slots named (`$1` the device, `$2` the
+/// slots): its sales there and the places its voids gave back, through
+/// `sales_by_device_slot` (V6), never every sale the counter ever made.
+pub const TALLY_SQL: &str = "SELECT s.slot_id, COALESCE(SUM(s.admissions), 0)::bigint,
+        COALESCE(SUM(s.admissions) FILTER (WHERE v.places_returned = 1), 0)::bigint
+ FROM sales s LEFT JOIN counter_voids v ON v.sale_id = s.sale_id
+ WHERE s.device_id = $1 AND s.slot_id = ANY($2) GROUP BY s.slot_id";
+
+/// A counter's seqs received above its acknowledged one (`$2`), stored or
+/// quarantined, through the `(device_id, terminal_seq)` key and
+/// `quarantine_by_device`.
+pub const RECEIVED_SEQS_SQL: &str = "SELECT terminal_seq FROM sales WHERE device_id = $1 AND terminal_seq > $2
+ UNION SELECT terminal_seq FROM quarantine WHERE device_id = $1 AND kind = 'sale' AND terminal_seq > $2
+ ORDER BY 1";
+
+/// A counter's highest seq received: the last entry of the same two
+/// indexes.
+pub const MAX_SEQ_SQL: &str = "SELECT GREATEST(COALESCE((SELECT MAX(terminal_seq) FROM sales WHERE device_id = $1), 0),
+                 COALESCE((SELECT MAX(terminal_seq) FROM quarantine WHERE device_id = $1 AND kind = 'sale'), 0))";
+
 impl Round<'_, '_> {
     pub(super) async fn apply(
         &mut self,
@@ -345,16 +365,7 @@ impl Round<'_, '_> {
             return Ok(());
         }
         let ids: Vec<String> = slots.iter().map(ToString::to_string).collect();
-        let rows = self
-            .tx
-            .query(
-                "SELECT s.slot_id, COALESCE(SUM(s.admissions), 0)::bigint,
-                        COALESCE(SUM(s.admissions) FILTER (WHERE v.places_returned = 1), 0)::bigint
-                 FROM sales s LEFT JOIN counter_voids v ON v.sale_id = s.sale_id
-                 WHERE s.device_id = $1 AND s.slot_id = ANY($2) GROUP BY s.slot_id",
-                &[&self.device, &ids],
-            )
-            .await?;
+        let rows = self.tx.query(TALLY_SQL, &[&self.device, &ids]).await?;
         let mut derived: BTreeMap<SlotId, ActorTally> =
             slots.iter().map(|s| (*s, ActorTally::default())).collect();
         for row in &rows {
@@ -481,25 +492,13 @@ impl Round<'_, '_> {
         let before: i64 = row.try_get(0)?;
         let seqs = self
             .tx
-            .query(
-                "SELECT terminal_seq FROM sales WHERE device_id = $1 AND terminal_seq > $2
-                 UNION SELECT terminal_seq FROM quarantine WHERE device_id = $1 AND kind = 'sale' AND terminal_seq > $2
-                 ORDER BY 1",
-                &[&self.device, &before],
-            )
+            .query(RECEIVED_SEQS_SQL, &[&self.device, &before])
             .await?;
         let acked = batch::contiguous_ack(
             u64::try_from(before).unwrap_or(0),
             seqs.iter().map(|r| u64_at(r, 0)),
         )?;
-        let row = self
-            .tx
-            .query_one(
-                "SELECT GREATEST(COALESCE((SELECT MAX(terminal_seq) FROM sales WHERE device_id = $1), 0),
-                                 COALESCE((SELECT MAX(terminal_seq) FROM quarantine WHERE device_id = $1 AND kind = 'sale'), 0))",
-                &[&self.device],
-            )
-            .await?;
+        let row = self.tx.query_one(MAX_SEQ_SQL, &[&self.device]).await?;
         let max_seq: i64 = row.try_get(0)?;
         let reported = i64_of(request.last_seq)?.max(max_seq);
         self.tx

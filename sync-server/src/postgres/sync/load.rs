@@ -33,12 +33,7 @@ impl Round<'_, '_> {
         let first = self.first_live_slot()?.to_string();
         let own = self
             .tx
-            .query(
-                &format!(
-                    "SELECT {LEASE_COLUMNS} FROM leases WHERE device_id = $1 AND (slot_id >= $2 OR ({UNSETTLED_SQL}))"
-                ),
-                &[&self.device, &first],
-            )
+            .query(&own_leases_sql(), &[&self.device, &first])
             .await?;
         for row in &own {
             let lease = lease_from_row(row)?;
@@ -113,14 +108,7 @@ impl Round<'_, '_> {
             }
             self.slots.insert(slot.slot.id, slot);
         }
-        for row in self
-            .tx
-            .query(
-                &format!("SELECT {LEASE_COLUMNS} FROM leases WHERE slot_id = ANY($1)"),
-                &[&ids],
-            )
-            .await?
-        {
+        for row in self.tx.query(&slot_leases_sql(), &[&ids]).await? {
             let lease = lease_from_row(&row)?;
             self.leases.insert(lease.lease_id, lease);
         }

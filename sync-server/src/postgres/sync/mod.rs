@@ -79,17 +79,40 @@ mod judge;
 mod load;
 mod sizing;
 
+pub use answer::OPEN_QUARANTINE_SQL;
+pub use apply::{MAX_SEQ_SQL, RECEIVED_SEQS_SQL, TALLY_SQL};
+
 /// Quarantined uploads listed back to their counter in one answer.
 const QUARANTINE_LISTED: i64 = 1000;
 /// Rounds run again after a deadlock or serialization failure.
 const RETRIES: usize = 2;
 
 /// Leases whose slot is over and that nothing can change any more are
-/// settled; the others match the partial index `leases_unsettled`.
-pub(super) const UNSETTLED_SQL: &str =
+/// settled; the others match the partial index `leases_unsettled`. The SQL
+/// twin of core's `LeaseState::is_settled` for a slot that is over
+/// (tests/pg_plans.rs holds them together, lease state by lease state).
+/// PostgreSQL matches a partial index's condition against the query's
+/// clauses as written (no rewriting of `… > sold` as SQLite does), so this
+/// is, word for word, the condition of `leases_unsettled` (V3).
+pub const UNSETTLED_SQL: &str =
     "revoked_escrow IS NULL AND (granted_total - released_total > sold OR unused_reported > 0)";
 
 pub(super) const LEASE_COLUMNS: &str = "lease_id, device_id, slot_id, granted_total, released_total, sold, unused_reported, revoked_escrow, kept";
+
+/// A counter's leases a round loads (`$1` the device, `$2` the first live
+/// slot): those of its live slots, through the `(device_id, slot_id)` key,
+/// and its unsettled older ones, through `leases_unsettled` (a BitmapOr of
+/// the two), never every lease the counter ever held.
+pub fn own_leases_sql() -> String {
+    format!(
+        "SELECT {LEASE_COLUMNS} FROM leases WHERE device_id = $1 AND (slot_id >= $2 OR ({UNSETTLED_SQL}))"
+    )
+}
+
+/// Every lease of the slots named (`$1`), through `leases_by_slot`.
+pub fn slot_leases_sql() -> String {
+    format!("SELECT {LEASE_COLUMNS} FROM leases WHERE slot_id = ANY($1)")
+}
 
 /// Why a round failed (not a refusal: those are answers).
 #[derive(Debug, thiserror::Error)]
