@@ -624,3 +624,38 @@ async fn history_bounded_queries_use_their_indexes() {
     )
     .await;
 }
+
+/// No inventory rule lives in the database: the functions that once decided
+/// holds and confirmations in SQL (V2, V5) are dropped (V7), and no other
+/// function takes their place; core's ledger decides on every path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migrated_database_holds_no_functions_of_its_own() {
+    let pg = PgCluster::start();
+    let client = migrated(&pg).await;
+    let rows = client
+        .query(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("list functions");
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(
+        names.is_empty(),
+        "functions left in the database: {names:?}"
+    );
+    let types: Vec<String> = client
+        .query(
+            "SELECT typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+             WHERE n.nspname = 'public' AND t.typtype = 'c'
+               AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.typrelid AND c.relkind <> 'c')",
+            &[],
+        )
+        .await
+        .expect("list composite types")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(types.is_empty(), "composite types left: {types:?}");
+}
