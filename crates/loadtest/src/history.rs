@@ -73,6 +73,8 @@ const COUNTERS: usize = 3;
 const FLAT: f64 = 0.20;
 /// Differences below this (ms) are timer noise on a shared machine, not growth.
 const NOISE_MS: f64 = 0.5;
+/// How far ahead of the probed day the probe's orders book.
+const PROBE_AHEAD_DAYS: i64 = 8;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Probe {
@@ -164,16 +166,8 @@ impl Museum {
         })
     }
 
-    /// The first open day from `day` on (closed days have no slots: the
-    /// fixture's weekly and dated closures).
-    async fn open_day_from(&self, mut day: Date) -> Result<Date> {
-        for _ in 0..366 {
-            if !slots_between(&self.server, day, day).await?.is_empty() {
-                return Ok(day);
-            }
-            day = day.tomorrow()?;
-        }
-        Err(anyhow!("no open day in the year from {day}"))
+    async fn open_day_from(&self, day: Date) -> Result<Date> {
+        open_day_after(&self.server, day).await
     }
 
     /// Walks one open day: restart at 09:10, counters sell, the shop books.
@@ -322,6 +316,18 @@ async fn enrol_supervisor(server: &Server) -> Result<String> {
         .as_str()
         .map(str::to_string)
         .ok_or_else(|| anyhow!("no token in the supervisor's enrolment"))
+}
+
+/// The first open day from `day` on (closed days have no slots: the
+/// fixture's weekly and dated closures).
+async fn open_day_after(server: &Server, mut day: Date) -> Result<Date> {
+    for _ in 0..366 {
+        if !slots_between(server, day, day).await?.is_empty() {
+            return Ok(day);
+        }
+        day = day.tomorrow()?;
+    }
+    Err(anyhow!("no open day in the year from {day}"))
 }
 
 /// The slots of the days `from..=to`, as the web shop sees them
@@ -533,11 +539,17 @@ async fn probe(
             Ok::<_, anyhow::Error>(s)
         }));
     }
-    let later: Vec<SlotId> = slots_between(server, day, day)
-        .await?
-        .into_iter()
-        .filter(|s| s.hhmm().as_str() >= "14:00")
-        .collect();
+    // Bookings for a day eight days ahead: beyond what the walk's shop
+    // books (the coming seven days) and what counters lease (today), within
+    // the slots generated ahead (14 days in the test kit), so each
+    // probe order finds free places on a young and an old database alike,
+    // however many rounds probe the same day.
+    let ahead = open_day_after(
+        &*server,
+        day.checked_add(jiff::Span::new().days(PROBE_AHEAD_DAYS))?,
+    )
+    .await?;
+    let later = slots_between(server, ahead, ahead).await?;
     let mut hold_confirm = Samples::default();
     let mut failed_orders = 0;
     for i in 0..opts.probe_orders {
