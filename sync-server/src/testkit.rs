@@ -596,6 +596,12 @@ impl ServerProcess {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// The running `serve` process's id (0 while none runs): what a harness
+    /// reads the server's CPU time by.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
     pub fn port(&self) -> u16 {
         self.url
             .rsplit(':')

@@ -12,6 +12,7 @@
 pub mod chaos;
 pub mod client;
 pub mod counters;
+pub mod cpu;
 pub mod drain;
 pub mod gate;
 pub mod history;

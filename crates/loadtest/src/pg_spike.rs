@@ -20,6 +20,7 @@ use tessera_server::testkit::{slot, PgCluster, PgMuseum};
 use tokio::task::JoinSet;
 
 use crate::client::{http_client, HoldAnswer, Shop};
+use crate::cpu::{CpuMark, CpuSpent};
 use crate::stats::{error_code, transport_code, Errors, Samples, Summary};
 
 #[derive(Clone, Debug)]
@@ -65,6 +66,8 @@ pub struct PgSpikeRun {
     pub batch_phases_ms: Vec<(String, f64)>,
     /// With `--pg-stats`: PostgreSQL's busiest statements during the run.
     pub pg_statements: Vec<PgStatement>,
+    /// Where the machine's CPU went during the run.
+    pub cpu: CpuSpent,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -203,6 +206,8 @@ async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<
         metrics_before.push(shop.metrics().await.unwrap_or_default());
     }
 
+    let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
+    let cpu_before = CpuMark::now(&pids);
     let stop = Arc::new(AtomicBool::new(false));
     let orders = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -265,6 +270,7 @@ async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<
         errors.merge(e);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_before.spent(&CpuMark::now(&pids));
     let online_orders = orders.load(Ordering::Relaxed);
     let mut metrics_after = Vec::new();
     for shop in &shops {
@@ -300,6 +306,7 @@ async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<
         jobs_per_batch,
         batch_phases_ms,
         pg_statements,
+        cpu,
     })
 }
 
@@ -336,6 +343,7 @@ pub fn print(runs: &[PgSpikeRun]) {
         println!("    hold    {}", r.hold.line());
         println!("    confirm {}", r.confirm.line());
         println!("    errors  {}", r.errors.line());
+        println!("    cpu     {}", r.cpu.line(r.online_orders, "admission"));
         println!(
             "    books   PostgreSQL sold {} in {} orders; oversold {}; orders without a 201 {}",
             r.pg_sold_online, r.pg_orders, r.oversold, r.books_mismatch

@@ -165,6 +165,11 @@ impl Server {
         self.process.clock()
     }
 
+    /// The server process's id (0 while it is not running).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     pub fn db_str(&self) -> String {
         self.process.db_str()
     }

@@ -17,6 +17,7 @@ use tessera_terminal::TerminalError;
 use tokio::task::JoinSet;
 
 use crate::client::{card_sale, enrol_counter, http_client, HoldAnswer, Shop};
+use crate::cpu::{CpuMark, CpuSpent};
 use crate::server::{Server, ServerOptions};
 use crate::stats::{error_code, metric_sum_count, transport_code, Errors, Samples, Summary};
 
@@ -66,6 +67,8 @@ pub struct SpikeRun {
     pub mean_commit_batch: Option<f64>,
     pub mean_commit_ms: Option<f64>,
     pub commits: Option<u64>,
+    /// Where the machine's CPU went during the run.
+    pub cpu: CpuSpent,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -186,6 +189,7 @@ async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
     }
     while warm.join_next().await.is_some() {}
     let metrics_before = shop.metrics().await.unwrap_or_default();
+    let cpu_before = CpuMark::now(&[server.pid()]);
 
     let ctx = Arc::new(Ctx {
         shop: shop.clone(),
@@ -267,6 +271,9 @@ async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
         online.orders += out.orders;
         online.admissions += out.admissions;
     }
+    // Up to the last online client's end; with counters, their selling
+    // (in this process) is inside it too.
+    let cpu = cpu_before.spent(&CpuMark::now(&[server.pid()]));
     ctx.done.store(true, Ordering::Relaxed);
     let monitor_sold_out = monitor.await.unwrap_or(false);
     let mut counter_out = SellerOut::default();
@@ -352,6 +359,7 @@ async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
         mean_commit_batch,
         mean_commit_ms,
         commits,
+        cpu,
     })
 }
 
@@ -485,6 +493,10 @@ pub fn print(report: &SpikeReport) {
         println!("   hold                     {}", r.hold.line());
         println!("   confirm                  {}", r.confirm.line());
         println!("   error codes              {}", r.errors.line());
+        println!(
+            "   cpu                      {}",
+            r.cpu.line(r.online_admissions, "online admission")
+        );
         if r.terminals > 0 {
             println!(
                 "   counter sales            {} sales, {} admissions",
