@@ -18,6 +18,7 @@ pub mod http;
 pub mod operator;
 pub mod payments;
 pub mod postgres;
+pub mod push;
 pub mod request_id;
 pub mod secrets;
 pub mod sqlite;
@@ -202,6 +203,12 @@ async fn bind(config: &ServerConfig) -> Result<(TcpListener, SocketAddr, Arc<str
     Ok((listener, addr, public_url))
 }
 
+/// Events a push subscriber may have waiting before it is dropped as too
+/// slow (told to resync), so that it never holds anyone else up.
+const PUSH_BUFFER: usize = 64;
+/// Push subscribers one process serves at once; more are answered 503.
+const PUSH_SUBSCRIBERS: usize = 20_000;
+
 /// What every request handler shares, over either backend: the payment
 /// provider the configuration names (and the demo provider's page when it
 /// is the demo), limits, metrics and the public address.
@@ -219,7 +226,10 @@ fn app_state<S: store::Store>(
             &public_url,
         ))
     });
+    let push = Arc::new(push::Hub::new(PUSH_BUFFER, PUSH_SUBSCRIBERS));
+    tokio::spawn(push::run(push.clone(), store.clone(), store.changes()));
     Ok(AppState {
+        push,
         store,
         clock,
         entry: config.entry,

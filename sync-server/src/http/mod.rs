@@ -4,6 +4,7 @@
 mod bookings;
 mod demo_page;
 mod devices;
+mod events;
 pub(crate) mod extract;
 mod gate;
 mod gate_sync;
@@ -53,6 +54,8 @@ pub struct AppState<S> {
     pub demo: Option<Arc<crate::payments::demo::DemoProvider>>,
     /// Where visitors reach this server, without a trailing slash.
     pub public_url: Arc<str>,
+    /// The push channel's hub (Server-Sent Events).
+    pub push: Arc<crate::push::Hub>,
 }
 
 impl<S> AppState<S> {
@@ -77,6 +80,7 @@ impl<S> Clone for AppState<S> {
             payments: self.payments.clone(),
             demo: self.demo.clone(),
             public_url: self.public_url.clone(),
+            push: self.push.clone(),
         }
     }
 }
@@ -106,6 +110,10 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/v1/catalogue", get(online::catalogue::<S>))
         .route("/v1/availability", get(online::availability::<S>))
+        .route(
+            "/v1/events/availability",
+            get(events::availability::<S>),
+        )
         .route("/v1/shop/config", get(shop::config::<S>))
         .route("/v1/calendar", get(shop::calendar::<S>))
         .route("/v1/nearest", get(shop::nearest::<S>))

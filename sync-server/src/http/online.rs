@@ -21,7 +21,7 @@ use tessera_core::limits;
 
 #[derive(Deserialize)]
 pub struct DateQuery {
-    date: Option<String>,
+    pub(super) date: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/availability", tag = "online", summary = "Places per slot on one museum day", params(("date" = String, Query, format = Date, description = "Museum day, YYYY-MM-DD")), responses((status = 200, description = "The day's slots, live", body = tessera_core::api::online::Availability), (status = 400, description = "date missing or not a date (bad_request)", body = tessera_core::api::ErrorBody), (status = 422, description = "date out of range (invalid_body)", body = tessera_core::api::ErrorBody)))]

@@ -86,6 +86,8 @@ pub struct Cache {
     pub counter_sold: RwLock<HashMap<SlotId, u32>>,
     /// Whether the listener keeping all of this fresh is alive.
     pub listener: ListenerHealth,
+    /// Told which days changed whenever slot rows or tallies are re-read.
+    pub changes: Arc<crate::push::Changes>,
     /// The museum's clock and time zone, which say which slots are live
     /// (none: every slot is kept).
     live: Option<(Clock, TimeZone)>,
@@ -172,6 +174,7 @@ impl Cache {
     pub fn apply(&self, rows: impl IntoIterator<Item = CachedSlot>) {
         let first = self.first_live();
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
+        let mut changed = Vec::new();
         for row in rows {
             if first.is_some_and(|first| row.slot.id < first) {
                 continue;
@@ -179,11 +182,14 @@ impl Cache {
             match slots.get(&row.slot.id) {
                 Some(have) if have.version >= row.version => {}
                 _ => {
+                    changed.push(row.slot.id);
                     slots.insert(row.slot.id, row);
                 }
             }
         }
         metrics::gauge!("tessera_pg_cached_slots").set(slots.len() as f64);
+        drop(slots);
+        self.changes.slots(&changed);
     }
 
     /// The rows `select` (`SELECT … FROM table`) reads for the live slots
@@ -234,6 +240,7 @@ impl Cache {
             let fresh: BTreeMap<SlotId, CachedSlot> = rows.map(|r| (r.slot.id, r)).collect();
             metrics::gauge!("tessera_pg_cached_slots").set(fresh.len() as f64);
             *self.slots.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+            self.changes.everything();
         }
         self.reload_counter_sold(client, only).await
     }
@@ -254,7 +261,12 @@ impl Cache {
         if only.is_none() {
             sold.clear();
         }
+        let ids: Vec<SlotId> = read.iter().map(|(id, _)| *id).collect();
         sold.extend(read);
+        drop(sold);
+        // A counter's sale changes what a day has left as much as an
+        // online order does.
+        self.changes.slots(&ids);
         Ok(())
     }
 

@@ -542,6 +542,10 @@ impl Store for PgStore {
         self.catalogue.clone()
     }
 
+    fn changes(&self) -> Arc<crate::push::Changes> {
+        self.cache.changes.clone()
+    }
+
     /// From this process's view of the slots, which every commit of every
     /// process refreshes through NOTIFY (see `cache`). Holds whose time is
     /// up count as held until the next sweep (within a second). A day

@@ -278,6 +278,10 @@ impl Store for SqliteStore {
             .clone()
     }
 
+    fn changes(&self) -> Arc<crate::push::Changes> {
+        self.shared.changes.clone()
+    }
+
     /// From the writer's published views; a day before the live ones
     /// (the writer keeps only those) is read from the database.
     async fn availability(&self, date: Date) -> Result<Availability, StoreError> {

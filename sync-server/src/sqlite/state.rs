@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     /// Trusted sales channels by the SHA-256 of their token.
     pub channels: RwLock<HashMap<Vec<u8>, ChannelInfo>>,
     pub keys: RwLock<(Arc<KeyRing>, Arc<PublicKeys>)>,
+    /// Told which days changed each time the writer publishes.
+    pub changes: Arc<crate::push::Changes>,
 }
 
 #[derive(Clone)]
@@ -536,6 +538,7 @@ impl State {
     pub fn publish(&mut self, conn: &Connection, shared: &Shared) -> rusqlite::Result<()> {
         if !self.dirty_slots.is_empty() {
             let dirty: Vec<SlotId> = self.dirty_slots.drain().collect();
+            shared.changes.slots(&dirty);
             let views: Vec<(SlotId, Option<SlotView>)> = dirty
                 .into_iter()
                 .map(|id| (id, self.slot_view(&id)))
@@ -565,6 +568,7 @@ impl State {
         let mut cat = shared.catalogue.write().unwrap_or_else(|p| p.into_inner());
         if !Arc::ptr_eq(&cat, &self.catalogue) {
             *cat = self.catalogue.clone();
+            shared.changes.everything();
         }
         Ok(())
     }
@@ -654,6 +658,7 @@ impl Shared {
                 Arc::new(KeyRing::new()),
                 Arc::new(PublicKeys { keys: vec![] }),
             )),
+            changes: Arc::default(),
         }
     }
 }

@@ -287,6 +287,11 @@ pub enum RefundAttempt {
 pub trait Store: Send + Sync + 'static {
     fn catalogue(&self) -> Arc<Catalogue>;
 
+    /// Which museum days changed, told after each commit (this process's or,
+    /// on a shared database, any process's): what the push channel listens
+    /// to.
+    fn changes(&self) -> Arc<crate::push::Changes>;
+
     /// Live availability of a museum day, from committed state only (a
     /// day no longer kept in memory is read from storage).
     fn availability(

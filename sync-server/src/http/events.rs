@@ -1,0 +1,92 @@
+//! `GET /v1/events/availability`: a museum day's availability as it
+//! changes, pushed (Server-Sent Events), for the web shop's pages and any
+//! partner site. Resumable with `Last-Event-ID`; a heartbeat comment every
+//! 15 s keeps proxies from closing a quiet stream.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use tessera_core::slot::parse_date;
+
+use super::online::DateQuery;
+use super::AppState;
+use crate::error::ServiceError;
+use crate::push::{Event, Resume, SubscribeError, Subscription};
+use crate::store::Store;
+
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+pub async fn availability<S: Store>(
+    State(app): State<AppState<S>>,
+    headers: HeaderMap,
+    Query(q): Query<DateQuery>,
+) -> Result<Response, ServiceError> {
+    let text = q.date.ok_or_else(|| {
+        ServiceError::BadRequest("query parameter date=YYYY-MM-DD is required".into())
+    })?;
+    let date = parse_date(&text).map_err(|e| ServiceError::BadRequest(e.to_string()))?;
+    // An unreadable or foreign id is no resume point: the day is sent whole.
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(Resume::parse);
+    let fresh = app.store.availability(date).await?;
+    let changes = app.store.changes();
+    let sub = app
+        .push
+        .subscribe(date, fresh, resume, &changes)
+        .map_err(|e| match e {
+            SubscribeError::Full(_) => ServiceError::Unavailable,
+        })?;
+    let hub = app.push.clone();
+    let events = stream_of(sub, move |seq| hub.event_id(seq));
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(HEARTBEAT))
+        .into_response())
+}
+
+/// The first events, then the live ones; if the hub dropped this subscriber
+/// for being slow, a last `resync` event says to reconnect without an id.
+fn stream_of(
+    sub: Subscription,
+    id_of: impl Fn(u64) -> String + Send + 'static,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> + Send {
+    let Subscription {
+        first,
+        live,
+        lagged,
+    } = sub;
+    let first = stream::iter(first.into_iter().map(Some));
+    let live = stream::unfold(Some(live), move |rx| {
+        let lagged = lagged.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(e) => Some((Some(e), Some(rx))),
+                // Dropped: tell why once, then end.
+                None if lagged.load(Ordering::Relaxed) => Some((None, None)),
+                None => None,
+            }
+        }
+    });
+    futures_util::StreamExt::map(futures_util::StreamExt::chain(first, live), move |e| {
+        Ok(match e {
+            Some(Event { seq, kind, data }) => SseEvent::default()
+                .id(id_of(seq))
+                .event(match kind {
+                    crate::push::EventKind::Snapshot => "snapshot",
+                    crate::push::EventKind::Changed => "changed",
+                })
+                .data(&*data),
+            None => SseEvent::default()
+                .event("resync")
+                .data(r#"{"reason":"too slow: events were dropped; reconnect without Last-Event-ID"}"#),
+        })
+    })
+}
