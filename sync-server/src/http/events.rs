@@ -22,6 +22,7 @@ use crate::store::Store;
 
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
+#[utoipa::path(get, path = "/v1/events/availability", tag = "online", summary = "A museum day's places, pushed as they change (Server-Sent Events)", description = "First a `snapshot` event (the day, as `GET /v1/availability` answers it), then a `changed` event with the lines that changed after each commit. Each event has an id; reconnecting with `Last-Event-ID` sends only what was missed, or a new `snapshot` if this server cannot (restarted, another process, too long ago). A listener too slow to keep up gets a `resync` event and the stream ends. A comment line every 15 s keeps idle connections open.", params(("date" = String, Query, format = Date, description = "Museum day, YYYY-MM-DD"), ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received")), responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = String), (status = 400, description = "date missing or not a date (bad_request)", body = tessera_core::api::ErrorBody), (status = 503, description = "Too many listeners on this server (unavailable)", body = tessera_core::api::ErrorBody)))]
 pub async fn availability<S: Store>(
     State(app): State<AppState<S>>,
     headers: HeaderMap,
@@ -84,9 +85,9 @@ fn stream_of(
                     crate::push::EventKind::Changed => "changed",
                 })
                 .data(&*data),
-            None => SseEvent::default()
-                .event("resync")
-                .data(r#"{"reason":"too slow: events were dropped; reconnect without Last-Event-ID"}"#),
+            None => SseEvent::default().event("resync").data(
+                r#"{"reason":"too slow: events were dropped; reconnect without Last-Event-ID"}"#,
+            ),
         })
     })
 }

@@ -110,10 +110,7 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         .route("/v1/openapi.json", get(openapi::openapi_json))
         .route("/v1/catalogue", get(online::catalogue::<S>))
         .route("/v1/availability", get(online::availability::<S>))
-        .route(
-            "/v1/events/availability",
-            get(events::availability::<S>),
-        )
+        .route("/v1/events/availability", get(events::availability::<S>))
         .route("/v1/shop/config", get(shop::config::<S>))
         .route("/v1/calendar", get(shop::calendar::<S>))
         .route("/v1/nearest", get(shop::nearest::<S>))

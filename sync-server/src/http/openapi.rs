@@ -40,6 +40,7 @@ pub const CHANNEL_TOKEN: &str = "channel_token";
         openapi_json,
         super::online::catalogue,
         super::online::availability,
+        super::events::availability,
         super::shop::config,
         super::shop::calendar,
         super::shop::nearest,

@@ -261,7 +261,7 @@ impl Cache {
         if only.is_none() {
             sold.clear();
         }
-        let ids: Vec<SlotId> = read.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<SlotId> = read.keys().copied().collect();
         sold.extend(read);
         drop(sold);
         // A counter's sale changes what a day has left as much as an

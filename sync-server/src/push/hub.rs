@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use jiff::civil::Date;
 use serde::Serialize;
@@ -15,6 +16,10 @@ use crate::store::Store;
 
 /// Recent events kept per day for reconnects (`Last-Event-ID`).
 const RECENT: usize = 256;
+/// How long a day nobody listens to any more is kept fresh, so that a page
+/// reconnecting after a dropped connection (a phone changing networks, a
+/// reload) resumes where it stopped instead of starting over.
+const KEEP_IDLE: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +93,8 @@ struct Day {
     /// The number of the newest event of this day dropped from `recent`.
     forgotten: u64,
     subscribers: Vec<Subscriber>,
+    /// Since when nobody listens (kept fresh for `KEEP_IDLE` more).
+    idle_since: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -168,7 +175,13 @@ impl Hub {
                     && r.seq >= day.since
                     && r.seq >= day.forgotten
             })
-            .map(|r| day.recent.iter().filter(|e| e.seq > r.seq).cloned().collect());
+            .map(|r| {
+                day.recent
+                    .iter()
+                    .filter(|e| e.seq > r.seq)
+                    .cloned()
+                    .collect()
+            });
         let first = match resumed {
             Some(events) => events,
             None => vec![Event {
@@ -179,6 +192,7 @@ impl Hub {
         };
         let (tx, live) = mpsc::channel(self.buffer);
         let lagged = Arc::new(AtomicBool::new(false));
+        day.idle_since = None;
         day.subscribers.push(Subscriber {
             tx,
             lagged: lagged.clone(),
@@ -237,26 +251,31 @@ impl Hub {
         }
         day.recent.push_back(event.clone());
         let before = day.subscribers.len();
-        day.subscribers.retain(|s| match s.tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                s.lagged.store(true, Ordering::Relaxed);
-                metrics::counter!("tessera_push_dropped_total").increment(1);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
+        day.subscribers
+            .retain(|s| match s.tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    s.lagged.store(true, Ordering::Relaxed);
+                    metrics::counter!("tessera_push_dropped_total").increment(1);
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
         let gone = before - day.subscribers.len();
-        if day.subscribers.is_empty() {
-            // Nobody to keep it fresh for; a later subscriber starts anew.
-            state.days.remove(&date);
+        if day.subscribers.is_empty() && day.idle_since.is_none() {
+            day.idle_since = Some(Instant::now());
         }
         state.subscribers -= gone.min(state.subscribers);
         metrics::gauge!("tessera_push_subscribers").set(state.subscribers as f64);
     }
 
-    /// Forgets subscribers that went away, and the days nobody listens to.
+    /// Forgets subscribers that went away, and the days nobody has listened
+    /// to for `KEEP_IDLE` (a later subscriber of such a day starts anew).
     pub fn prune(&self) {
+        self.prune_at(Instant::now());
+    }
+
+    fn prune_at(&self, now: Instant) {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let state = &mut *guard;
         let mut gone = 0;
@@ -264,7 +283,11 @@ impl Hub {
             let before = day.subscribers.len();
             day.subscribers.retain(|s| !s.tx.is_closed());
             gone += before - day.subscribers.len();
-            !day.subscribers.is_empty()
+            if day.subscribers.is_empty() {
+                let since = *day.idle_since.get_or_insert(now);
+                return now.saturating_duration_since(since) < KEEP_IDLE;
+            }
+            true
         });
         state.subscribers -= gone.min(state.subscribers);
         metrics::gauge!("tessera_push_subscribers").set(state.subscribers as f64);
@@ -426,6 +449,33 @@ mod tests {
         }
         assert_eq!(buffered, 4, "what was buffered before the drop");
         assert!(slow_live.is_closed());
+    }
+
+    #[test]
+    fn a_day_nobody_listens_to_is_kept_for_a_reconnect_then_forgotten() {
+        let hub = Hub::new(4, 10);
+        let changes = Changes::default();
+        let date = day(&[]).date;
+        let mut sub = hub.subscribe(date, day(&[5]), None, &changes).expect("sub");
+        hub.publish(day(&[4]));
+        let seen = sub.live.try_recv().expect("change");
+        drop(sub);
+        hub.prune();
+        hub.publish(day(&[3]));
+        let back = hub
+            .subscribe(
+                date,
+                day(&[3]),
+                Resume::parse(&hub.event_id(seen.seq)),
+                &changes,
+            )
+            .expect("resume");
+        assert_eq!(back.first.len(), 1);
+        assert_eq!(back.first[0].kind, EventKind::Changed);
+        drop(back);
+        hub.prune_at(Instant::now());
+        hub.prune_at(Instant::now() + KEEP_IDLE + Duration::from_secs(1));
+        assert!(hub.days().is_empty(), "forgotten after {KEEP_IDLE:?}");
     }
 
     #[test]

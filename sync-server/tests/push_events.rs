@@ -1,0 +1,192 @@
+//! The push channel as a web page or a partner site uses it: a museum day's
+//! availability over Server-Sent Events, live, resumable, on either backend
+//! (`TESSERA_TEST_BACKEND`).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tessera_server::testkit::{slot, ServerProcess};
+
+/// One event as the stream carried it.
+#[derive(Debug)]
+struct Sse {
+    id: Option<String>,
+    event: String,
+    data: Value,
+}
+
+/// A subscriber reading the stream as a browser's EventSource does.
+struct Listener {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Listener {
+    async fn open(url: &str, date: &str, last_id: Option<&str>) -> Listener {
+        let mut request = reqwest::Client::new()
+            .get(format!("{url}/v1/events/availability?date={date}"))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await.expect("subscribe");
+        assert_eq!(response.status(), 200);
+        assert!(response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream")));
+        Listener {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event (heartbeat comments skipped); fails the test if none
+    /// comes within a minute — a state waited for, with a bound on a
+    /// broken server.
+    async fn next(&mut self) -> Sse {
+        tokio::time::timeout(Duration::from_secs(60), self.next_event())
+            .await
+            .expect("an event within a minute")
+    }
+
+    async fn next_event(&mut self) -> Sse {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::from("message"), String::new());
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a heartbeat
+                }
+                return Sse {
+                    id,
+                    event,
+                    data: serde_json::from_str(&data).expect("event data is JSON"),
+                };
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .expect("stream readable")
+                .expect("stream still open");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Events until one names `slot` with `available` places.
+    async fn until(&mut self, slot: &str, available: u64) -> Vec<Sse> {
+        let mut seen = Vec::new();
+        loop {
+            let e = self.next().await;
+            let hit = e.data["slots"].as_array().is_some_and(|lines| {
+                lines
+                    .iter()
+                    .any(|l| l["slot_id"] == slot && l["available"] == available)
+            });
+            seen.push(e);
+            if hit {
+                return seen;
+            }
+        }
+    }
+}
+
+fn line<'a>(e: &'a Sse, slot: &str) -> Option<&'a Value> {
+    e.data["slots"]
+        .as_array()?
+        .iter()
+        .find(|l| l["slot_id"] == slot)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_sees_each_change_once_across_a_reconnect_and_resyncs_after_a_restart() {
+    let mut server = ServerProcess::start_at("11:05", &[]);
+    let api = server.api();
+    let day = server.day.to_string();
+    let s = slot(server.day, "14:00");
+    let sid = s.to_string();
+
+    let mut page = Listener::open(&server.url, &day, None).await;
+    let first = page.next().await;
+    assert_eq!(first.event, "snapshot");
+    assert_eq!(line(&first, &sid).expect("the slot")["available"], 120);
+
+    // A visitor holds 3 places: the page is told, with no request of its own.
+    let (status, hold) = api
+        .hold("push-1", s, json!([{"product_id": "adult", "quantity": 3}]))
+        .await
+        .expect("hold");
+    assert_eq!(status, 201, "{hold}");
+    let told = page.until(&sid, 117).await;
+    let last = told.last().expect("an event");
+    assert_eq!(last.event, "changed");
+    let last_id = last.id.clone().expect("events carry ids");
+
+    // The page goes away; two more holds happen meanwhile.
+    drop(page);
+    for (key, n) in [("push-2", 2), ("push-3", 1)] {
+        let (status, body) = api
+            .hold(key, s, json!([{"product_id": "adult", "quantity": n}]))
+            .await
+            .expect("hold");
+        assert_eq!(status, 201, "{body}");
+    }
+    // Back with Last-Event-ID: only what it missed, in order, no snapshot.
+    let mut page = Listener::open(&server.url, &day, Some(&last_id)).await;
+    let missed = page.until(&sid, 114).await;
+    assert!(missed.iter().all(|e| e.event == "changed"), "{missed:?}");
+    let seen: Vec<u64> = missed
+        .iter()
+        .filter_map(|e| line(e, &sid))
+        .filter_map(|l| l["available"].as_u64())
+        .collect();
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "in order, each once: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&114));
+    let resume_id = missed.last().and_then(|e| e.id.clone()).expect("id");
+    drop(page);
+
+    // A restart forgets the hub's events: the same id gets the whole day.
+    server.restart();
+    let mut page = Listener::open(&server.url, &day, Some(&resume_id)).await;
+    let again = page.next().await;
+    assert_eq!(again.event, "snapshot");
+    assert_eq!(line(&again, &sid).expect("the slot")["available"], 114);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_subscription_is_refused_with_a_reason() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let http = reqwest::Client::new();
+    for query in ["", "?date=", "?date=yesterday", "?date=2026-13-40"] {
+        let r = http
+            .get(format!("{}/v1/events/availability{query}", server.url))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 400, "{query}");
+        let body: Value = r.json().await.expect("a JSON error");
+        assert!(body["error"]["code"].is_string(), "{query}: {body}");
+    }
+    // A garbled Last-Event-ID is no resume point, not an error.
+    let mut page = Listener::open(
+        &server.url,
+        &server.day.to_string(),
+        Some("\u{e9}-\u{1f600}"),
+    )
+    .await;
+    assert_eq!(page.next().await.event, "snapshot");
+}
