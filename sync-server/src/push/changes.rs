@@ -61,17 +61,27 @@ impl Changes {
         }
     }
 
-    /// Waits for changes and takes them. A change told while nobody waits
-    /// is kept (the wake-up keeps a permit), so none is lost.
+    /// Takes what changed since the last take (maybe nothing).
+    pub fn take(&self) -> Pending {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *p)
+    }
+
+    /// Waits until something is told. A change told while nobody waits
+    /// leaves a permit, so a wait after it returns at once: call `take`
+    /// after each wait and no change is ever left behind.
+    pub async fn wait(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Waits for changes and takes them.
     pub async fn next(&self) -> Pending {
         loop {
-            {
-                let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                if !p.is_empty() {
-                    return std::mem::take(&mut *p);
-                }
+            let p = self.take();
+            if !p.is_empty() {
+                return p;
             }
-            self.wake.notified().await;
+            self.wait().await;
         }
     }
 }

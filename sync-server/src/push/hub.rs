@@ -153,6 +153,10 @@ impl Hub {
     ) -> Result<Subscription, SubscribeError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.subscribers >= self.max_subscribers {
+            // Count only those still connected before refusing.
+            state.prune(Instant::now());
+        }
+        if state.subscribers >= self.max_subscribers {
             return Err(SubscribeError::Full(self.max_subscribers));
         }
         let seq = state.seq;
@@ -277,7 +281,13 @@ impl Hub {
 
     fn prune_at(&self, now: Instant) {
         let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let state = &mut *guard;
+        guard.prune(now);
+    }
+}
+
+impl State {
+    fn prune(&mut self, now: Instant) {
+        let state = self;
         let mut gone = 0;
         state.days.retain(|_, day| {
             let before = day.subscribers.len();
@@ -305,9 +315,16 @@ fn json(value: &impl Serialize) -> Arc<str> {
 /// Keeps the hub's days fresh: waits for changes, re-reads each changed day
 /// someone listens to, publishes. Runs until the process ends.
 pub async fn run<S: Store>(hub: Arc<Hub>, store: Arc<S>, changes: Arc<Changes>) {
+    // Listeners that left are noticed at the next change, or at the latest
+    // at this tick on a quiet day.
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
-        let pending = changes.next().await;
+        tokio::select! {
+            _ = changes.wait() => {}
+            _ = tick.tick() => {}
+        }
         hub.prune();
+        let pending = changes.take();
         let days = hub.days();
         for date in days {
             if !pending.all && !pending.dates.contains(&date) {

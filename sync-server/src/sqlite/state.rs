@@ -538,18 +538,22 @@ impl State {
     pub fn publish(&mut self, conn: &Connection, shared: &Shared) -> rusqlite::Result<()> {
         if !self.dirty_slots.is_empty() {
             let dirty: Vec<SlotId> = self.dirty_slots.drain().collect();
-            shared.changes.slots(&dirty);
             let views: Vec<(SlotId, Option<SlotView>)> = dirty
                 .into_iter()
                 .map(|id| (id, self.slot_view(&id)))
                 .collect();
             let mut slots = shared.slots.write().unwrap_or_else(|p| p.into_inner());
+            let ids: Vec<SlotId> = views.iter().map(|(id, _)| *id).collect();
             for (id, view) in views {
                 match view {
                     Some(v) => slots.insert(id, v),
                     None => slots.remove(&id),
                 };
             }
+            drop(slots);
+            // Told only once readers can see it: the push hub re-reads the
+            // day as soon as it hears.
+            shared.changes.slots(&ids);
         }
         if self.devices_dirty {
             self.devices_dirty = false;
