@@ -132,6 +132,7 @@ pub async fn start(
     let writer_died = store.writer_died();
     let state = app_state(store, config, clock, context, public_url)?;
     let refunds = tokio::spawn(http::payments::run_refunds(state.clone()));
+    let push = state.push.clone();
     let app = router(state, config.max_body_bytes);
     Ok(run_server(
         listener,
@@ -140,8 +141,18 @@ pub async fn start(
         app,
         config,
         writer_died,
-        [upkeep, mailer, refunds],
+        Background {
+            tasks: [upkeep, mailer, refunds],
+            push,
+        },
     ))
+}
+
+/// What runs beside the HTTP server: upkeep, the mailer, refunds, and the
+/// push hub whose streams end when the server stops.
+struct Background {
+    tasks: [tokio::task::JoinHandle<()>; 3],
+    push: Arc<push::Hub>,
 }
 
 /// Serves `app` on `listener` until stopped, or until `writer_died`
@@ -154,8 +165,12 @@ fn run_server(
     app: axum::Router,
     config: &ServerConfig,
     writer_died: impl std::future::Future<Output = String> + Send + 'static,
-    [upkeep, mailer, refunds]: [tokio::task::JoinHandle<()>; 3],
+    background: Background,
 ) -> RunningServer {
+    let Background {
+        tasks: [upkeep, mailer, refunds],
+        push,
+    } = background;
     let (tx, rx) = oneshot::channel::<()>();
     let header_timeout = Duration::from_secs(config.clients.header_read_timeout_secs.max(1));
     let (failed_tx, failed) = watch::channel(None);
@@ -167,6 +182,10 @@ fn run_server(
                 let _ = failed_tx.send(Some(reason));
             }
         }
+        // Event streams never end by themselves: ended here, so that the
+        // graceful shutdown does not wait its 30 s for them (listeners
+        // reconnect to whichever server answers next).
+        push.close();
     }));
     RunningServer {
         addr,
@@ -274,6 +293,7 @@ pub async fn start_postgres(
     let writer_died = store.writer_died();
     let state = app_state(store, config, clock, context, public_url)?;
     let refunds = tokio::spawn(http::payments::run_refunds(state.clone()));
+    let push = state.push.clone();
     let app = router(state, config.max_body_bytes);
     Ok(run_server(
         listener,
@@ -282,7 +302,10 @@ pub async fn start_postgres(
         app,
         config,
         writer_died,
-        [upkeep, mailer, refunds],
+        Background {
+            tasks: [upkeep, mailer, refunds],
+            push,
+        },
     ))
 }
 

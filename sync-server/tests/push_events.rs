@@ -190,3 +190,42 @@ async fn a_bad_subscription_is_refused_with_a_reason() {
     .await;
     assert_eq!(page.next().await.event, "snapshot");
 }
+
+/// Stopping the server ends the open streams, so the graceful stop does not
+/// wait out its limit (10 s, then "requests still open … exiting anyway")
+/// for listeners that would never hang up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_ends_the_streams_instead_of_waiting_for_them() {
+    let mut server = ServerProcess::start_at("11:05", &[]);
+    let mut page = Listener::open(&server.url, &server.day.to_string(), None).await;
+    assert_eq!(page.next().await.event, "snapshot");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // The stream ends (the server closed it), then the process exits.
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match page.response.chunk().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream was never closed");
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = server.wait_exit(Duration::from_secs(120));
+        (exit, server)
+    })
+    .await
+    .expect("join");
+    let (exit, server) = exit;
+    assert!(exit.is_some(), "the server did not stop");
+    let log = server.log();
+    assert!(
+        !log.contains("still open"),
+        "the stop waited for the stream:\n{log}"
+    );
+}

@@ -87,7 +87,7 @@ pub struct Cache {
     /// Whether the listener keeping all of this fresh is alive.
     pub listener: ListenerHealth,
     /// Told which days changed whenever slot rows or tallies are re-read.
-    pub changes: Arc<crate::push::Changes>,
+    pub changes: Arc<crate::store::Changes>,
     /// The museum's clock and time zone, which say which slots are live
     /// (none: every slot is kept).
     live: Option<(Clock, TimeZone)>,

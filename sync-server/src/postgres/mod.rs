@@ -542,7 +542,7 @@ impl Store for PgStore {
         self.catalogue.clone()
     }
 
-    fn changes(&self) -> Arc<crate::push::Changes> {
+    fn changes(&self) -> Arc<crate::store::Changes> {
         self.cache.changes.clone()
     }
 

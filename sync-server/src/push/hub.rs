@@ -11,8 +11,7 @@ use tessera_core::api::online::{Availability, SlotAvailability};
 use tessera_core::slot::SlotId;
 use tokio::sync::mpsc;
 
-use super::Changes;
-use crate::store::Store;
+use crate::store::{Changes, Store};
 
 /// Recent events kept per day for reconnects (`Last-Event-ID`).
 const RECENT: usize = 256;
@@ -208,6 +207,15 @@ impl Hub {
             live,
             lagged,
         })
+    }
+
+    /// Ends every stream (the server is stopping): each subscriber's
+    /// channel closes, and its stream ends after what it already has.
+    pub fn close(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.days.clear();
+        state.subscribers = 0;
+        metrics::gauge!("tessera_push_subscribers").set(0.0);
     }
 
     /// The days someone listens to.

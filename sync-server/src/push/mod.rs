@@ -1,7 +1,7 @@
 //! The push channel (Server-Sent Events): what changed, told to whoever
 //! listens, the moment it is committed, instead of each client polling.
 //!
-//! - [`Changes`] is what a backend tells after each commit: which museum
+//! - [`Changes`] (the store's) is what a backend tells after each commit: which museum
 //!   days changed. It is a set and a wake-up, never a queue, so a writer's
 //!   commit costs a lock and an insert whatever the listeners do.
 //! - [`Hub`] turns those into events: it re-reads a changed day's
@@ -13,8 +13,7 @@
 //!   process's epoch is resumed from the hub's recent events; any other id
 //!   (another process, a restart, too old) gets the whole day again.
 
-mod changes;
 mod hub;
 
-pub use changes::Changes;
+pub use crate::store::Changes;
 pub use hub::{run, Event, EventKind, Hub, Resume, SubscribeError, Subscription};

@@ -278,7 +278,7 @@ impl Store for SqliteStore {
             .clone()
     }
 
-    fn changes(&self) -> Arc<crate::push::Changes> {
+    fn changes(&self) -> Arc<crate::store::Changes> {
         self.shared.changes.clone()
     }
 

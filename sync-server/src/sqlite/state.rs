@@ -83,7 +83,7 @@ pub(crate) struct Shared {
     pub channels: RwLock<HashMap<Vec<u8>, ChannelInfo>>,
     pub keys: RwLock<(Arc<KeyRing>, Arc<PublicKeys>)>,
     /// Told which days changed each time the writer publishes.
-    pub changes: Arc<crate::push::Changes>,
+    pub changes: Arc<crate::store::Changes>,
 }
 
 #[derive(Clone)]

@@ -20,8 +20,10 @@
 //! (`crate::error::ServiceError`): decided before a store is called, they
 //! never come out of one.
 
+mod changes;
 mod error;
 
+pub use changes::{Changes, Pending};
 pub use error::{Refusal, RefusalKind, StoreError, WaitlistError};
 
 use std::future::Future;
@@ -290,7 +292,7 @@ pub trait Store: Send + Sync + 'static {
     /// Which museum days changed, told after each commit (this process's or,
     /// on a shared database, any process's): what the push channel listens
     /// to.
-    fn changes(&self) -> Arc<crate::push::Changes>;
+    fn changes(&self) -> Arc<Changes>;
 
     /// Live availability of a museum day, from committed state only (a
     /// day no longer kept in memory is read from storage).

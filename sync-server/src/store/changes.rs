@@ -1,4 +1,5 @@
-//! What changed since the push hub last looked.
+//! What changed since the push hub last looked: told by each backend after
+//! its commits, read by `push`.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
