@@ -102,7 +102,7 @@ impl PgCluster {
                 "chown the cluster's directory",
             );
         }
-        let cluster = PgCluster {
+        let mut cluster = PgCluster {
             dir,
             bin,
             port: free_port(),
@@ -116,7 +116,18 @@ impl PgCluster {
                 .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]),
             "initdb",
         );
-        cluster.pg_ctl_start();
+        // The free port is free when chosen, not when PostgreSQL binds it:
+        // a test or server starting beside this one may take it first. Such
+        // a start is tried again on another port; any other failure fails.
+        let mut tries = 0;
+        while let Err(e) = cluster.try_pg_ctl_start() {
+            tries += 1;
+            let log = std::fs::read_to_string(cluster.log_path()).unwrap_or_default();
+            if tries >= 5 || !log.contains("could not bind") {
+                panic!("pg_ctl start failed: {e}\n{log}");
+            }
+            cluster.port = free_port();
+        }
         cluster.psql("postgres", "CREATE DATABASE tessera");
         cluster
     }
@@ -137,20 +148,35 @@ impl PgCluster {
     }
 
     fn pg_ctl_start(&self) {
+        if let Err(e) = self.try_pg_ctl_start() {
+            panic!("pg_ctl start failed: {e}");
+        }
+    }
+
+    fn try_pg_ctl_start(&self) -> Result<(), String> {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} -c max_connections=300",
             self.port,
             self.dir.path().display()
         );
-        run(
-            self.pg_command("pg_ctl")
-                .arg("-D")
-                .arg(self.data())
-                .arg("-l")
-                .arg(self.log_path())
-                .args(["-w", "-t", "60", "-o", &options, "start"]),
-            "pg_ctl start",
-        );
+        let out = self
+            .pg_command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.log_path())
+            .args(["-w", "-t", "60", "-o", &options, "start"])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     fn log_path(&self) -> PathBuf {
