@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod devices;
+pub mod events;
 pub mod gate;
 pub mod gate_sync;
 pub mod online;
