@@ -171,7 +171,16 @@ async fn a_page_sees_each_change_once_across_a_reconnect_and_resyncs_after_a_res
 async fn a_bad_subscription_is_refused_with_a_reason() {
     let server = ServerProcess::start_at("11:05", &[]);
     let http = reqwest::Client::new();
-    for query in ["", "?date=", "?date=yesterday", "?date=2026-13-40"] {
+    // A parameter given twice is refused like any other malformed query:
+    // with the JSON body, not the framework's plain text.
+    let twice = format!("?date={0}&date={0}", server.day);
+    for query in [
+        "",
+        "?date=",
+        "?date=yesterday",
+        "?date=2026-13-40",
+        twice.as_str(),
+    ] {
         let r = http
             .get(format!("{}/v1/events/availability{query}", server.url))
             .send()

@@ -7,13 +7,14 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use tessera_core::slot::parse_date;
 
+use super::extract::Query;
 use super::online::DateQuery;
 use super::AppState;
 use crate::error::ServiceError;
@@ -22,7 +23,7 @@ use crate::store::Store;
 
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
-#[utoipa::path(get, path = "/v1/events/availability", tag = "online", summary = "A museum day's places, pushed as they change (Server-Sent Events)", description = "First a `snapshot` event (the day, as `GET /v1/availability` answers it), then a `changed` event with the lines that changed after each commit. Each event has an id; reconnecting with `Last-Event-ID` sends only what was missed, or a new `snapshot` if this server cannot (restarted, another process, too long ago). A listener too slow to keep up gets a `resync` event and the stream ends. A comment line every 15 s keeps idle connections open.", params(("date" = String, Query, format = Date, description = "Museum day, YYYY-MM-DD"), ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received")), responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = String), (status = 400, description = "date missing or not a date (bad_request)", body = tessera_core::api::ErrorBody), (status = 503, description = "Too many listeners on this server (unavailable)", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/events/availability", tag = "online", summary = "A museum day's places, pushed as they change (Server-Sent Events)", description = "First a `snapshot` event (the day, as `GET /v1/availability` answers it), then a `changed` event with the lines that changed after each commit. Each event has an id; reconnecting with `Last-Event-ID` sends only what was missed, or a new `snapshot` if this server cannot (restarted, another process, too long ago). A listener too slow to keep up gets a `resync` event and the stream ends. A comment line every 15 s keeps idle connections open.", params(("date" = String, Query, format = Date, description = "Museum day, YYYY-MM-DD"), ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received")), responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = StreamEvent), (status = 400, description = "date missing or not a date (bad_request)", body = tessera_core::api::ErrorBody), (status = 503, description = "Too many listeners on this server (unavailable)", body = tessera_core::api::ErrorBody)))]
 pub async fn availability<S: Store>(
     State(app): State<AppState<S>>,
     headers: HeaderMap,
@@ -90,4 +91,90 @@ fn stream_of(
             ),
         })
     })
+}
+
+/// One event of the stream, for the OpenAPI document: what each event's
+/// `data` holds depends on its `event` name, so the document says so per
+/// name (`contentSchema`), and a client generator or a fuzzer can check the
+/// JSON inside.
+pub struct StreamEvent;
+
+impl utoipa::PartialSchema for StreamEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use serde_json::json;
+        let changed = json!({
+            "type": "object",
+            "required": ["date", "slots"],
+            "properties": {
+                "date": {"type": "string", "format": "date"},
+                "slots": {"type": "array", "items": {"$ref": "#/components/schemas/SlotAvailability"}}
+            }
+        });
+        let resync = json!({
+            "type": "object",
+            "required": ["reason"],
+            "properties": {"reason": {"type": "string"}}
+        });
+        let snapshot = json!({"$ref": "#/components/schemas/Availability"});
+        utoipa::openapi::schema::OneOfBuilder::new()
+            .item(event_schema("snapshot", true, snapshot))
+            .item(event_schema("changed", true, changed))
+            .item(event_schema("resync", false, resync))
+            .description(Some(
+                "`snapshot`: the day whole; `changed`: the slots that changed; `resync`: this \
+                 listener fell behind, reconnect without Last-Event-ID",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for StreamEvent {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use tessera_core::api::online::{Availability, SlotAvailability};
+        use utoipa::PartialSchema;
+        schemas.push(("Availability".into(), Availability::schema()));
+        schemas.push(("SlotAvailability".into(), SlotAvailability::schema()));
+        <Availability as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
+fn event_schema(
+    name: &str,
+    has_id: bool,
+    data: serde_json::Value,
+) -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let data_schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .content_media_type("application/json")
+        .extensions(Some(utoipa::openapi::extensions::Extensions::from_iter([
+            ("contentSchema", data),
+        ])));
+    let mut event = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property(
+            "event",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some([name])),
+        )
+        .required("event")
+        .property("data", data_schema)
+        .required("data");
+    if has_id {
+        event = event
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9a-f]{1,16}-[0-9]+$")),
+            )
+            .required("id");
+    }
+    event.into()
 }
