@@ -26,7 +26,7 @@ fn main() {
         .setup(|app| {
             let data_dir = state::data_dir(app.path().app_data_dir().ok())?;
             tracing::info!(data_dir = %data_dir.display(), "counter app starting");
-            app.manage(state::AppState::start(data_dir));
+            app.manage(state::AppState::start(data_dir, Some(app.handle().clone())));
             Ok(())
         })
         .invoke_handler(tauri::generate_handler![

@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock};
 
+use tauri::{AppHandle, Emitter};
+use tessera_terminal::views::EngineChange;
 use tessera_terminal::{Terminal, TerminalError};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::error::CommandError;
@@ -27,17 +30,26 @@ pub struct AppState {
     /// Why an enrolled terminal could not be opened at start (shown instead
     /// of the setup screen, which would try to enrol it a second time).
     open_error: Mutex<Option<String>>,
-    sync_loop: Mutex<Option<JoinHandle<()>>>,
+    /// The terminal's background tasks: its sync loop and, in the app, the
+    /// forwarding of its changes to the screens.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Where engine changes go as Tauri events (none in unit tests).
+    app: Option<AppHandle>,
 }
+
+/// The Tauri event the screens listen to; its payload is an
+/// `EngineChange` ("status", "slots", "sales", "catalogue").
+pub const ENGINE_CHANGED: &str = "engine-changed";
 
 impl AppState {
     /// Opens the terminal if this machine is enrolled, and starts syncing.
-    pub fn start(data_dir: PathBuf) -> Self {
+    pub fn start(data_dir: PathBuf, app: Option<AppHandle>) -> Self {
         let state = AppState {
             data_dir,
             terminal: RwLock::new(None),
             open_error: Mutex::new(None),
-            sync_loop: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            app,
         };
         // Not enrolled means no database here at all; a damaged one is an
         // open error shown to the person at the counter, never a setup
@@ -99,13 +111,18 @@ impl AppState {
         }
     }
 
-    /// Makes `t` the terminal every command uses and (re)starts its sync loop.
+    /// Makes `t` the terminal every command uses and (re)starts its sync
+    /// loop and the forwarding of its changes to the screens.
     pub fn install(&self, t: Terminal) {
-        // The loop is a tokio task: spawn it inside Tauri's runtime, which is
-        // also where every async command runs.
-        let handle = {
+        // The tasks run inside Tauri's runtime, which is also where every
+        // async command runs.
+        let tasks = {
             let _runtime = tauri::async_runtime::handle().inner().enter();
-            t.spawn_sync_loop()
+            let mut tasks = vec![t.spawn_sync_loop()];
+            if let Some(app) = &self.app {
+                tasks.push(tokio::spawn(forward_changes(t.changes(), app.clone())));
+            }
+            tasks
         };
         *self
             .terminal
@@ -115,13 +132,35 @@ impl AppState {
             .open_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = None;
-        if let Some(old) = self
-            .sync_loop
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .replace(handle)
-        {
-            old.abort();
+        let old = std::mem::replace(
+            &mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner),
+            tasks,
+        );
+        for task in old {
+            task.abort();
+        }
+    }
+}
+
+/// Engine changes to the screens, as they happen: the screens re-read what
+/// a change concerns instead of polling for it.
+async fn forward_changes(mut changes: broadcast::Receiver<EngineChange>, app: AppHandle) {
+    loop {
+        let what = match changes.recv().await {
+            Ok(what) => vec![what],
+            // Fell behind: some changes are unknown, so all of them.
+            Err(broadcast::error::RecvError::Lagged(_)) => vec![
+                EngineChange::Status,
+                EngineChange::Slots,
+                EngineChange::Sales,
+                EngineChange::Catalogue,
+            ],
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        for w in what {
+            if let Err(e) = app.emit(ENGINE_CHANGED, w) {
+                tracing::warn!("engine change not delivered to the screens: {e}");
+            }
         }
     }
 }
@@ -135,7 +174,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("terminal.db");
         std::fs::write(&db, b"").unwrap();
-        let state = AppState::start(dir.path().to_path_buf());
+        let state = AppState::start(dir.path().to_path_buf(), None);
         assert!(state.is_enrolled(), "the setup screen must not be offered");
         let err = state
             .terminal()
@@ -154,7 +193,7 @@ mod tests {
     #[test]
     fn an_empty_directory_is_offered_for_enrolment() {
         let dir = tempfile::tempdir().unwrap();
-        let state = AppState::start(dir.path().to_path_buf());
+        let state = AppState::start(dir.path().to_path_buf(), None);
         assert!(!state.is_enrolled());
         assert_eq!(
             state.terminal().err().map(|e| e.code),

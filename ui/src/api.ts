@@ -52,7 +52,16 @@ export interface Status {
   now: Timestamp;
   /** The museum's IANA zone ("Europe/Paris"), when the engine reports it. */
   time_zone?: string;
+  /** The server pushes changes to this device as they happen; false: it polls. */
+  live?: boolean;
+  /** Seconds between the device's own syncs now. */
+  poll_every_s?: number;
 }
+
+/** What changed in the engine (the Tauri event `engine-changed`): a screen
+ * re-reads what it shows of that, instead of polling. */
+export type EngineChange = "status" | "slots" | "sales" | "catalogue";
+export const ENGINE_CHANGES: readonly EngineChange[] = ["status", "slots", "sales", "catalogue"];
 
 export interface SlotStatus {
   slot_id: SlotId;
@@ -280,13 +289,18 @@ export interface Backend {
   revokeLease(supervisorPin: string, leaseId: Uuid): Promise<unknown>;
   /** Writes an export next to the app's data and returns where it went. */
   saveExport(fileName: string, contents: string): Promise<string>;
+  /** Calls `listener` with each engine change as it happens; returns the
+   * way to stop. */
+  onEngineChange(listener: (change: EngineChange) => void): () => void;
 }
 
 type Invoke = <T>(cmd: string, args?: Record<string, unknown>) => Promise<T>;
+/** Tauri's `listen` from `@tauri-apps/api/event`. */
+type Listen = <T>(event: string, handler: (e: { payload: T }) => void) => Promise<() => void>;
 
 /** The real backend: Tauri commands. Argument names are camelCase here;
  * Tauri maps them to the commands' snake_case parameters. */
-export function tauriBackend(invoke: Invoke): Backend {
+export function tauriBackend(invoke: Invoke, listen: Listen): Backend {
   const call = async <T>(cmd: string, args?: Record<string, unknown>): Promise<T> => {
     try {
       return await invoke<T>(cmd, args);
@@ -319,5 +333,17 @@ export function tauriBackend(invoke: Invoke): Backend {
     leases: (supervisorPin, date) => call("leases", { supervisorPin, date }),
     revokeLease: (supervisorPin, leaseId) => call("revoke_lease", { supervisorPin, leaseId }),
     saveExport: (fileName, contents) => call("save_export", { fileName, contents }),
+    onEngineChange: (listener) => {
+      let stop: (() => void) | null = null;
+      let stopped = false;
+      void listen<EngineChange>("engine-changed", (e) => listener(e.payload)).then((unlisten) => {
+        if (stopped) unlisten();
+        else stop = unlisten;
+      });
+      return () => {
+        stopped = true;
+        stop?.();
+      };
+    },
   };
 }

@@ -6,7 +6,7 @@ import { useBackend } from "./backend-context";
 import { ErrorBox } from "./components/common";
 import { StatusBar } from "./components/status-bar";
 import { knowsMuseumTime, offsetFromSlot, setMuseumTimeZone, setMuseumUtcOffset } from "./format";
-import { usePoll, useKeys } from "./hooks";
+import { useEngineRefresh, usePoll, useKeys } from "./hooks";
 import { CashierScreen, type CashierSession } from "./screens/cashier";
 import { GateScreen } from "./screens/gate";
 import { SetupScreen } from "./screens/setup";
@@ -75,9 +75,11 @@ export function App() {
     }
   }, [backend, enrolled]);
 
-  // Once a second: the sync loop runs in the engine; this only reads its
-  // outcome, so the bar is never more than a second behind.
-  usePoll(refreshStatus, 1000, [refreshStatus]);
+  // The bar follows the engine's changes as they happen (a sale, an upload,
+  // the server's push connecting or lost). The slow poll is only the
+  // watchdog: an engine that stops answering must turn the bar stale.
+  useEngineRefresh(["status"], refreshStatus, [refreshStatus]);
+  usePoll(refreshStatus, STALE_AFTER_MS / 2, [refreshStatus]);
 
   useKeys((e) => {
     const tab = TABS.find((t) => t.key === e.key);

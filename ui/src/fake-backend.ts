@@ -6,6 +6,7 @@ import {
   EngineError,
   type Backend,
   type CartLine,
+  type EngineChange,
   type PricedLine,
   type PrintOutcome,
   type ProductView,
@@ -94,6 +95,19 @@ export class FakeBackend implements Backend {
     });
   }
 
+  private listeners = new Set<(change: EngineChange) => void>();
+
+  onEngineChange(listener: (change: EngineChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** What the engine does after each change; tests call it after changing
+   * the fake's state behind the screens' back (a sale pushed from elsewhere). */
+  emitChange(...changes: EngineChange[]) {
+    for (const c of changes) for (const l of this.listeners) l(c);
+  }
+
   private async delay() {
     if (this.latencyMs > 0) await new Promise((r) => setTimeout(r, this.latencyMs));
   }
@@ -176,6 +190,8 @@ export class FakeBackend implements Backend {
       printer: this.printer,
       now: new Date().toISOString(),
       time_zone: "Europe/Paris",
+      live: this.online,
+      poll_every_s: this.online ? 20 : 2,
     };
   }
   async products() {
@@ -202,6 +218,7 @@ export class FakeBackend implements Backend {
     const staff = STAFF[pin] ?? fail("bad_pin", "That PIN is not recognised.");
     if (this.shift) fail("shift_open", `A shift is already open (${this.shift.cashier}).`);
     this.shift = { shift_id: crypto.randomUUID(), cashier: staff.name, opened_at: new Date().toISOString(), float };
+    this.emitChange("status");
     return this.shift;
   }
   async sell(request: import("./api").SaleRequest) {
@@ -242,6 +259,7 @@ export class FakeBackend implements Backend {
     };
     this.sales.push(sale);
     if (this.online) this.drain();
+    this.emitChange("slots", "sales", "status");
     return { sale, printed: this.print() };
   }
   private drain() {
@@ -266,6 +284,7 @@ export class FakeBackend implements Backend {
     const sale = this.sales.find((s) => s.sale_id === saleId) ?? fail("unknown_sale", "No such sale.");
     if (sale.voided) fail("already_voided", "This sale is already voided.");
     sale.voided = true;
+    this.emitChange("slots", "sales", "status");
     return { sale_id: saleId, refund: sale.total, refund_method: sale.payment_method, returned_to_lease: true, approved_by: sup.name };
   }
   private report(kind: "x" | "z", counted: number | null): ShiftReport {
@@ -309,6 +328,7 @@ export class FakeBackend implements Backend {
     await this.delay();
     const r = this.report("z", counted);
     this.shift = null;
+    this.emitChange("status");
     return r;
   }
   async setPrinter(spec: string) {
@@ -326,6 +346,7 @@ export class FakeBackend implements Backend {
     if (!this.online) fail("offline", "The server cannot be reached.");
     const pending = this.sales.filter((s) => !s.uploaded).length;
     this.drain();
+    this.emitChange("sales", "status");
     return { uploaded_sales: pending, acked_seq: this.sales.length, pending_sales: 0, leases_granted: 0, places_returned: 0 };
   }
   async scan(code: string): Promise<ScanView> {

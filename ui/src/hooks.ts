@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
-import { EngineError } from "./api";
+import { EngineError, type EngineChange } from "./api";
+import { useBackend } from "./backend-context";
 
 /**
  * Runs one engine call at a time for a screen: `busy` disables its buttons
@@ -48,6 +49,47 @@ export function usePoll(fn: () => void | Promise<void>, ms: number, deps: unknow
       if (timer) clearTimeout(timer);
     };
   }, [ms, ...deps]);
+}
+
+/**
+ * Calls `fn` now and again each time the engine reports a change of one of
+ * `kinds`: figures on screen follow the engine as it learns of sales, here
+ * or pushed from the server, without a polling loop. Changes arriving while
+ * `fn` runs are folded into one more call.
+ */
+export function useEngineRefresh(kinds: readonly EngineChange[], fn: () => void | Promise<void>, deps: unknown[] = []) {
+  const backend = useBackend();
+  const saved = useRef(fn);
+  saved.current = fn;
+  const key = kinds.join(",");
+  useEffect(() => {
+    let stopped = false;
+    let running = false;
+    let again = false;
+    const run = async () => {
+      if (running) {
+        again = true;
+        return;
+      }
+      running = true;
+      try {
+        do {
+          again = false;
+          await saved.current();
+        } while (again && !stopped);
+      } finally {
+        running = false;
+      }
+    };
+    const stop = backend.onEngineChange((change) => {
+      if (!stopped && kinds.includes(change)) void run();
+    });
+    void run();
+    return () => {
+      stopped = true;
+      stop();
+    };
+  }, [backend, key, ...deps]);
 }
 
 /** True when a key press belongs to a text field, not to a screen shortcut. */

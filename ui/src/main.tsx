@@ -9,7 +9,8 @@ import "./style.css";
 async function pickBackend(): Promise<Backend> {
   if ("__TAURI_INTERNALS__" in window) {
     const { invoke } = await import("@tauri-apps/api/core");
-    return tauriBackend(invoke);
+    const { listen } = await import("@tauri-apps/api/event");
+    return tauriBackend(invoke, listen);
   }
   const { FakeBackend } = await import("./fake-backend");
   const params = new URLSearchParams(location.search);

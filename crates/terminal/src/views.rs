@@ -38,6 +38,28 @@ pub struct Status {
     pub shift: Option<ShiftView>,
     pub printer: String,
     pub now: Timestamp,
+    /// The server's push channel is connected: changes reach this device
+    /// as they happen. False: it polls (`poll_every_s`).
+    #[serde(default)]
+    pub live: bool,
+    /// Seconds between the device's own syncs at the moment.
+    #[serde(default)]
+    pub poll_every_s: u32,
+}
+
+/// What changed in the engine, pushed to the screens so they re-read only
+/// that (the app forwards these as the Tauri event `engine-changed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineChange {
+    /// Online/offline, uploads waiting, the shift, admissions today.
+    Status,
+    /// Today's slots: places left, this counter's lease.
+    Slots,
+    /// This device's sales (a sale, a void, an upload acknowledged).
+    Sales,
+    /// Products or prices.
+    Catalogue,
 }
 
 /// One of today's slots as the cashier sees it.

@@ -63,6 +63,20 @@ export function StatusBar({
         Last sync: <strong data-testid="last-sync">{formatAge(status.last_sync_at, status.now)}</strong>
         {status.last_sync_at ? <span class="muted"> ({formatTime(status.last_sync_at)})</span> : null}
       </span>
+      {status.online && status.live !== undefined ? (
+        <span
+          class={`status-item ${status.live ? "" : "warn"}`}
+          data-testid="push-state"
+          data-live={String(status.live)}
+          title={
+            status.live
+              ? "The server tells this machine of every change at once."
+              : "The server's push channel is not connected: this machine asks for changes instead."
+          }
+        >
+          {status.live ? "Live updates" : `Polling every ${status.poll_every_s ?? 2} s`}
+        </span>
+      ) : null}
       {(status.needs_supervisor ?? 0) > 0 ? (
         <span class="status-item warn" data-testid="needs-supervisor" data-count={status.needs_supervisor}>
           <strong>{needsSupervisorText(status.needs_supervisor ?? 0)}</strong>

@@ -7,7 +7,7 @@ import { EngineError } from "../api";
 import { useBackend } from "../backend-context";
 import { ErrorBox, Field, Money, Notice } from "../components/common";
 import { formatTime } from "../format";
-import { useAction, useFirstFocus, usePoll } from "../hooks";
+import { useAction, useEngineRefresh, useFirstFocus } from "../hooks";
 import { formatMoney } from "../money";
 import { printOutcomeText } from "./setup";
 
@@ -26,7 +26,7 @@ export function SalesList({ onChanged }: { onChanged: () => void }) {
     }
   };
   // Upload ticks (waiting → sent) change while the list is open.
-  usePoll(load, 3000);
+  useEngineRefresh(["sales"], load);
 
   const reprint = async (s: SaleView) => {
     setNotice(null);

@@ -22,7 +22,7 @@ import {
   type Cart,
 } from "../cart";
 import { formatAge } from "../format";
-import { isTyping, useAction, useFirstFocus, useKeys, usePoll } from "../hooks";
+import { isTyping, useAction, useEngineRefresh, useFirstFocus, useKeys } from "../hooks";
 import { formatMoney, parseMoney } from "../money";
 import { printOutcomeText } from "./setup";
 
@@ -49,12 +49,13 @@ export function SellScreen({ status, onSold }: { status: Status | null; onSold: 
   const productsRef = useRef<HTMLDivElement>(null);
   const currency = quote?.currency ?? "EUR";
 
-  useEffect(() => {
-    backend.products().then(setProducts, (e) => setError(EngineError.from(e).message));
-  }, [backend]);
+  useEngineRefresh(["catalogue"], async () => {
+    await backend.products().then(setProducts, (e) => setError(EngineError.from(e).message));
+  });
 
-  // Slots carry live remaining figures from the last sync: re-read often.
-  usePoll(async () => {
+  // Places left change with every sale here, and with every sale elsewhere
+  // the moment the engine hears of it (pushed by the server).
+  useEngineRefresh(["slots"], async () => {
     try {
       const s = await backend.slotsToday();
       setSlots(s);
@@ -62,7 +63,7 @@ export function SellScreen({ status, onSold }: { status: Status | null; onSold: 
     } catch (e) {
       setError(EngineError.from(e).message);
     }
-  }, 2000);
+  });
 
   // The engine prices the cart (VAT per line, its rounding rule). The newest
   // request wins so a fast double tap never shows a stale total.

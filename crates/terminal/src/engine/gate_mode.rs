@@ -119,6 +119,7 @@ impl Terminal {
             view.message = "Already used at this gate".into();
         }
         self.inner.wake.notify_one();
+        self.changed(&[EngineChange::Status]);
         finish(view, self)
     }
 

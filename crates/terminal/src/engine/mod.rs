@@ -5,11 +5,13 @@
 
 mod gate_mode;
 mod printing;
+mod push;
 mod supervisor;
 mod syncing;
 mod till;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -36,8 +38,8 @@ use crate::sales::{self, parse_slot, SellContext};
 use crate::shifts;
 use crate::sync;
 use crate::views::{
-    PrintOutcome, ProductView, Quote, ReportKind, SaleDone, SaleRequest, SaleView, ScanView,
-    ShiftReport, ShiftView, SlotStatus, StaffView, Status, SyncSummary, VoidDone,
+    EngineChange, PrintOutcome, ProductView, Quote, ReportKind, SaleDone, SaleRequest, SaleView,
+    ScanView, ShiftReport, ShiftView, SlotStatus, StaffView, Status, SyncSummary, VoidDone,
 };
 
 /// How often an online terminal syncs (`TESSERA_SYNC_INTERVAL_MS` overrides).
@@ -66,7 +68,15 @@ struct Inner {
     http: reqwest::Client,
     sync_lock: tokio::sync::Mutex<()>,
     wake: tokio::sync::Notify,
-    interval: Duration,
+    /// The server said something concerning this device changed: sync,
+    /// but not more often than `push::MIN_GAP`.
+    push_wake: tokio::sync::Notify,
+    /// The server's device channel is connected (its `hello` arrived).
+    push_live: AtomicBool,
+    /// What changed, for the screens (see [`Terminal::changes`]).
+    changes: tokio::sync::broadcast::Sender<EngineChange>,
+    /// Between syncs while polling, in ms (see [`Terminal::set_sync_interval`]).
+    interval_ms: std::sync::atomic::AtomicU64,
     /// Gate mode's decision data, loaded on first scan, dropped after syncs.
     gate: std::sync::RwLock<Option<Arc<GateCache>>>,
     /// When an online redeem last failed: for a few seconds after, scans are
@@ -163,7 +173,12 @@ impl Terminal {
                 http: http_client()?,
                 sync_lock: tokio::sync::Mutex::new(()),
                 wake: tokio::sync::Notify::new(),
-                interval,
+                push_wake: tokio::sync::Notify::new(),
+                push_live: AtomicBool::new(false),
+                changes: tokio::sync::broadcast::channel(64).0,
+                interval_ms: std::sync::atomic::AtomicU64::new(
+                    u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+                ),
                 gate: std::sync::RwLock::new(None),
                 gate_offline_until: Mutex::new(None),
             }),
@@ -346,6 +361,37 @@ impl Terminal {
         &self.inner.identity.name
     }
 
+    /// What changed in the engine, as it happens: the screens re-read what
+    /// a change concerns instead of polling. A receiver that falls behind
+    /// gets `Lagged` and should re-read everything.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<EngineChange> {
+        self.inner.changes.subscribe()
+    }
+
+    pub(crate) fn changed(&self, what: &[EngineChange]) {
+        for w in what {
+            // No receiver (the CLI, a test) is not an error.
+            let _ = self.inner.changes.send(*w);
+        }
+    }
+
+    /// How often this device syncs while its push channel is down (the
+    /// channel's changes wake it at once anyway). Starts as
+    /// `TESSERA_SYNC_INTERVAL_MS` or 2 s; takes effect after the current wait.
+    pub fn set_sync_interval(&self, interval: Duration) {
+        let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.inner.interval_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(super) fn sync_interval(&self) -> Duration {
+        Duration::from_millis(self.inner.interval_ms.load(Ordering::Relaxed))
+    }
+
+    /// The server's device channel is connected.
+    pub fn push_live(&self) -> bool {
+        self.inner.push_live.load(Ordering::Relaxed)
+    }
+
     pub fn clock(&self) -> Clock {
         self.inner.clock
     }
@@ -431,6 +477,8 @@ impl Terminal {
             shift: shifts::current(&conn)?,
             printer: local::get::<String>(&conn, keys::PRINTER)?.unwrap_or_else(|| "none".into()),
             now,
+            live: self.push_live(),
+            poll_every_s: u32::try_from(self.poll_interval().as_secs()).unwrap_or(u32::MAX),
         })
     }
 

@@ -118,6 +118,9 @@ impl Terminal {
                     Ok((applied, request, response))
                 })
                 .await?;
+            if response.catalogue.is_some() {
+                self.changed(&[EngineChange::Catalogue]);
+            }
             summary.uploaded_sales += response.sales_stored;
             summary.acked_seq = response.acked_seq;
             summary.leases_granted += applied.granted;
@@ -153,30 +156,52 @@ impl Terminal {
         Ok(summary)
     }
 
-    /// Keeps syncing in the background: every ~2 s while the server answers,
-    /// backing off to 10 s while it does not; a sale or void wakes it early.
+    /// Keeps syncing in the background: every ~2 s while the server answers
+    /// and its push channel is down, less often while changes are pushed
+    /// (a pushed change wakes it at once), backing off to 10 s while the
+    /// server does not answer; a sale or void wakes it early. Also keeps
+    /// the push channel open: both end when the task is aborted.
     pub fn spawn_sync_loop(&self) -> tokio::task::JoinHandle<()> {
         let terminal = self.clone();
+        let listener = self.clone();
         tokio::spawn(async move {
-            let interval = terminal.inner.interval;
-            let mut delay = interval;
-            loop {
-                delay = match terminal.sync_now().await {
-                    Ok(_) => interval,
-                    Err(TerminalError::Offline(reason)) => {
-                        tracing::info!(%reason, "server unreachable; selling from leases");
-                        (delay * 2).clamp(interval, MAX_BACKOFF)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "sync refused");
-                        MAX_BACKOFF
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = terminal.inner.wake.notified() => {}
+            tokio::join!(terminal.sync_loop(), listener.push_loop());
+        })
+    }
+
+    async fn sync_loop(&self) {
+        let mut delay = self.sync_interval();
+        loop {
+            let interval = self.sync_interval();
+            let outcome = self.sync_now().await;
+            let finished = tokio::time::Instant::now();
+            delay = match outcome {
+                Ok(_) => {
+                    self.changed(&[
+                        EngineChange::Status,
+                        EngineChange::Slots,
+                        EngineChange::Sales,
+                    ]);
+                    self.poll_interval()
+                }
+                Err(TerminalError::Offline(reason)) => {
+                    tracing::info!(%reason, "server unreachable; selling from leases");
+                    self.changed(&[EngineChange::Status]);
+                    (delay * 2).clamp(interval, MAX_BACKOFF)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sync refused");
+                    self.changed(&[EngineChange::Status]);
+                    MAX_BACKOFF
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.inner.wake.notified() => {}
+                _ = self.inner.push_wake.notified() => {
+                    tokio::time::sleep_until(finished + push::MIN_GAP).await;
                 }
             }
-        })
+        }
     }
 }

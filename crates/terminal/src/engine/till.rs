@@ -8,7 +8,9 @@ impl Terminal {
     pub fn open_shift(&self, pin: &str, float: i64) -> Result<ShiftView, TerminalError> {
         self.require_counter()?;
         let who = self.staff_with_pin(pin)?;
-        shifts::open(&mut self.db(), &who, float, self.inner.clock.now())
+        let shift = shifts::open(&mut self.db(), &who, float, self.inner.clock.now())?;
+        self.changed(&[EngineChange::Status]);
+        Ok(shift)
     }
 
     pub fn current_shift(&self) -> Result<Option<ShiftView>, TerminalError> {
@@ -65,6 +67,11 @@ impl Terminal {
         };
         crash_point("abort-after-sale-commit");
         self.inner.wake.notify_one();
+        self.changed(&[
+            EngineChange::Slots,
+            EngineChange::Sales,
+            EngineChange::Status,
+        ]);
         let printed = self.print_sale(&sale, false).await;
         Ok(SaleDone { sale, printed })
     }
@@ -133,6 +140,11 @@ impl Terminal {
             })
             .await?;
         self.inner.wake.notify_one();
+        self.changed(&[
+            EngineChange::Slots,
+            EngineChange::Sales,
+            EngineChange::Status,
+        ]);
         Ok(done)
     }
 
@@ -172,6 +184,7 @@ impl Terminal {
             .on_db(move |c| shifts::close(c, &name, &currency, counted, now))
             .await?;
         self.inner.wake.notify_one();
+        self.changed(&[EngineChange::Status]);
         let _ = self.print_report(&report).await;
         Ok(report)
     }
