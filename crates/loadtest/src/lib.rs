@@ -19,6 +19,7 @@ pub mod history;
 pub mod pg_chaos;
 pub mod pg_spike;
 pub mod proxy;
+pub mod push;
 pub mod server;
 pub mod shop;
 pub mod spike;

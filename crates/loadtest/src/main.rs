@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_loadtest::server::release_server_binary;
-use tessera_loadtest::{chaos, drain, gate, history, pg_chaos, pg_spike, shop, spike};
+use tessera_loadtest::{chaos, drain, gate, history, pg_chaos, pg_spike, push, shop, spike};
 use tessera_server::testkit::Backend;
 
 #[derive(Parser)]
@@ -83,6 +83,20 @@ enum Cmd {
         /// Scans per second of the steady online phase.
         #[arg(long, default_value_t = 500)]
         rate: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push: commit -> event delivered to N listeners of a day's
+    /// availability stream.
+    Push {
+        /// Listener counts to measure, one server each.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 10000])]
+        subscribers: Vec<usize>,
+        /// Holds made (one event each) per listener count.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+        #[arg(long, default_value = "sqlite", value_parser = parse_backend)]
+        backend: Backend,
         #[arg(long)]
         json: bool,
     },
@@ -303,6 +317,27 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             }
             eprintln!("chaos: seed {seed}");
             Ok(report.violations.clone())
+        }
+        Cmd::Push {
+            subscribers,
+            rounds,
+            backend,
+            json,
+        } => {
+            let mut server = tessera_loadtest::server::ServerOptions::new(release_server_binary()?);
+            server.backend = Some(backend);
+            let report = push::run(&push::PushOptions {
+                subscribers,
+                rounds,
+                server,
+            })
+            .await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                push::print(&report);
+            }
+            Ok(vec![])
         }
         Cmd::Gate {
             tickets,
