@@ -20,6 +20,7 @@ pub mod pg_chaos;
 pub mod pg_spike;
 pub mod proxy;
 pub mod push;
+pub mod push_devices;
 pub mod server;
 pub mod shop;
 pub mod spike;

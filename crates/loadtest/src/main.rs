@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_loadtest::server::release_server_binary;
-use tessera_loadtest::{chaos, drain, gate, history, pg_chaos, pg_spike, push, shop, spike};
+use tessera_loadtest::{
+    chaos, drain, gate, history, pg_chaos, pg_spike, push, push_devices, shop, spike,
+};
 use tessera_server::testkit::Backend;
 
 #[derive(Parser)]
@@ -95,6 +97,20 @@ enum Cmd {
         /// Holds made (one event each) per listener count.
         #[arg(long, default_value_t = 20)]
         rounds: usize,
+        #[arg(long, default_value = "sqlite", value_parser = parse_backend)]
+        backend: Backend,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push to devices: online order -> counter engines' places left, with
+    /// 8 counters; void at a counter -> the gate refuses the ticket itself.
+    PushDevices {
+        #[arg(long, default_value_t = 8)]
+        counters: usize,
+        #[arg(long, default_value_t = 20)]
+        orders: usize,
+        #[arg(long, default_value_t = 20)]
+        voids: usize,
         #[arg(long, default_value = "sqlite", value_parser = parse_backend)]
         backend: Backend,
         #[arg(long)]
@@ -336,6 +352,30 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 print_json(&report)?;
             } else {
                 push::print(&report);
+            }
+            Ok(vec![])
+        }
+        Cmd::PushDevices {
+            counters,
+            orders,
+            voids,
+            backend,
+            json,
+        } => {
+            let mut server =
+                tessera_loadtest::server::ServerOptions::new(release_server_binary()?);
+            server.backend = Some(backend);
+            let report = push_devices::run(&push_devices::DeviceOptions {
+                counters,
+                orders,
+                voids,
+                server,
+            })
+            .await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                push_devices::print(&report);
             }
             Ok(vec![])
         }

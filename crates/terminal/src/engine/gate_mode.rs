@@ -23,6 +23,17 @@ impl Terminal {
         Ok(cache)
     }
 
+    /// What this device alone would say of a code now (signature, day,
+    /// entry window, the voided tickets it knows of), without admitting it
+    /// or asking the server: `None` if nothing here refuses it.
+    pub fn check_locally(&self, code: &str) -> Result<Option<DenyReason>, TerminalError> {
+        let cache = self.gate_cache()?;
+        let code = normalize_scanned(code);
+        Ok(gate::precheck(&cache, &code, self.inner.clock.now())
+            .err()
+            .map(|refused| refused.reason))
+    }
+
     /// Scans a ticket at the gate: decided here from the code (signature,
     /// day, window, voided), then redeemed at the server within 300 ms, or,
     /// if the server does not answer in time, admitted offline and uploaded

@@ -379,7 +379,9 @@ impl Terminal {
     /// channel's changes wake it at once anyway). Starts as
     /// `TESSERA_SYNC_INTERVAL_MS` or 2 s; takes effect after the current wait.
     pub fn set_sync_interval(&self, interval: Duration) {
-        let ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ms = u64::try_from(interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         self.inner.interval_ms.store(ms, Ordering::Relaxed);
     }
 
