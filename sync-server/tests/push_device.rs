@@ -475,3 +475,23 @@ async fn a_device_that_does_not_read_holds_nobody_up_and_gets_its_changes_merged
         "merged, not one per order: {slots_events} slots events"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_revoking_a_counter_ends_its_stream_and_tells_the_gates_of_keys() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let gate = enrol(&server, "gate", "East entrance", None).await;
+    let counter = Counter::enrol(&server, "Lost desk").await;
+    let mut gate_stream = Stream::open(&server.url, &gate.token).await;
+    let mut counter_stream = Stream::open(&server.url, &counter.device.token).await;
+    gate_stream.hello().await;
+    counter_stream.hello().await;
+    // Another process (the operator's command) commits the revocation.
+    server
+        .admin_ok(&["revoke-device", "--device", "Lost desk"])
+        .expect("revoke-device");
+    gate_stream.until("keys", |e| e.event == "keys").await;
+    // The revoked counter hears nothing more: its stream ends.
+    assert!(counter_stream.next().await.is_none(), "the stream ends");
+    let again = open(&server.url, &counter.device.token).await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+}
