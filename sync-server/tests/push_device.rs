@@ -312,11 +312,17 @@ async fn a_counter_hears_hello_then_the_slots_an_online_order_changed() {
     stream.hello().await;
     let s = slot(server.day, "14:00");
     let (status, order) = api
-        .buy("order-1", s, json!([{"product_id": "adult", "quantity": 2}]))
+        .buy(
+            "order-1",
+            s,
+            json!([{"product_id": "adult", "quantity": 2}]),
+        )
         .await
         .expect("buy");
     assert_eq!(status, StatusCode::CREATED, "{order}");
-    let seen = stream.until("slots naming 14:00", |e| names_slot(e, s)).await;
+    let seen = stream
+        .until("slots naming 14:00", |e| names_slot(e, s))
+        .await;
     let last = seen.last().expect("an event");
     assert_eq!(last.data["topic"], "slots");
     let ids: Vec<u64> = seen
@@ -341,12 +347,19 @@ async fn a_gate_hears_voided_after_a_counters_void_and_a_visitors_cancellation()
     counter.void(&api, sale).await;
     let seen = stream.until("voided", |e| e.event == "voided").await;
     assert!(
-        seen.iter().all(|e| e.event != "slots" && e.event != "leases"),
+        seen.iter()
+            .all(|e| e.event != "slots" && e.event != "leases"),
         "a gate hears no slots or leases: {seen:?}"
     );
 
     // A visitor cancels an online booking (a slot beyond the deadline).
-    let later = slot(server.day.checked_add(jiff::Span::new().days(3)).expect("day"), "14:00");
+    let later = slot(
+        server
+            .day
+            .checked_add(jiff::Span::new().days(3))
+            .expect("day"),
+        "14:00",
+    );
     let done = api
         .buy_online(
             "cancel-me",
@@ -391,10 +404,7 @@ async fn a_supervisors_revoke_tells_that_counter_only() {
     let (status, revoked) = api
         .post_raw(
             &format!("/v1/leases/{lease}/revoke"),
-            &[(
-                "authorization",
-                &format!("Bearer {}", supervisor.token),
-            )],
+            &[("authorization", &format!("Bearer {}", supervisor.token))],
             "",
         )
         .await
@@ -412,7 +422,11 @@ async fn a_supervisors_revoke_tells_that_counter_only() {
     // before it: what was pending for B held no lease notice.
     let other = slot(server.day, "16:00");
     let (status, order) = api
-        .buy("later", other, json!([{"product_id": "adult", "quantity": 1}]))
+        .buy(
+            "later",
+            other,
+            json!([{"product_id": "adult", "quantity": 1}]),
+        )
         .await
         .expect("buy");
     assert_eq!(status, StatusCode::CREATED, "{order}");
@@ -427,7 +441,12 @@ async fn no_token_or_a_bad_one_is_refused_and_a_second_connection_ends_the_first
     let server = ServerProcess::start_at("11:05", &[]);
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events/device", server.url);
-    for auth in [None, Some("Bearer nope"), Some("Basic abc"), Some("Bearer ")] {
+    for auth in [
+        None,
+        Some("Bearer nope"),
+        Some("Basic abc"),
+        Some("Bearer "),
+    ] {
         let mut request = http.get(&url);
         if let Some(a) = auth {
             request = request.header("authorization", a);

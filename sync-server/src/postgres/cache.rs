@@ -675,6 +675,22 @@ mod tests {
     }
 
     #[test]
+    fn payloads_name_what_devices_hear_and_a_backstop_tells_them_nothing() {
+        let mut c = Change::default();
+        let device = uuid::Uuid::now_v7();
+        parse_payload(&topic_payload(DeviceTopic::Voided), &mut c);
+        parse_payload(&format!("{LEASES_CHANGED}{device},not-a-uuid"), &mut c);
+        parse_payload(DEVICES_CHANGED, &mut c);
+        parse_payload("device:nonsense", &mut c);
+        assert!(c.notes.topics.contains(DeviceTopic::Voided));
+        assert!(c.notes.topics.contains(DeviceTopic::Keys));
+        assert!(!c.notes.topics.contains(DeviceTopic::Staff));
+        assert_eq!(c.notes.leases.len(), 1);
+        assert!(c.notes.leases.contains(&device));
+        assert!(Change::everything().notes.is_empty());
+    }
+
+    #[test]
     fn a_batch_touching_many_slots_asks_for_a_full_reread() {
         let day: jiff::civil::Date = "2026-01-07".parse().unwrap();
         let ids: Vec<SlotId> = (0..600).map(|m| SlotId::new(day, m).unwrap()).collect();
