@@ -514,3 +514,47 @@ async fn an_operator_revoking_a_counter_ends_its_stream_and_tells_the_gates_of_k
     let again = open(&server.url, &counter.device.token).await;
     assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// `set-pin` as the operator runs it, the PIN on standard input.
+fn set_pin(server: &ServerProcess, name: &str, role: &str, pin: &str) {
+    let mut command = std::process::Command::new(tessera_server::testkit::server_binary());
+    command
+        .arg("set-pin")
+        .args(server.store_args())
+        .args(["--name", name, "--role", role])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("set-pin");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(format!("{pin}\n").as_bytes())
+            .expect("write the PIN");
+    }
+    let out = child.wait_with_output().expect("set-pin ends");
+    assert!(
+        out.status.success(),
+        "set-pin: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_capacity_and_pin_commands_reach_the_devices() {
+    let server = ServerProcess::start_at("11:05", &[]);
+    let gate = enrol(&server, "gate", "West entrance", None).await;
+    let counter = Counter::enrol(&server, "Desk 9").await;
+    let mut gate_stream = Stream::open(&server.url, &gate.token).await;
+    let mut counter_stream = Stream::open(&server.url, &counter.device.token).await;
+    gate_stream.hello().await;
+    counter_stream.hello().await;
+    server.set_capacity(slot(server.day, "15:30"), 150);
+    counter_stream
+        .until("catalogue", |e| e.event == "catalogue")
+        .await;
+    gate_stream.until("catalogue", |e| e.event == "catalogue").await;
+    set_pin(&server, "Noé", "cashier", "2468");
+    counter_stream.until("staff", |e| e.event == "staff").await;
+}
