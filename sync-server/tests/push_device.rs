@@ -554,7 +554,36 @@ async fn the_operators_capacity_and_pin_commands_reach_the_devices() {
     counter_stream
         .until("catalogue", |e| e.event == "catalogue")
         .await;
-    gate_stream.until("catalogue", |e| e.event == "catalogue").await;
+    gate_stream
+        .until("catalogue", |e| e.event == "catalogue")
+        .await;
     set_pin(&server, "Noé", "cashier", "2468");
     counter_stream.until("staff", |e| e.event == "staff").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_server_ends_the_device_streams_instead_of_waiting_for_them() {
+    let mut server = ServerProcess::start_at("11:05", &[]);
+    let gate = enrol(&server, "gate", "Night entrance", None).await;
+    let mut stream = Stream::open(&server.url, &gate.token).await;
+    stream.hello().await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // The stream ends (the server closed it), then the process exits.
+    assert!(stream.next().await.is_none(), "the stream ends");
+    let (exit, server) = tokio::task::spawn_blocking(move || {
+        let exit = server.wait_exit(Duration::from_secs(120));
+        (exit, server)
+    })
+    .await
+    .expect("join");
+    assert!(exit.is_some(), "the server did not stop");
+    let log = server.log();
+    assert!(
+        !log.contains("still open"),
+        "the stop waited for the stream:\n{log}"
+    );
 }

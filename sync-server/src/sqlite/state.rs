@@ -524,12 +524,15 @@ impl State {
 
     pub fn slot_view(&self, id: &SlotId) -> Option<SlotView> {
         let row = self.slots.get(id)?;
-        let hold_expiries = self
+        let mut hold_expiries: Vec<(i64, u32)> = self
             .holds
             .values()
             .filter(|h| h.slot == *id)
             .map(|h| (h.expires_ms, h.admissions))
             .collect();
+        // In a stable order, so that views compare equal when nothing moved
+        // (`publish` tells only views that differ).
+        hold_expiries.sort_unstable();
         Some(SlotView {
             slot: row.slot.clone(),
             ledger: row.ledger,
