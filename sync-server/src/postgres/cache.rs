@@ -262,11 +262,12 @@ impl Cache {
                 .map(|(id, _)| *id)
                 .collect();
             self.changes.slots(&moved);
+            // Slots only the old view has are days that went by; a first
+            // read (an empty view) is no change anyone missed.
             let catalogue = !old.is_empty()
-                && (old.len() != fresh.len()
-                    || fresh
-                        .iter()
-                        .any(|(id, r)| old.get(id).is_none_or(|o| o.slot != r.slot)));
+                && fresh
+                    .iter()
+                    .any(|(id, r)| old.get(id).is_none_or(|o| o.slot != r.slot));
             if catalogue {
                 self.changes.topic(DeviceTopic::Catalogue);
             }

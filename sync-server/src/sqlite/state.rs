@@ -546,8 +546,8 @@ impl State {
     /// notes `old` still held, and what the reload shows changed.
     pub fn notes_since(&mut self, old: &mut State) {
         let mut notes = std::mem::take(&mut old.device_notes);
+        // Slots only the old state has are days that went by, not a change.
         let catalogue_changed = self.catalogue_version != old.catalogue_version
-            || self.slots.len() != old.slots.len()
             || self
                 .slots
                 .iter()
@@ -567,7 +567,8 @@ impl State {
             }
         }
         for lease in old.leases.values() {
-            if self.leases.get(&lease.lease_id).is_none() {
+            // Gone while its slot is still live (not a day gone by).
+            if self.leases.get(&lease.lease_id).is_none() && self.slots.contains_key(&lease.slot) {
                 notes.leases_of(lease.device_id);
             }
         }
