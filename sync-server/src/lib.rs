@@ -133,6 +133,7 @@ pub async fn start(
     let state = app_state(store, config, clock, context, public_url)?;
     let refunds = tokio::spawn(http::payments::run_refunds(state.clone()));
     let push = state.push.clone();
+    let devices = state.devices.clone();
     let app = router(state, config.max_body_bytes);
     Ok(run_server(
         listener,
@@ -144,6 +145,7 @@ pub async fn start(
         Background {
             tasks: [upkeep, mailer, refunds],
             push,
+            devices,
         },
     ))
 }
@@ -153,6 +155,7 @@ pub async fn start(
 struct Background {
     tasks: [tokio::task::JoinHandle<()>; 3],
     push: Arc<push::Hub>,
+    devices: Arc<push::DeviceHub>,
 }
 
 /// Serves `app` on `listener` until stopped, or until `writer_died`
@@ -170,6 +173,7 @@ fn run_server(
     let Background {
         tasks: [upkeep, mailer, refunds],
         push,
+        devices,
     } = background;
     let (tx, rx) = oneshot::channel::<()>();
     let header_timeout = Duration::from_secs(config.clients.header_read_timeout_secs.max(1));
@@ -186,6 +190,7 @@ fn run_server(
         // graceful shutdown does not wait its 30 s for them (listeners
         // reconnect to whichever server answers next).
         push.close();
+        devices.close();
     }));
     RunningServer {
         addr,
@@ -227,6 +232,9 @@ async fn bind(config: &ServerConfig) -> Result<(TcpListener, SocketAddr, Arc<str
 const PUSH_BUFFER: usize = 64;
 /// Push subscribers one process serves at once; more are answered 503.
 const PUSH_SUBSCRIBERS: usize = 20_000;
+/// Devices connected to the device channel at once; more are answered 503
+/// (they still sync on their own clock).
+const PUSH_DEVICES: usize = 2_000;
 
 /// What every request handler shares, over either backend: the payment
 /// provider the configuration names (and the demo provider's page when it
@@ -246,9 +254,16 @@ fn app_state<S: store::Store>(
         ))
     });
     let push = Arc::new(push::Hub::new(PUSH_BUFFER, PUSH_SUBSCRIBERS));
-    tokio::spawn(push::run(push.clone(), store.clone(), store.changes()));
+    let devices = Arc::new(push::DeviceHub::new(PUSH_DEVICES));
+    tokio::spawn(push::run(
+        push.clone(),
+        devices.clone(),
+        store.clone(),
+        store.changes(),
+    ));
     Ok(AppState {
         push,
+        devices,
         store,
         clock,
         entry: config.entry,
@@ -294,6 +309,7 @@ pub async fn start_postgres(
     let state = app_state(store, config, clock, context, public_url)?;
     let refunds = tokio::spawn(http::payments::run_refunds(state.clone()));
     let push = state.push.clone();
+    let devices = state.devices.clone();
     let app = router(state, config.max_body_bytes);
     Ok(run_server(
         listener,
@@ -305,6 +321,7 @@ pub async fn start_postgres(
         Background {
             tasks: [upkeep, mailer, refunds],
             push,
+            devices,
         },
     ))
 }

@@ -117,9 +117,9 @@ impl utoipa::PartialSchema for StreamEvent {
         });
         let snapshot = json!({"$ref": "#/components/schemas/Availability"});
         utoipa::openapi::schema::OneOfBuilder::new()
-            .item(event_schema("snapshot", true, snapshot))
-            .item(event_schema("changed", true, changed))
-            .item(event_schema("resync", false, resync))
+            .item(event_schema("snapshot", Some(RESUMABLE_ID), snapshot))
+            .item(event_schema("changed", Some(RESUMABLE_ID), changed))
+            .item(event_schema("resync", None, resync))
             .description(Some(
                 "`snapshot`: the day whole; `changed`: the slots that changed; `resync`: this \
                  listener fell behind, reconnect without Last-Event-ID",
@@ -143,9 +143,14 @@ impl utoipa::ToSchema for StreamEvent {
     }
 }
 
-fn event_schema(
+/// The ids of the public stream: `EPOCH-SEQ`.
+const RESUMABLE_ID: &str = "^[0-9a-f]{1,16}-[0-9]+$";
+
+/// One event named `name` whose `data` is JSON matching `data`, with an
+/// `id` matching `id_pattern` if it has one.
+pub(super) fn event_schema(
     name: &str,
-    has_id: bool,
+    id_pattern: Option<&str>,
     data: serde_json::Value,
 ) -> utoipa::openapi::schema::Schema {
     use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -166,13 +171,13 @@ fn event_schema(
         .required("event")
         .property("data", data_schema)
         .required("data");
-    if has_id {
+    if let Some(pattern) = id_pattern {
         event = event
             .property(
                 "id",
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .pattern(Some("^[0-9a-f]{1,16}-[0-9]+$")),
+                    .pattern(Some(pattern)),
             )
             .required("id");
     }

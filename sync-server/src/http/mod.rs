@@ -3,6 +3,7 @@
 
 mod bookings;
 mod demo_page;
+mod device_events;
 mod devices;
 mod events;
 pub(crate) mod extract;
@@ -56,6 +57,8 @@ pub struct AppState<S> {
     pub public_url: Arc<str>,
     /// The push channel's hub (Server-Sent Events).
     pub push: Arc<crate::push::Hub>,
+    /// The device channel's hub.
+    pub devices: Arc<crate::push::DeviceHub>,
 }
 
 impl<S> AppState<S> {
@@ -81,6 +84,7 @@ impl<S> Clone for AppState<S> {
             demo: self.demo.clone(),
             public_url: self.public_url.clone(),
             push: self.push.clone(),
+            devices: self.devices.clone(),
         }
     }
 }
@@ -111,6 +115,7 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         .route("/v1/catalogue", get(online::catalogue::<S>))
         .route("/v1/availability", get(online::availability::<S>))
         .route("/v1/events/availability", get(events::availability::<S>))
+        .route("/v1/events/device", get(device_events::device::<S>))
         .route("/v1/shop/config", get(shop::config::<S>))
         .route("/v1/calendar", get(shop::calendar::<S>))
         .route("/v1/nearest", get(shop::nearest::<S>))

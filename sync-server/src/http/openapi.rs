@@ -41,6 +41,7 @@ pub const CHANNEL_TOKEN: &str = "channel_token";
         super::online::catalogue,
         super::online::availability,
         super::events::availability,
+        super::device_events::device,
         super::shop::config,
         super::shop::calendar,
         super::shop::nearest,

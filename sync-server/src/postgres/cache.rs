@@ -36,7 +36,8 @@ use tessera_core::ticket_code::KeyRing;
 use super::connector::Connector;
 use super::liveness::{ListenerHealth, HEARTBEAT, HEARTBEAT_WAIT};
 use super::schema::{PgError, CHANGES};
-use crate::store::{ChannelInfo, DeviceInfo};
+use crate::store::{ChannelInfo, DeviceInfo, DeviceNotes, Topics};
+use tessera_core::api::events::DeviceTopic;
 
 /// A slot as last read from the database.
 #[derive(Clone, Debug)]
@@ -175,14 +176,20 @@ impl Cache {
         let first = self.first_live();
         let mut slots = self.slots.write().unwrap_or_else(|p| p.into_inner());
         let mut changed = Vec::new();
+        let mut catalogue = false;
         for row in rows {
             if first.is_some_and(|first| row.slot.id < first) {
                 continue;
             }
             match slots.get(&row.slot.id) {
                 Some(have) if have.version >= row.version => {}
-                _ => {
-                    changed.push(row.slot.id);
+                have => {
+                    // A new slot, or a capacity the operator changed: the
+                    // day's slots changed, not only their places.
+                    catalogue |= have.is_none_or(|h| h.slot != row.slot);
+                    if have.is_none_or(|h| h.ledger != row.ledger) {
+                        changed.push(row.slot.id);
+                    }
                     slots.insert(row.slot.id, row);
                 }
             }
@@ -190,6 +197,9 @@ impl Cache {
         metrics::gauge!("tessera_pg_cached_slots").set(slots.len() as f64);
         drop(slots);
         self.changes.slots(&changed);
+        if catalogue {
+            self.changes.topic(DeviceTopic::Catalogue);
+        }
     }
 
     /// The rows `select` (`SELECT … FROM table`) reads for the live slots
@@ -239,8 +249,28 @@ impl Cache {
             // Older slots drop out here as the days pass.
             let fresh: BTreeMap<SlotId, CachedSlot> = rows.map(|r| (r.slot.id, r)).collect();
             metrics::gauge!("tessera_pg_cached_slots").set(fresh.len() as f64);
-            *self.slots.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+            let old = std::mem::replace(
+                &mut *self.slots.write().unwrap_or_else(|p| p.into_inner()),
+                fresh.clone(),
+            );
             self.changes.everything();
+            // Devices hear only of what this re-read found different (it
+            // runs every 30 s as a backstop).
+            let moved: Vec<SlotId> = fresh
+                .iter()
+                .filter(|(id, r)| old.get(id).is_none_or(|o| o.ledger != r.ledger))
+                .map(|(id, _)| *id)
+                .collect();
+            self.changes.slots(&moved);
+            // Slots only the old view has are days that went by; a first
+            // read (an empty view) is no change anyone missed.
+            let catalogue = !old.is_empty()
+                && fresh
+                    .iter()
+                    .any(|(id, r)| old.get(id).is_none_or(|o| o.slot != r.slot));
+            if catalogue {
+                self.changes.topic(DeviceTopic::Catalogue);
+            }
         }
         self.reload_counter_sold(client, only).await
     }
@@ -258,10 +288,15 @@ impl Cache {
         };
         let read = counter_sold_of(&rows);
         let mut sold = self.counter_sold.write().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<SlotId> = read
+            .iter()
+            .filter(|(id, n)| sold.get(*id) != Some(*n))
+            .map(|(id, _)| *id)
+            .collect();
         if only.is_none() {
+            ids.extend(sold.keys().filter(|id| !read.contains_key(*id)).copied());
             sold.clear();
         }
-        let ids: Vec<SlotId> = read.keys().copied().collect();
         sold.extend(read);
         drop(sold);
         // A counter's sale changes what a day has left as much as an
@@ -438,6 +473,9 @@ pub struct Change {
     pub channels: bool,
     pub devices: bool,
     pub staff: bool,
+    /// What the device channel is to hear of (named by payloads only, never
+    /// by a backstop re-read).
+    pub notes: DeviceNotes,
 }
 
 impl Change {
@@ -448,8 +486,19 @@ impl Change {
             channels: true,
             devices: true,
             staff: true,
+            notes: DeviceNotes::default(),
         }
     }
+}
+
+/// NOTIFY payload prefix: devices are to hear of a topic (`device:voided`).
+pub const DEVICE_TOPIC: &str = "device:";
+/// NOTIFY payload prefix: these devices' leases changed (`leases:UUID,…`).
+pub const LEASES_CHANGED: &str = "leases:";
+
+/// The payload telling every process's devices of `topic`.
+pub fn topic_payload(topic: DeviceTopic) -> String {
+    format!("{DEVICE_TOPIC}{}", topic.as_str())
 }
 
 /// NOTIFY payload: devices or ticket keys changed (enrolment, revocation).
@@ -463,8 +512,23 @@ pub fn parse_payload(payload: &str, into: &mut Change) {
         into.channels = true;
     } else if payload == DEVICES_CHANGED {
         into.devices = true;
+        // An enrolment (a new key) or a revocation: gates re-fetch keys.
+        into.notes.topic(DeviceTopic::Keys);
     } else if payload == STAFF_CHANGED {
         into.staff = true;
+        into.notes.topic(DeviceTopic::Staff);
+    } else if let Some(name) = payload.strip_prefix(DEVICE_TOPIC) {
+        match Topics::ALL.into_iter().find(|t| t.as_str() == name) {
+            Some(topic) => into.notes.topic(topic),
+            None => tracing::warn!(payload, "unknown device topic notified; ignored"),
+        }
+    } else if let Some(ids) = payload.strip_prefix(LEASES_CHANGED) {
+        for id in ids.split(',') {
+            match uuid::Uuid::parse_str(id) {
+                Ok(device) => into.notes.leases_of(device),
+                Err(_) => tracing::warn!(payload, "unreadable device id notified; ignored"),
+            }
+        }
     } else if let Some(ids) = payload.strip_prefix("slots:") {
         if ids == "*" {
             into.all_slots = true;
@@ -474,8 +538,10 @@ pub fn parse_payload(payload: &str, into: &mut Change) {
     } else {
         // An unknown payload (a newer process?): re-read everything.
         let slots = std::mem::take(&mut into.slots);
+        let notes = std::mem::take(&mut into.notes);
         *into = Change::everything();
         into.slots = slots;
+        into.notes = notes;
     }
 }
 
@@ -579,6 +645,9 @@ async fn listen_once(connector: &Connector, cache: &Cache) -> Result<(), PgError
             if change.staff {
                 cache.reload_staff(&client).await?;
             }
+            // After the re-reads: a device told re-fetches what they read
+            // (a revoked device is refused by then).
+            cache.changes.devices(change.notes);
         }
     }
     .await;
@@ -604,6 +673,22 @@ mod tests {
         let mut c = Change::default();
         parse_payload("something new", &mut c);
         assert!(c.all_slots && c.channels && c.devices && c.staff);
+    }
+
+    #[test]
+    fn payloads_name_what_devices_hear_and_a_backstop_tells_them_nothing() {
+        let mut c = Change::default();
+        let device = uuid::Uuid::now_v7();
+        parse_payload(&topic_payload(DeviceTopic::Voided), &mut c);
+        parse_payload(&format!("{LEASES_CHANGED}{device},not-a-uuid"), &mut c);
+        parse_payload(DEVICES_CHANGED, &mut c);
+        parse_payload("device:nonsense", &mut c);
+        assert!(c.notes.topics.contains(DeviceTopic::Voided));
+        assert!(c.notes.topics.contains(DeviceTopic::Keys));
+        assert!(!c.notes.topics.contains(DeviceTopic::Staff));
+        assert_eq!(c.notes.leases.len(), 1);
+        assert!(c.notes.leases.contains(&device));
+        assert!(Change::everything().notes.is_empty());
     }
 
     #[test]

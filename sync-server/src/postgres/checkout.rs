@@ -1044,6 +1044,15 @@ pub(super) async fn cancel(
         &[&plan.tickets, &now_ms],
     )
     .await?;
+    // Gates of every process re-fetch their voided lists.
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[
+            &super::schema::CHANGES,
+            &super::cache::topic_payload(tessera_core::api::events::DeviceTopic::Voided),
+        ],
+    )
+    .await?;
     if plan.admissions > 0 {
         // Back on sale at once, first to the slot's waiting line (below).
         let n = plan.admissions;

@@ -204,6 +204,15 @@ pub async fn revoke_in(
         &[&CHANGES, &format!("slots:{slot_id}")],
     )
     .await?;
+    // Its counter hears at once that its lease is gone.
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[
+            &CHANGES,
+            &format!("{}{}", super::cache::LEASES_CHANGED, lease.device_id),
+        ],
+    )
+    .await?;
     Ok(Some((
         Revoked {
             lease_id,

@@ -321,8 +321,14 @@ fn json(value: &impl Serialize) -> Arc<str> {
 }
 
 /// Keeps the hub's days fresh: waits for changes, re-reads each changed day
-/// someone listens to, publishes. Runs until the process ends.
-pub async fn run<S: Store>(hub: Arc<Hub>, store: Arc<S>, changes: Arc<Changes>) {
+/// someone listens to, publishes; hands the devices' notes to their hub.
+/// Runs until the process ends.
+pub async fn run<S: Store>(
+    hub: Arc<Hub>,
+    devices: Arc<super::DeviceHub>,
+    store: Arc<S>,
+    changes: Arc<Changes>,
+) {
     // Listeners that left are noticed at the next change, or at the latest
     // at this tick on a quiet day.
     let mut tick = tokio::time::interval(Duration::from_secs(30));
@@ -333,6 +339,7 @@ pub async fn run<S: Store>(hub: Arc<Hub>, store: Arc<S>, changes: Arc<Changes>) 
         }
         hub.prune();
         let pending = changes.take();
+        devices.publish(&pending.devices);
         let days = hub.days();
         for date in days {
             if !pending.all && !pending.dates.contains(&date) {

@@ -13,7 +13,12 @@
 //!   process's epoch is resumed from the hub's recent events; any other id
 //!   (another process, a restart, too old) gets the whole day again.
 
+//! - [`DeviceHub`] is the device channel's: per connected counter, gate or
+//!   supervisor device a pending set of topics, merged, never queued.
+
+mod devices;
 mod hub;
 
 pub use crate::store::Changes;
+pub use devices::{ConnectError, Connection, DeviceHub, Mailbox};
 pub use hub::{run, Event, EventKind, Hub, Resume, SubscribeError, Subscription};

@@ -927,6 +927,9 @@ pub(crate) fn cancel(
         )?;
     }
     metrics::counter!("tessera_tickets_cancelled_total").increment(plan.tickets.len() as u64);
+    ctx.state
+        .device_notes
+        .topic(tessera_core::api::events::DeviceTopic::Voided);
     let Some(b) = load_booking(ctx, order_id, context)? else {
         return Ok(Err(unknown_booking()));
     };

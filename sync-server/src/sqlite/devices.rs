@@ -80,6 +80,12 @@ pub(crate) fn enrol(
         params![code_hash, ctx.now_ms, Text(&device_id)],
     )?;
     ctx.state.devices_dirty = true;
+    if key_id.is_some() {
+        // A new counter's key: gates must know it to admit its tickets.
+        ctx.state
+            .device_notes
+            .topic(tessera_core::api::events::DeviceTopic::Keys);
+    }
     tracing::info!(%device_id, role = role.as_str(), name = %name, device_says = %request.name, "device enrolled");
     Ok(Ok(Enrolled {
         device_id,

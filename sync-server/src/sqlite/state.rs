@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use jiff::tz::TimeZone;
 use rusqlite::{params, Connection, OptionalExtension};
 use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
+use tessera_core::api::events::DeviceTopic;
 use tessera_core::api::sync::SyncRequest;
 use tessera_core::catalogue::Catalogue;
 use tessera_core::ids::{DeviceId, LeaseId};
@@ -71,6 +72,8 @@ pub(crate) struct State {
     /// before the batch commits.
     pub unsaved_slots: HashSet<SlotId>,
     pub devices_dirty: bool,
+    /// What the device channel is to hear of once this batch commits.
+    pub device_notes: crate::store::DeviceNotes,
 }
 
 /// What request handlers read without asking the writer: always committed data.
@@ -86,7 +89,7 @@ pub(crate) struct Shared {
     pub changes: Arc<crate::store::Changes>,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub(crate) struct SlotView {
     pub slot: Slot,
     /// The ledger with `held_online` as of the commit; readers subtract holds
@@ -361,6 +364,7 @@ impl State {
             dirty_slots: HashSet::new(),
             unsaved_slots: HashSet::new(),
             devices_dirty: true,
+            device_notes: Default::default(),
         };
         state.load_live(conn, first)?;
         state.dirty_slots = state.slots.keys().copied().collect();
@@ -520,18 +524,56 @@ impl State {
 
     pub fn slot_view(&self, id: &SlotId) -> Option<SlotView> {
         let row = self.slots.get(id)?;
-        let hold_expiries = self
+        let mut hold_expiries: Vec<(i64, u32)> = self
             .holds
             .values()
             .filter(|h| h.slot == *id)
             .map(|h| (h.expires_ms, h.admissions))
             .collect();
+        // In a stable order, so that views compare equal when nothing moved
+        // (`publish` tells only views that differ).
+        hold_expiries.sort_unstable();
         Some(SlotView {
             slot: row.slot.clone(),
             ledger: row.ledger,
             hold_expiries,
             sold: self.tallies.net(id).min(u64::from(u32::MAX)) as u32,
         })
+    }
+
+    /// What devices are to hear of when `self` replaces `old` (a reload after
+    /// another process's commit, or after an admin path in a job): the
+    /// notes `old` still held, and what the reload shows changed.
+    pub fn notes_since(&mut self, old: &mut State) {
+        let mut notes = std::mem::take(&mut old.device_notes);
+        // Slots only the old state has are days that went by, not a change.
+        let catalogue_changed = self.catalogue_version != old.catalogue_version
+            || self
+                .slots
+                .iter()
+                .any(|(id, row)| old.slots.get(id).is_none_or(|o| o.slot != row.slot));
+        if catalogue_changed {
+            notes.topic(DeviceTopic::Catalogue);
+        }
+        if self.staff != old.staff || self.supervisors != old.supervisors {
+            notes.topic(DeviceTopic::Staff);
+        }
+        if self.keys.1 != old.keys.1 {
+            notes.topic(DeviceTopic::Keys);
+        }
+        for lease in self.leases.values() {
+            if old.leases.get(&lease.lease_id) != Some(lease) {
+                notes.leases_of(lease.device_id);
+            }
+        }
+        for lease in old.leases.values() {
+            // Gone while its slot is still live (not a day gone by).
+            if self.leases.get(&lease.lease_id).is_none() && self.slots.contains_key(&lease.slot) {
+                notes.leases_of(lease.device_id);
+            }
+        }
+        notes.merge(std::mem::take(&mut self.device_notes));
+        self.device_notes = notes;
     }
 
     /// Hands committed changes to readers.
@@ -543,12 +585,17 @@ impl State {
                 .map(|id| (id, self.slot_view(&id)))
                 .collect();
             let mut slots = shared.slots.write().unwrap_or_else(|p| p.into_inner());
-            let ids: Vec<SlotId> = views.iter().map(|(id, _)| *id).collect();
+            // Only views that differ are told: a reload marks every slot
+            // dirty, and devices must not hear of places that did not move.
+            let mut ids: Vec<SlotId> = Vec::with_capacity(views.len());
             for (id, view) in views {
-                match view {
+                let old = match view {
                     Some(v) => slots.insert(id, v),
                     None => slots.remove(&id),
                 };
+                if old.as_ref() != slots.get(&id) {
+                    ids.push(id);
+                }
             }
             drop(slots);
             // Told only once readers can see it: the push hub re-reads the
@@ -569,6 +616,9 @@ impl State {
             *shared.channels.write().unwrap_or_else(|p| p.into_inner()) = channels;
             *shared.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         }
+        shared
+            .changes
+            .devices(std::mem::take(&mut self.device_notes));
         let mut cat = shared.catalogue.write().unwrap_or_else(|p| p.into_inner());
         if !Arc::ptr_eq(&cat, &self.catalogue) {
             *cat = self.catalogue.clone();

@@ -254,6 +254,7 @@ impl Writer {
             let mut fresh =
                 State::load(&tx, now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
             fresh.last_sync = std::mem::take(&mut self.state.last_sync);
+            fresh.notes_since(&mut self.state);
             self.state = fresh;
             self.data_version = version;
             tracing::info!("database changed by another process; state reloaded");
@@ -283,6 +284,7 @@ impl Writer {
         match State::load(&self.conn, now_ms) {
             Ok(mut state) => {
                 state.last_sync = std::mem::take(&mut self.state.last_sync);
+                state.notes_since(&mut self.state);
                 self.state = state;
             }
             Err(e) => tracing::error!(error = %e, "state reload failed; keeping the previous copy"),
@@ -298,6 +300,7 @@ impl Writer {
         let mut fresh =
             State::load(ctx.tx, ctx.now_ms).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
         fresh.last_sync = std::mem::take(&mut ctx.state.last_sync);
+        fresh.notes_since(ctx.state);
         *ctx.state = fresh;
         Ok(())
     }

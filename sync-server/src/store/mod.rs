@@ -23,7 +23,7 @@
 mod changes;
 mod error;
 
-pub use changes::{Changes, Pending};
+pub use changes::{Changes, DeviceNotes, Pending, Topics, MAX_SLOT_IDS};
 pub use error::{Refusal, RefusalKind, StoreError, WaitlistError};
 
 use std::future::Future;

@@ -175,6 +175,19 @@ impl Round<'_, '_> {
         let returned = vp.places == VoidPlaces::Returned;
         self.write_void(v, returned).await?;
         metrics::counter!("tessera_counter_voids_total").increment(1);
+        // Its tickets no longer admit: every process's gates re-fetch their
+        // voided lists (PostgreSQL folds a round's identical NOTIFYs).
+        self.tx
+            .execute(
+                "SELECT pg_notify($1, $2)",
+                &[
+                    &crate::postgres::schema::CHANGES,
+                    &crate::postgres::cache::topic_payload(
+                        tessera_core::api::events::DeviceTopic::Voided,
+                    ),
+                ],
+            )
+            .await?;
         let Some(lease) = self.leases.get_mut(&vp.lease) else {
             return Ok(None);
         };

@@ -176,6 +176,10 @@ fn store_void(
 ) -> Result<Option<SlotId>, Fatal> {
     write_void(ctx, dev, v, vp.places == VoidPlaces::Returned)?;
     metrics::counter!("tessera_counter_voids_total").increment(1);
+    // Its tickets no longer admit: gates re-fetch their voided lists.
+    ctx.state
+        .device_notes
+        .topic(tessera_core::api::events::DeviceTopic::Voided);
     let Some(lease) = ctx.state.leases.get_mut(&vp.lease) else {
         return Ok(None);
     };
