@@ -362,8 +362,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             backend,
             json,
         } => {
-            let mut server =
-                tessera_loadtest::server::ServerOptions::new(release_server_binary()?);
+            let mut server = tessera_loadtest::server::ServerOptions::new(release_server_binary()?);
             server.backend = Some(backend);
             let report = push_devices::run(&push_devices::DeviceOptions {
                 counters,

@@ -86,7 +86,11 @@ pub async fn run(opts: &DeviceOptions) -> Result<DeviceReport> {
     }
     // Every counter knows the slot before the first order.
     for c in &counters {
-        if !until_engine(&c.t, Duration::from_secs(60), || remaining(&c.t, slot).is_some()).await {
+        if !until_engine(&c.t, Duration::from_secs(60), || {
+            remaining(&c.t, slot).is_some()
+        })
+        .await
+        {
             bail!("{} never learnt the {slot} slot", c.t.name());
         }
     }
