@@ -29,7 +29,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// one per sale, and a device whose socket still takes bytes is not flooded
 /// either. The first change after a quiet spell goes at once; the counter
 /// app paces its own syncs the same way.
-const PACE: Duration = Duration::from_millis(250);
+const PACE: Duration = Duration::from_millis(100);
 
 #[utoipa::path(get, path = "/v1/events/device", tag = "devices", summary = "What concerns this device, pushed as it changes (Server-Sent Events)", description = "First a `hello` event (sync once to catch up), then one event per topic that changed: `slots` (with the slot ids, at most 500; none means any), `leases` (this counter's own, changed without it asking), `catalogue`, `staff`, `voided`, `keys`, `policy`. Counters hear slots, leases, catalogue, staff, voided, keys and policy; gates voided, keys, policy and catalogue; supervisor devices slots. Topics that changed while the device was not reading are merged: one event each. A newer connection of the same device ends this one; a revoked device's stream ends at its next event or within 15 s. A comment line every 15 s keeps idle connections open.", security(("device_token" = [])), responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = DeviceStreamEvent), (status = 401, description = "No device token, or an unknown or revoked one (unauthorized)", body = tessera_core::api::ErrorBody), (status = 503, description = "Too many devices connected to this server (unavailable)", body = tessera_core::api::ErrorBody)))]
 pub async fn device<S: Store>(

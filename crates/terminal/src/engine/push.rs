@@ -22,7 +22,7 @@ const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Pushed changes come in bursts (a counter's round of sales touches
 /// several slots, eight counters sell at once): syncs they cause are at
 /// least this far apart, so a busy day cannot turn into a sync storm.
-pub(super) const MIN_GAP: Duration = Duration::from_millis(250);
+pub(super) const MIN_GAP: Duration = Duration::from_millis(100);
 /// With the channel live the device still syncs now and then, for what is
 /// not pushed; at most this far apart.
 const LIVE_POLL_MAX: Duration = Duration::from_secs(30);

@@ -199,7 +199,12 @@ impl Terminal {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.inner.wake.notified() => {}
                 _ = self.inner.push_wake.notified() => {
-                    tokio::time::sleep_until(finished + push::MIN_GAP).await;
+                    // Pushed changes wait out the gap; a sale or void here
+                    // does not.
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(finished + push::MIN_GAP) => {}
+                        _ = self.inner.wake.notified() => {}
+                    }
                 }
             }
         }
