@@ -451,6 +451,17 @@ from = "Musée des Tessères <billetterie@example.org>"
     await A.go(`/day/${D}`);
     await A.el(`li[data-slot="${SA}"]`, { text: "118 places restantes" });
     await A.step("day-after-cancel");
+    // The page listens to the server's stream: places taken by someone else
+    // show without a reload (and without the page's poll, which is off
+    // while the stream is up).
+    await A.el('p.hint[data-live="true"]');
+    const elsewhere = await server.api("POST", "/v1/holds", {
+      body: { slot_id: SA, items: [{ product_id: "adult", quantity: 3 }] },
+      key: "e2e-someone-else",
+    });
+    check(elsewhere.status === 201, `someone else's hold: ${elsewhere.status} ${JSON.stringify(elsewhere.body)}`);
+    await A.el(`li[data-slot="${SA}"]`, { text: "115 places restantes" });
+    log("pushed ✓ someone else's hold of 3 showed on the open day page");
     // A tampered link is refused.
     await A.go(`/booking/${token.slice(0, -2)}${token.endsWith("AA") ? "BB" : "AA"}`);
     await A.el("p", { text: "Ce lien de réservation n'est pas valable." });

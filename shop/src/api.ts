@@ -185,11 +185,90 @@ export function newKey(): string {
 
 type Fetch = typeof fetch;
 
+/** What the shop uses of the browser's `EventSource` (tests pass their own). */
+export interface EventSourceLike {
+  addEventListener(type: string, listener: (e: MessageEvent) => void): void;
+  close(): void;
+  onopen: ((e: Event) => void) | null;
+  onerror: ((e: Event) => void) | null;
+}
+export type OpenEventSource = (url: string) => EventSourceLike;
+
+/** The day with `lines` put in place of the slots they name (new ones added,
+ * in slot order): what a `changed` event means. */
+export function mergeSlots(day: Availability, lines: SlotAvailability[]): Availability {
+  const byId = new Map(day.slots.map((s) => [s.slot_id, s]));
+  for (const l of lines) byId.set(l.slot_id, l);
+  const slots = [...byId.values()].sort((a, b) => (a.slot_id < b.slot_id ? -1 : a.slot_id > b.slot_id ? 1 : 0));
+  return { ...day, slots };
+}
+
+function parseJson<T>(text: string): T | null {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    return null;
+  }
+}
+
 export class Api {
   constructor(
     private fetchFn: Fetch = (...args) => fetch(...args),
     public base = "",
+    /** How to listen to the server's event streams; none: pages poll. */
+    private openStream: OpenEventSource | null = null,
   ) {}
+
+  /**
+   * Follows a day's places as the server pushes them: `onDay` with the
+   * whole day first, then each time a slot changes; `onLive` says whether
+   * the stream is up (the browser reconnects by itself, resuming where it
+   * was). Null when this shop cannot listen: the page polls instead.
+   */
+  watchAvailability(
+    date: string,
+    onDay: (day: Availability) => void,
+    onLive: (live: boolean) => void,
+  ): (() => void) | null {
+    const open = this.openStream;
+    if (!open) return null;
+    const url = `${this.base}/v1/events/availability?date=${encodeURIComponent(date)}`;
+    let current: Availability | null = null;
+    let source: EventSourceLike | null = null;
+    let stopped = false;
+    const connect = () => {
+      const s = open(url);
+      source = s;
+      s.onopen = () => onLive(true);
+      // The browser retries on its own with Last-Event-ID; meanwhile the
+      // page polls.
+      s.onerror = () => onLive(false);
+      s.addEventListener("snapshot", (e) => {
+        const day = parseJson<Availability>(e.data);
+        if (!day || day.date !== date) return;
+        current = day;
+        onDay(day);
+        onLive(true);
+      });
+      s.addEventListener("changed", (e) => {
+        const change = parseJson<{ date: string; slots: SlotAvailability[] }>(e.data);
+        if (!change || !current || change.date !== date || !Array.isArray(change.slots)) return;
+        current = mergeSlots(current, change.slots);
+        onDay(current);
+      });
+      // Fell behind and dropped by the server: start again from a snapshot.
+      s.addEventListener("resync", () => {
+        s.close();
+        onLive(false);
+        if (!stopped) connect();
+      });
+    };
+    connect();
+    return () => {
+      stopped = true;
+      source?.close();
+    };
+  }
 
   language: Language | null = null;
 

@@ -402,3 +402,63 @@ describe("after payment", () => {
     expect(call.body).toEqual({ slot_id: "2026-12-05T11:00", email: "bob@example.org", party: 3, language: "fr" });
   });
 });
+
+/** A stand-in for the browser's EventSource: the test plays the server. */
+class FakeStream {
+  listeners = new Map<string, ((e: MessageEvent) => void)[]>();
+  onopen: ((e: Event) => void) | null = null;
+  onerror: ((e: Event) => void) | null = null;
+  closed = false;
+  constructor(public url: string) {}
+  addEventListener(type: string, listener: (e: MessageEvent) => void) {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), listener]);
+  }
+  close() {
+    this.closed = true;
+  }
+  emit(type: string, data: unknown) {
+    for (const l of this.listeners.get(type) ?? []) l(new MessageEvent(type, { data: JSON.stringify(data) }));
+  }
+}
+
+describe("places pushed by the server", () => {
+  it("change on the day page as they are pushed, with no polling, and polling resumes when the stream fails", async () => {
+    const streams: FakeStream[] = [];
+    history.replaceState(null, "", "/day/2026-12-05");
+    const api = new Api(backend.fetch, "", (url) => {
+      const s = new FakeStream(url);
+      streams.push(s);
+      return s;
+    });
+    render(<App api={api} pollMs={40} redirect={(u) => redirects.push(u)} />, root);
+    await waitFor(() => streams.length === 1, "the page to listen");
+    expect(streams[0].url).toBe("/v1/events/availability?date=2026-12-05");
+    const day = await backend.fetch("/v1/availability?date=2026-12-05").then((r) => r.json());
+    const first = day.slots.find((s: { past: boolean }) => !s.past);
+    streams[0].onopen?.(new Event("open"));
+    streams[0].emit("snapshot", { ...day, slots: day.slots.map((s: object) => ({ ...s })) });
+    await waitFor(() => byText("p.hint", "en direct"), "the live line");
+    // Live: the page stops asking.
+    await new Promise((r) => setTimeout(r, 50));
+    const asked = backend.calls.filter((c) => c.path.startsWith("/v1/availability?")).length;
+    await new Promise((r) => setTimeout(r, 200));
+    expect(backend.calls.filter((c) => c.path.startsWith("/v1/availability?")).length).toBe(asked);
+    // A place taken elsewhere shows at once.
+    streams[0].emit("changed", { date: "2026-12-05", slots: [{ ...first, available: 3 }] });
+    await waitFor(
+      () => plain($(`li[data-slot="${first.slot_id}"] .places`)?.textContent) === "Plus que 3 places",
+      "the pushed figure",
+    );
+    // Another day's change is not this page's.
+    streams[0].emit("changed", { date: "2026-12-06", slots: [{ ...first, available: 1 }] });
+    await tick();
+    expect(plain($(`li[data-slot="${first.slot_id}"] .places`)?.textContent)).toBe("Plus que 3 places");
+    // The stream fails: the page polls again and says how old its figures are.
+    streams[0].onerror?.(new Event("error"));
+    await waitFor(() => byText("p.hint", "Places restantes à"), "polling again");
+    await waitFor(
+      () => backend.calls.filter((c) => c.path.startsWith("/v1/availability?")).length > asked,
+      "a poll",
+    );
+  });
+});

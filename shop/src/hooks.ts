@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
+import type { Api, Availability } from "./api";
 
 /**
  * Loads `fetcher` now and again every `everyMs` (0: once) while the page is
@@ -40,6 +41,32 @@ export function usePoll<T>(fetcher: () => Promise<T>, everyMs: number, deps: unk
     };
   }, [run, everyMs]);
   return { data, error, at, refresh: run };
+}
+
+/**
+ * A day's places: pushed by the server while its stream is up (`live`),
+ * polled every `pollMs` while it is not. The newest answer wins.
+ */
+export function useAvailability(api: Api, date: string, pollMs: number) {
+  const [live, setLive] = useState(false);
+  const [pushed, setPushed] = useState<{ data: Availability; at: number } | null>(null);
+  const poll = usePoll(() => api.availability(date), live ? 0 : pollMs, [date]);
+  useEffect(() => {
+    setPushed(null);
+    const stop = api.watchAvailability(date, (data) => setPushed({ data, at: Date.now() }), setLive);
+    return () => {
+      stop?.();
+      setLive(false);
+    };
+  }, [api, date]);
+  const fromPush = pushed !== null && (poll.at === null || pushed.at >= poll.at);
+  return {
+    data: fromPush ? pushed.data : poll.data,
+    error: live ? null : poll.error,
+    at: fromPush ? pushed.at : poll.at,
+    live,
+    refresh: poll.refresh,
+  };
 }
 
 /** The current time, ticking every `everyMs`. */

@@ -40,6 +40,7 @@ const fr = {
   join_waitlist_for: "Rejoindre la liste d'attente pour {time}",
   choose_time: "Choisir {time}, {places}",
   refreshed: "Places restantes à {time}, mises à jour automatiquement.",
+  places_live: "Places restantes en direct : elles changent ici dès qu'une place est prise.",
   refresh_stale: "Impossible d'actualiser depuis {time} : les places affichées ont peut-être changé.",
   // Tickets
   tickets_title: "Vos billets pour le {date} à {time}",
@@ -182,6 +183,7 @@ const en: Record<MessageKey, string> = {
   join_waitlist_for: "Join the waiting list for {time}",
   choose_time: "Choose {time}, {places}",
   refreshed: "Places left as of {time}, updated automatically.",
+  places_live: "Places left, live: they change here as soon as a place is taken.",
   refresh_stale: "Could not refresh since {time}: the places shown may have changed.",
   tickets_title: "Your tickets for {date} at {time}",
   tickets_legend: "Tickets",

@@ -2,7 +2,7 @@
 import type { SlotAvailability } from "../api";
 import { ErrorText, Heading, Link, useShop } from "../app";
 import { longDate, time, timeSeconds } from "../format";
-import { useNow, usePoll } from "../hooks";
+import { useAvailability, useNow } from "../hooks";
 
 export type SlotStatus = "open" | "few" | "sold_out" | "over";
 
@@ -31,10 +31,11 @@ export function placesText(t: ReturnType<typeof useShop>["t"], s: SlotAvailabili
  * How old the places shown are, on the museum's clock: a visitor must never
  * take numbers from minutes ago for live ones.
  */
-function Freshness({ at, failing }: { at: number | null; failing: boolean }) {
+function Freshness({ at, failing, live }: { at: number | null; failing: boolean; live: boolean }) {
   const shop = useShop();
   const { t, lang, tz } = shop;
   useNow(1000);
+  if (live) return <p class="hint" data-live="true">{t("places_live")}</p>;
   if (at === null) return null;
   // The device clock read `at`; shown on the server's clock like every time.
   const shown = timeSeconds(lang, new Date(at + (shop.now() - Date.now())), tz);
@@ -51,7 +52,7 @@ function Freshness({ at, failing }: { at: number | null; failing: boolean }) {
 export function DayPage({ date }: { date: string }) {
   const shop = useShop();
   const { t, lang, api, tz } = shop;
-  const day = usePoll(() => api.availability(date), shop.pollMs, [date]);
+  const day = useAvailability(api, date, shop.pollMs);
   const slots = (day.data?.slots ?? []).filter((s) => !s.past);
   return (
     <section aria-labelledby="page-title">
@@ -66,7 +67,7 @@ export function DayPage({ date }: { date: string }) {
       {slots.length > 0 ? (
         <>
           <h2>{t("times")}</h2>
-          <Freshness at={day.at} failing={Boolean(day.error)} />
+          <Freshness at={day.at} failing={Boolean(day.error)} live={day.live} />
           <ul class="times">
             {slots.map((s) => {
               const status = slotStatus(s);

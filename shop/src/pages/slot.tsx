@@ -4,7 +4,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, newKey, type CartLine, type Catalogue, type Nearest } from "../api";
 import { ErrorText, Heading, Link, useShop } from "../app";
 import { longDate, slotDate, slotTime, time } from "../format";
-import { usePoll } from "../hooks";
+import { useAvailability } from "../hooks";
 import { loadDraft, saveDraft, saveHold } from "../session";
 import { TicketChooser } from "../tickets";
 import { placesText, slotStatus } from "./day";
@@ -78,7 +78,7 @@ export function SlotPage({ slotId }: { slotId: string }) {
   const [soldOutParty, setSoldOutParty] = useState(0);
   const soldOutRef = useRef<HTMLDivElement>(null);
   const keyFor = useAttemptKey();
-  const day = usePoll(() => api.availability(date), shop.pollMs, [date]);
+  const day = useAvailability(api, date, shop.pollMs);
   useEffect(() => {
     loadCatalogue(api).then(setCatalogue, setFailure);
   }, [api]);
