@@ -47,7 +47,7 @@ pub async fn availability<S: Store>(
             SubscribeError::Full(_) => ServiceError::Unavailable,
         })?;
     let hub = app.push.clone();
-    let events = stream_of(sub, move |seq| hub.event_id(seq));
+    let events = stream_of(sub, move |seq| hub.event_id(seq, date));
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT))
         .into_response())

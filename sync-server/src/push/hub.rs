@@ -43,18 +43,33 @@ pub struct Event {
 pub struct Resume {
     pub epoch: u64,
     pub seq: u64,
+    /// The day the id was given for: a point in one day's stream is no
+    /// point in another's (a client that changed days without dropping the
+    /// id gets the new day whole).
+    pub day: Date,
 }
 
 impl Resume {
-    /// `EPOCH-SEQ` in hex and decimal; anything else is no resume point.
+    /// `EPOCH-SEQ-YYYYMMDD` (hex, decimal, the day); anything else is no
+    /// resume point.
     pub fn parse(text: &str) -> Option<Resume> {
-        let (epoch, seq) = text.trim().split_once('-')?;
-        if epoch.is_empty() || epoch.len() > 16 || seq.is_empty() || seq.len() > 20 {
+        let mut parts = text.trim().split('-');
+        let (epoch, seq, day) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some()
+            || epoch.is_empty()
+            || epoch.len() > 16
+            || seq.is_empty()
+            || seq.len() > 20
+            || day.len() != 8
+            || !day.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
+        let (y, m, d) = (&day[..4], &day[4..6], &day[6..]);
         Some(Resume {
             epoch: u64::from_str_radix(epoch, 16).ok()?,
             seq: seq.parse().ok()?,
+            day: Date::new(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?).ok()?,
         })
     }
 }
@@ -136,8 +151,8 @@ impl Hub {
     }
 
     /// The `id:` an event goes out with.
-    pub fn event_id(&self, seq: u64) -> String {
-        format!("{:x}-{seq}", self.epoch)
+    pub fn event_id(&self, seq: u64, day: Date) -> String {
+        format!("{:x}-{seq}-{}", self.epoch, day.strftime("%Y%m%d"))
     }
 
     /// Subscribes to `date`. `fresh` is the day as just read from the store,
@@ -173,6 +188,7 @@ impl Hub {
         let resumed: Option<Vec<Event>> = resume
             .filter(|r| {
                 !new_day
+                    && r.day == date
                     && r.epoch == self.epoch
                     && r.seq <= seq
                     && r.seq >= day.since
@@ -429,7 +445,7 @@ mod tests {
         let seen = keep.live.try_recv().expect("change");
         hub.publish(day(&[8, 20]));
         hub.publish(day(&[8, 19]));
-        let id = hub.event_id(seen.seq);
+        let id = hub.event_id(seen.seq, date);
         let resumed = hub
             .subscribe(date, day(&[8, 19]), Resume::parse(&id), &changes)
             .expect("resume");
@@ -442,13 +458,37 @@ mod tests {
             ]
         );
         // Another process's (or a previous run's) id: the whole day again.
-        let foreign = format!("{:x}-{}", hub.epoch.wrapping_add(1), seen.seq);
+        let foreign = format!(
+            "{:x}-{}-{}",
+            hub.epoch.wrapping_add(1),
+            seen.seq,
+            date.strftime("%Y%m%d")
+        );
         let other = hub
             .subscribe(date, day(&[8, 19]), Resume::parse(&foreign), &changes)
             .expect("subscribe");
         assert_eq!(other.first.len(), 1);
         assert_eq!(other.first[0].kind, EventKind::Snapshot);
-        for bad in ["", "x", "-1", "zz-1", "1-", "1-x", "11111111111111111-1"] {
+        // This process's id, but given for another day: that day whole.
+        let elsewhere = hub.event_id(seen.seq, date.tomorrow().expect("a day"));
+        let moved = hub
+            .subscribe(date, day(&[8, 19]), Resume::parse(&elsewhere), &changes)
+            .expect("subscribe");
+        assert_eq!(moved.first.len(), 1);
+        assert_eq!(moved.first[0].kind, EventKind::Snapshot);
+        for bad in [
+            "",
+            "x",
+            "-1",
+            "zz-1-20261216",
+            "1--20261216",
+            "1-x-20261216",
+            "1-1",
+            "1-1-2026121",
+            "1-1-20261340",
+            "1-1-2026-12-16",
+            "11111111111111111-1-20261216",
+        ] {
             assert_eq!(Resume::parse(bad), None, "{bad:?}");
         }
     }
@@ -498,7 +538,7 @@ mod tests {
             .subscribe(
                 date,
                 day(&[3]),
-                Resume::parse(&hub.event_id(seen.seq)),
+                Resume::parse(&hub.event_id(seen.seq, date)),
                 &changes,
             )
             .expect("resume");
