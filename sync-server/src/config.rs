@@ -358,6 +358,9 @@ pub struct ClientLimits {
     pub token_read_burst: u32,
     /// Admissions one client may hold at once in unexpired checkouts.
     pub max_held_admissions: u32,
+    /// Event streams (`/v1/events/availability`) one client may keep open
+    /// at once.
+    pub max_streams_per_client: u32,
     /// Peers (a reverse proxy on this host, say) whose `X-Forwarded-For`
     /// names the real client. Requests from any other peer are keyed by
     /// the peer's own address, whatever headers they send.
@@ -380,6 +383,7 @@ impl Default for ClientLimits {
             // Two full online carts (20 admissions each): a visitor who
             // abandoned one checkout can start another at once.
             max_held_admissions: 40,
+            max_streams_per_client: 100,
             trusted_proxies: Vec::new(),
         }
     }
@@ -397,6 +401,7 @@ impl ClientLimits {
             token_reads_per_minute: 1_000_000_000,
             token_read_burst: 1_000_000_000,
             max_held_admissions: u32::MAX,
+            max_streams_per_client: u32::MAX,
             ..ClientLimits::default()
         }
     }

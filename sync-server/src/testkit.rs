@@ -145,6 +145,7 @@ enrolment_burst = 1000000000
 token_reads_per_minute = 1000000000
 token_read_burst = 1000000000
 max_held_admissions = 4294967295
+max_streams_per_client = 4294967295
 ";
 
 /// The channel every test server has, so `Api::confirm` works.

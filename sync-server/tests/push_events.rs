@@ -238,3 +238,62 @@ async fn stopping_the_server_ends_the_streams_instead_of_waiting_for_them() {
         "the stop waited for the stream:\n{log}"
     );
 }
+
+/// One address cannot take the room every visitor's page shares: past its
+/// share of open streams it is refused with a reason, the rest of the API
+/// still answers it, and a stream it closes gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_keeps_at_most_its_share_of_streams_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "[clients]\nmax_streams_per_client = 2\nmax_held_admissions = 1000\n",
+    )
+    .expect("config");
+    let server = ServerProcess::start_at("11:05", &["--config", config.to_str().expect("utf-8")]);
+    let date = server.day.to_string();
+    let mut first = Listener::open(&server.url, &date, None).await;
+    assert_eq!(first.next().await.event, "snapshot");
+    let mut second = Listener::open(&server.url, &date, None).await;
+    assert_eq!(second.next().await.event, "snapshot");
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/events/availability?date={date}", server.url);
+    let third = http.get(&url).send().await.expect("answers");
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    let body: Value = third.json().await.expect("a JSON error");
+    assert_eq!(body["error"]["code"], "too_many_streams", "{body}");
+    // The same client's other reads are not refused.
+    let api = server.api();
+    let s = slot(server.day, "12:00");
+    assert!(api.available(s).await > 0);
+    // It hangs up one: the server notices at its next write to it (a
+    // change, or the heartbeat), and the place is free again.
+    drop(first);
+    let end = std::time::Instant::now() + Duration::from_secs(90);
+    let mut n = 0;
+    loop {
+        let r = http.get(&url).send().await.expect("answers");
+        if r.status() == 200 {
+            break;
+        }
+        assert_eq!(r.status(), 429);
+        assert!(
+            std::time::Instant::now() < end,
+            "the closed stream's place never came back"
+        );
+        n += 1;
+        let (status, hold) = api
+            .hold(
+                &format!("nudge-{n}"),
+                s,
+                json!([{"product_id": "adult", "quantity": 1}]),
+            )
+            .await
+            .expect("hold");
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{hold}");
+        // The change went out (to the closed stream too).
+        assert_eq!(second.next().await.event, "changed");
+    }
+}

@@ -15,6 +15,7 @@ use futures_util::stream::{self, Stream};
 use tessera_core::slot::parse_date;
 
 use super::extract::Query;
+use super::limits::Client;
 use super::online::DateQuery;
 use super::AppState;
 use crate::error::ServiceError;
@@ -23,9 +24,10 @@ use crate::store::Store;
 
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
-#[utoipa::path(get, path = "/v1/events/availability", tag = "online", summary = "A museum day's places, pushed as they change (Server-Sent Events)", description = "First a `snapshot` event (the day, as `GET /v1/availability` answers it), then a `changed` event with the lines that changed after each commit. Each event has an id; reconnecting with `Last-Event-ID` sends only what was missed, or a new `snapshot` if this server cannot (restarted, another process, too long ago). A listener too slow to keep up gets a `resync` event and the stream ends. A comment line every 15 s keeps idle connections open.", params(("date" = String, Query, format = Date, description = "Museum day, YYYY-MM-DD"), ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received")), responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = StreamEvent), (status = 400, description = "date missing or not a date (bad_request)", body = tessera_core::api::ErrorBody), (status = 503, description = "Too many listeners on this server (unavailable)", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/events/availability", tag = "online", summary = "A museum day's places, pushed as they change (Server-Sent Events)", description = "First a `snapshot` event (the day, as `GET /v1/availability` answers it), then a `changed` event with the lines that changed after each commit. Each event has an id; reconnecting with `Last-Event-ID` sends only what was missed, or a new `snapshot` if this server cannot (restarted, another process, too long ago). A listener too slow to keep up gets a `resync` event and the stream ends. A comment line every 15 s keeps idle connections open.", params(("date" = String, Query, format = Date, description = "Museum day, YYYY-MM-DD"), ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received")), responses((status = 200, description = "An event stream", content_type = "text/event-stream", body = StreamEvent), (status = 400, description = "date missing or not a date (bad_request)", body = tessera_core::api::ErrorBody), (status = 429, description = "This client has too many streams open (too_many_streams)", body = tessera_core::api::ErrorBody), (status = 503, description = "Too many listeners on this server (unavailable)", body = tessera_core::api::ErrorBody)))]
 pub async fn availability<S: Store>(
     State(app): State<AppState<S>>,
+    Client(client): Client,
     headers: HeaderMap,
     Query(q): Query<DateQuery>,
 ) -> Result<Response, ServiceError> {
@@ -38,6 +40,10 @@ pub async fn availability<S: Store>(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(Resume::parse);
+    let permit = match app.edge.streams.acquire(client) {
+        Ok(p) => p,
+        Err(refused) => return Ok(refused.into_response()),
+    };
     let fresh = app.store.availability(date).await?;
     let changes = app.store.changes();
     let sub = app
@@ -47,7 +53,12 @@ pub async fn availability<S: Store>(
             SubscribeError::Full(_) => ServiceError::Unavailable,
         })?;
     let hub = app.push.clone();
-    let events = stream_of(sub, move |seq| hub.event_id(seq, date));
+    // The permit lives as long as the stream: the client's count goes down
+    // when it hangs up.
+    let events = stream_of(sub, move |seq| {
+        let _held = &permit;
+        hub.event_id(seq, date)
+    });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT))
         .into_response())

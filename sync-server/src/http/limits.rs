@@ -29,12 +29,16 @@ use crate::store::Store;
 pub struct Edge {
     pub limits: ClientLimits,
     pub holds: HoldCap,
+    pub streams: Arc<super::stream_cap::StreamCap>,
 }
 
 impl Edge {
     pub fn new(limits: ClientLimits) -> Edge {
         Edge {
             holds: HoldCap::new(limits.max_held_admissions),
+            streams: Arc::new(super::stream_cap::StreamCap::new(
+                limits.max_streams_per_client,
+            )),
             limits,
         }
     }
@@ -175,7 +179,7 @@ fn too_many_requests(e: GovernorError) -> Response<Body> {
 }
 
 /// 429 with `{"error":{code,message}}` and a `Retry-After` of at least 1 s.
-fn refusal(code: &str, message: String, retry_after_secs: u64) -> Response<Body> {
+pub(super) fn refusal(code: &str, message: String, retry_after_secs: u64) -> Response<Body> {
     metrics::counter!("tessera_client_limited_total", "code" => code.to_string()).increment(1);
     let mut response = (
         StatusCode::TOO_MANY_REQUESTS,

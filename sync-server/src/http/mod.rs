@@ -16,6 +16,7 @@ mod ops;
 pub(crate) mod payments;
 pub mod pin_guard;
 mod shop;
+mod stream_cap;
 mod supervisor;
 mod sync;
 mod tickets;
