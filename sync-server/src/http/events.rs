@@ -154,8 +154,8 @@ impl utoipa::ToSchema for StreamEvent {
     }
 }
 
-/// The ids of the public stream: `EPOCH-SEQ`.
-const RESUMABLE_ID: &str = "^[0-9a-f]{1,16}-[0-9]+$";
+/// The ids of the public stream: `EPOCH-SEQ-YYYYMMDD`.
+const RESUMABLE_ID: &str = "^[0-9a-f]{1,16}-[0-9]+-[0-9]{8}$";
 
 /// One event named `name` whose `data` is JSON matching `data`, with an
 /// `id` matching `id_pattern` if it has one.
