@@ -115,6 +115,11 @@ impl Terminal {
         self.with_book(|b| b.all())
     }
 
+    /// The first admission of `ticket` this gate knows of, by any device.
+    pub fn peer_admission_of(&self, ticket: Uuid) -> Result<Option<PeerAdmission>, TerminalError> {
+        self.with_book(|b| b.first_of(ticket))
+    }
+
     /// One exchange with every configured peer, concurrently: each gets all
     /// this gate knows and answers with what it knows that this gate lacks.
     pub async fn peer_round(&self) -> PeerRound {

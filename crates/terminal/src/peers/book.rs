@@ -60,6 +60,10 @@ impl PeerBook {
         }
     }
 
+    pub fn first_of(&self, ticket: Uuid) -> Option<PeerAdmission> {
+        self.first.get(&ticket).cloned()
+    }
+
     pub fn all(&self) -> Vec<PeerAdmission> {
         self.set.read().into_iter().collect()
     }

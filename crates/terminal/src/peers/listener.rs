@@ -43,7 +43,8 @@ fn unavailable(e: TerminalError) -> Response {
     refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
-fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Response> {
+/// The body, or why it cannot be read (too large, cut short).
+fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, (StatusCode, String)> {
     body.map_err(|e| {
         let status = e.status();
         let error = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -52,14 +53,14 @@ fn body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, Resp
             format!("unreadable body: {e}")
         };
         tracing::warn!(%error, "peer message refused");
-        refuse(status, error)
+        (status, error)
     })
 }
 
 async fn push(State(terminal): State<Terminal>, raw: Result<Bytes, BytesRejection>) -> Response {
     let raw = match body(raw, ADMISSION_BODY_BYTES) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err((status, error)) => return refuse(status, error),
     };
     let item: serde_json::Value = match serde_json::from_slice(&raw) {
         Ok(v) => v,
@@ -86,7 +87,7 @@ async fn exchange(
 ) -> Response {
     let raw = match body(raw, EXCHANGE_BODY_BYTES) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err((status, error)) => return refuse(status, error),
     };
     let request: ExchangeRequest = match serde_json::from_slice(&raw) {
         Ok(r) => r,
