@@ -58,6 +58,11 @@ pub async fn run(opts: &GatePeersOptions) -> Result<GatePeersReport> {
     for name in ["Gate A", "Gate B", "Gate C"] {
         gates.push(enrol_gate(&server, &server.url, name).await?);
     }
+    // Each gate needs the others' certified keys: one sync after all are
+    // enrolled, as their sync loops would do while the server is up.
+    for g in &gates {
+        g.t.sync_now().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let mut addrs = Vec::new();
     for g in &gates {
         addrs.push(

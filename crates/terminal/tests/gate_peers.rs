@@ -44,8 +44,12 @@ fn ticket_of(code: &str) -> Uuid {
         .ticket_id
 }
 
-/// Starts each gate's peer service and points it at the others.
+/// Syncs each gate once (so each holds the others' certified keys), starts
+/// its peer service and points it at the others.
 async fn mesh(gates: &[&Terminal]) -> Vec<SocketAddr> {
+    for g in gates {
+        g.sync_now().await.expect("sync");
+    }
     let mut addrs = Vec::new();
     for g in gates {
         addrs.push(

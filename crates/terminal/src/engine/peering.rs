@@ -197,6 +197,16 @@ impl Terminal {
                 Err(r) => merged.refused.push(r),
             }
         }
+        if merged
+            .refused
+            .iter()
+            .any(|r| matches!(r, PeerRefusal::UnknownKey(_)))
+        {
+            // Perhaps a gate enrolled since this one last synced: fetch the
+            // keys now if the server answers; the next exchange brings the
+            // refused admissions again.
+            self.inner.wake.notify_one();
+        }
         if let Some(first) = merged.refused.first() {
             tracing::warn!(
                 refused = merged.refused.len(),
@@ -274,12 +284,17 @@ impl Terminal {
                 return;
             }
         }
-        let this = self.clone();
+        // Stored for the book beside the push, not before it: the admission
+        // is durable in the scan log already, and a peer should not wait
+        // for a second fsync.
+        let (this, stored) = (self.clone(), admission.clone());
         tokio::spawn(async move {
-            let stored = admission.clone();
             if let Err(e) = this.on_db(move |conn| book::persist(conn, &[stored])).await {
                 tracing::warn!(error = %e, "gate peers: admission not stored");
             }
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
             if !this.inner.peer_running.load(Ordering::SeqCst) {
                 return;
             }
