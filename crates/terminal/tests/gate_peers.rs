@@ -13,7 +13,7 @@ use tessera_core::admission::DenyReason;
 use tessera_core::api::gate::RedeemResult;
 use tessera_core::ticket_code::{TicketClaims, TicketSigner};
 use tessera_server::testkit::{slot, ServerProcess};
-use tessera_terminal::peers::PeerAdmission;
+use tessera_terminal::peers::{PeerAdmission, PeerHello};
 use tessera_terminal::Terminal;
 use uuid::Uuid;
 
@@ -170,8 +170,31 @@ async fn with_the_server_down_gates_refuse_what_another_gate_admitted() {
         .await
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    // An exchange is for certified peers only.
+    let north_key = gate_key(&north);
+    let now_ms = clock(&server).now().as_millisecond();
+    let hello = |key: &TicketSigner, key_id: u32| {
+        PeerHello::sign(
+            &ed25519_dalek::SigningKey::from_bytes(&key.seed()),
+            key_id,
+            north.t.device_id(),
+            now_ms,
+        )
+    };
+    for from in [hello(&stranger, north_key.key_id), hello(&stranger, 999)] {
+        let r = http
+            .post(format!("{south_url}/v1/peers/exchange"))
+            .json(&serde_json::json!({"from": from, "admissions": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+    }
     // In a catch-up batch the forged items are refused and the good one kept.
-    let batch = serde_json::json!({"admissions": [tampered, genuine, unknown_key, 17]});
+    let batch = serde_json::json!({
+        "from": hello(&north_key, north_key.key_id),
+        "admissions": [tampered, genuine, unknown_key, 17]
+    });
     let r = http
         .post(format!("{south_url}/v1/peers/exchange"))
         .json(&batch)

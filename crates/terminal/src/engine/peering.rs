@@ -12,7 +12,7 @@ use tessera_core::ticket_code::TicketClaims;
 use super::*;
 use crate::peers::book::{self, PeerBook};
 use crate::peers::listener::{self, Listening};
-use crate::peers::message::PeerRefusal;
+use crate::peers::message::{PeerHello, PeerRefusal};
 use crate::peers::sender;
 use crate::peers::PeerAdmission;
 
@@ -131,11 +131,22 @@ impl Terminal {
                 return round;
             }
         };
+        let (Some(key), Some(key_id)) = (&self.inner.peer_key, self.inner.identity.key_id) else {
+            // Enrolled before gates had certified keys: it can take pushes,
+            // not ask for exchanges.
+            return round;
+        };
+        let hello = PeerHello::sign(
+            key,
+            key_id,
+            self.inner.identity.device_id,
+            self.inner.clock.now().as_millisecond(),
+        );
         let mut calls = tokio::task::JoinSet::new();
         for peer in peers {
-            let (http, mine) = (self.inner.peer_http.clone(), mine.clone());
+            let (http, mine, hello) = (self.inner.peer_http.clone(), mine.clone(), hello.clone());
             calls.spawn(async move {
-                let answer = sender::exchange(&http, &peer, mine).await;
+                let answer = sender::exchange(&http, &peer, hello, mine).await;
                 (peer, answer)
             });
         }
@@ -178,6 +189,15 @@ impl Terminal {
         }
     }
 
+    /// Whether an exchange is asked for by a certified gate or counter.
+    pub(crate) fn check_peer_hello(
+        &self,
+        hello: &PeerHello,
+    ) -> Result<Result<(), PeerRefusal>, TerminalError> {
+        let cache = self.gate_cache()?;
+        Ok(hello.verify(&cache.peer_keys, self.inner.clock.now().as_millisecond()))
+    }
+
     /// Verifies and merges admissions from a peer, each on its own: a bad
     /// one is refused (and logged), never merged, and costs no other.
     pub(crate) async fn merge_peer_admissions(
@@ -187,13 +207,21 @@ impl Terminal {
         let cache = self.gate_cache()?;
         let today = self.inner.clock.now().to_zoned(cache.tz.clone()).date();
         let mut merged = Merged::default();
-        let mut good = Vec::new();
+        let mut parsed = Vec::with_capacity(items.len());
         for item in items {
-            let checked = serde_json::from_value::<PeerAdmission>(item)
-                .map_err(|e| PeerRefusal::Malformed(e.to_string()))
-                .and_then(|a| a.verify(&cache.peer_keys, &cache.tz, today).map(|()| a));
-            match checked {
-                Ok(a) => good.push(a),
+            match serde_json::from_value::<PeerAdmission>(item) {
+                Ok(a) => parsed.push(a),
+                Err(e) => merged.refused.push(PeerRefusal::Malformed(e.to_string())),
+            }
+        }
+        // An item equal to one in the book was verified when it got there:
+        // a routine exchange costs no signature checks.
+        let (known, unknown): (Vec<_>, Vec<_>) =
+            self.with_book(|b| parsed.into_iter().partition(|a| b.contains(a)))?;
+        let mut good = Vec::with_capacity(unknown.len());
+        for a in unknown {
+            match a.verify(&cache.peer_keys, &cache.tz, today) {
+                Ok(()) => good.push(a),
                 Err(r) => merged.refused.push(r),
             }
         }
@@ -214,7 +242,7 @@ impl Terminal {
                 "peer admissions refused, not merged"
             );
         }
-        merged.accepted = good.len() as u32;
+        merged.accepted = (known.len() + good.len()) as u32;
         let new: Vec<PeerAdmission> =
             self.with_book(|b| good.into_iter().filter(|a| b.insert(a.clone())).collect())?;
         merged.new = new.len() as u32;

@@ -60,6 +60,10 @@ impl PeerBook {
         }
     }
 
+    pub fn contains(&self, a: &PeerAdmission) -> bool {
+        self.set.contains(a)
+    }
+
     pub fn first_of(&self, ticket: Uuid) -> Option<PeerAdmission> {
         self.first.get(&ticket).cloned()
     }

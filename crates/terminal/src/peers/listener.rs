@@ -99,6 +99,14 @@ async fn exchange(
             );
         }
     };
+    match terminal.check_peer_hello(&request.from) {
+        Ok(Ok(())) => {}
+        Ok(Err(r)) => {
+            tracing::warn!(reason = %r, device = %request.from.device_id, "peer exchange refused: not a certified peer");
+            return refuse(StatusCode::FORBIDDEN, format!("not a certified peer: {r}"));
+        }
+        Err(e) => return unavailable(e),
+    }
     if request.admissions.len() > EXCHANGE_ITEMS {
         tracing::warn!(
             items = request.admissions.len(),

@@ -54,6 +54,68 @@ pub enum PeerRefusal {
     BadSignature,
     #[error("admitted on {0}, not today")]
     NotToday(String),
+    #[error("the request was signed more than {HELLO_SKEW_MS} ms from this gate's clock")]
+    Stale,
+}
+
+/// What an exchange request's signature covers first.
+const HELLO_DOMAIN: &[u8] = b"tessera/gate-peers/exchange/v1\0";
+/// How far a peer's clock (or a replayed request) may be off.
+pub const HELLO_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// Who asks for an exchange: a certified gate or counter showing it holds
+/// its key. Only such a peer is told this gate's admissions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerHello {
+    pub device_id: Uuid,
+    pub key_id: u32,
+    pub sent_at_ms: i64,
+    pub signature: String,
+}
+
+impl PeerHello {
+    pub fn sign(key: &SigningKey, key_id: u32, device_id: Uuid, sent_at_ms: i64) -> PeerHello {
+        let mut h = PeerHello {
+            device_id,
+            key_id,
+            sent_at_ms,
+            signature: String::new(),
+        };
+        h.signature = data_encoding::HEXLOWER.encode(&key.sign(&h.signed_bytes()).to_bytes());
+        h
+    }
+
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HELLO_DOMAIN.len() + 28);
+        out.extend_from_slice(HELLO_DOMAIN);
+        out.extend_from_slice(self.device_id.as_bytes());
+        out.extend_from_slice(&self.sent_at_ms.to_be_bytes());
+        out.extend_from_slice(&self.key_id.to_be_bytes());
+        out
+    }
+
+    pub fn verify(&self, keys: &PeerKeys, now_ms: i64) -> Result<(), PeerRefusal> {
+        if self.sent_at_ms.abs_diff(now_ms) > HELLO_SKEW_MS as u64 {
+            return Err(PeerRefusal::Stale);
+        }
+        let key = keys.admitting_key(self.key_id, self.device_id)?;
+        check_signature(key, &self.signed_bytes(), &self.signature)
+    }
+}
+
+fn check_signature(key: &PeerKey, bytes: &[u8], signature: &str) -> Result<(), PeerRefusal> {
+    if signature.len() != SIGNATURE_HEX_LEN {
+        return Err(PeerRefusal::BadSignature);
+    }
+    let sig: [u8; 64] = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(signature.as_bytes())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or(PeerRefusal::BadSignature)?;
+    key.key
+        .verify(bytes, &Signature::from_bytes(&sig))
+        .map_err(|_| PeerRefusal::BadSignature)
 }
 
 impl PeerAdmission {
@@ -118,30 +180,8 @@ impl PeerAdmission {
         if self.slot_id.date != today {
             return Err(PeerRefusal::NotToday(self.slot_id.date.to_string()));
         }
-        let key = keys
-            .keys
-            .get(&self.key_id)
-            .ok_or(PeerRefusal::UnknownKey(self.key_id))?;
-        if key.revoked {
-            return Err(PeerRefusal::RevokedKey(self.key_id));
-        }
-        if !key.role.signs_admissions() {
-            return Err(PeerRefusal::WrongRole(self.key_id));
-        }
-        if key.device_id != Some(self.device_id) {
-            return Err(PeerRefusal::NotTheDevicesKey(self.key_id));
-        }
-        if self.signature.len() != SIGNATURE_HEX_LEN {
-            return Err(PeerRefusal::BadSignature);
-        }
-        let bytes: [u8; 64] = data_encoding::HEXLOWER_PERMISSIVE
-            .decode(self.signature.as_bytes())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .ok_or(PeerRefusal::BadSignature)?;
-        key.key
-            .verify(&self.signed_bytes(), &Signature::from_bytes(&bytes))
-            .map_err(|_| PeerRefusal::BadSignature)
+        let key = keys.admitting_key(self.key_id, self.device_id)?;
+        check_signature(key, &self.signed_bytes(), &self.signature)
     }
 }
 
@@ -161,6 +201,25 @@ pub struct PeerKeys {
 }
 
 impl PeerKeys {
+    /// The key `key_id` if it may sign for `device` at a gate: certified,
+    /// not revoked, a gate's or counter's, and that device's own.
+    fn admitting_key(&self, key_id: u32, device: Uuid) -> Result<&PeerKey, PeerRefusal> {
+        let key = self
+            .keys
+            .get(&key_id)
+            .ok_or(PeerRefusal::UnknownKey(key_id))?;
+        if key.revoked {
+            return Err(PeerRefusal::RevokedKey(key_id));
+        }
+        if !key.role.signs_admissions() {
+            return Err(PeerRefusal::WrongRole(key_id));
+        }
+        if key.device_id != Some(device) {
+            return Err(PeerRefusal::NotTheDevicesKey(key_id));
+        }
+        Ok(key)
+    }
+
     pub fn from_public(public: &PublicKeys) -> PeerKeys {
         let mut keys = HashMap::new();
         for k in &public.keys {
@@ -336,6 +395,23 @@ mod tests {
             a.verify(&revoked, &tz, DAY),
             Err(PeerRefusal::RevokedKey(4))
         );
+    }
+
+    #[test]
+    fn an_exchange_is_asked_for_by_a_certified_peer_only() {
+        let (key, keys, _, device) = setup();
+        let now = 1_000_000_000;
+        let hello = PeerHello::sign(&key, 4, device, now);
+        assert_eq!(hello.verify(&keys, now + 1_000), Ok(()));
+        assert_eq!(
+            hello.verify(&keys, now + HELLO_SKEW_MS + 1),
+            Err(PeerRefusal::Stale)
+        );
+        let stranger = PeerHello::sign(&SigningKey::from_bytes(&[9u8; 32]), 4, device, now);
+        assert_eq!(stranger.verify(&keys, now), Err(PeerRefusal::BadSignature));
+        let mut later = hello.clone();
+        later.sent_at_ms += 1;
+        assert_eq!(later.verify(&keys, now), Err(PeerRefusal::BadSignature));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! certified key ([`message`]), merged into a grow-only set of today's
 //! admissions ([`book`]), pushed to every peer at once and exchanged in full
 //! every few seconds so a peer that was away catches up ([`sender`]), and
-//! received by a small HTTP listener ([`listener`]). Peers are the list the
+//! received by a small HTTP listener ([`listener`]), which tells its own
+//! admissions only to a peer that signs its request with a certified key. Peers are the list the
 //! device was configured with; the server stays the judge whenever it answers.
 
 pub(crate) mod book;
@@ -13,4 +14,4 @@ pub mod message;
 pub(crate) mod sender;
 pub mod wire;
 
-pub use message::{PeerAdmission, PeerRefusal};
+pub use message::{PeerAdmission, PeerHello, PeerRefusal};

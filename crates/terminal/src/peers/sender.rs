@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::message::PeerAdmission;
+use super::message::{PeerAdmission, PeerHello};
 use super::wire::*;
 
 /// A push that takes longer is dropped; the next exchange carries it.
@@ -60,9 +60,11 @@ pub(crate) async fn push(
 pub(crate) async fn exchange(
     http: &reqwest::Client,
     peer: &str,
+    from: PeerHello,
     mine: Vec<PeerAdmission>,
 ) -> Result<ExchangeResponse, String> {
     let request = ExchangeRequest {
+        from,
         admissions: mine
             .iter()
             .filter_map(|a| serde_json::to_value(a).ok())

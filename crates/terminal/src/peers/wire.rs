@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::message::PeerHello;
+
 /// One pushed admission is a few hundred bytes.
 pub const ADMISSION_BODY_BYTES: usize = 4 * 1024;
 /// A full exchange: a busy museum day's admissions, with room to spare.
@@ -16,6 +18,8 @@ pub const EXCHANGE_PATH: &str = "/v1/peers/exchange";
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeRequest {
+    /// The asking peer, proving it holds a certified key.
+    pub from: PeerHello,
     pub admissions: Vec<serde_json::Value>,
 }
 
