@@ -386,6 +386,14 @@ fn status(t: &Terminal, json: bool) -> Result<()> {
     if let Some(e) = &status.last_sync_error {
         println!("last sync failed: {e}");
     }
+    for p in &status.gate_peers {
+        let state = match p.reachable {
+            Some(true) => "answers",
+            Some(false) => "UNREACHABLE",
+            None => "not sharing (no --peer-listen here)",
+        };
+        println!("gate peer {}: {state}", p.url);
+    }
     if let Some(s) = &status.shift {
         println!(
             "shift open: {} since {}, float {}",

@@ -38,6 +38,17 @@ pub struct Status {
     pub shift: Option<ShiftView>,
     pub printer: String,
     pub now: Timestamp,
+    /// The gates this one shares admissions with (gate mode).
+    #[serde(default)]
+    pub gate_peers: Vec<PeerLink>,
+}
+
+/// A configured gate peer and whether it answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLink {
+    pub url: String,
+    /// `None` while this gate's peer service is not running.
+    pub reachable: Option<bool>,
 }
 
 /// One of today's slots as the cashier sees it.

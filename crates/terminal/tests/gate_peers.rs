@@ -215,11 +215,49 @@ async fn with_the_server_down_gates_refuse_what_another_gate_admitted() {
         "a forged admission refuses nobody: {forged_ticket:?}"
     );
 
-    // East leaves the LAN; North admits; East returns and catches up.
+    // Yesterday's admission, genuinely signed: not today's, refused.
+    let known_before = south.t.peer_admissions().unwrap().len();
+    let yesterday = PeerAdmission::sign(
+        &ed25519_dalek::SigningKey::from_bytes(&north_key.seed()),
+        north_key.key_id,
+        target,
+        slot(server.day.yesterday().unwrap(), "11:00"),
+        north.t.device_id(),
+        "North gate",
+        genuine.admitted_at_ms - 86_400_000,
+    );
+    let r = http
+        .post(format!("{south_url}/v1/peers/admission"))
+        .json(&yesterday)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(south.t.peer_admissions().unwrap().len(), known_before);
+
+    // East leaves the LAN; North admits (and notices); East returns and
+    // catches up.
     east.t.stop_peer_service().await;
     let third = north.t.scan(&codes[2]).await.unwrap();
     assert_eq!(third.result, RedeemResult::Admitted, "{third:?}");
     until_known(&south.t, ticket_of(&codes[2])).await;
+    let east_url = format!("http://{}", addrs[2]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let links = north.t.status().unwrap().gate_peers;
+        let east_link = links
+            .iter()
+            .find(|l| l.url == east_url)
+            .expect("East listed");
+        if east_link.reachable == Some(false) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "North never noticed East gone: {links:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         !east
             .t

@@ -458,6 +458,8 @@ impl Terminal {
             shift: shifts::current(&conn)?,
             printer: local::get::<String>(&conn, keys::PRINTER)?.unwrap_or_else(|| "none".into()),
             now,
+            gate_peers: self
+                .peer_links(local::get::<Vec<String>>(&conn, keys::PEERS)?.unwrap_or_default()),
         })
     }
 

@@ -175,6 +175,23 @@ impl Terminal {
         round
     }
 
+    /// The configured peers with whether each answered last time.
+    pub(super) fn peer_links(&self, peers: Vec<String>) -> Vec<crate::views::PeerLink> {
+        let running = self.inner.peer_running.load(Ordering::SeqCst);
+        let down = self
+            .inner
+            .peers_down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        peers
+            .into_iter()
+            .map(|url| crate::views::PeerLink {
+                reachable: running.then(|| !down.contains(&url)),
+                url,
+            })
+            .collect()
+    }
+
     /// Notes whether a peer answered; logs only the changes.
     fn peer_is(&self, peer: &str, up: bool) {
         let mut down = self

@@ -1,18 +1,22 @@
 //! The HTTP side a gate's peers talk to: a pushed admission, and a full
 //! exchange for catch-up. Every body is bounded and checked item by item;
 //! anything refused is answered with a 4xx and a reason, logged, and never
-//! merged.
+//! merged. Requests are bounded in number and time as well as size.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::message::{PeerAdmission, PeerRefusal};
@@ -144,7 +148,28 @@ async fn exchange(
     .into_response()
 }
 
+/// Requests handled at once; more are told to come back (the sender's next
+/// exchange does), so a flood cannot queue unbounded work behind the scans.
+const CONCURRENT_REQUESTS: usize = 16;
+/// A request (body included) that takes longer is dropped.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bounded(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = permits.try_acquire() else {
+        tracing::warn!("gate peer listener busy; request refused");
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; try again");
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!("gate peer request timed out");
+            refuse(StatusCode::REQUEST_TIMEOUT, "request took too long")
+        }
+    }
+}
+
 pub(crate) fn router(terminal: Terminal) -> Router {
+    let permits = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
     Router::new()
         .route(
             ADMISSION_PATH,
@@ -155,6 +180,7 @@ pub(crate) fn router(terminal: Terminal) -> Router {
             post(exchange).layer(DefaultBodyLimit::max(EXCHANGE_BODY_BYTES)),
         )
         .with_state(terminal)
+        .layer(middleware::from_fn_with_state(permits, bounded))
 }
 
 /// A running listener: stopping it closes the port and its open
