@@ -115,6 +115,10 @@ impl Terminal {
         self.with_book(|b| b.all())
     }
 
+    pub(crate) fn peer_digest(&self) -> Result<crate::peers::wire::Digest, TerminalError> {
+        self.with_book(|b| b.digest())
+    }
+
     /// The first admission of `ticket` this gate knows of, by any device.
     pub fn peer_admission_of(&self, ticket: Uuid) -> Result<Option<PeerAdmission>, TerminalError> {
         self.with_book(|b| b.first_of(ticket))
@@ -142,11 +146,25 @@ impl Terminal {
             self.inner.identity.device_id,
             self.inner.clock.now().as_millisecond(),
         );
+        let digest = match self.with_book(|b| b.digest()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "gate peers: cannot read local state");
+                return round;
+            }
+        };
         let mut calls = tokio::task::JoinSet::new();
         for peer in peers {
             let (http, mine, hello) = (self.inner.peer_http.clone(), mine.clone(), hello.clone());
             calls.spawn(async move {
-                let answer = sender::exchange(&http, &peer, hello, mine).await;
+                // The digest first; the whole set only when they differ.
+                let answer =
+                    match sender::exchange(&http, &peer, hello.clone(), Some(digest), vec![]).await
+                    {
+                        Ok(a) if a.in_sync => Ok(a),
+                        Ok(_) => sender::exchange(&http, &peer, hello, None, mine).await,
+                        Err(e) => Err(e),
+                    };
                 (peer, answer)
             });
         }

@@ -10,6 +10,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use uuid::Uuid;
 
 use super::message::PeerAdmission;
+use super::wire::Digest;
 use crate::error::TerminalError;
 
 /// The merged set for one museum day, with the first admission of each
@@ -18,6 +19,7 @@ pub(crate) struct PeerBook {
     pub day: Date,
     set: GSet<PeerAdmission>,
     first: HashMap<Uuid, PeerAdmission>,
+    digest: Digest,
 }
 
 impl PeerBook {
@@ -26,6 +28,7 @@ impl PeerBook {
             day,
             set: GSet::new(),
             first: HashMap::new(),
+            digest: Digest::default(),
         }
     }
 
@@ -41,6 +44,8 @@ impl PeerBook {
         if earlier {
             self.first.insert(a.ticket_id, a.clone());
         }
+        self.digest.count += 1;
+        self.digest.xor ^= signature_word(&a.signature);
         self.set.insert(a);
         true
     }
@@ -58,6 +63,10 @@ impl PeerBook {
                 .min_by_key(|a| a.admitted_at_ms),
             None => None,
         }
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.digest
     }
 
     pub fn contains(&self, a: &PeerAdmission) -> bool {
@@ -96,6 +105,14 @@ impl PeerBook {
         }
         Ok(book)
     }
+}
+
+/// The first 8 bytes of a (verified) signature: as good as random.
+fn signature_word(signature: &str) -> u64 {
+    signature
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
 }
 
 /// Stores admissions already verified (and new to the book), in one commit.
@@ -159,6 +176,8 @@ mod tests {
         assert!(two.insert(a.clone()));
         assert!(!two.insert(a.clone()), "merging twice adds nothing");
         assert_eq!(one.all(), two.all());
+        assert_eq!(one.digest(), two.digest(), "same set, same digest");
+        assert_ne!(one.digest(), PeerBook::new(DAY).digest());
         assert_eq!(one.all().len(), 2);
         let me = Uuid::now_v7();
         assert_eq!(one.admitted_elsewhere(t, me), Some(b.clone()));

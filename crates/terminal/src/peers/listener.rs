@@ -111,6 +111,18 @@ async fn exchange(
         }
         Err(e) => return unavailable(e),
     }
+    if let (Some(theirs), true) = (request.digest, request.admissions.is_empty()) {
+        return match terminal.peer_digest() {
+            Ok(mine) => Json(ExchangeResponse {
+                in_sync: mine == theirs,
+                accepted: 0,
+                refused: 0,
+                admissions: vec![],
+            })
+            .into_response(),
+            Err(e) => unavailable(e),
+        };
+    }
     if request.admissions.len() > EXCHANGE_ITEMS {
         tracing::warn!(
             items = request.admissions.len(),
@@ -141,6 +153,7 @@ async fn exchange(
         Err(e) => return unavailable(e),
     };
     Json(ExchangeResponse {
+        in_sync: false,
         accepted: merged.accepted,
         refused: merged.refused.len() as u32,
         admissions,

@@ -61,10 +61,12 @@ pub(crate) async fn exchange(
     http: &reqwest::Client,
     peer: &str,
     from: PeerHello,
+    digest: Option<Digest>,
     mine: Vec<PeerAdmission>,
 ) -> Result<ExchangeResponse, String> {
     let request = ExchangeRequest {
         from,
+        digest,
         admissions: mine
             .iter()
             .filter_map(|a| serde_json::to_value(a).ok())
