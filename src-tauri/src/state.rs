@@ -124,6 +124,25 @@ impl AppState {
             }
             tasks
         };
+        // A gate shares its admissions with the other gates (set with the
+        // CLI's `peers`) when told where to listen.
+        if let Some(listen) = peer_listen() {
+            let old = self
+                .terminal
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let peer = t.clone();
+            tauri::async_runtime::spawn(async move {
+                // The terminal replaced (if any) frees the port first.
+                if let Some(old) = old {
+                    old.stop_peer_service().await;
+                }
+                if let Err(e) = peer.start_peer_service(listen).await {
+                    tracing::error!("gate peers not started: {e}");
+                }
+            });
+        }
         *self
             .terminal
             .write()
@@ -161,6 +180,18 @@ async fn forward_changes(mut changes: broadcast::Receiver<EngineChange>, app: Ap
             if let Err(e) = app.emit(ENGINE_CHANGED, w) {
                 tracing::warn!("engine change not delivered to the screens: {e}");
             }
+        }
+    }
+}
+
+/// `TESSERA_PEER_LISTEN`, e.g. `0.0.0.0:7801`; unset or unreadable: none.
+fn peer_listen() -> Option<std::net::SocketAddr> {
+    let value = std::env::var("TESSERA_PEER_LISTEN").ok()?;
+    match value.trim().parse() {
+        Ok(addr) => Some(addr),
+        Err(e) => {
+            tracing::error!("TESSERA_PEER_LISTEN={value:?} is not an address: {e}");
+            None
         }
     }
 }

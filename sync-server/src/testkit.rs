@@ -954,6 +954,10 @@ impl Api {
         let (_, keys) = self.get("/v1/keys").await.expect("keys");
         let mut ring = tessera_core::ticket_code::KeyRing::new();
         for k in keys["keys"].as_array().expect("key list") {
+            // Gates' keys sign shared admissions, never tickets.
+            if k["role"].as_str() == Some("gate") {
+                continue;
+            }
             let bytes: [u8; 32] = data_encoding::HEXLOWER
                 .decode(k["public_key"].as_str().expect("hex").as_bytes())
                 .expect("hex key")

@@ -458,3 +458,58 @@ async fn the_day_report_is_the_same_from_the_command_and_from_either_process_and
     assert_eq!(report.channels.len(), 1);
     assert!(report.shifts.is_empty() && report.quarantine.is_empty());
 }
+
+/// Issue 12: a gate's key is certified at enrolment and published with its
+/// role, so gates can check each other's shared admissions; a "ticket"
+/// signed by it is refused, whichever process it reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gates_certified_key_is_published_as_a_gates_and_signs_no_ticket() {
+    use tessera_core::ticket_code::{TicketClaims, TicketSigner};
+    let pg = PgCluster::start();
+    let museum = PgMuseum::init(&pg.url(), "11:05");
+    let (a, b) = (museum.serve("a", &[]), museum.serve("b", &[]));
+    let (a, b) = (a.api(), b.api());
+    let signer = TicketSigner::from_seed(0, [21u8; 32]);
+    let public = data_encoding::HEXLOWER.encode(&signer.public_key());
+    let code = museum.admin_ok(&["enrol", "--role", "gate", "--name", "West gate"]);
+    let (status, west) = a
+        .enrol(&code, "West gate", Some(&public))
+        .await
+        .expect("enrol");
+    assert_eq!(status, StatusCode::CREATED, "{west}");
+    let key_id = west["key_id"]
+        .as_u64()
+        .expect("the gate's key is certified") as u32;
+    let east = enrol(&museum, &a, "gate", "East gate").await;
+    wait_known(&b, &east, "B").await;
+
+    for api in [&a, &b] {
+        let found = wait_for("the gate's key to be published", WITHIN, || async {
+            let (_, keys) = api.get("/v1/keys").await.ok()?;
+            keys["keys"]
+                .as_array()?
+                .iter()
+                .find(|k| k["key_id"].as_u64() == Some(u64::from(key_id)))
+                .cloned()
+        })
+        .await;
+        assert_eq!(found["role"], "gate", "{found}");
+        assert_eq!(found["public_key"], public.as_str());
+    }
+    let signer = TicketSigner::from_seed(key_id, [21u8; 32]);
+    let fake = signer
+        .sign(&TicketClaims {
+            key_id,
+            ticket_id: Uuid::now_v7(),
+            slot: slot(museum.day, "11:00"),
+            window_minutes: 30,
+            admits: 1,
+            product_id: "adult".into(),
+        })
+        .expect("sign");
+    for api in [&a, &b] {
+        let (status, answer) = redeem(api, &east, &fake, Uuid::now_v7()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["result"], "denied", "{answer}");
+    }
+}

@@ -1,5 +1,5 @@
 //! Whether a one-time enrolment code may enrol the device that presents it,
-//! and with which ticket-signing key: one rule for every backend, which only
+//! and with which signing key: one rule for every backend, which only
 //! loads the code's row and writes the device.
 
 use crate::api::devices::Role;
@@ -28,8 +28,9 @@ pub enum EnrolRefusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Enrolment {
     pub role: Role,
-    /// The key to certify: a counter's (gates and supervisors sign nothing,
-    /// so theirs is ignored).
+    /// The key to certify: a counter's (tickets, shared admissions) or a
+    /// gate's (shared admissions only; its role travels with the key so no
+    /// gate takes it for a ticket signer). Supervisors sign nothing.
     pub public_key: Option<[u8; 32]>,
 }
 
@@ -47,8 +48,12 @@ pub fn check(
     }
     let public_key = match (code.role, public_key_hex) {
         (Role::Counter, None) => return Err(EnrolRefusal::KeyMissing),
-        (Role::Counter, Some(hex)) => Some(parse_public_key(hex).ok_or(EnrolRefusal::KeyWeak)?),
-        _ => None,
+        (Role::Counter | Role::Gate, Some(hex)) => {
+            Some(parse_public_key(hex).ok_or(EnrolRefusal::KeyWeak)?)
+        }
+        // A gate without a key still enrols: it decides alone offline and
+        // just cannot share its admissions with other gates.
+        (Role::Gate, None) | (Role::Supervisor, _) => None,
     };
     Ok(Enrolment {
         role: code.role,
@@ -93,7 +98,8 @@ mod tests {
     }
 
     #[test]
-    fn only_a_counter_needs_a_key_and_it_must_be_strong() {
+    fn a_counter_needs_a_key_a_gate_may_send_one_and_keys_must_be_strong() {
+        let key = data_encoding::HEXLOWER.encode(&TicketSigner::from_seed(1, [3; 32]).public_key());
         assert_eq!(
             check(code(Role::Counter), 0, None),
             Err(EnrolRefusal::KeyMissing)
@@ -110,8 +116,19 @@ mod tests {
             check(code(Role::Counter), 0, Some("zz")),
             Err(EnrolRefusal::KeyWeak)
         );
-        let gate = check(code(Role::Gate), 0, Some(&weak));
-        assert_eq!(gate.map(|e| e.public_key), Ok(None));
+        assert_eq!(
+            check(code(Role::Gate), 0, Some(&weak)),
+            Err(EnrolRefusal::KeyWeak),
+            "a gate's key is certified too, so it must be strong"
+        );
+        let gate = check(code(Role::Gate), 0, Some(&key));
+        assert!(gate.is_ok_and(|e| e.public_key.is_some()));
+        assert_eq!(
+            check(code(Role::Gate), 0, None).map(|e| e.public_key),
+            Ok(None)
+        );
+        let ignored = check(code(Role::Supervisor), 0, Some(&key));
+        assert_eq!(ignored.map(|e| e.public_key), Ok(None));
         let supervisor = check(code(Role::Supervisor), 0, None);
         assert_eq!(
             supervisor.map(|e| (e.role, e.public_key)),

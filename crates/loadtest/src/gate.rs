@@ -256,7 +256,7 @@ async fn redeem(
 }
 
 /// Buys `n` adult tickets for `slot` in orders of 20, 32 buyers at once.
-async fn buy_tickets(
+pub(crate) async fn buy_tickets(
     shop: &Shop,
     slot: tessera_core::slot::SlotId,
     n: usize,

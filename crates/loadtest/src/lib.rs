@@ -2,7 +2,8 @@
 //! `tessera-server` binary as a child process on a loopback port over a fresh
 //! SQLite file, drives it with online clients (HTTP) and real counter/gate
 //! terminals (`tessera-terminal`, each with its own SQLite file), and reports
-//! figures and invariant checks. Scenarios: `spike`, `chaos`, `gate`, `drain`, `shop`,
+//! figures and invariant checks. Scenarios: `spike`, `chaos`, `gate`, `gate-peers` (offline gates
+//! sharing admissions over the LAN), `drain`, `shop`,
 //! `history` (a year of open days through the real APIs), `pg-spike` (the hot
 //! slot on PostgreSQL, several server processes) and `pg-chaos` (online
 //! clients and counters on PostgreSQL while processes and the database are
@@ -15,6 +16,7 @@ pub mod counters;
 pub mod cpu;
 pub mod drain;
 pub mod gate;
+pub mod gate_peers;
 pub mod history;
 pub mod pg_chaos;
 pub mod pg_spike;

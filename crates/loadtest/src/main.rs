@@ -8,7 +8,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_loadtest::server::release_server_binary;
 use tessera_loadtest::{
-    chaos, drain, gate, history, pg_chaos, pg_spike, push, push_devices, shop, spike,
+    chaos, drain, gate, gate_peers, history, pg_chaos, pg_spike, push, push_devices, shop, spike,
 };
 use tessera_server::testkit::Backend;
 
@@ -113,6 +113,14 @@ enum Cmd {
         voids: usize,
         #[arg(long, default_value = "sqlite", value_parser = parse_backend)]
         backend: Backend,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Three gates with the server down: scan at one → known at the others.
+    GatePeers {
+        /// Admissions, round-robin at the three gates.
+        #[arg(long, default_value_t = 600)]
+        admissions: usize,
         #[arg(long)]
         json: bool,
     },
@@ -395,6 +403,19 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 gate::print(&report);
             }
             Ok(gate::violations(&report))
+        }
+        Cmd::GatePeers { admissions, json } => {
+            let opts = gate_peers::GatePeersOptions {
+                admissions,
+                server_bin: release_server_binary()?,
+            };
+            let report = gate_peers::run(&opts).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                gate_peers::print(&report);
+            }
+            Ok(gate_peers::violations(&report))
         }
         Cmd::Shop {
             visitors,

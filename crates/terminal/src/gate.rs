@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::error::TerminalError;
 use crate::local::{self, keys, Identity};
+use crate::peers::message::PeerKeys;
 use crate::sales::{parse_slot, parse_uuid};
 
 /// What a gate decides with, rebuilt after every sync.
@@ -31,6 +32,8 @@ pub(crate) struct GateCache {
     /// What the museum sells: a signed code must name a real product, its
     /// admissions and a real entry window.
     pub catalogue: Catalogue,
+    /// Every certified key with its role, for admissions gates share.
+    pub peer_keys: PeerKeys,
 }
 
 pub(crate) fn load_cache(conn: &Connection) -> Result<GateCache, TerminalError> {
@@ -42,7 +45,9 @@ pub(crate) fn load_cache(conn: &Connection) -> Result<GateCache, TerminalError> 
     let public: PublicKeys =
         local::get(conn, keys::PUBLIC_KEYS)?.unwrap_or(PublicKeys { keys: vec![] });
     let mut ring = KeyRing::new();
-    for k in &public.keys {
+    // Only server and counter keys sign tickets; a gate's key signs the
+    // admissions gates share, so a "ticket" signed by it is not one.
+    for k in public.keys.iter().filter(|k| k.role.signs_tickets()) {
         let bytes = data_encoding::HEXLOWER
             .decode(k.public_key.as_bytes())
             .ok()
@@ -80,6 +85,7 @@ pub(crate) fn load_cache(conn: &Connection) -> Result<GateCache, TerminalError> 
             .map(|p| (p.id.clone(), p.name.clone()))
             .collect(),
         catalogue,
+        peer_keys: PeerKeys::from_public(&public),
     })
 }
 

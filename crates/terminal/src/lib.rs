@@ -4,12 +4,15 @@
 //! or without network, signs tickets with the counter's own key, prints
 //! receipts, and syncs with the server exactly once per sale.
 //! The `tessera-terminal` binary and the desktop app are thin fronts over
-//! [`Terminal`].
+//! [`Terminal`]. At a gate it also shares its admissions with the other gates
+//! over the LAN ([`peers`]), so an outage of the server does not open a
+//! window for a double entry.
 
 mod engine;
 mod error;
 mod gate;
 mod local;
+pub mod peers;
 pub mod printer;
 pub mod receipt;
 mod sales;
@@ -17,5 +20,5 @@ mod shifts;
 mod sync;
 pub mod views;
 
-pub use engine::Terminal;
+pub use engine::{PeerRound, Terminal};
 pub use error::TerminalError;

@@ -24,6 +24,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../migrations/0004_staff.sql")),
         M::up(include_str!("../migrations/0005_live_sync.sql")),
         M::up(include_str!("../migrations/0006_unsent_indexes.sql")),
+        M::up(include_str!("../migrations/0007_peer_admissions.sql")),
     ])
 }
 
@@ -284,6 +285,8 @@ pub(crate) mod keys {
     pub const ONLINE: &str = "online";
     pub const PRINTER: &str = "printer";
     pub const ENTRY_POLICY: &str = "entry_policy";
+    /// Gate peers this device shares admissions with (base URLs).
+    pub const PEERS: &str = "peers";
 }
 
 #[cfg(test)]

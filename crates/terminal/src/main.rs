@@ -72,7 +72,21 @@ enum Command {
     /// One sync round now.
     Sync,
     /// Keep syncing in the foreground (every ~2 s online, backing off offline).
-    Run,
+    Run {
+        /// Also share admissions with the gate peers (see `peers`), listening
+        /// on this address, e.g. 0.0.0.0:7801.
+        #[arg(long, env = "TESSERA_PEER_LISTEN")]
+        peer_listen: Option<std::net::SocketAddr>,
+    },
+    /// Gate peers: the other gates this one shares its admissions with over
+    /// the LAN. Without arguments, shows the list; with URLs, replaces it.
+    Peers {
+        /// Base URLs of the other gates' peer listeners, e.g. http://10.0.0.12:7801
+        urls: Vec<String>,
+        /// Empty the list (share with nobody).
+        #[arg(long, conflicts_with = "urls")]
+        clear: bool,
+    },
     /// Open or close the cashier's shift.
     Shift {
         #[command(subcommand)]
@@ -105,7 +119,13 @@ enum Command {
     },
     /// Gate mode: scan a ticket code, or read codes from standard input one per
     /// line, the way a keyboard-wedge barcode scanner types them.
-    Scan { code: Option<String> },
+    Scan {
+        code: Option<String>,
+        /// While reading standard input, share admissions with the gate
+        /// peers (see `peers`), listening on this address.
+        #[arg(long, env = "TESSERA_PEER_LISTEN")]
+        peer_listen: Option<std::net::SocketAddr>,
+    },
     /// Set the receipt printer (and optionally print a test page).
     Printer {
         spec: String,
@@ -299,7 +319,11 @@ async fn run(cli: Cli) -> Result<()> {
             printer,
         } => sell(&t, &slot, &items, &members, &pay, printer.as_deref(), json).await,
         Command::Sync => sync_once(&t, json).await,
-        Command::Run => sync_until_stopped(&t).await,
+        Command::Run { peer_listen } => {
+            start_peers(&t, peer_listen).await?;
+            sync_until_stopped(&t).await
+        }
+        Command::Peers { urls, clear } => peers(&t, &urls, clear, json),
         Command::Shift { action } => shift(&t, action, json).await,
         Command::Report { kind, print } => report(&t, &kind, print, json).await,
         Command::Void {
@@ -312,8 +336,16 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", print_outcome(&t.reprint(sale_id(&sale)?).await?));
             Ok(())
         }
-        Command::Scan { code: Some(code) } => scan_one(&t, &code, json).await,
-        Command::Scan { code: None } => scan_stdin(&t, json).await,
+        Command::Scan {
+            code: Some(code), ..
+        } => scan_one(&t, &code, json).await,
+        Command::Scan {
+            code: None,
+            peer_listen,
+        } => {
+            start_peers(&t, peer_listen).await?;
+            scan_stdin(&t, json).await
+        }
         Command::Printer { spec, test } => printer(&t, &spec, test).await,
     }
 }
@@ -353,6 +385,14 @@ fn status(t: &Terminal, json: bool) -> Result<()> {
     );
     if let Some(e) = &status.last_sync_error {
         println!("last sync failed: {e}");
+    }
+    for p in &status.gate_peers {
+        let state = match p.reachable {
+            Some(true) => "answers",
+            Some(false) => "UNREACHABLE",
+            None => "not sharing (no --peer-listen here)",
+        };
+        println!("gate peer {}: {state}", p.url);
     }
     if let Some(s) = &status.shift {
         println!(
@@ -547,6 +587,41 @@ async fn scan_stdin(t: &Terminal, json: bool) -> Result<()> {
             Ok(view) => show_scan(&view, json)?,
             Err(e) => eprintln!("error: {e}"),
         }
+    }
+    Ok(())
+}
+
+async fn start_peers(t: &Terminal, listen: Option<std::net::SocketAddr>) -> Result<()> {
+    if let Some(listen) = listen {
+        let addr = t.start_peer_service(listen).await?;
+        let peers = t.peers()?;
+        eprintln!(
+            "sharing admissions on {addr} with {} gate peer(s){}",
+            peers.len(),
+            if peers.is_empty() {
+                " (set them with `peers URL...`)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+fn peers(t: &Terminal, urls: &[String], clear: bool, json: bool) -> Result<()> {
+    let list = if clear || !urls.is_empty() {
+        t.set_peers(urls)?
+    } else {
+        t.peers()?
+    };
+    if json {
+        return print_json(&list);
+    }
+    if list.is_empty() {
+        println!("no gate peers: admissions are not shared");
+    }
+    for p in &list {
+        println!("{p}");
     }
     Ok(())
 }

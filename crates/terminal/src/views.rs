@@ -45,6 +45,9 @@ pub struct Status {
     /// Seconds between the device's own syncs at the moment.
     #[serde(default)]
     pub poll_every_s: u32,
+    /// The gates this one shares admissions with (gate mode).
+    #[serde(default)]
+    pub gate_peers: Vec<PeerLink>,
 }
 
 /// What changed in the engine, pushed to the screens so they re-read only
@@ -60,6 +63,14 @@ pub enum EngineChange {
     Sales,
     /// Products or prices.
     Catalogue,
+}
+
+/// A configured gate peer and whether it answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLink {
+    pub url: String,
+    /// `None` while this gate's peer service is not running.
+    pub reachable: Option<bool>,
 }
 
 /// One of today's slots as the cashier sees it.

@@ -28,7 +28,7 @@ use tessera_core::tally::SlotTally;
 use tokio_postgres::{AsyncMessage, GenericClient, Row};
 
 use jiff::tz::TimeZone;
-use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
+use tessera_core::api::devices::{KeyRole, PublicKeyInfo, PublicKeys, Role};
 use tessera_core::clock::Clock;
 use tessera_core::staff::{for_counters, PinVerifier, StaffMember, StaffRole};
 use tessera_core::ticket_code::KeyRing;
@@ -428,8 +428,8 @@ pub fn counter_sold_of(rows: &[Row]) -> HashMap<SlotId, u32> {
 async fn load_keys(client: &impl GenericClient) -> Result<Keys, PgError> {
     let rows = client
         .query(
-            "SELECT key_id, public_key, owner, device_id, revoked_at IS NOT NULL
-             FROM signing_keys ORDER BY key_id",
+            "SELECT k.key_id, k.public_key, k.owner, k.device_id, k.revoked_at IS NOT NULL, d.role
+             FROM signing_keys k LEFT JOIN devices d ON d.key_id = k.key_id ORDER BY k.key_id",
             &[],
         )
         .await?;
@@ -444,12 +444,26 @@ async fn load_keys(client: &impl GenericClient) -> Result<Keys, PgError> {
             continue;
         };
         let revoked: bool = row.get(4);
-        if ring.insert(key_id, bytes, revoked).is_err() {
+        let role = match row.get::<_, Option<String>>(5).as_deref().map(Role::parse) {
+            None => KeyRole::of_device(None),
+            Some(Some(r)) => KeyRole::of_device(Some(r)),
+            Some(None) => {
+                tracing::warn!(key_id, "stored key's device has an unknown role; skipped");
+                continue;
+            }
+        };
+        // Every key is checked, but only ticket signers verify tickets: a
+        // gate's key signs shared admissions, never an entry.
+        let mut check = KeyRing::new();
+        if check.insert(key_id, bytes, revoked).is_err() {
             tracing::warn!(
                 key_id,
                 "stored public key is not a valid Ed25519 key; skipped"
             );
             continue;
+        }
+        if role.signs_tickets() {
+            let _ = ring.insert(key_id, bytes, revoked);
         }
         list.push(PublicKeyInfo {
             key_id,
@@ -457,6 +471,7 @@ async fn load_keys(client: &impl GenericClient) -> Result<Keys, PgError> {
             owner: row.get(2),
             device_id: row.get(3),
             revoked,
+            role,
         });
     }
     Ok(Keys {

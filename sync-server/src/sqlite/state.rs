@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use jiff::tz::TimeZone;
 use rusqlite::{params, Connection, OptionalExtension};
-use tessera_core::api::devices::{PublicKeyInfo, PublicKeys, Role};
+use tessera_core::api::devices::{KeyRole, PublicKeyInfo, PublicKeys, Role};
 use tessera_core::api::events::DeviceTopic;
 use tessera_core::api::sync::SyncRequest;
 use tessera_core::catalogue::Catalogue;
@@ -663,7 +663,8 @@ fn load_channels(conn: &Connection) -> rusqlite::Result<HashMap<Vec<u8>, Channel
 
 pub(crate) fn load_keys(conn: &Connection) -> rusqlite::Result<(Arc<KeyRing>, Arc<PublicKeys>)> {
     let mut stmt = conn.prepare(
-        "SELECT key_id, public_key, owner, device_id, revoked_at IS NOT NULL FROM signing_keys ORDER BY key_id",
+        "SELECT k.key_id, k.public_key, k.owner, k.device_id, k.revoked_at IS NOT NULL, d.role
+         FROM signing_keys k LEFT JOIN devices d ON d.key_id = k.key_id ORDER BY k.key_id",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -672,22 +673,37 @@ pub(crate) fn load_keys(conn: &Connection) -> rusqlite::Result<(Arc<KeyRing>, Ar
             r.get::<_, String>(2)?,
             r.get::<_, Option<String>>(3)?,
             r.get::<_, bool>(4)?,
+            r.get::<_, Option<String>>(5)?,
         ))
     })?;
     let mut ring = KeyRing::new();
     let mut list = Vec::new();
     for row in rows {
-        let (key_id, public, owner, device, revoked) = row?;
+        let (key_id, public, owner, device, revoked, device_role) = row?;
+        let role = match device_role.as_deref().map(Role::parse) {
+            None => KeyRole::of_device(None),
+            Some(Some(r)) => KeyRole::of_device(Some(r)),
+            Some(None) => {
+                tracing::warn!(key_id, "stored key's device has an unknown role; skipped");
+                continue;
+            }
+        };
         let Ok(bytes) = <[u8; 32]>::try_from(public.as_slice()) else {
             tracing::warn!(key_id, "stored public key is not 32 bytes; skipped");
             continue;
         };
-        if ring.insert(key_id, bytes, revoked).is_err() {
+        // Every key is checked, but only ticket signers verify tickets: a
+        // gate's key signs shared admissions, never an entry.
+        let mut check = KeyRing::new();
+        if check.insert(key_id, bytes, revoked).is_err() {
             tracing::warn!(
                 key_id,
                 "stored public key is not a valid Ed25519 key; skipped"
             );
             continue;
+        }
+        if role.signs_tickets() {
+            let _ = ring.insert(key_id, bytes, revoked);
         }
         list.push(PublicKeyInfo {
             key_id,
@@ -695,6 +711,7 @@ pub(crate) fn load_keys(conn: &Connection) -> rusqlite::Result<(Arc<KeyRing>, Ar
             owner,
             device_id: device.and_then(|d| Uuid::parse_str(&d).ok()),
             revoked,
+            role,
         });
     }
     Ok((Arc::new(ring), Arc::new(PublicKeys { keys: list })))

@@ -8,7 +8,7 @@ impl Terminal {
         *self.inner.gate.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
-    fn gate_cache(&self) -> Result<Arc<GateCache>, TerminalError> {
+    pub(super) fn gate_cache(&self) -> Result<Arc<GateCache>, TerminalError> {
         if let Some(cache) = self
             .inner
             .gate
@@ -109,10 +109,26 @@ impl Terminal {
                 let (c, k) = (claims.clone(), code.clone());
                 self.on_db(move |conn| gate::record(conn, scan_id, &c, &k, now, true))
                     .await?;
+                // Peers hear of it too: if the server goes down next, they
+                // still refuse this ticket.
+                self.share_admission(&claims, now);
             }
             return finish(view, self);
         }
-        // Offline: this device's own log decides, and the server merges later.
+        // Offline: what the other gates told this one decides first, then
+        // this device's own log; the server merges later.
+        if let Some(peer) = self.admitted_by_peer(ticket) {
+            let at = tessera_core::clock::from_ms(peer.admitted_at_ms);
+            view.reason = Some(DenyReason::AlreadyUsed);
+            view.first_used_at = Some(at);
+            view.message = format!(
+                "Already admitted at {} at {}",
+                peer.device_name,
+                at.to_zoned(cache.tz.clone()).strftime("%H:%M")
+            );
+            view.first_used_by = Some(peer.device_name);
+            return finish(view, self);
+        }
         let (c, k) = (claims.clone(), code.clone());
         let recorded = self
             .on_db(move |conn| gate::record(conn, scan_id, &c, &k, now, false))
@@ -125,6 +141,7 @@ impl Terminal {
             );
             view.first_used_at = Some(now);
             view.first_used_by = Some(self.inner.identity.name.clone());
+            self.share_admission(&claims, now);
         } else {
             view.reason = Some(DenyReason::AlreadyUsed);
             view.message = "Already used at this gate".into();

@@ -4,11 +4,14 @@
 //! the submodules, grouped by who uses them.
 
 mod gate_mode;
+mod peering;
 mod printing;
 mod push;
 mod supervisor;
 mod syncing;
 mod till;
+
+pub use peering::PeerRound;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,6 +85,16 @@ struct Inner {
     /// When an online redeem last failed: for a few seconds after, scans are
     /// decided offline straight away instead of waiting for a dead network.
     gate_offline_until: Mutex<Option<std::time::Instant>>,
+    /// Today's admissions shared among gates, loaded on first use.
+    peer_book: Mutex<Option<crate::peers::book::PeerBook>>,
+    /// The key this device signs shared admissions with (its certified one).
+    peer_key: Option<ed25519_dalek::SigningKey>,
+    peer_http: reqwest::Client,
+    peer_interval: Duration,
+    peer_run: tokio::sync::Mutex<Option<peering::PeerRun>>,
+    /// Whether the peer service runs: a device off the LAN sends nothing.
+    peer_running: std::sync::atomic::AtomicBool,
+    peers_down: Mutex<peering::DownPeers>,
 }
 
 /// Where enrolment writes the identity.
@@ -163,6 +176,13 @@ impl Terminal {
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis)
             .unwrap_or(DEFAULT_SYNC_INTERVAL);
+        let peer_interval = std::env::var("TESSERA_PEER_SYNC_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis)
+            .unwrap_or(peering::DEFAULT_PEER_INTERVAL);
+        let peer_key = peering::peer_key(signer.as_ref());
         Ok(Terminal {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
@@ -181,6 +201,13 @@ impl Terminal {
                 ),
                 gate: std::sync::RwLock::new(None),
                 gate_offline_until: Mutex::new(None),
+                peer_book: Mutex::new(None),
+                peer_key,
+                peer_http: crate::peers::sender::client().map_err(TerminalError::Storage)?,
+                peer_interval,
+                peer_run: tokio::sync::Mutex::new(None),
+                peer_running: std::sync::atomic::AtomicBool::new(false),
+                peers_down: Mutex::new(Default::default()),
             }),
         })
     }
@@ -481,6 +508,8 @@ impl Terminal {
             now,
             live: self.push_live(),
             poll_every_s: u32::try_from(self.poll_interval().as_secs()).unwrap_or(u32::MAX),
+            gate_peers: self
+                .peer_links(local::get::<Vec<String>>(&conn, keys::PEERS)?.unwrap_or_default()),
         })
     }
 
