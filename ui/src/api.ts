@@ -56,6 +56,9 @@ export interface Status {
   live?: boolean;
   /** Seconds between the device's own syncs now. */
   poll_every_s?: number;
+  /** The gates this one shares admissions with, and whether each answers
+   * (null: this machine's sharing is not running). */
+  gate_peers?: { url: string; reachable: boolean | null }[];
 }
 
 /** What changed in the engine (the Tauri event `engine-changed`): a screen

@@ -58,3 +58,29 @@ describe("live figures", () => {
     expect(pill.textContent).toBe("Live updates");
   });
 });
+
+describe("gate peers", () => {
+  it("the offline banner says whether the other gates still share what they admit", async () => {
+    const { offlineText } = await import("./screens/gate");
+    const base = { online: false } as import("./api").Status;
+    expect(offlineText({ ...base, gate_peers: [] })).toMatch(/caught when the network returns/);
+    expect(
+      offlineText({
+        ...base,
+        gate_peers: [
+          { url: "http://10.0.0.2:7070", reachable: true },
+          { url: "http://10.0.0.3:7070", reachable: true },
+        ],
+      }),
+    ).toMatch(/the 2 other gates share what they admit/);
+    expect(
+      offlineText({
+        ...base,
+        gate_peers: [
+          { url: "http://10.0.0.2:7070", reachable: true },
+          { url: "http://10.0.0.3:7070", reachable: false },
+        ],
+      }),
+    ).toMatch(/1 of 2 other gates answer/);
+  });
+});

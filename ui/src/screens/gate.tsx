@@ -26,6 +26,18 @@ export function verdict(view: ScanView): { title: string; detail: string } {
   return { title: "DENY", detail: view.message || "This ticket cannot be used." };
 }
 
+/** What the attendant must know while the server is away: whether other
+ * gates still tell this one what they admit. */
+export function offlineText(status: Status): string {
+  const peers = status.gate_peers ?? [];
+  const up = peers.filter((p) => p.reachable === true).length;
+  if (peers.length === 0)
+    return "OFFLINE: tickets are checked on this machine. A ticket used at another gate meanwhile is caught when the network returns.";
+  if (up === peers.length)
+    return `OFFLINE: tickets are checked on this machine, and the ${peers.length} other gate${peers.length === 1 ? "" : "s"} share what they admit: a ticket used there is refused here.`;
+  return `OFFLINE: tickets are checked on this machine. ${up} of ${peers.length} other gates answer; a ticket used at the others is caught when they or the network return.`;
+}
+
 export function GateScreen({ status }: { status: Status | null }) {
   const backend = useBackend();
   const input = useRef<HTMLInputElement>(null);
@@ -71,7 +83,7 @@ export function GateScreen({ status }: { status: Status | null }) {
     <div class="gate" data-testid="gate-screen">
       {status && !status.online ? (
         <div class="offline-banner" data-testid="gate-offline" role="status">
-          OFFLINE: tickets are checked on this machine. A ticket used at another gate meanwhile is caught when the network returns.
+          {offlineText(status)}
         </div>
       ) : null}
       <form class="scan-form" onSubmit={submit}>
