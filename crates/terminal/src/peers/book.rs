@@ -2,7 +2,7 @@
 //! as a grow-only set (a ticket admitted stays admitted, whoever hears of it
 //! first), kept in SQLite so a restart forgets nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crdts::GSet;
 use jiff::civil::Date;
@@ -19,6 +19,10 @@ pub(crate) struct PeerBook {
     pub day: Date,
     set: GSet<PeerAdmission>,
     first: HashMap<Uuid, PeerAdmission>,
+    /// (ticket, admitting device) of every admission held: a device admits
+    /// a ticket once, so a second message for the pair is a copy, whatever
+    /// its bytes (the database keys its rows the same way).
+    pairs: HashSet<(Uuid, Uuid)>,
     digest: Digest,
 }
 
@@ -28,13 +32,14 @@ impl PeerBook {
             day,
             set: GSet::new(),
             first: HashMap::new(),
+            pairs: HashSet::new(),
             digest: Digest::default(),
         }
     }
 
     /// Adds an admission; true if it was not known yet.
     pub fn insert(&mut self, a: PeerAdmission) -> bool {
-        if self.set.contains(&a) {
+        if !self.pairs.insert((a.ticket_id, a.device_id)) {
             return false;
         }
         let earlier = self
@@ -70,7 +75,7 @@ impl PeerBook {
     }
 
     pub fn contains(&self, a: &PeerAdmission) -> bool {
-        self.set.contains(a)
+        self.pairs.contains(&(a.ticket_id, a.device_id))
     }
 
     pub fn first_of(&self, ticket: Uuid) -> Option<PeerAdmission> {
@@ -184,6 +189,25 @@ mod tests {
         // South itself learns that North admitted it too.
         assert_eq!(one.admitted_elsewhere(t, south), Some(a));
         assert_eq!(one.admitted_elsewhere(Uuid::now_v7(), me), None);
+    }
+
+    #[test]
+    fn a_copy_in_other_bytes_is_no_new_admission() {
+        let (t, north) = (Uuid::now_v7(), Uuid::now_v7());
+        let a = admission(t, north, "North gate", 2_000);
+        let mut book = PeerBook::new(DAY);
+        assert!(book.insert(a.clone()));
+        let digest = book.digest();
+        // The same (ticket, gate) in other bytes, however it came to be.
+        let mut copy = a.clone();
+        copy.signature = copy.signature.to_uppercase();
+        assert!(
+            !book.insert(copy.clone()),
+            "one admission per ticket and gate"
+        );
+        assert!(book.contains(&copy));
+        assert_eq!(book.all().len(), 1);
+        assert_eq!(book.digest(), digest, "the digest does not drift");
     }
 
     #[test]

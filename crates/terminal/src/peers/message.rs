@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
@@ -108,13 +108,16 @@ fn check_signature(key: &PeerKey, bytes: &[u8], signature: &str) -> Result<(), P
     if signature.len() != SIGNATURE_HEX_LEN {
         return Err(PeerRefusal::BadSignature);
     }
-    let sig: [u8; 64] = data_encoding::HEXLOWER_PERMISSIVE
+    // One spelling only (lowercase), and strict verification: a signature
+    // has a single form, so a copied admission cannot come back as a "new"
+    // one in another case or encoding.
+    let sig: [u8; 64] = data_encoding::HEXLOWER
         .decode(signature.as_bytes())
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or(PeerRefusal::BadSignature)?;
     key.key
-        .verify(bytes, &Signature::from_bytes(&sig))
+        .verify_strict(bytes, &Signature::from_bytes(&sig))
         .map_err(|_| PeerRefusal::BadSignature)
 }
 
@@ -320,6 +323,14 @@ mod tests {
         earlier.admitted_at_ms -= 1;
         assert_eq!(
             earlier.verify(&keys, &tz, DAY),
+            Err(PeerRefusal::BadSignature)
+        );
+        // One spelling of a signature: the same bytes in capitals are
+        // refused, so a copy cannot pass for another message.
+        let mut shouted = a.clone();
+        shouted.signature = shouted.signature.to_uppercase();
+        assert_eq!(
+            shouted.verify(&keys, &tz, DAY),
             Err(PeerRefusal::BadSignature)
         );
         let mut short = a.clone();
