@@ -3,14 +3,14 @@
 //! anything refused is answered with a 4xx and a reason, logged, and never
 //! merged. Requests are bounded in number and time as well as size.
 
-use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -93,24 +93,46 @@ async fn exchange(
         Ok(b) => b,
         Err((status, error)) => return refuse(status, error),
     };
-    let request: ExchangeRequest = match serde_json::from_slice(&raw) {
+    let head: ExchangeHead = match serde_json::from_slice(&raw) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "peer exchange refused: malformed");
             return refuse(
                 StatusCode::BAD_REQUEST,
-                format!("expected {{\"admissions\": [...]}}: {e}"),
+                format!("expected {{\"from\": …, \"admissions\": [...]}}: {e}"),
             );
         }
     };
-    match terminal.check_peer_hello(&request.from) {
+    match terminal.check_peer_hello(&head.from) {
         Ok(Ok(())) => {}
         Ok(Err(r)) => {
-            tracing::warn!(reason = %r, device = %request.from.device_id, "peer exchange refused: not a certified peer");
+            tracing::warn!(reason = %r, device = %head.from.device_id, "peer exchange refused: not a certified peer");
             return refuse(StatusCode::FORBIDDEN, format!("not a certified peer: {r}"));
         }
         Err(e) => return unavailable(e),
     }
+    // Only now, from a certified peer, are the items built.
+    let request = match serde_json::from_slice::<ExchangeItems>(&raw) {
+        Ok(items) => ExchangeRequest {
+            from: head.from,
+            digest: head.digest,
+            admissions: items.admissions,
+        },
+        Err(e) if e.to_string().contains(TOO_MANY_ITEMS) => {
+            tracing::warn!("peer exchange refused: too many items");
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("at most {EXCHANGE_ITEMS} admissions per exchange"),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "peer exchange refused: malformed");
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("unreadable admissions: {e}"),
+            );
+        }
+    };
     if let (Some(theirs), true) = (request.digest, request.admissions.is_empty()) {
         return match terminal.peer_digest() {
             Ok(mine) => Json(ExchangeResponse {
@@ -122,16 +144,6 @@ async fn exchange(
             .into_response(),
             Err(e) => unavailable(e),
         };
-    }
-    if request.admissions.len() > EXCHANGE_ITEMS {
-        tracing::warn!(
-            items = request.admissions.len(),
-            "peer exchange refused: too many items"
-        );
-        return refuse(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("at most {EXCHANGE_ITEMS} admissions per exchange"),
-        );
     }
     // What the sender has, so the answer carries only what it lacks.
     let theirs: HashSet<(Uuid, Uuid)> = request
@@ -164,25 +176,90 @@ async fn exchange(
 /// Requests handled at once; more are told to come back (the sender's next
 /// exchange does), so a flood cannot queue unbounded work behind the scans.
 const CONCURRENT_REQUESTS: usize = 16;
-/// A request (body included) that takes longer is dropped.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Of those, one address may have this many: a machine on the LAN that
+/// opens slow requests cannot take every place (a gate sends one push and
+/// one exchange at a time to each peer).
+const PER_ADDRESS: u32 = 4;
+/// A pushed admission is a few hundred bytes: one that takes longer to
+/// arrive is a stalled or hostile sender.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// An exchange (body included) that takes longer is dropped.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn bounded(State(permits): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = permits.try_acquire() else {
+struct Gatekeeper {
+    permits: Semaphore,
+    in_flight: Mutex<HashMap<IpAddr, u32>>,
+}
+
+/// One address's request in flight, counted until dropped.
+struct InFlight<'a> {
+    keeper: &'a Gatekeeper,
+    ip: IpAddr,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self
+            .keeper
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Gatekeeper {
+    fn admit(&self, ip: IpAddr) -> Option<InFlight<'_>> {
+        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight { keeper: self, ip })
+    }
+}
+
+async fn bounded(State(keeper): State<Arc<Gatekeeper>>, request: Request, next: Next) -> Response {
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let Some(_mine) = keeper.admit(ip) else {
+        tracing::warn!(%ip, "gate peer refused: too many requests at once from one address");
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests at once from this address",
+        );
+    };
+    let Ok(_permit) = keeper.permits.try_acquire() else {
         tracing::warn!("gate peer listener busy; request refused");
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "busy; try again");
     };
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    let limit = if request.uri().path() == ADMISSION_PATH {
+        PUSH_TIMEOUT
+    } else {
+        EXCHANGE_TIMEOUT
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!("gate peer request timed out");
+            tracing::warn!(%ip, "gate peer request timed out");
             refuse(StatusCode::REQUEST_TIMEOUT, "request took too long")
         }
     }
 }
 
 pub(crate) fn router(terminal: Terminal) -> Router {
-    let permits = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
+    let keeper = Arc::new(Gatekeeper {
+        permits: Semaphore::new(CONCURRENT_REQUESTS),
+        in_flight: Mutex::new(HashMap::new()),
+    });
     Router::new()
         .route(
             ADMISSION_PATH,
@@ -193,7 +270,7 @@ pub(crate) fn router(terminal: Terminal) -> Router {
             post(exchange).layer(DefaultBodyLimit::max(EXCHANGE_BODY_BYTES)),
         )
         .with_state(terminal)
-        .layer(middleware::from_fn_with_state(permits, bounded))
+        .layer(middleware::from_fn_with_state(keeper, bounded))
 }
 
 /// A running listener: stopping it closes the port and its open
@@ -231,11 +308,14 @@ pub(crate) async fn serve(
     let app = router(terminal);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await;
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        })
+        .await;
         if let Err(e) = served {
             tracing::warn!(error = %e, "gate peer listener stopped");
         }
