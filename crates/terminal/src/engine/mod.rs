@@ -85,6 +85,9 @@ struct Inner {
     /// When an online redeem last failed: for a few seconds after, scans are
     /// decided offline straight away instead of waiting for a dead network.
     gate_offline_until: Mutex<Option<std::time::Instant>>,
+    /// When a peer's unknown key last made this device fetch keys: at most
+    /// once a minute, so anyone on the LAN cannot make it sync on demand.
+    key_fetch_at: Mutex<Option<std::time::Instant>>,
     /// Today's admissions shared among gates, loaded on first use.
     peer_book: Mutex<Option<crate::peers::book::PeerBook>>,
     /// The key this device signs shared admissions with (its certified one).
@@ -201,6 +204,7 @@ impl Terminal {
                 ),
                 gate: std::sync::RwLock::new(None),
                 gate_offline_until: Mutex::new(None),
+                key_fetch_at: Mutex::new(None),
                 peer_book: Mutex::new(None),
                 peer_key,
                 peer_http: crate::peers::sender::client().map_err(TerminalError::Storage)?,

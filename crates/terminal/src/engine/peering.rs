@@ -47,6 +47,9 @@ pub struct PeerRound {
     pub learned: u32,
 }
 
+/// Least time between two key fetches caused by peers' unknown keys.
+const KEY_FETCH_EVERY: Duration = Duration::from_secs(60);
+
 impl Terminal {
     /// The peers this gate shares admissions with (base URLs such as
     /// `http://10.0.0.12:7801`), a local setting: the server is not needed.
@@ -266,9 +269,19 @@ impl Terminal {
             .any(|r| matches!(r, PeerRefusal::UnknownKey(_)))
         {
             // Perhaps a gate enrolled since this one last synced: fetch the
-            // keys now if the server answers; the next exchange brings the
-            // refused admissions again.
-            self.inner.wake.notify_one();
+            // keys now if the server answers (the next exchange brings the
+            // refused admissions again), but at most once a minute and
+            // paced like any pushed sync: the item may be anyone's.
+            let mut last = self
+                .inner
+                .key_fetch_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            if last.is_none_or(|t| now.duration_since(t) >= KEY_FETCH_EVERY) {
+                *last = Some(now);
+                self.inner.push_wake.notify_one();
+            }
         }
         if let Some(first) = merged.refused.first() {
             tracing::warn!(

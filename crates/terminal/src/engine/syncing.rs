@@ -175,6 +175,7 @@ impl Terminal {
             let interval = self.sync_interval();
             let outcome = self.sync_now().await;
             let finished = tokio::time::Instant::now();
+            let failed = outcome.is_err();
             delay = match outcome {
                 Ok(_) => {
                     self.changed(&[
@@ -199,10 +200,12 @@ impl Terminal {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.inner.wake.notified() => {}
                 _ = self.inner.push_wake.notified() => {
-                    // Pushed changes wait out the gap; a sale or void here
-                    // does not.
+                    // Pushed changes wait out the gap, and while the server
+                    // refuses or is away, the back-off (a push is no sign it
+                    // answers again); a sale or void here waits for neither.
+                    let gap = if failed { delay.max(push::MIN_GAP) } else { push::MIN_GAP };
                     tokio::select! {
-                        _ = tokio::time::sleep_until(finished + push::MIN_GAP) => {}
+                        _ = tokio::time::sleep_until(finished + gap) => {}
                         _ = self.inner.wake.notified() => {}
                     }
                 }
