@@ -615,6 +615,9 @@ async fn listen_once(connector: &Connector, cache: &Cache) -> Result<(), PgError
         // Whatever was notified before LISTEN took effect is in these reads.
         cache.reload_all(&client).await?;
         cache.listener.alive();
+        // Notifications sent while this process was not listening are
+        // lost: every device re-fetches what it keeps.
+        cache.changes.devices(crate::store::DeviceNotes::everything());
         tracing::info!("PostgreSQL listener connected; everything re-read");
         let mut backstop = tokio::time::interval(Duration::from_secs(30));
         backstop.tick().await;

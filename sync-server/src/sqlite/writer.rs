@@ -480,6 +480,9 @@ fn rebuild(
         fresh.ensure_slot(tx, *id)?;
     }
     fresh.last_sync = std::mem::take(&mut state.last_sync);
+    // What the batch's good jobs told devices (a void, a key) still goes
+    // out after the commit; a failed job's note costs at most one sync.
+    fresh.device_notes = std::mem::take(&mut state.device_notes);
     fresh.unsaved_slots.clear();
     undo.restore(&mut fresh);
     *state = fresh;

@@ -64,6 +64,23 @@ pub struct DeviceNotes {
 }
 
 impl DeviceNotes {
+    /// Everything may have changed (this process was deaf for a while):
+    /// every device re-fetches all it keeps.
+    pub fn everything() -> DeviceNotes {
+        DeviceNotes {
+            topics: Topics::of(&[
+                DeviceTopic::Catalogue,
+                DeviceTopic::Staff,
+                DeviceTopic::Voided,
+                DeviceTopic::Keys,
+            ]),
+            slots: BTreeSet::new(),
+            any_slot: true,
+            leases: HashSet::new(),
+            every_lease: true,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.topics.is_empty()
             && self.slots.is_empty()
