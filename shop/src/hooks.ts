@@ -59,11 +59,14 @@ export function useAvailability(api: Api, date: string, pollMs: number) {
       setLive(false);
     };
   }, [api, date]);
-  const fromPush = pushed !== null && (poll.at === null || pushed.at >= poll.at);
+  // An answer for the day shown before (a late poll, a closing stream)
+  // is no answer for this one.
+  const polled = poll.data?.date === date ? poll.data : null;
+  const fromPush = pushed !== null && pushed.data.date === date && (polled === null || poll.at === null || pushed.at >= poll.at);
   return {
-    data: fromPush ? pushed.data : poll.data,
+    data: fromPush ? pushed.data : polled,
     error: live ? null : poll.error,
-    at: fromPush ? pushed.at : poll.at,
+    at: fromPush ? pushed.at : polled ? poll.at : null,
     live,
     refresh: poll.refresh,
   };
