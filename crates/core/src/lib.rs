@@ -35,6 +35,7 @@ pub mod money;
 mod openapi;
 pub mod payment;
 pub mod pricing;
+pub mod queue;
 pub mod reconcile;
 pub mod shop;
 pub mod slot;
