@@ -45,6 +45,66 @@ pub struct ServerConfig {
     /// The PostgreSQL backend's connections and time limits (`[postgres]`;
     /// see docs/POSTGRES.md, "Operational limits").
     pub postgres: PgLimits,
+    /// High-demand sales with a waiting room in front (`[[waiting_rooms]]`;
+    /// see docs/WAITING-ROOM.md).
+    pub waiting_rooms: Vec<WaitingRoomSettings>,
+}
+
+/// One high-demand sale: its days are booked online only through its
+/// waiting room, from its opening on.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WaitingRoomSettings {
+    /// In the room's address, `/queue/<id>`: 1-40 of a-z, 0-9 and '-'.
+    pub id: String,
+    /// What visitors see, e.g. the exhibition's title.
+    pub name: String,
+    /// The first and last museum day sold through the room.
+    pub from: jiff::civil::Date,
+    pub until: jiff::civil::Date,
+    /// When booking opens: museum time (`2026-12-05T10:00`) or an instant
+    /// with its offset (`2026-12-05T09:00:00Z`).
+    pub opens_at: String,
+    /// Visitors let in per minute at most.
+    #[serde(default = "WaitingRoomSettings::default_rate")]
+    pub rate_per_minute: u32,
+    /// Visitors let in and not yet booked, at most.
+    #[serde(default = "WaitingRoomSettings::default_in_shop")]
+    pub max_in_shop: u32,
+    /// Minutes a visitor let in has to make their booking's hold.
+    #[serde(default = "WaitingRoomSettings::default_window")]
+    pub window_minutes: u32,
+    /// Seconds without asking after which a waiting visitor is passed
+    /// over (their place comes back when they ask again).
+    #[serde(default = "WaitingRoomSettings::default_away")]
+    pub away_after_secs: u32,
+    /// Places one client address may hold at once.
+    #[serde(default = "WaitingRoomSettings::default_per_client")]
+    pub max_places_per_client: u32,
+    /// Places in the line at once (memory bound).
+    #[serde(default = "WaitingRoomSettings::default_places")]
+    pub max_places: u32,
+}
+
+impl WaitingRoomSettings {
+    fn default_rate() -> u32 {
+        600
+    }
+    fn default_in_shop() -> u32 {
+        1_000
+    }
+    fn default_window() -> u32 {
+        10
+    }
+    fn default_away() -> u32 {
+        60
+    }
+    fn default_per_client() -> u32 {
+        10
+    }
+    fn default_places() -> u32 {
+        500_000
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -426,6 +486,7 @@ impl Default for ServerConfig {
             mail: MailSettings::default(),
             waitlist: WaitlistSettings::default(),
             postgres: PgLimits::default(),
+            waiting_rooms: Vec::new(),
         }
     }
 }
@@ -442,6 +503,8 @@ pub enum ConfigError {
         "[postgres] {key} = {value} is more than PostgreSQL accepts: at most {PG_MAX_TIMEOUT_MS} (about 24.8 days; 0 turns the limit off)"
     )]
     PgTimeout { key: &'static str, value: u64 },
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl ServerConfig {
@@ -453,6 +516,7 @@ impl ServerConfig {
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let config: ServerConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
         config.postgres.check().map_err(|e| err(e.to_string()))?;
+        crate::queue::check(&config.waiting_rooms).map_err(|e| err(e.to_string()))?;
         Ok(config)
     }
 

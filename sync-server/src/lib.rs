@@ -19,6 +19,7 @@ pub mod operator;
 pub mod payments;
 pub mod postgres;
 pub mod push;
+pub mod queue;
 pub mod request_id;
 pub mod secrets;
 pub mod sqlite;
@@ -247,6 +248,8 @@ fn app_state<S: store::Store>(
     public_url: Arc<str>,
 ) -> Result<AppState<S>, StartError> {
     let provider = payments::from_config(&config.payments, &context)?;
+    // The installation's secret, also behind the waiting rooms' key.
+    let installation_secret = context.demo_secret.clone();
     let demo = (provider.name() == payments::demo::NAME).then(|| {
         Arc::new(payments::demo::DemoProvider::new(
             context.demo_secret,
@@ -261,7 +264,17 @@ fn app_state<S: store::Store>(
         store.clone(),
         store.changes(),
     ));
+    let tz = store
+        .catalogue()
+        .time_zone()
+        .map_err(|e| ConfigError::Invalid(format!("the catalogue's time zone: {e}")))?;
+    let queue = Arc::new(
+        queue::Rooms::new(&config.waiting_rooms, &tz, &installation_secret)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+    );
+    tokio::spawn(queue::run(queue.clone(), store.clone(), clock));
     Ok(AppState {
+        queue,
         push,
         devices,
         store,

@@ -14,6 +14,7 @@ mod online;
 mod openapi;
 mod ops;
 pub(crate) mod payments;
+mod queue;
 pub mod pin_guard;
 mod shop;
 mod stream_cap;
@@ -60,6 +61,8 @@ pub struct AppState<S> {
     pub push: Arc<crate::push::Hub>,
     /// The device channel's hub.
     pub devices: Arc<crate::push::DeviceHub>,
+    /// The waiting rooms of high-demand sales.
+    pub queue: Arc<crate::queue::Rooms>,
 }
 
 impl<S> AppState<S> {
@@ -86,6 +89,7 @@ impl<S> Clone for AppState<S> {
             public_url: self.public_url.clone(),
             push: self.push.clone(),
             devices: self.devices.clone(),
+            queue: self.queue.clone(),
         }
     }
 }
@@ -131,6 +135,15 @@ pub fn router<S: Store>(state: AppState<S>, max_body_bytes: usize) -> Router {
         .route(
             "/v1/holds/{hold_id}",
             delete(online::cancel_hold::<S>).layer(writes.clone()),
+        )
+        .route("/v1/queue/{room}", get(queue::info::<S>))
+        .route(
+            "/v1/queue/{room}/join",
+            post(queue::join::<S>).layer(writes.clone()),
+        )
+        .route(
+            "/v1/queue/{room}/place",
+            get(queue::place::<S>).delete(queue::leave::<S>),
         )
         .route(
             "/v1/waitlist",

@@ -1,7 +1,7 @@
 //! The public booking API a web shop calls: no credentials, every input checked.
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -61,16 +61,20 @@ pub(crate) fn answer(a: Answer) -> Response {
     response
 }
 
-#[utoipa::path(post, path = "/v1/holds", tag = "online", summary = "Hold places in a slot for a checkout (they expire after a few minutes)", params(super::openapi::IdempotencyKeyHeader), request_body = tessera_core::api::online::HoldRequest, responses((status = 201, description = "Held; a retry with the same Idempotency-Key returns this answer again", body = tessera_core::api::online::Hold, links(("confirm" = (operation_id = "confirm_hold", parameters(("hold_id" = "$response.body#/hold_id")))), ("cancel" = (operation_id = "cancel_hold", parameters(("hold_id" = "$response.body#/hold_id"))))), headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 409, description = "sold_out (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 422, description = "unknown_slot, museum_closed, slot_past, unknown_product, bad_quantity, too_many, empty_cart, membership_number, add_on_alone, not_sold_online, invalid_body, idempotency_key_reused", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/holds", tag = "online", summary = "Hold places in a slot for a checkout (they expire after a few minutes)", params(super::openapi::IdempotencyKeyHeader, ("Tessera-Queue-Pass" = Option<String>, Header, description = "For a day sold through a waiting room: the pass the room gave this browser session")), request_body = tessera_core::api::online::HoldRequest, responses((status = 201, description = "Held; a retry with the same Idempotency-Key returns this answer again", body = tessera_core::api::online::Hold, links(("confirm" = (operation_id = "confirm_hold", parameters(("hold_id" = "$response.body#/hold_id")))), ("cancel" = (operation_id = "cancel_hold", parameters(("hold_id" = "$response.body#/hold_id"))))), headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 403, description = "queue_required (a day sold through a waiting room: take a place, book with its pass), bad_pass, pass_not_yours, pass_expired", body = tessera_core::api::ErrorBody), (status = 409, description = "sold_out (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 422, description = "unknown_slot, museum_closed, slot_past, unknown_product, bad_quantity, too_many, empty_cart, membership_number, add_on_alone, not_sold_online, invalid_body, idempotency_key_reused", body = tessera_core::api::ErrorBody)))]
 pub async fn create_hold<S: Store>(
     State(app): State<AppState<S>>,
     client: Client,
     method: Method,
     uri: Uri,
     key: IdempotencyKey,
+    headers: HeaderMap,
     body: ApiJson<HoldRequest>,
 ) -> Result<Response, ServiceError> {
     let request = body.value;
+    // A day sold through a waiting room takes a pass from it; the museum's
+    // counters sell from their leases and never pass here.
+    let admitted = super::queue::check_pass(&app, request.slot_id.date, &headers)?;
     // A slot whose window is over still goes to the store: a retry of a hold
     // made in time must get its first answer, and the store looks the key up
     // before it refuses the slot as past.
@@ -96,10 +100,14 @@ pub async fn create_hold<S: Store>(
         Err(refusal) => return Ok(refusal.into_response()),
     };
     let idem = idem(key, &method, &uri, &body.raw);
+    let admissions = cart.admissions;
     let first = app.store.create_hold(idem, slot, cart).await?;
     if first.status == 201 && !first.replayed {
         if let Some((hold, expires_ms)) = made_hold(&first.body) {
             room.keep(hold, expires_ms);
+        }
+        if let Some((waiting_room, entry)) = admitted {
+            waiting_room.line().booked(entry, admissions);
         }
     }
     Ok(answer(first))

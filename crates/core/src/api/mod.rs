@@ -7,6 +7,7 @@ pub mod events;
 pub mod gate;
 pub mod gate_sync;
 pub mod online;
+pub mod queue;
 pub mod report;
 pub mod shop;
 pub mod supervisor;
