@@ -16,7 +16,8 @@
 // PDF and cancels one ticket; availability follows each step; on the day the
 // gate refuses the cancelled ticket as voided and admits the others. Visitor
 // B meets a sell-out mid-checkout and is offered the nearest times. Visitor
-// C buys with the keyboard alone. axe-core runs on every page: no serious
+// C buys with the keyboard alone. Visitor D goes through a blockbuster's
+// waiting room: before the opening, in line, let in, booking with the pass. axe-core runs on every page: no serious
 // or critical violation. Every step saves a screenshot; a missing element
 // fails the run; browser sessions and every process are stopped whatever
 // happens.
@@ -589,6 +590,101 @@ from = "Musée des Tessères <billetterie@example.org>"
     await until(async () => (await C.b.findAll("img.qr")).length === 2, "two QR codes (keyboard purchase)");
     await C.step("keyboard-booking");
     check((await server.slot(SC)).available === 118, "the keyboard purchase took 2 places at 14:00");
+
+    // ---------------------------------------------- visitor D: a blockbuster's waiting room
+    // The next day goes on sale through a waiting room opening 20 s from
+    // now; at most 2 visitors choose at once. D sees the page before the
+    // opening, leaves, comes back after it behind 6 visitors drawn at the
+    // opening, watches the position fall as those ahead finish, is let in,
+    // and books with the pass.
+    const RD = new Date(Date.UTC(y, m - 1, d + 1)).toISOString().slice(0, 10);
+    const serverNow = () => Date.now() + Number(visitEnv.TESSERA_CLOCK_OFFSET_SECS) * 1000;
+    const opensAt = new Date(serverNow() + 20000 * SCALE).toISOString();
+    fs.appendFileSync(
+      config,
+      `
+[[waiting_rooms]]
+id = "vermeer"
+name = "Vermeer"
+from = "${RD}"
+until = "${RD}"
+opens_at = "${opensAt}"
+max_in_shop = 2
+away_after_secs = 600
+`,
+    );
+    await server.stop();
+    await server.start(visitEnv);
+    const crowd = [];
+    const queueCall = async (method, p, cookie, place) => {
+      const headers = {};
+      if (cookie) headers.cookie = cookie;
+      if (place) headers["tessera-queue-place"] = place;
+      const res = await fetch(server.url + p, { method, headers });
+      const text = await res.text();
+      return { status: res.status, body: text ? JSON.parse(text) : null, cookie: res.headers.get("set-cookie")?.split(";")[0] };
+    };
+    for (let i = 0; i < 6; i++) {
+      const j = await queueCall("POST", "/v1/queue/vermeer/join");
+      check(j.status === 200 && j.body.state === "before_opening", `crowd join: ${j.status} ${JSON.stringify(j.body)}`);
+      crowd.push({ cookie: j.cookie, place: j.body.place });
+    }
+    const D4 = await open("d");
+    const SD = `${RD}T11:00`;
+    await D4.go(`/slot/${SD}`);
+    await until(async () => (await D4.path()) === "/queue/vermeer", "the slot page sends D to the waiting room");
+    await D4.el('[data-state="before_opening"]', { text: "La billetterie ouvre à" });
+    await D4.el("p", { text: "tirée au sort" });
+    await D4.step("queue-before-opening", { docs: "queue-before" });
+    await D4.click("button.link", { text: "Quitter la file" });
+    await until(async () => (await D4.path()) === "/", "leaving the line goes home");
+    await until(
+      async () => {
+        const room = (await server.api("GET", "/v1/queue/vermeer")).body;
+        return room?.phase === "open" && room.in_shop === 2;
+      },
+      "the opening, and the first two let in",
+      60000 * SCALE,
+    );
+    await D4.go(`/slot/${SD}`);
+    await D4.el("[data-position]");
+    // The position on screen now; NaN once it is gone (let in).
+    const positionOf = async () => {
+      const [e] = await D4.b.findAll("[data-position]");
+      return e ? Number(await D4.b.attribute(e, "data-position")) : NaN;
+    };
+    const seen = [await positionOf()];
+    check(seen[0] === 5, `D arrived after the 6 drawn, 2 of whom are choosing: position 5, saw ${seen[0]}`);
+    await D4.el("[data-eta]");
+    await D4.step("queue-waiting", { docs: "queue-waiting" });
+    // Those let in finish (they leave); the page follows.
+    while (!(await D4.b.findAll('[data-state="admitted"]')).length) {
+      for (const c of crowd) {
+        if (c.done) continue;
+        const s = await queueCall("GET", "/v1/queue/vermeer/place", c.cookie, c.place);
+        if (s.body?.state === "admitted") {
+          await queueCall("DELETE", "/v1/queue/vermeer/place", c.cookie, c.place);
+          c.done = true;
+        }
+      }
+      const now = await until(async () => {
+        const p = await positionOf();
+        return Number.isNaN(p) || p < seen[seen.length - 1] ? { p } : null;
+      }, "D's position to move");
+      if (!Number.isNaN(now.p)) seen.push(now.p);
+    }
+    check(seen.length >= 2, `the position went down on screen: ${seen.join(" → ")}`);
+    log(`d: position on screen ${seen.join(" → ")} → let in`);
+    await D4.el('[data-state="admitted"]', { text: "C'est votre tour" });
+    await D4.step("queue-admitted", { docs: "queue-admitted" });
+    await D4.click("button.primary", { text: "Choisir mes billets" });
+    await D4.click(`a[href="/slot/${SD}"]`);
+    await D4.el("form.tickets");
+    await D4.click('button[aria-label="Un billet « Adulte » de plus"]');
+    await D4.click("#continue");
+    await D4.el("#countdown");
+    check((await server.slot(SD)).available === 119, "D's pass made the hold");
+    log("d: waiting room ✓ before opening, position falling, let in, hold made with the pass");
 
     // ---------------------------------------------- the gate, on the day
     const code = (await server.cli(["enrol", "--db", server.db, "--role", "gate", "--name", "Gate 1"])).trim().split(/\r?\n/).pop().trim();

@@ -22,6 +22,38 @@ export interface ShopConfig {
   booking_horizon_days: number;
   /** The server's clock when it answered (RFC 3339). */
   now: string;
+  /** High-demand sales whose days are booked through a waiting room. */
+  waiting_rooms?: RoomInfo[];
+}
+
+export interface RoomInfo {
+  id: string;
+  name: string;
+  from: string;
+  until: string;
+  opens_at: string;
+  phase: "before_opening" | "open" | "sold_out";
+  waiting: number;
+  in_shop: number;
+  rate_per_minute: number;
+}
+
+export type PlaceState = "before_opening" | "waiting" | "admitted" | "sold_out" | "over";
+
+export interface PlaceStatus {
+  room: string;
+  state: PlaceState;
+  opens_at: string;
+  place: string;
+  position: number | null;
+  ahead: number | null;
+  waiting: number;
+  eta_seconds: number | null;
+  eta_error_seconds: number | null;
+  rate_per_minute: number;
+  pass: string | null;
+  pass_until: string | null;
+  poll_after_ms: number;
 }
 
 export interface CalendarDay {
@@ -272,8 +304,14 @@ export class Api {
 
   language: Language | null = null;
 
-  private async call<T>(method: string, path: string, body?: unknown, key?: string): Promise<T> {
-    const headers: Record<string, string> = { accept: "application/json" };
+  private async call<T>(
+    method: string,
+    path: string,
+    body?: unknown,
+    key?: string,
+    extra?: Record<string, string>,
+  ): Promise<T> {
+    const headers: Record<string, string> = { accept: "application/json", ...extra };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (key) headers["idempotency-key"] = key;
     if (this.language) headers["accept-language"] = this.language;
@@ -318,8 +356,24 @@ export class Api {
       `/v1/nearest?slot_id=${encodeURIComponent(slotId)}&admissions=${admissions}`,
     );
   }
-  hold(slotId: string, items: CartLine[], key: string) {
-    return this.call<Hold>("POST", "/v1/holds", { slot_id: slotId, items }, key);
+  /** `pass`: for a day sold through a waiting room, the pass it gave. */
+  hold(slotId: string, items: CartLine[], key: string, pass?: string) {
+    const extra: Record<string, string> = pass ? { "tessera-queue-pass": pass } : {};
+    return this.call<Hold>("POST", "/v1/holds", { slot_id: slotId, items }, key, extra);
+  }
+  /** Takes (or, for this browser session, finds again) a place in a waiting room. */
+  queueJoin(room: string) {
+    return this.call<PlaceStatus>("POST", `/v1/queue/${encodeURIComponent(room)}/join`);
+  }
+  queuePlace(room: string, place: string) {
+    return this.call<PlaceStatus>("GET", `/v1/queue/${encodeURIComponent(room)}/place`, undefined, undefined, {
+      "tessera-queue-place": place,
+    });
+  }
+  queueLeave(room: string, place: string) {
+    return this.call<null>("DELETE", `/v1/queue/${encodeURIComponent(room)}/place`, undefined, undefined, {
+      "tessera-queue-place": place,
+    });
   }
   releaseHold(holdId: string) {
     return this.call<null>("DELETE", `/v1/holds/${encodeURIComponent(holdId)}`);

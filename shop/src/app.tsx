@@ -14,6 +14,8 @@ import { ReturnPage } from "./pages/return";
 import { BookingPage } from "./pages/booking";
 import { WaitlistPage } from "./pages/waitlist";
 import { OfferPage } from "./pages/offer";
+import { QueuePage } from "./pages/queue";
+import { queueGate } from "./queue";
 
 export interface Shop {
   api: Api;
@@ -103,7 +105,7 @@ interface Route {
 }
 
 export function route(path: string): Route {
-  const m = /^\/(day|slot|checkout|return|booking|offer|waitlist)\/([^/]+)\/?$/.exec(path);
+  const m = /^\/(day|slot|checkout|return|booking|offer|waitlist|queue)\/([^/]+)\/?$/.exec(path);
   if (m) {
     let param = m[2];
     try {
@@ -116,12 +118,25 @@ export function route(path: string): Route {
   return { name: "calendar", param: "" };
 }
 
+/** Sends the visitor on (replacing this page in the history). */
+function Redirect({ to }: { to: string }) {
+  const shop = useShop();
+  useEffect(() => shop.navigate(to, { replace: true }), [to]);
+  return null;
+}
+
 function Page({ at }: { at: Route }) {
+  const shop = useShop();
   switch (at.name) {
     case "day":
       return <DayPage date={at.param} />;
-    case "slot":
-      return <SlotPage slotId={at.param} />;
+    case "slot": {
+      // Choosing tickets on a day of a high-demand sale starts in its line.
+      const gate = queueGate(shop.config, at.param.slice(0, 10), shop.now());
+      return gate ? <Redirect to={gate} /> : <SlotPage slotId={at.param} />;
+    }
+    case "queue":
+      return <QueuePage room={at.param} />;
     case "checkout":
       return <CheckoutPage holdId={at.param} />;
     case "return":

@@ -143,6 +143,26 @@ const fr = {
   offer_taken: "Cette offre a déjà été utilisée.",
   offer_unknown: "Cette offre est introuvable.",
   offer_party: "Au plus {n} entrées.",
+  // Waiting room
+  queue_title: "File d'attente · {name}",
+  queue_unknown: "Cette vente n'existe pas.",
+  queue_opens: "La billetterie ouvre à {time}.",
+  queue_draw: "Tous les visiteurs présents avant l'ouverture reçoivent une place tirée au sort : arriver tôt ne donne aucun avantage. Ensuite, les places suivent l'ordre d'arrivée.",
+  queue_present: "{n} personnes attendent.",
+  queue_opens_in: "Ouverture dans {d}.",
+  queue_position: "Votre place dans la file :",
+  queue_ahead: "{n} personnes avant vous.",
+  queue_eta: "Attente estimée : environ {d} (à {e} près).",
+  queue_keep_open: "Gardez cette page ouverte. Si vous la quittez plus d'une minute, les suivants passent devant jusqu'à votre retour.",
+  queue_your_turn: "C'est votre tour !",
+  queue_until: "Vous avez jusqu'à {time} (encore {d}) pour choisir vos billets.",
+  queue_choose: "Choisir mes billets",
+  queue_sold_out: "Tous les créneaux sont vendus.",
+  queue_sold_out_more: "Des places en cours de paiement peuvent se libérer : gardez cette page ouverte pour garder votre place, ou inscrivez-vous sur la liste d'attente d'un créneau.",
+  queue_waitlist: "Voir les créneaux et la liste d'attente",
+  queue_over: "Votre temps pour réserver est écoulé.",
+  queue_rejoin: "Reprendre une place",
+  queue_leave: "Quitter la file",
 };
 
 export type MessageKey = keyof typeof fr;
@@ -280,6 +300,26 @@ const en: Record<MessageKey, string> = {
   offer_taken: "This offer was already used.",
   offer_unknown: "This offer cannot be found.",
   offer_party: "At most {n} admissions.",
+  // Waiting room
+  queue_title: "Waiting room · {name}",
+  queue_unknown: "There is no such sale.",
+  queue_opens: "Booking opens at {time}.",
+  queue_draw: "Everyone here before the opening gets a place drawn at random: arriving early gives no advantage. After that, places follow arrival order.",
+  queue_present: "{n} people are waiting.",
+  queue_opens_in: "Opening in {d}.",
+  queue_position: "Your place in line:",
+  queue_ahead: "{n} people ahead of you.",
+  queue_eta: "Estimated wait: about {d} (give or take {e}).",
+  queue_keep_open: "Keep this page open. If you leave it for more than a minute, those behind you go ahead until you are back.",
+  queue_your_turn: "It's your turn!",
+  queue_until: "You have until {time} ({d} left) to choose your tickets.",
+  queue_choose: "Choose my tickets",
+  queue_sold_out: "Every entry time is sold.",
+  queue_sold_out_more: "Places in unfinished checkouts may come back: keep this page open to keep your place, or join an entry time's waiting list.",
+  queue_waitlist: "See the entry times and the waiting list",
+  queue_over: "Your time to book has passed.",
+  queue_rejoin: "Take a new place",
+  queue_leave: "Leave the line",
 };
 
 export const MESSAGES: Record<Language, Record<MessageKey, string>> = { fr, en };

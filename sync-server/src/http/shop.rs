@@ -77,6 +77,12 @@ pub async fn config<S: Store>(
         payment_provider: app.config.payments.provider.clone(),
         booking_horizon_days: app.config.shop.booking_horizon_days,
         now: tessera_core::clock::from_ms(app.clock.now_ms()),
+        waiting_rooms: app
+            .queue
+            .rooms
+            .iter()
+            .map(|r| r.info(app.clock.now_ms()))
+            .collect(),
     })
 }
 

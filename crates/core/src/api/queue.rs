@@ -13,7 +13,7 @@ pub const PASS_HEADER: &str = "tessera-queue-pass";
 pub const SESSION_COOKIE: &str = "tessera_session";
 
 /// A waiting room as everyone may see it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoomInfo {
     pub id: String,

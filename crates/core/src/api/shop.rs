@@ -96,6 +96,9 @@ pub struct ShopConfig {
     /// The server's clock when it answered: the shop measures countdowns and
     /// deadlines against it rather than trusting the device's clock.
     pub now: Timestamp,
+    /// High-demand sales: their days are booked through a waiting room.
+    #[serde(default)]
+    pub waiting_rooms: Vec<crate::api::queue::RoomInfo>,
 }
 
 /// One day of the shop's calendar.
