@@ -6,7 +6,7 @@ import { useEffect, useState } from "preact/hooks";
 import { ApiError, type PlaceStatus } from "../api";
 import { ErrorText, Heading, useShop } from "../app";
 import { durationWords, longDate, time } from "../format";
-import { useNow } from "../hooks";
+import { useAvailability, useNow } from "../hooks";
 import { forget, keep, kept } from "../queue";
 
 /** Answers that mean the kept place is not usable here: take a new one. */
@@ -21,6 +21,17 @@ export function QueuePage({ room }: { room: string }) {
   const [failure, setFailure] = useState<unknown>(null);
   const [again, setAgain] = useState(0);
   const now = useNow(1000);
+  // The day's places arrive by push: the moment the last one goes, ask
+  // where the line stands, so a sell-out is shown at once, not at the next
+  // question.
+  const day = useAvailability(api, date, shop.pollMs);
+  const gone = !!day.data && day.data.slots.length > 0 && day.data.slots.every((s) => s.past || s.available === 0);
+  useEffect(() => {
+    if (!gone) return;
+    // The line learns of it at its next tick (a quarter second).
+    const timer = setTimeout(() => setAgain((n) => n + 1), 600);
+    return () => clearTimeout(timer);
+  }, [gone]);
 
   useEffect(() => {
     if (!info) return;
