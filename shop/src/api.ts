@@ -35,6 +35,7 @@ export interface RoomInfo {
   phase: "before_opening" | "open" | "sold_out";
   waiting: number;
   in_shop: number;
+  admitted: number;
   rate_per_minute: number;
 }
 

@@ -48,8 +48,7 @@ pub enum RoomConfigError {
 pub fn check(rooms: &[WaitingRoomSettings]) -> Result<(), RoomConfigError> {
     for (i, r) in rooms.iter().enumerate() {
         let id_ok = (1..=40).contains(&r.id.chars().count())
-            && r
-                .id
+            && r.id
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !id_ok {
@@ -132,6 +131,7 @@ impl Room {
             phase,
             waiting: line.waiting(),
             in_shop: line.in_shop(),
+            admitted: line.admitted_total(),
             rate_per_minute: per_minute(line.rate_per_s(now_ms)),
         }
     }

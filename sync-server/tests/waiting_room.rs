@@ -40,7 +40,12 @@ async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value, Option<String
     )
 }
 
-async fn join(http: &reqwest::Client, base: &str, room: &str, cookie: Option<&str>) -> (StatusCode, Value, Option<String>) {
+async fn join(
+    http: &reqwest::Client,
+    base: &str,
+    room: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, Value, Option<String>) {
     let mut req = http.post(format!("{base}/v1/queue/{room}/join"));
     if let Some(c) = cookie {
         req = req.header("cookie", c);
@@ -115,8 +120,14 @@ async fn early_visitors_are_drawn_late_ones_queue_and_each_goes_in_once_in_turn(
         let joins = (0..8.min(EARLY - chunk * 8)).map(|_| join(&http, &base, room, None));
         for (status, body, cookie) in futures_util::future::join_all(joins).await {
             assert_eq!(status, StatusCode::OK, "{body}");
-            assert_eq!(body["state"], "before_opening", "joined after the opening: {body}");
-            assert!(body["position"].is_null(), "no position before the draw: {body}");
+            assert_eq!(
+                body["state"], "before_opening",
+                "joined after the opening: {body}"
+            );
+            assert!(
+                body["position"].is_null(),
+                "no position before the draw: {body}"
+            );
             early.push(Visitor {
                 cookie: cookie.expect("session cookie"),
                 place: body["place"].as_str().expect("place").to_string(),
@@ -157,7 +168,12 @@ async fn early_visitors_are_drawn_late_ones_queue_and_each_goes_in_once_in_turn(
     let mut round = 0;
     let deadline = Instant::now() + Duration::from_secs(240);
     while admitted_round.len() < everyone.len() {
-        assert!(Instant::now() < deadline, "{} of {} let in", admitted_round.len(), everyone.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} let in",
+            admitted_round.len(),
+            everyone.len()
+        );
         let mut in_now = Vec::new();
         for (i, v) in everyone.iter().enumerate() {
             if admitted_round.contains_key(&i) {
@@ -197,16 +213,31 @@ async fn early_visitors_are_drawn_late_ones_queue_and_each_goes_in_once_in_turn(
     // Every early visitor went in before every late one, and the late ones
     // in the order they came.
     let last_early = (0..EARLY).map(|i| admitted_round[&i]).max().unwrap();
-    let first_late = (EARLY..everyone.len()).map(|i| admitted_round[&i]).min().unwrap();
-    assert!(last_early <= first_late, "an early visitor after a late one");
-    let late_rounds: Vec<usize> = (EARLY..everyone.len()).map(|i| admitted_round[&i]).collect();
-    assert!(late_rounds.windows(2).all(|w| w[0] <= w[1]), "late ones out of arrival order: {late_rounds:?}");
+    let first_late = (EARLY..everyone.len())
+        .map(|i| admitted_round[&i])
+        .min()
+        .unwrap();
+    assert!(
+        last_early <= first_late,
+        "an early visitor after a late one"
+    );
+    let late_rounds: Vec<usize> = (EARLY..everyone.len())
+        .map(|i| admitted_round[&i])
+        .collect();
+    assert!(
+        late_rounds.windows(2).all(|w| w[0] <= w[1]),
+        "late ones out of arrival order: {late_rounds:?}"
+    );
     // Positions first seen after the opening, for those not let in at once:
     // the order they were let in.
-    let mut by_position: Vec<(u64, usize)> = first_positions.iter().map(|(i, p)| (*p, *i)).collect();
+    let mut by_position: Vec<(u64, usize)> =
+        first_positions.iter().map(|(i, p)| (*p, *i)).collect();
     by_position.sort_unstable();
     let rounds: Vec<usize> = by_position.iter().map(|(_, i)| admitted_round[i]).collect();
-    assert!(rounds.windows(2).all(|w| w[0] <= w[1]), "someone was let in out of turn");
+    assert!(
+        rounds.windows(2).all(|w| w[0] <= w[1]),
+        "someone was let in out of turn"
+    );
     // The draw: where the early visitors stood has nothing to do with when
     // they came. A 4×4 table of join quarter against admission quarter
     // (chi-square, 9 degrees of freedom, 0.1 % level 27.9); the same
@@ -221,7 +252,11 @@ async fn early_visitors_are_drawn_late_ones_queue_and_each_goes_in_once_in_turn(
         let e = EARLY as f64 / 16.0;
         t.iter().flatten().map(|o| (o - e).powi(2) / e).sum::<f64>()
     };
-    let drawn: Vec<(usize, usize)> = order.iter().enumerate().map(|(pos, (_, joined))| (pos, *joined)).collect();
+    let drawn: Vec<(usize, usize)> = order
+        .iter()
+        .enumerate()
+        .map(|(pos, (_, joined))| (pos, *joined))
+        .collect();
     let queue: Vec<(usize, usize)> = (0..EARLY).map(|i| (i, i)).collect();
     let (fair, unfair) = (chi(&drawn), chi(&queue));
     eprintln!("chi-square of the draw {fair:.1}, of join order {unfair:.1} (0.1 % level 27.9)");
@@ -289,20 +324,41 @@ async fn copies_are_refused_days_of_the_sale_need_a_pass_and_a_restart_keeps_pla
     let (s, b) = poll(&http, &base, room, &thief).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
     assert_eq!(b["error"]["code"], "place_not_yours");
-    let (s, b, _) = send(http.get(format!("{base}/v1/queue/{room}/place")).header("tessera-queue-place", &me.place)).await;
+    let (s, b, _) = send(
+        http.get(format!("{base}/v1/queue/{room}/place"))
+            .header("tessera-queue-place", &me.place),
+    )
+    .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
     // The pass copied: refused; a changed pass: refused; the pass in its
     // own session: the hold is made.
-    let (s, b, _) = hold(Some(thief.cookie.clone()), Some(pass.clone()), next, "thief").await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("pass_not_yours")), "{b}");
+    let (s, b, _) = hold(
+        Some(thief.cookie.clone()),
+        Some(pass.clone()),
+        next,
+        "thief",
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("pass_not_yours")),
+        "{b}"
+    );
     let mut forged = pass.clone();
     forged.replace_range(10..11, if &pass[10..11] == "A" { "B" } else { "A" });
     let (s, b, _) = hold(Some(me.cookie.clone()), Some(forged), next, "forged").await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::FORBIDDEN, Some("bad_pass")), "{b}");
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("bad_pass")),
+        "{b}"
+    );
     let (s, b, _) = hold(Some(me.cookie.clone()), Some(pass.clone()), next, "mine").await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let (_, info, _) = send(http.get(format!("{base}/v1/queue/{room}"))).await;
-    assert_eq!(info["in_shop"], 0, "a visitor who booked no longer counts as shopping: {info}");
+    assert_eq!(
+        info["in_shop"], 0,
+        "a visitor who booked no longer counts as shopping: {info}"
+    );
 
     // The per-client cap: two places, then a reason.
     for _ in 0..2 {
@@ -316,10 +372,20 @@ async fn copies_are_refused_days_of_the_sale_need_a_pass_and_a_restart_keeps_pla
     assert_eq!(b["error"]["code"], "too_many_places");
     // Bad input: an unknown room, a malformed place.
     let (s, b, _) = join(&http, &base, "no-such-room", None).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("unknown_room")));
-    let junk = Visitor { cookie: me.cookie.clone(), place: "é".repeat(30) };
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_room"))
+    );
+    let junk = Visitor {
+        cookie: me.cookie.clone(),
+        place: "é".repeat(30),
+    };
     let (s, b) = poll(&http, &base, room, &junk).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_place")), "{b}");
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_place")),
+        "{b}"
+    );
 
     // A second visitor waiting when the server restarts keeps the place,
     // and the pass given before the restart still books.
@@ -331,7 +397,10 @@ async fn copies_are_refused_days_of_the_sale_need_a_pass_and_a_restart_keeps_pla
     server.restart();
     let (s, b) = poll(&http, &base, room, &second).await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    assert!(matches!(b["state"].as_str(), Some("waiting" | "admitted")), "{b}");
+    assert!(
+        matches!(b["state"].as_str(), Some("waiting" | "admitted")),
+        "{b}"
+    );
     let (s, b, _) = hold(Some(me.cookie.clone()), Some(pass), next, "after-restart").await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
 }

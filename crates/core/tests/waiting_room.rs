@@ -63,13 +63,17 @@ fn simulate(seed: u64) -> Run {
     let mut line = Line::new(rules());
     // Early arrivals at random moments of the ten minutes before opening,
     // numbered in the order they arrive; late ones at 25 a second after.
-    let mut early: Vec<i64> = (0..EARLY).map(|_| (rng.next() % OPENS as u64) as i64).collect();
+    let mut early: Vec<i64> = (0..EARLY)
+        .map(|_| (rng.next() % OPENS as u64) as i64)
+        .collect();
     early.sort_unstable();
     let arrivals: Vec<i64> = early
         .into_iter()
         .chain((0..LATE).map(|k| OPENS + 40 * k as i64))
         .collect();
-    let ids: Vec<Uuid> = (0..arrivals.len()).map(|i| Uuid::from_u128(i as u128 + 1)).collect();
+    let ids: Vec<Uuid> = (0..arrivals.len())
+        .map(|i| Uuid::from_u128(i as u128 + 1))
+        .collect();
     let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let mut run = Run {
         order: Vec::new(),
@@ -85,7 +89,12 @@ fn simulate(seed: u64) -> Run {
                 .expect("join");
             next += 1;
         }
-        for id in line.tick(t, Supply { places_left: 1_000_000 }) {
+        for id in line.tick(
+            t,
+            Supply {
+                places_left: 1_000_000,
+            },
+        ) {
             let i = index[&id];
             assert!(
                 run.admitted_at.insert(i, t).is_none(),
@@ -103,7 +112,12 @@ fn simulate(seed: u64) -> Run {
             let id = &ids[i];
             if !run.admitted_at.contains_key(&i) {
                 let view = line.poll(t, *id, session(i)).expect("own place");
-                if let PlaceView::Waiting { eta_s: Some(eta), eta_error_s: Some(err), .. } = view {
+                if let PlaceView::Waiting {
+                    eta_s: Some(eta),
+                    eta_error_s: Some(err),
+                    ..
+                } = view
+                {
                     if t >= OPENS + 20_000 && i % 97 == 0 {
                         run.estimates.push((i, eta, err, t));
                     }
@@ -111,7 +125,11 @@ fn simulate(seed: u64) -> Run {
             }
         }
         t += STEP;
-        assert!(t < 3_600_000, "the line stopped moving with {} let in", run.order.len());
+        assert!(
+            t < 3_600_000,
+            "the line stopped moving with {} let in",
+            run.order.len()
+        );
     }
     run
 }
@@ -144,7 +162,11 @@ fn ten_thousand_visitors_are_drawn_fairly_then_served_in_arrival_order() {
     // after it; the later ones go in exactly in arrival order.
     assert!(run.order[..EARLY].iter().all(|&i| i < EARLY));
     let late: Vec<usize> = run.order[EARLY..].to_vec();
-    assert_eq!(late, (EARLY..n).collect::<Vec<_>>(), "late ones in arrival order");
+    assert_eq!(
+        late,
+        (EARLY..n).collect::<Vec<_>>(),
+        "late ones in arrival order"
+    );
     // The early ones: where they went in has nothing to do with when they
     // came. The same statistic on arrival order must fail, or the test
     // could not tell.
@@ -157,8 +179,14 @@ fn ten_thousand_visitors_are_drawn_fairly_then_served_in_arrival_order() {
     let queue: Vec<(usize, usize)> = (0..EARLY).map(|i| (i, i)).collect();
     let unfair = chi_square(&queue, EARLY);
     eprintln!("chi-square of the draw {fair:.1}, of arrival order {unfair:.1} (0.1 % critical {CHI2_81_P001})");
-    assert!(fair < CHI2_81_P001, "draw not uniform: chi-square {fair:.1}");
-    assert!(unfair > CHI2_81_P001, "the test cannot tell arrival order: {unfair:.1}");
+    assert!(
+        fair < CHI2_81_P001,
+        "draw not uniform: chi-square {fair:.1}"
+    );
+    assert!(
+        unfair > CHI2_81_P001,
+        "the test cannot tell arrival order: {unfair:.1}"
+    );
     // The first tenth to arrive is spread over the whole line: mean
     // position within four standard errors of the middle.
     let first: Vec<f64> = drawn
@@ -175,9 +203,16 @@ fn ten_thousand_visitors_are_drawn_fairly_then_served_in_arrival_order() {
     // The rate: never more in one second than the configured rate and the
     // one-second burst allow.
     let busiest = run.per_second.values().max().copied().unwrap_or(0);
-    assert!(busiest <= 2 * RATE_PER_S, "{busiest} let in within one second");
+    assert!(
+        busiest <= 2 * RATE_PER_S,
+        "{busiest} let in within one second"
+    );
     // The estimates shown: at least 95 % within the error they stated.
-    assert!(run.estimates.len() > 50, "{} estimates", run.estimates.len());
+    assert!(
+        run.estimates.len() > 50,
+        "{} estimates",
+        run.estimates.len()
+    );
     let right = run
         .estimates
         .iter()
@@ -206,7 +241,10 @@ fn one_place_per_session_a_cap_per_client_and_a_copied_token_refused() {
     let a = Uuid::from_u128(1);
     let first = line.join(10, a, session(1), 7, 1).unwrap();
     // The same browser session asking again keeps its one place.
-    assert_eq!(line.join(20, Uuid::from_u128(2), session(1), 7, 2), Ok(first));
+    assert_eq!(
+        line.join(20, Uuid::from_u128(2), session(1), 7, 2),
+        Ok(first)
+    );
     line.join(30, Uuid::from_u128(3), session(2), 7, 3).unwrap();
     assert_eq!(
         line.join(40, Uuid::from_u128(4), session(3), 7, 4),
@@ -214,7 +252,10 @@ fn one_place_per_session_a_cap_per_client_and_a_copied_token_refused() {
     );
     // The place asked for from another session: refused, and unchanged.
     assert_eq!(line.poll(50, a, session(9)), Err(LineError::NotYours));
-    assert!(matches!(line.poll(60, a, session(1)), Ok(PlaceView::Waiting { .. })));
+    assert!(matches!(
+        line.poll(60, a, session(1)),
+        Ok(PlaceView::Waiting { .. })
+    ));
     // Leaving frees the client's place.
     line.leave(a, session(1)).unwrap();
     assert!(line.join(70, Uuid::from_u128(5), session(3), 7, 5).is_ok());
@@ -240,7 +281,11 @@ fn the_away_are_passed_over_and_keep_their_place_when_back() {
         t += 1_000;
     }
     let places = Supply { places_left: 100 };
-    assert_eq!(line.tick(t, places), vec![ids[1]], "the away one passed over");
+    assert_eq!(
+        line.tick(t, places),
+        vec![ids[1]],
+        "the away one passed over"
+    );
     // Back: first in line again, and the next one in.
     assert!(matches!(
         line.poll(t + 10, ids[0], session(0)),
@@ -254,8 +299,14 @@ fn the_away_are_passed_over_and_keep_their_place_when_back() {
 fn sold_out_tells_everyone_and_returned_places_reopen_the_door() {
     let mut line = small_line(0);
     for i in 0..50 {
-        line.join(i, Uuid::from_u128(i as u128 + 1), session(i as usize), i as u128, 0)
-            .unwrap();
+        line.join(
+            i,
+            Uuid::from_u128(i as u128 + 1),
+            session(i as usize),
+            i as u128,
+            0,
+        )
+        .unwrap();
     }
     assert!(line.tick(1_000, Supply { places_left: 0 }).is_empty());
     for i in 0..50 {

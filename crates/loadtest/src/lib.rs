@@ -23,6 +23,7 @@ pub mod pg_spike;
 pub mod proxy;
 pub mod push;
 pub mod push_devices;
+pub mod queue;
 pub mod server;
 pub mod shop;
 pub mod spike;

@@ -8,7 +8,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use tessera_loadtest::server::release_server_binary;
 use tessera_loadtest::{
-    chaos, drain, gate, gate_peers, history, pg_chaos, pg_spike, push, push_devices, shop, spike,
+    chaos, drain, gate, gate_peers, history, pg_chaos, pg_spike, push, push_devices, queue, shop,
+    spike,
 };
 use tessera_server::testkit::Backend;
 
@@ -126,6 +127,24 @@ enum Cmd {
     },
     /// A spike of web-shop visitors: pages, calendar, availability polls,
     /// and a share buying through the demo payment provider.
+    /// A blockbuster's opening through its waiting room: visitors join
+    /// before the opening, wait, are let in at the configured rate and book;
+    /// a background of holds on another day measures the server's p99
+    /// alone and while the room works.
+    Queue {
+        #[arg(long, default_value_t = 10_000)]
+        visitors: usize,
+        #[arg(long, default_value_t = 12_000)]
+        rate_per_minute: u32,
+        /// Background holds per second (another day, not queued).
+        #[arg(long, default_value_t = 100)]
+        background: u32,
+        /// Seconds of background alone before the crowd arrives.
+        #[arg(long, default_value_t = 15)]
+        quiet: u64,
+        #[arg(long)]
+        json: bool,
+    },
     Shop {
         #[arg(long, default_value_t = 200)]
         visitors: usize,
@@ -438,6 +457,28 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 shop::print(&report);
             }
             Ok(shop::violations(&report))
+        }
+        Cmd::Queue {
+            visitors,
+            rate_per_minute,
+            background,
+            quiet,
+            json,
+        } => {
+            let opts = queue::QueueOptions {
+                visitors: visitors.max(1),
+                rate_per_minute: rate_per_minute.max(1),
+                background_per_s: background.max(1),
+                quiet_secs: quiet.max(1),
+                server_bin: release_server_binary()?,
+            };
+            let report = queue::run(&opts).await?;
+            if json {
+                print_json(&report)?;
+            } else {
+                queue::print(&report);
+            }
+            Ok(queue::violations(&report))
         }
         Cmd::PgSpike {
             capacity,

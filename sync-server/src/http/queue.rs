@@ -98,7 +98,11 @@ fn line_error(e: LineError) -> ServiceError {
 }
 
 fn token_error(e: TokenError) -> ServiceError {
-    refused(400, "bad_place", format!("the waiting-room token is not valid: {e}"))
+    refused(
+        400,
+        "bad_place",
+        format!("the waiting-room token is not valid: {e}"),
+    )
 }
 
 #[utoipa::path(get, path = "/v1/queue/{room}", tag = "online", summary = "A waiting room: its sale, opening and line", params(("room" = String, Path, description = "The room's id")), responses((status = 200, description = "The room", body = tessera_core::api::queue::RoomInfo), (status = 404, description = "unknown_room", body = tessera_core::api::ErrorBody)))]
@@ -171,7 +175,11 @@ fn presented(
         .map_err(|_| token_error(TokenError::Malformed))?;
     let place = key.read_place(text).map_err(token_error)?;
     if place.room != app_room.tag {
-        return Err(refused(400, "bad_place", "this place is for another waiting room"));
+        return Err(refused(
+            400,
+            "bad_place",
+            "this place is for another waiting room",
+        ));
     }
     let session = session_of(headers)
         .map(|s| session_tag(&s))
@@ -321,11 +329,13 @@ pub fn check_pass<'a, S>(
         return Err(refused(403, "queue_required", message));
     };
     let text = value.to_str().unwrap_or("");
-    let pass = app
-        .queue
-        .key
-        .read_pass(text)
-        .map_err(|e| refused(403, "bad_pass", format!("the waiting-room pass is not valid: {e}")))?;
+    let pass = app.queue.key.read_pass(text).map_err(|e| {
+        refused(
+            403,
+            "bad_pass",
+            format!("the waiting-room pass is not valid: {e}"),
+        )
+    })?;
     if pass.room != room.tag {
         return Err(refused(403, "bad_pass", "this pass is for another sale"));
     }

@@ -27,6 +27,8 @@ pub struct RoomInfo {
     pub waiting: u32,
     /// Visitors let in and still choosing.
     pub in_shop: u32,
+    /// Visitors let in since this process started.
+    pub admitted: u64,
     /// Visitors let in per minute lately (the configured rate until the
     /// first ten seconds after the opening have passed).
     pub rate_per_minute: u32,

@@ -40,7 +40,10 @@ pub struct Supply {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Waiting,
-    Admitted { until_ms: i64, booked: bool },
+    Admitted {
+        until_ms: i64,
+        booked: bool,
+    },
     /// Window over or left: the entry only remembers its session.
     Done,
 }
@@ -58,7 +61,9 @@ struct Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlaceView {
     /// The line opens at `opens_at_ms`; everyone present then is drawn.
-    BeforeOpening { waiting: u32 },
+    BeforeOpening {
+        waiting: u32,
+    },
     Waiting {
         /// Visitors present ahead.
         ahead: u32,
@@ -66,10 +71,15 @@ pub enum PlaceView {
         eta_s: Option<u32>,
         eta_error_s: Option<u32>,
     },
-    Admitted { until_ms: i64 },
+    Admitted {
+        until_ms: i64,
+    },
     /// Everything is sold, held or leased; the place is kept in case
     /// places come back.
-    SoldOut { ahead: u32, waiting: u32 },
+    SoldOut {
+        ahead: u32,
+        waiting: u32,
+    },
     /// The window passed without a booking, or the visitor left.
     Over,
 }
@@ -353,7 +363,9 @@ impl Line {
                 State::Admitted { until_ms, .. } if until_ms <= now_ms => over.push(*id),
                 // Away so long they have plainly gone: the place ends and
                 // stops counting against the client.
-                State::Waiting if now_ms - e.seen_ms > self.rules.away_after_ms * GONE_AFTER_AWAYS => {
+                State::Waiting
+                    if now_ms - e.seen_ms > self.rules.away_after_ms * GONE_AFTER_AWAYS =>
+                {
                     over.push(*id)
                 }
                 State::Waiting if now_ms - e.seen_ms > self.rules.away_after_ms => {
@@ -371,9 +383,8 @@ impl Line {
         // Done entries are forgotten once they cannot matter: their session
         // may join again, as a new arrival.
         let forget_before = now_ms - self.rules.window_ms.max(self.rules.away_after_ms) * 2;
-        self.entries.retain(|_, e| {
-            e.state != State::Done || e.seen_ms > forget_before
-        });
+        self.entries
+            .retain(|_, e| e.state != State::Done || e.seen_ms > forget_before);
         let entries = &self.entries;
         self.by_session.retain(|_, id| entries.contains_key(id));
         let mut let_in = Vec::new();

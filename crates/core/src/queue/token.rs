@@ -203,7 +203,10 @@ mod tests {
         }
         let other = TokenKey::derive(b"another installation");
         assert_eq!(other.read_place(&text), Err(TokenError::BadSignature));
-        assert_eq!(key.read_place("é".repeat(40).as_str()), Err(TokenError::Malformed));
+        assert_eq!(
+            key.read_place("é".repeat(40).as_str()),
+            Err(TokenError::Malformed)
+        );
         assert_eq!(key.read_place(&"A".repeat(500)), Err(TokenError::Malformed));
     }
 }
