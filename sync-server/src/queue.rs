@@ -175,7 +175,7 @@ impl Rooms {
                 from: r.from,
                 until: r.until,
                 opens_at,
-                tag: room_tag(&r.id),
+                tag: room_tag(&r.id, opens_at.as_millisecond()),
                 line: Mutex::new(Line::new(rules)),
             });
         }

@@ -401,6 +401,38 @@ async fn copies_are_refused_days_of_the_sale_need_a_pass_and_a_restart_keeps_pla
         matches!(b["state"].as_str(), Some("waiting" | "admitted")),
         "{b}"
     );
-    let (s, b, _) = hold(Some(me.cookie.clone()), Some(pass), next, "after-restart").await;
+    let (s, b, _) = hold(
+        Some(me.cookie.clone()),
+        Some(pass.clone()),
+        next,
+        "after-restart",
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
+    // A retry gets its first answer; a third hold is allowed (a checkout
+    // that failed), a fourth is not.
+    let (s, _, _) = hold(Some(me.cookie.clone()), Some(pass.clone()), next, "mine").await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, b, _) = hold(Some(me.cookie.clone()), Some(pass.clone()), next, "third").await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b, _) = hold(Some(me.cookie.clone()), Some(pass.clone()), next, "fourth").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("pass_used")),
+        "{b}"
+    );
+    // Given up, the pass books nothing more.
+    let (s, b, _) = send(
+        http.delete(format!("{base}/v1/queue/{room}/place"))
+            .header("cookie", &me.cookie)
+            .header("tessera-queue-place", &me.place),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (s, b, _) = hold(Some(me.cookie.clone()), Some(pass), next, "after-leaving").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("pass_over")),
+        "{b}"
+    );
 }

@@ -6,8 +6,9 @@
 
 use std::collections::HashMap;
 
-use tessera_core::queue::line::{Line, LineError, LineRules, PlaceView, Supply};
+use tessera_core::queue::line::{Line, LineError, LineRules, PassError, PlaceView, Supply};
 use tessera_core::queue::PaceRules;
+use tessera_core::queue::Rank;
 use uuid::Uuid;
 
 const OPENS: i64 = 600_000;
@@ -318,4 +319,84 @@ fn sold_out_tells_everyone_and_returned_places_reopen_the_door() {
     let let_in = line.tick(2_000, Supply { places_left: 4 });
     assert_eq!(let_in.len(), 3, "{let_in:?}");
     assert_eq!(line.in_shop(), 3);
+}
+
+#[test]
+fn a_pass_books_while_let_in_at_most_three_holds_and_never_after_leaving() {
+    let mut line = small_line(0);
+    let a = Uuid::from_u128(1);
+    line.join(0, a, session(1), 1, 0).unwrap();
+    let admitted = line.tick(1_000, Supply { places_left: 100 });
+    assert_eq!(admitted, vec![a]);
+    let until = 1_000 + rules().window_ms;
+    let key = |n: u8| [n; 8];
+    for n in 1..=3 {
+        assert_eq!(line.use_pass(2_000, a, session(1), until, key(n)), Ok(true));
+    }
+    assert_eq!(
+        line.use_pass(2_000, a, session(1), until, key(4)),
+        Err(PassError::Used)
+    );
+    // A retry of a hold made before is always let through to its answer,
+    // also after the window and after leaving.
+    assert_eq!(
+        line.use_pass(until + 5, a, session(1), until, key(2)),
+        Ok(false)
+    );
+    line.leave(a, session(1)).unwrap();
+    assert_eq!(
+        line.use_pass(3_000, a, session(1), until, key(2)),
+        Ok(false)
+    );
+    // A new hold after leaving: refused.
+    line.pass_unused(a, key(3));
+    assert_eq!(
+        line.use_pass(3_000, a, session(1), until, key(5)),
+        Err(PassError::Over)
+    );
+}
+
+#[test]
+fn an_ended_place_never_comes_back_and_a_session_keeps_one_place() {
+    let mut line = small_line(0);
+    let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let rank = line.join(0, a, session(1), 1, 0).unwrap();
+    line.leave(a, session(1)).unwrap();
+    // Long after, the ended entry is forgotten; its token restores nothing.
+    line.tick(10_000_000, Supply { places_left: 100 });
+    assert_eq!(
+        line.restore(10_000_001, a, rank, session(1), 1),
+        Err(LineError::Unknown)
+    );
+    // A session with a live place cannot bring back a second one.
+    line.join(10_000_002, b, session(2), 2, 0).unwrap();
+    assert_eq!(
+        line.restore(
+            10_000_003,
+            Uuid::from_u128(3),
+            Rank::drawn(5),
+            session(2),
+            2
+        ),
+        Err(LineError::Unknown)
+    );
+}
+
+#[test]
+fn before_the_opening_leaving_and_joining_again_is_no_second_draw() {
+    let mut line = small_line(1_000_000);
+    // Two places per client: a third join after leaving one is refused
+    // until the opening (the draw given up still counts).
+    line.join(0, Uuid::from_u128(1), session(1), 9, 11).unwrap();
+    line.join(1, Uuid::from_u128(2), session(2), 9, 22).unwrap();
+    line.leave(Uuid::from_u128(2), session(2)).unwrap();
+    assert_eq!(
+        line.join(2, Uuid::from_u128(3), session(3), 9, 33),
+        Err(LineError::ClientCap(2))
+    );
+    // From the opening, the client counts its live places again.
+    line.tick(1_000_000, Supply { places_left: 100 });
+    assert!(line
+        .join(1_000_001, Uuid::from_u128(4), session(4), 9, 44)
+        .is_ok());
 }

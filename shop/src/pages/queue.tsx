@@ -2,7 +2,7 @@
 // long it should take, and, when it is their turn, the way into the shop.
 // The page asks the server as often as it says (more often near the front);
 // a place is kept in localStorage, so a reload or another tab finds it.
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { ApiError, type PlaceStatus } from "../api";
 import { ErrorText, Heading, useShop } from "../app";
 import { durationWords, longDate, time } from "../format";
@@ -21,6 +21,15 @@ export function QueuePage({ room }: { room: string }) {
   const [failure, setFailure] = useState<unknown>(null);
   const [again, setAgain] = useState(0);
   const now = useNow(1000);
+  const go = useRef<HTMLButtonElement>(null);
+  const state = status?.state;
+  // A visitor in another tab learns it is their turn from the tab's title;
+  // on the page, the way in takes the focus.
+  useEffect(() => {
+    if (state !== "admitted") return;
+    document.title = `${t("queue_your_turn")} · ${shop.config.museum}`;
+    go.current?.focus();
+  }, [state]);
   // The day's places arrive by push: the moment the last one goes, ask
   // where the line stands, so a sell-out is shown at once, not at the next
   // question.
@@ -102,9 +111,6 @@ export function QueuePage({ room }: { room: string }) {
             <p class="queue-big">{t("queue_opens", { time: time(lang, status.opens_at, tz) })}</p>
             <p>{t("queue_draw")}</p>
             <p>{t("queue_present", { n: status.waiting })}</p>
-            <p class="hint">
-              {t("queue_opens_in", { d: durationWords(lang, Math.max(0, Date.parse(status.opens_at) - shop.now())) })}
-            </p>
           </>
         )}
         {status?.state === "waiting" && (
@@ -127,17 +133,6 @@ export function QueuePage({ room }: { room: string }) {
         {status?.state === "admitted" && (
           <>
             <p class="queue-big">{t("queue_your_turn")}</p>
-            {status.pass_until && (
-              <p>
-                {t("queue_until", {
-                  time: time(lang, status.pass_until, tz),
-                  d: durationWords(lang, Math.max(0, Date.parse(status.pass_until) - Math.max(now, shop.now()))),
-                })}
-              </p>
-            )}
-            <button type="button" class="primary" onClick={() => shop.navigate(`/day/${encodeURIComponent(date)}`)}>
-              {t("queue_choose")}
-            </button>
           </>
         )}
         {status?.state === "sold_out" && (
@@ -158,6 +153,27 @@ export function QueuePage({ room }: { room: string }) {
           </>
         )}
       </div>
+      {/* Countdowns live outside the announced region: read on demand, not every second. */}
+      {status?.state === "before_opening" && (
+        <p class="hint">
+          {t("queue_opens_in", { d: durationWords(lang, Math.max(0, Date.parse(status.opens_at) - shop.now())) })}
+        </p>
+      )}
+      {status?.state === "admitted" && (
+        <>
+          {status.pass_until && (
+            <p>
+              {t("queue_until", {
+                time: time(lang, status.pass_until, tz),
+                d: durationWords(lang, Math.max(0, Date.parse(status.pass_until) - Math.max(now, shop.now()))),
+              })}
+            </p>
+          )}
+          <button ref={go} type="button" class="primary" onClick={() => shop.navigate(`/day/${encodeURIComponent(date)}`)}>
+            {t("queue_choose")}
+          </button>
+        </>
+      )}
       {status && status.state !== "over" && (
         <p>
           <button type="button" class="link" onClick={leave}>

@@ -1,7 +1,7 @@
 // Ticket choice for one entry time, then the hold. When the time sells out
 // under the visitor, the page says so and offers the nearest times.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { passFor, queueGate } from "../queue";
+import { forget, passFor, queueGate, roomFor } from "../queue";
 import { ApiError, newKey, type CartLine, type Catalogue, type Nearest } from "../api";
 import { ErrorText, Heading, Link, useShop } from "../app";
 import { longDate, slotDate, slotTime, time } from "../format";
@@ -68,7 +68,7 @@ function admissionsOf(items: CartLine[], catalogue: Catalogue | null): number {
   return items.reduce((n, l) => n + (catalogue.products.find((p) => p.id === l.product_id)?.admits ?? 0) * l.quantity, 0);
 }
 
-const QUEUE_CODES = new Set(["queue_required", "pass_expired", "pass_not_yours", "bad_pass"]);
+const QUEUE_CODES = new Set(["queue_required", "pass_expired", "pass_not_yours", "bad_pass", "pass_over", "pass_used"]);
 
 export function SlotPage({ slotId }: { slotId: string }) {
   const shop = useShop();
@@ -111,11 +111,16 @@ export function SlotPage({ slotId }: { slotId: string }) {
       saveHold(h);
       shop.navigate(`/checkout/${h.hold_id}`);
     } catch (e) {
-      const gate = queueGate(shop.config, date, shop.now());
-      if (e instanceof ApiError && QUEUE_CODES.has(e.code) && gate) {
-        // The pass ran out (or was never there): back to the line.
-        shop.navigate(gate);
-        return;
+      const room = roomFor(shop.config, date);
+      if (e instanceof ApiError && QUEUE_CODES.has(e.code) && room) {
+        // The pass is spent, over or not this browser's: forget it, back
+        // to the line.
+        forget(room.id);
+        const gate = queueGate(shop.config, date, shop.now());
+        if (gate) {
+          shop.navigate(gate);
+          return;
+        }
       }
       if (e instanceof ApiError && e.code === "sold_out") {
         setSoldOutParty(admissions);

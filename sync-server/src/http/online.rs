@@ -61,7 +61,7 @@ pub(crate) fn answer(a: Answer) -> Response {
     response
 }
 
-#[utoipa::path(post, path = "/v1/holds", tag = "online", summary = "Hold places in a slot for a checkout (they expire after a few minutes)", params(super::openapi::IdempotencyKeyHeader, ("Tessera-Queue-Pass" = Option<String>, Header, description = "For a day sold through a waiting room: the pass the room gave this browser session")), request_body = tessera_core::api::online::HoldRequest, responses((status = 201, description = "Held; a retry with the same Idempotency-Key returns this answer again", body = tessera_core::api::online::Hold, links(("confirm" = (operation_id = "confirm_hold", parameters(("hold_id" = "$response.body#/hold_id")))), ("cancel" = (operation_id = "cancel_hold", parameters(("hold_id" = "$response.body#/hold_id"))))), headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 403, description = "queue_required (a day sold through a waiting room: take a place, book with its pass), bad_pass, pass_not_yours, pass_expired", body = tessera_core::api::ErrorBody), (status = 409, description = "sold_out (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 422, description = "unknown_slot, museum_closed, slot_past, unknown_product, bad_quantity, too_many, empty_cart, membership_number, add_on_alone, not_sold_online, invalid_body, idempotency_key_reused", body = tessera_core::api::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/holds", tag = "online", summary = "Hold places in a slot for a checkout (they expire after a few minutes)", params(super::openapi::IdempotencyKeyHeader, ("Tessera-Queue-Pass" = Option<String>, Header, description = "For a day sold through a waiting room: the pass the room gave this browser session")), request_body = tessera_core::api::online::HoldRequest, responses((status = 201, description = "Held; a retry with the same Idempotency-Key returns this answer again", body = tessera_core::api::online::Hold, links(("confirm" = (operation_id = "confirm_hold", parameters(("hold_id" = "$response.body#/hold_id")))), ("cancel" = (operation_id = "cancel_hold", parameters(("hold_id" = "$response.body#/hold_id"))))), headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same key"))), (status = 403, description = "queue_required (a day sold through a waiting room: take a place, book with its pass), bad_pass, pass_not_yours, pass_expired, pass_over, pass_used", body = tessera_core::api::ErrorBody), (status = 409, description = "sold_out (also replayed to a retry)", body = tessera_core::api::ErrorBody), (status = 422, description = "unknown_slot, museum_closed, slot_past, unknown_product, bad_quantity, too_many, empty_cart, membership_number, add_on_alone, not_sold_online, invalid_body, idempotency_key_reused", body = tessera_core::api::ErrorBody)))]
 pub async fn create_hold<S: Store>(
     State(app): State<AppState<S>>,
     client: Client,
@@ -72,9 +72,6 @@ pub async fn create_hold<S: Store>(
     body: ApiJson<HoldRequest>,
 ) -> Result<Response, ServiceError> {
     let request = body.value;
-    // A day sold through a waiting room takes a pass from it; the museum's
-    // counters sell from their leases and never pass here.
-    let admitted = super::queue::check_pass(&app, request.slot_id.date, &headers)?;
     // A slot whose window is over still goes to the store: a retry of a hold
     // made in time must get its first answer, and the store looks the key up
     // before it refuses the slot as past.
@@ -99,15 +96,28 @@ pub async fn create_hold<S: Store>(
         Ok(room) => room,
         Err(refusal) => return Ok(refusal.into_response()),
     };
+    // A day sold through a waiting room takes a pass from it; the museum's
+    // counters sell from their leases and never pass here. Checked last of
+    // the edge's checks: from here the hold reaches the store, which tells
+    // the line how it went.
+    let admitted = super::queue::check_pass(&app, request.slot_id.date, &headers, &key.0)?;
     let idem = idem(key, &method, &uri, &body.raw);
     let admissions = cart.admissions;
-    let first = app.store.create_hold(idem, slot, cart).await?;
+    let first = match app.store.create_hold(idem, slot, cart).await {
+        Ok(first) => first,
+        Err(e) => {
+            if let Some(pass) = admitted {
+                pass.finish(None);
+            }
+            return Err(e.into());
+        }
+    };
+    if let Some(pass) = admitted {
+        pass.finish((first.status == 201).then_some(admissions));
+    }
     if first.status == 201 && !first.replayed {
         if let Some((hold, expires_ms)) = made_hold(&first.body) {
             room.keep(hold, expires_ms);
-        }
-        if let Some((waiting_room, entry)) = admitted {
-            waiting_room.line().booked(entry, admissions);
         }
     }
     Ok(answer(first))

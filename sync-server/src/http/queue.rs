@@ -15,7 +15,7 @@ use tessera_core::api::queue::{
     PlaceState, PlaceStatus, RoomInfo, PASS_HEADER, PLACE_HEADER, SESSION_COOKIE,
 };
 use tessera_core::clock::from_ms;
-use tessera_core::queue::line::{LineError, PlaceView};
+use tessera_core::queue::line::{LineError, PassError, PlaceView};
 use tessera_core::queue::token::{session_tag, Pass, Place, TokenError};
 use uuid::Uuid;
 
@@ -74,7 +74,7 @@ fn set_cookie(app_url: &str, secret: &[u8; SESSION_BYTES]) -> Option<HeaderValue
         ""
     };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age=86400{secure}",
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age=604800{secure}",
         data_encoding::HEXLOWER.encode(secret)
     ))
     .ok()
@@ -128,7 +128,9 @@ pub async fn join<S: Store>(
     let session = session_tag(&secret);
     let now = app.clock.now_ms();
     let entry = Uuid::now_v7();
-    let random = u64::from_le_bytes(crate::secrets::random_bytes::<8>());
+    // Before the opening the draw is the session's own (keyed, so nobody
+    // can predict it): joining again from it draws the same place.
+    let random = app.queue.key.draw(&room.tag, &session);
     let (entry, rank) = {
         let mut line = room.line();
         match line.place_of(&session) {
@@ -304,14 +306,59 @@ fn status<S>(
     Ok(s)
 }
 
+/// A pass checked for one hold: tell the line how the hold went.
+pub struct PassUse<'a> {
+    pub room: &'a Room,
+    pub entry: Uuid,
+    key: [u8; 8],
+    /// A new hold (not a retry of one made before).
+    fresh: bool,
+}
+
+impl PassUse<'_> {
+    /// The hold was made (`Some(admissions)`) or refused (`None`).
+    pub fn finish(self, made: Option<u32>) {
+        let mut line = self.room.line();
+        match made {
+            Some(admissions) if self.fresh => line.booked(self.entry, admissions),
+            Some(_) => {}
+            None if self.fresh => line.pass_unused(self.entry, self.key),
+            None => {}
+        }
+    }
+}
+
+fn pass_error(e: PassError, path: &str) -> ServiceError {
+    match e {
+        PassError::Expired => refused(
+            403,
+            "pass_expired",
+            format!("the time to book with this pass is over; take a new place ({path}/join)"),
+        ),
+        PassError::Over => refused(
+            403,
+            "pass_over",
+            format!("this pass was given up or its place has ended; take a new place ({path}/join)"),
+        ),
+        PassError::Used => refused(
+            403,
+            "pass_used",
+            format!("this pass has made the holds it may (a booking and two retries); take a new place ({path}/join)"),
+        ),
+        PassError::NotAdmitted => refused(403, "bad_pass", "this place has not been let in yet"),
+    }
+}
+
 /// For `POST /v1/holds`: a day sold through a waiting room needs a pass of
-/// that room, for this browser session, still in its window. Returns the
-/// room and the pass's place, so the booking can be told to the line.
+/// that room, for this browser session, let in and not given up, still in
+/// its window, with holds left (a retry with the same Idempotency-Key is
+/// always let through to its first answer).
 pub fn check_pass<'a, S>(
     app: &'a AppState<S>,
     date: Date,
     headers: &HeaderMap,
-) -> Result<Option<(&'a Room, Uuid)>, ServiceError> {
+    idempotency_key: &str,
+) -> Result<Option<PassUse<'a>>, ServiceError> {
     let Some(room) = app.queue.for_date(date) else {
         return Ok(None);
     };
@@ -347,12 +394,17 @@ pub fn check_pass<'a, S>(
             "this pass was given to another browser session",
         ));
     }
-    if now >= pass.until_ms {
-        return Err(refused(
-            403,
-            "pass_expired",
-            format!("the time to book with this pass is over; take a new place ({path}/join)"),
-        ));
-    }
-    Ok(Some((room, pass.entry)))
+    let key: [u8; 8] = crate::secrets::sha256(&[idempotency_key.as_bytes()])[..8]
+        .try_into()
+        .unwrap_or([0; 8]);
+    let fresh = room
+        .line()
+        .use_pass(now, pass.entry, pass.session, pass.until_ms, key)
+        .map_err(|e| pass_error(e, &path))?;
+    Ok(Some(PassUse {
+        room,
+        entry: pass.entry,
+        key,
+        fresh,
+    }))
 }

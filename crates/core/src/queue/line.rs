@@ -6,7 +6,7 @@
 //! restores the place: the rank is theirs. An admitted visitor who does not
 //! book within the window loses it, and the next present visitor goes in.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use uuid::Uuid;
 
@@ -15,6 +15,10 @@ use super::Rank;
 
 /// A place away for this many times `away_after_ms` ends.
 const GONE_AFTER_AWAYS: i64 = 20;
+/// Holds one pass may make: the booking, and a retry or two after a
+/// checkout that failed. A retry with the same Idempotency-Key is no new
+/// hold and always reaches its first answer.
+pub const HOLDS_PER_PASS: usize = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LineRules {
@@ -55,6 +59,8 @@ struct Entry {
     client: u128,
     seen_ms: i64,
     state: State,
+    /// Idempotency keys (hashed) of the holds made with this entry's pass.
+    holds: Vec<[u8; 8]>,
 }
 
 /// Where the line stands for one visitor.
@@ -96,6 +102,19 @@ pub enum LineError {
     Full,
 }
 
+/// Why a pass cannot make a hold now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PassError {
+    #[error("the time to book with this pass is over")]
+    Expired,
+    #[error("this pass was given up or its place has ended")]
+    Over,
+    #[error("this pass has made its {HOLDS_PER_PASS} holds")]
+    Used,
+    #[error("this place has not been let in yet")]
+    NotAdmitted,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     BeforeOpening,
@@ -107,6 +126,10 @@ pub struct Line {
     rules: LineRules,
     entries: HashMap<Uuid, Entry>,
     by_session: HashMap<[u8; 16], Uuid>,
+    /// Entries that ended and were forgotten: their tokens never come back.
+    finished: HashSet<Uuid>,
+    /// Entries not ended (waiting, away or let in).
+    live: usize,
     per_client: HashMap<u128, u32>,
     /// Present waiting places, in the order they go in.
     present: BTreeSet<(Rank, Uuid)>,
@@ -126,6 +149,8 @@ impl Line {
             rules,
             entries: HashMap::new(),
             by_session: HashMap::new(),
+            finished: HashSet::new(),
+            live: 0,
             per_client: HashMap::new(),
             present: BTreeSet::new(),
             ranks: Vec::new(),
@@ -210,7 +235,60 @@ impl Line {
         if self.entries.contains_key(&entry) {
             return Ok(());
         }
+        // An ended place stays ended; a session has one place.
+        if self.finished.contains(&entry) || self.place_of(&session).is_some() {
+            return Err(LineError::Unknown);
+        }
         self.insert(now_ms, entry, rank, session, client)
+    }
+
+    /// A pass is about to make a hold with `key` (its Idempotency-Key,
+    /// hashed). `Ok(true)`: a new hold, counted; `Ok(false)`: a retry of
+    /// one made before, which the store answers as it did the first time.
+    /// A pass this process does not know (made before a restart) is taken
+    /// at its word until `until_ms`.
+    pub fn use_pass(
+        &mut self,
+        now_ms: i64,
+        entry: Uuid,
+        session: [u8; 16],
+        until_ms: i64,
+        key: [u8; 8],
+    ) -> Result<bool, PassError> {
+        if self.finished.contains(&entry) {
+            return Err(PassError::Over);
+        }
+        let e = self.entries.entry(entry).or_insert_with(|| Entry {
+            rank: Rank(u64::MAX),
+            session,
+            client: 0,
+            seen_ms: now_ms,
+            state: State::Admitted {
+                until_ms,
+                booked: true,
+            },
+            holds: Vec::new(),
+        });
+        if e.holds.contains(&key) {
+            return Ok(false);
+        }
+        match e.state {
+            State::Waiting => Err(PassError::NotAdmitted),
+            State::Done => Err(PassError::Over),
+            State::Admitted { until_ms, .. } if now_ms >= until_ms => Err(PassError::Expired),
+            State::Admitted { .. } if e.holds.len() >= HOLDS_PER_PASS => Err(PassError::Used),
+            State::Admitted { .. } => {
+                e.holds.push(key);
+                Ok(true)
+            }
+        }
+    }
+
+    /// The hold `key` was refused: it does not count against the pass.
+    pub fn pass_unused(&mut self, entry: Uuid, key: [u8; 8]) {
+        if let Some(e) = self.entries.get_mut(&entry) {
+            e.holds.retain(|k| *k != key);
+        }
     }
 
     fn insert(
@@ -221,7 +299,7 @@ impl Line {
         session: [u8; 16],
         client: u128,
     ) -> Result<(), LineError> {
-        if self.entries.len() >= self.rules.max_places {
+        if self.live >= self.rules.max_places {
             return Err(LineError::Full);
         }
         let held = self.per_client.get(&client).copied().unwrap_or(0);
@@ -237,8 +315,10 @@ impl Line {
                 client,
                 seen_ms: now_ms,
                 state: State::Waiting,
+                holds: Vec::new(),
             },
         );
+        self.live += 1;
         self.by_session.insert(session, entry);
         self.present.insert((rank, entry));
         Ok(())
@@ -260,6 +340,7 @@ impl Line {
         if self.phase == Phase::BeforeOpening && now_ms >= self.rules.opens_at_ms {
             // Opened since the last tick: the place is drawn, not pending.
             self.phase = Phase::Open;
+            self.opened();
         }
         if state == State::Waiting {
             self.present.insert((rank, entry));
@@ -322,6 +403,17 @@ impl Line {
         }
     }
 
+    /// From the opening on, a client's count is its live places again
+    /// (draws given up before it stop counting).
+    fn opened(&mut self) {
+        self.per_client.clear();
+        for e in self.entries.values() {
+            if e.state != State::Done {
+                *self.per_client.entry(e.client).or_default() += 1;
+            }
+        }
+    }
+
     fn finish(&mut self, entry: Uuid) {
         let Some(e) = self.entries.get_mut(&entry) else {
             return;
@@ -338,6 +430,12 @@ impl Line {
             }
         }
         e.state = State::Done;
+        self.live = self.live.saturating_sub(1);
+        // A draw given up before the opening still counts against its
+        // client until then: leaving and joining again is no second draw.
+        if e.rank.is_draw() && self.phase == Phase::BeforeOpening {
+            return;
+        }
         if let Some(n) = self.per_client.get_mut(&e.client) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -349,6 +447,7 @@ impl Line {
     /// Advances the line to `now`: the phase, who is away, whose window
     /// is over, and who goes in. Returns the entries let in, in order.
     pub fn tick(&mut self, now_ms: i64, supply: Supply) -> Vec<Uuid> {
+        let was = self.phase;
         self.phase = if now_ms < self.rules.opens_at_ms {
             Phase::BeforeOpening
         } else if supply.places_left == 0 {
@@ -356,6 +455,9 @@ impl Line {
         } else {
             Phase::Open
         };
+        if was == Phase::BeforeOpening && self.phase != Phase::BeforeOpening {
+            self.opened();
+        }
         let mut over = Vec::new();
         let mut away = Vec::new();
         for (id, e) in &self.entries {
@@ -383,8 +485,14 @@ impl Line {
         // Done entries are forgotten once they cannot matter: their session
         // may join again, as a new arrival.
         let forget_before = now_ms - self.rules.window_ms.max(self.rules.away_after_ms) * 2;
-        self.entries
-            .retain(|_, e| e.state != State::Done || e.seen_ms > forget_before);
+        let finished = &mut self.finished;
+        self.entries.retain(|id, e| {
+            let keep = e.state != State::Done || e.seen_ms > forget_before;
+            if !keep {
+                finished.insert(*id);
+            }
+            keep
+        });
         let entries = &self.entries;
         self.by_session.retain(|_, id| entries.contains_key(id));
         let mut let_in = Vec::new();

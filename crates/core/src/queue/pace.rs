@@ -136,13 +136,25 @@ impl Pace {
     /// the error the page states with it: a quarter of the estimate plus
     /// fifteen seconds (the rate changes as visitors book and leave).
     pub fn estimate(&mut self, now_ms: i64, ahead: u32) -> Option<(u32, u32)> {
-        let rate = self.rate_per_s(now_ms);
+        let observed = self.rate_per_s(now_ms);
+        // Nobody let in for a minute (the shop full, the sale paused): the
+        // configured rate is all there is to go on, and the error says so.
+        let (rate, stalled) = if observed > 0.0 {
+            (observed, false)
+        } else {
+            (self.per_ms() * 1000.0, true)
+        };
         if rate <= 0.0 {
             return None;
         }
         let secs = (f64::from(ahead) + 1.0) / rate;
         let secs = secs.min(f64::from(u32::MAX / 2)).ceil() as u32;
-        Some((secs, secs / 4 + 15))
+        let error = if stalled {
+            secs.saturating_add(60)
+        } else {
+            secs / 4 + 15
+        };
+        Some((secs, error))
     }
 }
 

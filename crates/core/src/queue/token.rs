@@ -71,6 +71,17 @@ impl TokenKey {
         Ok(body.to_vec())
     }
 
+    /// A session's draw in a room: the same session always draws the same
+    /// number, so leaving and joining again before the opening re-rolls
+    /// nothing; other sessions' draws are unpredictable without the key.
+    pub fn draw(&self, room: &[u8; 8], session: &[u8; 16]) -> u64 {
+        let mut body = Vec::with_capacity(5 + 8 + 16);
+        body.extend_from_slice(b"draw\0");
+        body.extend_from_slice(room);
+        body.extend_from_slice(session);
+        u64::from_be_bytes(take(&self.mac(&body)[..8]))
+    }
+
     pub fn place(&self, p: &Place) -> String {
         let mut b = Vec::with_capacity(PLACE_LEN);
         b.push(PLACE);
@@ -121,10 +132,14 @@ fn take<const N: usize>(b: &[u8]) -> [u8; N] {
     out
 }
 
-/// A room's identity inside a token: its id hashed, so a token for one
-/// room is no token for another.
-pub fn room_tag(room_id: &str) -> [u8; 8] {
-    take(&Sha256::digest(room_id.as_bytes())[..8])
+/// A room's identity inside a token: its id and opening hashed, so a token
+/// for one room, or for an earlier sale under the same id, is no token here.
+pub fn room_tag(room_id: &str, opens_at_ms: i64) -> [u8; 8] {
+    let mut h = Sha256::new();
+    h.update(room_id.as_bytes());
+    h.update(b"\0");
+    h.update(opens_at_ms.to_be_bytes());
+    take(&h.finalize()[..8])
 }
 
 /// A browser session inside a token: its secret cookie hashed.
@@ -167,7 +182,7 @@ mod tests {
 
     fn place() -> Place {
         Place {
-            room: room_tag("vermeer"),
+            room: room_tag("vermeer", 0),
             entry: Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
             rank: Rank::drawn(0xdead_beef_0000_0001),
             session: session_tag(b"cookie"),
