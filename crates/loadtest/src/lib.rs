@@ -8,7 +8,8 @@
 //! slot on PostgreSQL, several server processes) and `pg-chaos` (online
 //! clients and counters on PostgreSQL while processes and the database are
 //! restarted). `counters` holds what the two chaos scenarios share about
-//! counters (the cashier's loop, the per-counter check).
+//! counters (the cashier's loop, the per-counter check); `thread_cpu` reads
+//! one named thread's CPU (the server's writer) from `/proc`.
 
 pub mod chaos;
 pub mod client;
@@ -27,3 +28,4 @@ pub mod server;
 pub mod shop;
 pub mod spike;
 pub mod stats;
+pub mod thread_cpu;

@@ -20,6 +20,10 @@ use crate::client::{card_sale, enrol_counter, http_client, HoldAnswer, Shop};
 use crate::cpu::{CpuMark, CpuSpent};
 use crate::server::{Server, ServerOptions};
 use crate::stats::{error_code, metric_sum_count, transport_code, Errors, Samples, Summary};
+use crate::thread_cpu::{us_per_request, NamedThreadCpu, ThreadSpent};
+
+/// The SQLite server's writer thread (sync-server/src/sqlite/mod.rs).
+pub const WRITER_THREAD: &str = "tessera-writer";
 
 #[derive(Clone, Debug)]
 pub struct SpikeOptions {
@@ -69,6 +73,13 @@ pub struct SpikeRun {
     pub commits: Option<u64>,
     /// Where the machine's CPU went during the run.
     pub cpu: CpuSpent,
+    /// Holds and confirms the server answered during the run.
+    pub write_requests: u64,
+    /// The writer thread's own on-CPU time during the run (`None`: the
+    /// thread was not found or `/proc` could not be read).
+    pub writer_cpu: Option<ThreadSpent>,
+    /// Writer on-CPU microseconds per write request.
+    pub writer_cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -190,6 +201,7 @@ async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
     while warm.join_next().await.is_some() {}
     let metrics_before = shop.metrics().await.unwrap_or_default();
     let cpu_before = CpuMark::now(&[server.pid()]);
+    let writer_before = NamedThreadCpu::start(server.pid(), WRITER_THREAD);
 
     let ctx = Arc::new(Ctx {
         shop: shop.clone(),
@@ -274,6 +286,8 @@ async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
     // Up to the last online client's end; with counters, their selling
     // (in this process) is inside it too.
     let cpu = cpu_before.spent(&CpuMark::now(&[server.pid()]));
+    let writer_cpu = writer_before.spent();
+    let write_requests = online.hold.0.len() as u64 + online.confirm.0.len() as u64;
     ctx.done.store(true, Ordering::Relaxed);
     let monitor_sold_out = monitor.await.unwrap_or(false);
     let mut counter_out = SellerOut::default();
@@ -360,6 +374,9 @@ async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
         mean_commit_ms,
         commits,
         cpu,
+        write_requests,
+        writer_cpu,
+        writer_cpu_us_per_request: writer_cpu.and_then(|w| us_per_request(&w, write_requests)),
     })
 }
 
@@ -490,6 +507,10 @@ pub fn print(report: &SpikeReport) {
                 ", not sold out: duration reached"
             }
         );
+        println!(
+            "   writer CPU per request   {}",
+            writer_line(r.writer_cpu_us_per_request, r.writer_cpu, r.write_requests)
+        );
         println!("   hold                     {}", r.hold.line());
         println!("   confirm                  {}", r.confirm.line());
         println!("   error codes              {}", r.errors.line());
@@ -553,4 +574,19 @@ pub fn violations(report: &SpikeReport) -> Vec<String> {
         }
     }
     v
+}
+
+/// `12.3 µs (… s on CPU over N holds + confirms, from schedstat)`, or `n/a`.
+pub fn writer_line(us: Option<f64>, spent: Option<ThreadSpent>, requests: u64) -> String {
+    match (us, spent) {
+        (Some(us), Some(w)) => format!(
+            "{us:>10.1} µs   ({:.2} s on CPU over {requests} holds + confirms, from {})",
+            w.on_cpu_s,
+            match w.source {
+                crate::thread_cpu::Source::Schedstat => "schedstat",
+                crate::thread_cpu::Source::Stat => "stat",
+            }
+        ),
+        _ => "       n/a   (no writer thread of that name found, or no request answered)".into(),
+    }
 }
