@@ -9,8 +9,10 @@
 //! clients and counters on PostgreSQL while processes and the database are
 //! restarted). `counters` holds what the two chaos scenarios share about
 //! counters (the cashier's loop, the per-counter check); `thread_cpu` reads
-//! one named thread's CPU (the server's writer) from `/proc`.
+//! one named thread's CPU (the server's writer) from `/proc`; `affinity`
+//! pins the server and the load generator to CPUs of their own.
 
+pub mod affinity;
 pub mod chaos;
 pub mod client;
 pub mod counters;

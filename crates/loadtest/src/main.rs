@@ -46,6 +46,11 @@ enum Cmd {
         /// group | per-request | both
         #[arg(long, default_value = "both", value_parser = ["group", "per-request", "both"])]
         commit: String,
+        /// shared | pinned | both: pinned runs the server on one CPU and
+        /// the load generator on another (needs 2 CPUs); both runs shared,
+        /// then pinned, and prints them side by side.
+        #[arg(long, default_value = "shared", value_parser = ["shared", "pinned", "both"])]
+        cores: String,
         /// One JSON object with every figure instead of the table.
         #[arg(long)]
         json: bool,
@@ -285,6 +290,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             duration,
             quantity,
             commit,
+            cores,
             json,
         } => {
             let modes = match commit.as_str() {
@@ -299,6 +305,11 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 modes,
                 server_bin: release_server_binary()?,
                 quantity: quantity.clamp(1, 20),
+                cores: match cores.as_str() {
+                    "both" => vec![spike::Cores::Shared, spike::Cores::Pinned],
+                    "pinned" => vec![spike::Cores::Pinned],
+                    _ => vec![spike::Cores::Shared],
+                },
             };
             let report = spike::run(&opts).await?;
             if json {
