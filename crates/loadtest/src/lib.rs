@@ -10,7 +10,8 @@
 //! restarted). `counters` holds what the two chaos scenarios share about
 //! counters (the cashier's loop, the per-counter check); `thread_cpu` reads
 //! one named thread's CPU (the server's writer) from `/proc`; `affinity`
-//! pins the server and the load generator to CPUs of their own.
+//! pins the server and the load generator to CPUs of their own; `pg_naive`
+//! runs PostgreSQL's naive hot-row update, the spike's reference.
 
 pub mod affinity;
 pub mod chaos;
@@ -22,6 +23,7 @@ pub mod gate;
 pub mod gate_peers;
 pub mod history;
 pub mod pg_chaos;
+pub mod pg_naive;
 pub mod pg_spike;
 pub mod proxy;
 pub mod push;

@@ -51,6 +51,11 @@ enum Cmd {
         /// then pinned, and prints them side by side.
         #[arg(long, default_value = "shared", value_parser = ["shared", "pinned", "both"])]
         cores: String,
+        /// Also run PostgreSQL's naive `UPDATE … WHERE sold < capacity`
+        /// (pgbench, a throw-away cluster) at the same clients and
+        /// duration, and print the ratios against it.
+        #[arg(long)]
+        pg_reference: bool,
         /// One JSON object with every figure instead of the table.
         #[arg(long)]
         json: bool,
@@ -291,6 +296,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             quantity,
             commit,
             cores,
+            pg_reference,
             json,
         } => {
             let modes = match commit.as_str() {
@@ -310,6 +316,7 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                     "pinned" => vec![spike::Cores::Pinned],
                     _ => vec![spike::Cores::Shared],
                 },
+                pg_reference,
             };
             let report = spike::run(&opts).await?;
             if json {

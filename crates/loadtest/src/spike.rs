@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 use crate::affinity::{allowed_cpus, pin_process, pin_this_process, Pinning};
 use crate::client::{card_sale, enrol_counter, http_client, HoldAnswer, Shop};
 use crate::cpu::{CpuMark, CpuSpent};
+use crate::pg_naive::PgNaiveRun;
 use crate::server::{Server, ServerOptions};
 use crate::stats::{error_code, metric_sum_count, transport_code, Errors, Samples, Summary};
 use crate::thread_cpu::{us_per_request, NamedThreadCpu, ThreadSpent};
@@ -40,6 +41,9 @@ pub struct SpikeOptions {
     pub quantity: u32,
     /// Core settings to run every mode with, in order.
     pub cores: Vec<Cores>,
+    /// Also run PostgreSQL's naive hot-row update (pgbench) at the same
+    /// client count and duration, and compare.
+    pub pg_reference: bool,
 }
 
 /// How the server and the load generator share the machine's CPUs.
@@ -118,6 +122,8 @@ pub struct SpikeReport {
     pub group_over_per_request: Option<f64>,
     /// The headline figures of each core setting, side by side.
     pub by_cores: Vec<CoresFigures>,
+    /// With `--pg-reference`: PostgreSQL's naive hot row (shared cores).
+    pub pg_naive: Option<PgNaiveRun>,
     pub targets: SpikeTargets,
 }
 
@@ -130,6 +136,9 @@ pub struct CoresFigures {
     pub group_writer_cpu_us_per_request: Option<f64>,
     pub per_request_writer_cpu_us_per_request: Option<f64>,
     pub group_over_per_request: Option<f64>,
+    /// Against PostgreSQL's naive hot row (with `--pg-reference`).
+    pub group_over_naive: Option<f64>,
+    pub per_request_over_naive: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -152,6 +161,27 @@ pub async fn run(opts: &SpikeOptions) -> Result<SpikeReport> {
     let pinning = if opts.cores.contains(&Cores::Pinned) {
         let allowed = allowed_cpus()?;
         Some(Pinning::choose(&allowed).context("--cores pinned")?)
+    } else {
+        None
+    };
+    // First, so that a missing PostgreSQL or too many clients stop the
+    // invocation before the long part.
+    let pg_naive = if opts.pg_reference {
+        crate::pg_naive::check_clients(opts.clients)?;
+        eprintln!(
+            "spike: PostgreSQL naive hot row, {} clients, {} s …",
+            opts.clients,
+            opts.duration.as_secs()
+        );
+        let (clients, duration) = (opts.clients, opts.duration);
+        let r = tokio::task::spawn_blocking(move || crate::pg_naive::run(clients, duration))
+            .await
+            .context("the PostgreSQL reference")??;
+        eprintln!(
+            "spike: PostgreSQL naive hot row: {:.0} admissions/s",
+            r.admissions_per_sec
+        );
+        Some(r)
     } else {
         None
     };
@@ -179,13 +209,14 @@ pub async fn run(opts: &SpikeOptions) -> Result<SpikeReport> {
     let by_cores: Vec<CoresFigures> = opts
         .cores
         .iter()
-        .map(|&cores| figures_of(&runs, cores))
+        .map(|&cores| figures_of(&runs, cores, pg_naive.as_ref()))
         .collect();
     Ok(SpikeReport {
         scenario: "spike",
         group_over_per_request: by_cores.first().and_then(|f| f.group_over_per_request),
         runs,
         by_cores,
+        pg_naive,
         targets: TARGETS,
     })
 }
@@ -197,7 +228,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-fn figures_of(runs: &[SpikeRun], cores: Cores) -> CoresFigures {
+fn figures_of(runs: &[SpikeRun], cores: Cores, naive: Option<&PgNaiveRun>) -> CoresFigures {
     let run = |m: &str| runs.iter().find(|r| r.commit == m && r.cores == cores);
     let group = run("group");
     let per_request = run("per-request");
@@ -210,6 +241,8 @@ fn figures_of(runs: &[SpikeRun], cores: Cores) -> CoresFigures {
         per_request_writer_cpu_us_per_request: per_request
             .and_then(|r| r.writer_cpu_us_per_request),
         group_over_per_request: ratio(rate(group), rate(per_request)),
+        group_over_naive: ratio(rate(group), naive.map(|n| n.admissions_per_sec)),
+        per_request_over_naive: ratio(rate(per_request), naive.map(|n| n.admissions_per_sec)),
     }
 }
 
@@ -656,6 +689,9 @@ pub fn print(report: &SpikeReport) {
             );
         }
     }
+    if let Some(naive) = &report.pg_naive {
+        crate::pg_naive::print(naive);
+    }
     print_side_by_side(report);
     let t = &report.targets;
     println!(
@@ -731,4 +767,10 @@ fn print_side_by_side(report: &SpikeReport) {
         us(c.per_request_writer_cpu_us_per_request)
     });
     row("group ÷ per-request", &|c| times(c.group_over_per_request));
+    if report.pg_naive.is_some() {
+        row("group ÷ PostgreSQL naive", &|c| times(c.group_over_naive));
+        row("per-request ÷ PostgreSQL naive", &|c| {
+            times(c.per_request_over_naive)
+        });
+    }
 }
