@@ -376,7 +376,12 @@ pub fn print(runs: &[PgSpikeRun]) {
         );
         println!(
             "    writer CPU per request {}",
-            crate::spike::writer_line(r.writer_cpu_us_per_request, r.writer_cpu, r.write_requests)
+            crate::spike::writer_line(
+                r.writer_cpu_us_per_request,
+                r.writer_cpu,
+                r.write_requests,
+                "the PostgreSQL writer is a task on the server's tokio runtime, not a named thread"
+            )
         );
         println!("    hold    {}", r.hold.line());
         println!("    confirm {}", r.confirm.line());

@@ -655,7 +655,12 @@ pub fn print(report: &SpikeReport) {
         );
         println!(
             "   writer CPU per request   {}",
-            writer_line(r.writer_cpu_us_per_request, r.writer_cpu, r.write_requests)
+            writer_line(
+                r.writer_cpu_us_per_request,
+                r.writer_cpu,
+                r.write_requests,
+                "no thread named tessera-writer found, or no request answered"
+            )
         );
         println!("   hold                     {}", r.hold.line());
         println!("   confirm                  {}", r.confirm.line());
@@ -724,7 +729,12 @@ pub fn violations(report: &SpikeReport) -> Vec<String> {
 }
 
 /// `12.3 µs (… s on CPU over N holds + confirms, from schedstat)`, or `n/a`.
-pub fn writer_line(us: Option<f64>, spent: Option<ThreadSpent>, requests: u64) -> String {
+pub fn writer_line(
+    us: Option<f64>,
+    spent: Option<ThreadSpent>,
+    requests: u64,
+    why_not: &str,
+) -> String {
     match (us, spent) {
         (Some(us), Some(w)) => format!(
             "{us:>10.1} µs   ({:.2} s on CPU over {requests} holds + confirms, from {})",
@@ -734,7 +744,7 @@ pub fn writer_line(us: Option<f64>, spent: Option<ThreadSpent>, requests: u64) -
                 crate::thread_cpu::Source::Stat => "stat",
             }
         ),
-        _ => "       n/a   (no writer thread of that name found, or no request answered)".into(),
+        _ => format!("       n/a   ({why_not})"),
     }
 }
 
