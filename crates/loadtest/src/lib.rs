@@ -8,8 +8,12 @@
 //! slot on PostgreSQL, several server processes) and `pg-chaos` (online
 //! clients and counters on PostgreSQL while processes and the database are
 //! restarted). `counters` holds what the two chaos scenarios share about
-//! counters (the cashier's loop, the per-counter check).
+//! counters (the cashier's loop, the per-counter check); `thread_cpu` reads
+//! one named thread's CPU (the server's writer) from `/proc`; `affinity`
+//! pins the server and the load generator to CPUs of their own; `pg_naive`
+//! runs PostgreSQL's naive hot-row update, the spike's reference.
 
+pub mod affinity;
 pub mod chaos;
 pub mod client;
 pub mod counters;
@@ -19,6 +23,7 @@ pub mod gate;
 pub mod gate_peers;
 pub mod history;
 pub mod pg_chaos;
+pub mod pg_naive;
 pub mod pg_spike;
 pub mod proxy;
 pub mod push;
@@ -28,3 +33,4 @@ pub mod server;
 pub mod shop;
 pub mod spike;
 pub mod stats;
+pub mod thread_cpu;

@@ -47,6 +47,16 @@ enum Cmd {
         /// group | per-request | both
         #[arg(long, default_value = "both", value_parser = ["group", "per-request", "both"])]
         commit: String,
+        /// shared | pinned | both: pinned runs the server on one CPU and
+        /// the load generator on another (needs 2 CPUs); both runs shared,
+        /// then pinned, and prints them side by side.
+        #[arg(long, default_value = "shared", value_parser = ["shared", "pinned", "both"])]
+        cores: String,
+        /// Also run PostgreSQL's naive `UPDATE … WHERE sold < capacity`
+        /// (pgbench, a throw-away cluster) at the same clients and
+        /// duration, and print the ratios against it.
+        #[arg(long)]
+        pg_reference: bool,
         /// One JSON object with every figure instead of the table.
         #[arg(long)]
         json: bool,
@@ -304,6 +314,8 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
             duration,
             quantity,
             commit,
+            cores,
+            pg_reference,
             json,
         } => {
             let modes = match commit.as_str() {
@@ -318,6 +330,12 @@ async fn run(cli: Cli) -> Result<Vec<String>> {
                 modes,
                 server_bin: release_server_binary()?,
                 quantity: quantity.clamp(1, 20),
+                cores: match cores.as_str() {
+                    "both" => vec![spike::Cores::Shared, spike::Cores::Pinned],
+                    "pinned" => vec![spike::Cores::Pinned],
+                    _ => vec![spike::Cores::Shared],
+                },
+                pg_reference,
             };
             let report = spike::run(&opts).await?;
             if json {

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::client::{http_client, HoldAnswer, Shop};
 use crate::cpu::{CpuMark, CpuSpent};
 use crate::stats::{error_code, transport_code, Errors, Samples, Summary};
+use crate::thread_cpu::{us_per_request, NamedThreadCpu, ThreadSpent};
 
 #[derive(Clone, Debug)]
 pub struct PgSpikeOptions {
@@ -68,6 +69,14 @@ pub struct PgSpikeRun {
     pub pg_statements: Vec<PgStatement>,
     /// Where the machine's CPU went during the run.
     pub cpu: CpuSpent,
+    /// Holds and confirms the servers answered during the run.
+    pub write_requests: u64,
+    /// The writer threads' own on-CPU time, all processes together: only
+    /// where the backend runs its writer on a thread named
+    /// `tessera-writer` (PostgreSQL's writer is a task on the tokio
+    /// runtime today, so `None`: n/a).
+    pub writer_cpu: Option<ThreadSpent>,
+    pub writer_cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -208,6 +217,10 @@ async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<
 
     let pids: Vec<u32> = servers.iter().map(|s| s.pid()).collect();
     let cpu_before = CpuMark::now(&pids);
+    let writers_before: Vec<NamedThreadCpu> = pids
+        .iter()
+        .map(|&p| NamedThreadCpu::start(p, crate::spike::WRITER_THREAD))
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let orders = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -271,6 +284,8 @@ async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<
     }
     let elapsed = start.elapsed().as_secs_f64();
     let cpu = cpu_before.spent(&CpuMark::now(&pids));
+    let writer_cpu = writers_spent(&writers_before);
+    let write_requests = hold.0.len() as u64 + confirm.0.len() as u64;
     let online_orders = orders.load(Ordering::Relaxed);
     let mut metrics_after = Vec::new();
     for shop in &shops {
@@ -307,7 +322,26 @@ async fn run_one(opts: &PgSpikeOptions, mode: &str, processes: usize) -> Result<
         batch_phases_ms,
         pg_statements,
         cpu,
+        write_requests,
+        writer_cpu,
+        writer_cpu_us_per_request: writer_cpu.and_then(|w| us_per_request(&w, write_requests)),
     })
+}
+
+/// Every process's writer thread together; `None` unless each has one.
+fn writers_spent(writers: &[NamedThreadCpu]) -> Option<ThreadSpent> {
+    let mut total: Option<ThreadSpent> = None;
+    for w in writers {
+        let spent = w.spent()?;
+        total = Some(match total {
+            None => spent,
+            Some(t) => ThreadSpent {
+                on_cpu_s: t.on_cpu_s + spent.on_cpu_s,
+                ..t
+            },
+        });
+    }
+    total
 }
 
 /// The statements that took the most of PostgreSQL's time (the writer's
@@ -339,6 +373,15 @@ pub fn print(runs: &[PgSpikeRun]) {
         println!(
             "  commit={}, {} process(es), {} clients: {:.0} admissions/s over {:.1} s ({} orders)",
             r.commit, r.processes, r.clients, r.admissions_per_sec, r.elapsed_s, r.online_orders
+        );
+        println!(
+            "    writer CPU per request {}",
+            crate::spike::writer_line(
+                r.writer_cpu_us_per_request,
+                r.writer_cpu,
+                r.write_requests,
+                "the PostgreSQL writer is a task on the server's tokio runtime, not a named thread"
+            )
         );
         println!("    hold    {}", r.hold.line());
         println!("    confirm {}", r.confirm.line());

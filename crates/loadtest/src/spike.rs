@@ -16,10 +16,16 @@ use tessera_core::slot::SlotId;
 use tessera_terminal::TerminalError;
 use tokio::task::JoinSet;
 
+use crate::affinity::{allowed_cpus, pin_process, pin_this_process, Pinning};
 use crate::client::{card_sale, enrol_counter, http_client, HoldAnswer, Shop};
 use crate::cpu::{CpuMark, CpuSpent};
+use crate::pg_naive::PgNaiveRun;
 use crate::server::{Server, ServerOptions};
 use crate::stats::{error_code, metric_sum_count, transport_code, Errors, Samples, Summary};
+use crate::thread_cpu::{us_per_request, NamedThreadCpu, ThreadSpent};
+
+/// The SQLite server's writer thread (sync-server/src/sqlite/mod.rs).
+pub const WRITER_THREAD: &str = "tessera-writer";
 
 #[derive(Clone, Debug)]
 pub struct SpikeOptions {
@@ -33,11 +39,40 @@ pub struct SpikeOptions {
     pub server_bin: PathBuf,
     /// Admissions per online order.
     pub quantity: u32,
+    /// Core settings to run every mode with, in order.
+    pub cores: Vec<Cores>,
+    /// Also run PostgreSQL's naive hot-row update (pgbench) at the same
+    /// client count and duration, and compare.
+    pub pg_reference: bool,
+}
+
+/// How the server and the load generator share the machine's CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Cores {
+    /// The scheduler puts every thread where it likes (as in production
+    /// when the load comes from elsewhere, but here the load generator
+    /// competes with the server).
+    Shared,
+    /// The server on one CPU, the load generator on another.
+    Pinned,
+}
+
+impl Cores {
+    pub fn name(self) -> &'static str {
+        match self {
+            Cores::Shared => "shared",
+            Cores::Pinned => "pinned",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SpikeRun {
     pub commit: String,
+    pub cores: Cores,
+    /// The CPUs of a pinned run.
+    pub pinning: Option<Pinning>,
     pub capacity: u32,
     pub clients: usize,
     pub terminals: usize,
@@ -69,15 +104,41 @@ pub struct SpikeRun {
     pub commits: Option<u64>,
     /// Where the machine's CPU went during the run.
     pub cpu: CpuSpent,
+    /// Holds and confirms the server answered during the run.
+    pub write_requests: u64,
+    /// The writer thread's own on-CPU time during the run (`None`: the
+    /// thread was not found or `/proc` could not be read).
+    pub writer_cpu: Option<ThreadSpent>,
+    /// Writer on-CPU microseconds per write request.
+    pub writer_cpu_us_per_request: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SpikeReport {
     pub scenario: &'static str,
     pub runs: Vec<SpikeRun>,
-    /// Group-commit admissions/s divided by per-request admissions/s.
+    /// Group-commit admissions/s divided by per-request admissions/s (of
+    /// the first core setting run).
     pub group_over_per_request: Option<f64>,
+    /// The headline figures of each core setting, side by side.
+    pub by_cores: Vec<CoresFigures>,
+    /// With `--pg-reference`: PostgreSQL's naive hot row (shared cores).
+    pub pg_naive: Option<PgNaiveRun>,
     pub targets: SpikeTargets,
+}
+
+/// One core setting's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct CoresFigures {
+    pub cores: Cores,
+    pub group_admissions_per_sec: Option<f64>,
+    pub per_request_admissions_per_sec: Option<f64>,
+    pub group_writer_cpu_us_per_request: Option<f64>,
+    pub per_request_writer_cpu_us_per_request: Option<f64>,
+    pub group_over_per_request: Option<f64>,
+    /// Against PostgreSQL's naive hot row (with `--pg-reference`).
+    pub group_over_naive: Option<f64>,
+    pub per_request_over_naive: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -96,34 +157,105 @@ const TARGETS: SpikeTargets = SpikeTargets {
 };
 
 pub async fn run(opts: &SpikeOptions) -> Result<SpikeReport> {
+    // Refused before anything runs, not after the shared half.
+    let pinning = if opts.cores.contains(&Cores::Pinned) {
+        let allowed = allowed_cpus()?;
+        Some(Pinning::choose(&allowed).context("--cores pinned")?)
+    } else {
+        None
+    };
+    // First, so that a missing PostgreSQL or too many clients stop the
+    // invocation before the long part.
+    let pg_naive = if opts.pg_reference {
+        crate::pg_naive::check_clients(opts.clients)?;
+        eprintln!(
+            "spike: PostgreSQL naive hot row, {} clients, {} s …",
+            opts.clients,
+            opts.duration.as_secs()
+        );
+        let (clients, duration) = (opts.clients, opts.duration);
+        let r = tokio::task::spawn_blocking(move || crate::pg_naive::run(clients, duration))
+            .await
+            .context("the PostgreSQL reference")??;
+        eprintln!(
+            "spike: PostgreSQL naive hot row: {:.0} admissions/s",
+            r.admissions_per_sec
+        );
+        Some(r)
+    } else {
+        None
+    };
     let mut runs = Vec::new();
-    for mode in &opts.modes {
-        eprintln!(
-            "spike: commit={mode}, capacity {}, {} online clients, {} terminals …",
-            opts.capacity, opts.clients, opts.terminals
-        );
-        let r = run_one(opts, mode).await?;
-        eprintln!(
-            "spike: commit={mode}: {:.0} admissions/s over {:.2} s",
-            r.admissions_per_sec, r.elapsed_s
-        );
-        runs.push(r);
+    for &cores in &opts.cores {
+        let pin = (cores == Cores::Pinned).then(|| pinning.clone()).flatten();
+        for mode in &opts.modes {
+            eprintln!(
+                "spike: commit={mode}, cores {}, capacity {}, {} online clients, {} terminals …",
+                cores.name(),
+                opts.capacity,
+                opts.clients,
+                opts.terminals
+            );
+            let r = run_one(opts, mode, pin.as_ref()).await?;
+            eprintln!(
+                "spike: commit={mode}, cores {}: {:.0} admissions/s over {:.2} s",
+                cores.name(),
+                r.admissions_per_sec,
+                r.elapsed_s
+            );
+            runs.push(r);
+        }
     }
-    let rate = |m: &str| {
-        runs.iter()
-            .find(|r| r.commit == m)
-            .map(|r| r.admissions_per_sec)
-    };
-    let ratio = match (rate("group"), rate("per-request")) {
-        (Some(g), Some(p)) if p > 0.0 => Some(g / p),
-        _ => None,
-    };
+    let by_cores: Vec<CoresFigures> = opts
+        .cores
+        .iter()
+        .map(|&cores| figures_of(&runs, cores, pg_naive.as_ref()))
+        .collect();
     Ok(SpikeReport {
         scenario: "spike",
+        group_over_per_request: by_cores.first().and_then(|f| f.group_over_per_request),
         runs,
-        group_over_per_request: ratio,
+        by_cores,
+        pg_naive,
         targets: TARGETS,
     })
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn figures_of(runs: &[SpikeRun], cores: Cores, naive: Option<&PgNaiveRun>) -> CoresFigures {
+    let run = |m: &str| runs.iter().find(|r| r.commit == m && r.cores == cores);
+    let group = run("group");
+    let per_request = run("per-request");
+    let rate = |r: Option<&SpikeRun>| r.map(|r| r.admissions_per_sec);
+    CoresFigures {
+        cores,
+        group_admissions_per_sec: rate(group),
+        per_request_admissions_per_sec: rate(per_request),
+        group_writer_cpu_us_per_request: group.and_then(|r| r.writer_cpu_us_per_request),
+        per_request_writer_cpu_us_per_request: per_request
+            .and_then(|r| r.writer_cpu_us_per_request),
+        group_over_per_request: ratio(rate(group), rate(per_request)),
+        group_over_naive: ratio(rate(group), naive.map(|n| n.admissions_per_sec)),
+        per_request_over_naive: ratio(rate(per_request), naive.map(|n| n.admissions_per_sec)),
+    }
+}
+
+/// Puts this process back on the CPUs it had when dropped, so that a pinned
+/// run leaves the next one (and the counters' uploads) unpinned.
+struct Unpin(Vec<usize>);
+
+impl Drop for Unpin {
+    fn drop(&mut self) {
+        if let Err(e) = pin_this_process(&self.0) {
+            eprintln!("spike: could not unpin the load generator: {e}");
+        }
+    }
 }
 
 /// Shared by every task of one run.
@@ -162,10 +294,22 @@ struct SellerOut {
     admissions: u64,
 }
 
-async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
+async fn run_one(opts: &SpikeOptions, mode: &str, pin: Option<&Pinning>) -> Result<SpikeRun> {
     let mut options = ServerOptions::new(opts.server_bin.clone());
     options.commit = mode.to_string();
     let server = Server::start(options)?;
+    // The server's threads all exist once it serves (those it makes later
+    // inherit); then this process's, which the counters' runtime below
+    // inherits too.
+    let _unpin = match pin {
+        Some(p) => {
+            pin_process(server.pid(), &[p.server]).context("pinning the server")?;
+            let allowed = allowed_cpus()?;
+            pin_this_process(&[p.load_generator]).context("pinning the load generator")?;
+            Some(Unpin(allowed))
+        }
+        None => None,
+    };
     let slot = server.slot("15:30");
     server.set_capacity(slot, opts.capacity)?;
 
@@ -190,6 +334,7 @@ async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
     while warm.join_next().await.is_some() {}
     let metrics_before = shop.metrics().await.unwrap_or_default();
     let cpu_before = CpuMark::now(&[server.pid()]);
+    let writer_before = NamedThreadCpu::start(server.pid(), WRITER_THREAD);
 
     let ctx = Arc::new(Ctx {
         shop: shop.clone(),
@@ -274,6 +419,8 @@ async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
     // Up to the last online client's end; with counters, their selling
     // (in this process) is inside it too.
     let cpu = cpu_before.spent(&CpuMark::now(&[server.pid()]));
+    let writer_cpu = writer_before.spent();
+    let write_requests = online.hold.0.len() as u64 + online.confirm.0.len() as u64;
     ctx.done.store(true, Ordering::Relaxed);
     let monitor_sold_out = monitor.await.unwrap_or(false);
     let mut counter_out = SellerOut::default();
@@ -337,6 +484,12 @@ async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
     }
     Ok(SpikeRun {
         commit: mode.to_string(),
+        cores: if pin.is_some() {
+            Cores::Pinned
+        } else {
+            Cores::Shared
+        },
+        pinning: pin.cloned(),
         capacity: opts.capacity,
         clients: opts.clients,
         terminals: opts.terminals,
@@ -360,6 +513,9 @@ async fn run_one(opts: &SpikeOptions, mode: &str) -> Result<SpikeRun> {
         mean_commit_ms,
         commits,
         cpu,
+        write_requests,
+        writer_cpu,
+        writer_cpu_us_per_request: writer_cpu.and_then(|w| us_per_request(&w, write_requests)),
     })
 }
 
@@ -474,8 +630,15 @@ async fn seller(ctx: Arc<Ctx>, t: tessera_terminal::Terminal) -> SellerOut {
 pub fn print(report: &SpikeReport) {
     println!("== spike: one hot slot, hold + confirm per online order");
     for r in &report.runs {
+        let cores = match &r.pinning {
+            Some(p) => format!(
+                "pinned (server CPU {}, load generator CPU {})",
+                p.server, p.load_generator
+            ),
+            None => "shared".to_string(),
+        };
         println!(
-            "-- commit={}  capacity {}  online clients {}  counters {}",
+            "-- commit={}  cores {cores}  capacity {}  online clients {}  counters {}",
             r.commit, r.capacity, r.clients, r.terminals
         );
         println!(
@@ -489,6 +652,15 @@ pub fn print(report: &SpikeReport) {
             } else {
                 ", not sold out: duration reached"
             }
+        );
+        println!(
+            "   writer CPU per request   {}",
+            writer_line(
+                r.writer_cpu_us_per_request,
+                r.writer_cpu,
+                r.write_requests,
+                "no thread named tessera-writer found, or no request answered"
+            )
         );
         println!("   hold                     {}", r.hold.line());
         println!("   confirm                  {}", r.confirm.line());
@@ -522,9 +694,10 @@ pub fn print(report: &SpikeReport) {
             );
         }
     }
-    if let Some(ratio) = report.group_over_per_request {
-        println!("-- group commit / per-request: {ratio:.1}x");
+    if let Some(naive) = &report.pg_naive {
+        crate::pg_naive::print(naive);
     }
+    print_side_by_side(report);
     let t = &report.targets;
     println!(
         "-- targets: >= {:.0} admissions/s with p99 <= {:.0} ms (group), >= {:.0}x per-request, 0 oversold, stranded <= {:.0} %",
@@ -553,4 +726,61 @@ pub fn violations(report: &SpikeReport) -> Vec<String> {
         }
     }
     v
+}
+
+/// `12.3 µs (… s on CPU over N holds + confirms, from schedstat)`, or `n/a`.
+pub fn writer_line(
+    us: Option<f64>,
+    spent: Option<ThreadSpent>,
+    requests: u64,
+    why_not: &str,
+) -> String {
+    match (us, spent) {
+        (Some(us), Some(w)) => format!(
+            "{us:>10.1} µs   ({:.2} s on CPU over {requests} holds + confirms, from {})",
+            w.on_cpu_s,
+            match w.source {
+                crate::thread_cpu::Source::Schedstat => "schedstat",
+                crate::thread_cpu::Source::Stat => "stat",
+            }
+        ),
+        _ => format!("       n/a   ({why_not})"),
+    }
+}
+
+/// The headline figures of every core setting in columns.
+fn print_side_by_side(report: &SpikeReport) {
+    let cols = &report.by_cores;
+    if cols.is_empty() {
+        return;
+    }
+    let rate = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.0}"));
+    let us = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.1}"));
+    let times = |x: Option<f64>| x.map_or("n/a".to_string(), |v| format!("{v:.2}x"));
+    let header: String = cols
+        .iter()
+        .map(|c| format!("{:>12}", c.cores.name()))
+        .collect();
+    println!("-- hot slot figures, cores: {header}");
+    let row = |label: &str, cell: &dyn Fn(&CoresFigures) -> String| {
+        let cells: String = cols.iter().map(|c| format!("{:>12}", cell(c))).collect();
+        println!("   {label:<31}{cells}");
+    };
+    row("group admissions/s", &|c| rate(c.group_admissions_per_sec));
+    row("per-request admissions/s", &|c| {
+        rate(c.per_request_admissions_per_sec)
+    });
+    row("writer CPU µs/request, group", &|c| {
+        us(c.group_writer_cpu_us_per_request)
+    });
+    row("writer CPU µs/request, per-req", &|c| {
+        us(c.per_request_writer_cpu_us_per_request)
+    });
+    row("group ÷ per-request", &|c| times(c.group_over_per_request));
+    if report.pg_naive.is_some() {
+        row("group ÷ PostgreSQL naive", &|c| times(c.group_over_naive));
+        row("per-request ÷ PostgreSQL naive", &|c| {
+            times(c.per_request_over_naive)
+        });
+    }
 }
