@@ -11,6 +11,7 @@ pub mod idempotency;
 mod older;
 mod online;
 pub mod outbox;
+mod presign;
 pub mod schema;
 mod sql;
 mod staff;
@@ -87,6 +88,10 @@ impl From<rusqlite::Error> for StoreError {
         StoreError::Storage(e.to_string())
     }
 }
+
+/// Tickets a confirm handler signs on its own task before it would rather
+/// hand the work to the blocking pool.
+const PRESIGN_ON_TASK: u64 = 4;
 
 impl SqliteStore {
     /// Opens the database, loads the inventory and starts the writer thread.
@@ -170,6 +175,34 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Unavailable)?;
         rx.await.map_err(|_| StoreError::Unavailable)?
+    }
+
+    /// Signs an open hold's tickets here, off the writer, from the sketch
+    /// published at its commit; `None` (the writer signs) when the hold is
+    /// not open as of the last commit (a retry, an expired hold).
+    async fn presign(&self, hold_id: uuid::Uuid) -> Option<presign::Presigned> {
+        let sketch = self
+            .shared
+            .hold_sketches
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hold_id)
+            .cloned()?;
+        let signer = self
+            .shared
+            .signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        // A few signatures take tens of microseconds: fine on this task; a
+        // big family cart goes to the blocking pool so no worker stalls.
+        if sketch.tickets() <= PRESIGN_ON_TASK {
+            return presign::presign(&signer, hold_id, &sketch).ok();
+        }
+        tokio::task::spawn_blocking(move || presign::presign(&signer, hold_id, &sketch).ok())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Resolves with the reason if the writer thread dies; never if it
@@ -347,9 +380,10 @@ impl Store for SqliteStore {
         request: ConfirmRequest,
         channel: ChannelInfo,
     ) -> Result<Answer, StoreError> {
+        let presigned = self.presign(hold.0).await;
         self.submit(move |ctx| {
             idempotent(ctx, &idem, |ctx| {
-                online::confirm_hold(ctx, hold.0, request, &channel.name)
+                online::confirm_hold(ctx, hold.0, request, &channel.name, presigned)
             })
         })
         .await

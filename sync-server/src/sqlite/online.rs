@@ -10,9 +10,9 @@ use tessera_core::money::Money;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::SlotId;
 use tessera_core::tally::ONLINE_ACTOR;
-use tessera_core::ticket_code::TicketClaims;
 use uuid::Uuid;
 
+use super::presign::{presign, HoldNow, HoldSketch, Presigned};
 use super::sql::Text;
 use super::state::OpenHold;
 use super::writer::{Ctx, Fatal};
@@ -35,6 +35,7 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
         metrics::counter!("tessera_sold_out_total").increment(1);
         return Ok(Err(e.into()));
     }
+    let window_minutes = row.slot.window_minutes;
     let hold_id = new_id();
     let expires_ms = hold_expires_at(ctx.now_ms, ctx.hold_ttl_ms);
     let lines_json =
@@ -63,6 +64,10 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
         lines: cart.lines.clone(),
     };
     ctx.state.expiry.insert((expires_ms, hold_id));
+    ctx.state.hold_sketches.push((
+        hold_id,
+        Some(HoldSketch::of(slot_id, window_minutes, &cart.lines)),
+    ));
     ctx.state.holds.insert(
         hold_id,
         OpenHold {
@@ -103,6 +108,7 @@ pub(crate) fn closed_hold_error(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<StoreErr
 
 pub(crate) fn release(ctx: &mut Ctx<'_>, hold_id: Uuid, status: &str) -> Result<(), Fatal> {
     if let Some(hold) = ctx.state.holds.remove(&hold_id) {
+        ctx.state.hold_closed(hold_id);
         ctx.state.expiry.remove(&(hold.expires_ms, hold_id));
         ctx.tx
             .prepare_cached("UPDATE holds SET status = ?2 WHERE hold_id = ?1")?
@@ -135,6 +141,7 @@ pub(crate) fn confirm_hold(
     hold_id: Uuid,
     request: ConfirmRequest,
     channel: &str,
+    presigned: Option<Presigned>,
 ) -> Outcome {
     let Some(hold) = take_open_hold(ctx, hold_id)? else {
         return Ok(Err(closed_hold_error(ctx, hold_id)?));
@@ -154,7 +161,7 @@ pub(crate) fn confirm_hold(
         // Readable at the museum's desk, like a web order's.
         reference: Some(crate::secrets::new_reference()),
     };
-    let order = issue_order(ctx, hold_id, &hold, meta)?;
+    let order = issue_order(ctx, hold_id, &hold, meta, presigned)?;
     Ok(Ok((201, json!(order))))
 }
 
@@ -180,6 +187,7 @@ pub(crate) fn take_open_hold(
     let Some(hold) = ctx.state.holds.remove(&hold_id) else {
         return Ok(None);
     };
+    ctx.state.hold_closed(hold_id);
     ctx.state.expiry.remove(&(hold.expires_ms, hold_id));
     let Some(row) = ctx.state.slots.get_mut(&hold.slot) else {
         return Err(Fatal::Bookkeeping(format!(
@@ -193,12 +201,14 @@ pub(crate) fn take_open_hold(
 /// Writes an order for places already counted as sold in the slot's ledger:
 /// its signed tickets (each with its price), the hold marked confirmed, the
 /// online tally. The caller has moved the places (`take_open_hold`, or a
-/// re-hold of an expired hold's lines).
+/// re-hold of an expired hold's lines). Tickets signed ahead for this very
+/// hold are taken as they are; otherwise the writer signs them here.
 pub(crate) fn issue_order(
     ctx: &mut Ctx<'_>,
     hold_id: Uuid,
     hold: &OpenHold,
     meta: OrderMeta,
+    presigned: Option<Presigned>,
 ) -> Result<Order, Fatal> {
     let Some(row) = ctx.state.slots.get(&hold.slot) else {
         return Err(Fatal::Bookkeeping(format!(
@@ -210,33 +220,23 @@ pub(crate) fn issue_order(
     let order_id = new_id();
     let currency = ctx.state.catalogue.museum.currency;
 
-    let mut tickets = Vec::new();
-    let mut prices = Vec::new();
-    for line in &hold.lines {
-        for _ in 0..line.quantity {
-            let claims = TicketClaims {
-                key_id: ctx.state.signer.key_id,
-                ticket_id: new_id(),
-                slot: slot_id,
-                window_minutes,
-                admits: line.admits_each,
-                product_id: line.product_id.clone(),
-            };
-            let code = ctx
-                .state
-                .signer
-                .sign(&claims)
-                .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
-            prices.push((line.unit_price, line.vat_bp));
-            tickets.push(IssuedTicket {
-                ticket_id: claims.ticket_id,
-                product_id: claims.product_id,
-                slot_id,
-                admits: claims.admits,
-                code,
-            });
-        }
-    }
+    let now = HoldNow {
+        hold_id,
+        slot: slot_id,
+        window_minutes,
+        key_id: ctx.state.signer.key_id,
+        lines: &hold.lines,
+    };
+    let tickets = match presigned.and_then(|p| p.matching(&now)) {
+        Some(tickets) => tickets,
+        None => sign_in_writer(ctx, &now)?,
+    };
+    // One price per ticket, in the tickets' order (line by line, unit by unit).
+    let prices: Vec<(i64, u32)> = hold
+        .lines
+        .iter()
+        .flat_map(|l| (0..l.quantity).map(move |_| (l.unit_price, l.vat_bp)))
+        .collect();
 
     let lines_json =
         serde_json::to_string(&hold.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
@@ -306,6 +306,17 @@ pub(crate) fn issue_order(
         created_at: from_ms(ctx.now_ms),
         tickets,
     })
+}
+
+/// The fallback: no tickets were signed ahead for this hold as it stands.
+fn sign_in_writer(ctx: &Ctx<'_>, now: &HoldNow<'_>) -> Result<Vec<IssuedTicket>, Fatal> {
+    let sketch = HoldSketch::of(now.slot, now.window_minutes, now.lines);
+    let signed = presign(&ctx.state.signer, now.hold_id, &sketch)
+        .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    metrics::counter!("tessera_tickets_signed_in_writer_total").increment(sketch.tickets());
+    signed
+        .matching(now)
+        .ok_or_else(|| Fatal::Bookkeeping("tickets signed for a hold do not match it".into()))
 }
 
 pub(crate) fn cancel_hold(

@@ -518,6 +518,7 @@ fn sweep_expired_holds(tx: &Transaction<'_>, state: &mut State, now_ms: i64) -> 
         }
         state.expiry.pop_first();
         if let Some(hold) = state.holds.remove(&hold_id) {
+            state.hold_closed(hold_id);
             tx.prepare_cached(
                 "UPDATE holds SET status = 'expired' WHERE hold_id = ?1 AND status = 'held'",
             )?

@@ -94,7 +94,7 @@ fn confirm_request() -> ConfirmRequest {
 fn confirm_then(hold: Uuid, fail: Option<&'static str>) -> (Job, Rx<u16>) {
     job(
         move |ctx| {
-            let answer = online::confirm_hold(ctx, hold, confirm_request(), "Test partner")?;
+            let answer = online::confirm_hold(ctx, hold, confirm_request(), "Test partner", None)?;
             // Touch a second slot's unsaved counts too, so the undo has to
             // restore more than the slot it confirmed in.
             let other = *ctx.state.slots.keys().next().expect("slots");
@@ -329,4 +329,132 @@ fn housekeeping_forgets_booking_tokens_nobody_came_back_for() {
     };
     assert_eq!(token("pay_old"), None);
     assert_eq!(token("pay_new").as_deref(), Some("token-pay_new"));
+}
+
+/// Confirms `hold` with the tickets given; answers the order's ticket ids.
+fn confirm_with(
+    w: &mut Writer,
+    hold: Uuid,
+    presigned: Option<crate::sqlite::presign::Presigned>,
+) -> Vec<Uuid> {
+    let (job, rx) = job(
+        move |ctx| {
+            Ok(
+                online::confirm_hold(ctx, hold, confirm_request(), "Test partner", presigned)?.map(
+                    |(_, body)| {
+                        body["tickets"]
+                            .as_array()
+                            .map(|ts| {
+                                ts.iter()
+                                    .filter_map(|t| t["ticket_id"].as_str()?.parse().ok())
+                                    .collect::<Vec<Uuid>>()
+                            })
+                            .unwrap_or_default()
+                    },
+                ),
+            )
+        },
+        None,
+    );
+    let mut batch = vec![job];
+    assert!(w.run_batch(&mut batch));
+    answer(rx).expect("confirmed")
+}
+
+fn stored_ticket_ids(w: &Writer, hold: Uuid) -> Vec<Uuid> {
+    let mut stmt = w
+        .conn
+        .prepare(
+            "SELECT t.ticket_id FROM tickets t JOIN orders o ON o.order_id = t.order_id
+             WHERE o.hold_id = ?1 ORDER BY t.rowid",
+        )
+        .expect("prepare");
+    let ids = stmt
+        .query_map(params![hold.to_string()], |r| r.get::<_, String>(0))
+        .expect("query")
+        .map(|r| r.expect("row").parse().expect("uuid"))
+        .collect();
+    ids
+}
+
+#[test]
+fn tickets_signed_ahead_from_the_published_sketch_are_the_ones_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut w = writer(dir.path());
+    let slot = open_slot(&w);
+    let held = hold(&mut w, slot, 3);
+    let sketch = w
+        .shared
+        .hold_sketches
+        .read()
+        .unwrap()
+        .get(&held)
+        .cloned()
+        .expect("the committed hold's sketch is published");
+    let signer = w
+        .shared
+        .signer
+        .read()
+        .unwrap()
+        .clone()
+        .expect("signer published");
+    let signed = crate::sqlite::presign::presign(&signer, held, &sketch).expect("signed");
+    let ahead = signed.ticket_ids();
+    assert_eq!(ahead.len(), 3);
+    assert_eq!(confirm_with(&mut w, held, Some(signed)), ahead);
+    assert_eq!(stored_ticket_ids(&w, held), ahead);
+    // Confirmed: no longer offered for signing.
+    assert!(w.shared.hold_sketches.read().unwrap().get(&held).is_none());
+    // Every stored code verifies and names its own ticket.
+    let ring = w.state.keys.0.clone();
+    let mut stmt = w
+        .conn
+        .prepare("SELECT ticket_id, code FROM tickets WHERE order_id IS NOT NULL")
+        .expect("prepare");
+    let rows: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    for (id, code) in rows {
+        assert_eq!(
+            ring.verify(&code).expect("verifies").ticket_id.to_string(),
+            id
+        );
+    }
+}
+
+#[test]
+fn tickets_signed_for_another_hold_are_not_taken_and_the_writer_signs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut w = writer(dir.path());
+    let slot = open_slot(&w);
+    let small = hold(&mut w, slot, 1);
+    let big = hold(&mut w, slot, 2);
+    let sketch = w
+        .shared
+        .hold_sketches
+        .read()
+        .unwrap()
+        .get(&small)
+        .cloned()
+        .expect("sketch");
+    let signer = w.shared.signer.read().unwrap().clone().expect("signer");
+    // Signed for `small` (one ticket) but sent with `big`'s confirmation.
+    let wrong = crate::sqlite::presign::presign(&signer, small, &sketch).expect("signed");
+    let wrong_ids = wrong.ticket_ids();
+    let tickets = confirm_with(&mut w, big, Some(wrong));
+    assert_eq!(tickets.len(), 2);
+    assert!(!tickets.contains(&wrong_ids[0]));
+    assert_eq!(stored_ticket_ids(&w, big), tickets);
+    let ring = w.state.keys.0.clone();
+    let code: String = w
+        .conn
+        .query_row(
+            "SELECT code FROM tickets WHERE ticket_id = ?1",
+            params![tickets[0].to_string()],
+            |r| r.get(0),
+        )
+        .expect("ticket");
+    assert_eq!(ring.verify(&code).expect("verifies").ticket_id, tickets[0]);
 }
