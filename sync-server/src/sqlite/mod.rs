@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod channels;
 mod checkout;
+pub mod checkpoint;
 mod devices;
 pub(crate) mod failpoint;
 mod gate;
@@ -97,6 +98,7 @@ impl SqliteStore {
     /// Opens the database, loads the inventory and starts the writer thread.
     pub fn open(path: &Path, config: StoreConfig, clock: Clock) -> Result<SqliteStore, OpenError> {
         let conn = schema::open(path)?;
+        checkpoint::writer_connection(&conn)?;
         idempotency::set_keys_in_memory(config.idempotency_keys_in_memory);
         let mut state = State::load(&conn, clock.now_ms())?;
         let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
@@ -128,7 +130,10 @@ impl SqliteStore {
             data_version,
             horizon_days,
             offers: offers.clone(),
+            wal: checkpoint::WalBound::new(path, config.wal_limit_bytes),
         };
+        checkpoint::spawn(path, &shared)
+            .map_err(|e| OpenError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let (jobs, rx) = mpsc::channel(8192);
         let (status, writer_status) = watch::channel(WriterStatus::Running);
         std::thread::Builder::new()

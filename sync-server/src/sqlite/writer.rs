@@ -171,6 +171,8 @@ pub(crate) struct Writer {
     pub data_version: i64,
     pub horizon_days: i64,
     pub offers: Arc<super::waitlist::OfferSettings>,
+    /// The WAL's bound, kept between batches.
+    pub wal: super::checkpoint::WalBound,
 }
 
 impl Writer {
@@ -233,6 +235,8 @@ impl Writer {
         }
         metrics::histogram!("tessera_commit_batch_jobs").record(size as f64);
         metrics::histogram!("tessera_commit_seconds").record(started.elapsed().as_secs_f64());
+        // Outside the batch's transaction, after its callers are answered.
+        self.wal.keep(&self.conn);
         committed
     }
 

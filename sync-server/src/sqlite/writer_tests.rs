@@ -44,6 +44,7 @@ fn writer(dir: &Path) -> Writer {
             offer_ms: 1_800_000,
             public_url: std::sync::RwLock::new("http://127.0.0.1".into()),
         }),
+        wal: crate::sqlite::checkpoint::WalBound::new(&db, 64 * 1024 * 1024),
     }
 }
 
@@ -457,4 +458,83 @@ fn tickets_signed_for_another_hold_are_not_taken_and_the_writer_signs() {
         )
         .expect("ticket");
     assert_eq!(ring.verify(&code).expect("verifies").ticket_id, tickets[0]);
+}
+
+fn wal_bytes(db: &Path) -> u64 {
+    std::fs::metadata(db.with_file_name("server.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+fn holds_in(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.query_row("SELECT COUNT(*) FROM holds", [], |r| r.get(0))
+        .expect("count")
+}
+
+#[test]
+fn under_continuous_writes_the_wal_stays_bounded_and_a_crash_loses_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("server.db");
+    let mut w = writer(dir.path());
+    crate::sqlite::checkpoint::writer_connection(&w.conn).expect("autocheckpoint off");
+    let limit: u64 = 256 * 1024;
+    w.wal = crate::sqlite::checkpoint::WalBound::new(&db, limit);
+    // The passive checkpoints run beside the writer, as in the server.
+    crate::sqlite::checkpoint::spawn(&db, &w.shared).expect("checkpoint thread");
+    // Slots late in the horizon, each far from full with 40 holds.
+    let slots: Vec<SlotId> = w.state.slots.keys().rev().take(60).copied().collect();
+    assert_eq!(slots.len(), 60);
+    let before = holds_in(&db);
+    let mut largest_batch_growth = 0;
+    let mut most = 0;
+    let mut answers = Vec::new();
+    for &slot in &slots {
+        let start = wal_bytes(&db);
+        let mut batch = Vec::new();
+        for _ in 0..40 {
+            let cart = price_cart(
+                &w.state.catalogue,
+                &[CartLine {
+                    product_id: "adult".into(),
+                    quantity: 1,
+                    membership_numbers: vec![],
+                }],
+                Channel::Online,
+                CartLimits::ONLINE,
+            )
+            .expect("priced");
+            let (job, rx) = job(move |ctx| online::create_hold(ctx, slot, cart), None);
+            batch.push(job);
+            answers.push(rx);
+        }
+        assert!(w.run_batch(&mut batch));
+        for rx in answers.drain(..) {
+            answer(rx).expect("held");
+        }
+        let end = wal_bytes(&db);
+        largest_batch_growth = largest_batch_growth.max(end.saturating_sub(start));
+        most = most.max(end);
+    }
+    // 2,400 holds wrote several times the bound in all; the file never held
+    // more than the bound plus what one batch adds before the writer's check.
+    assert!(
+        most <= limit + largest_batch_growth,
+        "WAL reached {most} bytes, bound {limit}, one batch {largest_batch_growth}"
+    );
+    // A crash: the writer's connection is never closed (no final checkpoint).
+    let Writer { conn, shared, .. } = w;
+    std::mem::forget(conn);
+    drop(shared);
+    assert_eq!(holds_in(&db) - before, 60 * 40);
+    let again = schema::open(&db).expect("reopen");
+    let state = State::load(&again, Clock::system().now_ms()).expect("load");
+    assert_eq!(
+        state
+            .holds
+            .values()
+            .filter(|h| slots.contains(&h.slot))
+            .count(),
+        60 * 40
+    );
 }
