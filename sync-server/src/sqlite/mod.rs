@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use self::admin::{LeaseInfo, Revoked};
-use self::idempotency::idempotent;
+use self::idempotency::{idempotent, idempotent_typed};
 pub use self::schema::OpenError;
 pub use self::state::slot_footprint;
 use self::state::{Shared, State};
@@ -374,8 +374,13 @@ impl Store for SqliteStore {
         slot: SlotId,
         cart: PricedCart,
     ) -> Result<Answer, StoreError> {
-        self.submit(move |ctx| idempotent(ctx, &idem, |ctx| online::create_hold(ctx, slot, cart)))
-            .await
+        let reply = self
+            .submit(move |ctx| {
+                idempotent_typed(ctx, &idem, |ctx| online::create_hold(ctx, slot, cart))
+            })
+            .await?;
+        // The answer's JSON is built here, on the request's task.
+        Ok(reply.into_answer())
     }
 
     async fn confirm_hold(
@@ -386,12 +391,14 @@ impl Store for SqliteStore {
         channel: ChannelInfo,
     ) -> Result<Answer, StoreError> {
         let presigned = self.presign(hold.0).await;
-        self.submit(move |ctx| {
-            idempotent(ctx, &idem, |ctx| {
-                online::confirm_hold(ctx, hold.0, request, &channel.name, presigned)
+        let reply = self
+            .submit(move |ctx| {
+                idempotent_typed(ctx, &idem, |ctx| {
+                    online::confirm_hold(ctx, hold.0, request, &channel.name, presigned)
+                })
             })
-        })
-        .await
+            .await?;
+        Ok(reply.into_answer())
     }
 
     fn authenticate_channel(&self, token: &str) -> Option<ChannelInfo> {

@@ -2,7 +2,6 @@
 //! signed tickets, cancellation.
 
 use rusqlite::{params, OptionalExtension};
-use serde_json::json;
 use tessera_core::api::online::{ConfirmRequest, Hold, IssuedTicket, Order};
 use tessera_core::ids::new_id;
 use tessera_core::inventory::{hold_expires_at, hold_is_open};
@@ -12,6 +11,7 @@ use tessera_core::slot::SlotId;
 use tessera_core::tally::ONLINE_ACTOR;
 use uuid::Uuid;
 
+use super::idempotency::Body;
 use super::presign::{presign, HoldNow, HoldSketch, Presigned};
 use super::sql::Text;
 use super::state::OpenHold;
@@ -19,7 +19,7 @@ use super::writer::{Ctx, Fatal};
 use crate::store::{Refusal, StoreError};
 use tessera_core::clock::from_ms;
 
-type Outcome = Result<Result<(u16, serde_json::Value), StoreError>, Fatal>;
+type Outcome = Result<Result<(u16, Body), StoreError>, Fatal>;
 
 pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) -> Outcome {
     if let Err(e) = super::older::keep_if_sellable(ctx.state, ctx.tx, slot_id, ctx.now_ms)? {
@@ -80,7 +80,7 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
     );
     ctx.state.dirty_slots.insert(slot_id);
     metrics::counter!("tessera_holds_created_total").increment(1);
-    Ok(Ok((201, json!(hold))))
+    Ok(Ok((201, Body::Hold(Box::new(hold)))))
 }
 
 /// Why a hold that is not open cannot be confirmed or cancelled.
@@ -162,7 +162,7 @@ pub(crate) fn confirm_hold(
         reference: Some(crate::secrets::new_reference()),
     };
     let order = issue_order(ctx, hold_id, &hold, meta, presigned)?;
-    Ok(Ok((201, json!(order))))
+    Ok(Ok((201, Body::Order(Box::new(order)))))
 }
 
 /// Takes an open, unexpired hold out of the open set and turns its held

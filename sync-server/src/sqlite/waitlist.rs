@@ -254,6 +254,7 @@ pub(crate) fn take_offer(ctx: &mut Ctx<'_>, hash: Vec<u8>, cart: PricedCart) -> 
             )))
         }
     };
+    let answer = (answer.0, answer.1.into_json());
     let hold_id = answer.1["hold_id"].as_str().unwrap_or_default().to_string();
     ctx.tx
         .prepare_cached("UPDATE waitlist SET state = 'taken', taken_hold_id = ?2 WHERE seq = ?1")?

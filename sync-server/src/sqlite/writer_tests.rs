@@ -74,8 +74,12 @@ fn hold(w: &mut Writer, slot: SlotId, adults: u32) -> Uuid {
     .expect("priced");
     let (job, rx) = job(
         move |ctx| {
-            Ok(online::create_hold(ctx, slot, cart)?
-                .map(|(_, body)| body["hold_id"].as_str().unwrap_or_default().to_string()))
+            Ok(online::create_hold(ctx, slot, cart)?.map(|(_, body)| {
+                body.into_json()["hold_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            }))
         },
         None,
     );
@@ -343,7 +347,7 @@ fn confirm_with(
             Ok(
                 online::confirm_hold(ctx, hold, confirm_request(), "Test partner", presigned)?.map(
                     |(_, body)| {
-                        body["tickets"]
+                        body.into_json()["tickets"]
                             .as_array()
                             .map(|ts| {
                                 ts.iter()
