@@ -421,6 +421,7 @@ fn carry_out(
                 admissions: hold.admissions,
                 expires_ms: ctx.now_ms,
                 lines: hold.lines,
+                lines_json: None,
                 total: hold.total,
             }
         }

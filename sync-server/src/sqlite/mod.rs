@@ -374,9 +374,12 @@ impl Store for SqliteStore {
         slot: SlotId,
         cart: PricedCart,
     ) -> Result<Answer, StoreError> {
+        let lines = online::CartLines::of(&cart)?;
         let reply = self
             .submit(move |ctx| {
-                idempotent_typed(ctx, &idem, |ctx| online::create_hold(ctx, slot, cart))
+                idempotent_typed(ctx, &idem, |ctx| {
+                    online::create_hold(ctx, slot, cart, lines)
+                })
             })
             .await?;
         // The answer's JSON is built here, on the request's task.

@@ -21,7 +21,24 @@ use tessera_core::clock::from_ms;
 
 type Outcome = Result<Result<(u16, Body), StoreError>, Fatal>;
 
-pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) -> Outcome {
+/// Cart lines in the text the `holds` and `orders` rows store them in,
+/// serialized by the request's task before its job reaches the writer.
+pub(crate) struct CartLines(String);
+
+impl CartLines {
+    pub fn of(cart: &PricedCart) -> Result<CartLines, StoreError> {
+        serde_json::to_string(&cart.lines)
+            .map(CartLines)
+            .map_err(|e| StoreError::Storage(e.to_string()))
+    }
+}
+
+pub(crate) fn create_hold(
+    ctx: &mut Ctx<'_>,
+    slot_id: SlotId,
+    cart: PricedCart,
+    lines_json: CartLines,
+) -> Outcome {
     if let Err(e) = super::older::keep_if_sellable(ctx.state, ctx.tx, slot_id, ctx.now_ms)? {
         return Ok(Err(e));
     }
@@ -38,8 +55,7 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
     let window_minutes = row.slot.window_minutes;
     let hold_id = new_id();
     let expires_ms = hold_expires_at(ctx.now_ms, ctx.hold_ttl_ms);
-    let lines_json =
-        serde_json::to_string(&cart.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    let lines_json = lines_json.0;
     ctx.tx
         .prepare_cached(
             "INSERT INTO holds (hold_id, slot_id, admissions, lines, total, currency, created_at, expires_at, status)
@@ -49,7 +65,7 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
             Text(&hold_id),
             Text(&slot_id),
             cart.admissions,
-            lines_json,
+            &lines_json,
             cart.total.amount,
             cart.total.currency.as_str(),
             ctx.now_ms,
@@ -75,6 +91,7 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
             admissions: cart.admissions,
             expires_ms,
             lines: cart.lines,
+            lines_json: Some(lines_json),
             total: cart.total.amount,
         },
     );
@@ -238,8 +255,15 @@ pub(crate) fn issue_order(
         .flat_map(|l| (0..l.quantity).map(move |_| (l.unit_price, l.vat_bp)))
         .collect();
 
-    let lines_json =
-        serde_json::to_string(&hold.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    let serialized;
+    let lines_json = match &hold.lines_json {
+        Some(text) => text.as_str(),
+        None => {
+            serialized = serde_json::to_string(&hold.lines)
+                .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            serialized.as_str()
+        }
+    };
     let tx = ctx.tx;
     tx.prepare_cached(
         "INSERT INTO orders (order_id, hold_id, slot_id, admissions, total, currency, lines, payment_reference, email, created_at,

@@ -40,6 +40,9 @@ pub(crate) struct OpenHold {
     pub admissions: u32,
     pub expires_ms: i64,
     pub lines: Vec<PricedLine>,
+    /// `lines` as stored in the hold's row, when known: the order's row
+    /// stores the same text, so a confirmation need not serialize it again.
+    pub lines_json: Option<String>,
     pub total: i64,
 }
 
@@ -311,6 +314,7 @@ fn hold_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Uuid, OpenHold)> {
             admissions: r.get(2)?,
             expires_ms: r.get(3)?,
             lines: serde_json::from_str(&lines).unwrap_or_default(),
+            lines_json: Some(lines),
             total: r.get(5)?,
         },
     ))

@@ -74,12 +74,15 @@ fn hold(w: &mut Writer, slot: SlotId, adults: u32) -> Uuid {
     .expect("priced");
     let (job, rx) = job(
         move |ctx| {
-            Ok(online::create_hold(ctx, slot, cart)?.map(|(_, body)| {
-                body.into_json()["hold_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string()
-            }))
+            let lines = online::CartLines::of(&cart).expect("lines");
+            Ok(
+                online::create_hold(ctx, slot, cart, lines)?.map(|(_, body)| {
+                    body.into_json()["hold_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                }),
+            )
         },
         None,
     );
@@ -508,7 +511,8 @@ fn under_continuous_writes_the_wal_stays_bounded_and_a_crash_loses_nothing() {
                 CartLimits::ONLINE,
             )
             .expect("priced");
-            let (job, rx) = job(move |ctx| online::create_hold(ctx, slot, cart), None);
+            let lines = online::CartLines::of(&cart).expect("lines");
+            let (job, rx) = job(move |ctx| online::create_hold(ctx, slot, cart, lines), None);
             batch.push(job);
             answers.push(rx);
         }
