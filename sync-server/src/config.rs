@@ -34,6 +34,9 @@ pub struct ServerConfig {
     /// Idempotency-Key records the writer keeps in memory; older ones are
     /// found in the database (slower, still correct).
     pub idempotency_keys_in_memory: usize,
+    /// SQLite: the WAL file's bound in MiB; past it the writer checkpoints
+    /// and truncates the WAL between batches.
+    pub wal_limit_mib: u64,
     /// The visitors' web shop (`[shop]`).
     pub shop: ShopSettings,
     /// How online payments are taken (`[payments]`).
@@ -481,6 +484,7 @@ impl Default for ServerConfig {
             log_format: "text".into(),
             clients: ClientLimits::default(),
             idempotency_keys_in_memory: 200_000,
+            wal_limit_mib: 64,
             shop: ShopSettings::default(),
             payments: PaymentSettings::default(),
             mail: MailSettings::default(),
@@ -536,6 +540,7 @@ impl ServerConfig {
             lease_policy: self.leases,
             idempotency_keys_in_memory: self.idempotency_keys_in_memory,
             offer_ttl: self.waitlist.offer_ttl(),
+            wal_limit_bytes: self.wal_limit_mib.clamp(1, 1 << 20) * 1024 * 1024,
         })
     }
 }

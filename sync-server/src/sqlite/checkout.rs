@@ -421,6 +421,7 @@ fn carry_out(
                 admissions: hold.admissions,
                 expires_ms: ctx.now_ms,
                 lines: hold.lines,
+                lines_json: None,
                 total: hold.total,
             }
         }
@@ -436,7 +437,7 @@ fn carry_out(
         booking_token_hash: Some(secrets::hash(&token)),
         reference: Some(secrets::new_reference()),
     };
-    let order = issue_order(ctx, hold_id, &open, meta)?;
+    let order = issue_order(ctx, hold_id, &open, meta, None)?;
     ctx.tx
         .prepare_cached(
             "UPDATE payments SET status = 'paid', order_id = ?2, booking_token = ?3 WHERE payment_id = ?1",

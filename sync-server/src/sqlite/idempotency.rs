@@ -19,9 +19,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::sql::{parse_slot, parse_uuid, Text};
 use super::state::IDEMPOTENCY_KEEP_MS;
 use super::writer::{Ctx, Fatal};
 use crate::store::{Answer, Idem, Refusal, StoreError};
+use tessera_core::api::online::{Hold, IssuedTicket, Order};
+use tessera_core::clock::from_ms;
+use tessera_core::money::{Currency, Money};
+use uuid::Uuid;
 
 /// About 10 MB of memory (see docs/BENCHMARKS.md): far more keys than a
 /// museum's day of online checkouts.
@@ -173,6 +178,56 @@ fn worth_recording(e: &StoreError) -> bool {
     e.is_final_outcome() && !matches!(e, StoreError::Refused(Refusal::SoldOut { .. }))
 }
 
+/// How a record's `body` column reads (`form`, migration 0017).
+const FORM_JSON: i64 = 0;
+const FORM_HOLD: i64 = 1;
+const FORM_ORDER: i64 = 2;
+
+/// A first answer as the writer hands it back. Holds and orders stay typed:
+/// their JSON is built by the caller's task after the commit, and their
+/// record holds only their id, the rows being the answer (they are written
+/// once and never changed in what the answer shows).
+pub(crate) enum Body {
+    Json(serde_json::Value),
+    Hold(Box<Hold>),
+    Order(Box<Order>),
+}
+
+impl Body {
+    fn stored(&self) -> (i64, String) {
+        match self {
+            Body::Json(v) => (FORM_JSON, v.to_string()),
+            Body::Hold(h) => (FORM_HOLD, h.hold_id.to_string()),
+            Body::Order(o) => (FORM_ORDER, o.order_id.to_string()),
+        }
+    }
+
+    pub fn into_json(self) -> serde_json::Value {
+        match self {
+            Body::Json(v) => v,
+            Body::Hold(h) => serde_json::json!(h),
+            Body::Order(o) => serde_json::json!(o),
+        }
+    }
+}
+
+/// What `idempotent_typed` answers; `into_answer` off the writer's thread.
+pub(crate) struct Reply {
+    pub status: u16,
+    pub body: Body,
+    pub replayed: bool,
+}
+
+impl Reply {
+    pub fn into_answer(self) -> Answer {
+        Answer {
+            status: self.status,
+            body: self.body.into_json(),
+            replayed: self.replayed,
+        }
+    }
+}
+
 /// Runs `f` at most once per Idempotency-Key: a retry gets the stored first
 /// answer; the same key with a different request is refused.
 pub(crate) fn idempotent(
@@ -180,6 +235,18 @@ pub(crate) fn idempotent(
     idem: &Idem,
     f: impl FnOnce(&mut Ctx<'_>) -> Result<Result<(u16, serde_json::Value), StoreError>, Fatal>,
 ) -> Result<Result<Answer, StoreError>, Fatal> {
+    let reply = idempotent_typed(ctx, idem, |ctx| {
+        Ok(f(ctx)?.map(|(status, body)| (status, Body::Json(body))))
+    })?;
+    Ok(reply.map(Reply::into_answer))
+}
+
+/// `idempotent` for work that answers a typed body (holds, orders).
+pub(crate) fn idempotent_typed(
+    ctx: &mut Ctx<'_>,
+    idem: &Idem,
+    f: impl FnOnce(&mut Ctx<'_>) -> Result<Result<(u16, Body), StoreError>, Fatal>,
+) -> Result<Result<Reply, StoreError>, Fatal> {
     let key = key_hash(&idem.key);
     let request: [u8; 32] = idem
         .request_hash
@@ -187,19 +254,23 @@ pub(crate) fn idempotent(
         .try_into()
         .map_err(|_| Fatal::Bookkeeping("request hash is not 32 bytes".into()))?;
     if let Some(row) = ctx.state.idempotency.find(ctx.tx, &key)? {
-        let first: Option<(Vec<u8>, u16, String)> = ctx
+        let first: Option<(Vec<u8>, u16, i64, String)> = ctx
             .tx
-            .prepare_cached("SELECT request_hash, status, body FROM idempotency_log WHERE id = ?1")?
-            .query_row(params![row], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .prepare_cached(
+                "SELECT request_hash, status, form, body FROM idempotency_log WHERE id = ?1",
+            )?
+            .query_row(params![row], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
         // No row: it was pruned with the rest of its day; the key is new again.
-        if let Some((first_request, status, body)) = first {
+        if let Some((first_request, status, form, body)) = first {
             if first_request != request {
                 return Ok(Err(Refusal::IdempotencyKeyReused.into()));
             }
-            let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+            let body = stored_body(ctx, form, &body)?;
             metrics::counter!("tessera_idempotent_replays_total").increment(1);
-            return Ok(Ok(Answer {
+            return Ok(Ok(Reply {
                 status,
                 body,
                 replayed: true,
@@ -208,21 +279,113 @@ pub(crate) fn idempotent(
     }
     let (status, body) = match f(ctx)? {
         Ok(ok) => ok,
-        Err(e) if worth_recording(&e) => (e.status(), e.body()),
+        Err(e) if worth_recording(&e) => (e.status(), Body::Json(e.body())),
         Err(e) => return Ok(Err(e)),
     };
+    let (form, stored) = body.stored();
     ctx.tx
         .prepare_cached(
-            "INSERT INTO idempotency_log (key_hash, request_hash, status, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO idempotency_log (key_hash, request_hash, status, form, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![key.to_vec(), request.to_vec(), status, body.to_string(), ctx.now_ms])?;
+        .execute(params![&key[..], &request[..], status, form, stored, ctx.now_ms])?;
     let row = ctx.tx.last_insert_rowid();
     ctx.state.idempotency.insert(ctx.tx, key, row)?;
-    Ok(Ok(Answer {
+    Ok(Ok(Reply {
         status,
         body,
         replayed: false,
     }))
+}
+
+/// A stored first answer, read back in the form it was written in.
+fn stored_body(ctx: &Ctx<'_>, form: i64, body: &str) -> Result<Body, Fatal> {
+    match form {
+        FORM_HOLD => {
+            let id = parse_uuid(body).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            Ok(Body::Hold(Box::new(stored_hold(ctx, id)?)))
+        }
+        FORM_ORDER => {
+            let id = parse_uuid(body).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            Ok(Body::Order(Box::new(stored_order(ctx, id)?)))
+        }
+        _ => Ok(Body::Json(
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )),
+    }
+}
+
+fn money(amount: i64, currency: &str) -> Result<Money, Fatal> {
+    let currency = Currency::new(currency).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    Ok(Money::new(amount, currency))
+}
+
+/// A hold's first answer, from its row (what it shows never changes).
+fn stored_hold(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<Hold, Fatal> {
+    let row: Option<(String, i64, i64, String, u32, String)> = ctx
+        .tx
+        .prepare_cached(
+            "SELECT slot_id, expires_at, total, currency, admissions, lines FROM holds WHERE hold_id = ?1",
+        )?
+        .query_row(params![Text(&hold_id)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .optional()?;
+    let Some((slot, expires_ms, total, currency, admissions, lines)) = row else {
+        return Err(Fatal::Bookkeeping(format!(
+            "idempotency record names hold {hold_id}, which is gone"
+        )));
+    };
+    Ok(Hold {
+        hold_id,
+        slot_id: parse_slot(&slot)?,
+        expires_at: from_ms(expires_ms),
+        total: money(total, &currency)?,
+        admissions,
+        lines: serde_json::from_str(&lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?,
+    })
+}
+
+/// An order's first answer, from its row and its tickets in the order they
+/// were written.
+fn stored_order(ctx: &Ctx<'_>, order_id: Uuid) -> Result<Order, Fatal> {
+    let row: Option<(String, String, i64, String, String, i64)> = ctx
+        .tx
+        .prepare_cached(
+            "SELECT hold_id, slot_id, total, currency, payment_reference, created_at FROM orders WHERE order_id = ?1",
+        )?
+        .query_row(params![Text(&order_id)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
+        .optional()?;
+    let Some((hold, slot, total, currency, payment_reference, created_ms)) = row else {
+        return Err(Fatal::Bookkeeping(format!(
+            "idempotency record names order {order_id}, which is gone"
+        )));
+    };
+    let slot_id = parse_slot(&slot)?;
+    let mut stmt = ctx.tx.prepare_cached(
+        "SELECT ticket_id, product_id, admits, code FROM tickets WHERE order_id = ?1 ORDER BY rowid",
+    )?;
+    let tickets = stmt
+        .query_map(params![Text(&order_id)], |r| {
+            Ok(IssuedTicket {
+                ticket_id: parse_uuid(&r.get::<_, String>(0)?)?,
+                product_id: r.get(1)?,
+                slot_id,
+                admits: r.get(2)?,
+                code: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Order {
+        order_id,
+        hold_id: parse_uuid(&hold)?,
+        slot_id,
+        total: money(total, &currency)?,
+        payment_reference,
+        created_at: from_ms(created_ms),
+        tickets,
+    })
 }
 
 fn key_hash(key: &str) -> [u8; 16] {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod channels;
 mod checkout;
+pub mod checkpoint;
 mod devices;
 pub(crate) mod failpoint;
 mod gate;
@@ -11,6 +12,7 @@ pub mod idempotency;
 mod older;
 mod online;
 pub mod outbox;
+mod presign;
 pub mod schema;
 mod sql;
 mod staff;
@@ -43,7 +45,7 @@ use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use self::admin::{LeaseInfo, Revoked};
-use self::idempotency::idempotent;
+use self::idempotency::{idempotent, idempotent_typed};
 pub use self::schema::OpenError;
 pub use self::state::slot_footprint;
 use self::state::{Shared, State};
@@ -88,10 +90,15 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+/// Tickets a confirm handler signs on its own task before it would rather
+/// hand the work to the blocking pool.
+const PRESIGN_ON_TASK: u64 = 4;
+
 impl SqliteStore {
     /// Opens the database, loads the inventory and starts the writer thread.
     pub fn open(path: &Path, config: StoreConfig, clock: Clock) -> Result<SqliteStore, OpenError> {
         let conn = schema::open(path)?;
+        checkpoint::writer_connection(&conn)?;
         idempotency::set_keys_in_memory(config.idempotency_keys_in_memory);
         let mut state = State::load(&conn, clock.now_ms())?;
         let data_version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
@@ -123,7 +130,10 @@ impl SqliteStore {
             data_version,
             horizon_days,
             offers: offers.clone(),
+            wal: checkpoint::WalBound::new(path, config.wal_limit_bytes),
         };
+        checkpoint::spawn(path, &shared)
+            .map_err(|e| OpenError::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))?;
         let (jobs, rx) = mpsc::channel(8192);
         let (status, writer_status) = watch::channel(WriterStatus::Running);
         std::thread::Builder::new()
@@ -170,6 +180,34 @@ impl SqliteStore {
             .await
             .map_err(|_| StoreError::Unavailable)?;
         rx.await.map_err(|_| StoreError::Unavailable)?
+    }
+
+    /// Signs an open hold's tickets here, off the writer, from the sketch
+    /// published at its commit; `None` (the writer signs) when the hold is
+    /// not open as of the last commit (a retry, an expired hold).
+    async fn presign(&self, hold_id: uuid::Uuid) -> Option<presign::Presigned> {
+        let sketch = self
+            .shared
+            .hold_sketches
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hold_id)
+            .cloned()?;
+        let signer = self
+            .shared
+            .signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        // A few signatures take tens of microseconds: fine on this task; a
+        // big family cart goes to the blocking pool so no worker stalls.
+        if sketch.tickets() <= PRESIGN_ON_TASK {
+            return presign::presign(&signer, hold_id, &sketch).ok();
+        }
+        tokio::task::spawn_blocking(move || presign::presign(&signer, hold_id, &sketch).ok())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Resolves with the reason if the writer thread dies; never if it
@@ -336,8 +374,16 @@ impl Store for SqliteStore {
         slot: SlotId,
         cart: PricedCart,
     ) -> Result<Answer, StoreError> {
-        self.submit(move |ctx| idempotent(ctx, &idem, |ctx| online::create_hold(ctx, slot, cart)))
-            .await
+        let lines = online::CartLines::of(&cart)?;
+        let reply = self
+            .submit(move |ctx| {
+                idempotent_typed(ctx, &idem, |ctx| {
+                    online::create_hold(ctx, slot, cart, lines)
+                })
+            })
+            .await?;
+        // The answer's JSON is built here, on the request's task.
+        Ok(reply.into_answer())
     }
 
     async fn confirm_hold(
@@ -347,12 +393,15 @@ impl Store for SqliteStore {
         request: ConfirmRequest,
         channel: ChannelInfo,
     ) -> Result<Answer, StoreError> {
-        self.submit(move |ctx| {
-            idempotent(ctx, &idem, |ctx| {
-                online::confirm_hold(ctx, hold.0, request, &channel.name)
+        let presigned = self.presign(hold.0).await;
+        let reply = self
+            .submit(move |ctx| {
+                idempotent_typed(ctx, &idem, |ctx| {
+                    online::confirm_hold(ctx, hold.0, request, &channel.name, presigned)
+                })
             })
-        })
-        .await
+            .await?;
+        Ok(reply.into_answer())
     }
 
     fn authenticate_channel(&self, token: &str) -> Option<ChannelInfo> {

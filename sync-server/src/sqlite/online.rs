@@ -2,7 +2,6 @@
 //! signed tickets, cancellation.
 
 use rusqlite::{params, OptionalExtension};
-use serde_json::json;
 use tessera_core::api::online::{ConfirmRequest, Hold, IssuedTicket, Order};
 use tessera_core::ids::new_id;
 use tessera_core::inventory::{hold_expires_at, hold_is_open};
@@ -10,18 +9,36 @@ use tessera_core::money::Money;
 use tessera_core::pricing::PricedCart;
 use tessera_core::slot::SlotId;
 use tessera_core::tally::ONLINE_ACTOR;
-use tessera_core::ticket_code::TicketClaims;
 use uuid::Uuid;
 
+use super::idempotency::Body;
+use super::presign::{presign, HoldNow, HoldSketch, Presigned};
 use super::sql::Text;
 use super::state::OpenHold;
 use super::writer::{Ctx, Fatal};
 use crate::store::{Refusal, StoreError};
 use tessera_core::clock::from_ms;
 
-type Outcome = Result<Result<(u16, serde_json::Value), StoreError>, Fatal>;
+type Outcome = Result<Result<(u16, Body), StoreError>, Fatal>;
 
-pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) -> Outcome {
+/// Cart lines in the text the `holds` and `orders` rows store them in,
+/// serialized by the request's task before its job reaches the writer.
+pub(crate) struct CartLines(String);
+
+impl CartLines {
+    pub fn of(cart: &PricedCart) -> Result<CartLines, StoreError> {
+        serde_json::to_string(&cart.lines)
+            .map(CartLines)
+            .map_err(|e| StoreError::Storage(e.to_string()))
+    }
+}
+
+pub(crate) fn create_hold(
+    ctx: &mut Ctx<'_>,
+    slot_id: SlotId,
+    cart: PricedCart,
+    lines_json: CartLines,
+) -> Outcome {
     if let Err(e) = super::older::keep_if_sellable(ctx.state, ctx.tx, slot_id, ctx.now_ms)? {
         return Ok(Err(e));
     }
@@ -35,10 +52,10 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
         metrics::counter!("tessera_sold_out_total").increment(1);
         return Ok(Err(e.into()));
     }
+    let window_minutes = row.slot.window_minutes;
     let hold_id = new_id();
     let expires_ms = hold_expires_at(ctx.now_ms, ctx.hold_ttl_ms);
-    let lines_json =
-        serde_json::to_string(&cart.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    let lines_json = lines_json.0;
     ctx.tx
         .prepare_cached(
             "INSERT INTO holds (hold_id, slot_id, admissions, lines, total, currency, created_at, expires_at, status)
@@ -48,7 +65,7 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
             Text(&hold_id),
             Text(&slot_id),
             cart.admissions,
-            lines_json,
+            &lines_json,
             cart.total.amount,
             cart.total.currency.as_str(),
             ctx.now_ms,
@@ -63,6 +80,10 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
         lines: cart.lines.clone(),
     };
     ctx.state.expiry.insert((expires_ms, hold_id));
+    ctx.state.hold_sketches.push((
+        hold_id,
+        Some(HoldSketch::of(slot_id, window_minutes, &cart.lines)),
+    ));
     ctx.state.holds.insert(
         hold_id,
         OpenHold {
@@ -70,12 +91,13 @@ pub(crate) fn create_hold(ctx: &mut Ctx<'_>, slot_id: SlotId, cart: PricedCart) 
             admissions: cart.admissions,
             expires_ms,
             lines: cart.lines,
+            lines_json: Some(lines_json),
             total: cart.total.amount,
         },
     );
     ctx.state.dirty_slots.insert(slot_id);
     metrics::counter!("tessera_holds_created_total").increment(1);
-    Ok(Ok((201, json!(hold))))
+    Ok(Ok((201, Body::Hold(Box::new(hold)))))
 }
 
 /// Why a hold that is not open cannot be confirmed or cancelled.
@@ -103,6 +125,7 @@ pub(crate) fn closed_hold_error(ctx: &Ctx<'_>, hold_id: Uuid) -> Result<StoreErr
 
 pub(crate) fn release(ctx: &mut Ctx<'_>, hold_id: Uuid, status: &str) -> Result<(), Fatal> {
     if let Some(hold) = ctx.state.holds.remove(&hold_id) {
+        ctx.state.hold_closed(hold_id);
         ctx.state.expiry.remove(&(hold.expires_ms, hold_id));
         ctx.tx
             .prepare_cached("UPDATE holds SET status = ?2 WHERE hold_id = ?1")?
@@ -135,6 +158,7 @@ pub(crate) fn confirm_hold(
     hold_id: Uuid,
     request: ConfirmRequest,
     channel: &str,
+    presigned: Option<Presigned>,
 ) -> Outcome {
     let Some(hold) = take_open_hold(ctx, hold_id)? else {
         return Ok(Err(closed_hold_error(ctx, hold_id)?));
@@ -154,8 +178,8 @@ pub(crate) fn confirm_hold(
         // Readable at the museum's desk, like a web order's.
         reference: Some(crate::secrets::new_reference()),
     };
-    let order = issue_order(ctx, hold_id, &hold, meta)?;
-    Ok(Ok((201, json!(order))))
+    let order = issue_order(ctx, hold_id, &hold, meta, presigned)?;
+    Ok(Ok((201, Body::Order(Box::new(order)))))
 }
 
 /// Takes an open, unexpired hold out of the open set and turns its held
@@ -180,6 +204,7 @@ pub(crate) fn take_open_hold(
     let Some(hold) = ctx.state.holds.remove(&hold_id) else {
         return Ok(None);
     };
+    ctx.state.hold_closed(hold_id);
     ctx.state.expiry.remove(&(hold.expires_ms, hold_id));
     let Some(row) = ctx.state.slots.get_mut(&hold.slot) else {
         return Err(Fatal::Bookkeeping(format!(
@@ -193,12 +218,14 @@ pub(crate) fn take_open_hold(
 /// Writes an order for places already counted as sold in the slot's ledger:
 /// its signed tickets (each with its price), the hold marked confirmed, the
 /// online tally. The caller has moved the places (`take_open_hold`, or a
-/// re-hold of an expired hold's lines).
+/// re-hold of an expired hold's lines). Tickets signed ahead for this very
+/// hold are taken as they are; otherwise the writer signs them here.
 pub(crate) fn issue_order(
     ctx: &mut Ctx<'_>,
     hold_id: Uuid,
     hold: &OpenHold,
     meta: OrderMeta,
+    presigned: Option<Presigned>,
 ) -> Result<Order, Fatal> {
     let Some(row) = ctx.state.slots.get(&hold.slot) else {
         return Err(Fatal::Bookkeeping(format!(
@@ -210,36 +237,33 @@ pub(crate) fn issue_order(
     let order_id = new_id();
     let currency = ctx.state.catalogue.museum.currency;
 
-    let mut tickets = Vec::new();
-    let mut prices = Vec::new();
-    for line in &hold.lines {
-        for _ in 0..line.quantity {
-            let claims = TicketClaims {
-                key_id: ctx.state.signer.key_id,
-                ticket_id: new_id(),
-                slot: slot_id,
-                window_minutes,
-                admits: line.admits_each,
-                product_id: line.product_id.clone(),
-            };
-            let code = ctx
-                .state
-                .signer
-                .sign(&claims)
-                .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
-            prices.push((line.unit_price, line.vat_bp));
-            tickets.push(IssuedTicket {
-                ticket_id: claims.ticket_id,
-                product_id: claims.product_id,
-                slot_id,
-                admits: claims.admits,
-                code,
-            });
-        }
-    }
+    let now = HoldNow {
+        hold_id,
+        slot: slot_id,
+        window_minutes,
+        key_id: ctx.state.signer.key_id,
+        lines: &hold.lines,
+    };
+    let tickets = match presigned.and_then(|p| p.matching(&now)) {
+        Some(tickets) => tickets,
+        None => sign_in_writer(ctx, &now)?,
+    };
+    // One price per ticket, in the tickets' order (line by line, unit by unit).
+    let prices: Vec<(i64, u32)> = hold
+        .lines
+        .iter()
+        .flat_map(|l| (0..l.quantity).map(move |_| (l.unit_price, l.vat_bp)))
+        .collect();
 
-    let lines_json =
-        serde_json::to_string(&hold.lines).map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    let serialized;
+    let lines_json = match &hold.lines_json {
+        Some(text) => text.as_str(),
+        None => {
+            serialized = serde_json::to_string(&hold.lines)
+                .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+            serialized.as_str()
+        }
+    };
     let tx = ctx.tx;
     tx.prepare_cached(
         "INSERT INTO orders (order_id, hold_id, slot_id, admissions, total, currency, lines, payment_reference, email, created_at,
@@ -306,6 +330,17 @@ pub(crate) fn issue_order(
         created_at: from_ms(ctx.now_ms),
         tickets,
     })
+}
+
+/// The fallback: no tickets were signed ahead for this hold as it stands.
+fn sign_in_writer(ctx: &Ctx<'_>, now: &HoldNow<'_>) -> Result<Vec<IssuedTicket>, Fatal> {
+    let sketch = HoldSketch::of(now.slot, now.window_minutes, now.lines);
+    let signed = presign(&ctx.state.signer, now.hold_id, &sketch)
+        .map_err(|e| Fatal::Bookkeeping(e.to_string()))?;
+    metrics::counter!("tessera_tickets_signed_in_writer_total").increment(sketch.tickets());
+    signed
+        .matching(now)
+        .ok_or_else(|| Fatal::Bookkeeping("tickets signed for a hold do not match it".into()))
 }
 
 pub(crate) fn cancel_hold(

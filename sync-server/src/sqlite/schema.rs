@@ -58,6 +58,9 @@ pub(crate) fn migrations() -> Migrations<'static> {
             "../../migrations/0015_sales_by_device_slot.sql"
         )),
         M::up(include_str!("../../migrations/0016_history_bounds.sql")),
+        M::up(include_str!(
+            "../../migrations/0017_idempotency_compact.sql"
+        )),
     ])
 }
 

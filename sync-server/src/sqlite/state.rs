@@ -22,6 +22,7 @@ use tessera_core::ticket_code::{KeyRing, TicketSigner};
 use uuid::Uuid;
 
 use super::idempotency::IdempotencyIndex;
+use super::presign::HoldSketch;
 use super::schema::OpenError;
 use crate::store::{ChannelInfo, DeviceInfo};
 use tessera_core::clock::from_ms;
@@ -39,6 +40,9 @@ pub(crate) struct OpenHold {
     pub admissions: u32,
     pub expires_ms: i64,
     pub lines: Vec<PricedLine>,
+    /// `lines` as stored in the hold's row, when known: the order's row
+    /// stores the same text, so a confirmation need not serialize it again.
+    pub lines_json: Option<String>,
     pub total: i64,
 }
 
@@ -52,7 +56,7 @@ pub(crate) struct State {
     pub slots: BTreeMap<SlotId, SlotRow>,
     pub holds: HashMap<Uuid, OpenHold>,
     pub expiry: BTreeSet<(i64, Uuid)>,
-    pub signer: TicketSigner,
+    pub signer: Arc<TicketSigner>,
     pub leases: Leases,
     pub tallies: Tallies,
     pub catalogue_version: u64,
@@ -74,6 +78,11 @@ pub(crate) struct State {
     pub devices_dirty: bool,
     /// What the device channel is to hear of once this batch commits.
     pub device_notes: crate::store::DeviceNotes,
+    /// Open holds created (`Some`) or closed (`None`) since the last publish,
+    /// for confirm handlers that sign tickets ahead (`presign`).
+    pub hold_sketches: Vec<(Uuid, Option<Arc<HoldSketch>>)>,
+    /// Every open hold's sketch is to be published afresh (after a load).
+    pub sketches_reset: bool,
 }
 
 /// What request handlers read without asking the writer: always committed data.
@@ -85,6 +94,11 @@ pub(crate) struct Shared {
     /// Trusted sales channels by the SHA-256 of their token.
     pub channels: RwLock<HashMap<Vec<u8>, ChannelInfo>>,
     pub keys: RwLock<(Arc<KeyRing>, Arc<PublicKeys>)>,
+    /// Open holds with lines, as of the last commit: what a confirm handler
+    /// signs tickets from before its job reaches the writer.
+    pub hold_sketches: RwLock<HashMap<Uuid, Arc<HoldSketch>>>,
+    /// The server's current ticket-signing key.
+    pub signer: RwLock<Option<Arc<TicketSigner>>>,
     /// Told which days changed each time the writer publishes.
     pub changes: Arc<crate::store::Changes>,
 }
@@ -300,6 +314,7 @@ fn hold_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Uuid, OpenHold)> {
             admissions: r.get(2)?,
             expires_ms: r.get(3)?,
             lines: serde_json::from_str(&lines).unwrap_or_default(),
+            lines_json: Some(lines),
             total: r.get(5)?,
         },
     ))
@@ -352,7 +367,7 @@ impl State {
             slots: BTreeMap::new(),
             holds: HashMap::new(),
             expiry: BTreeSet::new(),
-            signer: TicketSigner::from_seed(key_id, seed),
+            signer: Arc::new(TicketSigner::from_seed(key_id, seed)),
             leases: Leases::default(),
             tallies: Tallies::default(),
             catalogue_version,
@@ -365,6 +380,8 @@ impl State {
             unsaved_slots: HashSet::new(),
             devices_dirty: true,
             device_notes: Default::default(),
+            hold_sketches: Vec::new(),
+            sketches_reset: true,
         };
         state.load_live(conn, first)?;
         state.dirty_slots = state.slots.keys().copied().collect();
@@ -616,6 +633,7 @@ impl State {
             *shared.channels.write().unwrap_or_else(|p| p.into_inner()) = channels;
             *shared.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         }
+        self.publish_sketches(shared);
         shared
             .changes
             .devices(std::mem::take(&mut self.device_notes));
@@ -625,6 +643,56 @@ impl State {
             shared.changes.everything();
         }
         Ok(())
+    }
+}
+
+impl State {
+    /// Tells confirm handlers which holds they may sign tickets for, and
+    /// with which key. Costs the writer a map update per hold opened or
+    /// closed; a full rebuild only after a load.
+    fn publish_sketches(&mut self, shared: &Shared) {
+        {
+            let mut signer = shared.signer.write().unwrap_or_else(|p| p.into_inner());
+            if !signer
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(s, &self.signer))
+            {
+                *signer = Some(Arc::clone(&self.signer));
+            }
+        }
+        if !self.sketches_reset && self.hold_sketches.is_empty() {
+            return;
+        }
+        let mut map = shared
+            .hold_sketches
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if std::mem::take(&mut self.sketches_reset) {
+            self.hold_sketches.clear();
+            map.clear();
+            for (id, hold) in &self.holds {
+                // A waiting-list offer's hold has no lines: nothing to sign.
+                if hold.lines.is_empty() {
+                    continue;
+                }
+                if let Some(row) = self.slots.get(&hold.slot) {
+                    let sketch = HoldSketch::of(hold.slot, row.slot.window_minutes, &hold.lines);
+                    map.insert(*id, sketch);
+                }
+            }
+            return;
+        }
+        for (id, sketch) in self.hold_sketches.drain(..) {
+            match sketch {
+                Some(s) => map.insert(id, s),
+                None => map.remove(&id),
+            };
+        }
+    }
+
+    /// A hold left the open set (confirmed, cancelled, expired).
+    pub fn hold_closed(&mut self, hold_id: Uuid) {
+        self.hold_sketches.push((hold_id, None));
     }
 }
 
@@ -729,6 +797,8 @@ impl Shared {
                 Arc::new(KeyRing::new()),
                 Arc::new(PublicKeys { keys: vec![] }),
             )),
+            hold_sketches: RwLock::new(HashMap::new()),
+            signer: RwLock::new(None),
             changes: Arc::default(),
         }
     }

@@ -246,7 +246,11 @@ pub(crate) fn take_offer(ctx: &mut Ctx<'_>, hash: Vec<u8>, cart: PricedCart) -> 
     // Past every refusal: from here on a failure must roll the job back
     // (Fatal), never answer 4xx with the offer's places already released.
     release(ctx, offer_hold, "cancelled")?;
-    let answer = match create_hold(ctx, offer.slot, cart)? {
+    let lines = match super::online::CartLines::of(&cart) {
+        Ok(lines) => lines,
+        Err(e) => return Err(Fatal::Bookkeeping(e.to_string())),
+    };
+    let answer = match create_hold(ctx, offer.slot, cart, lines)? {
         Ok(answer) => answer,
         Err(e) => {
             return Err(Fatal::Bookkeeping(format!(
@@ -254,6 +258,7 @@ pub(crate) fn take_offer(ctx: &mut Ctx<'_>, hash: Vec<u8>, cart: PricedCart) -> 
             )))
         }
     };
+    let answer = (answer.0, answer.1.into_json());
     let hold_id = answer.1["hold_id"].as_str().unwrap_or_default().to_string();
     ctx.tx
         .prepare_cached("UPDATE waitlist SET state = 'taken', taken_hold_id = ?2 WHERE seq = ?1")?
@@ -396,6 +401,7 @@ fn make_offer(
             admissions: entry.party,
             expires_ms,
             lines: Vec::new(),
+            lines_json: None,
             total: 0,
         },
     );

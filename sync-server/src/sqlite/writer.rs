@@ -171,6 +171,8 @@ pub(crate) struct Writer {
     pub data_version: i64,
     pub horizon_days: i64,
     pub offers: Arc<super::waitlist::OfferSettings>,
+    /// The WAL's bound, kept between batches.
+    pub wal: super::checkpoint::WalBound,
 }
 
 impl Writer {
@@ -233,6 +235,8 @@ impl Writer {
         }
         metrics::histogram!("tessera_commit_batch_jobs").record(size as f64);
         metrics::histogram!("tessera_commit_seconds").record(started.elapsed().as_secs_f64());
+        // Outside the batch's transaction, after its callers are answered.
+        self.wal.keep(&self.conn);
         committed
     }
 
@@ -518,6 +522,7 @@ fn sweep_expired_holds(tx: &Transaction<'_>, state: &mut State, now_ms: i64) -> 
         }
         state.expiry.pop_first();
         if let Some(hold) = state.holds.remove(&hold_id) {
+            state.hold_closed(hold_id);
             tx.prepare_cached(
                 "UPDATE holds SET status = 'expired' WHERE hold_id = ?1 AND status = 'held'",
             )?

@@ -44,6 +44,7 @@ fn writer(dir: &Path) -> Writer {
             offer_ms: 1_800_000,
             public_url: std::sync::RwLock::new("http://127.0.0.1".into()),
         }),
+        wal: crate::sqlite::checkpoint::WalBound::new(&db, 64 * 1024 * 1024),
     }
 }
 
@@ -73,8 +74,15 @@ fn hold(w: &mut Writer, slot: SlotId, adults: u32) -> Uuid {
     .expect("priced");
     let (job, rx) = job(
         move |ctx| {
-            Ok(online::create_hold(ctx, slot, cart)?
-                .map(|(_, body)| body["hold_id"].as_str().unwrap_or_default().to_string()))
+            let lines = online::CartLines::of(&cart).expect("lines");
+            Ok(
+                online::create_hold(ctx, slot, cart, lines)?.map(|(_, body)| {
+                    body.into_json()["hold_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                }),
+            )
         },
         None,
     );
@@ -94,7 +102,7 @@ fn confirm_request() -> ConfirmRequest {
 fn confirm_then(hold: Uuid, fail: Option<&'static str>) -> (Job, Rx<u16>) {
     job(
         move |ctx| {
-            let answer = online::confirm_hold(ctx, hold, confirm_request(), "Test partner")?;
+            let answer = online::confirm_hold(ctx, hold, confirm_request(), "Test partner", None)?;
             // Touch a second slot's unsaved counts too, so the undo has to
             // restore more than the slot it confirmed in.
             let other = *ctx.state.slots.keys().next().expect("slots");
@@ -329,4 +337,212 @@ fn housekeeping_forgets_booking_tokens_nobody_came_back_for() {
     };
     assert_eq!(token("pay_old"), None);
     assert_eq!(token("pay_new").as_deref(), Some("token-pay_new"));
+}
+
+/// Confirms `hold` with the tickets given; answers the order's ticket ids.
+fn confirm_with(
+    w: &mut Writer,
+    hold: Uuid,
+    presigned: Option<crate::sqlite::presign::Presigned>,
+) -> Vec<Uuid> {
+    let (job, rx) = job(
+        move |ctx| {
+            Ok(
+                online::confirm_hold(ctx, hold, confirm_request(), "Test partner", presigned)?.map(
+                    |(_, body)| {
+                        body.into_json()["tickets"]
+                            .as_array()
+                            .map(|ts| {
+                                ts.iter()
+                                    .filter_map(|t| t["ticket_id"].as_str()?.parse().ok())
+                                    .collect::<Vec<Uuid>>()
+                            })
+                            .unwrap_or_default()
+                    },
+                ),
+            )
+        },
+        None,
+    );
+    let mut batch = vec![job];
+    assert!(w.run_batch(&mut batch));
+    answer(rx).expect("confirmed")
+}
+
+fn stored_ticket_ids(w: &Writer, hold: Uuid) -> Vec<Uuid> {
+    let mut stmt = w
+        .conn
+        .prepare(
+            "SELECT t.ticket_id FROM tickets t JOIN orders o ON o.order_id = t.order_id
+             WHERE o.hold_id = ?1 ORDER BY t.rowid",
+        )
+        .expect("prepare");
+    let ids = stmt
+        .query_map(params![hold.to_string()], |r| r.get::<_, String>(0))
+        .expect("query")
+        .map(|r| r.expect("row").parse().expect("uuid"))
+        .collect();
+    ids
+}
+
+#[test]
+fn tickets_signed_ahead_from_the_published_sketch_are_the_ones_stored() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut w = writer(dir.path());
+    let slot = open_slot(&w);
+    let held = hold(&mut w, slot, 3);
+    let sketch = w
+        .shared
+        .hold_sketches
+        .read()
+        .unwrap()
+        .get(&held)
+        .cloned()
+        .expect("the committed hold's sketch is published");
+    let signer = w
+        .shared
+        .signer
+        .read()
+        .unwrap()
+        .clone()
+        .expect("signer published");
+    let signed = crate::sqlite::presign::presign(&signer, held, &sketch).expect("signed");
+    let ahead = signed.ticket_ids();
+    assert_eq!(ahead.len(), 3);
+    assert_eq!(confirm_with(&mut w, held, Some(signed)), ahead);
+    assert_eq!(stored_ticket_ids(&w, held), ahead);
+    // Confirmed: no longer offered for signing.
+    assert!(w.shared.hold_sketches.read().unwrap().get(&held).is_none());
+    // Every stored code verifies and names its own ticket.
+    let ring = w.state.keys.0.clone();
+    let mut stmt = w
+        .conn
+        .prepare("SELECT ticket_id, code FROM tickets WHERE order_id IS NOT NULL")
+        .expect("prepare");
+    let rows: Vec<(String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect();
+    for (id, code) in rows {
+        assert_eq!(
+            ring.verify(&code).expect("verifies").ticket_id.to_string(),
+            id
+        );
+    }
+}
+
+#[test]
+fn tickets_signed_for_another_hold_are_not_taken_and_the_writer_signs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut w = writer(dir.path());
+    let slot = open_slot(&w);
+    let small = hold(&mut w, slot, 1);
+    let big = hold(&mut w, slot, 2);
+    let sketch = w
+        .shared
+        .hold_sketches
+        .read()
+        .unwrap()
+        .get(&small)
+        .cloned()
+        .expect("sketch");
+    let signer = w.shared.signer.read().unwrap().clone().expect("signer");
+    // Signed for `small` (one ticket) but sent with `big`'s confirmation.
+    let wrong = crate::sqlite::presign::presign(&signer, small, &sketch).expect("signed");
+    let wrong_ids = wrong.ticket_ids();
+    let tickets = confirm_with(&mut w, big, Some(wrong));
+    assert_eq!(tickets.len(), 2);
+    assert!(!tickets.contains(&wrong_ids[0]));
+    assert_eq!(stored_ticket_ids(&w, big), tickets);
+    let ring = w.state.keys.0.clone();
+    let code: String = w
+        .conn
+        .query_row(
+            "SELECT code FROM tickets WHERE ticket_id = ?1",
+            params![tickets[0].to_string()],
+            |r| r.get(0),
+        )
+        .expect("ticket");
+    assert_eq!(ring.verify(&code).expect("verifies").ticket_id, tickets[0]);
+}
+
+fn wal_bytes(db: &Path) -> u64 {
+    std::fs::metadata(db.with_file_name("server.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+fn holds_in(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.query_row("SELECT COUNT(*) FROM holds", [], |r| r.get(0))
+        .expect("count")
+}
+
+#[test]
+fn under_continuous_writes_the_wal_stays_bounded_and_a_crash_loses_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("server.db");
+    let mut w = writer(dir.path());
+    crate::sqlite::checkpoint::writer_connection(&w.conn).expect("autocheckpoint off");
+    let limit: u64 = 256 * 1024;
+    w.wal = crate::sqlite::checkpoint::WalBound::new(&db, limit);
+    // The passive checkpoints run beside the writer, as in the server.
+    crate::sqlite::checkpoint::spawn(&db, &w.shared).expect("checkpoint thread");
+    // Slots late in the horizon, each far from full with 40 holds.
+    let slots: Vec<SlotId> = w.state.slots.keys().rev().take(60).copied().collect();
+    assert_eq!(slots.len(), 60);
+    let before = holds_in(&db);
+    let mut largest_batch_growth = 0;
+    let mut most = 0;
+    let mut answers = Vec::new();
+    for &slot in &slots {
+        let start = wal_bytes(&db);
+        let mut batch = Vec::new();
+        for _ in 0..40 {
+            let cart = price_cart(
+                &w.state.catalogue,
+                &[CartLine {
+                    product_id: "adult".into(),
+                    quantity: 1,
+                    membership_numbers: vec![],
+                }],
+                Channel::Online,
+                CartLimits::ONLINE,
+            )
+            .expect("priced");
+            let lines = online::CartLines::of(&cart).expect("lines");
+            let (job, rx) = job(move |ctx| online::create_hold(ctx, slot, cart, lines), None);
+            batch.push(job);
+            answers.push(rx);
+        }
+        assert!(w.run_batch(&mut batch));
+        for rx in answers.drain(..) {
+            answer(rx).expect("held");
+        }
+        let end = wal_bytes(&db);
+        largest_batch_growth = largest_batch_growth.max(end.saturating_sub(start));
+        most = most.max(end);
+    }
+    // 2,400 holds wrote several times the bound in all; the file never held
+    // more than the bound plus what one batch adds before the writer's check.
+    assert!(
+        most <= limit + largest_batch_growth,
+        "WAL reached {most} bytes, bound {limit}, one batch {largest_batch_growth}"
+    );
+    // A crash: the writer's connection is never closed (no final checkpoint).
+    let Writer { conn, shared, .. } = w;
+    std::mem::forget(conn);
+    drop(shared);
+    assert_eq!(holds_in(&db) - before, 60 * 40);
+    let again = schema::open(&db).expect("reopen");
+    let state = State::load(&again, Clock::system().now_ms()).expect("load");
+    assert_eq!(
+        state
+            .holds
+            .values()
+            .filter(|h| slots.contains(&h.slot))
+            .count(),
+        60 * 40
+    );
 }

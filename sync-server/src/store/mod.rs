@@ -76,6 +76,9 @@ pub struct StoreConfig {
     pub idempotency_keys_in_memory: usize,
     /// How long a waiting-list offer holds its places.
     pub offer_ttl: Duration,
+    /// SQLite: the WAL file's size past which the writer checkpoints and
+    /// truncates it between batches (see `sqlite::checkpoint`).
+    pub wal_limit_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -87,6 +90,7 @@ impl Default for StoreConfig {
             lease_policy: LeasePolicy::default(),
             idempotency_keys_in_memory: DEFAULT_IDEMPOTENCY_KEYS_IN_MEMORY,
             offer_ttl: Duration::from_secs(30 * 60),
+            wal_limit_bytes: 64 * 1024 * 1024,
         }
     }
 }
