@@ -21,66 +21,10 @@ use tessera_core::queue::line::{Line, LineRules, Phase, Supply};
 use tessera_core::queue::token::{room_tag, TokenKey};
 use tessera_core::queue::PaceRules;
 
-use crate::config::WaitingRoomSettings;
+use crate::config::{check_waiting_rooms as check, RoomConfigError, WaitingRoomSettings};
 use crate::store::Store;
 
-/// Days one room may cover: its supply is read every tick.
-pub const MAX_ROOM_DAYS: i64 = 400;
 const TICK: Duration = Duration::from_millis(250);
-
-#[derive(Debug, thiserror::Error)]
-pub enum RoomConfigError {
-    #[error("[[waiting_rooms]] id {0:?}: use 1-40 of a-z, 0-9 and '-'")]
-    Id(String),
-    #[error("[[waiting_rooms]] id {0:?} appears twice")]
-    Duplicate(String),
-    #[error("[[waiting_rooms]] {0}: `until` is before `from`, or the room covers more than {MAX_ROOM_DAYS} days")]
-    Days(String),
-    #[error("[[waiting_rooms]] {0}: rooms {1} and {0} share days; a day belongs to one room")]
-    Overlap(String, String),
-    #[error("[[waiting_rooms]] {0}: opens_at {1:?} is neither museum time (2026-12-05T10:00) nor an instant (2026-12-05T09:00:00Z)")]
-    OpensAt(String, String),
-    #[error("[[waiting_rooms]] {0}: {1} must be at least 1")]
-    Zero(String, &'static str),
-}
-
-/// The settings' own consistency, checked when the file is read.
-pub fn check(rooms: &[WaitingRoomSettings]) -> Result<(), RoomConfigError> {
-    for (i, r) in rooms.iter().enumerate() {
-        let id_ok = (1..=40).contains(&r.id.chars().count())
-            && r.id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !id_ok {
-            return Err(RoomConfigError::Id(r.id.clone()));
-        }
-        let span = r.from.until(r.until).map(|s| s.get_days()).unwrap_or(-1);
-        if r.until < r.from || i64::from(span) >= MAX_ROOM_DAYS {
-            return Err(RoomConfigError::Days(r.id.clone()));
-        }
-        for (name, value) in [
-            ("rate_per_minute", r.rate_per_minute),
-            ("max_in_shop", r.max_in_shop),
-            ("window_minutes", r.window_minutes),
-            ("away_after_secs", r.away_after_secs),
-            ("max_places_per_client", r.max_places_per_client),
-            ("max_places", r.max_places),
-        ] {
-            if value == 0 {
-                return Err(RoomConfigError::Zero(r.id.clone(), name));
-            }
-        }
-        for other in &rooms[..i] {
-            if other.id == r.id {
-                return Err(RoomConfigError::Duplicate(r.id.clone()));
-            }
-            if other.from <= r.until && r.from <= other.until {
-                return Err(RoomConfigError::Overlap(r.id.clone(), other.id.clone()));
-            }
-        }
-    }
-    Ok(())
-}
 
 fn opening(r: &WaitingRoomSettings, tz: &TimeZone) -> Result<Timestamp, RoomConfigError> {
     let bad = || RoomConfigError::OpensAt(r.id.clone(), r.opens_at.clone());
