@@ -400,3 +400,25 @@ fn before_the_opening_leaving_and_joining_again_is_no_second_draw() {
         .join(1_000_001, Uuid::from_u128(4), session(4), 9, 44)
         .is_ok());
 }
+
+#[test]
+fn a_pass_from_before_a_restart_counts_as_a_live_place() {
+    let mut r = rules();
+    r.opens_at_ms = 0;
+    r.max_places = 1;
+    let mut line = Line::new(r);
+    let until = 600_000;
+    assert_eq!(
+        line.use_pass(1_000, Uuid::from_u128(1), session(1), until, [1; 8]),
+        Ok(true)
+    );
+    // The room's bound is one place, and the restored pass holds it.
+    assert_eq!(
+        line.join(1_001, Uuid::from_u128(2), session(2), 2, 0),
+        Err(LineError::Full)
+    );
+    line.leave(Uuid::from_u128(1), session(1)).unwrap();
+    assert!(line
+        .join(1_002, Uuid::from_u128(3), session(3), 3, 0)
+        .is_ok());
+}

@@ -258,6 +258,10 @@ impl Line {
         if self.finished.contains(&entry) {
             return Err(PassError::Over);
         }
+        if !self.entries.contains_key(&entry) {
+            // Let in before a restart: it counts as live like any place.
+            self.live += 1;
+        }
         let e = self.entries.entry(entry).or_insert_with(|| Entry {
             rank: Rank(u64::MAX),
             session,
